@@ -1,0 +1,7 @@
+import { Migration20261126000000_initial } from "./Migration20261126000000_initial.js";
+
+// Every migration, in order. Listed explicitly so that the migrator needs no
+// file-system discovery (which cannot import .ts files under some loaders).
+export const migrationsList = [
+  { name: "Migration20261126000000_initial", class: Migration20261126000000_initial },
+];

@@ -1,0 +1,106 @@
+import { UniqueConstraintViolationException } from "@mikro-orm/core";
+import type { Orm } from "../db/orm.js";
+import { ApiTokenEntity, type TokenScope } from "../db/entities.js";
+import { ServiceError, invalid } from "../errors.js";
+import { recordAudit } from "../audit/audit-store.js";
+import { generateToken, hashToken, sameHash, TOKEN_SCOPES } from "./tokens.js";
+
+const NAME_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+export const ENV_ADMIN_TOKEN_NAME = "service-admin-token";
+
+export interface TokenInfo {
+  name: string;
+  scope: TokenScope;
+  createdAt: Date;
+  createdBy: string | null;
+  lastUsedAt: Date | null;
+}
+
+interface CachedToken {
+  info: { name: string; scope: TokenScope };
+  expiresAt: number;
+}
+
+export interface TokenStoreOptions {
+  /** SERVICE_ADMIN_TOKEN, accepted as an admin token when set. */
+  serviceAdminToken?: string;
+  /** How long a looked-up token is trusted without asking the database (ms). */
+  cacheTtlMs?: number;
+}
+
+/**
+ * API tokens, stored as SHA-256 hashes. Authentication caches a token for a
+ * few seconds so that the hot path costs no query; a revoked token stops
+ * working within that window (and at once on the replica that revoked it).
+ */
+export class TokenStore {
+  private readonly cache = new Map<string, CachedToken>();
+  private readonly envAdminHash: string | undefined;
+  private readonly cacheTtlMs: number;
+
+  constructor(
+    private readonly orm: Orm,
+    options: TokenStoreOptions = {},
+  ) {
+    this.envAdminHash = options.serviceAdminToken ? hashToken(options.serviceAdminToken) : undefined;
+    this.cacheTtlMs = options.cacheTtlMs ?? 5_000;
+  }
+
+  /** The token's name and scope, or undefined when the token is unknown. */
+  async authenticate(token: string): Promise<{ name: string; scope: TokenScope } | undefined> {
+    const hash = hashToken(token);
+    if (this.envAdminHash !== undefined && sameHash(hash, this.envAdminHash)) {
+      return { name: ENV_ADMIN_TOKEN_NAME, scope: "admin" };
+    }
+    const now = Date.now();
+    const cached = this.cache.get(hash);
+    if (cached && cached.expiresAt > now) return cached.info;
+    // Looking a token up also records its use: one statement, at most once per TTL.
+    const rows: Array<{ name: string; scope: TokenScope }> = await this.orm.em
+      .getConnection()
+      .execute("update api_tokens set last_used_at = now() where token_hash = ? returning name, scope", [hash]);
+    const row = rows[0];
+    if (!row) {
+      this.cache.delete(hash);
+      return undefined;
+    }
+    if (this.cache.size >= 10_000) this.cache.clear();
+    this.cache.set(hash, { info: { name: row.name, scope: row.scope }, expiresAt: now + this.cacheTtlMs });
+    return { name: row.name, scope: row.scope };
+  }
+
+  /** Creates a token and returns it: the only time it is ever shown. */
+  async create(name: string, scope: string, actor: string): Promise<{ token: string; info: TokenInfo }> {
+    if (!NAME_PATTERN.test(name)) throw invalid("name", "must be 1-64 characters of letters, digits, '.', '_' or '-'");
+    if (name === ENV_ADMIN_TOKEN_NAME) throw invalid("name", `"${ENV_ADMIN_TOKEN_NAME}" is reserved`);
+    if (!TOKEN_SCOPES.includes(scope as TokenScope)) throw invalid("scope", `must be one of: ${TOKEN_SCOPES.join(", ")}`);
+    const token = generateToken();
+    const info: TokenInfo = { name, scope: scope as TokenScope, createdAt: new Date(), createdBy: actor, lastUsedAt: null };
+    try {
+      await this.orm.em.fork().transactional(async (em) => {
+        em.create(ApiTokenEntity, { ...info, tokenHash: hashToken(token) });
+        recordAudit(em, { actor, action: "token.create", target: name, details: { scope } });
+      });
+    } catch (error) {
+      if (error instanceof UniqueConstraintViolationException) {
+        throw new ServiceError("already_exists", `name: a token named "${name}" already exists`, "name");
+      }
+      throw error;
+    }
+    return { token, info };
+  }
+
+  async list(): Promise<TokenInfo[]> {
+    const rows = await this.orm.em.fork().find(ApiTokenEntity, {}, { orderBy: { name: "asc" } });
+    return rows.map(({ name, scope, createdAt, createdBy, lastUsedAt }) => ({ name, scope, createdAt, createdBy, lastUsedAt }));
+  }
+
+  async revoke(name: string, actor: string): Promise<void> {
+    await this.orm.em.fork().transactional(async (em) => {
+      const deleted = await em.nativeDelete(ApiTokenEntity, { name });
+      if (deleted === 0) throw new ServiceError("not_found", `no token named "${name}"`);
+      recordAudit(em, { actor, action: "token.revoke", target: name });
+    });
+    this.cache.clear();
+  }
+}

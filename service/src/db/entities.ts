@@ -1,0 +1,143 @@
+import { EntitySchema } from "@mikro-orm/core";
+
+// Table rows as MikroORM entities. The schema itself lives in migrations/ (SQL),
+// so that what runs in production is reviewed SQL, not a generated diff.
+
+export interface OrganizationRow {
+  id: string;
+  name: string;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export const OrganizationEntity = new EntitySchema<OrganizationRow>({
+  name: "Organization",
+  tableName: "organizations",
+  properties: {
+    id: { type: "text", primary: true },
+    name: { type: "text" },
+    createdAt: { type: "Date", columnType: "timestamptz" },
+    updatedAt: { type: "Date", columnType: "timestamptz" },
+  },
+});
+
+export interface TeamRow {
+  id: string;
+  organizationId: string;
+  name: string;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export const TeamEntity = new EntitySchema<TeamRow>({
+  name: "Team",
+  tableName: "teams",
+  properties: {
+    id: { type: "text", primary: true },
+    organizationId: { type: "text" },
+    name: { type: "text" },
+    createdAt: { type: "Date", columnType: "timestamptz" },
+    updatedAt: { type: "Date", columnType: "timestamptz" },
+  },
+});
+
+export type ProviderName = "openai" | "anthropic" | "gemini" | "fireworks";
+
+export interface CredentialRow {
+  id: string;
+  organizationId: string;
+  provider: ProviderName;
+  credentialName: string;
+  /** A Fernet token; only the keyring can read it. */
+  encryptedApiKey: string;
+  /** Fingerprint of the master key that made encryptedApiKey. */
+  keyId: string;
+  keyHint: string;
+  apiBase: string | null;
+  isActive: boolean;
+  activatedAt: Date | null;
+  version: number;
+  createdAt: Date;
+  updatedAt: Date;
+  createdBy: string | null;
+  updatedBy: string | null;
+  lastUsedAt: Date | null;
+}
+
+export const CredentialEntity = new EntitySchema<CredentialRow>({
+  name: "Credential",
+  tableName: "provider_credentials",
+  properties: {
+    id: { type: "uuid", primary: true },
+    organizationId: { type: "text" },
+    provider: { type: "text" },
+    credentialName: { type: "text" },
+    encryptedApiKey: { type: "text", lazy: true },
+    keyId: { type: "text" },
+    keyHint: { type: "text" },
+    apiBase: { type: "text", nullable: true },
+    isActive: { type: "boolean" },
+    activatedAt: { type: "Date", columnType: "timestamptz", nullable: true },
+    version: { type: "integer" },
+    createdAt: { type: "Date", columnType: "timestamptz" },
+    updatedAt: { type: "Date", columnType: "timestamptz" },
+    createdBy: { type: "text", nullable: true },
+    updatedBy: { type: "text", nullable: true },
+    lastUsedAt: { type: "Date", columnType: "timestamptz", nullable: true },
+  },
+});
+
+export type TokenScope = "resolve" | "admin";
+
+export interface ApiTokenRow {
+  name: string;
+  /** SHA-256 of the token, hex; the token itself is never stored. */
+  tokenHash: string;
+  scope: TokenScope;
+  createdAt: Date;
+  createdBy: string | null;
+  lastUsedAt: Date | null;
+}
+
+export const ApiTokenEntity = new EntitySchema<ApiTokenRow>({
+  name: "ApiToken",
+  tableName: "api_tokens",
+  properties: {
+    name: { type: "text", primary: true },
+    tokenHash: { type: "text" },
+    scope: { type: "text" },
+    createdAt: { type: "Date", columnType: "timestamptz" },
+    createdBy: { type: "text", nullable: true },
+    lastUsedAt: { type: "Date", columnType: "timestamptz", nullable: true },
+  },
+});
+
+export interface AuditEventRow {
+  id?: string;
+  occurredAt: Date;
+  actor: string;
+  action: string;
+  organizationId: string | null;
+  credentialId: string | null;
+  target: string | null;
+  source: string | null;
+  details: Record<string, unknown>;
+}
+
+export const AuditEventEntity = new EntitySchema<AuditEventRow>({
+  name: "AuditEvent",
+  tableName: "audit_events",
+  properties: {
+    id: { type: "bigint", primary: true, autoincrement: true },
+    occurredAt: { type: "Date", columnType: "timestamptz" },
+    actor: { type: "text" },
+    action: { type: "text" },
+    organizationId: { type: "text", nullable: true },
+    credentialId: { type: "uuid", nullable: true },
+    target: { type: "text", nullable: true },
+    source: { type: "text", nullable: true },
+    details: { type: "json" },
+  },
+});
+
+export const entities = [OrganizationEntity, TeamEntity, CredentialEntity, ApiTokenEntity, AuditEventEntity];

@@ -1,0 +1,80 @@
+// Fernet tokens (https://github.com/fernet/spec) over node:crypto only.
+// Token = base64url( 0x80 | ts:u64be | iv:16 | AES-128-CBC/PKCS#7 ciphertext | HMAC-SHA256:32 ).
+import { createCipheriv, createDecipheriv, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+
+/** Any Fernet failure. Messages never contain the token, the key or the plaintext. */
+export class FernetError extends Error {
+  override name = "FernetError";
+}
+
+const VERSION = 0x80;
+const MAX_CLOCK_SKEW = 60; // seconds, as Python `cryptography` and fernet.js
+const OVERHEAD = 1 + 8 + 16 + 32; // version, timestamp, IV, HMAC
+
+/** Strict url-safe base64: canonical, `=` padding optional but correct if present. */
+function decodeBase64Url(text: string): Buffer | undefined {
+  const body = text.replace(/={1,2}$/, "");
+  if (body.length !== text.length && text.length % 4 !== 0) return undefined;
+  const bytes = Buffer.from(body, "base64url");
+  // Node's decoder silently skips bad characters; a non-identical re-encoding
+  // rejects them, stray `=`, whitespace, `+`/`/` and non-zero trailing bits.
+  return bytes.toString("base64url") === body ? bytes : undefined;
+}
+
+/** Parses a Fernet key (url-safe base64 of 32 bytes, with or without `=` padding). */
+export function parseFernetKey(text: string): Buffer {
+  const key = typeof text === "string" ? decodeBase64Url(text) : undefined;
+  if (key === undefined) throw new FernetError("invalid Fernet key: not url-safe base64");
+  if (key.length !== 32) throw new FernetError("invalid Fernet key: must decode to exactly 32 bytes");
+  return key;
+}
+
+/** A fresh key, formatted like Python's `Fernet.generate_key()` (44 chars ending in `=`). */
+export function generateFernetKey(): string {
+  return randomBytes(32).toString("base64url") + "=";
+}
+
+function checkKey(key: Buffer): void {
+  if (!Buffer.isBuffer(key) || key.length !== 32) throw new FernetError("invalid Fernet key: must be 32 bytes");
+}
+
+export function encryptFernet(key: Buffer, plaintext: Buffer | string, options: { iv?: Buffer; now?: number } = {}): string {
+  checkKey(key);
+  const iv = options.iv ?? randomBytes(16);
+  if (iv.length !== 16) throw new FernetError("invalid IV: must be 16 bytes");
+  const now = Math.floor(options.now ?? Date.now() / 1000);
+  if (!Number.isSafeInteger(now) || now < 0) throw new FernetError("invalid timestamp");
+  const header = Buffer.allocUnsafe(25);
+  header[0] = VERSION;
+  header.writeBigUInt64BE(BigInt(now), 1);
+  iv.copy(header, 9);
+  const cipher = createCipheriv("aes-128-cbc", key.subarray(16), iv);
+  const body = Buffer.concat([header, cipher.update(plaintext), cipher.final()]);
+  const mac = createHmac("sha256", key.subarray(0, 16)).update(body).digest();
+  const token = Buffer.concat([body, mac]);
+  return token.toString("base64url") + "==".slice(0, (3 - (token.length % 3)) % 3); // padded, like Python
+}
+
+export function decryptFernet(key: Buffer, token: string, options: { ttlSeconds?: number; now?: number } = {}): Buffer {
+  checkKey(key);
+  const data = typeof token === "string" ? decodeBase64Url(token) : undefined;
+  if (data === undefined) throw new FernetError("invalid token: not url-safe base64");
+  if (data.length < OVERHEAD + 16) throw new FernetError("invalid token: too short");
+  if (data[0] !== VERSION) throw new FernetError("invalid token: unknown version");
+  if ((data.length - OVERHEAD) % 16 !== 0) throw new FernetError("invalid token: ciphertext is not a whole number of blocks");
+  const macAt = data.length - 32;
+  const mac = createHmac("sha256", key.subarray(0, 16)).update(data.subarray(0, macAt)).digest();
+  if (!timingSafeEqual(mac, data.subarray(macAt))) throw new FernetError("invalid token: HMAC mismatch");
+  if (options.ttlSeconds !== undefined) {
+    const now = options.now ?? Math.floor(Date.now() / 1000);
+    const issued = Number(data.readBigUInt64BE(1));
+    if (issued + options.ttlSeconds < now) throw new FernetError("invalid token: expired");
+    if (now + MAX_CLOCK_SKEW < issued) throw new FernetError("invalid token: timestamp too far in the future");
+  }
+  try {
+    const decipher = createDecipheriv("aes-128-cbc", key.subarray(16), data.subarray(9, 25));
+    return Buffer.concat([decipher.update(data.subarray(25, macAt)), decipher.final()]);
+  } catch {
+    throw new FernetError("invalid token: bad padding");
+  }
+}

@@ -1,0 +1,117 @@
+// The only module of the app that sees MASTER_KEY. Everything else gets a
+// Keyring and key ids (fingerprints), never key material.
+import { createHash } from "node:crypto";
+import { decryptFernet, encryptFernet, FernetError, generateFernetKey, parseFernetKey } from "./fernet.js";
+
+const VALID_MASTER_KEY =
+  "A valid MASTER_KEY is a Fernet key (url-safe base64 of 32 bytes: 44 characters ending in '='), " +
+  "or a comma-separated list of them where the first encrypts and all decrypt. " +
+  "Generate one with: node -e \"console.log(require('crypto').randomBytes(32).toString('base64url')+'=')\" " +
+  "or in Python with cryptography's Fernet.generate_key().";
+
+/** MASTER_KEY is missing or malformed. The message never contains the configured value. */
+export class MasterKeyError extends Error {
+  override name = "MasterKeyError";
+  constructor(problem: string) {
+    super(`Invalid MASTER_KEY: ${problem}. ${VALID_MASTER_KEY}`);
+  }
+}
+
+/** A stored token could not be decrypted with any configured key. */
+export class DecryptError extends Error {
+  override name = "DecryptError";
+}
+
+const FINGERPRINT_PREFIX = Buffer.from("provider-credentials key-id v1\0", "utf8");
+
+/** Public identifier of a key: "fk_" + 16 hex chars of a domain-separated SHA-256. */
+export function keyFingerprint(key: Buffer): string {
+  return "fk_" + createHash("sha256").update(FINGERPRINT_PREFIX).update(key).digest("hex").slice(0, 16);
+}
+
+/** A fresh MASTER_KEY value (a single Fernet key). */
+export function generateMasterKey(): string {
+  return generateFernetKey();
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+export class Keyring {
+  readonly primaryKeyId: string;
+  readonly keyIds: readonly string[];
+  readonly #keys: ReadonlyMap<string, Buffer>; // insertion order = configured order
+
+  /** Use createKeyring(); keys must be distinct 32-byte Fernet keys, first = primary. */
+  constructor(keys: readonly Buffer[]) {
+    const map = new Map<string, Buffer>();
+    for (const key of keys) map.set(keyFingerprint(key), key);
+    if (map.size === 0 || map.size !== keys.length) throw new MasterKeyError("no keys, or duplicate keys");
+    this.#keys = map;
+    this.keyIds = Object.freeze([...map.keys()]);
+    this.primaryKeyId = this.keyIds[0];
+  }
+
+  has(keyId: string): boolean {
+    return this.#keys.has(keyId);
+  }
+
+  /** Encrypts with the primary (first) key. */
+  encrypt(plaintext: string): { token: string; keyId: string } {
+    return { token: encryptFernet(this.#keys.get(this.primaryKeyId)!, plaintext), keyId: this.primaryKeyId };
+  }
+
+  /** Tries the hinted key first, then every other key in configured order. No TTL. */
+  decrypt(token: string, keyId?: string): string {
+    const hinted = keyId === undefined ? undefined : this.#keys.get(keyId);
+    const order = hinted ? [hinted, ...[...this.#keys.values()].filter((k) => k !== hinted)] : this.#keys.values();
+    for (const key of order) {
+      let plaintext: Buffer;
+      try {
+        plaintext = decryptFernet(key, token);
+      } catch (err) {
+        if (err instanceof FernetError) continue;
+        throw err;
+      }
+      try {
+        return utf8.decode(plaintext);
+      } catch {
+        throw new DecryptError("decrypted secret is not valid UTF-8");
+      }
+    }
+    throw new DecryptError(`token could not be decrypted with any of the ${this.#keys.size} configured key(s)`);
+  }
+}
+
+/** Parses MASTER_KEY ("key" or "key1,key2,..."; whitespace around entries is ignored). */
+export function createKeyring(masterKey: string): Keyring {
+  if (typeof masterKey !== "string") throw new MasterKeyError("it is not set");
+  if (masterKey.trim() === "") throw new MasterKeyError("it is empty");
+  const entries = masterKey.split(",").map((e) => e.trim());
+  if (entries.every((e) => e === "")) throw new MasterKeyError("it contains only commas");
+  const keys: Buffer[] = [];
+  entries.forEach((entry, i) => {
+    const where = entries.length === 1 ? "the key" : `entry ${i + 1} of ${entries.length}`;
+    if (entry === "") throw new MasterKeyError(`${where} is empty (stray comma?)`);
+    let key: Buffer;
+    try {
+      key = parseFernetKey(entry);
+    } catch {
+      throw new MasterKeyError(`${where} is not a Fernet key: it ${describeBadKey(entry)}`);
+    }
+    const dup = keys.findIndex((k) => k.equals(key));
+    if (dup !== -1) throw new MasterKeyError(`entry ${i + 1} is the same key as entry ${dup + 1}`);
+    keys.push(key);
+  });
+  return new Keyring(keys);
+}
+
+/** Why an entry is not a Fernet key, without repeating any of it. */
+function describeBadKey(entry: string): string {
+  if (!/^[A-Za-z0-9_-]*={0,2}$/.test(entry)) {
+    return "contains characters outside the url-safe base64 alphabet (A-Z a-z 0-9 - _, with '=' only as final padding)";
+  }
+  const body = entry.replace(/=+$/, "");
+  if (body.length !== 43) return `has the wrong length (${entry.length} character${entry.length === 1 ? "" : "s"}, expected 44)`;
+  if (body.length !== entry.length && entry.length !== 44) return "has wrong '=' padding (expected exactly one)";
+  return "is not canonical base64 (its last character encodes non-zero spare bits)";
+}

@@ -1,0 +1,73 @@
+// `npm start`: the credentials service on the configured or embedded database.
+import path from "node:path";
+import { createLogger } from "./logger.js";
+import { MasterKeyError } from "./keyring/keyring.js";
+import { openDatabase, type Database } from "./runtime/local.js";
+import { ConfigError, portFrom, positiveIntFrom } from "./runtime/config.js";
+import { startService, StartupError, type RunningService } from "./server.js";
+
+const logger = createLogger();
+const started = Date.now();
+
+async function main(): Promise<void> {
+  let database: Database | undefined;
+  let service: RunningService | undefined;
+  try {
+    database = await openDatabase(process.env, logger);
+    service = await startService({
+      databaseUrl: database.databaseUrl,
+      masterKey: database.masterKey,
+      serviceAdminToken: database.serviceAdminToken,
+      env: process.env,
+      host: process.env.HOST || (database.embedded ? "127.0.0.1" : "0.0.0.0"),
+      port: portFrom(process.env, "GRPC_PORT", 50051),
+      logger,
+      poolSize: positiveIntFrom(process.env, "DB_POOL_SIZE", 10),
+      drainTimeoutMs: positiveIntFrom(process.env, "SHUTDOWN_TIMEOUT_MS", 10_000),
+    });
+  } catch (error) {
+    await database?.stop().catch(() => undefined);
+    fail(error);
+  }
+
+  const where = `${service.host}:${service.port}`;
+  logger.info(
+    { address: where, startupMs: Date.now() - started, embedded: database.embedded },
+    `credentials service ready in ${Date.now() - started} ms: gRPC, gRPC-Web and Connect on ${where} (h2c)`,
+  );
+  if (database.embedded) {
+    const secrets = path.resolve(process.env.DATA_DIR || ".data", "secrets.env");
+    logger.info(`local admin token: SERVICE_ADMIN_TOKEN in ${secrets}; create more with: npm run token -- create --name NAME --scope resolve|admin`);
+  }
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "shutting down: health NOT_SERVING, finishing calls in flight");
+    try {
+      await service!.close();
+      await database!.stop();
+      logger.info("stopped");
+      process.exit(0);
+    } catch (error) {
+      logger.error({ err: error }, "shutdown failed");
+      process.exit(1);
+    }
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+function fail(error: unknown): never {
+  if (error instanceof ConfigError || error instanceof MasterKeyError || error instanceof StartupError) {
+    logger.fatal(error.message);
+    console.error(`\nCannot start: ${error.message}\n`);
+  } else {
+    logger.fatal({ err: error }, "start-up failed");
+    console.error(`\nCannot start: ${error instanceof Error ? error.message : String(error)}\n`);
+  }
+  process.exit(1);
+}
+
+void main();

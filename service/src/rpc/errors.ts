@@ -1,0 +1,43 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { ConnectionException, DriverException } from "@mikro-orm/core";
+import { ServiceError, type ErrorKind } from "../errors.js";
+import type { Logger } from "../logger.js";
+
+const CODES: Record<ErrorKind, Code> = {
+  invalid_argument: Code.InvalidArgument,
+  not_found: Code.NotFound,
+  already_exists: Code.AlreadyExists,
+  failed_precondition: Code.FailedPrecondition,
+  aborted: Code.Aborted,
+  data_loss: Code.DataLoss,
+  unavailable: Code.Unavailable,
+  unauthenticated: Code.Unauthenticated,
+  permission_denied: Code.PermissionDenied,
+};
+
+// Connection-level failures: PostgreSQL is down, restarting or unreachable.
+const UNAVAILABLE_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P02", "57P03", "08000", "08001", "08003", "08006"]);
+
+function isDatabaseUnavailable(error: unknown): boolean {
+  if (error instanceof ConnectionException) return true;
+  const e = error as { code?: unknown; name?: unknown; message?: unknown };
+  if (typeof e?.code === "string" && UNAVAILABLE_CODES.has(e.code)) return true;
+  if (e?.name === "KnexTimeoutError") return true;
+  return typeof e?.message === "string" && /Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect/.test(e.message);
+}
+
+/**
+ * The one place where errors become gRPC statuses. Domain errors keep their
+ * message; a database outage is UNAVAILABLE; anything else is logged and
+ * answered with a bare "internal error", never its message or stack.
+ */
+export function toConnectError(error: unknown, logger: Logger, procedure: string): ConnectError {
+  if (error instanceof ConnectError) return error;
+  if (error instanceof ServiceError) return new ConnectError(error.message, CODES[error.kind]);
+  if (isDatabaseUnavailable(error)) {
+    logger.warn({ err: error, procedure }, "database unavailable");
+    return new ConnectError("the credentials database is unavailable; try again shortly", Code.Unavailable);
+  }
+  logger.error({ err: error instanceof DriverException ? { name: error.name, code: error.code, message: "driver error" } : error, procedure }, "internal error");
+  return new ConnectError("internal error", Code.Internal);
+}

@@ -1,0 +1,57 @@
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { Health, HealthCheckResponse_ServingStatus as Status } from "../gen/grpc/health/v1/health_pb.js";
+
+export { Health as HealthService };
+
+/**
+ * Serving status for grpc.health.v1: SERVING until shutdown begins, then
+ * NOT_SERVING so that load balancers stop sending calls before we exit.
+ */
+export class HealthState {
+  private serving = true;
+  private readonly watchers = new Set<() => void>();
+
+  constructor(private readonly services: readonly string[]) {}
+
+  status(service: string): Status | undefined {
+    if (service !== "" && !this.services.includes(service)) return undefined;
+    return this.serving ? Status.SERVING : Status.NOT_SERVING;
+  }
+
+  setNotServing(): void {
+    this.serving = false;
+    for (const notify of this.watchers) notify();
+  }
+
+  /** Resolves at the next status change or when the signal aborts. */
+  changed(signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        this.watchers.delete(done);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      this.watchers.add(done);
+      signal.addEventListener("abort", done);
+    });
+  }
+}
+
+export function createHealthService(state: HealthState): ServiceImpl<typeof Health> {
+  return {
+    check(req) {
+      const status = state.status(req.service);
+      if (status === undefined) throw new ConnectError(`unknown service "${req.service}"`, Code.NotFound);
+      return { status };
+    },
+    async *watch(req, ctx) {
+      let last: Status | undefined;
+      while (!ctx.signal.aborted) {
+        const status = state.status(req.service) ?? Status.SERVICE_UNKNOWN;
+        if (status !== last) yield { status };
+        last = status;
+        await state.changed(ctx.signal);
+      }
+    },
+  };
+}

@@ -1,0 +1,84 @@
+import { create, toBinary, type DescFile, type MessageInitShape, type Registry } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { Code, type ServiceImpl } from "@connectrpc/connect";
+import {
+  ServerReflection,
+  type ServerReflectionRequest,
+  ServerReflectionResponseSchema,
+} from "../gen/grpc/reflection/v1/reflection_pb.js";
+
+export { ServerReflection };
+
+type Answer = MessageInitShape<typeof ServerReflectionResponseSchema>["messageResponse"];
+
+/**
+ * grpc.reflection.v1, so that grpcurl and `buf curl` can call the service
+ * without a local copy of the protos.
+ */
+export function createReflectionService(registry: Registry, serviceNames: readonly string[]): ServiceImpl<typeof ServerReflection> {
+  const files = new Map<string, DescFile>();
+  for (const desc of registry) {
+    for (const file of [desc.file, ...desc.file.dependencies]) files.set(file.name, file);
+  }
+
+  const answer = (req: ServerReflectionRequest): Answer => {
+    const request = req.messageRequest;
+    switch (request.case) {
+      case "listServices":
+        return { case: "listServicesResponse", value: { service: serviceNames.map((name) => ({ name })) } };
+      case "fileByFilename": {
+        const file = [...files.values()].find((f) => `${f.name}.proto` === request.value);
+        return file ? fileResponse(file) : notFound(`file "${request.value}" not found`);
+      }
+      case "fileContainingSymbol": {
+        const file = fileOfSymbol(registry, request.value);
+        return file ? fileResponse(file) : notFound(`symbol "${request.value}" not found`);
+      }
+      case "allExtensionNumbersOfType":
+        return { case: "allExtensionNumbersResponse", value: { baseTypeName: request.value, extensionNumber: [] } };
+      case "fileContainingExtension":
+        return notFound("no extensions are defined");
+      default:
+        return { case: "errorResponse", value: { errorCode: Code.InvalidArgument, errorMessage: "empty reflection request" } };
+    }
+  };
+
+  return {
+    async *serverReflectionInfo(requests) {
+      for await (const req of requests) {
+        yield create(ServerReflectionResponseSchema, {
+          validHost: req.host,
+          originalRequest: req,
+          messageResponse: answer(req),
+        });
+      }
+    },
+  };
+}
+
+function fileOfSymbol(registry: Registry, symbol: string): DescFile | undefined {
+  const desc = registry.get(symbol);
+  if (desc) return desc.file;
+  // A method or field: look its parent up.
+  const parent = symbol.slice(0, symbol.lastIndexOf("."));
+  return parent ? registry.get(parent)?.file : undefined;
+}
+
+/** A file and everything it imports, dependencies first, as serialized FileDescriptorProtos. */
+function fileResponse(file: DescFile): Answer {
+  const ordered: DescFile[] = [];
+  const visit = (f: DescFile) => {
+    if (ordered.includes(f)) return;
+    f.dependencies.forEach(visit);
+    ordered.push(f);
+  };
+  visit(file);
+  return {
+    case: "fileDescriptorResponse",
+    value: { fileDescriptorProto: ordered.reverse().map((f) => toBinary(FileDescriptorProtoSchema, f.proto)) },
+  };
+}
+
+function notFound(message: string): Answer {
+  return { case: "errorResponse", value: { errorCode: Code.NotFound, errorMessage: message } };
+}

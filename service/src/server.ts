@@ -1,0 +1,161 @@
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import { createRegistry } from "@bufbuild/protobuf";
+import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { createKeyring, type Keyring } from "./keyring/keyring.js";
+import { createOrm, migrate, type Orm } from "./db/orm.js";
+import type { Logger } from "./logger.js";
+import { TokenStore } from "./auth/token-store.js";
+import { CredentialStore } from "./credentials/credential-store.js";
+import { KeyResolver } from "./credentials/resolver.js";
+import { environmentKeys } from "./credentials/providers.js";
+import { OrganizationStore } from "./organizations/organization-store.js";
+import { CredentialService, OrganizationService, file_credentials } from "./gen/credentials_pb.js";
+import { file_grpc_health_v1_health } from "./gen/grpc/health/v1/health_pb.js";
+import { file_grpc_reflection_v1_reflection } from "./gen/grpc/reflection/v1/reflection_pb.js";
+import { createCredentialService } from "./rpc/credential-service.js";
+import { createOrganizationService } from "./rpc/organization-service.js";
+import { createHealthService, HealthService, HealthState } from "./rpc/health.js";
+import { createReflectionService, ServerReflection } from "./rpc/reflection.js";
+import { authInterceptor, errorInterceptor } from "./rpc/interceptors.js";
+import { sourceKey } from "./rpc/context.js";
+
+/** Largest request message accepted, in bytes: keys are at most 4 KiB. */
+export const MAX_REQUEST_BYTES = 64 * 1024;
+
+export interface ServiceOptions {
+  databaseUrl: string;
+  /** MASTER_KEY: one Fernet key or a comma-separated list, first encrypts. */
+  masterKey: string;
+  /** SERVICE_ADMIN_TOKEN, accepted as an admin token when set. */
+  serviceAdminToken?: string;
+  /** Where the provider fallback keys (OPENAI_API_KEY, ...) are read from. */
+  env: NodeJS.ProcessEnv;
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  logger: Logger;
+  poolSize?: number;
+  /** How long SIGTERM waits for calls in flight before closing connections (ms). */
+  drainTimeoutMs?: number;
+}
+
+export interface RunningService {
+  host: string;
+  port: number;
+  orm: Orm;
+  health: HealthState;
+  /** Health to NOT_SERVING, stop accepting, finish calls in flight, close the database. */
+  close(): Promise<void>;
+}
+
+export class StartupError extends Error {
+  override readonly name = "StartupError";
+}
+
+export interface ServiceParts {
+  keyring: Keyring;
+  tokens: TokenStore;
+  credentials: CredentialStore;
+  organizations: OrganizationStore;
+  resolver: KeyResolver;
+  health: HealthState;
+}
+
+export function createParts(orm: Orm, options: Pick<ServiceOptions, "masterKey" | "serviceAdminToken" | "env">): ServiceParts {
+  const keyring = createKeyring(options.masterKey);
+  return {
+    keyring,
+    tokens: new TokenStore(orm, { serviceAdminToken: options.serviceAdminToken }),
+    credentials: new CredentialStore(orm, keyring),
+    organizations: new OrganizationStore(orm),
+    resolver: new KeyResolver(orm, keyring, environmentKeys(options.env)),
+    health: new HealthState([CredentialService.typeName, OrganizationService.typeName]),
+  };
+}
+
+/** Every service on one router: the single place that says what this server answers. */
+export function routes(parts: ServiceParts) {
+  const registry = createRegistry(file_credentials, file_grpc_health_v1_health, file_grpc_reflection_v1_reflection);
+  const served = [CredentialService, OrganizationService, HealthService, ServerReflection];
+  return (router: ConnectRouter) => {
+    router.service(CredentialService, createCredentialService(parts));
+    router.service(OrganizationService, createOrganizationService(parts.organizations));
+    router.service(HealthService, createHealthService(parts.health));
+    router.service(ServerReflection, createReflectionService(registry, served.map((s) => s.typeName)));
+  };
+}
+
+/** Refuses to start when stored rows were encrypted under keys MASTER_KEY does not hold. */
+async function checkKeysCoverData(orm: Orm, keyring: Keyring): Promise<void> {
+  const rows: Array<{ key_id: string; count: string }> = await orm.em
+    .getConnection()
+    .execute("select key_id, count(*) as count from provider_credentials group by key_id");
+  const missing = rows.filter((r) => !keyring.has(r.key_id));
+  if (missing.length > 0) {
+    const list = missing.map((r) => `${r.key_id} (${r.count} credential${r.count === "1" ? "" : "s"})`).join(", ");
+    throw new StartupError(
+      `MASTER_KEY does not hold the key(s) that encrypted stored credentials: ${list}. ` +
+        `Add the missing key(s) to MASTER_KEY (comma-separated; the first encrypts, all decrypt). Configured: ${keyring.keyIds.join(", ")}.`,
+    );
+  }
+}
+
+export async function startService(options: ServiceOptions): Promise<RunningService> {
+  const { logger } = options;
+  const orm = await createOrm({ databaseUrl: options.databaseUrl, poolSize: options.poolSize });
+  let parts: ServiceParts;
+  try {
+    parts = createParts(orm, options);
+    const applied = await migrate(orm, options.databaseUrl);
+    if (applied.length > 0) logger.info({ migrations: applied }, `applied ${applied.length} migration(s)`);
+    await checkKeysCoverData(orm, parts.keyring);
+  } catch (error) {
+    await orm.close(true);
+    throw error;
+  }
+
+  const handler = connectNodeAdapter({
+    routes: routes(parts),
+    interceptors: [errorInterceptor(logger), authInterceptor(parts.tokens)],
+    readMaxBytes: MAX_REQUEST_BYTES,
+    contextValues: (req) => {
+      const values = createContextValues();
+      values.set(sourceKey, req.socket?.remoteAddress ?? null);
+      return values;
+    },
+  });
+  const server = http2.createServer(handler);
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      parts.health.setNotServing();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // GOAWAY: clients stop sending new calls here; calls in flight finish.
+      for (const session of sessions) session.close();
+      const timer = setTimeout(() => {
+        for (const session of sessions) session.destroy();
+      }, options.drainTimeoutMs ?? 10_000);
+      await closed;
+      clearTimeout(timer);
+      await parts.resolver.flushUsage();
+      await orm.close(true);
+    })());
+
+  return { host: options.host, port: address.port, orm, health: parts.health, close };
+}

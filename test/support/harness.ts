@@ -1,0 +1,135 @@
+import { randomBytes } from "node:crypto";
+import { Writable } from "node:stream";
+import pg from "pg";
+import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { inject } from "vitest";
+import { createLogger } from "../../service/src/logger.js";
+import { generateMasterKey } from "../../service/src/keyring/keyring.js";
+import { generateToken } from "../../service/src/auth/tokens.js";
+import { startService, type RunningService } from "../../service/src/server.js";
+import { CredentialService, OrganizationService } from "../../service/src/gen/credentials_pb.js";
+
+export interface TestDatabase {
+  url: string;
+  /** Runs SQL directly against the test database (bypassing the service). */
+  query<R extends pg.QueryResultRow = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<R[]>;
+  drop(): Promise<void>;
+}
+
+/** A fresh, empty database on the test PostgreSQL, for one test file. */
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const adminUrl = inject("adminDatabaseUrl");
+  const name = `pc_test_${randomBytes(6).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  const pool = new pg.Pool({ connectionString: url.toString(), max: 2 });
+  return {
+    url: url.toString(),
+    query: async (sql, params) => (await pool.query(sql, params as unknown[])).rows,
+    drop: async () => {
+      await pool.end();
+      const client = new pg.Client({ connectionString: adminUrl });
+      await client.connect();
+      await client.query(`drop database if exists ${name} with (force)`);
+      await client.end();
+    },
+  };
+}
+
+export interface TestService {
+  service: RunningService;
+  db: TestDatabase;
+  address: string;
+  masterKey: string;
+  adminToken: string;
+  /** Everything the service logged, one JSON object per line. */
+  logs: string[];
+  /** Connect-ES clients over the gRPC protocol on a real HTTP/2 socket. */
+  clients(token?: string, extraHeaders?: Record<string, string>): { credentials: Client<typeof CredentialService>; organizations: Client<typeof OrganizationService> };
+  transport(protocol: "grpc" | "grpc-web" | "connect", token?: string): Transport;
+  close(): Promise<void>;
+}
+
+export interface TestServiceOptions {
+  env?: NodeJS.ProcessEnv;
+  masterKey?: string;
+  db?: TestDatabase;
+}
+
+/** Starts the real service on a free loopback port against a fresh database. */
+export async function startTestService(options: TestServiceOptions = {}): Promise<TestService> {
+  const db = options.db ?? (await createTestDatabase());
+  const masterKey = options.masterKey ?? generateMasterKey();
+  const adminToken = generateToken();
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk, _encoding, done) {
+      logs.push(...String(chunk).split("\n").filter(Boolean));
+      done();
+    },
+  });
+  const service = await startService({
+    databaseUrl: db.url,
+    masterKey,
+    serviceAdminToken: adminToken,
+    env: options.env ?? {},
+    host: "127.0.0.1",
+    port: 0,
+    logger: createLogger("debug", sink),
+    poolSize: 5,
+  });
+  const address = `127.0.0.1:${service.port}`;
+  const baseUrl = `http://${address}`;
+  const transport = (protocol: "grpc" | "grpc-web" | "connect", token?: string, extra: Record<string, string> = {}) => {
+    const auth: Interceptor = (next) => (req) => {
+      if (token !== undefined) req.header.set("authorization", `Bearer ${token}`);
+      for (const [k, v] of Object.entries(extra)) req.header.set(k, v);
+      return next(req);
+    };
+    const common = { baseUrl, httpVersion: "2" as const, interceptors: [auth] };
+    if (protocol === "grpc") return createGrpcTransport(common);
+    if (protocol === "grpc-web") return createGrpcWebTransport(common);
+    return createConnectTransport(common);
+  };
+  return {
+    service,
+    db,
+    address,
+    masterKey,
+    adminToken,
+    logs,
+    transport,
+    clients(token = adminToken, extraHeaders = {}) {
+      const t = transport("grpc", token, extraHeaders);
+      return { credentials: createClient(CredentialService, t), organizations: createClient(OrganizationService, t) };
+    },
+    async close() {
+      await service.close();
+      if (!options.db) await db.drop();
+    },
+  };
+}
+
+/** Realistic-looking fake keys per provider (never real). */
+export const FAKE_KEYS = {
+  openai: () => `sk-proj-${randomBytes(24).toString("base64url")}`,
+  anthropic: () => `sk-ant-api03-${randomBytes(24).toString("base64url")}`,
+  gemini: () => `AIza${randomBytes(26).toString("base64url")}`,
+  fireworks: () => `fw_${randomBytes(18).toString("base64url")}`,
+};
+
+/** The gRPC code a promise rejects with, and its message. */
+export async function rpcError(promise: Promise<unknown>): Promise<{ code: number; message: string }> {
+  try {
+    await promise;
+  } catch (error) {
+    const e = error as { code?: number; rawMessage?: string; message?: string };
+    return { code: e.code ?? -1, message: e.rawMessage ?? e.message ?? "" };
+  }
+  throw new Error("expected the call to fail, but it succeeded");
+}
