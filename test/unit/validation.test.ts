@@ -1,0 +1,154 @@
+import { describe, expect, it } from "vitest";
+import { ServiceError } from "../../service/src/errors.js";
+import {
+  keyHint,
+  validateApiBase,
+  validateApiKey,
+  validateCredentialId,
+  validateId,
+  validateName,
+} from "../../service/src/credentials/validation.js";
+import { pageSize, decodePageToken, encodePageToken, MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE } from "../../service/src/credentials/paging.js";
+import { environmentKeys, providerOfKey } from "../../service/src/credentials/providers.js";
+
+function failure(fn: () => unknown): ServiceError {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof ServiceError) return error;
+    throw error;
+  }
+  throw new Error("expected a validation error");
+}
+
+describe("ids", () => {
+  it.each(["org-1", "A.b_c-9", "x".repeat(64)])("accepts %s", (id) => expect(validateId("organization_id", id)).toBe(id));
+  it.each([
+    ["", "organization_id: is required"],
+    ["x".repeat(65), "organization_id: must be 1-64 characters"],
+    ["org 1", "organization_id: must be 1-64 characters"],
+    ["org/1", "organization_id: must be 1-64 characters"],
+    ["orgé", "organization_id: must be 1-64 characters"],
+  ])("refuses %j", (id, message) => {
+    const error = failure(() => validateId("organization_id", id));
+    expect(error.kind).toBe("invalid_argument");
+    expect(error.field).toBe("organization_id");
+    expect(error.message).toContain(message);
+  });
+  it("credential ids are UUIDs, normalised to lower case", () => {
+    expect(validateCredentialId("0F8FAD5B-D9CB-469F-A165-70867728950E")).toBe("0f8fad5b-d9cb-469f-a165-70867728950e");
+    expect(failure(() => validateCredentialId("abc")).message).toBe("credential_id: must be a UUID");
+  });
+});
+
+describe("names", () => {
+  it("trims", () => expect(validateName("credential_name", "  Prod key  ")).toBe("Prod key"));
+  it("counts characters, not UTF-16 units", () => expect(validateName("name", "🔑".repeat(200))).toHaveLength(400));
+  it.each([
+    ["", "is required"],
+    ["   ", "is required"],
+    ["x".repeat(201), "at most 200"],
+    ["a\u0000b", "control characters"],
+    ["a\nb", "control characters"],
+  ])("refuses %j", (name, message) => expect(failure(() => validateName("credential_name", name)).message).toContain(message));
+});
+
+describe("api keys", () => {
+  const openai = "sk-proj-abcdefghijklmnop1234";
+  it("accepts each provider's documented prefix", () => {
+    expect(validateApiKey(openai, "openai", null)).toBe(openai);
+    expect(validateApiKey("sk-ant-api03-abcdefghijkl", "anthropic", null)).toBe("sk-ant-api03-abcdefghijkl");
+    expect(validateApiKey("AIzaSyAbcdefghijklmnop", "gemini", null)).toBe("AIzaSyAbcdefghijklmnop");
+    expect(validateApiKey("fw_abcdefghijklmnop", "fireworks", null)).toBe("fw_abcdefghijklmnop");
+  });
+  it("trims surrounding whitespace", () => expect(validateApiKey(`  ${openai}\n`, "openai", null)).toBe(openai));
+  it("says when an Anthropic key is offered as OpenAI", () => {
+    const error = failure(() => validateApiKey("sk-ant-api03-abcdefghijkl", "openai", null));
+    expect(error.message).toContain('api_key: OpenAI keys start with "sk-"');
+    expect(error.message).toContain("it looks like an Anthropic key");
+  });
+  it("names the expected prefix for the wrong provider", () => {
+    expect(failure(() => validateApiKey(openai, "gemini", null)).message).toContain('Google Gemini keys start with "AI"');
+    expect(failure(() => validateApiKey(openai, "fireworks", null)).message).toContain('Fireworks AI keys start with "fw"');
+  });
+  it("accepts any format behind a proxy api_base, but still applies the generic rules", () => {
+    expect(validateApiKey("proxy-token-123", "anthropic", "https://proxy.local")).toBe("proxy-token-123");
+    expect(failure(() => validateApiKey("short", "anthropic", "https://proxy.local")).message).toContain("at least 8");
+  });
+  it.each([
+    ["", "is required"],
+    ["sk-1234", "at least 8"],
+    ["sk-" + "a".repeat(4094), "at most 4096"],
+    ["sk-abc def123", "printable ASCII"],
+    ["sk-abc\tdef123", "printable ASCII"],
+    ["sk-abcdéf1234", "printable ASCII"],
+  ])("refuses %j without echoing it", (key, message) => {
+    const error = failure(() => validateApiKey(key, "openai", null));
+    expect(error.field).toBe("api_key");
+    expect(error.message).toContain(message);
+    if (key.length > 3) expect(error.message).not.toContain(key.trim());
+  });
+  it("knows which provider a key looks like", () => {
+    expect(providerOfKey("sk-ant-x")?.name).toBe("anthropic");
+    expect(providerOfKey("sk-x")?.name).toBe("openai");
+    expect(providerOfKey("xyz")).toBeUndefined();
+  });
+});
+
+describe("api_base", () => {
+  it("accepts http and https, empty means none", () => {
+    expect(validateApiBase("https://proxy.example.com/v1")).toBe("https://proxy.example.com/v1");
+    expect(validateApiBase("http://10.0.0.1:8080")).toBe("http://10.0.0.1:8080");
+    expect(validateApiBase("")).toBeNull();
+  });
+  it.each([
+    ["ftp://example.com", "http or https"],
+    ["not a url", "absolute http or https URL"],
+    ["/relative/path", "absolute http or https URL"],
+    ["https://user:secret@example.com", "must not contain a user name or password"],
+    ["https://example.com/" + "a".repeat(2049), "at most 2048"],
+  ])("refuses %j", (url, message) => expect(failure(() => validateApiBase(url)).message).toContain(message));
+});
+
+describe("key hints", () => {
+  it("shows the provider prefix and the last 4 characters", () => {
+    expect(keyHint("sk-proj-abcdefghijklAb12", "openai")).toBe("sk-…Ab12");
+    expect(keyHint("sk-ant-api03-abcdefghijklWxYz", "anthropic")).toBe("sk-ant-…WxYz");
+    expect(keyHint("AIzaSyabcdefghijkl9876", "gemini")).toBe("AI…9876");
+  });
+  it("shows no tail for short keys, and no prefix a key does not have", () => {
+    expect(keyHint("sk-abcdefgh", "openai")).toBe("sk-…");
+    expect(keyHint("proxy-token-abcdef12345", "openai")).toBe("…2345");
+  });
+  it("never contains most of the key", () => {
+    const key = "sk-proj-abcdefghijklmnopqrstuvwxyz";
+    expect(keyHint(key, "openai").length).toBeLessThan(key.length / 3);
+  });
+});
+
+describe("paging", () => {
+  it("defaults, caps and refuses negatives", () => {
+    expect(pageSize(0)).toBe(DEFAULT_PAGE_SIZE);
+    expect(pageSize(10)).toBe(10);
+    expect(pageSize(100_000)).toBe(MAX_PAGE_SIZE);
+    expect(failure(() => pageSize(-1)).message).toBe("page_size: must be zero or a positive integer");
+  });
+  it("round-trips page tokens and refuses malformed ones", () => {
+    const token = encodePageToken([1700000000000, "abc"]);
+    expect(decodePageToken(token, ["number", "string"])).toEqual([1700000000000, "abc"]);
+    expect(decodePageToken("", ["number"])).toBeUndefined();
+    for (const bad of ["%%%", "bm90IGpzb24", encodePageToken(["x", "y"]), encodePageToken([1])]) {
+      expect(failure(() => decodePageToken(bad, ["number", "string"])).field).toBe("page_token");
+    }
+  });
+});
+
+describe("environment fallback keys", () => {
+  it("reads each provider's variable, GOOGLE_API_KEY for Gemini when GEMINI_API_KEY is unset, and ignores blanks", () => {
+    const keys = environmentKeys({ OPENAI_API_KEY: " sk-env ", GOOGLE_API_KEY: "AIgoogle", ANTHROPIC_API_KEY: "  " });
+    expect(keys.get("openai")).toEqual({ apiKey: "sk-env", variable: "OPENAI_API_KEY" });
+    expect(keys.get("gemini")).toEqual({ apiKey: "AIgoogle", variable: "GOOGLE_API_KEY" });
+    expect(keys.has("anthropic")).toBe(false);
+    expect(environmentKeys({ GEMINI_API_KEY: "AIgemini", GOOGLE_API_KEY: "AIgoogle" }).get("gemini")?.variable).toBe("GEMINI_API_KEY");
+  });
+});
