@@ -1,0 +1,20 @@
+import js from "@eslint/js";
+import tseslint from "typescript-eslint";
+
+export default tseslint.config(
+  { ignores: ["node_modules/", "service/src/gen/", ".data/", "coverage/"] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    rules: {
+      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+      "no-console": ["error", { allow: ["error", "log"] }],
+    },
+  },
+  {
+    // Only the command-line entry points print to the console; the service logs through pino.
+    files: ["service/src/**/*.ts"],
+    ignores: ["service/src/cli/**", "service/src/main.ts"],
+    rules: { "no-console": "error" },
+  },
+);
