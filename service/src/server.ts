@@ -87,6 +87,35 @@ export function routes(parts: ServiceParts) {
   };
 }
 
+/**
+ * Connect percent-encodes the grpc-message trailer with encodeURIComponent, so
+ * `api_key: ...` travels as `api_key%3A%20...`; grpc-js decodes it with
+ * decodeURI, which leaves `%3A`, `%2C`, `%3B` (and other reserved characters)
+ * encoded, and its callers would see `api_key%3A ...`. Re-encode it as the gRPC
+ * spec does: only `%` and bytes outside 0x20-0x7E.
+ */
+function encodeGrpcMessageTrailer(res: http2.Http2ServerResponse): void {
+  const addTrailers = res.addTrailers.bind(res);
+  res.addTrailers = (trailers) => {
+    const message = trailers["grpc-message"];
+    if (typeof message === "string") {
+      let text: string | undefined;
+      try {
+        text = decodeURIComponent(message);
+      } catch {
+        text = undefined; // not Connect's encoding: pass it on unchanged
+      }
+      if (text !== undefined) {
+        const encoded = [...Buffer.from(text, "utf8")]
+          .map((b) => (b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, "0")}`))
+          .join("");
+        trailers = { ...trailers, "grpc-message": encoded };
+      }
+    }
+    addTrailers(trailers);
+  };
+}
+
 /** Refuses to start when stored rows were encrypted under keys MASTER_KEY does not hold. */
 async function checkKeysCoverData(orm: Orm, keyring: Keyring): Promise<void> {
   const rows: Array<{ key_id: string; count: string }> = await orm.em
@@ -126,7 +155,10 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       return values;
     },
   });
-  const server = http2.createServer(handler);
+  const server = http2.createServer((req, res) => {
+    encodeGrpcMessageTrailer(res);
+    handler(req, res);
+  });
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session) => {
     sessions.add(session);

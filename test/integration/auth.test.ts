@@ -27,7 +27,7 @@ function clientsWithHeaders(headers: Record<string, string>): Clients {
     for (const [k, v] of Object.entries(headers)) req.header.set(k, v);
     return next(req);
   };
-  const transport = createGrpcTransport({ baseUrl: `http://${t.address}`, httpVersion: "2", interceptors: [setHeaders] });
+  const transport = createGrpcTransport({ baseUrl: `http://${t.address}`, interceptors: [setHeaders] });
   return { credentials: createClient(CredentialService, transport), organizations: createClient(OrganizationService, transport) };
 }
 

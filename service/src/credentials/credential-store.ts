@@ -8,11 +8,13 @@ import {
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Orm } from "../db/orm.js";
 import { CredentialEntity, OrganizationEntity, type CredentialRow, type ProviderName } from "../db/entities.js";
-import { ServiceError } from "../errors.js";
+import { ServiceError, invalid } from "../errors.js";
 import { recordAudit } from "../audit/audit-store.js";
 import type { Keyring } from "../keyring/keyring.js";
+import { decryptStoredKey } from "./resolver.js";
 import { decodePageToken, encodePageToken } from "./paging.js";
-import { keyHint, validateApiBase, validateApiKey } from "./validation.js";
+import { PROVIDERS } from "./providers.js";
+import { keyHint, UUID_PATTERN, validateApiBase, validateApiKey } from "./validation.js";
 
 /** A credential as the API shows it: everything but the ciphertext. */
 export type CredentialView = Omit<CredentialRow, "encryptedApiKey" | "keyId" | "activatedAt">;
@@ -47,6 +49,10 @@ export interface ListQuery {
   limit: number;
   pageToken: string;
 }
+
+// The range of created_at times a page token may carry: 0001-01-01 to the largest JS Date.
+const MIN_PAGE_TIME = -62_135_596_800_000;
+const MAX_PAGE_TIME = 8.64e15;
 
 /** Called after a change commits, with the organisation and provider it affects (the cache issue hooks in here). */
 export type ChangeListener = (organizationId: string, provider: ProviderName) => void;
@@ -106,6 +112,10 @@ export class CredentialStore {
   async list(query: ListQuery): Promise<{ credentials: CredentialView[]; nextPageToken: string }> {
     const em = this.orm.em.fork();
     const after = decodePageToken<[number, string]>(query.pageToken, ["number", "string"]);
+    // A token of the right shape can still carry values the query cannot use.
+    if (after && (!Number.isSafeInteger(after[0]) || after[0] < MIN_PAGE_TIME || after[0] > MAX_PAGE_TIME || !UUID_PATTERN.test(after[1]))) {
+      throw invalid("page_token", "is malformed; pass the next_page_token of the previous page unchanged");
+    }
     const where: FilterQuery<CredentialRow> = { organizationId: query.organizationId };
     if (query.provider) where.provider = query.provider;
     if (query.activeOnly) where.isActive = true;
@@ -128,7 +138,7 @@ export class CredentialStore {
   async update(id: string, changes: CredentialChanges, by: Actor): Promise<CredentialView> {
     let affected: CredentialRow | undefined;
     const result = await this.write(changes.credentialName ?? "", async (em) => {
-      const row = await this.lock(em, id, changes.expectedVersion, changes.apiKey !== undefined);
+      const row = await this.lock(em, id, changes.expectedVersion, changes.apiKey !== undefined || changes.apiBase !== undefined);
       const changed: string[] = [];
       if (changes.credentialName !== undefined && changes.credentialName !== row.credentialName) {
         row.credentialName = changes.credentialName;
@@ -148,6 +158,9 @@ export class CredentialStore {
         row.keyId = keyId;
         row.keyHint = keyHint(apiKey, row.provider);
         changed.push("api_key");
+      } else if (changed.includes("api_base") && row.apiBase === null) {
+        // The stored key was accepted for a proxy; without one it goes to the provider, so it must be the provider's kind of key.
+        this.checkStoredKeyWithoutApiBase(row);
       }
       if (changed.length > 0) {
         touch(row, by);
@@ -204,6 +217,22 @@ export class CredentialStore {
       return row;
     });
     this.onChange(row.organizationId, row.provider);
+  }
+
+  private checkStoredKeyWithoutApiBase(row: CredentialRow): void {
+    const apiKey = decryptStoredKey(this.keyring, row.id, row.encryptedApiKey, row.keyId);
+    try {
+      validateApiKey(apiKey, row.provider, null);
+    } catch (error) {
+      if (error instanceof ServiceError) {
+        const { label, keyPrefix } = PROVIDERS[row.provider];
+        throw invalid(
+          "api_base",
+          `cannot be cleared: the stored key is not in the ${label} format (starting with "${keyPrefix}") and works only through an api_base; send a new api_key in the same update`,
+        );
+      }
+      throw error;
+    }
   }
 
   /** Loads a row for update, holding its lock until the transaction ends. */

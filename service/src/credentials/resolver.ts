@@ -35,6 +35,21 @@ const ACTIVE_CREDENTIAL = `
 const BY_ORGANIZATION = `select s.organization_id, c.* from (select id as organization_id from organizations where id = ?) s ${ACTIVE_CREDENTIAL}`;
 const BY_TEAM = `select s.organization_id, c.* from (select organization_id from teams where id = ?) s ${ACTIVE_CREDENTIAL}`;
 
+/** Decrypts a stored key; a key the master keys cannot open is DATA_LOSS, never anything softer. */
+export function decryptStoredKey(keyring: Keyring, credentialId: string, token: string, keyId: string): string {
+  try {
+    return keyring.decrypt(token, keyId);
+  } catch (error) {
+    if (error instanceof DecryptError) {
+      throw new ServiceError(
+        "data_loss",
+        `credential "${credentialId}" cannot be decrypted with the configured MASTER_KEY (it was encrypted under key ${keyId})`,
+      );
+    }
+    throw error;
+  }
+}
+
 /**
  * ResolveKey's rule: the organisation's most recently activated active
  * credential, else the provider's environment variable, else
@@ -61,18 +76,7 @@ export class KeyResolver {
       throw new ServiceError("not_found", "teamId" in scope ? `team "${id}" not found` : `organization "${id}" not found`);
     }
     if (row.id !== null && row.encrypted_api_key !== null && row.key_id !== null) {
-      let apiKey: string;
-      try {
-        apiKey = this.keyring.decrypt(row.encrypted_api_key, row.key_id);
-      } catch (error) {
-        if (error instanceof DecryptError) {
-          throw new ServiceError(
-            "data_loss",
-            `credential "${row.id}" cannot be decrypted with the configured MASTER_KEY (it was encrypted under key ${row.key_id})`,
-          );
-        }
-        throw error;
-      }
+      const apiKey = decryptStoredKey(this.keyring, row.id, row.encrypted_api_key, row.key_id);
       this.noteUse(row.id);
       return { apiKey, apiBase: row.api_base, source: "organization", credentialId: row.id, organizationId: row.organization_id };
     }

@@ -5,7 +5,7 @@ import { PROVIDERS, providerOfKey } from "./providers.js";
 const ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 const CONTROL_CHARACTERS = /\p{Cc}/u;
 const PRINTABLE_ASCII = /^[\x21-\x7e]+$/;
-const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export const API_KEY_MIN_LENGTH = 8;
 export const API_KEY_MAX_LENGTH = 4096;

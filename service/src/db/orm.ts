@@ -17,7 +17,7 @@ export async function createOrm(options: OrmOptions): Promise<Orm> {
     clientUrl: options.databaseUrl,
     entities,
     extensions: [Migrator],
-    migrations: { migrationsList, tableName: "mikro_orm_migrations", transactional: true, allOrNothing: true, silent: true },
+    migrations: { migrationsList, tableName: "mikro_orm_migrations", transactional: true, allOrNothing: true, silent: true, snapshot: false },
     pool: { min: 0, max: options.poolSize ?? 10 },
     // No identity map across requests: every call forks a fresh EntityManager.
     allowGlobalContext: false,

@@ -1,4 +1,4 @@
-import { ForeignKeyConstraintViolationException, UniqueConstraintViolationException, type FilterQuery } from "@mikro-orm/core";
+import { DriverException, ForeignKeyConstraintViolationException, UniqueConstraintViolationException, type FilterQuery } from "@mikro-orm/core";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Orm } from "../db/orm.js";
 import { CredentialEntity, OrganizationEntity, TeamEntity, type OrganizationRow, type TeamRow } from "../db/entities.js";
@@ -57,7 +57,7 @@ export class OrganizationStore {
       if ((await em.count(OrganizationEntity, { id: organizationId })) === 0) throw organizationNotFound(organizationId);
       em.create(TeamEntity, row);
       recordAudit(em, { ...by, action: "team.create", organizationId, target: id, details: { name } });
-    }, `team_id: a team with id "${id}" already exists`);
+    }, `team_id: a team with id "${id}" already exists`, organizationNotFound(organizationId));
     return row;
   }
 
@@ -79,14 +79,17 @@ export class OrganizationStore {
     }, "");
   }
 
-  private async write<T>(work: (em: EntityManager) => Promise<T>, duplicateMessage: string): Promise<T> {
+  private async write<T>(work: (em: EntityManager) => Promise<T>, duplicateMessage: string, foreignKeyError?: ServiceError): Promise<T> {
     try {
       return await this.orm.em.fork().transactional(work);
     } catch (error) {
       if (error instanceof UniqueConstraintViolationException) {
         throw new ServiceError("already_exists", duplicateMessage);
       }
-      if (error instanceof ForeignKeyConstraintViolationException) {
+      // PostgreSQL reports a blocked ON DELETE RESTRICT as restrict_violation (23001), which MikroORM does not map.
+      if (error instanceof ForeignKeyConstraintViolationException || (error instanceof DriverException && error.code === "23001")) {
+        // createTeam: the organisation was deleted meanwhile.
+        if (foreignKeyError) throw foreignKeyError;
         // A credential or team was added while the organisation was being deleted.
         throw new ServiceError("failed_precondition", "the organization still has credentials or teams; delete them first");
       }
@@ -112,6 +115,6 @@ function stillInUse(id: string, credentials: number, teams: number): ServiceErro
   ].filter(Boolean);
   return new ServiceError(
     "failed_precondition",
-    `organization "${id}" still has ${parts.join(" and ")}; delete or move them first, so that nothing is lost by accident`,
+    `organization "${id}" still has ${parts.join(" and ")}; delete them first, so that nothing is lost by accident`,
   );
 }

@@ -38,6 +38,8 @@ export function toConnectError(error: unknown, logger: Logger, procedure: string
     logger.warn({ err: error, procedure }, "database unavailable");
     return new ConnectError("the credentials database is unavailable; try again shortly", Code.Unavailable);
   }
-  logger.error({ err: error instanceof DriverException ? { name: error.name, code: error.code, message: "driver error" } : error, procedure }, "internal error");
+  // A driver's message can quote the SQL and its parameters (ciphertext included): log its type and SQLSTATE only.
+  const logged = error instanceof DriverException ? { type: error.name, code: error.code ?? error.sqlState } : { err: error };
+  logger.error({ ...logged, procedure }, "internal error");
   return new ConnectError("internal error", Code.Internal);
 }

@@ -47,9 +47,14 @@ export function createHealthService(state: HealthState): ServiceImpl<typeof Heal
     async *watch(req, ctx) {
       let last: Status | undefined;
       while (!ctx.signal.aborted) {
+        // Read the status again after every yield: it may have changed while the
+        // caller was still taking the previous one, before we waited for changes.
         const status = state.status(req.service) ?? Status.SERVICE_UNKNOWN;
-        if (status !== last) yield { status };
-        last = status;
+        if (status !== last) {
+          last = status;
+          yield { status };
+          continue;
+        }
         await state.changed(ctx.signal);
       }
     },

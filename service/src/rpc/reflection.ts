@@ -64,7 +64,7 @@ function fileOfSymbol(registry: Registry, symbol: string): DescFile | undefined 
   return parent ? registry.get(parent)?.file : undefined;
 }
 
-/** A file and everything it imports, dependencies first, as serialized FileDescriptorProtos. */
+/** A file and then everything it imports (the order grpc-go uses), as serialized FileDescriptorProtos. */
 function fileResponse(file: DescFile): Answer {
   const ordered: DescFile[] = [];
   const visit = (f: DescFile) => {
