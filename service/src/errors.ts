@@ -11,7 +11,8 @@ export type ErrorKind =
   | "data_loss"
   | "unavailable"
   | "unauthenticated"
-  | "permission_denied";
+  | "permission_denied"
+  | "resource_exhausted";
 
 export class ServiceError extends Error {
   override readonly name = "ServiceError";
@@ -20,6 +21,8 @@ export class ServiceError extends Error {
     message: string,
     /** The request field at fault, for invalid_argument. */
     readonly field?: string,
+    /** For resource_exhausted: when the caller may try again. */
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
   }

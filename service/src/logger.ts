@@ -26,9 +26,19 @@ export function createLogger(level = process.env.LOG_LEVEL ?? "info", destinatio
   );
 }
 
-/** Errors are logged by type, code and message only: never a driver's detail text, parameters or stack of values. */
-function serializeError(error: unknown): Record<string, unknown> {
-  if (!(error instanceof Error)) return { message: String(error) };
+/**
+ * Errors are logged by type, code and message only. Database errors carry the
+ * SQL with its parameters in their message (knex prefixes "<sql> - ") and the
+ * offending values in `detail`: only the driver's own sentence and SQLSTATE
+ * are kept, so a ciphertext or password hash never reaches a log.
+ */
+export function serializeError(error: unknown): Record<string, unknown> {
+  if (!(error instanceof Error)) return { message: typeof error === "string" ? error : "non-error thrown" };
   const code = (error as { code?: unknown }).code;
+  const fromDatabase = error.name === "DatabaseError" || error.name.endsWith("Exception") || (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code));
+  if (fromDatabase) {
+    const separator = error.message.lastIndexOf(" - ");
+    return { type: error.name, code: typeof code === "string" ? code : undefined, message: separator >= 0 ? error.message.slice(separator + 3) : error.message };
+  }
   return { type: error.name, code: typeof code === "string" ? code : undefined, message: error.message, stack: error.stack };
 }

@@ -5,6 +5,7 @@ import { MasterKeyError } from "./keyring/keyring.js";
 import { openDatabase, type Database } from "./runtime/local.js";
 import { ConfigError, portFrom, positiveIntFrom } from "./runtime/config.js";
 import { startService, StartupError, type RunningService } from "./server.js";
+import { ensureFirstAdmin } from "./admins/first-admin.js";
 
 const logger = createLogger();
 const started = Date.now();
@@ -29,6 +30,14 @@ async function main(): Promise<void> {
     await database?.stop().catch(() => undefined);
     fail(error);
   }
+  let firstAdmin: Awaited<ReturnType<typeof ensureFirstAdmin>>;
+  try {
+    firstAdmin = await ensureFirstAdmin(service.parts.admins, process.env, database.embedded);
+  } catch (error) {
+    await service.close().catch(() => undefined);
+    await database.stop().catch(() => undefined);
+    fail(error);
+  }
 
   const where = `${service.host}:${service.port}`;
   logger.info(
@@ -38,6 +47,16 @@ async function main(): Promise<void> {
   if (database.embedded) {
     const secrets = path.resolve(process.env.DATA_DIR || ".data", "secrets.env");
     logger.info(`local admin token: SERVICE_ADMIN_TOKEN in ${secrets}; create more with: npm run token -- create --name NAME --scope resolve|admin`);
+  }
+
+  if (firstAdmin?.generatedPassword) {
+    // Printed once, outside the JSON log, and never stored in plain text.
+    console.log(
+      `\nFirst administrator created. Sign in to the portal as ${firstAdmin.email} with password: ${firstAdmin.generatedPassword}\n` +
+        `(shown only this once; set a new one with: npm run admin -- reset-password --email ${firstAdmin.email})\n`,
+    );
+  } else if (firstAdmin) {
+    logger.info({ email: firstAdmin.email }, `first administrator ${firstAdmin.email} created from ADMIN_EMAIL and ADMIN_PASSWORD`);
   }
 
   let stopping = false;

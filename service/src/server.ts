@@ -11,6 +11,9 @@ import { CredentialStore } from "./credentials/credential-store.js";
 import { KeyResolver } from "./credentials/resolver.js";
 import { environmentKeys } from "./credentials/providers.js";
 import { OrganizationStore } from "./organizations/organization-store.js";
+import { AdminStore } from "./admins/admin-store.js";
+import { AdminService, file_admin } from "./gen/admin_pb.js";
+import { createAdminService } from "./rpc/admin-service.js";
 import { CredentialService, OrganizationService, file_credentials } from "./gen/credentials_pb.js";
 import { file_grpc_health_v1_health } from "./gen/grpc/health/v1/health_pb.js";
 import { file_grpc_reflection_v1_reflection } from "./gen/grpc/reflection/v1/reflection_pb.js";
@@ -45,6 +48,7 @@ export interface RunningService {
   host: string;
   port: number;
   orm: Orm;
+  parts: ServiceParts;
   health: HealthState;
   /** Health to NOT_SERVING, stop accepting, finish calls in flight, close the database. */
   close(): Promise<void>;
@@ -59,6 +63,7 @@ export interface ServiceParts {
   tokens: TokenStore;
   credentials: CredentialStore;
   organizations: OrganizationStore;
+  admins: AdminStore;
   resolver: KeyResolver;
   health: HealthState;
 }
@@ -70,18 +75,20 @@ export function createParts(orm: Orm, options: Pick<ServiceOptions, "masterKey" 
     tokens: new TokenStore(orm, { serviceAdminToken: options.serviceAdminToken }),
     credentials: new CredentialStore(orm, keyring),
     organizations: new OrganizationStore(orm),
+    admins: new AdminStore(orm),
     resolver: new KeyResolver(orm, keyring, environmentKeys(options.env)),
-    health: new HealthState([CredentialService.typeName, OrganizationService.typeName]),
+    health: new HealthState([CredentialService.typeName, OrganizationService.typeName, AdminService.typeName]),
   };
 }
 
 /** Every service on one router: the single place that says what this server answers. */
-export function routes(parts: ServiceParts) {
-  const registry = createRegistry(file_credentials, file_grpc_health_v1_health, file_grpc_reflection_v1_reflection);
-  const served = [CredentialService, OrganizationService, HealthService, ServerReflection];
+export function routes(orm: Orm, parts: ServiceParts) {
+  const registry = createRegistry(file_credentials, file_admin, file_grpc_health_v1_health, file_grpc_reflection_v1_reflection);
+  const served = [CredentialService, OrganizationService, AdminService, HealthService, ServerReflection];
   return (router: ConnectRouter) => {
     router.service(CredentialService, createCredentialService(parts));
     router.service(OrganizationService, createOrganizationService(parts.organizations));
+    router.service(AdminService, createAdminService({ orm, admins: parts.admins, tokens: parts.tokens }));
     router.service(HealthService, createHealthService(parts.health));
     router.service(ServerReflection, createReflectionService(registry, served.map((s) => s.typeName)));
   };
@@ -146,7 +153,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   }
 
   const handler = connectNodeAdapter({
-    routes: routes(parts),
+    routes: routes(orm, parts),
     interceptors: [errorInterceptor(logger), authInterceptor(parts.tokens)],
     readMaxBytes: MAX_REQUEST_BYTES,
     contextValues: (req) => {
@@ -189,5 +196,5 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       await orm.close(true);
     })());
 
-  return { host: options.host, port: address.port, orm, health: parts.health, close };
+  return { host: options.host, port: address.port, orm, parts, health: parts.health, close };
 }

@@ -21,10 +21,10 @@ let t: TestService;
 beforeAll(async () => { t = await startTestService(); });
 afterAll(async () => { await t?.close(); });
 
-const SERVICES = ["credentials.v1.CredentialService", "credentials.v1.OrganizationService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"];
+const SERVICES = ["credentials.v1.AdminService", "credentials.v1.CredentialService", "credentials.v1.OrganizationService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"];
 
 describe("grpc.health.v1.Health/Check", () => {
-  it.each(["", "credentials.v1.CredentialService", "credentials.v1.OrganizationService"])('is SERVING for "%s" without any token', async (service) => {
+  it.each(["", "credentials.v1.CredentialService", "credentials.v1.OrganizationService", "credentials.v1.AdminService"])('is SERVING for "%s" without any token', async (service) => {
     const health = createClient(Health, t.transport("grpc"));
     expect((await health.check({ service })).status).toBe(Status.SERVING);
   });

@@ -152,3 +152,18 @@ describe("environment fallback keys", () => {
     expect(environmentKeys({ GEMINI_API_KEY: "AIgemini", GOOGLE_API_KEY: "AIgoogle" }).get("gemini")?.variable).toBe("GEMINI_API_KEY");
   });
 });
+
+describe("error logging", () => {
+  it("keeps a database error's own sentence and SQLSTATE but drops the SQL and its parameters", async () => {
+    const { serializeError } = await import("../../service/src/logger.js");
+    const error = Object.assign(new Error(`insert into admin_users (password_hash) values ('scrypt$15$secret') - duplicate key value violates unique constraint "admin_users_email_uq"`), {
+      name: "DatabaseError",
+      code: "23505",
+      detail: "Key (lower(email))=(alice@example.com) already exists.",
+    });
+    const logged = serializeError(error);
+    expect(logged).toEqual({ type: "DatabaseError", code: "23505", message: 'duplicate key value violates unique constraint "admin_users_email_uq"' });
+    expect(JSON.stringify(logged)).not.toContain("scrypt$15$secret");
+    expect(JSON.stringify(logged)).not.toContain("alice@example.com");
+  });
+});

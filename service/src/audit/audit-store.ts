@@ -1,5 +1,8 @@
+import type { FilterQuery } from "@mikro-orm/core";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { AuditEventEntity } from "../db/entities.js";
+import { AuditEventEntity, type AuditEventRow } from "../db/entities.js";
+import { invalid } from "../errors.js";
+import { decodePageToken, encodePageToken } from "../credentials/paging.js";
 
 export interface AuditEvent {
   actor: string;
@@ -26,4 +29,55 @@ export function recordAudit(em: EntityManager, event: AuditEvent): void {
     source: event.source ?? null,
     details: event.details ?? {},
   });
+}
+
+export interface AuditQuery {
+  organizationId?: string;
+  credentialId?: string;
+  action?: string;
+  limit: number;
+  pageToken: string;
+}
+
+export interface AuditEventView {
+  id: string;
+  occurredAt: Date;
+  actor: string;
+  action: string;
+  organizationId: string | null;
+  credentialId: string | null;
+  target: string | null;
+  source: string | null;
+  details: Record<string, unknown>;
+}
+
+/** Reads the audit log, newest first, keyset-paged on the event id. */
+export async function listAuditEvents(
+  em: EntityManager,
+  query: AuditQuery,
+): Promise<{ events: AuditEventView[]; nextPageToken: string }> {
+  const after = decodePageToken<[string]>(query.pageToken, ["string"]);
+  if (after && !/^[0-9]{1,19}$/.test(after[0])) throw invalid("page_token", "is malformed; pass the next_page_token of the previous page unchanged");
+  const where: FilterQuery<AuditEventRow> = {};
+  if (query.organizationId !== undefined) where.organizationId = query.organizationId;
+  if (query.credentialId !== undefined) where.credentialId = query.credentialId;
+  if (query.action !== undefined) where.action = query.action;
+  if (after) where.id = { $lt: after[0] };
+  const rows = await em.find(AuditEventEntity, where, { orderBy: { id: "desc" }, limit: query.limit + 1 });
+  const page = rows.slice(0, query.limit);
+  const last = page[page.length - 1];
+  return {
+    events: page.map((r) => ({
+      id: String(r.id),
+      occurredAt: r.occurredAt,
+      actor: r.actor,
+      action: r.action,
+      organizationId: r.organizationId,
+      credentialId: r.credentialId,
+      target: r.target,
+      source: r.source,
+      details: r.details,
+    })),
+    nextPageToken: rows.length > query.limit && last ? encodePageToken([String(last.id)]) : "",
+  };
 }

@@ -1,5 +1,5 @@
-import { UniqueConstraintViolationException } from "@mikro-orm/core";
 import type { Orm } from "../db/orm.js";
+import { isUniqueViolation } from "../db/errors.js";
 import { ApiTokenEntity, type TokenScope } from "../db/entities.js";
 import { ServiceError, invalid } from "../errors.js";
 import { recordAudit } from "../audit/audit-store.js";
@@ -82,7 +82,7 @@ export class TokenStore {
         recordAudit(em, { actor, action: "token.create", target: name, details: { scope } });
       });
     } catch (error) {
-      if (error instanceof UniqueConstraintViolationException) {
+      if (isUniqueViolation(error)) {
         throw new ServiceError("already_exists", `name: a token named "${name}" already exists`, "name");
       }
       throw error;

@@ -1,10 +1,6 @@
 import { randomUUID } from "node:crypto";
-import {
-  ForeignKeyConstraintViolationException,
-  LockMode,
-  UniqueConstraintViolationException,
-  type FilterQuery,
-} from "@mikro-orm/core";
+import { LockMode, type FilterQuery } from "@mikro-orm/core";
+import { isForeignKeyViolation, isUniqueViolation } from "../db/errors.js";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Orm } from "../db/orm.js";
 import { CredentialEntity, OrganizationEntity, type CredentialRow, type ProviderName } from "../db/entities.js";
@@ -258,14 +254,14 @@ export class CredentialStore {
     try {
       return await this.orm.em.fork().transactional(work);
     } catch (error) {
-      if (error instanceof UniqueConstraintViolationException) {
+      if (isUniqueViolation(error)) {
         throw new ServiceError(
           "already_exists",
           `credential_name: a credential named "${name}" already exists for this organization and provider`,
           "credential_name",
         );
       }
-      if (error instanceof ForeignKeyConstraintViolationException) {
+      if (isForeignKeyViolation(error)) {
         throw new ServiceError("not_found", `organization "${organizationId}" not found`);
       }
       throw error;

@@ -1,4 +1,5 @@
-import { DriverException, ForeignKeyConstraintViolationException, UniqueConstraintViolationException, type FilterQuery } from "@mikro-orm/core";
+import type { FilterQuery } from "@mikro-orm/core";
+import { isForeignKeyViolation, isUniqueViolation } from "../db/errors.js";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Orm } from "../db/orm.js";
 import { CredentialEntity, OrganizationEntity, TeamEntity, type OrganizationRow, type TeamRow } from "../db/entities.js";
@@ -83,11 +84,10 @@ export class OrganizationStore {
     try {
       return await this.orm.em.fork().transactional(work);
     } catch (error) {
-      if (error instanceof UniqueConstraintViolationException) {
+      if (isUniqueViolation(error)) {
         throw new ServiceError("already_exists", duplicateMessage);
       }
-      // PostgreSQL reports a blocked ON DELETE RESTRICT as restrict_violation (23001), which MikroORM does not map.
-      if (error instanceof ForeignKeyConstraintViolationException || (error instanceof DriverException && error.code === "23001")) {
+      if (isForeignKeyViolation(error)) {
         // createTeam: the organisation was deleted meanwhile.
         if (foreignKeyError) throw foreignKeyError;
         // A credential or team was added while the organisation was being deleted.

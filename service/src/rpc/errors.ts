@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ConnectionException, DriverException } from "@mikro-orm/core";
+import { ConnectionException } from "@mikro-orm/core";
 import { ServiceError, type ErrorKind } from "../errors.js";
 import type { Logger } from "../logger.js";
 
@@ -13,6 +13,7 @@ const CODES: Record<ErrorKind, Code> = {
   unavailable: Code.Unavailable,
   unauthenticated: Code.Unauthenticated,
   permission_denied: Code.PermissionDenied,
+  resource_exhausted: Code.ResourceExhausted,
 };
 
 // Connection-level failures: PostgreSQL is down, restarting or unreachable.
@@ -33,13 +34,15 @@ function isDatabaseUnavailable(error: unknown): boolean {
  */
 export function toConnectError(error: unknown, logger: Logger, procedure: string): ConnectError {
   if (error instanceof ConnectError) return error;
-  if (error instanceof ServiceError) return new ConnectError(error.message, CODES[error.kind]);
+  if (error instanceof ServiceError) {
+    const metadata = error.retryAfterSeconds === undefined ? undefined : { "retry-after": String(error.retryAfterSeconds) };
+    return new ConnectError(error.message, CODES[error.kind], metadata);
+  }
   if (isDatabaseUnavailable(error)) {
     logger.warn({ err: error, procedure }, "database unavailable");
     return new ConnectError("the credentials database is unavailable; try again shortly", Code.Unavailable);
   }
-  // A driver's message can quote the SQL and its parameters (ciphertext included): log its type and SQLSTATE only.
-  const logged = error instanceof DriverException ? { type: error.name, code: error.code ?? error.sqlState } : { err: error };
-  logger.error({ ...logged, procedure }, "internal error");
+  // The logger's error serializer strips SQL and parameters from database errors.
+  logger.error({ err: error, procedure }, "internal error");
   return new ConnectError("internal error", Code.Internal);
 }

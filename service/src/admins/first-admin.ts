@@ -1,0 +1,32 @@
+import type { AdminStore } from "./admin-store.js";
+import { ConfigError } from "../runtime/config.js";
+import { ServiceError } from "../errors.js";
+
+export const LOCAL_ADMIN_EMAIL = "admin@localhost";
+
+/**
+ * With no administrator yet: ADMIN_EMAIL and ADMIN_PASSWORD create the first
+ * one; on the embedded default with neither, admin@localhost is created with a
+ * generated password, returned so the caller can print it once.
+ */
+export async function ensureFirstAdmin(
+  admins: AdminStore,
+  env: NodeJS.ProcessEnv,
+  embedded: boolean,
+): Promise<{ email: string; generatedPassword?: string } | undefined> {
+  if ((await admins.count()) > 0) return undefined;
+  const by = { actor: "system:first-start", source: null };
+  if (env.ADMIN_EMAIL || env.ADMIN_PASSWORD) {
+    if (!env.ADMIN_EMAIL || !env.ADMIN_PASSWORD) throw new ConfigError("set both ADMIN_EMAIL and ADMIN_PASSWORD to create the first administrator");
+    try {
+      const { admin } = await admins.create(env.ADMIN_EMAIL, env.ADMIN_PASSWORD, by);
+      return { email: admin.email };
+    } catch (error) {
+      if (error instanceof ServiceError && error.kind === "invalid_argument") throw new ConfigError(`ADMIN_EMAIL / ADMIN_PASSWORD: ${error.message}`);
+      throw error;
+    }
+  }
+  if (!embedded) return undefined;
+  const { admin, password } = await admins.create(LOCAL_ADMIN_EMAIL, undefined, by);
+  return { email: admin.email, generatedPassword: password };
+}
