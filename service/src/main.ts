@@ -3,8 +3,8 @@ import path from "node:path";
 import { createLogger } from "./logger.js";
 import { MasterKeyError } from "./keyring/keyring.js";
 import { openDatabase, type Database } from "./runtime/local.js";
-import { ConfigError, portFrom, positiveIntFrom } from "./runtime/config.js";
-import { startService, StartupError, type RunningService } from "./server.js";
+import { ConfigError, nonNegativeIntFrom, portFrom, positiveIntFrom } from "./runtime/config.js";
+import { DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_TTL_MS, startService, StartupError, type RunningService } from "./server.js";
 import { ensureFirstAdmin } from "./admins/first-admin.js";
 
 const logger = createLogger();
@@ -25,6 +25,8 @@ async function main(): Promise<void> {
       logger,
       poolSize: positiveIntFrom(process.env, "DB_POOL_SIZE", 10),
       drainTimeoutMs: positiveIntFrom(process.env, "SHUTDOWN_TIMEOUT_MS", 10_000),
+      cacheMaxEntries: nonNegativeIntFrom(process.env, "RESOLVE_CACHE_MAX_ENTRIES", DEFAULT_CACHE_MAX_ENTRIES),
+      cacheTtlMs: positiveIntFrom(process.env, "RESOLVE_CACHE_TTL_MS", DEFAULT_CACHE_TTL_MS),
     });
   } catch (error) {
     await database?.stop().catch(() => undefined);

@@ -10,6 +10,8 @@ import { TokenStore } from "./auth/token-store.js";
 import { CredentialStore } from "./credentials/credential-store.js";
 import { KeyResolver } from "./credentials/resolver.js";
 import { environmentKeys } from "./credentials/providers.js";
+import { ResolutionCache } from "./credentials/resolution-cache.js";
+import { applyInvalidation, InvalidationListener, type Invalidation } from "./credentials/invalidation.js";
 import { OrganizationStore } from "./organizations/organization-store.js";
 import { AdminStore } from "./admins/admin-store.js";
 import { AdminService, file_admin } from "./gen/admin_pb.js";
@@ -42,6 +44,9 @@ export interface ServiceOptions {
   poolSize?: number;
   /** How long SIGTERM waits for calls in flight before closing connections (ms). */
   drainTimeoutMs?: number;
+  /** ResolveKey cache bound (entries; 0 disables) and safety-net TTL (ms). */
+  cacheMaxEntries?: number;
+  cacheTtlMs?: number;
 }
 
 export interface RunningService {
@@ -60,6 +65,7 @@ export class StartupError extends Error {
 
 export interface ServiceParts {
   keyring: Keyring;
+  cache: ResolutionCache;
   tokens: TokenStore;
   credentials: CredentialStore;
   organizations: OrganizationStore;
@@ -68,15 +74,28 @@ export interface ServiceParts {
   health: HealthState;
 }
 
-export function createParts(orm: Orm, options: Pick<ServiceOptions, "masterKey" | "serviceAdminToken" | "env">): ServiceParts {
+export const DEFAULT_CACHE_MAX_ENTRIES = 100_000;
+export const DEFAULT_CACHE_TTL_MS = 60_000;
+
+export function createParts(
+  orm: Orm,
+  options: Pick<ServiceOptions, "masterKey" | "serviceAdminToken" | "env" | "cacheMaxEntries" | "cacheTtlMs">,
+): ServiceParts {
   const keyring = createKeyring(options.masterKey);
+  const cache = new ResolutionCache({
+    maxEntries: options.cacheMaxEntries ?? DEFAULT_CACHE_MAX_ENTRIES,
+    ttlMs: options.cacheTtlMs ?? DEFAULT_CACHE_TTL_MS,
+  });
+  // This replica forgets what a change made stale as soon as it commits; the others hear it through NOTIFY.
+  const onChange = (change: Invalidation) => applyInvalidation(cache, change);
   return {
     keyring,
+    cache,
     tokens: new TokenStore(orm, { serviceAdminToken: options.serviceAdminToken }),
-    credentials: new CredentialStore(orm, keyring),
-    organizations: new OrganizationStore(orm),
+    credentials: new CredentialStore(orm, keyring, onChange),
+    organizations: new OrganizationStore(orm, onChange),
     admins: new AdminStore(orm),
-    resolver: new KeyResolver(orm, keyring, environmentKeys(options.env)),
+    resolver: new KeyResolver(orm, keyring, environmentKeys(options.env), cache),
     health: new HealthState([CredentialService.typeName, OrganizationService.typeName, AdminService.typeName]),
   };
 }
@@ -151,6 +170,10 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     await orm.close(true);
     throw error;
   }
+  // The cache stays off until invalidations can be heard.
+  parts.cache.setEnabled(false);
+  const listener = new InvalidationListener(options.databaseUrl, parts.cache, logger);
+  await listener.start();
 
   const handler = connectNodeAdapter({
     routes: routes(orm, parts),
@@ -193,6 +216,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       await closed;
       clearTimeout(timer);
       await parts.resolver.flushUsage();
+      await listener.stop();
       await orm.close(true);
     })());
 

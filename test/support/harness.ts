@@ -59,13 +59,17 @@ export interface TestServiceOptions {
   env?: NodeJS.ProcessEnv;
   masterKey?: string;
   db?: TestDatabase;
+  /** Reuse another replica's admin token (replicas of one deployment share SERVICE_ADMIN_TOKEN). */
+  adminToken?: string;
+  cacheMaxEntries?: number;
+  cacheTtlMs?: number;
 }
 
 /** Starts the real service on a free loopback port against a fresh database. */
 export async function startTestService(options: TestServiceOptions = {}): Promise<TestService> {
   const db = options.db ?? (await createTestDatabase());
   const masterKey = options.masterKey ?? generateMasterKey();
-  const adminToken = generateToken();
+  const adminToken = options.adminToken ?? generateToken();
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk, _encoding, done) {
@@ -82,6 +86,8 @@ export async function startTestService(options: TestServiceOptions = {}): Promis
     port: 0,
     logger: createLogger("debug", sink),
     poolSize: 5,
+    cacheMaxEntries: options.cacheMaxEntries,
+    cacheTtlMs: options.cacheTtlMs,
   });
   const address = `127.0.0.1:${service.port}`;
   const baseUrl = `http://${address}`;

@@ -8,6 +8,7 @@ import { ServiceError, invalid } from "../errors.js";
 import { recordAudit } from "../audit/audit-store.js";
 import type { Keyring } from "../keyring/keyring.js";
 import { decryptStoredKey } from "./resolver.js";
+import { publishInvalidation, type Invalidation } from "./invalidation.js";
 import { decodePageToken, encodePageToken } from "./paging.js";
 import { PROVIDERS } from "./providers.js";
 import { keyHint, UUID_PATTERN, validateApiBase, validateApiKey } from "./validation.js";
@@ -50,8 +51,8 @@ export interface ListQuery {
 const MIN_PAGE_TIME = -62_135_596_800_000;
 const MAX_PAGE_TIME = 8.64e15;
 
-/** Called after a change commits, with the organisation and provider it affects (the cache issue hooks in here). */
-export type ChangeListener = (organizationId: string, provider: ProviderName) => void;
+/** Called after a change commits with what it makes stale (this replica's cache; other replicas hear it via NOTIFY). */
+export type ChangeListener = (change: Invalidation) => void;
 
 /**
  * Stored credentials. Every mutation runs in one transaction with its audit
@@ -87,6 +88,7 @@ export class CredentialStore {
     };
     await this.write(input.credentialName, async (em) => {
       em.create(CredentialEntity, row);
+      await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });
       recordAudit(em, {
         ...by,
         action: "credential.create",
@@ -95,7 +97,7 @@ export class CredentialStore {
         details: { provider: row.provider, credential_name: row.credentialName, key_hint: row.keyHint, api_base: row.apiBase },
       });
     }, input.organizationId);
-    this.onChange(row.organizationId, row.provider);
+    this.onChange({ organizationId: row.organizationId, provider: row.provider });
     return view(row);
   }
 
@@ -160,6 +162,7 @@ export class CredentialStore {
       }
       if (changed.length > 0) {
         touch(row, by);
+        await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });
         recordAudit(em, {
           ...by,
           action: "credential.update",
@@ -171,7 +174,7 @@ export class CredentialStore {
       }
       return view(row);
     });
-    if (affected) this.onChange(affected.organizationId, affected.provider);
+    if (affected) this.onChange({ organizationId: affected.organizationId, provider: affected.provider });
     return result;
   }
 
@@ -184,6 +187,7 @@ export class CredentialStore {
         // The most recently activated credential is the one ResolveKey prefers.
         if (active) row.activatedAt = new Date();
         touch(row, by);
+        await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });
         recordAudit(em, {
           ...by,
           action: active ? "credential.activate" : "credential.deactivate",
@@ -195,7 +199,7 @@ export class CredentialStore {
       }
       return view(row);
     });
-    if (affected) this.onChange(affected.organizationId, affected.provider);
+    if (affected) this.onChange({ organizationId: affected.organizationId, provider: affected.provider });
     return result;
   }
 
@@ -203,6 +207,7 @@ export class CredentialStore {
     const row = await this.write("", async (em) => {
       const row = await this.lock(em, id);
       em.remove(row);
+      await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });
       recordAudit(em, {
         ...by,
         action: "credential.delete",
@@ -212,7 +217,7 @@ export class CredentialStore {
       });
       return row;
     });
-    this.onChange(row.organizationId, row.provider);
+    this.onChange({ organizationId: row.organizationId, provider: row.provider });
   }
 
   private checkStoredKeyWithoutApiBase(row: CredentialRow): void {

@@ -3,8 +3,9 @@ import type { ProviderName } from "../db/entities.js";
 import { ServiceError } from "../errors.js";
 import { DecryptError, type Keyring } from "../keyring/keyring.js";
 import { PROVIDERS } from "./providers.js";
+import { cacheKey, ResolutionCache, type Scope, type StoredResolution } from "./resolution-cache.js";
 
-export type ResolveScope = { organizationId: string } | { teamId: string };
+export type ResolveScope = Scope;
 
 export interface Resolution {
   apiKey: string;
@@ -59,36 +60,66 @@ export function decryptStoredKey(keyring: Keyring, credentialId: string, token: 
 export class KeyResolver {
   private readonly usedSinceFlush = new Set<string>();
   private flushTimer: NodeJS.Timeout | undefined;
+  /** Loads in progress, so that concurrent misses for one key share one query. */
+  private readonly loading = new Map<string, { generation: number; promise: Promise<StoredResolution | undefined> }>();
 
   constructor(
     private readonly orm: Orm,
     private readonly keyring: Keyring,
     private readonly environmentKeys: ReadonlyMap<ProviderName, { apiKey: string; variable: string }>,
+    readonly cache: ResolutionCache = new ResolutionCache({ maxEntries: 0, ttlMs: 0 }),
     /** How often last_used_at is written, in ms: uses are batched, never a write per call. */
     private readonly usageFlushMs = 10_000,
   ) {}
 
   async resolve(scope: ResolveScope, provider: ProviderName): Promise<Resolution> {
-    const [sql, id] = "teamId" in scope ? [BY_TEAM, scope.teamId] : [BY_ORGANIZATION, scope.organizationId];
-    const rows: ResolveRow[] = await this.orm.em.getConnection().execute(sql, [id, provider]);
-    const row = rows[0];
-    if (!row) {
-      throw new ServiceError("not_found", "teamId" in scope ? `team "${id}" not found` : `organization "${id}" not found`);
+    const key = cacheKey(scope, provider);
+    const stored = this.cache.get(key) ?? (await this.load(key, scope, provider));
+    if (!stored) {
+      throw new ServiceError("not_found", "teamId" in scope ? `team "${scope.teamId}" not found` : `organization "${scope.organizationId}" not found`);
     }
-    if (row.id !== null && row.encrypted_api_key !== null && row.key_id !== null) {
-      const apiKey = decryptStoredKey(this.keyring, row.id, row.encrypted_api_key, row.key_id);
-      this.noteUse(row.id);
-      return { apiKey, apiBase: row.api_base, source: "organization", credentialId: row.id, organizationId: row.organization_id };
+    const { credential, organizationId } = stored;
+    if (credential) {
+      const apiKey = decryptStoredKey(this.keyring, credential.id, credential.token, credential.keyId);
+      this.noteUse(credential.id);
+      return { apiKey, apiBase: credential.apiBase, source: "organization", credentialId: credential.id, organizationId };
     }
     const fallback = this.environmentKeys.get(provider);
     if (fallback) {
-      return { apiKey: fallback.apiKey, apiBase: null, source: "environment", credentialId: null, organizationId: row.organization_id };
+      return { apiKey: fallback.apiKey, apiBase: null, source: "environment", credentialId: null, organizationId };
     }
     const info = PROVIDERS[provider];
     throw new ServiceError(
       "failed_precondition",
-      `organization "${row.organization_id}" has no active ${info.label} credential and ${info.envVars.join(" / ")} is not set`,
+      `organization "${organizationId}" has no active ${info.label} credential and ${info.envVars.join(" / ")} is not set`,
     );
+  }
+
+  /** One SQL round trip; unknown scopes (undefined) are not cached. */
+  private load(key: string, scope: ResolveScope, provider: ProviderName): Promise<StoredResolution | undefined> {
+    const generation = this.cache.generation;
+    // Join a load only if nothing was invalidated since it started: a later caller must see a later state.
+    const pending = this.loading.get(key);
+    if (pending && pending.generation === generation) return pending.promise;
+    const promise = (async () => {
+      const [sql, id] = "teamId" in scope ? [BY_TEAM, scope.teamId] : [BY_ORGANIZATION, scope.organizationId];
+      const rows: ResolveRow[] = await this.orm.em.getConnection().execute(sql, [id, provider]);
+      const row = rows[0];
+      if (!row) return undefined;
+      const stored: StoredResolution = {
+        organizationId: row.organization_id,
+        credential:
+          row.id !== null && row.encrypted_api_key !== null && row.key_id !== null
+            ? { id: row.id, token: row.encrypted_api_key, keyId: row.key_id, apiBase: row.api_base }
+            : null,
+      };
+      this.cache.set(key, stored, generation);
+      return stored;
+    })().finally(() => {
+      if (this.loading.get(key)?.promise === promise) this.loading.delete(key);
+    });
+    this.loading.set(key, { generation, promise });
+    return promise;
   }
 
   private noteUse(credentialId: string): void {

@@ -5,7 +5,8 @@ import type { Orm } from "../db/orm.js";
 import { CredentialEntity, OrganizationEntity, TeamEntity, type OrganizationRow, type TeamRow } from "../db/entities.js";
 import { ServiceError } from "../errors.js";
 import { recordAudit } from "../audit/audit-store.js";
-import type { Actor } from "../credentials/credential-store.js";
+import type { Actor, ChangeListener } from "../credentials/credential-store.js";
+import { publishInvalidation } from "../credentials/invalidation.js";
 import { decodePageToken, encodePageToken } from "../credentials/paging.js";
 
 export interface Page<T> {
@@ -15,7 +16,11 @@ export interface Page<T> {
 
 /** Organisations and teams. Deleting never takes anything else with it. */
 export class OrganizationStore {
-  constructor(private readonly orm: Orm) {}
+  constructor(
+    private readonly orm: Orm,
+    /** Called after a change that affects resolutions commits. */
+    private readonly onChange: ChangeListener = () => undefined,
+  ) {}
 
   async createOrganization(id: string, name: string, by: Actor): Promise<OrganizationRow> {
     const now = new Date();
@@ -47,8 +52,10 @@ export class OrganizationStore {
       const teams = await em.count(TeamEntity, { organizationId: id });
       if (credentials > 0 || teams > 0) throw stillInUse(id, credentials, teams);
       em.remove(row);
+      await publishInvalidation(em, { organizationId: id });
       recordAudit(em, { ...by, action: "organization.delete", organizationId: id, details: { name: row.name } });
     }, "");
+    this.onChange({ organizationId: id });
   }
 
   async createTeam(id: string, organizationId: string, name: string, by: Actor): Promise<TeamRow> {
@@ -71,13 +78,16 @@ export class OrganizationStore {
   }
 
   async deleteTeam(id: string, by: Actor): Promise<TeamRow> {
-    return this.write(async (em) => {
+    const deleted = await this.write(async (em) => {
       const row = await em.findOne(TeamEntity, { id });
       if (!row) throw new ServiceError("not_found", `team "${id}" not found`);
       em.remove(row);
+      await publishInvalidation(em, { teamId: id });
       recordAudit(em, { ...by, action: "team.delete", organizationId: row.organizationId, target: id, details: { name: row.name } });
       return row;
     }, "");
+    this.onChange({ teamId: id });
+    return deleted;
   }
 
   private async write<T>(work: (em: EntityManager) => Promise<T>, duplicateMessage: string, foreignKeyError?: ServiceError): Promise<T> {

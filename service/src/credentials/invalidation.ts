@@ -1,0 +1,123 @@
+import pg from "pg";
+import type { EntityManager } from "@mikro-orm/postgresql";
+import type { ProviderName } from "../db/entities.js";
+import type { Logger } from "../logger.js";
+import type { ResolutionCache } from "./resolution-cache.js";
+import { PROVIDER_NAMES } from "./providers.js";
+
+/** The PostgreSQL channel every replica listens on. */
+export const INVALIDATION_CHANNEL = "provider_credentials_changes";
+
+/** What a committed change makes stale. */
+export type Invalidation =
+  | { organizationId: string; provider?: ProviderName }
+  | { teamId: string }
+  | { all: true };
+
+export function applyInvalidation(cache: ResolutionCache, change: Invalidation): void {
+  if ("all" in change) cache.clear();
+  else if ("teamId" in change) cache.invalidateTeam(change.teamId);
+  else cache.invalidateOrganization(change.organizationId, change.provider);
+}
+
+/**
+ * Queues the notification in the caller's transaction: PostgreSQL delivers it
+ * to every listening replica when, and only if, the transaction commits.
+ */
+export async function publishInvalidation(em: EntityManager, change: Invalidation): Promise<void> {
+  await em.getConnection().execute("select pg_notify(?, ?)", [INVALIDATION_CHANNEL, JSON.stringify(change)], "run", em.getTransactionContext());
+}
+
+function parse(payload: string | undefined): Invalidation | undefined {
+  try {
+    const value = JSON.parse(payload ?? "") as Record<string, unknown>;
+    if (value.all === true) return { all: true };
+    if (typeof value.teamId === "string") return { teamId: value.teamId };
+    if (typeof value.organizationId === "string") {
+      const provider = PROVIDER_NAMES.find((p) => p === value.provider);
+      return provider ? { organizationId: value.organizationId, provider } : { organizationId: value.organizationId };
+    }
+  } catch {
+    // fall through: an unreadable notification makes everything suspect
+  }
+  return undefined;
+}
+
+/**
+ * Keeps one connection LISTENing for invalidations. While it is down the cache
+ * is cleared and switched off (every call goes to the database), so a replica
+ * never serves a resolution it could have missed an invalidation for; it
+ * reconnects by itself with backoff.
+ */
+export class InvalidationListener {
+  private client: pg.Client | undefined;
+  private stopped = false;
+  private retryMs = 100;
+  private timer: NodeJS.Timeout | undefined;
+  /** Resolves the first time the listener is connected (or gives up at stop). */
+  readonly ready: Promise<void>;
+  private markReady!: () => void;
+
+  constructor(
+    private readonly databaseUrl: string,
+    private readonly cache: ResolutionCache,
+    private readonly logger: Logger,
+  ) {
+    this.ready = new Promise((resolve) => (this.markReady = resolve));
+  }
+
+  start(): Promise<void> {
+    void this.connect();
+    return this.ready;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.markReady();
+    const client = this.client;
+    this.client = undefined;
+    await client?.end().catch(() => undefined);
+  }
+
+  private async connect(): Promise<void> {
+    if (this.stopped) return;
+    const client = new pg.Client({ connectionString: this.databaseUrl, application_name: "provider-credentials-invalidation" });
+    let failed = false;
+    const onDown = (error?: Error) => {
+      if (failed) return;
+      failed = true;
+      if (this.client === client) this.client = undefined;
+      client.removeAllListeners("notification");
+      void client.end().catch(() => undefined);
+      if (this.stopped) return;
+      this.cache.setEnabled(false);
+      this.logger.warn({ err: error }, "cache invalidation connection lost: cache cleared and bypassed until it reconnects");
+      this.timer = setTimeout(() => void this.connect(), this.retryMs);
+      this.retryMs = Math.min(this.retryMs * 2, 5_000);
+    };
+    client.on("error", onDown);
+    client.on("end", () => onDown());
+    client.on("notification", (message) => {
+      const change = parse(message.payload);
+      if (change) applyInvalidation(this.cache, change);
+      else this.cache.clear();
+    });
+    try {
+      await client.connect();
+      await client.query(`listen ${INVALIDATION_CHANNEL}`);
+    } catch (error) {
+      onDown(error as Error);
+      return;
+    }
+    if (this.stopped) {
+      await client.end().catch(() => undefined);
+      return;
+    }
+    this.client = client;
+    this.retryMs = 100;
+    this.cache.setEnabled(true);
+    this.logger.debug("listening for cache invalidations");
+    this.markReady();
+  }
+}

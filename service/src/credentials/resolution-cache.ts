@@ -1,0 +1,126 @@
+import type { ProviderName } from "../db/entities.js";
+import { PROVIDER_NAMES } from "./providers.js";
+
+/** What a resolution needs from the database: the organisation and, if any, its preferred active credential (still encrypted). */
+export interface StoredResolution {
+  organizationId: string;
+  credential: { id: string; token: string; keyId: string; apiBase: string | null } | null;
+}
+
+interface Entry {
+  value: StoredResolution;
+  expiresAt: number;
+}
+
+export type Scope = { organizationId: string } | { teamId: string };
+
+export function cacheKey(scope: Scope, provider: ProviderName): string {
+  return "teamId" in scope ? `t|${scope.teamId}|${provider}` : `o|${scope.organizationId}|${provider}`;
+}
+
+export interface CacheOptions {
+  /** Most entries kept; the least recently used go first. 0 disables the cache. */
+  maxEntries: number;
+  /** A safety net: an entry older than this is reloaded even if no invalidation arrived. */
+  ttlMs: number;
+}
+
+/**
+ * Resolutions by (team or organisation, provider): bounded LRU (a Map in
+ * access order), a TTL as a safety net, and invalidation by organisation and
+ * provider, by team, or everything. Entries hold ciphertext, never plaintext.
+ *
+ * A load that started before an invalidation must not write its (possibly
+ * stale) result afterwards: every invalidation bumps `generation`, and `set`
+ * only stores when the generation is the one the load started with.
+ */
+export class ResolutionCache {
+  private readonly entries = new Map<string, Entry>();
+  /** organisation id -> keys of entries that resolved to it (organisation and team scopes). */
+  private readonly byOrganization = new Map<string, Set<string>>();
+  private current = 0;
+  private enabled: boolean;
+
+  constructor(private readonly options: CacheOptions) {
+    this.enabled = options.maxEntries > 0;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get generation(): number {
+    return this.current;
+  }
+
+  get(key: string, now = Date.now()): StoredResolution | undefined {
+    const entry = this.entries.get(key);
+    if (!entry) return undefined;
+    if (entry.expiresAt <= now) {
+      this.delete(key);
+      return undefined;
+    }
+    // Refresh recency: re-inserting moves the key to the end of the Map's order.
+    this.entries.delete(key);
+    this.entries.set(key, entry);
+    return entry.value;
+  }
+
+  /** Stores a loaded resolution unless the cache is off or anything was invalidated since `generation`. */
+  set(key: string, value: StoredResolution, generation: number, now = Date.now()): void {
+    if (!this.enabled || generation !== this.current) return;
+    this.delete(key);
+    this.entries.set(key, { value, expiresAt: now + this.options.ttlMs });
+    let keys = this.byOrganization.get(value.organizationId);
+    if (!keys) this.byOrganization.set(value.organizationId, (keys = new Set()));
+    keys.add(key);
+    while (this.entries.size > this.options.maxEntries) {
+      this.delete(this.entries.keys().next().value!);
+    }
+  }
+
+  /** Everything that resolved to the organisation, for one provider or all. */
+  invalidateOrganization(organizationId: string, provider?: ProviderName): void {
+    this.current++;
+    const keys = this.byOrganization.get(organizationId);
+    if (!keys) return;
+    for (const key of [...keys]) {
+      if (provider === undefined || key.endsWith(`|${provider}`)) this.delete(key);
+    }
+  }
+
+  /** A team moved or was deleted: its resolutions, for every provider. */
+  invalidateTeam(teamId: string): void {
+    this.current++;
+    for (const provider of PROVIDER_NAMES) this.delete(`t|${teamId}|${provider}`);
+  }
+
+  clear(): void {
+    this.current++;
+    this.entries.clear();
+    this.byOrganization.clear();
+  }
+
+  /** While invalidations cannot be received, nothing may be served from or stored in the cache. */
+  setEnabled(enabled: boolean): void {
+    this.clear();
+    this.enabled = enabled && this.options.maxEntries > 0;
+  }
+
+  get maxEntries(): number {
+    return this.options.maxEntries;
+  }
+
+  get isEnabled(): boolean {
+    return this.enabled;
+  }
+
+  private delete(key: string): void {
+    const entry = this.entries.get(key);
+    if (!entry) return;
+    this.entries.delete(key);
+    const keys = this.byOrganization.get(entry.value.organizationId);
+    keys?.delete(key);
+    if (keys?.size === 0) this.byOrganization.delete(entry.value.organizationId);
+  }
+}
