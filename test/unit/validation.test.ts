@@ -8,7 +8,7 @@ import {
   validateId,
   validateName,
 } from "../../service/src/credentials/validation.js";
-import { pageSize, decodePageToken, encodePageToken, MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE } from "../../service/src/credentials/paging.js";
+import { pageSize, decodePageToken, encodePageToken, MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE } from "../../service/src/paging.js";
 import { environmentKeys, providerOfKey } from "../../service/src/credentials/providers.js";
 
 function failure(fn: () => unknown): ServiceError {

@@ -2,7 +2,7 @@ import type { FilterQuery } from "@mikro-orm/core";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { AuditEventEntity, type AuditEventRow } from "../db/entities.js";
 import { invalid } from "../errors.js";
-import { decodePageToken, encodePageToken } from "../credentials/paging.js";
+import { decodePageToken, encodePageToken } from "../paging.js";
 
 export interface AuditEvent {
   actor: string;

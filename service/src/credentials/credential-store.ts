@@ -9,7 +9,7 @@ import { recordAudit } from "../audit/audit-store.js";
 import type { Keyring } from "../keyring/keyring.js";
 import { decryptStoredKey } from "./resolver.js";
 import { publishInvalidation, type Invalidation } from "./invalidation.js";
-import { decodePageToken, encodePageToken } from "./paging.js";
+import { decodePageToken, encodePageToken } from "../paging.js";
 import { PROVIDERS } from "./providers.js";
 import { keyHint, UUID_PATTERN, validateApiBase, validateApiKey } from "./validation.js";
 

@@ -7,7 +7,7 @@ import { ServiceError } from "../errors.js";
 import { recordAudit } from "../audit/audit-store.js";
 import type { Actor, ChangeListener } from "../credentials/credential-store.js";
 import { publishInvalidation } from "../credentials/invalidation.js";
-import { decodePageToken, encodePageToken } from "../credentials/paging.js";
+import { decodePageToken, encodePageToken } from "../paging.js";
 
 export interface Page<T> {
   items: T[];

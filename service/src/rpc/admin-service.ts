@@ -5,7 +5,7 @@ import { AdminSchema, AdminService, ApiTokenSchema, type AuditEventSchema } from
 import type { AdminStore, AdminView } from "../admins/admin-store.js";
 import type { TokenInfo, TokenStore } from "../auth/token-store.js";
 import { listAuditEvents } from "../audit/audit-store.js";
-import { pageSize } from "../credentials/paging.js";
+import { pageSize } from "../paging.js";
 import { validateCredentialId, validateId } from "../credentials/validation.js";
 import type { Orm } from "../db/orm.js";
 import { invalid } from "../errors.js";

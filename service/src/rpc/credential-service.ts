@@ -2,7 +2,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { CredentialService, KeySource } from "../gen/credentials_pb.js";
 import type { CredentialStore } from "../credentials/credential-store.js";
 import type { KeyResolver } from "../credentials/resolver.js";
-import { pageSize } from "../credentials/paging.js";
+import { pageSize } from "../paging.js";
 import { invalid } from "../errors.js";
 import {
   validateApiBase,

@@ -1,7 +1,7 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import { OrganizationService } from "../gen/credentials_pb.js";
 import type { OrganizationStore } from "../organizations/organization-store.js";
-import { pageSize } from "../credentials/paging.js";
+import { pageSize } from "../paging.js";
 import { validateId, validateName } from "../credentials/validation.js";
 import { actorOf } from "./context.js";
 import { organizationMessage, teamMessage } from "./convert.js";

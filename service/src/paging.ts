@@ -1,4 +1,4 @@
-import { invalid } from "../errors.js";
+import { invalid } from "./errors.js";
 
 export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 200;
