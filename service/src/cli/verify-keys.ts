@@ -1,0 +1,35 @@
+// `npm run verify-keys`: decrypts every stored credential and reports the ones that fail
+// (never a key); exits non-zero when any does.
+import { createKeyring, MasterKeyError } from "../keyring/keyring.js";
+import { verifyAll } from "../keyring/rewrap.js";
+import { exitWith, openForCli } from "./open.js";
+import { progressBar } from "./progress.js";
+
+async function main(): Promise<void> {
+  const cli = await openForCli();
+  let keyring;
+  try {
+    keyring = createKeyring(cli.database.masterKey);
+  } catch (error) {
+    await cli.close();
+    if (error instanceof MasterKeyError) exitWith(error.message);
+    throw error;
+  }
+  const bar = progressBar("verifying");
+  const report = await verifyAll(cli.orm, keyring, (checked, total) => bar.update(checked, total));
+  bar.finish();
+  await cli.close();
+  console.log(`Checked ${report.checked} credential(s).`);
+  for (const [keyId, count] of Object.entries(report.byKeyId)) {
+    console.log(`  ${keyId}: ${count}${keyring.has(keyId) ? (keyId === keyring.primaryKeyId ? " (primary key)" : " (older key: run rotate-master-key)") : " (NOT in MASTER_KEY)"}`);
+  }
+  if (report.failures.length === 0) {
+    console.log("Every credential decrypts with the configured MASTER_KEY.");
+    return;
+  }
+  console.log(`${report.failures.length} credential(s) FAILED:`);
+  for (const f of report.failures) console.log(`  ${f.id}  organization ${f.organizationId}  ${f.provider}: ${f.reason}`);
+  process.exit(1);
+}
+
+main().catch((error) => exitWith(`Error: ${error instanceof Error ? error.message : String(error)}`));

@@ -1,0 +1,156 @@
+// Master-key rotation (rewrap) and verification, through the real commands.
+import { execFile, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import path from "node:path";
+import { promisify } from "node:util";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createKeyring, generateMasterKey } from "../../service/src/keyring/keyring.js";
+import { rewrapAll } from "../../service/src/keyring/rewrap.js";
+import { createOrm, migrate, type Orm } from "../../service/src/db/orm.js";
+import { keyHint } from "../../service/src/credentials/validation.js";
+import { createTestDatabase, type TestDatabase } from "../support/harness.js";
+
+const run = promisify(execFile);
+const TSX = path.resolve("node_modules/.bin/tsx");
+const keyA = generateMasterKey();
+const keyB = generateMasterKey();
+const ringA = createKeyring(keyA);
+const ringB = createKeyring(keyB);
+
+let db: TestDatabase;
+let orm: Orm;
+/** plaintext by credential id, to prove nothing is lost */
+const plaintexts = new Map<string, string>();
+
+async function seed(count: number, organizationId: string): Promise<void> {
+  await db.query("insert into organizations (id, name, created_at, updated_at) values ($1, $1, now(), now()) on conflict do nothing", [organizationId]);
+  const rows: unknown[][] = [];
+  for (let i = 0; i < count; i++) {
+    const id = randomUUID();
+    const key = `sk-rotation-${organizationId}-${i}-${randomUUID()}`;
+    plaintexts.set(id, key);
+    const { token, keyId } = ringA.encrypt(key);
+    rows.push([id, organizationId, `key ${i}`, token, keyId, keyHint(key, "openai")]);
+  }
+  for (let i = 0; i < rows.length; i += 500) {
+    const chunk = rows.slice(i, i + 500);
+    const values = chunk.map((_, j) => `($${j * 6 + 1}::uuid, $${j * 6 + 2}, 'openai', $${j * 6 + 3}, $${j * 6 + 4}, $${j * 6 + 5}, $${j * 6 + 6}, true, now(), 1, now(), now())`);
+    await db.query(
+      `insert into provider_credentials (id, organization_id, provider, credential_name, encrypted_api_key, key_id, key_hint, is_active, activated_at, version, created_at, updated_at) values ${values.join(",")}`,
+      chunk.flat(),
+    );
+  }
+}
+
+/** Every row decrypts, with the given keyring, to the plaintext it was created with. */
+async function everyRowReadable(ring = createKeyring(`${keyB},${keyA}`)): Promise<void> {
+  const rows = await db.query<{ id: string; encrypted_api_key: string; key_id: string }>("select id, encrypted_api_key, key_id from provider_credentials");
+  expect(rows.length).toBe(plaintexts.size);
+  for (const row of rows) expect(ring.decrypt(row.encrypted_api_key, row.key_id)).toBe(plaintexts.get(row.id));
+}
+
+const cli = (script: string, masterKey: string, args: string[] = []) =>
+  run(TSX, [`service/src/cli/${script}.ts`, ...args], { env: { PATH: process.env.PATH, DATABASE_URL: db.url, MASTER_KEY: masterKey } }).catch(
+    (e: { code: number; stdout: string; stderr: string }) => e,
+  );
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  orm = await createOrm({ databaseUrl: db.url, poolSize: 4 });
+  await migrate(orm, db.url);
+});
+afterAll(async () => {
+  await orm?.close(true);
+  await db?.drop();
+});
+
+describe("npm run rotate-master-key", () => {
+  it("re-encrypts every row under the new key, reports, audits, and then the old key can go", async () => {
+    await seed(30, "rot-org");
+    const result = await cli("rotate-master-key", `${keyB},${keyA}`, ["--batch-size", "7"]);
+    expect(result.stdout).toContain("Re-encrypted 30 credential(s)");
+    expect(result.stdout).toContain(`Every credential is now under ${ringB.primaryKeyId}`);
+    expect(result.stderr).toMatch(/re-encrypting \[#+\] 30\/30 \(100\.0%\)/);
+    const byKey = await db.query<{ key_id: string; n: string }>("select key_id, count(*) as n from provider_credentials group by key_id");
+    expect(byKey).toEqual([{ key_id: ringB.primaryKeyId, n: "30" }]);
+    await everyRowReadable(ringB);
+    const audit = await db.query<{ action: string; details: { rewrapped: number } }>("select action, details from audit_events where action = 'master_key.rotate'");
+    expect(audit[0].details.rewrapped).toBe(30);
+    // Nothing printed a key.
+    for (const key of plaintexts.values()) expect(result.stdout + result.stderr).not.toContain(key);
+
+    const again = await cli("rotate-master-key", `${keyB},${keyA}`);
+    expect(again.stdout).toContain("Re-encrypted 0 credential(s)");
+
+    const verified = await cli("verify-keys", keyB);
+    expect(verified.stdout).toContain("Checked 30 credential(s).");
+    expect(verified.stdout).toContain(`${ringB.primaryKeyId}: 30 (primary key)`);
+    expect(verified.stdout).toContain("Every credential decrypts with the configured MASTER_KEY.");
+  });
+
+  it("skips rows locked by an editor, and a rerun picks them up", async () => {
+    await seed(20, "lock-org");
+    const [locked] = await db.query<{ id: string }>("select id from provider_credentials where organization_id = 'lock-org' order by id limit 1");
+    const editor = new pg.Client({ connectionString: db.url });
+    await editor.connect();
+    try {
+      await editor.query("begin");
+      await editor.query("select * from provider_credentials where id = $1 for update", [locked.id]);
+      const report = await rewrapAll(orm, createKeyring(`${keyB},${keyA}`), { batchSize: 5, maxPasses: 2, actor: "test" });
+      expect(report.rewrapped).toBe(19);
+      expect(report.stillLocked).toBe(1);
+      await editor.query("commit");
+    } finally {
+      await editor.end();
+    }
+    const rerun = await rewrapAll(orm, createKeyring(`${keyB},${keyA}`), { batchSize: 5, actor: "test" });
+    expect(rerun.rewrapped).toBe(1);
+    expect(rerun.stillLocked).toBe(0);
+    await everyRowReadable(ringB);
+  });
+
+  it("killed with SIGKILL halfway, loses nothing, and a rerun finishes the job", async () => {
+    await seed(4000, "kill-org");
+    // node itself (not the tsx wrapper, whose child would survive the kill).
+    const child = spawn(process.execPath, ["--import", "tsx", "service/src/cli/rotate-master-key.ts", "--batch-size", "20"], {
+      env: { PATH: process.env.PATH, DATABASE_URL: db.url, MASTER_KEY: `${keyB},${keyA}` },
+      stdio: "ignore",
+    });
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    const newKeyRows = async () => Number((await db.query<{ n: string }>("select count(*) as n from provider_credentials where key_id = $1 and organization_id = 'kill-org'", [ringB.primaryKeyId]))[0].n);
+    const deadline = Date.now() + 60_000;
+    while ((await newKeyRows()) < 200) {
+      if (Date.now() > deadline) throw new Error("rotation made no progress");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    child.kill("SIGKILL");
+    await exited;
+    const halfway = await newKeyRows();
+    expect(halfway).toBeGreaterThan(0);
+    expect(halfway).toBeLessThan(4000);
+    await everyRowReadable(); // both keys configured: old and new rows alike
+    const rerun = await cli("rotate-master-key", `${keyB},${keyA}`);
+    expect(rerun.stdout).toContain(`Re-encrypted ${4000 - halfway} credential(s)`);
+    await everyRowReadable(ringB);
+  });
+});
+
+describe("npm run verify-keys", () => {
+  it("reports rows that fail to decrypt, by id and without any key, and exits non-zero", async () => {
+    const [victim] = await db.query<{ id: string }>("select id from provider_credentials order by id limit 1");
+    const stranger = createKeyring(generateMasterKey()).encrypt("sk-planted-by-someone-else-000");
+    await db.query("update provider_credentials set encrypted_api_key = $1 where id = $2", [stranger.token, victim.id]);
+    const result = await cli("verify-keys", keyB);
+    expect(result.code).toBe(1);
+    expect(result.stdout).toContain("1 credential(s) FAILED:");
+    expect(result.stdout).toContain(`${victim.id}  organization`);
+    expect(result.stdout).toContain("does not decrypt with any configured key (corrupted or tampered)");
+    expect(result.stdout + result.stderr).not.toContain("sk-planted-by-someone-else-000");
+    for (const key of plaintexts.values()) expect(result.stdout).not.toContain(key);
+
+    const unknownKey = await cli("verify-keys", generateMasterKey());
+    expect(unknownKey.code).toBe(1);
+    expect(unknownKey.stdout).toContain(`${ringB.primaryKeyId}: ${plaintexts.size} (NOT in MASTER_KEY)`);
+  });
+});
