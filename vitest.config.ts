@@ -13,7 +13,8 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
-          globalSetup: ["test/integration/global-setup.ts"],
+          // The portal is built once (only when stale) before any test spawns it.
+          globalSetup: ["test/integration/global-setup.ts", "test/integration/portal-build-setup.ts"],
           testTimeout: 30_000,
           hookTimeout: 120_000,
           // Files share one database; run them one after another.

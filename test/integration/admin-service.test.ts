@@ -230,3 +230,18 @@ describe("first administrator", () => {
     }
   });
 });
+
+describe("the caller's address in the audit log", () => {
+  it("is taken from x-provider-credentials-source when an admin token forwards it, else from the socket", async () => {
+    const forwarded = t.clients(t.adminToken, { "x-provider-credentials-source": "203.0.113.9" });
+    await forwarded.organizations.createOrganization({ organizationId: "src-org", name: "Source" });
+    await t.clients().organizations.createOrganization({ organizationId: "src-org-2", name: "Source 2" });
+    const rows = await t.db.query<{ organization_id: string; source: string }>(
+      "select organization_id, source from audit_events where action = 'organization.create' and organization_id like 'src-org%' order by id",
+    );
+    expect(rows).toEqual([
+      { organization_id: "src-org", source: "203.0.113.9" },
+      { organization_id: "src-org-2", source: "127.0.0.1" },
+    ]);
+  });
+});

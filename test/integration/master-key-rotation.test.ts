@@ -50,7 +50,7 @@ async function everyRowReadable(ring = createKeyring(`${keyB},${keyA}`)): Promis
   for (const row of rows) expect(ring.decrypt(row.encrypted_api_key, row.key_id)).toBe(plaintexts.get(row.id));
 }
 
-const cli = (script: string, masterKey: string, args: string[] = []) =>
+const cli = (script: string, masterKey: string, args: string[] = []): Promise<{ code?: number; stdout: string; stderr: string }> =>
   run(TSX, [`service/src/cli/${script}.ts`, ...args], { env: { PATH: process.env.PATH, DATABASE_URL: db.url, MASTER_KEY: masterKey } }).catch(
     (e: { code: number; stdout: string; stderr: string }) => e,
   );

@@ -22,12 +22,15 @@ export const SESSION_IDLE_MS = 12 * 60 * 60 * 1000;
 export const SIGN_IN_WINDOW_MS = 15 * 60 * 1000;
 export const SIGN_IN_MAX_FAILURES = 10;
 
-const EMAIL_PATTERN = /^[^\s@]{1,64}@[^\s@]{1,255}$/;
+// Printable ASCII only: an email doubles as the actor name sent in a header on every change.
+const EMAIL_PATTERN = /^[\x21-\x3f\x41-\x7e]{1,64}@[\x21-\x3f\x41-\x7e]{1,189}$/;
 
 export function validateEmail(value: string): string {
   const email = value.trim().toLowerCase();
   if (email === "") throw invalid("email", "is required");
-  if (email.length > 254 || !EMAIL_PATTERN.test(email)) throw invalid("email", "must be an email address like admin@example.com");
+  if (email.length > 128 || !EMAIL_PATTERN.test(email)) {
+    throw invalid("email", "must be an email address like admin@example.com (ASCII, at most 128 characters)");
+  }
   return email;
 }
 

@@ -96,6 +96,7 @@ export class TokenStore {
   }
 
   async revoke(name: string, actor: string): Promise<void> {
+    if (!NAME_PATTERN.test(name)) throw invalid("name", "must be 1-64 characters of letters, digits, '.', '_' or '-'");
     await this.orm.em.fork().transactional(async (em) => {
       const deleted = await em.nativeDelete(ApiTokenEntity, { name });
       if (deleted === 0) throw new ServiceError("not_found", `no token named "${name}"`);

@@ -9,6 +9,9 @@ import { CredentialService } from "../gen/credentials_pb.js";
 
 /** Header an admin-scope caller (the portal) sets to name the administrator it acts for. */
 export const ACTOR_HEADER = "x-provider-credentials-actor";
+/** Header an admin-scope caller (the portal) sets to pass on its own client's address for the audit log. */
+export const SOURCE_HEADER = "x-provider-credentials-source";
+const SOURCE_PATTERN = /^[\x21-\x7e]{1,128}$/;
 const ACTOR_PATTERN = /^[\x20-\x7e]{1,128}$/;
 
 /** Calls a `resolve` token may make; everything else needs `admin`. */
@@ -38,7 +41,10 @@ export function authInterceptor(tokens: TokenStore): Interceptor {
       if (!ACTOR_PATTERN.test(claimed)) throw new ConnectError(`${ACTOR_HEADER}: must be 1-128 printable ASCII characters`, Code.InvalidArgument);
       actor = claimed;
     }
-    const principal: Principal = { tokenName: token.name, scope: token.scope, actor, source: req.contextValues.get(sourceKey) };
+    let source = req.contextValues.get(sourceKey);
+    const forwarded = req.header.get(SOURCE_HEADER);
+    if (forwarded !== null && token.scope === "admin" && SOURCE_PATTERN.test(forwarded)) source = forwarded;
+    const principal: Principal = { tokenName: token.name, scope: token.scope, actor, source };
     req.contextValues.set(principalKey, principal);
     return next(req);
   };

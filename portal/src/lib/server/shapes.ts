@@ -1,0 +1,110 @@
+import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { Provider, type Credential, type Organization, type Team } from "../../../../service/src/gen/credentials_pb.js";
+import type { ApiToken, AuditEvent } from "../../../../service/src/gen/admin_pb.js";
+import type { ProviderName } from "./trpc/schemas.js";
+
+/**
+ * Service messages → the JSON the API returns: snake_case, every field present,
+ * null where unset, ISO 8601 timestamps. Each function names its fields
+ * explicitly, so a field added to a message never leaks by accident.
+ */
+
+const TO_NAME: Partial<Record<Provider, ProviderName>> = {
+  [Provider.OPENAI]: "openai",
+  [Provider.ANTHROPIC]: "anthropic",
+  [Provider.GEMINI]: "gemini",
+  [Provider.FIREWORKS]: "fireworks",
+};
+
+const TO_ENUM: Record<ProviderName, Provider> = {
+  openai: Provider.OPENAI,
+  anthropic: Provider.ANTHROPIC,
+  gemini: Provider.GEMINI,
+  fireworks: Provider.FIREWORKS,
+};
+
+export function providerEnum(name: ProviderName): Provider {
+  return TO_ENUM[name];
+}
+
+function providerName(provider: Provider): ProviderName {
+  const name = TO_NAME[provider];
+  if (!name) throw new Error(`the service returned an unknown provider (${provider})`);
+  return name;
+}
+
+function iso(ts: Timestamp | undefined): string {
+  if (!ts) throw new Error("the service returned a message without a required timestamp");
+  return timestampDate(ts).toISOString();
+}
+
+function isoOrNull(ts: Timestamp | undefined): string | null {
+  return ts ? timestampDate(ts).toISOString() : null;
+}
+
+/** "" (proto3's unset) → null. */
+function cursor(token: string): string | null {
+  return token === "" ? null : token;
+}
+
+export function credentialJson(c: Credential) {
+  return {
+    credential_id: c.credentialId,
+    organization_id: c.organizationId,
+    provider: providerName(c.provider),
+    credential_name: c.credentialName,
+    api_base: c.apiBase ?? null,
+    is_active: c.isActive,
+    key_hint: c.keyHint,
+    version: c.version,
+    created_at: iso(c.createdAt),
+    updated_at: iso(c.updatedAt),
+    created_by: c.createdBy ?? null,
+    updated_by: c.updatedBy ?? null,
+    last_used_at: isoOrNull(c.lastUsedAt),
+  };
+}
+
+export function organizationJson(o: Organization) {
+  return { organization_id: o.organizationId, name: o.name, created_at: iso(o.createdAt), updated_at: iso(o.updatedAt) };
+}
+
+export function teamJson(t: Team) {
+  return { team_id: t.teamId, organization_id: t.organizationId, name: t.name, created_at: iso(t.createdAt), updated_at: iso(t.updatedAt) };
+}
+
+function details(json: string): Record<string, unknown> {
+  if (json === "") return {};
+  try {
+    const value: unknown = JSON.parse(json);
+    return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : { value };
+  } catch {
+    return {};
+  }
+}
+
+export function auditEventJson(e: AuditEvent) {
+  return {
+    event_id: e.eventId,
+    occurred_at: iso(e.occurredAt),
+    actor: e.actor,
+    action: e.action,
+    organization_id: e.organizationId ?? null,
+    credential_id: e.credentialId ?? null,
+    target: e.target ?? null,
+    source: e.source ?? null,
+    details: details(e.detailsJson),
+  };
+}
+
+export function apiTokenJson(t: ApiToken) {
+  return {
+    name: t.name,
+    scope: t.scope as "resolve" | "admin",
+    created_at: iso(t.createdAt),
+    created_by: t.createdBy ?? null,
+    last_used_at: isoOrNull(t.lastUsedAt),
+  };
+}
+
+export { cursor as nextCursor };

@@ -1,0 +1,43 @@
+import { adminProcedure, router } from "../trpc.js";
+import { apiTokenListOutput, createApiTokenInput, createdApiTokenOutput, noInput, revokedApiTokenOutput, tokenNameInput } from "../schemas.js";
+import { apiTokenJson } from "../../shapes.js";
+
+const tags = ["API tokens"];
+
+export const tokensRouter = router({
+  list: adminProcedure
+    .meta({ openapi: { method: "GET", path: "/tokens", tags, summary: "List API tokens", description: "Names, scopes and last use; never the tokens." } })
+    .input(noInput)
+    .output(apiTokenListOutput)
+    .query(async ({ ctx }) => {
+      const { apiTokens } = await ctx.service.admin.listApiTokens({});
+      return { tokens: apiTokens.map(apiTokenJson) };
+    }),
+
+  create: adminProcedure
+    .meta({
+      successStatus: 201,
+      openapi: {
+        method: "POST",
+        path: "/tokens",
+        tags,
+        summary: "Create an API token",
+        description: "The response carries the token: the only time it is shown. 409 if the name is taken.",
+      },
+    })
+    .input(createApiTokenInput)
+    .output(createdApiTokenOutput)
+    .mutation(async ({ ctx, input }) => {
+      const { token, apiToken } = await ctx.service.admin.createApiToken({ name: input.name, scope: input.scope });
+      return { ...apiTokenJson(apiToken!), token };
+    }),
+
+  revoke: adminProcedure
+    .meta({ openapi: { method: "DELETE", path: "/tokens/{name}", tags, summary: "Revoke an API token", description: "404 if there is none of that name." } })
+    .input(tokenNameInput)
+    .output(revokedApiTokenOutput)
+    .mutation(async ({ ctx, input }) => {
+      await ctx.service.admin.revokeApiToken({ name: input.name });
+      return { name: input.name, revoked: true as const };
+    }),
+});

@@ -1,0 +1,193 @@
+import { z } from "zod";
+
+/**
+ * Request and response shapes of the API, in the REST API's snake_case. Inputs
+ * are strict (an unknown field such as `apiKey` is refused, not ignored);
+ * outputs list every field explicitly, so nothing else ever leaves.
+ *
+ * The portal checks types and sizes; the service owns the business rules
+ * (id patterns, key prefixes, URL rules) and names the field in its errors.
+ */
+
+export const PROVIDERS = ["openai", "anthropic", "gemini", "fireworks"] as const;
+export type ProviderName = (typeof PROVIDERS)[number];
+
+/** The largest page a list returns; larger `limit`s are capped to it. */
+export const MAX_PAGE_SIZE = 200;
+
+/**
+ * A JSON number taken as it is. trpc-to-openapi coerces the top-level numbers
+ * and booleans of every input (right for query strings, wrong for JSON bodies);
+ * a pipe keeps `"3"` or `true` from becoming a number.
+ */
+const exactPositiveInteger = () => z.int().min(1).pipe(z.int());
+
+const id = (what: string) => z.string().min(1).max(256).describe(what);
+const provider = z.enum(PROVIDERS).describe("The LLM provider.");
+const timestamp = z.iso.datetime({ offset: true });
+
+export const organizationIdField = id("Organisation id: 1-64 of letters, digits, `.`, `_`, `-`.");
+export const credentialIdField = id("Credential id (a UUID).");
+export const teamIdField = id("Team id: 1-64 of letters, digits, `.`, `_`, `-`.");
+export const tokenNameField = id("Token name: 1-64 of letters, digits, `.`, `_`, `-`.");
+
+const paging = {
+  limit: z
+    .int()
+    .min(1)
+    .describe(`Page size: default 50; values above ${MAX_PAGE_SIZE} are capped to ${MAX_PAGE_SIZE}.`)
+    .optional(),
+  cursor: z
+    .string()
+    .max(2048)
+    .regex(/^[A-Za-z0-9_-]*$/, "is malformed; pass the next_cursor of the previous page unchanged")
+    .describe("The `next_cursor` of the previous page; omit for the first page.")
+    .optional(),
+};
+
+// ---------------------------------------------------------------- outputs
+
+export const credentialOutput = z
+  .object({
+    credential_id: z.string(),
+    organization_id: z.string(),
+    provider,
+    credential_name: z.string(),
+    api_base: z.string().nullable().describe("Custom endpoint; null means the provider's default."),
+    is_active: z.boolean(),
+    key_hint: z.string().describe("The masked key: provider prefix and last 4 characters. The key itself is never returned."),
+    version: z.int().describe("Optimistic-lock version; pass it as `expected_version` to refuse stale updates."),
+    created_at: timestamp,
+    updated_at: timestamp,
+    created_by: z.string().nullable(),
+    updated_by: z.string().nullable(),
+    last_used_at: timestamp.nullable(),
+  })
+  .meta({ id: "Credential", description: "A stored provider credential. Never carries the API key." });
+
+export const credentialListOutput = z
+  .object({
+    organization_id: z.string(),
+    credentials: z.array(credentialOutput),
+    next_cursor: z.string().nullable().describe("Pass as `cursor` for the next page; null on the last page."),
+  })
+  .meta({ id: "CredentialList" });
+
+export const organizationOutput = z
+  .object({ organization_id: z.string(), name: z.string(), created_at: timestamp, updated_at: timestamp })
+  .meta({ id: "Organization" });
+
+export const organizationListOutput = z
+  .object({ organizations: z.array(organizationOutput), next_cursor: z.string().nullable() })
+  .meta({ id: "OrganizationList" });
+
+export const teamOutput = z
+  .object({ team_id: z.string(), organization_id: z.string(), name: z.string(), created_at: timestamp, updated_at: timestamp })
+  .meta({ id: "Team" });
+
+export const teamListOutput = z
+  .object({ organization_id: z.string(), teams: z.array(teamOutput), next_cursor: z.string().nullable() })
+  .meta({ id: "TeamList" });
+
+export const auditEventOutput = z
+  .object({
+    event_id: z.string(),
+    occurred_at: timestamp,
+    actor: z.string().describe("`token:<name>`, an administrator's email, or `cli:<user>`."),
+    action: z.string().describe("e.g. `credential.create`, `credential.deactivate`, `admin.sign_in`."),
+    organization_id: z.string().nullable(),
+    credential_id: z.string().nullable(),
+    target: z.string().nullable(),
+    source: z.string().nullable().describe("The caller's network address, when known."),
+    details: z.record(z.string(), z.unknown()).describe("What changed (field names, hints, flags; never keys)."),
+  })
+  .meta({ id: "AuditEvent" });
+
+export const auditEventListOutput = z
+  .object({ events: z.array(auditEventOutput), next_cursor: z.string().nullable() })
+  .meta({ id: "AuditEventList" });
+
+const tokenScope = z.enum(["resolve", "admin"]).describe("`resolve`: ResolveKey only; `admin`: everything.");
+
+export const apiTokenOutput = z
+  .object({
+    name: z.string(),
+    scope: tokenScope,
+    created_at: timestamp,
+    created_by: z.string().nullable(),
+    last_used_at: timestamp.nullable(),
+  })
+  .meta({ id: "ApiToken" });
+
+export const apiTokenListOutput = z.object({ tokens: z.array(apiTokenOutput) }).meta({ id: "ApiTokenList" });
+
+export const createdApiTokenOutput = apiTokenOutput
+  .extend({ token: z.string().describe("The token: shown only in this response. Store it now.") })
+  .meta({ id: "CreatedApiToken" });
+
+export const deletedCredentialOutput = z.object({ credential_id: z.string(), deleted: z.literal(true) }).meta({ id: "DeletedCredential" });
+export const deletedOrganizationOutput = z.object({ organization_id: z.string(), deleted: z.literal(true) }).meta({ id: "DeletedOrganization" });
+export const deletedTeamOutput = z.object({ team_id: z.string(), deleted: z.literal(true) }).meta({ id: "DeletedTeam" });
+export const revokedApiTokenOutput = z.object({ name: z.string(), revoked: z.literal(true) }).meta({ id: "RevokedApiToken" });
+
+// ---------------------------------------------------------------- inputs
+
+export const listCredentialsInput = z
+  .object({
+    organization_id: organizationIdField,
+    provider: z.enum(PROVIDERS).describe("Only credentials for this provider.").optional(),
+    active_only: z.stringbool().describe("Only active credentials: `true` or `false` (default).").optional(),
+    ...paging,
+  })
+  .strict();
+
+export const credentialIdInput = z.object({ credential_id: credentialIdField }).strict();
+
+export const createCredentialInput = z
+  .object({
+    organization_id: organizationIdField,
+    provider,
+    credential_name: z.string().max(1000).describe("1-200 characters, unique per organisation and provider (ignoring case)."),
+    api_key: z.string().max(8192).describe("The provider API key. Stored encrypted; never returned."),
+    api_base: z.string().max(4096).nullable().describe("Absolute http(s) URL of a custom endpoint; null or omitted for the default.").optional(),
+  })
+  .strict();
+
+export const updateCredentialInput = z
+  .object({
+    credential_id: credentialIdField,
+    credential_name: z.string().max(1000).describe("A new name.").optional(),
+    api_key: z.string().max(8192).describe("A new key (rotation in place).").optional(),
+    api_base: z.string().max(4096).nullable().describe("A new custom endpoint; null or empty clears it.").optional(),
+    expected_version: exactPositiveInteger().describe("Apply only if the credential's version is still this (else 409).").optional(),
+  })
+  .strict();
+
+export const listOrganizationsInput = z.object({ ...paging }).strict();
+export const organizationIdInput = z.object({ organization_id: organizationIdField }).strict();
+export const createOrganizationInput = z
+  .object({ organization_id: organizationIdField, name: z.string().max(1000).describe("Display name, 1-200 characters.") })
+  .strict();
+
+export const listTeamsInput = z.object({ organization_id: organizationIdField, ...paging }).strict();
+export const createTeamInput = z
+  .object({
+    organization_id: organizationIdField,
+    team_id: teamIdField,
+    name: z.string().max(1000).describe("Display name, 1-200 characters."),
+  })
+  .strict();
+export const teamIdInput = z.object({ team_id: teamIdField }).strict();
+
+export const listAuditEventsInput = z
+  .object({
+    organization_id: z.string().min(1).max(256).describe("Only events of this organisation.").optional(),
+    credential_id: z.string().min(1).max(256).describe("Only events of this credential.").optional(),
+    action: z.string().min(1).max(128).describe("Only events with this action, e.g. `credential.update`.").optional(),
+    ...paging,
+  })
+  .strict();
+
+export const noInput = z.object({}).strict();
+export const createApiTokenInput = z.object({ name: tokenNameField, scope: tokenScope }).strict();
+export const tokenNameInput = z.object({ name: tokenNameField }).strict();

@@ -1,0 +1,61 @@
+import { fail, redirect } from "@sveltejs/kit";
+import { ConnectError } from "@connectrpc/connect";
+import type { Actions, PageServerLoad } from "./$types";
+import { fromConnectError } from "$lib/server/errors";
+import { log } from "$lib/server/log";
+import { serviceConnection } from "$lib/server/service-client";
+import { SESSION_COOKIE, safeRedirectTarget, sessionCookieOptions } from "$lib/server/session";
+
+export const load: PageServerLoad = ({ locals, url }) => {
+  const redirectTo = safeRedirectTarget(url.searchParams.get("redirectTo"));
+  if (locals.admin) redirect(303, redirectTo);
+  return { redirectTo };
+};
+
+function minutes(seconds: number): string {
+  const n = Math.max(1, Math.ceil(seconds / 60));
+  return `${n} minute${n === 1 ? "" : "s"}`;
+}
+
+export const actions: Actions = {
+  default: async (event) => {
+    const { request, cookies, url } = event;
+    const form = await request.formData();
+    const email = String(form.get("email") ?? "").trim();
+    const password = String(form.get("password") ?? "");
+    const redirectTo = safeRedirectTarget(String(form.get("redirectTo") ?? url.searchParams.get("redirectTo") ?? "/"));
+    if (email === "" || password === "") {
+      return fail(400, { email, error: email === "" ? "Enter your email address." : "Enter your password." });
+    }
+
+    let sessionToken: string;
+    try {
+      const response = await serviceConnection()
+        .asPortal()
+        .admin.signIn({ email, password, source: event.getClientAddress(), userAgent: request.headers.get("user-agent") ?? "" });
+      sessionToken = response.sessionToken;
+    } catch (thrown) {
+      if (!(thrown instanceof ConnectError)) throw thrown;
+      const failure = fromConnectError(thrown);
+      switch (failure.apiCode) {
+        case "unauthorized":
+          if (!/invalid email or password/i.test(thrown.rawMessage)) {
+            log("error", "the credentials service refused SERVICE_ADMIN_TOKEN at sign-in", { code: failure.apiCode });
+          }
+          return fail(401, { email, error: "Invalid email or password." });
+        case "too_many_requests": {
+          const wait = failure.retryAfterSeconds ?? 15 * 60;
+          event.setHeaders({ "retry-after": String(wait) });
+          return fail(429, { email, error: `Too many failed sign-ins; try again in ${minutes(wait)}.` });
+        }
+        case "bad_request":
+          return fail(400, { email, error: failure.message });
+        default:
+          log("error", "sign-in failed", { code: failure.apiCode, err: thrown });
+          return fail(failure.status >= 500 ? 503 : failure.status, { email, error: "Sign-in is unavailable right now; try again shortly." });
+      }
+    }
+    cookies.set(SESSION_COOKIE, sessionToken, sessionCookieOptions(url));
+    redirect(303, redirectTo);
+  },
+};

@@ -1,0 +1,157 @@
+// `npm start`: the whole product. Starts the credentials service (on DATABASE_URL
+// or the embedded PostgreSQL), then the admin portal, waits for both to be
+// healthy, and prints where to sign in. Ctrl-C or SIGTERM stops both cleanly.
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { ensurePortalBuild } from "../../../portal/scripts/ensure-build.js";
+import { portFrom } from "../runtime/config.js";
+
+const root = path.resolve(import.meta.dirname, "../../..");
+const children: ChildProcess[] = [];
+let stopping = false;
+
+function say(message: string): void {
+  console.error(`[start] ${message}`);
+}
+
+/** Runs a child, relaying its output, and resolves once a line matches `ready`. */
+function startChild(
+  name: string,
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  ready: (line: string) => boolean,
+  onLine: (line: string) => boolean = () => false,
+): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
+    children.push(child);
+    let isReady = false;
+    const relay = (stream: NodeJS.ReadableStream, out: NodeJS.WritableStream) => {
+      let buffered = "";
+      stream.on("data", (chunk: Buffer) => {
+        buffered += chunk.toString("utf8");
+        const lines = buffered.split("\n");
+        buffered = lines.pop() ?? "";
+        for (const line of lines) {
+          // onLine may keep a line for later (the first administrator's password, printed once in the summary).
+          if (!onLine(line)) out.write(`${line}\n`);
+          if (!isReady && ready(line)) {
+            isReady = true;
+            resolve(child);
+          }
+        }
+      });
+    };
+    relay(child.stdout!, process.stdout);
+    relay(child.stderr!, process.stderr);
+    child.once("exit", (code, signal) => {
+      if (!isReady) reject(new Error(`${name} exited before it was ready (${signal ?? `code ${code}`})`));
+      else if (!stopping) {
+        say(`${name} stopped unexpectedly (${signal ?? `code ${code}`}); stopping everything`);
+        void stopAll(1);
+      }
+    });
+  });
+}
+
+async function stopAll(code: number): Promise<never> {
+  stopping = true;
+  await Promise.all(
+    children.map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once("exit", () => resolve());
+          child.kill("SIGTERM");
+          setTimeout(() => child.kill("SIGKILL"), 15_000).unref();
+        }),
+    ),
+  );
+  process.exit(code);
+}
+
+async function waitForHttp(url: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const res = await fetch(url, { redirect: "manual" });
+      if (res.status < 500) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`no answer from ${url} within ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function serviceAdminToken(): string {
+  if (process.env.SERVICE_ADMIN_TOKEN) return process.env.SERVICE_ADMIN_TOKEN;
+  const secrets = path.resolve(root, process.env.DATA_DIR || ".data", "secrets.env");
+  const match = existsSync(secrets) ? /^SERVICE_ADMIN_TOKEN=(.+)$/m.exec(readFileSync(secrets, "utf8")) : null;
+  if (!match) throw new Error("SERVICE_ADMIN_TOKEN is not set: the portal needs an admin token to talk to the service");
+  return match[1];
+}
+
+async function main(): Promise<void> {
+  process.on("SIGINT", () => void stopAll(0));
+  process.on("SIGTERM", () => void stopAll(0));
+
+  await ensurePortalBuild((message) => say(message));
+
+  const grpcPort = portFrom(process.env, "GRPC_PORT", 50051);
+  const portalPort = portFrom(process.env, "PORTAL_PORT", 3000);
+  const firstAdmin: string[] = [];
+  say("starting the credentials service");
+  // node itself with tsx as a loader (not the tsx wrapper), so that signals reach the service directly.
+  await startChild(
+    "credentials service",
+    process.execPath,
+    ["--import", "tsx", path.join(root, "service/src/main.ts")],
+    { ...process.env, GRPC_PORT: String(grpcPort) },
+    (line) => line.includes("credentials service ready"),
+    (line) => {
+      if (!line.startsWith("First administrator created") && !line.startsWith("(shown only this once")) return false;
+      firstAdmin.push(line);
+      return true;
+    },
+  );
+
+  // ORIGIN only when the operator sets it (behind a TLS proxy); otherwise the portal takes it from the Host header.
+  const origin = process.env.ORIGIN || `http://127.0.0.1:${portalPort}`;
+  say("starting the admin portal");
+  const portalEnv: NodeJS.ProcessEnv = {
+    ...process.env,
+    PORTAL_PORT: String(portalPort),
+    HOST: process.env.PORTAL_HOST || "127.0.0.1",
+    CREDENTIALS_SERVICE_URL: process.env.CREDENTIALS_SERVICE_URL || `http://127.0.0.1:${grpcPort}`,
+    SERVICE_ADMIN_TOKEN: serviceAdminToken(),
+  };
+  const portal = spawn(process.execPath, [path.join(root, "portal/server.js")], { cwd: root, env: portalEnv, stdio: ["ignore", "inherit", "inherit"] });
+  children.push(portal);
+  portal.once("exit", (code, signal) => {
+    if (!stopping) {
+      say(`admin portal stopped (${signal ?? `code ${code}`}); stopping everything`);
+      void stopAll(1);
+    }
+  });
+  await waitForHttp(`http://127.0.0.1:${portalPort}/healthz`, 60_000);
+
+  const lines = [
+    "",
+    "Provider Credentials is running.",
+    `  Admin portal:         ${origin}  (REST API under ${origin}/api, docs at ${origin}/api/docs)`,
+    `  Credentials service:  127.0.0.1:${grpcPort}  (gRPC, gRPC-Web and Connect)`,
+    ...(firstAdmin.length > 0 ? ["", ...firstAdmin.map((l) => `  ${l}`)] : []),
+    "",
+    "Press Ctrl-C to stop.",
+    "",
+  ];
+  console.log(lines.join("\n"));
+}
+
+main().catch(async (error) => {
+  say(`cannot start: ${error instanceof Error ? error.message : String(error)}`);
+  await stopAll(1);
+});
