@@ -22,6 +22,7 @@ async function main(): Promise<void> {
       env: process.env,
       host: process.env.HOST || (database.embedded ? "127.0.0.1" : "0.0.0.0"),
       port: portFrom(process.env, "GRPC_PORT", 50051),
+      connectPort: portFrom(process.env, "CONNECT_PORT", 50052),
       logger,
       poolSize: positiveIntFrom(process.env, "DB_POOL_SIZE", 10),
       drainTimeoutMs: positiveIntFrom(process.env, "SHUTDOWN_TIMEOUT_MS", 10_000),
@@ -41,10 +42,11 @@ async function main(): Promise<void> {
     fail(error);
   }
 
-  const where = `${service.host}:${service.port}`;
+  const grpcAddress = `${service.host}:${service.port}`;
+  const connectAddress = `${service.host}:${service.connectPort}`;
   logger.info(
-    { address: where, startupMs: Date.now() - started, embedded: database.embedded },
-    `credentials service ready in ${Date.now() - started} ms: gRPC, gRPC-Web and Connect on ${where} (h2c)`,
+    { grpc: grpcAddress, connect: connectAddress, startupMs: Date.now() - started, embedded: database.embedded },
+    `credentials service ready in ${Date.now() - started} ms: gRPC on ${grpcAddress}; Connect and gRPC-Web on ${connectAddress} (h2c)`,
   );
   if (database.embedded) {
     const secrets = path.resolve(process.env.DATA_DIR || ".data", "secrets.env");

@@ -61,7 +61,8 @@ describe("npm start on the embedded default", () => {
 
   it("initialises PostgreSQL, generates secrets once (0600), serves health, and exits 0 on SIGTERM", async () => {
     const port = await freePort();
-    const first = await startProcess({ DATA_DIR: dataDir, GRPC_PORT: String(port) });
+    const connectPort = String(await freePort());
+    const first = await startProcess({ DATA_DIR: dataDir, GRPC_PORT: String(port), CONNECT_PORT: connectPort });
     expect(first.output()).toContain("first run: generated MASTER_KEY, SERVICE_ADMIN_TOKEN");
     expect(first.output()).toContain(`on 127.0.0.1:${port}`);
     const secretsFile = path.join(dataDir, "secrets.env");
@@ -88,7 +89,7 @@ describe("npm start on the embedded default", () => {
     expect(await first.exited).toBe(0);
 
     // Second start: same data, same secrets, nothing generated again.
-    const second = await startProcess({ DATA_DIR: dataDir, GRPC_PORT: String(port) });
+    const second = await startProcess({ DATA_DIR: dataDir, GRPC_PORT: String(port), CONNECT_PORT: connectPort });
     expect(second.output()).not.toContain("first run");
     expect(await readFile(secretsFile, "utf8")).toBe(secrets);
     const { organization } = await orgs.getOrganization({ organizationId: "org-embedded" });

@@ -44,6 +44,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
 export interface TestService {
   service: RunningService;
   db: TestDatabase;
+  /** host:port of the gRPC (grpc-js) server. */
   address: string;
   masterKey: string;
   adminToken: string;
@@ -84,14 +85,16 @@ export async function startTestService(options: TestServiceOptions = {}): Promis
     env: options.env ?? {},
     host: "127.0.0.1",
     port: 0,
+    connectPort: 0,
     logger: createLogger("debug", sink),
     poolSize: 5,
     cacheMaxEntries: options.cacheMaxEntries,
     cacheTtlMs: options.cacheTtlMs,
   });
   const address = `127.0.0.1:${service.port}`;
-  const baseUrl = `http://${address}`;
   const transport = (protocol: "grpc" | "grpc-web" | "connect", token?: string, extra: Record<string, string> = {}) => {
+    // gRPC goes to the grpc-js port, as internal callers do; Connect and gRPC-Web to connect-node's.
+    const baseUrl = protocol === "grpc" ? `http://${address}` : `http://127.0.0.1:${service.connectPort}`;
     const auth: Interceptor = (next) => (req) => {
       if (token !== undefined) req.header.set("authorization", `Bearer ${token}`);
       for (const [k, v] of Object.entries(extra)) req.header.set(k, v);

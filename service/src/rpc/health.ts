@@ -9,6 +9,7 @@ export { Health as HealthService };
  */
 export class HealthState {
   private serving = true;
+  private ended = false;
   private readonly watchers = new Set<() => void>();
 
   constructor(private readonly services: readonly string[]) {}
@@ -20,7 +21,17 @@ export class HealthState {
 
   setNotServing(): void {
     this.serving = false;
-    for (const notify of this.watchers) notify();
+    for (const notify of [...this.watchers]) notify();
+  }
+
+  /** Shutdown: NOT_SERVING, and every Watch stream ends after telling its client so. */
+  shutDown(): void {
+    this.ended = true;
+    this.setNotServing();
+  }
+
+  get isShutDown(): boolean {
+    return this.ended;
   }
 
   /** Resolves at the next status change or when the signal aborts. */
@@ -55,6 +66,8 @@ export function createHealthService(state: HealthState): ServiceImpl<typeof Heal
           yield { status };
           continue;
         }
+        // Shutting down: the client has heard NOT_SERVING; end the stream so it does not hold the drain.
+        if (state.isShutDown) return;
         await state.changed(ctx.signal);
       }
     },

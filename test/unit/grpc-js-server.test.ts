@@ -1,0 +1,524 @@
+// The grpc-js adapter on its own: a test service with all four method kinds,
+// built from a descriptor at runtime, served on loopback and called by grpc-js
+// and Connect-ES clients. (The real services are in test/integration/grpc-js-server.test.ts.)
+import http2 from "node:http2";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import * as grpc from "@grpc/grpc-js";
+import { create, createFileRegistry, toBinary, type DescService } from "@bufbuild/protobuf";
+import {
+  file_google_protobuf_wrappers,
+  FileDescriptorProtoSchema,
+  Int32ValueSchema,
+  StringValueSchema,
+  type Int32Value,
+  type StringValue,
+} from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, createClient, createContextKey, createContextValues, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import {
+  createGrpcJsServer,
+  grpcJsServiceDefinition,
+  listenGrpcJsServer,
+  peerAddress,
+  shutdownGrpcJsServer,
+  type GrpcJsServerOptions,
+  type GrpcJsServiceBinding,
+} from "../../service/src/rpc/grpc-js-server.js";
+
+const registry = createFileRegistry(
+  create(FileDescriptorProtoSchema, {
+    name: "test.proto",
+    package: "test.v1",
+    syntax: "proto3",
+    dependency: ["google/protobuf/wrappers.proto"],
+    service: [
+      {
+        name: "Test",
+        method: [
+          { name: "Unary", inputType: ".google.protobuf.StringValue", outputType: ".google.protobuf.StringValue" },
+          { name: "ServerStream", inputType: ".google.protobuf.Int32Value", outputType: ".google.protobuf.Int32Value", serverStreaming: true },
+          { name: "ClientStream", inputType: ".google.protobuf.Int32Value", outputType: ".google.protobuf.Int32Value", clientStreaming: true },
+          { name: "Bidi", inputType: ".google.protobuf.StringValue", outputType: ".google.protobuf.StringValue", clientStreaming: true, serverStreaming: true },
+          { name: "Missing", inputType: ".google.protobuf.StringValue", outputType: ".google.protobuf.StringValue" },
+        ],
+      },
+    ],
+  }),
+  (name) => (name === "google/protobuf/wrappers.proto" ? file_google_protobuf_wrappers : undefined),
+);
+const TestService = registry.getService("test.v1.Test") as DescService;
+
+const callerKey = createContextKey<string | null>(null);
+const seen: { ctx?: HandlerContext; interceptorHeader?: Headers; signalReason?: unknown; endReason?: unknown; streamEnded?: boolean } = {};
+/** Why the signal of each "wait <id>" call aborted. */
+const waitReasons = new Map<string, unknown>();
+
+function createGate() {
+  let open = () => {};
+  const promise = new Promise<void>((resolve) => (open = resolve));
+  return { promise, open };
+}
+let gate: ReturnType<typeof createGate> | undefined;
+
+const impl = {
+  async unary(req: StringValue, ctx: HandlerContext) {
+    seen.ctx = ctx;
+    const space = req.value.indexOf(" ");
+    const [command, arg] = space < 0 ? [req.value, ""] : [req.value.slice(0, space), req.value.slice(space + 1)];
+    switch (command) {
+      case "echo":
+        ctx.responseHeader.set("x-header", "h1");
+        ctx.responseHeader.set("x-data-bin", Buffer.from([0, 1, 2, 255]).toString("base64"));
+        ctx.responseTrailer.set("x-trailer", "t1");
+        ctx.signal.addEventListener("abort", () => (seen.endReason = ctx.signal.reason));
+        return { value: `${arg}|${ctx.values.get(callerKey)}` };
+      case "connect-error":
+        ctx.responseTrailer.set("x-trailer", "before the error");
+        throw new ConnectError(arg, Code.ResourceExhausted, { "retry-after": "42" }, [{ desc: StringValueSchema, value: { value: "detail" } }]);
+      case "plain-error":
+        throw new Error("secret: SELECT * FROM keys");
+      case "surrogate":
+        throw new ConnectError("bad \uD800 half", Code.InvalidArgument);
+      case "wait":
+        await new Promise<void>((resolve) => {
+          if (ctx.signal.aborted) return resolve();
+          ctx.signal.addEventListener("abort", () => resolve());
+        });
+        waitReasons.set(arg, ctx.signal.reason);
+        return { value: "late" };
+      case "gate":
+        await gate?.promise;
+        return { value: "through the gate" };
+      default:
+        return { value: req.value };
+    }
+  },
+  async *serverStream(req: Int32Value, ctx: HandlerContext) {
+    seen.streamEnded = false;
+    try {
+      ctx.responseHeader.set("x-stream", "yes");
+      for (let i = 0; i < req.value; i++) yield { value: i };
+      if (req.value === 3) throw new ConnectError("stopped after 3", Code.Aborted);
+      if (req.value === 4) throw new Error("internal detail");
+      if (req.value === 0) {
+        // Wait for cancellation, as Health/Watch does.
+        yield { value: -1 };
+        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+        seen.signalReason = ctx.signal.reason;
+      }
+      ctx.responseTrailer.set("x-count", String(req.value));
+    } finally {
+      seen.streamEnded = true;
+    }
+  },
+  async clientStream(requests: AsyncIterable<Int32Value>, ctx: HandlerContext) {
+    let sum = 0;
+    for await (const r of requests) sum += r.value;
+    ctx.responseTrailer.set("x-sum", String(sum));
+    return { value: sum };
+  },
+  async *bidi(requests: AsyncIterable<StringValue>) {
+    for await (const r of requests) {
+      if (r.value === "stop") return;
+      yield { value: r.value.toUpperCase() };
+    }
+  },
+};
+
+/** Records what the outermost interceptor saw, replaces the request by a copy (as interceptors may), and adds a response header. */
+const recording: Interceptor = (next) => async (req) => {
+  seen.interceptorHeader = req.header;
+  const header = new Headers(req.header);
+  header.set("x-added-by-interceptor", "yes");
+  const res = await next({ ...req, header });
+  res.header.set("x-intercepted", req.method.name);
+  return res;
+};
+
+const denying: Interceptor = (next) => async (req) => {
+  if (req.header.get("x-deny") !== null) throw new ConnectError("denied by interceptor", Code.PermissionDenied);
+  return next(req);
+};
+
+const options: GrpcJsServerOptions = {
+  services: [{ service: TestService, impl: impl as unknown as GrpcJsServiceBinding["impl"] }],
+  interceptors: [recording, denying],
+  maxReceiveMessageLength: 1024,
+  contextValues: (address) => {
+    const values = createContextValues();
+    values.set(callerKey, address);
+    return values;
+  },
+};
+
+let server: grpc.Server;
+let address: string;
+type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+let client: Client;
+const TestClient = grpc.makeClientConstructor(grpcJsServiceDefinition(TestService), "Test") as unknown as new (address: string, credentials: grpc.ChannelCredentials) => Client;
+
+beforeAll(async () => {
+  server = createGrpcJsServer(options);
+  address = `127.0.0.1:${await listenGrpcJsServer(server, "127.0.0.1", 0)}`;
+  client = new TestClient(address, grpc.credentials.createInsecure());
+});
+afterAll(async () => {
+  client?.close();
+  if (server) await shutdownGrpcJsServer(server, 1_000);
+});
+
+interface UnaryResult {
+  error?: grpc.ServiceError;
+  value?: string;
+  header?: grpc.Metadata;
+  trailer?: grpc.Metadata;
+}
+
+function unary(value: string, metadata = new grpc.Metadata(), callOptions: grpc.CallOptions = { deadline: Date.now() + 5_000 }, onCall?: (call: grpc.ClientUnaryCall) => void): Promise<UnaryResult> {
+  return new Promise((resolve) => {
+    const result: UnaryResult = {};
+    const call = client.Unary(create(StringValueSchema, { value }), metadata, callOptions, (error: grpc.ServiceError | null, response?: StringValue) => {
+      if (error) result.error = error;
+      else result.value = response?.value;
+    }) as grpc.ClientUnaryCall;
+    call.on("metadata", (md) => (result.header = md));
+    call.on("status", (status: grpc.StatusObject) => {
+      result.trailer = status.metadata;
+      // The callback runs before "status"; resolve after both.
+      setImmediate(() => resolve(result));
+    });
+    onCall?.(call);
+  });
+}
+
+const connect = () => createClient(TestService, createGrpcTransport({ baseUrl: `http://${address}` })) as unknown as {
+  unary(req: { value: string }, options?: { onHeader?(h: Headers): void; onTrailer?(h: Headers): void; timeoutMs?: number }): Promise<StringValue>;
+  serverStream(req: { value: number }): AsyncIterable<Int32Value>;
+  clientStream(requests: AsyncIterable<{ value: number }>): Promise<Int32Value>;
+  bidi(requests: AsyncIterable<{ value: string }>): AsyncIterable<StringValue>;
+};
+
+describe("peerAddress", () => {
+  it.each([
+    ["127.0.0.1:5000", "127.0.0.1"],
+    ["::ffff:127.0.0.1:5000", "::ffff:127.0.0.1"],
+    ["::1:5000", "::1"],
+    ["ipv4:10.0.0.1:443", "10.0.0.1"],
+    ["ipv6:[::1]:443", "::1"],
+    ["[2001:db8::1]:80", "2001:db8::1"],
+    ["10.0.0.1", "10.0.0.1"],
+    ["unknown", null],
+    ["unix:/tmp/sock", null],
+  ])("%s -> %s", (peer, expected) => {
+    expect(peerAddress(peer)).toBe(expected);
+  });
+});
+
+describe("grpcJsServiceDefinition", () => {
+  it("has one entry per method with the gRPC path and streaming kinds", () => {
+    const definition = grpcJsServiceDefinition(TestService);
+    expect(Object.fromEntries(Object.entries(definition).map(([name, d]) => [name, [d.path, d.requestStream, d.responseStream, d.originalName]]))).toEqual({
+      Unary: ["/test.v1.Test/Unary", false, false, "unary"],
+      ServerStream: ["/test.v1.Test/ServerStream", false, true, "serverStream"],
+      ClientStream: ["/test.v1.Test/ClientStream", true, false, "clientStream"],
+      Bidi: ["/test.v1.Test/Bidi", true, true, "bidi"],
+      Missing: ["/test.v1.Test/Missing", false, false, "missing"],
+    });
+    const bytes = definition.Unary.responseSerialize(create(StringValueSchema, { value: "x" }));
+    expect(definition.Unary.requestDeserialize(bytes)).toEqual(create(StringValueSchema, { value: "x" }));
+  });
+});
+
+describe("unary", () => {
+  it("passes metadata, context and the caller's address to interceptors and implementation; sends headers and trailers", async () => {
+    const md = new grpc.Metadata();
+    md.set("authorization", "Bearer abc:def");
+    md.set("x-data-bin", Buffer.from([1, 2, 3, 250]));
+    const result = await unary("echo hello", md, { deadline: Date.now() + 5_000 });
+    expect(result.error).toBeUndefined();
+    expect(result.value).toBe("hello|127.0.0.1");
+    expect(seen.interceptorHeader?.get("authorization")).toBe("Bearer abc:def");
+    expect(seen.interceptorHeader?.get("x-data-bin")).toBe(Buffer.from([1, 2, 3, 250]).toString("base64").replace(/=+$/, ""));
+    const ctx = seen.ctx!;
+    expect(ctx.requestHeader.get("x-added-by-interceptor")).toBe("yes");
+    expect(ctx.requestHeader.get("authorization")).toBe("Bearer abc:def");
+    expect({ service: ctx.service.typeName, method: ctx.method.name, protocol: ctx.protocolName, verb: ctx.requestMethod }).toEqual({
+      service: "test.v1.Test",
+      method: "Unary",
+      protocol: "grpc",
+      verb: "POST",
+    });
+    expect(ctx.url).toMatch(/^http:\/\/.+\/test\.v1\.Test\/Unary$/);
+    expect(ctx.timeoutMs()).toBeGreaterThan(3_000);
+    expect(ctx.timeoutMs()).toBeLessThanOrEqual(5_000);
+    // As with Connect, the signal aborts when the call is over (here: because something listens).
+    await vi.waitFor(() => expect(seen.endReason).toBeInstanceOf(ConnectError));
+    expect(ctx.signal.aborted).toBe(true);
+    expect(result.header?.get("x-header")).toEqual(["h1"]);
+    expect(result.header?.get("x-intercepted")).toEqual(["Unary"]);
+    expect(result.header?.get("x-data-bin")).toEqual([Buffer.from([0, 1, 2, 255])]);
+    expect(result.trailer?.get("x-trailer")).toEqual(["t1"]);
+  });
+
+  it("has no timeout without a deadline", async () => {
+    await unary("echo x", new grpc.Metadata(), {});
+    expect(seen.ctx?.timeoutMs()).toBeUndefined();
+  });
+
+  it("the same over a Connect client", async () => {
+    let header: Headers | undefined;
+    let trailer: Headers | undefined;
+    const res = await connect().unary({ value: "echo ünï, code: 1" }, { onHeader: (h) => (header = h), onTrailer: (t) => (trailer = t) });
+    expect(res.value).toBe("ünï, code: 1|127.0.0.1");
+    expect(header?.get("x-header")).toBe("h1");
+    expect(trailer?.get("x-trailer")).toBe("t1");
+  });
+
+  it("a ConnectError keeps its code, message, metadata and details; trailers set before it are sent too", async () => {
+    const message = "too many: 100%, wait ✓ 日本";
+    const result = await unary(`connect-error ${message}`);
+    expect(result.error?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(result.error?.details).toBe(message);
+    expect(result.error?.metadata.get("retry-after")).toEqual(["42"]);
+    expect(result.error?.metadata.get("x-trailer")).toEqual(["before the error"]);
+
+    const error = await connect()
+      .unary({ value: `connect-error ${message}` })
+      .then(() => undefined, (e: unknown) => ConnectError.from(e));
+    expect(error?.code).toBe(Code.ResourceExhausted);
+    expect(error?.rawMessage).toBe(message);
+    expect(error?.metadata.get("retry-after")).toBe("42");
+    expect(error?.findDetails(StringValueSchema)).toEqual([create(StringValueSchema, { value: "detail" })]);
+  });
+
+  it("any other error is INTERNAL \"internal error\", never its message", async () => {
+    const result = await unary("plain-error");
+    expect({ code: result.error?.code, details: result.error?.details }).toEqual({ code: grpc.status.INTERNAL, details: "internal error" });
+    expect(JSON.stringify(result.error?.metadata.toJSON())).not.toContain("SELECT");
+  });
+
+  it("a message with a lone surrogate does not break the status", async () => {
+    const result = await unary("surrogate");
+    expect({ code: result.error?.code, details: result.error?.details }).toEqual({ code: grpc.status.INVALID_ARGUMENT, details: "bad \uFFFD half" });
+  });
+
+  it("an error from an interceptor is the call's status", async () => {
+    const md = new grpc.Metadata();
+    md.set("x-deny", "1");
+    const result = await unary("echo x", md);
+    expect({ code: result.error?.code, details: result.error?.details }).toEqual({ code: grpc.status.PERMISSION_DENIED, details: "denied by interceptor" });
+  });
+
+  it("a method left out of the implementation is UNIMPLEMENTED", async () => {
+    const error = await new Promise<grpc.ServiceError | null>((resolve) => client.Missing(create(StringValueSchema, { value: "" }), (e: grpc.ServiceError | null) => resolve(e)));
+    expect({ code: error?.code, details: error?.details }).toEqual({ code: grpc.status.UNIMPLEMENTED, details: "test.v1.Test.Missing is not implemented" });
+  });
+
+  it("a request over maxReceiveMessageLength is RESOURCE_EXHAUSTED", async () => {
+    const result = await unary("x".repeat(2_000));
+    expect(result.error?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+  });
+
+  it("the deadline aborts the signal with DEADLINE_EXCEEDED and the client gets DEADLINE_EXCEEDED", async () => {
+    // A raw HTTP/2 gRPC request with grpc-timeout, from a client that does not cancel on its own:
+    // the server's deadline is what ends the call.
+    const session = http2.connect(`http://${address}`);
+    try {
+      const body = toBinary(StringValueSchema, create(StringValueSchema, { value: "wait raw" }));
+      const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, body.length]), body]);
+      const stream = session.request({ ":method": "POST", ":path": "/test.v1.Test/Unary", "content-type": "application/grpc", te: "trailers", "grpc-timeout": "200m" });
+      const trailers = new Promise<http2.IncomingHttpHeaders>((resolve) => {
+        stream.on("trailers", resolve);
+        stream.on("response", (headers) => headers["grpc-status"] !== undefined && resolve(headers));
+      });
+      stream.end(frame);
+      stream.resume();
+      expect((await trailers)["grpc-status"]).toBe(String(grpc.status.DEADLINE_EXCEEDED));
+    } finally {
+      session.close();
+    }
+    await vi.waitFor(() => expect(waitReasons.get("raw")).toBeInstanceOf(ConnectError));
+    expect((waitReasons.get("raw") as ConnectError).code).toBe(Code.DeadlineExceeded);
+
+    // grpc-js and Connect clients also cancel at their deadline: whichever reaches the server first is the reason.
+    const result = await unary("wait grpc-js", new grpc.Metadata(), { deadline: Date.now() + 200 });
+    expect(result.error?.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    await vi.waitFor(() => expect((waitReasons.get("grpc-js") as ConnectError | undefined)?.code).toBeOneOf([Code.DeadlineExceeded, Code.Canceled]));
+    // Over Connect (grpc-timeout header) too.
+    const error = await connect()
+      .unary({ value: "wait connect" }, { timeoutMs: 200 })
+      .then(() => undefined, (e: unknown) => ConnectError.from(e));
+    expect(error?.code).toBe(Code.DeadlineExceeded);
+    await vi.waitFor(() => expect((waitReasons.get("connect") as ConnectError | undefined)?.code).toBeOneOf([Code.DeadlineExceeded, Code.Canceled]));
+  });
+
+  it("the client cancelling aborts the signal with CANCELED", async () => {
+    const result = await unary("wait cancel", new grpc.Metadata(), {}, (call) => setTimeout(() => call.cancel(), 100));
+    expect(result.error?.code).toBe(grpc.status.CANCELLED);
+    await vi.waitFor(() => expect(waitReasons.get("cancel")).toBeInstanceOf(ConnectError));
+    expect((waitReasons.get("cancel") as ConnectError).code).toBe(Code.Canceled);
+  });
+});
+
+function serverStream(value: number, onCall?: (call: grpc.ClientReadableStream<Int32Value>) => void) {
+  return new Promise<{ values: number[]; header?: grpc.Metadata; status: grpc.StatusObject }>((resolve) => {
+    const call = client.ServerStream(create(Int32ValueSchema, { value })) as grpc.ClientReadableStream<Int32Value>;
+    const values: number[] = [];
+    let header: grpc.Metadata | undefined;
+    call.on("metadata", (md) => (header = md));
+    call.on("data", (m: Int32Value) => {
+      values.push(m.value);
+      onCall?.(call);
+    });
+    call.on("error", () => undefined);
+    call.on("status", (status) => resolve({ values, header, status }));
+  });
+}
+
+describe("server streaming", () => {
+  it("streams every message (with backpressure), then the header, trailers and OK", async () => {
+    const { values, header, status } = await serverStream(5_000);
+    expect(values).toHaveLength(5_000);
+    expect(values.at(-1)).toBe(4_999);
+    expect(header?.get("x-stream")).toEqual(["yes"]);
+    expect(status.code).toBe(grpc.status.OK);
+    expect(status.metadata.get("x-count")).toEqual(["5000"]);
+  });
+
+  it("an error after some messages: the messages, then the error's status", async () => {
+    const aborted = await serverStream(3);
+    expect(aborted.values).toEqual([0, 1, 2]);
+    expect({ code: aborted.status.code, details: aborted.status.details }).toEqual({ code: grpc.status.ABORTED, details: "stopped after 3" });
+    const internal = await serverStream(4);
+    expect(internal.values).toEqual([0, 1, 2, 3]);
+    expect({ code: internal.status.code, details: internal.status.details }).toEqual({ code: grpc.status.INTERNAL, details: "internal error" });
+  });
+
+  it("a stream waiting for changes ends on the server when the client cancels", async () => {
+    seen.signalReason = undefined;
+    const { values, status } = await serverStream(0, (call) => call.cancel());
+    expect(values).toEqual([-1]);
+    expect(status.code).toBe(grpc.status.CANCELLED);
+    await vi.waitFor(() => expect(seen.streamEnded).toBe(true));
+    expect((seen.signalReason as ConnectError).code).toBe(Code.Canceled);
+  });
+
+  it("over a Connect client", async () => {
+    const values: number[] = [];
+    for await (const m of connect().serverStream({ value: 10 })) values.push(m.value);
+    expect(values).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+});
+
+describe("client streaming and bidi", () => {
+  it("client streaming sums what it reads", async () => {
+    const result = await new Promise<{ value?: number; trailer?: grpc.Metadata }>((resolve) => {
+      const out: { value?: number; trailer?: grpc.Metadata } = {};
+      const call = client.ClientStream((e: grpc.ServiceError | null, r?: Int32Value) => (out.value = r?.value)) as grpc.ClientWritableStream<Int32Value>;
+      call.on("status", (s: grpc.StatusObject) => {
+        out.trailer = s.metadata;
+        setImmediate(() => resolve(out));
+      });
+      for (let i = 1; i <= 100; i++) call.write(create(Int32ValueSchema, { value: i }));
+      call.end();
+    });
+    expect(result.value).toBe(5050);
+    expect(result.trailer?.get("x-sum")).toEqual(["5050"]);
+    async function* numbers() {
+      yield { value: 20 };
+      yield { value: 22 };
+    }
+    expect((await connect().clientStream(numbers())).value).toBe(42);
+  });
+
+  it("bidi answers each request in order, and ends OK when the implementation stops reading", async () => {
+    const run = (inputs: string[], end: boolean) =>
+      new Promise<{ values: string[]; status: grpc.StatusObject }>((resolve) => {
+        const call = client.Bidi() as grpc.ClientDuplexStream<StringValue, StringValue>;
+        const values: string[] = [];
+        call.on("data", (m: StringValue) => values.push(m.value));
+        call.on("error", () => undefined);
+        call.on("status", (status) => resolve({ values, status }));
+        for (const value of inputs) call.write(create(StringValueSchema, { value }));
+        if (end) call.end();
+      });
+    const many = Array.from({ length: 500 }, (_, i) => `m${i}`);
+    const all = await run(many, true);
+    expect(all.values).toEqual(many.map((m) => m.toUpperCase()));
+    expect(all.status.code).toBe(grpc.status.OK);
+    // "stop" ends the implementation while the client has not half-closed.
+    const stopped = await run(["a", "b", "stop", "c"], false);
+    expect(stopped.values).toEqual(["A", "B"]);
+    expect(stopped.status.code).toBe(grpc.status.OK);
+
+    async function* words() {
+      yield { value: "x" };
+      yield { value: "y" };
+    }
+    const viaConnect: string[] = [];
+    for await (const m of connect().bidi(words())) viaConnect.push(m.value);
+    expect(viaConnect).toEqual(["X", "Y"]);
+  });
+});
+
+describe("routes and shutdown", () => {
+  it("takes a ConnectRouter routes function (service and rpc) like connect-node", async () => {
+    const s = createGrpcJsServer({
+      routes: (router) => {
+        router.service(TestService, { unary: (req: StringValue) => ({ value: `service:${req.value}` }) } as unknown as GrpcJsServiceBinding["impl"]);
+        router.rpc(TestService.method.missing, ((req: StringValue) => ({ value: `rpc:${req.value}` })) as never);
+      },
+    });
+    const port = await listenGrpcJsServer(s, "127.0.0.1", 0);
+    const c = new TestClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    try {
+      const ask = (method: string) =>
+        new Promise<string>((resolve, reject) => c[method](create(StringValueSchema, { value: "x" }), (e: grpc.ServiceError | null, r?: StringValue) => (e ? reject(e) : resolve(r!.value))));
+      expect(await ask("Unary")).toBe("service:x");
+      expect(await ask("Missing")).toBe("rpc:x");
+      const stream = c.ServerStream(create(Int32ValueSchema, { value: 1 })) as grpc.ClientReadableStream<Int32Value>;
+      stream.on("error", () => undefined);
+      const streamStatus = await new Promise<grpc.StatusObject>((resolve) => stream.on("status", resolve));
+      expect({ code: streamStatus.code, details: streamStatus.details }).toEqual({ code: grpc.status.UNIMPLEMENTED, details: "test.v1.Test.ServerStream is not implemented" });
+    } finally {
+      c.close();
+      s.forceShutdown();
+    }
+    expect(() => createGrpcJsServer({ routes: (router) => void router.service(TestService, {}, { readMaxBytes: 10 }) })).toThrow(/per-service handler options/);
+  });
+
+  it("shutdown waits for a call in flight, then forces after the timeout", async () => {
+    const s = createGrpcJsServer(options);
+    const port = await listenGrpcJsServer(s, "127.0.0.1", 0);
+    const c = new TestClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    const ask = (value: string) =>
+      new Promise<string>((resolve, reject) => c.Unary(create(StringValueSchema, { value }), (e: grpc.ServiceError | null, r?: StringValue) => (e ? reject(e) : resolve(r!.value))));
+    try {
+      expect(await ask("ping")).toBe("ping");
+      gate = createGate();
+      const inFlight = ask("gate");
+      await new Promise((r) => setTimeout(r, 100));
+      const shutdown = shutdownGrpcJsServer(s, 5_000);
+      await new Promise((r) => setTimeout(r, 100));
+      gate.open();
+      expect(await inFlight).toBe("through the gate");
+      expect(await shutdown).toBe("graceful");
+    } finally {
+      c.close();
+    }
+
+    const s2 = createGrpcJsServer(options);
+    const port2 = await listenGrpcJsServer(s2, "127.0.0.1", 0);
+    const c2 = new TestClient(`127.0.0.1:${port2}`, grpc.credentials.createInsecure());
+    try {
+      gate = createGate();
+      const stuck = new Promise<grpc.ServiceError | null>((resolve) => c2.Unary(create(StringValueSchema, { value: "gate" }), (e: grpc.ServiceError | null) => resolve(e)));
+      await new Promise((r) => setTimeout(r, 100));
+      expect(await shutdownGrpcJsServer(s2, 200)).toBe("forced");
+      expect((await stuck)?.code).toBeOneOf([grpc.status.CANCELLED, grpc.status.UNAVAILABLE, grpc.status.INTERNAL]);
+    } finally {
+      gate.open();
+      c2.close();
+    }
+  });
+});
