@@ -101,6 +101,7 @@ async function main(): Promise<void> {
   await ensurePortalBuild((message) => say(message));
 
   const grpcPort = portFrom(process.env, "GRPC_PORT", 50051);
+  const connectPort = portFrom(process.env, "CONNECT_PORT", 50052);
   const portalPort = portFrom(process.env, "PORTAL_PORT", 3000);
   const firstAdmin: string[] = [];
   say("starting the credentials service");
@@ -109,7 +110,7 @@ async function main(): Promise<void> {
     "credentials service",
     process.execPath,
     ["--import", "tsx", path.join(root, "service/src/main.ts")],
-    { ...process.env, GRPC_PORT: String(grpcPort) },
+    { ...process.env, GRPC_PORT: String(grpcPort), CONNECT_PORT: String(connectPort) },
     (line) => line.includes("credentials service ready"),
     (line) => {
       if (!line.startsWith("First administrator created") && !line.startsWith("(shown only this once")) return false;
@@ -142,7 +143,7 @@ async function main(): Promise<void> {
     "",
     "Provider Credentials is running.",
     `  Admin portal:         ${origin}  (REST API under ${origin}/api, docs at ${origin}/api/docs)`,
-    `  Credentials service:  127.0.0.1:${grpcPort}  (gRPC, gRPC-Web and Connect)`,
+    `  Credentials service:  gRPC on 127.0.0.1:${grpcPort}; Connect and gRPC-Web on 127.0.0.1:${connectPort}`,
     ...(firstAdmin.length > 0 ? ["", ...firstAdmin.map((l) => `  ${l}`)] : []),
     "",
     "Press Ctrl-C to stop.",
