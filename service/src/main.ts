@@ -6,6 +6,7 @@ import { openDatabase, type Database } from "./runtime/local.js";
 import { ConfigError, nonNegativeIntFrom, portFrom, positiveIntFrom } from "./runtime/config.js";
 import { DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_TTL_MS, startService, StartupError, type RunningService } from "./server.js";
 import { ensureFirstAdmin } from "./admins/first-admin.js";
+import { tlsFromEnv } from "./runtime/tls.js";
 
 const logger = createLogger();
 const started = Date.now();
@@ -23,6 +24,7 @@ async function main(): Promise<void> {
       host: process.env.HOST || (database.embedded ? "127.0.0.1" : "0.0.0.0"),
       port: portFrom(process.env, "GRPC_PORT", 50051),
       connectPort: portFrom(process.env, "CONNECT_PORT", 50052),
+      tls: tlsFromEnv(process.env),
       logger,
       poolSize: positiveIntFrom(process.env, "DB_POOL_SIZE", 10),
       drainTimeoutMs: positiveIntFrom(process.env, "SHUTDOWN_TIMEOUT_MS", 10_000),
@@ -46,7 +48,7 @@ async function main(): Promise<void> {
   const connectAddress = `${service.host}:${service.connectPort}`;
   logger.info(
     { grpc: grpcAddress, connect: connectAddress, startupMs: Date.now() - started, embedded: database.embedded },
-    `credentials service ready in ${Date.now() - started} ms: gRPC on ${grpcAddress}; Connect and gRPC-Web on ${connectAddress} (h2c)`,
+    `credentials service ready in ${Date.now() - started} ms: gRPC on ${grpcAddress}; Connect and gRPC-Web on ${connectAddress} (${service.tls ? (service.tls.clientCa ? "mutual TLS" : "TLS, HTTP/2 and HTTP/1.1") : "h2c"})`,
   );
   if (database.embedded) {
     const secrets = path.resolve(process.env.DATA_DIR || ".data", "secrets.env");

@@ -26,6 +26,7 @@ import { createReflectionService, ServerReflection } from "./rpc/reflection.js";
 import { authInterceptor, errorInterceptor } from "./rpc/interceptors.js";
 import { sourceKey } from "./rpc/context.js";
 import { createGrpcJsServer, listenGrpcJsServer, shutdownGrpcJsServer } from "./rpc/grpc-js-server.js";
+import { grpcServerCredentials, type TlsConfig } from "./runtime/tls.js";
 
 /** Largest request message accepted, in bytes: keys are at most 4 KiB. */
 export const MAX_REQUEST_BYTES = 64 * 1024;
@@ -47,6 +48,8 @@ export interface ServiceOptions {
   poolSize?: number;
   /** How long SIGTERM waits for calls in flight before closing connections (ms). */
   drainTimeoutMs?: number;
+  /** TLS for both ports (and mutual TLS with a client CA); cleartext HTTP/2 when unset. */
+  tls?: TlsConfig;
   /** ResolveKey cache bound (entries; 0 disables) and safety-net TTL (ms). */
   cacheMaxEntries?: number;
   cacheTtlMs?: number;
@@ -58,6 +61,7 @@ export interface RunningService {
   port: number;
   /** Connect, gRPC-Web and gRPC (connect-node). */
   connectPort: number;
+  tls: TlsConfig | undefined;
   orm: Orm;
   parts: ServiceParts;
   health: HealthState;
@@ -197,7 +201,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   });
   let grpcPort: number;
   try {
-    grpcPort = await listenGrpcJsServer(grpcServer, options.host, options.port);
+    grpcPort = await listenGrpcJsServer(grpcServer, options.host, options.port, grpcServerCredentials(options.tls));
   } catch (error) {
     await listener.stop();
     await orm.close(true);
@@ -215,10 +219,18 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       return values;
     },
   });
-  const server = http2.createServer((req, res) => {
+  const serve = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
     encodeGrpcMessageTrailer(res);
     handler(req, res);
-  });
+  };
+  // With TLS, HTTP/1.1 is served too (ALPN picks), so Connect's JSON over plain HTTPS works from any client.
+  const tls = options.tls;
+  const server = tls
+    ? http2.createSecureServer(
+        { cert: tls.cert, key: tls.key, allowHTTP1: true, ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}) },
+        serve as never,
+      )
+    : http2.createServer(serve);
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session) => {
     sessions.add(session);
@@ -259,5 +271,5 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       await orm.close(true);
     })());
 
-  return { host: options.host, port: grpcPort, connectPort: address.port, orm, parts, health: parts.health, close };
+  return { host: options.host, port: grpcPort, connectPort: address.port, tls: options.tls, orm, parts, health: parts.health, close };
 }

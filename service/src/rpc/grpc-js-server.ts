@@ -134,10 +134,15 @@ export function grpcJsServiceDefinition(service: DescService): grpc.ServiceDefin
 }
 
 /** Binds to host:port (0 picks a free port) without TLS; resolves with the port. grpc-js starts serving at once. */
-export function listenGrpcJsServer(server: grpc.Server, host: string, port: number): Promise<number> {
+export function listenGrpcJsServer(
+  server: grpc.Server,
+  host: string,
+  port: number,
+  credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(),
+): Promise<number> {
   const address = isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
   return new Promise((resolve, reject) => {
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, boundPort) => (error ? reject(error) : resolve(boundPort)));
+    server.bindAsync(address, credentials, (error, boundPort) => (error ? reject(error) : resolve(boundPort)));
   });
 }
 

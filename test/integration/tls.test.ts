@@ -1,0 +1,134 @@
+// TLS and mutual TLS on both ports, with certificates made here by openssl.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { Writable } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { createLogger } from "../../service/src/logger.js";
+import { generateMasterKey } from "../../service/src/keyring/keyring.js";
+import { generateToken } from "../../service/src/auth/tokens.js";
+import { startService, type RunningService } from "../../service/src/server.js";
+import { tlsFromEnv } from "../../service/src/runtime/tls.js";
+import { ConfigError } from "../../service/src/runtime/config.js";
+import { OrganizationService } from "../../service/src/gen/credentials_pb.js";
+import { createTestDatabase, type TestDatabase } from "../support/harness.js";
+
+const dir = mkdtempSync(path.join(tmpdir(), "pc-tls-"));
+const file = (name: string) => path.join(dir, name);
+const openssl = (...args: string[]) => execFileSync("openssl", args, { stdio: "pipe" });
+
+/** A CA, a server certificate for 127.0.0.1/localhost and a client certificate, all signed by the CA. */
+function makeCertificates(): void {
+  openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=Test CA", "-keyout", file("ca.key"), "-out", file("ca.pem"));
+  for (const [name, ext] of [
+    ["server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"],
+    ["client", "extendedKeyUsage=clientAuth"],
+  ] as const) {
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", `/CN=${name}`, "-keyout", file(`${name}.key`), "-out", file(`${name}.csr`));
+    execFileSync("sh", ["-c", `printf '${ext}\n' > ${file(`${name}.ext`)}`]);
+    openssl("x509", "-req", "-in", file(`${name}.csr`), "-CA", file("ca.pem"), "-CAkey", file("ca.key"), "-CAcreateserial", "-days", "1", "-extfile", file(`${name}.ext`), "-out", file(`${name}.pem`));
+  }
+}
+
+let db: TestDatabase;
+const adminToken = generateToken();
+const masterKey = generateMasterKey();
+
+async function start(env: NodeJS.ProcessEnv): Promise<RunningService> {
+  return startService({
+    databaseUrl: db.url,
+    masterKey,
+    serviceAdminToken: adminToken,
+    env: {},
+    host: "127.0.0.1",
+    port: 0,
+    connectPort: 0,
+    tls: tlsFromEnv(env),
+    logger: createLogger("warn", new Writable({ write: (_c, _e, done) => done() })),
+    poolSize: 2,
+  });
+}
+
+function listOverGrpcJs(port: number, credentials: grpc.ChannelCredentials): Promise<string> {
+  const def = protoLoader.loadSync("proto/credentials.proto", { enums: String, defaults: true, oneofs: true });
+  const pkg = grpc.loadPackageDefinition(def) as unknown as { credentials: { v1: { OrganizationService: grpc.ServiceClientConstructor } } };
+  const client = new pkg.credentials.v1.OrganizationService(`127.0.0.1:${port}`, credentials);
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", `Bearer ${adminToken}`);
+  return new Promise((resolve) => {
+    client.ListOrganizations({}, metadata, { deadline: Date.now() + 5_000 }, (error: grpc.ServiceError | null) => {
+      client.close();
+      resolve(error ? `error ${error.code}` : "ok");
+    });
+  });
+}
+
+beforeAll(async () => {
+  makeCertificates();
+  db = await createTestDatabase();
+});
+afterAll(async () => {
+  await db?.drop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("TLS", () => {
+  it("serves gRPC and Connect over TLS, HTTP/1.1 included, and refuses cleartext", async () => {
+    const service = await start({ TLS_CERT_FILE: file("server.pem"), TLS_KEY_FILE: file("server.key") });
+    try {
+      const ca = readFileSync(file("ca.pem"));
+      expect(await listOverGrpcJs(service.port, grpc.credentials.createSsl(ca))).toBe("ok");
+      expect(await listOverGrpcJs(service.port, grpc.credentials.createInsecure())).toMatch(/^error 14$/);
+
+      const auth = (next: Parameters<import("@connectrpc/connect").Interceptor>[0]) => (req: Parameters<typeof next>[0]) => {
+        req.header.set("authorization", `Bearer ${adminToken}`);
+        return next(req);
+      };
+      for (const httpVersion of ["1.1", "2"] as const) {
+        const transport = createConnectTransport({ baseUrl: `https://127.0.0.1:${service.connectPort}`, httpVersion, nodeOptions: { ca }, interceptors: [auth] });
+        const res = await createClient(OrganizationService, transport).listOrganizations({});
+        expect(res.organizations).toEqual([]);
+      }
+      const grpcOverConnectPort = createGrpcTransport({ baseUrl: `https://127.0.0.1:${service.connectPort}`, nodeOptions: { ca }, interceptors: [auth] });
+      expect((await createClient(OrganizationService, grpcOverConnectPort).listOrganizations({})).organizations).toEqual([]);
+    } finally {
+      await service.close();
+    }
+  });
+
+  it("with a client CA, requires a client certificate signed by it (mutual TLS)", async () => {
+    const service = await start({ TLS_CERT_FILE: file("server.pem"), TLS_KEY_FILE: file("server.key"), TLS_CLIENT_CA_FILE: file("ca.pem") });
+    try {
+      const ca = readFileSync(file("ca.pem"));
+      const withClientCert = grpc.credentials.createSsl(ca, readFileSync(file("client.key")), readFileSync(file("client.pem")));
+      expect(await listOverGrpcJs(service.port, withClientCert)).toBe("ok");
+      expect(await listOverGrpcJs(service.port, grpc.credentials.createSsl(ca))).toBe("error 14");
+      const connect = (options: { cert?: Buffer; key?: Buffer }) =>
+        createClient(
+          OrganizationService,
+          createConnectTransport({
+            baseUrl: `https://127.0.0.1:${service.connectPort}`,
+            httpVersion: "1.1",
+            nodeOptions: { ca, ...options },
+            interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${adminToken}`), next(req))],
+          }),
+        ).listOrganizations({});
+      await expect(connect({ cert: readFileSync(file("client.pem")), key: readFileSync(file("client.key")) })).resolves.toBeDefined();
+      await expect(connect({})).rejects.toThrow();
+    } finally {
+      await service.close();
+    }
+  });
+
+  it("refuses half a configuration with a clear message", () => {
+    expect(() => tlsFromEnv({ TLS_CERT_FILE: file("server.pem") })).toThrow(new ConfigError("set both TLS_CERT_FILE and TLS_KEY_FILE to serve TLS"));
+    expect(() => tlsFromEnv({ TLS_CLIENT_CA_FILE: file("ca.pem") })).toThrow("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE");
+    expect(() => tlsFromEnv({ TLS_CERT_FILE: file("missing.pem"), TLS_KEY_FILE: file("server.key") })).toThrow(/^TLS_CERT_FILE=.*missing\.pem cannot be used/);
+    expect(() => tlsFromEnv({ TLS_CERT_FILE: file("server.ext"), TLS_KEY_FILE: file("server.key") })).toThrow("not a PEM file");
+  });
+});
