@@ -132,3 +132,32 @@ describe("TLS", () => {
     expect(() => tlsFromEnv({ TLS_CERT_FILE: file("server.ext"), TLS_KEY_FILE: file("server.key") })).toThrow("not a PEM file");
   });
 });
+
+describe("the portal in front of a mutual-TLS service", () => {
+  it("presents its client certificate (CREDENTIALS_SERVICE_*_FILE) and works; without one it answers 503", async () => {
+    const { startTestPortal } = await import("../support/portal-harness.js");
+    const tls = tlsFromEnv({ TLS_CERT_FILE: file("server.pem"), TLS_KEY_FILE: file("server.key"), TLS_CLIENT_CA_FILE: file("ca.pem") });
+    const trusted = await startTestPortal({
+      tls,
+      portalEnv: {
+        CREDENTIALS_SERVICE_CA_FILE: file("ca.pem"),
+        CREDENTIALS_SERVICE_CERT_FILE: file("client.pem"),
+        CREDENTIALS_SERVICE_KEY_FILE: file("client.key"),
+      },
+    });
+    try {
+      const created = await trusted.request("POST", "/api/organizations", { body: { organization_id: "tls-org", name: "TLS" } });
+      expect(created.status).toBe(201);
+    } finally {
+      await trusted.close();
+    }
+    const anonymous = await startTestPortal({ tls, portalEnv: { CREDENTIALS_SERVICE_CA_FILE: file("ca.pem") } });
+    try {
+      const refused = await anonymous.request("GET", "/api/organizations");
+      expect(refused.status).toBe(503);
+      expect(refused.json).toEqual({ code: "service_unavailable", message: expect.stringContaining("unavailable") });
+    } finally {
+      await anonymous.close();
+    }
+  });
+});

@@ -8,6 +8,7 @@ import { createLogger } from "../../service/src/logger.js";
 import { generateMasterKey } from "../../service/src/keyring/keyring.js";
 import { generateToken } from "../../service/src/auth/tokens.js";
 import { startService, type RunningService } from "../../service/src/server.js";
+import type { TlsConfig } from "../../service/src/runtime/tls.js";
 import { CredentialService, OrganizationService } from "../../service/src/gen/credentials_pb.js";
 
 export interface TestDatabase {
@@ -64,6 +65,7 @@ export interface TestServiceOptions {
   adminToken?: string;
   cacheMaxEntries?: number;
   cacheTtlMs?: number;
+  tls?: TlsConfig;
 }
 
 /** Starts the real service on a free loopback port against a fresh database. */
@@ -90,6 +92,7 @@ export async function startTestService(options: TestServiceOptions = {}): Promis
     poolSize: 5,
     cacheMaxEntries: options.cacheMaxEntries,
     cacheTtlMs: options.cacheTtlMs,
+    tls: options.tls,
   });
   const address = `127.0.0.1:${service.port}`;
   const transport = (protocol: "grpc" | "grpc-web" | "connect", token?: string, extra: Record<string, string> = {}) => {

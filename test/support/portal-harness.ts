@@ -111,7 +111,7 @@ export async function startTestPortal(options: TestPortalOptions = {}): Promise<
       PORTAL_PORT: String(port),
       HOST: "127.0.0.1",
       ORIGIN: url,
-      CREDENTIALS_SERVICE_URL: `http://${service.address}`,
+      CREDENTIALS_SERVICE_URL: `${options.tls ? "https" : "http"}://${service.address}`,
       SERVICE_ADMIN_TOKEN: service.adminToken,
       ...options.portalEnv,
     },

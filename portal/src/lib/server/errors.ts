@@ -134,8 +134,17 @@ export function retryAfterOf(error: ConnectError): number | undefined {
   return Math.max(1, Number(raw.trim()));
 }
 
+function isConnectionFailure(cause: unknown): boolean {
+  const code = (cause as { code?: unknown } | undefined)?.code;
+  return typeof code === "string" && (/^ERR_(SSL|TLS)_/.test(code) || ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ERR_HTTP2_GOAWAY_SESSION", "ERR_HTTP2_STREAM_CANCEL"].includes(code));
+}
+
 /** A failed call to the credentials service → API error. */
 export function fromConnectError(error: ConnectError): ApiError {
+  // The connection itself failed (TLS refused, reset): the service is unreachable, whatever code the client library chose.
+  if (isConnectionFailure(error.cause)) {
+    return new ApiError("service_unavailable", FIXED_MESSAGES.service_unavailable!, { cause: error });
+  }
   const apiCode = FROM_GRPC[error.code] ?? "bad_gateway";
   if (!SERVICE_MESSAGE_SHOWN.has(error.code)) {
     return new ApiError(apiCode, FIXED_MESSAGES[apiCode] ?? "internal error", { cause: error });

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 // Relative imports (not a Kit alias) so that tests and the root `tsc` can load this module too.
@@ -37,6 +38,8 @@ export interface ServiceConnectionOptions {
   serviceAdminToken: string | undefined;
   /** Deadline of every call (ms). */
   timeoutMs?: number;
+  /** For an https service URL: the CA to trust, and a client certificate when the service requires mutual TLS. */
+  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
 }
 
 /** A transport that adds fixed headers to every call made through it. */
@@ -75,6 +78,7 @@ export function createServiceConnection(options: ServiceConnectionOptions): Serv
     // Keep the HTTP/2 connection healthy across idle periods; reconnects happen on demand.
     pingIntervalMs: 30_000,
     idleConnectionTimeoutMs: 5 * 60_000,
+    ...(options.tls ? { nodeOptions: options.tls } : {}),
   });
   const token = options.serviceAdminToken;
   const portalTransport = token ? withHeaders(shared, { authorization: `Bearer ${token}` }) : missingTokenTransport;
@@ -91,6 +95,13 @@ function sourceHeader(source: string | null | undefined): Record<string, string>
   return source && /^[\x21-\x7e]{1,128}$/.test(source) ? { [SOURCE_HEADER]: source } : {};
 }
 
+/** CREDENTIALS_SERVICE_CA_FILE, and CREDENTIALS_SERVICE_CERT_FILE with CREDENTIALS_SERVICE_KEY_FILE for mutual TLS. */
+function tlsFromEnvironment(env: NodeJS.ProcessEnv): ServiceConnectionOptions["tls"] {
+  const read = (name: string) => (env[name] ? readFileSync(env[name]!) : undefined);
+  const tls = { ca: read("CREDENTIALS_SERVICE_CA_FILE"), cert: read("CREDENTIALS_SERVICE_CERT_FILE"), key: read("CREDENTIALS_SERVICE_KEY_FILE") };
+  return tls.ca || tls.cert || tls.key ? tls : undefined;
+}
+
 let fromEnvironment: ServiceConnection | undefined;
 
 /** The process-wide connection, configured from CREDENTIALS_SERVICE_URL and SERVICE_ADMIN_TOKEN. */
@@ -98,6 +109,7 @@ export function serviceConnection(env: NodeJS.ProcessEnv = process.env): Service
   fromEnvironment ??= createServiceConnection({
     baseUrl: env.CREDENTIALS_SERVICE_URL || DEFAULT_SERVICE_URL,
     serviceAdminToken: env.SERVICE_ADMIN_TOKEN || undefined,
+    tls: tlsFromEnvironment(env),
   });
   return fromEnvironment;
 }
