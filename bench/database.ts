@@ -1,0 +1,93 @@
+// The benchmark's PostgreSQL: BENCH_DATABASE_URL (a user that may create
+// databases) or an embedded PostgreSQL in a temporary folder; either way a
+// fresh database, migrated, and removed at the end.
+import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { randomBytes } from "node:crypto";
+import pg from "pg";
+import { createOrm, migrate } from "../service/src/db/orm.js";
+import { importEmbeddedPostgres } from "../service/src/runtime/embedded-postgres.js";
+import { freePort, onCleanup } from "./processes.js";
+
+export interface BenchDatabase {
+  url: string;
+  embedded: boolean;
+  /** "PostgreSQL 18.4" */
+  version: string;
+  /** The embedded postmaster's pid (its CPU time counts as the benchmark's own). */
+  postmasterPid?: number;
+}
+
+export async function openBenchDatabase(log: (line: string) => void): Promise<BenchDatabase> {
+  let adminUrl = process.env.BENCH_DATABASE_URL;
+  const embedded = !adminUrl;
+  let postmasterPid: number | undefined;
+  if (!adminUrl) {
+    const dir = await mkdtemp(path.join(tmpdir(), "pc-bench-pg-"));
+    // PostgreSQL runs as its own user when we are root and must reach its folder inside.
+    await chmod(dir, 0o711);
+    onCleanup(() => rm(dir, { recursive: true, force: true }));
+    const port = await freePort();
+    const password = randomBytes(18).toString("base64url");
+    const EmbeddedPostgres = await importEmbeddedPostgres();
+    const postgres = new EmbeddedPostgres({
+      databaseDir: path.join(dir, "data"),
+      port,
+      user: "postgres",
+      password,
+      persistent: false,
+      createPostgresUser: process.getuid?.() === 0,
+      // A benchmark database: durability buys nothing here.
+      postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "fsync=off", "-c", "full_page_writes=off"],
+      onLog: () => {},
+      onError: () => {},
+    });
+    const started = Date.now();
+    log("starting an embedded PostgreSQL (set BENCH_DATABASE_URL to use another server)");
+    await postgres.initialise();
+    onCleanup(async () => {
+      await postgres.stop().catch(() => undefined);
+    });
+    await postgres.start();
+    postmasterPid = Number((await readFile(path.join(dir, "data", "postmaster.pid"), "utf8").catch(() => "")).split("\n")[0]) || undefined;
+    log(`embedded PostgreSQL on 127.0.0.1:${port} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    adminUrl = `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
+  }
+
+  const name = `pc_bench_${randomBytes(5).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  let version: string;
+  try {
+    await admin.query(`create database ${name}`);
+    const { rows } = await admin.query<{ server_version: string }>("show server_version");
+    version = `PostgreSQL ${rows[0].server_version}`;
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  if (!embedded) {
+    // Another server outlives us: drop what we created (the embedded one goes away with its folder).
+    onCleanup(async () => {
+      const client = new pg.Client({ connectionString: adminUrl });
+      await client.connect();
+      try {
+        await client.query(`drop database if exists ${name} with (force)`);
+      } finally {
+        await client.end();
+      }
+    });
+  }
+
+  const orm = await createOrm({ databaseUrl: url.toString(), poolSize: 2 });
+  try {
+    const applied = await migrate(orm, url.toString());
+    log(`database ${name}: applied ${applied.length} migration(s)`);
+  } finally {
+    await orm.close(true);
+  }
+  return { url: url.toString(), embedded, version, postmasterPid };
+}
+

@@ -1,0 +1,378 @@
+// Turns the measurements into the figures-against-targets table (issue 5), a
+// markdown report for the console and the README, and bench/results/latest.json.
+import { mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import type { InvalidationResult } from "./invalidation.js";
+import type { ListingResult } from "./listing.js";
+import type { SeedResult } from "./seed.js";
+
+export type CaseGroup = "floor-bare" | "floor-bare-2gen" | "floor-service" | "hot" | "uniform" | "nocache" | "connect-hot" | "fill";
+
+export interface CaseResult {
+  id: string;
+  group: CaseGroup;
+  label: string;
+  /** Where the calls went: "bare grpc-js", "service (cache on)", ... */
+  server: string;
+  protocol: "grpc" | "connect";
+  inFlight: number;
+  generators: number;
+  calls: number;
+  callsPerSec: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  errors: number;
+  errorCodes: Record<string, number>;
+  firstError?: string;
+  stuck: number;
+  /** CPU the server process used during the window, % of one core (from /proc/<pid>/stat). */
+  serverCpuPct?: number;
+  /** The server's main thread runnable but waiting for a core, % of the window (/proc/<pid>/schedstat). */
+  serverWaitPct?: number;
+  /** The server's main thread running or waiting to run, % of the window: near 100 = the server is the bottleneck. */
+  serverBusyPct?: number;
+  serverCpuUsPerCall?: number;
+  /** CPU of the generator process(es) during the window, % of one core (all on the generator's core). */
+  generatorCpuPct?: number;
+  generatorWaitPct?: number;
+  /** The generators' main threads running or waiting to run, % of the window (summed). */
+  generatorBusyPct?: number;
+  generatorCpuUsPerCall?: number;
+  /** Cores' worth of CPU used by the benchmark's PostgreSQL during the window. */
+  postgresCores?: number;
+  /** Cores' worth of CPU used by other processes on the (shared) machine during the window. */
+  otherCores?: number;
+  /** How many times the case ran (it is repeated when other processes took CPU); the least disturbed run is kept. */
+  attempts?: number;
+}
+
+export interface Machine {
+  cpuModel: string;
+  cores: number;
+  memoryGiB: number;
+  kernel: string;
+  node: string;
+  postgres: string;
+  database: "embedded" | "BENCH_DATABASE_URL";
+  taskset: boolean;
+  pinning: string;
+  loadAverageAtStart: number[];
+  /** Cores' worth of CPU other processes used over 1 s just before the run. */
+  otherCoresAtStart?: number;
+  packages: Record<string, string>;
+}
+
+export interface KeyringResult {
+  oursPerSec: number;
+  npmPerSec: number;
+  ratio: number;
+  oursRounds: number[];
+  npmRounds: number[];
+}
+
+export interface MemoryResult {
+  /** Distinct (scope, provider) pairs resolved before the reading. */
+  entries: number;
+  rssBeforeMiB: number;
+  /** One second after the last of them. */
+  rssAfterMiB: number;
+  /** After `settleSeconds` idle more (V8 gives back some of the garbage of the fill). */
+  rssSettledMiB: number;
+  settleSeconds: number;
+  peakMiB: number;
+  fillCallsPerSec: number;
+  fillErrors: number;
+  /** RSS of the bare grpc-js server after its cases: what any Node.js + tsx + grpc-js process holds here. */
+  bareServerRssMiB?: number;
+}
+
+export interface ConnectCheck {
+  /** Where Connect-protocol calls went, and whether it is a separate CONNECT_PORT. */
+  target: string;
+  separatePort: boolean;
+  pairsCompared: number;
+  mismatches: number;
+  firstMismatch?: string;
+}
+
+export interface Results {
+  schema: 1;
+  startedAt: string;
+  finishedAt: string;
+  quick: boolean;
+  settings: { warmupMs: number; durationMs: number; inFlight: number[]; invalidationTrials: number; listingRepetitions: number; memoryEntries: number };
+  machine: Machine;
+  seed: Omit<SeedResult, "resolveToken" | "invalidation">;
+  cases: CaseResult[];
+  memory?: MemoryResult;
+  connect?: ConnectCheck;
+  invalidation?: InvalidationResult;
+  listing?: ListingResult;
+  keyring?: KeyringResult;
+  /** Warnings and errors the service processes logged during the run (first few). */
+  serviceLogIssues: string[];
+  /** How each service process ended after SIGTERM (expected: code 0 after draining). */
+  serviceExits: Array<{ service: string; code: number | null; signal: string | null; ms: number }>;
+  /** A hash of service/src and migrations/ when each service process started. */
+  serviceStarts?: Array<{ service: string; sourceHash: string; separateConnectPort: boolean }>;
+  targets: TargetRow[];
+  markdown: string;
+}
+
+export interface TargetRow {
+  figure: string;
+  measured: string;
+  target: string;
+  /** PASS, MISS, or "—" when the run could not measure it (e.g. --quick). */
+  result: string;
+}
+
+const fmt = (n: number | undefined, digits = 0) => (n === undefined || !Number.isFinite(n) ? "—" : n.toLocaleString("en", { minimumFractionDigits: digits, maximumFractionDigits: digits }));
+const ms = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "—" : n < 10 ? n.toFixed(2) : n.toFixed(1));
+const pctWait = (cpu: number | undefined, wait: number | undefined) => (cpu === undefined ? "—" : `${fmt(cpu)}%${wait === undefined ? "" : ` (${fmt(wait)}%)`}`);
+const cores = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "—" : n.toFixed(2));
+const ratio = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "—" : n.toFixed(2));
+
+export function findCase(cases: CaseResult[], group: CaseGroup, inFlight: number): CaseResult | undefined {
+  return cases.find((c) => c.group === group && c.inFlight === inFlight);
+}
+
+function atLeast(value: number | undefined, target: number): string {
+  if (value === undefined || !Number.isFinite(value)) return "—";
+  return value >= target ? "PASS" : `MISS (${((1 - value / target) * 100).toFixed(0)}% short)`;
+}
+
+function atMost(value: number | undefined, target: number): string {
+  if (value === undefined || !Number.isFinite(value)) return "—";
+  return value <= target ? "PASS" : `MISS (${((value / target - 1) * 100).toFixed(0)}% over)`;
+}
+
+export function evaluateTargets(r: Omit<Results, "targets" | "markdown">): TargetRow[] {
+  const top = Math.max(...r.settings.inFlight);
+  const bare = findCase(r.cases, "floor-bare", top);
+  const own = findCase(r.cases, "floor-service", top);
+  const hot = findCase(r.cases, "hot", top);
+  const uniform = findCase(r.cases, "uniform", top);
+  const nocache = findCase(r.cases, "nocache", top);
+  const per = (c: CaseResult | undefined, floor: CaseResult | undefined) => (c && floor ? c.callsPerSec / floor.callsPerSec : undefined);
+  const rows: TargetRow[] = [];
+  const hotBare = per(hot, bare);
+  rows.push({ figure: `(b) hot set, calls/s ÷ bare grpc-js floor (${top} in flight)`, measured: `${ratio(hotBare)} (${fmt(hot?.callsPerSec)} ÷ ${fmt(bare?.callsPerSec)})`, target: "≥ 0.80", result: atLeast(hotBare, 0.8) });
+  const hotOwn = per(hot, own);
+  rows.push({ figure: `(b) hot set, calls/s ÷ our service's Check (${top})`, measured: `${ratio(hotOwn)} (${fmt(hot?.callsPerSec)} ÷ ${fmt(own?.callsPerSec)})`, target: "≥ 0.90", result: atLeast(hotOwn, 0.9) });
+  const p99 = hot && bare ? hot.p99Ms / bare.p99Ms : undefined;
+  rows.push({ figure: `(b) hot set, p99 ÷ bare floor's p99 (${top})`, measured: `${ratio(p99)} (${ms(hot?.p99Ms)} ms ÷ ${ms(bare?.p99Ms)} ms)`, target: "≤ 1.25", result: atMost(p99, 1.25) });
+  const uni = per(uniform, bare);
+  rows.push({ figure: `(c) uniform over all scopes, calls/s ÷ bare floor (${top})`, measured: `${ratio(uni)} (${fmt(uniform?.callsPerSec)} ÷ ${fmt(bare?.callsPerSec)})`, target: "≥ 0.70", result: atLeast(uni, 0.7) });
+  const nc = per(nocache, bare);
+  rows.push({ figure: `(d) cache disabled, calls/s ÷ bare floor (${top})`, measured: `${ratio(nc)} (${fmt(nocache?.callsPerSec)} ÷ ${fmt(bare?.callsPerSec)})`, target: "≥ 0.20", result: atLeast(nc, 0.2) });
+
+  const loadCases = r.cases.filter((c) => c.group !== "fill");
+  const errors = loadCases.reduce((sum, c) => sum + c.errors + c.stuck, 0);
+  const calls = loadCases.reduce((sum, c) => sum + c.calls, 0);
+  rows.push({ figure: "errors in all load cases", measured: `${fmt(errors)} of ${fmt(calls)} calls`, target: "0", result: errors === 0 ? "PASS" : "MISS" });
+
+  if (r.connect) {
+    const connectTop = findCase(r.cases, "connect-hot", top);
+    const ok = r.connect.mismatches === 0 && (connectTop?.errors ?? 0) === 0;
+    rows.push({
+      figure: `Connect protocol: same answers as grpc-js (hot set), errors at ${top}`,
+      measured: `${r.connect.pairsCompared - r.connect.mismatches}/${r.connect.pairsCompared} identical, ${fmt(connectTop?.errors)} errors; ${fmt(connectTop?.callsPerSec)} calls/s, p99 ${ms(connectTop?.p99Ms)} ms (report only)`,
+      target: "nothing lost",
+      result: ok ? "PASS" : "MISS",
+    });
+  }
+  if (r.invalidation) {
+    const inv = r.invalidation;
+    rows.push({ figure: "invalidation across replicas, p99", measured: `${ms(inv.p99Ms)} ms (p50 ${ms(inv.p50Ms)} ms)`, target: "≤ 100 ms", result: atMost(inv.p99Ms, 100) });
+    rows.push({ figure: "invalidation across replicas, max", measured: `${ms(inv.maxMs)} ms`, target: "≤ 1,000 ms", result: atMost(inv.maxMs, 1000) });
+    rows.push({ figure: "invalidation trials converged", measured: `${inv.converged} of ${inv.trials}`, target: "100 of 100", result: inv.trials >= 100 && inv.converged === inv.trials ? "PASS" : inv.converged === inv.trials ? "PASS (fewer trials)" : "MISS" });
+  }
+  if (r.listing) {
+    const l = r.listing;
+    rows.push({
+      figure: `listing 10,000 credentials: page 200 ÷ page 1 (${l.path === "rest" ? "REST" : "gRPC ListCredentials, portal unavailable"})`,
+      measured: `${ratio(l.ratio)} (${ms(l.page200.medianMs)} ms ÷ ${ms(l.firstPage.medianMs)} ms, medians of ${l.repetitions})`,
+      target: "≤ 1.5",
+      result: l.pagesLookRight ? atMost(l.ratio, 1.5) : "MISS (pages wrong)",
+    });
+  }
+  if (r.keyring) {
+    rows.push({
+      figure: "keyring: our Fernet decrypts/s ÷ npm fernet 0.4.0",
+      measured: `${ratio(r.keyring.ratio)}× (${fmt(r.keyring.oursPerSec)}/s vs ${fmt(r.keyring.npmPerSec)}/s)`,
+      target: "≥ 8×",
+      result: atLeast(r.keyring.ratio, 8),
+    });
+  }
+  if (r.memory) {
+    const m = r.memory;
+    const full = m.entries >= 100_000 && m.fillErrors === 0;
+    rows.push({
+      figure: `service RSS with ${fmt(m.entries)} cached resolutions`,
+      measured: `${fmt(m.rssSettledMiB)} MiB after ${m.settleSeconds} s idle (${fmt(m.rssAfterMiB)} MiB 1 s after the fill; ${fmt(m.rssBeforeMiB)} MiB before it; peak ${fmt(m.peakMiB)} MiB)`,
+      target: "≤ 256 MB (100,000 entries)",
+      result: full ? atMost(m.rssSettledMiB, 256) : `— (${fmt(m.entries)} entries only${m.fillErrors ? `, ${m.fillErrors} errors` : ""})`,
+    });
+  }
+  if (bare) {
+    const genBusy = bare.generatorBusyPct ?? bare.generatorCpuPct;
+    const two = r.cases.find((c) => c.group === "floor-bare-2gen");
+    const rises = two ? two.callsPerSec / bare.callsPerSec : undefined;
+    rows.push({
+      figure: `load generator not the bottleneck: bare floor (${top} in flight)`,
+      measured:
+        `one generator: ${fmt(bare.callsPerSec)} calls/s, its main thread busy ${fmt(genBusy)}% (CPU ${fmt(bare.generatorCpuPct)}%), server busy ${fmt(bare.serverBusyPct)}% (CPU ${fmt(bare.serverCpuPct)}%)` +
+        (two ? `; two generators (cores 1 and 0): ${fmt(two.callsPerSec)} calls/s (×${ratio(rises)})` : ""),
+      target: "floor does not rise with a second generator (≤ ×1.10)",
+      result:
+        rises === undefined
+          ? "—"
+          : rises <= 1.1
+            ? "PASS"
+            : `MISS (one grpc-js client process, one channel, does not saturate the bare server: ×${ratio(rises)} with two)`,
+    });
+    if (two && hot) {
+      const hotTwo = hot.callsPerSec / two.callsPerSec;
+      rows.push({
+        figure: `(b) hot set ÷ the two-generator bare floor (${top}; for reference)`,
+        measured: `${ratio(hotTwo)} (${fmt(hot.callsPerSec)} ÷ ${fmt(two.callsPerSec)})`,
+        target: "≥ 0.80",
+        result: `${atLeast(hotTwo, 0.8)} (info)`,
+      });
+    }
+  }
+  const serviceCases = [hot, uniform, nocache].filter((c): c is CaseResult => c !== undefined);
+  if (serviceCases.length) {
+    const bound = serviceCases.every((c) => (c.serverBusyPct ?? 0) >= 85 && (c.generatorBusyPct ?? 100) < 90);
+    rows.push({
+      figure: `load generator not the bottleneck: ResolveKey cases (${top} in flight)`,
+      measured: serviceCases
+        .map((c) => `${c.group}: server busy ${fmt(c.serverBusyPct)}% / generator ${fmt(c.generatorBusyPct)}%`)
+        .join("; "),
+      target: "server ≥ 85% busy, generator < 90%",
+      result: bound ? "PASS" : "CHECK",
+    });
+  }
+  return rows;
+}
+
+export function renderMarkdown(r: Omit<Results, "markdown">): string {
+  const lines: string[] = [];
+  const m = r.machine;
+  lines.push(`### Benchmark${r.quick ? " (--quick: shortened, not for the record)" : ""}: ${r.finishedAt}`);
+  lines.push("");
+  lines.push(
+    `Machine: ${m.cpuModel}, ${m.cores} cores, ${fmt(m.memoryGiB, 1)} GiB; Linux ${m.kernel}; Node.js ${m.node}; ${m.postgres} (${m.database}); ` +
+      `${Object.entries(m.packages).map(([k, v]) => `${k} ${v}`).join(", ")}. ${m.pinning} Load average at start: ${m.loadAverageAtStart.map((x) => x.toFixed(2)).join(" ")}` +
+      `${m.otherCoresAtStart === undefined ? "" : `; other processes used ${m.otherCoresAtStart.toFixed(2)} cores just before the run`}.`,
+  );
+  const others = r.cases.map((c) => c.otherCores).filter((x): x is number => x !== undefined).sort((a, b) => a - b);
+  const medianOthers = others.length ? others[Math.floor(others.length / 2)] : undefined;
+  if (medianOthers !== undefined) {
+    lines.push("");
+    lines.push(
+      medianOthers > 0.15
+        ? `**Shared machine: other processes used a median ${medianOthers.toFixed(2)} of ${m.cores} cores during the measured windows (column "others"); every figure below is lower and noisier than on a quiet machine.**`
+        : `Other processes used a median ${medianOthers.toFixed(2)} cores during the measured windows (quiet enough).`,
+    );
+  }
+  lines.push("");
+  lines.push(
+    `Data: ${fmt(r.seed.organizations)} organisations (${fmt(r.seed.organizationsWithoutCredentials)} without credentials), ${fmt(r.seed.teams)} teams, ` +
+      `${fmt(r.seed.credentials)} credentials (${fmt(r.seed.inactiveCredentials)} inactive; ${fmt(r.seed.pairsWithoutActiveCredential)} organisation/provider pairs fall back to the environment), ` +
+      `plus one organisation with ${fmt(r.seed.listingCredentials)} credentials for listing; seeded in ${r.seed.seconds.toFixed(1)} s. ` +
+      `Each case: ${r.settings.warmupMs / 1000} s warm-up, ${r.settings.durationMs / 1000} s measured, closed loop at a fixed number of calls in flight.`,
+  );
+  lines.push("");
+  lines.push("#### Targets (issue 5)");
+  lines.push("");
+  lines.push("| figure | measured | target | result |");
+  lines.push("| --- | --- | --- | --- |");
+  for (const t of r.targets) lines.push(`| ${t.figure} | ${t.measured} | ${t.target} | ${t.result} |`);
+  lines.push("");
+  lines.push("#### Load cases");
+  lines.push("");
+  lines.push(
+    "CPU columns: % of one core used by the process, and in brackets % of the window its main thread sat runnable waiting for a core; " +
+      "\"others\": cores' worth of CPU used by processes outside the benchmark; \"pg\": the benchmark's embedded PostgreSQL " +
+      "(with BENCH_DATABASE_URL it is not measured and counts in \"others\").",
+  );
+  lines.push("");
+  lines.push("| case | server | client | in flight | calls/s | p50 ms | p99 ms | errors | server CPU (wait) | server µs/call | generator CPU (wait) | pg | others | ÷ bare floor | ÷ service Check |");
+  lines.push("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const c of r.cases) {
+    const bare = findCase(r.cases, "floor-bare", c.inFlight);
+    const own = findCase(r.cases, "floor-service", c.inFlight);
+    const relative = ["hot", "uniform", "nocache", "connect-hot"].includes(c.group);
+    const client = `${c.protocol === "grpc" ? "grpc-js" : "Connect (JSON)"}${c.generators > 1 ? ` ×${c.generators}` : ""}${(c.attempts ?? 1) > 1 ? ` (best of ${c.attempts})` : ""}`;
+    const errors = c.errors + c.stuck === 0 ? "0" : `${fmt(c.errors + c.stuck)} (${Object.entries(c.errorCodes).map(([k, v]) => `${k} ${v}`).join(", ")}${c.stuck ? `, ${c.stuck} stuck` : ""})`;
+    lines.push(
+      `| ${c.label} | ${c.server} | ${client} | ${c.inFlight} | ${fmt(c.callsPerSec)} | ${ms(c.p50Ms)} | ${ms(c.p99Ms)} | ${errors} | ` +
+        `${pctWait(c.serverCpuPct, c.serverWaitPct)} | ${fmt(c.serverCpuUsPerCall)} | ${pctWait(c.generatorCpuPct, c.generatorWaitPct)} | ${cores(c.postgresCores)} | ${cores(c.otherCores)} | ` +
+        `${relative && bare ? ratio(c.callsPerSec / bare.callsPerSec) : ""} | ${relative && own ? ratio(c.callsPerSec / own.callsPerSec) : ""} |`,
+    );
+  }
+  lines.push("");
+  if (r.invalidation) {
+    const inv = r.invalidation;
+    lines.push(
+      `Invalidation: ${inv.converged}/${inv.trials} trials converged; deactivate on A → B stops serving the key: p50 ${ms(inv.p50Ms)} ms, p99 ${ms(inv.p99Ms)} ms, max ${ms(inv.maxMs)} ms ` +
+        `(${inv.staleAnswers} stale answers from B after A's response, ${inv.wrongAnswers} wrong answers); re-activation seen by B: p50 ${ms(inv.reactivation.p50Ms)} ms, p99 ${ms(inv.reactivation.p99Ms)} ms, max ${ms(inv.reactivation.maxMs)} ms.`,
+    );
+  }
+  if (r.listing) {
+    const l = r.listing;
+    lines.push(
+      `Listing (${l.pathLabel}${l.restUnavailable ? `; REST not measured: ${l.restUnavailable}` : ""}): page 1 median ${ms(l.firstPage.medianMs)} ms (p90 ${ms(l.firstPage.p90Ms)}), ` +
+        `page 200 median ${ms(l.page200.medianMs)} ms (p90 ${ms(l.page200.p90Ms)}), ${l.pageSize} per page, ${l.repetitions} repetitions each.`,
+    );
+  }
+  if (r.memory) {
+    const mem = r.memory;
+    lines.push(
+      `Memory: VmRSS ${fmt(mem.rssBeforeMiB)} MiB idle after start, ${fmt(mem.rssAfterMiB)} MiB 1 s after ${fmt(mem.entries)} distinct resolutions, ${fmt(mem.rssSettledMiB)} MiB after ${mem.settleSeconds} s more idle (peak ${fmt(mem.peakMiB)} MiB); ` +
+        `the cold fill ran at ${fmt(mem.fillCallsPerSec)} calls/s${mem.fillErrors ? ` with ${mem.fillErrors} errors` : ""}` +
+        `${mem.bareServerRssMiB === undefined ? "" : `; for scale, the bare grpc-js server (Node.js + tsx + grpc-js) held ${fmt(mem.bareServerRssMiB)} MiB`}.`,
+    );
+  }
+  if (r.keyring) {
+    lines.push(`Keyring: ${fmt(r.keyring.oursPerSec)} decrypts/s (node:crypto Fernet) vs ${fmt(r.keyring.npmPerSec)}/s (npm fernet 0.4.0, ttl 0), same token, one process.`);
+  }
+  if (r.connect) {
+    lines.push(`Connect protocol calls went to ${r.connect.target}${r.connect.separatePort ? " (CONNECT_PORT)" : " (GRPC_PORT: no separate Connect port)"}.`);
+  }
+  const hashes = [...new Set((r.serviceStarts ?? []).map((s) => s.sourceHash))];
+  if (hashes.length > 1) {
+    lines.push(
+      `**The service's source changed during the run** (${(r.serviceStarts ?? []).map((s) => `${s.service}: ${s.sourceHash}`).join(", ")}): ` +
+        "figures of different service processes are not comparable; run again.",
+    );
+  }
+  const unclean = r.serviceExits.filter((e) => e.code !== 0);
+  if (unclean.length) {
+    lines.push(
+      `Service processes stopped with SIGTERM exited with ${[...new Set(unclean.map((e) => `code ${e.code}${e.signal ? `/${e.signal}` : ""}`))].join(", ")} ` +
+        `after ${unclean.map((e) => e.ms).join(", ")} ms (expected: drain, then exit 0).`,
+    );
+  }
+  if (r.serviceLogIssues.length) {
+    lines.push("");
+    lines.push(`Service warnings/errors logged during the run (${r.serviceLogIssues.length} shown):`);
+    for (const issue of r.serviceLogIssues) lines.push(`- \`${issue.slice(0, 300)}\``);
+  }
+  lines.push("");
+  lines.push("Reproduce: `npm ci && npm run bench` (`-- --quick` for a one-minute version; `BENCH_DATABASE_URL` to use another PostgreSQL).");
+  return lines.join("\n");
+}
+
+export async function writeResults(results: Results, dir = "bench/results"): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const file = path.join(dir, "latest.json");
+  // Histograms stay out of the committed file: the percentiles above are what matter.
+  await writeFile(file, JSON.stringify(results, null, 2) + "\n");
+  await writeFile(path.join(dir, "latest.md"), results.markdown + "\n");
+  return file;
+}
