@@ -95,7 +95,12 @@ async function handlePage(event: RequestEvent, resolve: (event: RequestEvent) =>
   }
   if (event.locals.admin) event.locals.caller = { kind: "session", admin: event.locals.admin };
   else if (!isPublic) {
-    redirect(303, `/login?redirectTo=${encodeURIComponent(`${path}${event.url.search}`)}`);
+    const location = `/login?redirectTo=${encodeURIComponent(`${path}${event.url.search}`)}`;
+    // A form posted by the page's script (use:enhance) reads an action result, not an HTML page.
+    if (event.request.method === "POST" && event.request.headers.get("x-sveltekit-action") === "true") {
+      return Response.json({ type: "redirect", status: 303, location });
+    }
+    redirect(303, location);
   }
   return resolve(event);
 }

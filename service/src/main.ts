@@ -4,7 +4,7 @@ import { createLogger } from "./logger.js";
 import { MasterKeyError } from "./keyring/keyring.js";
 import { openDatabase, type Database } from "./runtime/local.js";
 import { ConfigError, nonNegativeIntFrom, portFrom, positiveIntFrom } from "./runtime/config.js";
-import { DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_TTL_MS, startService, StartupError, type RunningService } from "./server.js";
+import { DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_OUTAGE_GRACE_MS, DEFAULT_CACHE_TTL_MS, startService, StartupError, type RunningService } from "./server.js";
 import { ensureFirstAdmin } from "./admins/first-admin.js";
 import { tlsFromEnv } from "./runtime/tls.js";
 
@@ -30,6 +30,7 @@ async function main(): Promise<void> {
       drainTimeoutMs: positiveIntFrom(process.env, "SHUTDOWN_TIMEOUT_MS", 10_000),
       cacheMaxEntries: nonNegativeIntFrom(process.env, "RESOLVE_CACHE_MAX_ENTRIES", DEFAULT_CACHE_MAX_ENTRIES),
       cacheTtlMs: positiveIntFrom(process.env, "RESOLVE_CACHE_TTL_MS", DEFAULT_CACHE_TTL_MS),
+      cacheOutageGraceMs: nonNegativeIntFrom(process.env, "RESOLVE_CACHE_OUTAGE_GRACE_MS", DEFAULT_CACHE_OUTAGE_GRACE_MS),
     });
   } catch (error) {
     await database?.stop().catch(() => undefined);

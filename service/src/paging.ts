@@ -28,7 +28,8 @@ export function decodePageToken<T extends Array<string | number>>(
   } catch {
     throw invalid(field, "is malformed; pass the next_page_token of the previous page unchanged");
   }
-  if (!Array.isArray(key) || key.length !== shape.length || key.some((v, i) => typeof v !== shape[i])) {
+  // PostgreSQL text cannot hold NUL: a string with one could only fail in the query.
+  if (!Array.isArray(key) || key.length !== shape.length || key.some((v, i) => typeof v !== shape[i] || (typeof v === "string" && v.includes("\u0000")))) {
     throw invalid(field, "is malformed; pass the next_page_token of the previous page unchanged");
   }
   return key as T;

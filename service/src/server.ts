@@ -53,6 +53,12 @@ export interface ServiceOptions {
   /** ResolveKey cache bound (entries; 0 disables) and safety-net TTL (ms). */
   cacheMaxEntries?: number;
   cacheTtlMs?: number;
+  /**
+   * After the invalidation connection drops, how long what was cached may still
+   * answer ResolveKey (and cached tokens authenticate) while the database cannot
+   * be reached (ms; 0: never).
+   */
+  cacheOutageGraceMs?: number;
 }
 
 export interface RunningService {
@@ -86,22 +92,25 @@ export interface ServiceParts {
 
 export const DEFAULT_CACHE_MAX_ENTRIES = 100_000;
 export const DEFAULT_CACHE_TTL_MS = 60_000;
+export const DEFAULT_CACHE_OUTAGE_GRACE_MS = 5_000;
 
 export function createParts(
   orm: Orm,
-  options: Pick<ServiceOptions, "masterKey" | "serviceAdminToken" | "env" | "cacheMaxEntries" | "cacheTtlMs">,
+  options: Pick<ServiceOptions, "masterKey" | "serviceAdminToken" | "env" | "cacheMaxEntries" | "cacheTtlMs" | "cacheOutageGraceMs">,
 ): ServiceParts {
   const keyring = createKeyring(options.masterKey);
+  const outageGraceMs = options.cacheOutageGraceMs ?? DEFAULT_CACHE_OUTAGE_GRACE_MS;
   const cache = new ResolutionCache({
     maxEntries: options.cacheMaxEntries ?? DEFAULT_CACHE_MAX_ENTRIES,
     ttlMs: options.cacheTtlMs ?? DEFAULT_CACHE_TTL_MS,
+    outageGraceMs,
   });
   // This replica forgets what a change made stale as soon as it commits; the others hear it through NOTIFY.
   const onChange = (change: Invalidation) => applyInvalidation(cache, change);
   return {
     keyring,
     cache,
-    tokens: new TokenStore(orm, { serviceAdminToken: options.serviceAdminToken }),
+    tokens: new TokenStore(orm, { serviceAdminToken: options.serviceAdminToken, outageGraceMs }),
     credentials: new CredentialStore(orm, keyring, onChange),
     organizations: new OrganizationStore(orm, onChange),
     admins: new AdminStore(orm),
@@ -213,6 +222,9 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     routes: serviceRoutes,
     interceptors,
     readMaxBytes: MAX_REQUEST_BYTES,
+    // As the REST API: a misspelt field or enum value is refused, never silently dropped
+    // (a ListCredentials "provider": "openai" would otherwise list every provider's credentials).
+    jsonOptions: { ignoreUnknownFields: false },
     contextValues: (req) => {
       const values = createContextValues();
       values.set(sourceKey, req.socket?.remoteAddress ?? null);

@@ -128,15 +128,22 @@ export class AdminStore {
   /** Checks the password and opens a session. Every failure looks the same to the caller. */
   async signIn(emailInput: string, password: string, source: string | null, userAgent: string | null): Promise<{ token: string; session: SessionView }> {
     const email = emailInput.trim().toLowerCase().slice(0, 254);
-    await this.refuseWhenRateLimited(email, source);
-    const [row] = await this.sql<AdminRow & { password_hash: string }>(
-      "select id, email, created_at, last_sign_in_at, password_hash from admin_users where lower(email) = ?",
-      [email],
-    );
+    // Only an email address can name an account. Anything else typed into the field (a password,
+    // an API key) is neither looked up nor written to the audit log.
+    const account = email.length <= 128 && EMAIL_PATTERN.test(email) ? email : null;
+    await this.refuseWhenRateLimited(account, source);
+    const [row] =
+      account === null
+        ? []
+        : await this.sql<AdminRow & { password_hash: string }>(
+            "select id, email, created_at, last_sign_in_at, password_hash from admin_users where lower(email) = ?",
+            [account],
+          );
     const ok = await verifyPassword(password.slice(0, 1024), row?.password_hash ?? (await dummyPasswordHash()));
     if (!row || !ok) {
+      const actor = account ?? (email === "" ? "(empty)" : "(not an email address)");
       await this.orm.em.fork().transactional(async (em) => {
-        recordAudit(em, { actor: email || "(empty)", action: "admin.sign_in_failed", target: email, source });
+        recordAudit(em, { actor, action: "admin.sign_in_failed", target: account, source });
       });
       throw new ServiceError("unauthenticated", "invalid email or password");
     }
@@ -187,7 +194,7 @@ export class AdminStore {
   }
 
   /** Ten failures in fifteen minutes for the account, or for the address, closes the door until the oldest of them ages out. */
-  private async refuseWhenRateLimited(email: string, source: string | null): Promise<void> {
+  private async refuseWhenRateLimited(email: string | null, source: string | null): Promise<void> {
     const tenthNewest = async (column: "target" | "source", value: string) => {
       const [row] = await this.sql<{ occurred_at: string }>(
         `select occurred_at from audit_events
@@ -197,7 +204,7 @@ export class AdminStore {
       );
       return row ? toDate(row.occurred_at) : undefined;
     };
-    const blockers = [await tenthNewest("target", email), source ? await tenthNewest("source", source) : undefined].filter(
+    const blockers = [email ? await tenthNewest("target", email) : undefined, source ? await tenthNewest("source", source) : undefined].filter(
       (d): d is Date => d !== undefined,
     );
     if (blockers.length === 0) return;

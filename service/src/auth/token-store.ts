@@ -1,5 +1,5 @@
 import type { Orm } from "../db/orm.js";
-import { isUniqueViolation } from "../db/errors.js";
+import { isDatabaseUnavailable, isUniqueViolation } from "../db/errors.js";
 import { ApiTokenEntity, type TokenScope } from "../db/entities.js";
 import { ServiceError, invalid } from "../errors.js";
 import { recordAudit } from "../audit/audit-store.js";
@@ -26,6 +26,12 @@ export interface TokenStoreOptions {
   serviceAdminToken?: string;
   /** How long a looked-up token is trusted without asking the database (ms). */
   cacheTtlMs?: number;
+  /**
+   * When the database cannot be reached, a token this replica looked up is
+   * still accepted for this long after its cache entry expired (ms; default 0),
+   * so that ResolveKey can answer from the resolution cache's outage grace window.
+   */
+  outageGraceMs?: number;
 }
 
 /**
@@ -37,6 +43,7 @@ export class TokenStore {
   private readonly cache = new Map<string, CachedToken>();
   private readonly envAdminHash: string | undefined;
   private readonly cacheTtlMs: number;
+  private readonly outageGraceMs: number;
 
   constructor(
     private readonly orm: Orm,
@@ -44,6 +51,7 @@ export class TokenStore {
   ) {
     this.envAdminHash = options.serviceAdminToken ? hashToken(options.serviceAdminToken) : undefined;
     this.cacheTtlMs = options.cacheTtlMs ?? 5_000;
+    this.outageGraceMs = options.outageGraceMs ?? 0;
   }
 
   /** The token's name and scope, or undefined when the token is unknown. */
@@ -56,9 +64,13 @@ export class TokenStore {
     const cached = this.cache.get(hash);
     if (cached && cached.expiresAt > now) return cached.info;
     // Looking a token up also records its use: one statement, at most once per TTL.
-    const rows: Array<{ name: string; scope: TokenScope }> = await this.orm.em
-      .getConnection()
-      .execute("update api_tokens set last_used_at = now() where token_hash = ? returning name, scope", [hash]);
+    let rows: Array<{ name: string; scope: TokenScope }>;
+    try {
+      rows = await this.orm.em.getConnection().execute("update api_tokens set last_used_at = now() where token_hash = ? returning name, scope", [hash]);
+    } catch (error) {
+      if (cached && now < cached.expiresAt + this.outageGraceMs && isDatabaseUnavailable(error)) return cached.info;
+      throw error;
+    }
     const row = rows[0];
     if (!row) {
       this.cache.delete(hash);

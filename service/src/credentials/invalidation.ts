@@ -45,9 +45,11 @@ function parse(payload: string | undefined): Invalidation | undefined {
 
 /**
  * Keeps one connection LISTENing for invalidations. While it is down the cache
- * is cleared and switched off (every call goes to the database), so a replica
- * never serves a resolution it could have missed an invalidation for; it
- * reconnects by itself with backoff.
+ * is switched off (every call goes to the database), so a replica never serves
+ * a resolution it could have missed an invalidation for while the database can
+ * answer; only when the database cannot be reached either, entries cached
+ * before the drop answer for the cache's outage grace window. It reconnects by
+ * itself with backoff, and the cache starts empty again.
  */
 export class InvalidationListener {
   private client: pg.Client | undefined;
@@ -82,7 +84,12 @@ export class InvalidationListener {
 
   private async connect(): Promise<void> {
     if (this.stopped) return;
-    const client = new pg.Client({ connectionString: this.databaseUrl, application_name: "provider-credentials-invalidation" });
+    const client = new pg.Client({
+      connectionString: this.databaseUrl,
+      application_name: "provider-credentials-invalidation",
+      // A database that accepts the connection but never answers must not stall reconnection.
+      connectionTimeoutMillis: 5_000,
+    });
     let failed = false;
     const onDown = (error?: Error) => {
       if (failed) return;
@@ -91,8 +98,8 @@ export class InvalidationListener {
       client.removeAllListeners("notification");
       void client.end().catch(() => undefined);
       if (this.stopped) return;
-      this.cache.setEnabled(false);
-      this.logger.warn({ err: error }, "cache invalidation connection lost: cache cleared and bypassed until it reconnects");
+      this.cache.suspend();
+      this.logger.warn({ err: error }, "cache invalidation connection lost: cache bypassed until it reconnects");
       this.timer = setTimeout(() => void this.connect(), this.retryMs);
       this.retryMs = Math.min(this.retryMs * 2, 5_000);
     };

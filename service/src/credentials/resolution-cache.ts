@@ -23,6 +23,12 @@ export interface CacheOptions {
   maxEntries: number;
   /** A safety net: an entry older than this is reloaded even if no invalidation arrived. */
   ttlMs: number;
+  /**
+   * How long after the invalidation connection drops the entries cached until
+   * then may still answer when the database cannot be reached (`getStale`);
+   * 0 (the default) clears them at once.
+   */
+  outageGraceMs?: number;
 }
 
 /**
@@ -33,6 +39,10 @@ export interface CacheOptions {
  * A load that started before an invalidation must not write its (possibly
  * stale) result afterwards: every invalidation bumps `generation`, and `set`
  * only stores when the generation is the one the load started with.
+ *
+ * While invalidations cannot be heard (`suspend`), nothing is served from or
+ * stored in the cache; what it held when the connection dropped is kept for
+ * `outageGraceMs` only to answer when the database cannot be reached either.
  */
 export class ResolutionCache {
   private readonly entries = new Map<string, Entry>();
@@ -40,6 +50,8 @@ export class ResolutionCache {
   private readonly byOrganization = new Map<string, Set<string>>();
   private current = 0;
   private enabled: boolean;
+  /** While suspended: until when the entries kept from before the drop may answer for an unreachable database. */
+  private staleUntil = 0;
 
   constructor(private readonly options: CacheOptions) {
     this.enabled = options.maxEntries > 0;
@@ -54,6 +66,10 @@ export class ResolutionCache {
   }
 
   get(key: string, now = Date.now()): StoredResolution | undefined {
+    if (!this.enabled) {
+      if (this.entries.size > 0 && now >= this.staleUntil) this.clear();
+      return undefined;
+    }
     const entry = this.entries.get(key);
     if (!entry) return undefined;
     if (entry.expiresAt <= now) {
@@ -99,6 +115,35 @@ export class ResolutionCache {
     this.current++;
     this.entries.clear();
     this.byOrganization.clear();
+  }
+
+  /**
+   * The invalidation connection dropped: nothing is served from or stored in
+   * the cache any more, but its entries, current as of now, are kept for
+   * `getStale` during the outage grace window. The window runs from the first
+   * drop: failed reconnection attempts do not extend it.
+   */
+  suspend(now = Date.now()): void {
+    if (!this.enabled) return;
+    this.enabled = false;
+    this.current++; // loads in flight must not store what may already be stale
+    this.staleUntil = now + (this.options.outageGraceMs ?? 0);
+    if (now >= this.staleUntil) this.clear();
+  }
+
+  /**
+   * For when the database cannot be reached while suspended: the entry as it
+   * was when invalidations stopped arriving, within the outage grace window
+   * (and its TTL); else undefined.
+   */
+  getStale(key: string, now = Date.now()): StoredResolution | undefined {
+    if (this.enabled || this.entries.size === 0) return undefined;
+    if (now >= this.staleUntil) {
+      this.clear();
+      return undefined;
+    }
+    const entry = this.entries.get(key);
+    return entry && entry.expiresAt > now ? entry.value : undefined;
   }
 
   /** While invalidations cannot be received, nothing may be served from or stored in the cache. */

@@ -1,4 +1,5 @@
 import type { Orm } from "../db/orm.js";
+import { isDatabaseUnavailable } from "../db/errors.js";
 import type { ProviderName } from "../db/entities.js";
 import { ServiceError } from "../errors.js";
 import { DecryptError, type Keyring } from "../keyring/keyring.js";
@@ -74,7 +75,7 @@ export class KeyResolver {
 
   async resolve(scope: ResolveScope, provider: ProviderName): Promise<Resolution> {
     const key = cacheKey(scope, provider);
-    const stored = this.cache.get(key) ?? (await this.load(key, scope, provider));
+    const stored = this.cache.get(key) ?? (await this.loadOrStale(key, scope, provider));
     if (!stored) {
       throw new ServiceError("not_found", "teamId" in scope ? `team "${scope.teamId}" not found` : `organization "${scope.organizationId}" not found`);
     }
@@ -93,6 +94,21 @@ export class KeyResolver {
       "failed_precondition",
       `organization "${organizationId}" has no active ${info.label} credential and ${info.envVars.join(" / ")} is not set`,
     );
+  }
+
+  /**
+   * The database's answer; when the database cannot be reached and this
+   * replica cannot hear invalidations either, what it had cached when they
+   * stopped, within the cache's outage grace window.
+   */
+  private async loadOrStale(key: string, scope: ResolveScope, provider: ProviderName): Promise<StoredResolution | undefined> {
+    try {
+      return await this.load(key, scope, provider);
+    } catch (error) {
+      const stale = isDatabaseUnavailable(error) ? this.cache.getStale(key) : undefined;
+      if (stale) return stale;
+      throw error;
+    }
   }
 
   /** One SQL round trip; unknown scopes (undefined) are not cached. */

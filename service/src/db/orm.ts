@@ -6,6 +6,14 @@ import { migrationsList } from "../../../migrations/index.js";
 
 export type Orm = MikroORM;
 
+/**
+ * Fail fast when PostgreSQL is down or unreachable: a new connection gets this
+ * long to be established (TCP, TLS, authentication) ...
+ */
+export const DB_CONNECT_TIMEOUT_MS = 1_000;
+/** ... and a call waits at most this long for a pooled connection (knex's default is 60 s), then fails with UNAVAILABLE. */
+export const DB_ACQUIRE_TIMEOUT_MS = 1_500;
+
 export interface OrmOptions {
   databaseUrl: string;
   /** Connections in the pool (default 10). */
@@ -18,7 +26,8 @@ export async function createOrm(options: OrmOptions): Promise<Orm> {
     entities,
     extensions: [Migrator],
     migrations: { migrationsList, tableName: "mikro_orm_migrations", transactional: true, allOrNothing: true, silent: true, snapshot: false },
-    pool: { min: 0, max: options.poolSize ?? 10 },
+    pool: { min: 0, max: options.poolSize ?? 10, acquireTimeoutMillis: DB_ACQUIRE_TIMEOUT_MS },
+    driverOptions: { connection: { connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS } },
     // No identity map across requests: every call forks a fresh EntityManager.
     allowGlobalContext: false,
     debug: false,

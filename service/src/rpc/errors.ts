@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ConnectionException } from "@mikro-orm/core";
+import { isDatabaseUnavailable } from "../db/errors.js";
 import { ServiceError, type ErrorKind } from "../errors.js";
 import type { Logger } from "../logger.js";
 
@@ -15,17 +15,6 @@ const CODES: Record<ErrorKind, Code> = {
   permission_denied: Code.PermissionDenied,
   resource_exhausted: Code.ResourceExhausted,
 };
-
-// Connection-level failures: PostgreSQL is down, restarting or unreachable.
-const UNAVAILABLE_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P02", "57P03", "08000", "08001", "08003", "08006"]);
-
-function isDatabaseUnavailable(error: unknown): boolean {
-  if (error instanceof ConnectionException) return true;
-  const e = error as { code?: unknown; name?: unknown; message?: unknown };
-  if (typeof e?.code === "string" && UNAVAILABLE_CODES.has(e.code)) return true;
-  if (e?.name === "KnexTimeoutError") return true;
-  return typeof e?.message === "string" && /Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect/.test(e.message);
-}
 
 /**
  * The one place where errors become gRPC statuses. Domain errors keep their

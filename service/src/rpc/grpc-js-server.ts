@@ -18,8 +18,9 @@
 //   (code polling `signal.aborted` after the call has ended sees false).
 // - Interceptors must pass on the request they got or a spread copy of it
 //   (`{ ...req, header }`), which is what Connect interceptors do.
-// - Errors grpc-js raises itself (unknown method, oversized or undecodable
-//   request, deadline) do not go through the interceptors.
+// - Errors grpc-js raises itself (unknown method, oversized request, deadline)
+//   do not go through the interceptors; nor does the INVALID_ARGUMENT for a
+//   request that does not decode (grpc-js itself would answer INTERNAL).
 import { getEventListeners } from "node:events";
 import { isIP } from "node:net";
 import * as grpc from "@grpc/grpc-js";
@@ -124,7 +125,7 @@ export function grpcJsServiceDefinition(service: DescService): grpc.ServiceDefin
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
       responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
       requestSerialize: serializer(method.input),
-      requestDeserialize: deserializer(method.input),
+      requestDeserialize: requestDeserializer(method.input),
       responseSerialize: serializer(method.output),
       responseDeserialize: deserializer(method.output),
       originalName: method.localName,
@@ -210,6 +211,29 @@ function serializer(desc: DescMessage): (message: object) => Buffer {
 
 function deserializer(desc: DescMessage): (bytes: Buffer) => object {
   return (bytes) => fromBinary(desc, bytes);
+}
+
+/** A request message that did not decode: the handler answers it with INVALID_ARGUMENT. */
+class UndecodableRequest {
+  constructor(readonly desc: DescMessage) {}
+
+  error(): ConnectError {
+    return new ConnectError(`request: not a valid ${this.desc.typeName} (malformed protobuf, or a string that is not UTF-8)`, Code.InvalidArgument);
+  }
+}
+
+/**
+ * A request deserializer that does not throw: grpc-js answers a throwing one
+ * with INTERNAL, which would blame the server for the client's bad bytes.
+ */
+function requestDeserializer(desc: DescMessage): (bytes: Buffer) => object {
+  return (bytes) => {
+    try {
+      return fromBinary(desc, bytes);
+    } catch {
+      return new UndecodableRequest(desc);
+    }
+  };
 }
 
 /** What a ConnectRouter registers, without building Connect's HTTP handlers. */
@@ -473,6 +497,8 @@ function run(anyFn: AnyFn, interceptors: Interceptor[], req: UnaryRequest | Stre
 
 const INTERNAL_STATUS = (): grpc.StatusObject => ({ code: grpc.status.INTERNAL, details: "internal error", metadata: new grpc.Metadata() });
 
+const statusOf = (error: ConnectError): grpc.StatusObject => ({ code: error.code as number as grpc.status, details: error.rawMessage, metadata: new grpc.Metadata() });
+
 function createHandler(spec: MethodImplSpec, config: CallConfig): grpc.UntypedHandleCall {
   const path = `/${spec.method.parent.typeName}/${spec.method.name}`;
   if (spec.kind === "unary") {
@@ -484,6 +510,7 @@ function createHandler(spec: MethodImplSpec, config: CallConfig): grpc.UntypedHa
       return call.response<UnaryResponse>(false, create(output, message));
     };
     return (grpcCall: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      if (grpcCall.request instanceof UndecodableRequest) return callback(statusOf(grpcCall.request.error()));
       let call: Call;
       try {
         call = new Call(grpcCall, method, path, config, false, grpcCall.request);
@@ -539,6 +566,10 @@ async function serveStream(
   grpcCall: grpc.ServerWritableStream<unknown, unknown> & grpc.ServerDuplexStream<unknown, unknown>,
   callback: grpc.sendUnaryData<unknown> | undefined,
 ): Promise<void> {
+  if (spec.kind === "server_streaming" && grpcCall.request instanceof UndecodableRequest) {
+    grpcCall.emit("error", statusOf(grpcCall.request.error()));
+    return;
+  }
   const input: AsyncIterable<unknown> =
     spec.kind === "server_streaming" ? createAsyncIterable([grpcCall.request]) : readRequests(grpcCall);
   const call = new Call(grpcCall, spec.method, path, config, true, input);
@@ -596,7 +627,10 @@ function drained(stream: grpc.ServerWritableStream<unknown, unknown>): Promise<v
 async function* readRequests(stream: grpc.ServerDuplexStream<unknown, unknown>): AsyncGenerator<unknown> {
   try {
     // Not destroyOnReturn: an implementation that stops reading must not end the call.
-    yield* stream.iterator({ destroyOnReturn: false });
+    for await (const message of stream.iterator({ destroyOnReturn: false })) {
+      if (message instanceof UndecodableRequest) throw message.error();
+      yield message;
+    }
   } catch (error) {
     if (!stream.cancelled) throw error;
     const deadline = stream.getDeadline();

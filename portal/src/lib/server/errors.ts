@@ -74,6 +74,18 @@ const FIXED_MESSAGES: Partial<Record<ApiErrorCode, string>> = {
   client_closed_request: "the request was cancelled",
 };
 
+/**
+ * A provider key prefix followed by at least 16 more key characters: the shape
+ * of an API key pasted into the wrong place (the service masks its own
+ * messages with the same rule, service/src/errors.ts).
+ */
+const KEY_SHAPED = /(?<![A-Za-z0-9._-])(sk-|AI|fw)[A-Za-z0-9._~+/=-]{16,}/g;
+
+/** The text with everything shaped like a provider API key cut down to its hint (`sk-…Ab12`). */
+export function maskKeys(text: string): string {
+  return text.replace(KEY_SHAPED, (match, prefix: string) => `${prefix}…${match.slice(-4)}`);
+}
+
 /** The service's field names where the REST API names them differently. */
 const FIELD_NAMES: Record<string, string> = { page_token: "cursor", page_size: "limit" };
 
@@ -97,10 +109,11 @@ export class ApiError extends TRPCError {
   readonly retryAfterSeconds: number | undefined;
 
   constructor(apiCode: ApiErrorCode, message: string, options: { issues?: ApiIssue[]; retryAfterSeconds?: number; cause?: unknown } = {}) {
-    super({ code: KINDS[apiCode].trpc, message, cause: options.cause instanceof Error ? options.cause : undefined });
+    // Messages repeat what the caller sent (an unknown field's name, a path): never a key sent in the wrong place.
+    super({ code: KINDS[apiCode].trpc, message: maskKeys(message), cause: options.cause instanceof Error ? options.cause : undefined });
     this.apiCode = apiCode;
     this.status = KINDS[apiCode].status;
-    this.issues = options.issues;
+    this.issues = options.issues?.map((issue) => ({ path: maskKeys(issue.path), message: maskKeys(issue.message) }));
     this.retryAfterSeconds = options.retryAfterSeconds;
   }
 

@@ -22,10 +22,13 @@ export const actions: Actions = {
     const { request, cookies, url } = event;
     const form = await request.formData();
     const email = String(form.get("email") ?? "").trim();
+    // Give the typed email back to the form only when it looks like one: a key or password pasted
+    // into the wrong field must not come back in the page.
+    const shownEmail = /^[\x21-\x3f\x41-\x7e]{1,64}@[\x21-\x3f\x41-\x7e]{1,189}$/.test(email) && email.length <= 128 ? email : "";
     const password = String(form.get("password") ?? "");
     const redirectTo = safeRedirectTarget(String(form.get("redirectTo") ?? url.searchParams.get("redirectTo") ?? "/"));
     if (email === "" || password === "") {
-      return fail(400, { email, error: email === "" ? "Enter your email address." : "Enter your password." });
+      return fail(400, { email: shownEmail, error: email === "" ? "Enter your email address." : "Enter your password." });
     }
 
     let sessionToken: string;
@@ -42,17 +45,17 @@ export const actions: Actions = {
           if (!/invalid email or password/i.test(thrown.rawMessage)) {
             log("error", "the credentials service refused SERVICE_ADMIN_TOKEN at sign-in", { code: failure.apiCode });
           }
-          return fail(401, { email, error: "Invalid email or password." });
+          return fail(401, { email: shownEmail, error: "Invalid email or password." });
         case "too_many_requests": {
           const wait = failure.retryAfterSeconds ?? 15 * 60;
           event.setHeaders({ "retry-after": String(wait) });
-          return fail(429, { email, error: `Too many failed sign-ins; try again in ${minutes(wait)}.` });
+          return fail(429, { email: shownEmail, error: `Too many failed sign-ins; try again in ${minutes(wait)}.` });
         }
         case "bad_request":
-          return fail(400, { email, error: failure.message });
+          return fail(400, { email: shownEmail, error: failure.message });
         default:
           log("error", "sign-in failed", { code: failure.apiCode, err: thrown });
-          return fail(failure.status >= 500 ? 503 : failure.status, { email, error: "Sign-in is unavailable right now; try again shortly." });
+          return fail(failure.status >= 500 ? 503 : failure.status, { email: shownEmail, error: "Sign-in is unavailable right now; try again shortly." });
       }
     }
     cookies.set(SESSION_COOKIE, sessionToken, sessionCookieOptions(url));

@@ -43,7 +43,13 @@ function isJsonContentType(value: string | null): boolean {
 /** The parsed JSON body of a POST/PUT/PATCH: `{}` when there is none. */
 async function jsonBody(request: Request): Promise<Record<string, unknown>> {
   const raw = await readBody(request);
-  const text = new TextDecoder("utf-8", { fatal: false }).decode(raw);
+  let text: string;
+  try {
+    // Not a lenient decode: bytes that are not UTF-8 would be stored as U+FFFD.
+    text = new TextDecoder("utf-8", { fatal: true }).decode(raw);
+  } catch {
+    throw new ApiError("bad_request", "body: is not valid UTF-8", { issues: [{ path: "body", message: "is not valid UTF-8" }] });
+  }
   if (text.trim() === "") return {};
   if (!isJsonContentType(request.headers.get("content-type"))) {
     throw new ApiError("unsupported_media_type", 'body: send JSON with "content-type: application/json"');

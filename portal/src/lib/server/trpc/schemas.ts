@@ -15,12 +15,15 @@ export type ProviderName = (typeof PROVIDERS)[number];
 /** The largest page a list returns; larger `limit`s are capped to it. */
 export const MAX_PAGE_SIZE = 200;
 
+/** The largest value of the service's int32 fields (expected_version). */
+const INT32_MAX = 2_147_483_647;
+
 /**
  * A JSON number taken as it is. trpc-to-openapi coerces the top-level numbers
  * and booleans of every input (right for query strings, wrong for JSON bodies);
  * a pipe keeps `"3"` or `true` from becoming a number.
  */
-const exactPositiveInteger = () => z.int().min(1).pipe(z.int());
+const exactPositiveInteger = () => z.int().min(1).max(INT32_MAX).pipe(z.int());
 
 const id = (what: string) => z.string().min(1).max(256).describe(what);
 const provider = z.enum(PROVIDERS).describe("The LLM provider.");

@@ -1,0 +1,149 @@
+import { error, redirect, type RequestEvent } from "@sveltejs/kit";
+import { toApiError, type ApiErrorCode } from "./errors.js";
+import { log } from "./log.js";
+import { serviceConnection } from "./service-client.js";
+import { safeRedirectTarget } from "./session.js";
+import { createContextInner } from "./trpc/context.js";
+import { createCaller } from "./trpc/routers/_app.js";
+
+/**
+ * What the pages' loads and form actions share: they call the tRPC procedures
+ * in this process (no HTTP hop) as the signed-in administrator, so that the
+ * service records the person in created_by, updated_by and the audit log.
+ */
+
+/** The tRPC caller acting for the request's signed-in administrator. */
+export function callerFor(event: Pick<RequestEvent, "locals" | "url" | "getClientAddress">) {
+  const admin = event.locals.admin;
+  if (!admin) redirect(303, `/login?redirectTo=${encodeURIComponent(`${event.url.pathname}${event.url.search}`)}`);
+  return createCaller(
+    createContextInner({ caller: { kind: "session", admin }, connection: serviceConnection(), source: event.getClientAddress() }),
+  );
+}
+
+export type PageCaller = ReturnType<typeof callerFor>;
+
+/** A failed call as a form shows it: the whole message, and the part for each field it names. */
+export interface Failure {
+  status: number;
+  code: ApiErrorCode;
+  message: string;
+  /** Field name → the problem, for the fields of the form that the error names. */
+  errors: Record<string, string>;
+}
+
+const FIELD_PREFIX = /^([a-z][a-z0-9_]*): ([\s\S]+)$/;
+
+/**
+ * Anything a procedure threw → a Failure. Bad input carries `issues` with the
+ * field's path; other refusals (a duplicate name, a stale version) start their
+ * message with the field's name, as the service writes them.
+ */
+export function describeFailure(thrown: unknown, fields: readonly string[] = []): Failure {
+  const error = toApiError(thrown);
+  if (error.status >= 500) log("error", "page action failed", { code: error.apiCode, err: error.cause ?? thrown });
+  const errors: Record<string, string> = {};
+  for (const issue of error.issues ?? []) {
+    if (fields.includes(issue.path) && errors[issue.path] === undefined) errors[issue.path] = issue.message;
+  }
+  if (Object.keys(errors).length === 0) {
+    const match = FIELD_PREFIX.exec(error.message);
+    if (match && fields.includes(match[1])) errors[match[1]] = match[2];
+  }
+  return { status: error.status, code: error.apiCode, message: error.message, errors };
+}
+
+// ---------------------------------------------------------------- feedback after a redirect
+
+/**
+ * Feedback that survives the redirect after a form post (post/redirect/get,
+ * with or without JavaScript): a short-lived cookie, read once by the next
+ * page. It carries a sentence for people, never key material.
+ */
+const FLASH_COOKIE = "pc_flash";
+const FLASH_MAX_LENGTH = 1000;
+
+export interface Flash {
+  kind: "success" | "error";
+  message: string;
+}
+
+type CookieEvent = Pick<RequestEvent, "cookies" | "url">;
+
+function flashCookieOptions(url: URL) {
+  return { path: "/", httpOnly: true, sameSite: "lax" as const, secure: url.protocol === "https:" };
+}
+
+export function setFlash(event: CookieEvent, flash: Flash): void {
+  const value = JSON.stringify({ kind: flash.kind, message: flash.message.slice(0, FLASH_MAX_LENGTH) });
+  event.cookies.set(FLASH_COOKIE, value, { ...flashCookieOptions(event.url), maxAge: 60 });
+}
+
+/** The pending feedback, if any; it is shown once. */
+export function takeFlash(event: CookieEvent): Flash | null {
+  const raw = event.cookies.get(FLASH_COOKIE);
+  if (raw === undefined) return null;
+  event.cookies.delete(FLASH_COOKIE, flashCookieOptions(event.url));
+  try {
+    const value: unknown = JSON.parse(raw);
+    if (typeof value !== "object" || value === null) return null;
+    const { kind, message } = value as Record<string, unknown>;
+    if ((kind !== "success" && kind !== "error") || typeof message !== "string") return null;
+    return { kind, message: message.slice(0, FLASH_MAX_LENGTH) };
+  } catch {
+    return null;
+  }
+}
+
+/** Sets the feedback and goes back to where the form was (a path on this site only). */
+export function redirectWithFlash(event: CookieEvent, to: string, flash: Flash): never {
+  setFlash(event, flash);
+  redirect(303, safeRedirectTarget(to));
+}
+
+// ---------------------------------------------------------------- form fields
+
+/** A text field of a form ("" when absent or a file). */
+export function field(form: FormData, name: string): string {
+  const value = form.get(name);
+  return typeof value === "string" ? value : "";
+}
+
+/** Where a form came from (its hidden `returnTo`), or `fallback`. */
+export function returnTo(form: FormData, fallback: string): string {
+  const value = field(form, "returnTo");
+  return value === "" ? fallback : safeRedirectTarget(value);
+}
+
+// ---------------------------------------------------------------- lists for filters
+
+/** Every organisation (for the filters), up to `max`; `truncated` when there are more. */
+export async function allOrganizations(caller: PageCaller, max = 1000) {
+  const organizations: Array<{ organization_id: string; name: string; created_at: string }> = [];
+  let cursor: string | undefined;
+  for (;;) {
+    const page = await caller.organizations.list({ limit: 200, cursor });
+    organizations.push(...page.organizations.map((o) => ({ organization_id: o.organization_id, name: o.name, created_at: o.created_at })));
+    if (!page.next_cursor) return { organizations, truncated: false };
+    if (organizations.length >= max) return { organizations, truncated: true };
+    cursor = page.next_cursor;
+  }
+}
+
+/** A cursor from the URL, if it looks like one (the service checks it properly). */
+export function cursorParam(url: URL): string | undefined {
+  const value = url.searchParams.get("cursor");
+  return value && /^[A-Za-z0-9_-]{1,2048}$/.test(value) ? value : undefined;
+}
+
+/** The 1-based page number shown next to cursor paging (display only). */
+export function pageNumberParam(url: URL): number {
+  const n = Number(url.searchParams.get("page"));
+  return Number.isInteger(n) && n >= 1 && n <= 1_000_000 ? n : 1;
+}
+
+/** A load that cannot get its data: the error page, with the service's message (503 for an outage). */
+export function loadFailed(thrown: unknown): never {
+  const failure = describeFailure(thrown);
+  error(failure.status >= 500 ? 503 : failure.status, failure.status >= 500 ? "The credentials service is unavailable; try again shortly." : failure.message);
+}

@@ -1,0 +1,71 @@
+import { fail } from "@sveltejs/kit";
+import type { Actions, PageServerLoad } from "./$types";
+import { PROVIDERS } from "$lib/providers";
+import { callerFor, describeFailure, field, loadFailed, redirectWithFlash, returnTo } from "$lib/server/page-actions";
+import { safeRedirectTarget } from "$lib/server/session";
+
+const FIELDS = ["credential_name", "api_key", "api_base", "expected_version"] as const;
+
+export const load: PageServerLoad = async (event) => {
+  let credential;
+  try {
+    credential = await callerFor(event).credentials.get({ credential_id: event.params.credential_id });
+  } catch (thrown) {
+    loadFailed(thrown);
+  }
+  const back = event.url.searchParams.get("returnTo");
+  // Everything the form needs, and nothing of the key but its hint.
+  return {
+    credential: {
+      credential_id: credential.credential_id,
+      organization_id: credential.organization_id,
+      provider: credential.provider,
+      credential_name: credential.credential_name,
+      api_base: credential.api_base,
+      is_active: credential.is_active,
+      key_hint: credential.key_hint,
+      version: credential.version,
+      updated_at: credential.updated_at,
+      updated_by: credential.updated_by,
+    },
+    returnTo: back ? safeRedirectTarget(back) : `/?organization=${encodeURIComponent(credential.organization_id)}`,
+  };
+};
+
+export const actions: Actions = {
+  default: async (event) => {
+    const form = await event.request.formData();
+    const values = { credential_name: field(form, "credential_name"), api_base: field(form, "api_base").trim() };
+    const apiKey = field(form, "api_key");
+    const version = Number(field(form, "expected_version"));
+    let updated;
+    try {
+      updated = await callerFor(event).credentials.update({
+        credential_id: event.params.credential_id,
+        credential_name: values.credential_name,
+        api_base: values.api_base === "" ? null : values.api_base,
+        // Empty keeps the current key.
+        ...(apiKey.trim() === "" ? {} : { api_key: apiKey }),
+        ...(Number.isInteger(version) && version > 0 ? { expected_version: version } : {}),
+      });
+    } catch (thrown) {
+      const failure = describeFailure(thrown, FIELDS);
+      if (failure.code === "stale_version") {
+        return fail(409, {
+          values,
+          conflict: true,
+          message: "This credential was changed by someone else after you opened it, so your change was not saved. Reload to see the current values, then make your change again.",
+          errors: {} as Record<string, string>,
+        });
+      }
+      return fail(failure.status, { values, conflict: false, message: failure.message, errors: failure.errors });
+    }
+    const rotated = apiKey.trim() !== "";
+    redirectWithFlash(event, returnTo(form, `/?organization=${encodeURIComponent(updated.organization_id)}`), {
+      kind: "success",
+      message: `The ${PROVIDERS[updated.provider].label} credential “${updated.credential_name}” was updated.${
+        rotated ? ` Its new key (${updated.key_hint}) is stored encrypted and will not be shown again.` : ""
+      }`,
+    });
+  },
+};

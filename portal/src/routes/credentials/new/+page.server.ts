@@ -1,0 +1,71 @@
+import { fail } from "@sveltejs/kit";
+import type { Actions, PageServerLoad } from "./$types";
+import { isProviderName, PROVIDERS, type ProviderName } from "$lib/providers";
+import { allOrganizations, callerFor, describeFailure, field, loadFailed, redirectWithFlash, returnTo } from "$lib/server/page-actions";
+import { safeRedirectTarget } from "$lib/server/session";
+
+const FIELDS = ["organization_id", "provider", "credential_name", "api_key", "api_base"] as const;
+
+export const load: PageServerLoad = async (event) => {
+  const { url } = event;
+  let organizations;
+  try {
+    organizations = (await allOrganizations(callerFor(event))).organizations;
+  } catch (thrown) {
+    loadFailed(thrown);
+  }
+  const provider = url.searchParams.get("provider");
+  const organization = url.searchParams.get("organization") ?? "";
+  return {
+    organizations,
+    organization,
+    provider: (isProviderName(provider) ? provider : "openai") as ProviderName,
+    // Back to the list as it was filtered.
+    returnTo: safeRedirectTarget(`/${url.search}`),
+  };
+};
+
+export const actions: Actions = {
+  default: async (event) => {
+    const form = await event.request.formData();
+    // What the form shows again after a refusal: everything but the key, which is never sent back.
+    const values = {
+      organization_id: field(form, "organization_id").trim(),
+      provider: field(form, "provider"),
+      credential_name: field(form, "credential_name"),
+      api_base: field(form, "api_base").trim(),
+    };
+    if (values.organization_id === "") {
+      return fail(400, { values, message: "Choose the organization.", errors: { organization_id: "Choose the organization." } });
+    }
+    if (!isProviderName(values.provider)) {
+      return fail(400, { values, message: "Choose the provider.", errors: { provider: "Choose the provider." } });
+    }
+    let created;
+    try {
+      created = await callerFor(event).credentials.create({
+        organization_id: values.organization_id,
+        provider: values.provider,
+        credential_name: values.credential_name,
+        api_key: field(form, "api_key"),
+        api_base: values.api_base === "" ? null : values.api_base,
+      });
+    } catch (thrown) {
+      const failure = describeFailure(thrown, FIELDS);
+      return fail(failure.status, { values, message: failure.message, errors: failure.errors });
+    }
+    const back = returnTo(form, "/");
+    const target = new URL(back, event.url);
+    // Show the list of the organisation the credential was added to.
+    if (target.pathname === "/") target.searchParams.set("organization", created.organization_id);
+    if (target.pathname === "/" && target.searchParams.get("provider") && target.searchParams.get("provider") !== created.provider) {
+      target.searchParams.delete("provider");
+    }
+    target.searchParams.delete("cursor");
+    target.searchParams.delete("page");
+    redirectWithFlash(event, `${target.pathname}${target.search}`, {
+      kind: "success",
+      message: `The ${PROVIDERS[created.provider].label} credential “${created.credential_name}” was added and is active. Its key (${created.key_hint}) is stored encrypted and will not be shown again.`,
+    });
+  },
+};

@@ -1,0 +1,30 @@
+import { error } from "@sveltejs/kit";
+import type { Actions, PageServerLoad } from "./$types";
+import { callerFor, describeFailure, loadFailed, redirectWithFlash } from "$lib/server/page-actions";
+
+/** Revoking a token: the confirmation without JavaScript; the list's dialog posts to the same action. */
+export const load: PageServerLoad = async (event) => {
+  let tokens;
+  try {
+    tokens = (await callerFor(event).tokens.list({})).tokens;
+  } catch (thrown) {
+    loadFailed(thrown);
+  }
+  const token = tokens.find((t) => t.name === event.params.name);
+  if (!token) error(404, `There is no API token named "${event.params.name}".`);
+  return { token };
+};
+
+export const actions: Actions = {
+  default: async (event) => {
+    const name = event.params.name;
+    let refusal: string | null = null;
+    try {
+      await callerFor(event).tokens.revoke({ name });
+    } catch (thrown) {
+      refusal = describeFailure(thrown).message;
+    }
+    if (refusal !== null) redirectWithFlash(event, "/tokens", { kind: "error", message: `Token ${name} was not revoked: ${refusal}` });
+    redirectWithFlash(event, "/tokens", { kind: "success", message: `Token ${name} was revoked; programs using it are refused within 5 seconds.` });
+  },
+};

