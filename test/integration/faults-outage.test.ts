@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import { Provider } from "../../service/src/gen/credentials_pb.js";
 import { DEFAULT_CACHE_OUTAGE_GRACE_MS } from "../../service/src/server.js";
+import { DB_HOT_PATH_TIMEOUT_MS } from "../../service/src/db/orm.js";
 import { TokenStore } from "../../service/src/auth/token-store.js";
 import { FAKE_KEYS, rpcError, startTestService, type TestDatabase, type TestService } from "../support/harness.js";
 import { createDatabaseOn, startDedicatedPostgres, type DedicatedPostgres } from "../support/dedicated-postgres.js";
@@ -252,5 +253,65 @@ describe("PostgreSQL stopped under ResolveKey load", () => {
     } finally {
       for (const stop of stops) await stop();
     }
+  });
+});
+
+describe("PostgreSQL frozen (SIGSTOP: connections open, nothing answers) under ResolveKey load", () => {
+  it("answers every ResolveKey within its statement timeout, from the cache when it can, and recovers when it thaws", { timeout: 120_000 }, async () => {
+    const { organizations, credentials } = t.clients();
+    await organizations.createOrganization({ organizationId: "frozen-org", name: "Frozen" });
+    const apiKey = FAKE_KEYS.openai();
+    await credentials.createCredential({ organizationId: "frozen-org", provider: Provider.OPENAI, credentialName: "k", apiKey });
+    const { token } = await new TokenStore(t.service.orm).create("frozen-gateway", "resolve", "test");
+    const gateway = t.clients(token).credentials;
+    const cache = t.service.parts.cache;
+    await waitFor("cache enabled", () => cache.isEnabled, 20_000);
+
+    const samples: Sample[] = [];
+    const stops = [
+      loop("cached", samples, () => gateway.resolveKey({ scope: { case: "organizationId", value: "frozen-org" }, provider: Provider.OPENAI })),
+      loop("uncached", samples, (n) => gateway.resolveKey({ scope: { case: "teamId", value: `frozen-ghost-${n}` }, provider: Provider.OPENAI })),
+    ];
+    let frozenAt = 0;
+    let thawedAt = 0;
+    try {
+      await waitFor("warm", () => samples.filter((s) => s.ok && s.loop === "cached").length >= 20, 10_000);
+      await pgServer.freeze();
+      frozenAt = Date.now();
+      // Longer than the token cache (5 s), so that tokens are looked up again, and fail, while frozen.
+      await new Promise((r) => setTimeout(r, 7_000));
+      thawedAt = Date.now();
+      await pgServer.thaw();
+      // Recovers: a key never resolved before is read from the database again.
+      const fresh = FAKE_KEYS.anthropic();
+      await waitFor(
+        "writes and reads after the thaw",
+        async () => {
+          await credentials.createCredential({ organizationId: "frozen-org", provider: Provider.ANTHROPIC, credentialName: `after-${Date.now()}`, apiKey: fresh });
+          return (await gateway.resolveKey({ scope: { case: "organizationId", value: "frozen-org" }, provider: Provider.ANTHROPIC })).apiKey === fresh;
+        },
+        20_000,
+      );
+      const recovered = Date.now();
+      await waitFor("load after the thaw", () => samples.filter((s) => s.start > recovered && s.ok).length >= 20, 10_000);
+    } finally {
+      await pgServer.thaw();
+      for (const stop of stops) await stop();
+    }
+
+    // Not one ResolveKey hung: each gave up within the hot path's statement timeout (plus scheduling slack).
+    const slow = samples.filter((s) => s.end - s.start >= DB_HOT_PATH_TIMEOUT_MS + 1_500);
+    expect(slow).toEqual([]);
+    expect(samples.filter((s) => !s.ok && s.code !== Code.Unavailable && s.code !== Code.NotFound)).toEqual([]);
+    // The invalidation connection never dropped (nothing can change in a frozen database), so cached keys were
+    // answered throughout; once the token needed looking up again, after a failed look-up (the grace window).
+    const cached = samples.filter((s) => s.loop === "cached");
+    expect(cached.filter((s) => !s.ok)).toEqual([]);
+    expect(cached.every((s) => s.apiKey === apiKey)).toBe(true);
+    // What had to come from the database failed with UNAVAILABLE while it was frozen.
+    const uncachedFrozen = samples.filter((s) => s.loop === "uncached" && s.start >= frozenAt + 100 && s.end <= thawedAt);
+    expect(uncachedFrozen.length).toBeGreaterThan(0);
+    expect(uncachedFrozen.filter((s) => s.code !== Code.Unavailable)).toEqual([]);
+    expect(t.logs.filter((l) => (JSON.parse(l) as { level: number }).level >= 50)).toEqual([]);
   });
 });

@@ -11,7 +11,7 @@ import pg from "pg";
 import * as grpc from "@grpc/grpc-js";
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { CredentialService, OrganizationService, Provider, type ResolveKeyResponse } from "../../service/src/gen/credentials_pb.js";
+import { CredentialService, OrganizationService, Provider, type ResolveKeyResponse, type UpdateCredentialResponse } from "../../service/src/gen/credentials_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../service/src/gen/grpc/health/v1/health_pb.js";
 import { grpcJsServiceDefinition } from "../../service/src/rpc/grpc-js-server.js";
 import { generateMasterKey } from "../../service/src/keyring/keyring.js";
@@ -101,25 +101,27 @@ describe("SIGTERM to a service process", () => {
     const replica = await startReplica(await freePort(), await freePort());
     const { credentials, organizations, health } = connectClients(replica.grpcPort);
     await organizations.createOrganization({ organizationId: "drain-org", name: "Drain" });
-    const apiKey = FAKE_KEYS.openai();
-    await credentials.createCredential({ organizationId: "drain-org", provider: Provider.OPENAI, credentialName: "k", apiKey });
+    const { credential } = await credentials.createCredential({ organizationId: "drain-org", provider: Provider.OPENAI, credentialName: "k", apiKey: FAKE_KEYS.openai() });
+    const credentialId = credential!.credentialId;
 
     // Health watchers hear the change.
     const abort = new AbortController();
     const watch = health.watch({ service: "" }, { signal: abort.signal })[Symbol.asyncIterator]();
     expect((await watch.next()).value?.status).toBe(Status.SERVING);
 
-    // Hold an uncached ResolveKey in flight: its query waits behind a lock taken from another connection.
+    // Hold a call in flight for as long as the test likes: an update waits for the credential's row lock,
+    // taken from another connection. (Not a ResolveKey: its query gives up after DB_HOT_PATH_TIMEOUT_MS,
+    // 1.5 s, by design, so it cannot be held for an arbitrary time.)
     const locker = new pg.Client({ connectionString: db.url });
     await locker.connect();
-    let inFlight: Promise<ResolveKeyResponse> | undefined;
+    let inFlight: Promise<UpdateCredentialResponse> | undefined;
     try {
       await locker.query("begin");
-      await locker.query("lock table provider_credentials in access exclusive mode");
-      inFlight = credentials.resolveKey({ scope: { case: "organizationId", value: "drain-org" }, provider: Provider.OPENAI });
+      await locker.query("select id from provider_credentials where id = $1 for update", [credentialId]);
+      inFlight = credentials.updateCredential({ credentialId, credentialName: "renamed while draining" });
       inFlight.catch(() => undefined);
       await waitFor(
-        "the resolve waits for the lock",
+        "the update waits for the lock",
         async () => (await db.query("select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'")).length > 0,
         10_000,
       );
@@ -134,8 +136,16 @@ describe("SIGTERM to a service process", () => {
       await locker.end();
     }
     const res = await inFlight!;
-    expect(res.apiKey).toBe(apiKey);
+    expect(res.credential).toMatchObject({ credentialName: "renamed while draining", version: 2 });
     expect(await replica.exited).toBe(0);
+    // It committed, with its audit row.
+    expect(await db.query("select credential_name, version from provider_credentials where id = $1", [credentialId])).toEqual([
+      { credential_name: "renamed while draining", version: 2 },
+    ]);
+    expect(await db.query("select action from audit_events where credential_id = $1 order by id", [credentialId])).toEqual([
+      { action: "credential.create" },
+      { action: "credential.update" },
+    ]);
     expect(replica.output()).toContain('"msg":"stopped"');
     abort.abort();
   });

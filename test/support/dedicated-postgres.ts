@@ -1,7 +1,7 @@
 // A PostgreSQL of a test's own, for tests that stop and start it (fault
 // injection): the shared test PostgreSQL (global-setup.ts) must never go down.
 import { randomBytes } from "node:crypto";
-import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -17,6 +17,13 @@ export interface DedicatedPostgres {
   stop(): Promise<void>;
   /** Starts it again on the same data directory and port. */
   start(): Promise<void>;
+  /**
+   * SIGSTOP to the server and all its processes: connections stay open and new
+   * ones are accepted by the kernel, but nothing answers (a frozen or
+   * partitioned database, the case where only timeouts help). thaw() resumes it.
+   */
+  freeze(): Promise<void>;
+  thaw(): Promise<void>;
   readonly running: boolean;
   /** Stops it (if running) and removes its data. */
   destroy(): Promise<void>;
@@ -42,6 +49,31 @@ export async function startDedicatedPostgres(): Promise<DedicatedPostgres> {
   await postgres.initialise();
   await postgres.start();
   let running = true;
+  let frozen: number[] = [];
+  const dataDir = path.join(dir, "data");
+  /** The postmaster (from postmaster.pid) and its children (from /proc). */
+  const processes = async (): Promise<number[]> => {
+    const postmaster = Number((await readFile(path.join(dataDir, "postmaster.pid"), "utf8")).split("\n")[0]);
+    const children: number[] = [];
+    for (const entry of await readdir("/proc")) {
+      if (!/^\d+$/.test(entry)) continue;
+      const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
+      // "pid (comm) state ppid ...": comm may hold spaces, so split after its closing parenthesis.
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === postmaster) children.push(Number(entry));
+    }
+    return [postmaster, ...children];
+  };
+  const thaw = async () => {
+    for (const pid of frozen) {
+      try {
+        process.kill(pid, "SIGCONT");
+      } catch {
+        // gone
+      }
+    }
+    frozen = [];
+  };
   return {
     adminUrl: `postgres://postgres:test@127.0.0.1:${port}/postgres`,
     port,
@@ -56,7 +88,13 @@ export async function startDedicatedPostgres(): Promise<DedicatedPostgres> {
       await postgres.start();
       running = true;
     },
+    async freeze() {
+      frozen = await processes();
+      for (const pid of frozen) process.kill(pid, "SIGSTOP");
+    },
+    thaw,
     async destroy() {
+      await thaw();
       if (running) await postgres.stop().catch(() => undefined);
       running = false;
       await rm(dir, { recursive: true, force: true });

@@ -82,16 +82,13 @@ describe("TokenStore when the database cannot be reached", () => {
   const wait = (ms: number) => vi.setSystemTime(Date.now() + ms);
   function store(outageGraceMs: number) {
     let fail: Error | undefined;
-    const orm = {
-      em: {
-        getConnection: () => ({
-          execute: async () => {
-            if (fail) throw fail;
-            return [{ name: "gateway", scope: "resolve" }];
-          },
-        }),
+    const statement = {
+      timeout: async () => {
+        if (fail) throw fail;
+        return { rows: [{ name: "gateway", scope: "resolve" }] };
       },
-    } as unknown as Orm;
+    };
+    const orm = { em: { getConnection: () => ({ getKnex: () => ({ raw: () => statement }) }) } } as unknown as Orm;
     return { tokens: new TokenStore(orm, { cacheTtlMs: 50, outageGraceMs }), down: (e?: Error) => (fail = e) };
   }
   const refused = Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" });

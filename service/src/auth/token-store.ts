@@ -1,4 +1,4 @@
-import type { Orm } from "../db/orm.js";
+import { DB_HOT_PATH_TIMEOUT_MS, type Orm } from "../db/orm.js";
 import { isDatabaseUnavailable, isUniqueViolation } from "../db/errors.js";
 import { ApiTokenEntity, type TokenScope } from "../db/entities.js";
 import { ServiceError, invalid } from "../errors.js";
@@ -66,7 +66,12 @@ export class TokenStore {
     // Looking a token up also records its use: one statement, at most once per TTL.
     let rows: Array<{ name: string; scope: TokenScope }>;
     try {
-      rows = await this.orm.em.getConnection().execute("update api_tokens set last_used_at = now() where token_hash = ? returning name, scope", [hash]);
+      const result = await this.orm.em
+        .getConnection()
+        .getKnex()
+        .raw("update api_tokens set last_used_at = now() where token_hash = ? returning name, scope", [hash])
+        .timeout(DB_HOT_PATH_TIMEOUT_MS);
+      rows = (result as { rows: Array<{ name: string; scope: TokenScope }> }).rows;
     } catch (error) {
       if (cached && now < cached.expiresAt + this.outageGraceMs && isDatabaseUnavailable(error)) return cached.info;
       throw error;

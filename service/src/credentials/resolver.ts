@@ -1,4 +1,4 @@
-import type { Orm } from "../db/orm.js";
+import { DB_HOT_PATH_TIMEOUT_MS, type Orm } from "../db/orm.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
 import type { ProviderName } from "../db/entities.js";
 import { ServiceError } from "../errors.js";
@@ -119,7 +119,8 @@ export class KeyResolver {
     if (pending && pending.generation === generation) return pending.promise;
     const promise = (async () => {
       const [sql, id] = "teamId" in scope ? [BY_TEAM, scope.teamId] : [BY_ORGANIZATION, scope.organizationId];
-      const rows: ResolveRow[] = await this.orm.em.getConnection().execute(sql, [id, provider]);
+      const result = await this.orm.em.getConnection().getKnex().raw(sql, [id, provider]).timeout(DB_HOT_PATH_TIMEOUT_MS);
+      const rows = (result as { rows: ResolveRow[] }).rows;
       const row = rows[0];
       if (!row) return undefined;
       const stored: StoredResolution = {

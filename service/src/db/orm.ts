@@ -13,6 +13,13 @@ export type Orm = MikroORM;
 export const DB_CONNECT_TIMEOUT_MS = 1_000;
 /** ... and a call waits at most this long for a pooled connection (knex's default is 60 s), then fails with UNAVAILABLE. */
 export const DB_ACQUIRE_TIMEOUT_MS = 1_500;
+/**
+ * The hot path's statements (ResolveKey's query, a token's look-up) give up
+ * after this long: a database that accepts connections but never answers
+ * (frozen, partitioned) must not hang every LLM call. knex's timeout throws
+ * the pooled connection away rather than reuse it with the statement pending.
+ */
+export const DB_HOT_PATH_TIMEOUT_MS = 1_500;
 
 export interface OrmOptions {
   databaseUrl: string;
