@@ -177,6 +177,7 @@ async function insertCredentials(client: pg.Client, keyring: Keyring, rows: Cred
       name: [] as string[],
       token: [] as string[],
       keyId: [] as string[],
+      binding: [] as string[],
       hint: [] as string[],
       active: [] as boolean[],
       activatedAt: [] as Array<Date | null>,
@@ -184,13 +185,19 @@ async function insertCredentials(client: pg.Client, keyring: Keyring, rows: Cred
     };
     for (const row of batch) {
       const apiKey = fakeKey(row.provider);
-      const { token, keyId } = keyring.encrypt(apiKey);
+      const { token, keyId, binding } = keyring.encryptBound(apiKey, {
+        id: row.id,
+        organizationId: row.organizationId,
+        provider: row.provider,
+        apiBase: null,
+      });
       columns.id.push(row.id);
       columns.org.push(row.organizationId);
       columns.provider.push(row.provider);
       columns.name.push(row.name);
       columns.token.push(token);
       columns.keyId.push(keyId);
+      columns.binding.push(binding);
       columns.hint.push(keyHint(apiKey, row.provider));
       columns.active.push(row.active);
       columns.activatedAt.push(row.active ? row.createdAt : null);
@@ -198,11 +205,11 @@ async function insertCredentials(client: pg.Client, keyring: Keyring, rows: Cred
     }
     return client.query(
       `insert into provider_credentials
-         (id, organization_id, provider, credential_name, encrypted_api_key, key_id, key_hint, api_base,
+         (id, organization_id, provider, credential_name, encrypted_api_key, key_id, key_binding, key_hint, api_base,
           is_active, activated_at, version, created_at, updated_at, created_by, updated_by)
-       select id, org, provider, name, token, key_id, hint, null, active, activated_at, 1, created_at, created_at, $11, $11
-       from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::boolean[], $9::timestamptz[], $10::timestamptz[])
-         as t(id, org, provider, name, token, key_id, hint, active, activated_at, created_at)`,
+       select id, org, provider, name, token, key_id, binding, hint, null, active, activated_at, 1, created_at, created_at, $11, $11
+       from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::boolean[], $9::timestamptz[], $10::timestamptz[], $12::text[])
+         as t(id, org, provider, name, token, key_id, hint, active, activated_at, created_at, binding)`,
       [
         columns.id,
         columns.org,
@@ -215,6 +222,7 @@ async function insertCredentials(client: pg.Client, keyring: Keyring, rows: Cred
         columns.activatedAt,
         columns.createdAt,
         SEEDED_BY,
+        columns.binding,
       ],
     );
   });

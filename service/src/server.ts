@@ -4,6 +4,7 @@ import { createRegistry } from "@bufbuild/protobuf";
 import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createKeyring, type Keyring } from "./keyring/keyring.js";
+import { bindLegacyRows } from "./keyring/rewrap.js";
 import { createOrm, migrate, type Orm } from "./db/orm.js";
 import type { Logger } from "./logger.js";
 import { TokenStore } from "./auth/token-store.js";
@@ -185,6 +186,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     const applied = await migrate(orm, options.databaseUrl);
     if (applied.length > 0) logger.info({ migrations: applied }, `applied ${applied.length} migration(s)`);
     await checkKeysCoverData(orm, parts.keyring);
+    await bindLegacyRows(orm, parts.keyring, logger);
   } catch (error) {
     await orm.close(true);
     throw error;

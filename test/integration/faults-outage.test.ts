@@ -104,7 +104,7 @@ async function snapshot(): Promise<string> {
     organizations: await db.query("select * from organizations order by id"),
     teams: await db.query("select * from teams order by id"),
     credentials: await db.query(
-      "select id, organization_id, provider, credential_name, encrypted_api_key, key_id, key_hint, api_base, is_active, activated_at, version, created_at, updated_at, created_by, updated_by from provider_credentials order by id",
+      "select id, organization_id, provider, credential_name, encrypted_api_key, key_id, key_binding, key_hint, api_base, is_active, activated_at, version, created_at, updated_at, created_by, updated_by from provider_credentials order by id",
     ),
     audit: await db.query("select * from audit_events order by id"),
     tokens: await db.query("select name, scope, token_hash, created_at from api_tokens order by name"),

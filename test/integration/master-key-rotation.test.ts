@@ -30,14 +30,14 @@ async function seed(count: number, organizationId: string): Promise<void> {
     const id = randomUUID();
     const key = `sk-rotation-${organizationId}-${i}-${randomUUID()}`;
     plaintexts.set(id, key);
-    const { token, keyId } = ringA.encrypt(key);
-    rows.push([id, organizationId, `key ${i}`, token, keyId, keyHint(key, "openai")]);
+    const { token, keyId, binding } = ringA.encryptBound(key, { id, organizationId, provider: "openai", apiBase: null });
+    rows.push([id, organizationId, `key ${i}`, token, keyId, binding, keyHint(key, "openai")]);
   }
   for (let i = 0; i < rows.length; i += 500) {
     const chunk = rows.slice(i, i + 500);
-    const values = chunk.map((_, j) => `($${j * 6 + 1}::uuid, $${j * 6 + 2}, 'openai', $${j * 6 + 3}, $${j * 6 + 4}, $${j * 6 + 5}, $${j * 6 + 6}, true, now(), 1, now(), now())`);
+    const values = chunk.map((_, j) => `($${j * 7 + 1}::uuid, $${j * 7 + 2}, 'openai', $${j * 7 + 3}, $${j * 7 + 4}, $${j * 7 + 5}, $${j * 7 + 6}, $${j * 7 + 7}, true, now(), 1, now(), now())`);
     await db.query(
-      `insert into provider_credentials (id, organization_id, provider, credential_name, encrypted_api_key, key_id, key_hint, is_active, activated_at, version, created_at, updated_at) values ${values.join(",")}`,
+      `insert into provider_credentials (id, organization_id, provider, credential_name, encrypted_api_key, key_id, key_binding, key_hint, is_active, activated_at, version, created_at, updated_at) values ${values.join(",")}`,
       chunk.flat(),
     );
   }
@@ -86,7 +86,7 @@ describe("npm run rotate-master-key", () => {
     const verified = await cli("verify-keys", keyB);
     expect(verified.stdout).toContain("Checked 30 credential(s).");
     expect(verified.stdout).toContain(`${ringB.primaryKeyId}: 30 (primary key)`);
-    expect(verified.stdout).toContain("Every credential decrypts with the configured MASTER_KEY.");
+    expect(verified.stdout).toContain("Every credential decrypts with the configured MASTER_KEY and is bound to its row.");
   });
 
   it("skips rows locked by an editor, and a rerun picks them up", async () => {

@@ -161,8 +161,18 @@ describe("a dropped notification connection", () => {
     // lost its listener must not serve the old value from its cache.
     const rotated = "sk-rotated-behind-the-service-back-1234";
     await vi_waitFor(() => !b.service.parts.cache.isEnabled || b.service.parts.cache.size === 0);
-    const token = a.service.parts.keyring.encrypt(rotated);
-    await db.query("update provider_credentials set encrypted_api_key = $1, key_id = $2 where id = $3", [token.token, token.keyId, credential!.credentialId]);
+    const token = a.service.parts.keyring.encryptBound(rotated, {
+      id: credential!.credentialId,
+      organizationId: "drop-org",
+      provider: "openai",
+      apiBase: null,
+    });
+    await db.query("update provider_credentials set encrypted_api_key = $1, key_id = $2, key_binding = $3 where id = $4", [
+      token.token,
+      token.keyId,
+      token.binding,
+      credential!.credentialId,
+    ]);
     expect((await resolveOn(b, { organizationId: "drop-org" })).apiKey).toBe(rotated);
     // Reconnected by itself: both listeners are back and the cache is on again.
     await vi_waitFor(async () => (await listeners()).length === 2 && b.service.parts.cache.isEnabled, 10_000);

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { decryptFernet, encryptFernet, parseFernetKey } from "../../service/src/keyring/fernet.js";
 import {
+  BindingError,
   createKeyring,
   DecryptError,
   generateMasterKey,
@@ -204,5 +205,52 @@ describe("invalid MASTER_KEY", () => {
         expect(err.message).not.toContain(part.slice(0, 12));
       }
     }
+  });
+});
+
+describe("row binding", () => {
+  const row = { id: "5b0b6c1e-3d2f-4c36-9a57-0b3c4e5f6a7b", organizationId: "acme", provider: "openai", apiBase: null as string | null };
+  const K1 = generateMasterKey();
+  const K2 = generateMasterKey();
+
+  it("binds a plain Fernet token to its row and opens it only with that row", () => {
+    const ring = createKeyring(K1);
+    const { token, keyId, binding } = ring.encryptBound("sk-secret-value", row);
+    expect(binding).toMatch(/^rb1\.[A-Za-z0-9_-]{43}$/);
+    expect(decryptFernet(parseFernetKey(K1), token).toString()).toBe("sk-secret-value"); // still plain Fernet
+    expect(ring.decryptBound(row, token, keyId, binding)).toBe("sk-secret-value");
+    for (const changed of [
+      { ...row, id: "5b0b6c1e-3d2f-4c36-9a57-0b3c4e5f6a7c" },
+      { ...row, organizationId: "acme2" },
+      { ...row, provider: "fireworks" },
+      { ...row, apiBase: "https://evil.example.com/v1" },
+      { ...row, apiBase: "" },
+    ]) {
+      expect(() => ring.decryptBound(changed, token, keyId, binding)).toThrow(BindingError);
+    }
+    expect(() => ring.decryptBound(row, token, keyId, null)).toThrow(BindingError);
+    expect(() => ring.decryptBound(row, token, keyId, binding.slice(0, -1))).toThrow(BindingError);
+    const other = ring.encryptBound("sk-secret-value", row);
+    expect(() => ring.decryptBound(row, other.token, keyId, binding)).toThrow(BindingError); // a token swapped under the same binding
+  });
+
+  it("binds under the key that encrypted the token: rotation keeps old bindings valid, another master key's binding is refused", () => {
+    const old = createKeyring(K1).encryptBound("sk-old", row);
+    const rotated = createKeyring(`${K2},${K1}`);
+    expect(rotated.decryptBound(row, old.token, old.keyId, old.binding)).toBe("sk-old");
+    expect(rotated.rebind(row, old.token)).toBe(old.binding);
+    // The same token bound by someone holding a different master key does not pass.
+    const stranger = createKeyring(`${K2},${K1}`);
+    const forged = stranger.encryptBound("sk-forged", row);
+    expect(() => createKeyring(`${K1},${generateMasterKey()}`).decryptBound(row, forged.token, forged.keyId, forged.binding)).toThrow(DecryptError);
+  });
+
+  it("rebind follows a legitimate change of api_base", () => {
+    const ring = createKeyring(K1);
+    const { token, keyId } = ring.encryptBound("sk-x", row);
+    const moved = { ...row, apiBase: "https://gateway.example.com/v1" };
+    const binding = ring.rebind(moved, token, keyId);
+    expect(ring.decryptBound(moved, token, keyId, binding)).toBe("sk-x");
+    expect(() => ring.decryptBound(row, token, keyId, binding)).toThrow(BindingError);
   });
 });

@@ -9,7 +9,7 @@ import type { Orm } from "../../service/src/db/orm.js";
 
 const value = (organizationId: string): StoredResolution => ({
   organizationId,
-  credential: { id: "c1", token: "gAAAA-ciphertext", keyId: "fk_1", apiBase: null },
+  credential: { id: "c1", token: "gAAAA-ciphertext", keyId: "fk_1", binding: "rb1.mac", apiBase: null },
 });
 
 describe("ResolutionCache while suspended (invalidation connection down)", () => {

@@ -4,7 +4,7 @@ import { applyInvalidation } from "../../service/src/credentials/invalidation.js
 
 const value = (organizationId: string, id = "c1"): StoredResolution => ({
   organizationId,
-  credential: { id, token: "gAAAA-ciphertext", keyId: "fk_1", apiBase: null },
+  credential: { id, token: "gAAAA-ciphertext", keyId: "fk_1", binding: "rb1.mac", apiBase: null },
 });
 
 describe("ResolutionCache", () => {

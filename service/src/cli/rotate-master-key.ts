@@ -46,8 +46,8 @@ async function main(): Promise<void> {
   console.log(`Re-encrypted ${report.rewrapped} credential(s) in ${(report.ms / 1000).toFixed(1)} s (${report.passes} pass(es)).`);
   if (report.stillLocked > 0) console.log(`${report.stillLocked} credential(s) stayed locked by concurrent edits: run the command again.`);
   if (report.failed.length > 0) {
-    console.log(`${report.failed.length} credential(s) could not be decrypted with any configured key and were left untouched:`);
-    for (const f of report.failed) console.log(`  ${f.id} (key ${f.keyId})`);
+    console.log(`${report.failed.length} credential(s) failed their checks and were left untouched (run npm run verify-keys):`);
+    for (const f of report.failed) console.log(`  ${f.id} (key ${f.keyId}): ${f.reason}`);
   }
   if (report.failed.length > 0 || report.stillLocked > 0) process.exit(1);
   console.log(`Every credential is now under ${keyring.primaryKeyId}; the other keys can be removed from MASTER_KEY.`);

@@ -23,8 +23,11 @@ async function main(): Promise<void> {
   for (const [keyId, count] of Object.entries(report.byKeyId)) {
     console.log(`  ${keyId}: ${count}${keyring.has(keyId) ? (keyId === keyring.primaryKeyId ? " (primary key)" : " (older key: run rotate-master-key)") : " (NOT in MASTER_KEY)"}`);
   }
+  if (report.unbound > 0) {
+    console.log(`  ${report.unbound} written before row binding existed: the service binds them to their rows at its next start.`);
+  }
   if (report.failures.length === 0) {
-    console.log("Every credential decrypts with the configured MASTER_KEY.");
+    console.log("Every credential decrypts with the configured MASTER_KEY and is bound to its row.");
     return;
   }
   console.log(`${report.failures.length} credential(s) FAILED:`);

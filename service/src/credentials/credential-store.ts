@@ -6,7 +6,7 @@ import type { Orm } from "../db/orm.js";
 import { CredentialEntity, OrganizationEntity, type CredentialRow, type ProviderName } from "../db/entities.js";
 import { ServiceError, invalid } from "../errors.js";
 import { recordAudit } from "../audit/audit-store.js";
-import type { Keyring } from "../keyring/keyring.js";
+import type { BoundRow, Keyring } from "../keyring/keyring.js";
 import { decryptStoredKey } from "./resolver.js";
 import { publishInvalidation, type Invalidation } from "./invalidation.js";
 import { decodePageToken, encodePageToken } from "../paging.js";
@@ -14,7 +14,7 @@ import { PROVIDERS } from "./providers.js";
 import { keyHint, UUID_PATTERN, validateApiBase, validateApiKey } from "./validation.js";
 
 /** A credential as the API shows it: everything but the ciphertext. */
-export type CredentialView = Omit<CredentialRow, "encryptedApiKey" | "keyId" | "activatedAt">;
+export type CredentialView = Omit<CredentialRow, "encryptedApiKey" | "keyId" | "keyBinding" | "activatedAt">;
 
 export interface Actor {
   actor: string;
@@ -66,15 +66,22 @@ export class CredentialStore {
   ) {}
 
   async create(input: NewCredential, by: Actor): Promise<CredentialView> {
-    const { token, keyId } = this.keyring.encrypt(input.apiKey);
+    const id = randomUUID();
+    const { token, keyId, binding } = this.keyring.encryptBound(input.apiKey, {
+      id,
+      organizationId: input.organizationId,
+      provider: input.provider,
+      apiBase: input.apiBase,
+    });
     const now = new Date();
     const row: CredentialRow = {
-      id: randomUUID(),
+      id,
       organizationId: input.organizationId,
       provider: input.provider,
       credentialName: input.credentialName,
       encryptedApiKey: token,
       keyId,
+      keyBinding: binding,
       keyHint: keyHint(input.apiKey, input.provider),
       apiBase: input.apiBase,
       isActive: true,
@@ -137,6 +144,7 @@ export class CredentialStore {
     let affected: CredentialRow | undefined;
     const result = await this.write(changes.credentialName ?? "", async (em) => {
       const row = await this.lock(em, id, changes.expectedVersion, changes.apiKey !== undefined || changes.apiBase !== undefined);
+      const before = boundRow(row);
       const changed: string[] = [];
       if (changes.credentialName !== undefined && changes.credentialName !== row.credentialName) {
         row.credentialName = changes.credentialName;
@@ -151,14 +159,18 @@ export class CredentialStore {
       }
       if (changes.apiKey !== undefined) {
         const apiKey = validateApiKey(changes.apiKey, row.provider, row.apiBase);
-        const { token, keyId } = this.keyring.encrypt(apiKey);
+        const { token, keyId, binding } = this.keyring.encryptBound(apiKey, boundRow(row));
         row.encryptedApiKey = token;
         row.keyId = keyId;
+        row.keyBinding = binding;
         row.keyHint = keyHint(apiKey, row.provider);
         changed.push("api_key");
-      } else if (changed.includes("api_base") && row.apiBase === null) {
+      } else if (changed.includes("api_base")) {
+        // The binding covers api_base: check the stored key against the row as it was, then bind it to the new api_base.
+        const apiKey = decryptStoredKey(this.keyring, before, row.encryptedApiKey, row.keyId, row.keyBinding);
         // The stored key was accepted for a proxy; without one it goes to the provider, so it must be the provider's kind of key.
-        this.checkStoredKeyWithoutApiBase(row);
+        if (row.apiBase === null) this.checkStoredKeyWithoutApiBase(row, apiKey);
+        row.keyBinding = this.keyring.rebind(boundRow(row), row.encryptedApiKey, row.keyId);
       }
       if (changed.length > 0) {
         touch(row, by);
@@ -220,8 +232,7 @@ export class CredentialStore {
     this.onChange({ organizationId: row.organizationId, provider: row.provider });
   }
 
-  private checkStoredKeyWithoutApiBase(row: CredentialRow): void {
-    const apiKey = decryptStoredKey(this.keyring, row.id, row.encryptedApiKey, row.keyId);
+  private checkStoredKeyWithoutApiBase(row: CredentialRow, apiKey: string): void {
     try {
       validateApiKey(apiKey, row.provider, null);
     } catch (error) {
@@ -241,7 +252,7 @@ export class CredentialStore {
     const row = await em.findOne(
       CredentialEntity,
       { id },
-      { lockMode: LockMode.PESSIMISTIC_WRITE, populate: withKey ? ["encryptedApiKey"] : [] },
+      { lockMode: LockMode.PESSIMISTIC_WRITE, populate: withKey ? ["encryptedApiKey", "keyBinding"] : [] },
     );
     if (!row) throw notFound(id);
     if (expectedVersion !== undefined && row.version !== expectedVersion) {
@@ -278,6 +289,10 @@ function touch(row: CredentialRow, by: Actor): void {
   row.version += 1;
   row.updatedAt = new Date();
   row.updatedBy = by.actor;
+}
+
+function boundRow(row: CredentialRow): BoundRow {
+  return { id: row.id, organizationId: row.organizationId, provider: row.provider, apiBase: row.apiBase };
 }
 
 function notFound(id: string): ServiceError {

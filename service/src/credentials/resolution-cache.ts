@@ -4,7 +4,8 @@ import { PROVIDER_NAMES } from "./providers.js";
 /** What a resolution needs from the database: the organisation and, if any, its preferred active credential (still encrypted). */
 export interface StoredResolution {
   organizationId: string;
-  credential: { id: string; token: string; keyId: string; apiBase: string | null } | null;
+  /** `binding`: the row's MAC over id, organisation, provider, api_base and token (see keyring/binding). */
+  credential: { id: string; token: string; keyId: string; binding: string | null; apiBase: string | null } | null;
 }
 
 interface Entry {

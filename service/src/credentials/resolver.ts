@@ -2,7 +2,7 @@ import { DB_HOT_PATH_TIMEOUT_MS, type Orm } from "../db/orm.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
 import type { ProviderName } from "../db/entities.js";
 import { ServiceError } from "../errors.js";
-import { DecryptError, type Keyring } from "../keyring/keyring.js";
+import { BindingError, DecryptError, type BoundRow, type Keyring } from "../keyring/keyring.js";
 import { PROVIDERS } from "./providers.js";
 import { cacheKey, ResolutionCache, type Scope, type StoredResolution } from "./resolution-cache.js";
 
@@ -21,6 +21,7 @@ interface ResolveRow {
   id: string | null;
   encrypted_api_key: string | null;
   key_id: string | null;
+  key_binding: string | null;
   api_base: string | null;
 }
 
@@ -28,7 +29,7 @@ interface ResolveRow {
 // credential (the most recently activated). No row means no such scope.
 const ACTIVE_CREDENTIAL = `
   left join lateral (
-    select c.id, c.encrypted_api_key, c.key_id, c.api_base
+    select c.id, c.encrypted_api_key, c.key_id, c.key_binding, c.api_base
     from provider_credentials c
     where c.organization_id = s.organization_id and c.provider = ? and c.is_active
     order by c.activated_at desc, c.id desc
@@ -37,15 +38,25 @@ const ACTIVE_CREDENTIAL = `
 const BY_ORGANIZATION = `select s.organization_id, c.* from (select id as organization_id from organizations where id = ?) s ${ACTIVE_CREDENTIAL}`;
 const BY_TEAM = `select s.organization_id, c.* from (select organization_id from teams where id = ?) s ${ACTIVE_CREDENTIAL}`;
 
-/** Decrypts a stored key; a key the master keys cannot open is DATA_LOSS, never anything softer. */
-export function decryptStoredKey(keyring: Keyring, credentialId: string, token: string, keyId: string): string {
+/**
+ * Decrypts a stored key after checking its row binding. A key the master keys
+ * cannot open, or one that is not bound to its row (ciphertext moved, copied
+ * or edited in the database), is DATA_LOSS, never anything softer.
+ */
+export function decryptStoredKey(keyring: Keyring, row: BoundRow, token: string, keyId: string, binding: string | null): string {
   try {
-    return keyring.decrypt(token, keyId);
+    return keyring.decryptBound(row, token, keyId, binding);
   } catch (error) {
     if (error instanceof DecryptError) {
       throw new ServiceError(
         "data_loss",
-        `credential "${credentialId}" cannot be decrypted with the configured MASTER_KEY (it was encrypted under key ${keyId})`,
+        `credential "${row.id}" cannot be decrypted with the configured MASTER_KEY (it was encrypted under key ${keyId})`,
+      );
+    }
+    if (error instanceof BindingError) {
+      throw new ServiceError(
+        "data_loss",
+        `credential "${row.id}" is refused: its stored key is not bound to its row (the ciphertext, organization, provider or api_base was changed outside the service); run npm run verify-keys and re-enter the key`,
       );
     }
     throw error;
@@ -81,7 +92,13 @@ export class KeyResolver {
     }
     const { credential, organizationId } = stored;
     if (credential) {
-      const apiKey = decryptStoredKey(this.keyring, credential.id, credential.token, credential.keyId);
+      const apiKey = decryptStoredKey(
+        this.keyring,
+        { id: credential.id, organizationId, provider, apiBase: credential.apiBase },
+        credential.token,
+        credential.keyId,
+        credential.binding,
+      );
       this.noteUse(credential.id);
       return { apiKey, apiBase: credential.apiBase, source: "organization", credentialId: credential.id, organizationId };
     }
@@ -127,7 +144,7 @@ export class KeyResolver {
         organizationId: row.organization_id,
         credential:
           row.id !== null && row.encrypted_api_key !== null && row.key_id !== null
-            ? { id: row.id, token: row.encrypted_api_key, keyId: row.key_id, apiBase: row.api_base }
+            ? { id: row.id, token: row.encrypted_api_key, keyId: row.key_id, binding: row.key_binding, apiBase: row.api_base }
             : null,
       };
       this.cache.set(key, stored, generation);

@@ -52,6 +52,12 @@ export interface CredentialRow {
   encryptedApiKey: string;
   /** Fingerprint of the master key that made encryptedApiKey. */
   keyId: string;
+  /**
+   * MAC binding encryptedApiKey to this row's id, organisation, provider and
+   * api_base (see Keyring.encryptBound); null only for rows written before
+   * row binding existed, until the service binds them at start-up.
+   */
+  keyBinding: string | null;
   keyHint: string;
   apiBase: string | null;
   isActive: boolean;
@@ -74,6 +80,7 @@ export const CredentialEntity = new EntitySchema<CredentialRow>({
     credentialName: { type: "text" },
     encryptedApiKey: { type: "text", lazy: true },
     keyId: { type: "text" },
+    keyBinding: { type: "text", nullable: true, lazy: true },
     keyHint: { type: "text" },
     apiBase: { type: "text", nullable: true },
     isActive: { type: "boolean" },

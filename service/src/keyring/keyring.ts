@@ -1,6 +1,6 @@
 // The only module of the app that sees MASTER_KEY. Everything else gets a
 // Keyring and key ids (fingerprints), never key material.
-import { createHash } from "node:crypto";
+import { createHash, createHmac, createSecretKey, hkdfSync, timingSafeEqual, type KeyObject } from "node:crypto";
 import { decryptFernet, encryptFernet, FernetError, generateFernetKey, parseFernetKey } from "./fernet.js";
 
 const VALID_MASTER_KEY =
@@ -22,6 +22,26 @@ export class DecryptError extends Error {
   override name = "DecryptError";
 }
 
+/**
+ * A stored key decrypts but its row binding does not match: the ciphertext was
+ * moved, copied or edited in the database (or the row's organisation,
+ * provider or api_base was). Never served.
+ */
+export class BindingError extends Error {
+  override name = "BindingError";
+}
+
+/** The columns a stored key is bound to: moving its ciphertext to another row, or editing any of them outside the service, breaks the binding. */
+export interface BoundRow {
+  id: string;
+  organizationId: string;
+  provider: string;
+  apiBase: string | null;
+}
+
+const BINDING_INFO = "provider-credentials row-binding v1";
+const BINDING_PREFIX = "rb1.";
+
 const FINGERPRINT_PREFIX = Buffer.from("provider-credentials key-id v1\0", "utf8");
 
 /** Public identifier of a key: "fk_" + 16 hex chars of a domain-separated SHA-256. */
@@ -40,6 +60,8 @@ export class Keyring {
   readonly primaryKeyId: string;
   readonly keyIds: readonly string[];
   readonly #keys: ReadonlyMap<string, Buffer>; // insertion order = configured order
+  /** Per master key, the HMAC key that binds ciphertext to its row (HKDF-SHA256 of the Fernet key, domain-separated). */
+  readonly #bindingKeys = new Map<Buffer, KeyObject>();
 
   /** Use createKeyring(); keys must be distinct 32-byte Fernet keys, first = primary. */
   constructor(keys: readonly Buffer[]) {
@@ -49,6 +71,9 @@ export class Keyring {
     this.#keys = map;
     this.keyIds = Object.freeze([...map.keys()]);
     this.primaryKeyId = this.keyIds[0];
+    for (const key of map.values()) {
+      this.#bindingKeys.set(key, createSecretKey(Buffer.from(hkdfSync("sha256", key, Buffer.alloc(0), BINDING_INFO, 32))));
+    }
   }
 
   has(keyId: string): boolean {
@@ -60,8 +85,54 @@ export class Keyring {
     return { token: encryptFernet(this.#keys.get(this.primaryKeyId)!, plaintext), keyId: this.primaryKeyId };
   }
 
+  /**
+   * Encrypts with the primary key and binds the token to its row: the token
+   * stays plain Fernet (any Fernet implementation holding the key opens it);
+   * the binding is a separate MAC stored next to it.
+   */
+  encryptBound(plaintext: string, row: BoundRow): { token: string; keyId: string; binding: string } {
+    const { token, keyId } = this.encrypt(plaintext);
+    return { token, keyId, binding: this.#mac(this.#keys.get(keyId)!, row, token) };
+  }
+
+  /**
+   * The binding of an existing token to a (possibly changed) row, under the
+   * key that encrypted it. Callers must have checked the old binding first
+   * (`decryptBound`), or they would bless a swapped token.
+   */
+  rebind(row: BoundRow, token: string, keyId?: string): string {
+    const [key] = this.#open(token, keyId);
+    return this.#mac(key, row, token);
+  }
+
   /** Tries the hinted key first, then every other key in configured order. No TTL. */
   decrypt(token: string, keyId?: string): string {
+    return this.#open(token, keyId)[1];
+  }
+
+  /**
+   * Decrypts a stored token after checking that it belongs to this row;
+   * BindingError when the binding is missing or does not match,
+   * DecryptError when no configured key opens the token.
+   */
+  decryptBound(row: BoundRow, token: string, keyId: string | undefined, binding: string | null): string {
+    const [key, plaintext] = this.#open(token, keyId);
+    if (binding === null) throw new BindingError("the stored key has no row binding");
+    const expected = Buffer.from(this.#mac(key, row, token), "latin1");
+    const actual = Buffer.from(binding, "latin1");
+    if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) {
+      throw new BindingError("the stored key is not bound to this row");
+    }
+    return plaintext;
+  }
+
+  #mac(key: Buffer, row: BoundRow, token: string): string {
+    // JSON keeps the fields unambiguous (no value can run into the next).
+    const message = JSON.stringify([row.id, row.organizationId, row.provider, row.apiBase, token]);
+    return BINDING_PREFIX + createHmac("sha256", this.#bindingKeys.get(key)!).update(message).digest("base64url");
+  }
+
+  #open(token: string, keyId?: string): [Buffer, string] {
     const hinted = keyId === undefined ? undefined : this.#keys.get(keyId);
     const order = hinted ? [hinted, ...[...this.#keys.values()].filter((k) => k !== hinted)] : this.#keys.values();
     for (const key of order) {
@@ -73,7 +144,7 @@ export class Keyring {
         throw err;
       }
       try {
-        return utf8.decode(plaintext);
+        return [key, utf8.decode(plaintext)];
       } catch {
         throw new DecryptError("decrypted secret is not valid UTF-8");
       }
