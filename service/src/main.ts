@@ -4,7 +4,17 @@ import { createLogger } from "./logger.js";
 import { MasterKeyError } from "./keyring/keyring.js";
 import { openDatabase, type Database } from "./runtime/local.js";
 import { ConfigError, nonNegativeIntFrom, portFrom, positiveIntFrom } from "./runtime/config.js";
-import { DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_OUTAGE_GRACE_MS, DEFAULT_CACHE_TTL_MS, startService, StartupError, type RunningService } from "./server.js";
+import {
+  DEFAULT_CACHE_MAX_ENTRIES,
+  DEFAULT_CACHE_OUTAGE_GRACE_MS,
+  DEFAULT_CACHE_TTL_MS,
+  DEFAULT_FAILURE_THRESHOLD,
+  startService,
+  StartupError,
+  type RunningService,
+} from "./server.js";
+import { DEFAULT_ROTATION_DAYS } from "./credentials/credential-store.js";
+import { DEFAULT_PROVIDER_CHECK_TIMEOUT_MS } from "./credentials/provider-check.js";
 import { ensureFirstAdmin } from "./admins/first-admin.js";
 import { tlsFromEnv } from "./runtime/tls.js";
 
@@ -31,6 +41,9 @@ async function main(): Promise<void> {
       cacheMaxEntries: nonNegativeIntFrom(process.env, "RESOLVE_CACHE_MAX_ENTRIES", DEFAULT_CACHE_MAX_ENTRIES),
       cacheTtlMs: positiveIntFrom(process.env, "RESOLVE_CACHE_TTL_MS", DEFAULT_CACHE_TTL_MS),
       cacheOutageGraceMs: nonNegativeIntFrom(process.env, "RESOLVE_CACHE_OUTAGE_GRACE_MS", DEFAULT_CACHE_OUTAGE_GRACE_MS),
+      failureThreshold: positiveIntFrom(process.env, "FAILURE_THRESHOLD", DEFAULT_FAILURE_THRESHOLD),
+      rotationDays: positiveIntFrom(process.env, "ROTATION_DAYS", DEFAULT_ROTATION_DAYS),
+      keyCheckTimeoutMs: positiveIntFrom(process.env, "KEY_CHECK_TIMEOUT_MS", DEFAULT_PROVIDER_CHECK_TIMEOUT_MS),
     });
   } catch (error) {
     await database?.stop().catch(() => undefined);

@@ -8,7 +8,9 @@ import { bindLegacyRows } from "./keyring/rewrap.js";
 import { createOrm, migrate, type Orm } from "./db/orm.js";
 import type { Logger } from "./logger.js";
 import { TokenStore } from "./auth/token-store.js";
-import { CredentialStore } from "./credentials/credential-store.js";
+import { CredentialStore, DEFAULT_ROTATION_DAYS } from "./credentials/credential-store.js";
+import { KeyHealth } from "./credentials/key-health.js";
+import { DEFAULT_PROVIDER_CHECK_TIMEOUT_MS } from "./credentials/provider-check.js";
 import { KeyResolver } from "./credentials/resolver.js";
 import { environmentKeys } from "./credentials/providers.js";
 import { ResolutionCache } from "./credentials/resolution-cache.js";
@@ -60,6 +62,12 @@ export interface ServiceOptions {
    * be reached (ms; 0: never).
    */
   cacheOutageGraceMs?: number;
+  /** Consecutive authentication or quota failures that mark a credential failing (FAILURE_THRESHOLD, default 3). */
+  failureThreshold?: number;
+  /** Keys older than this many days are flagged "rotation due" (ROTATION_DAYS, default 90). */
+  rotationDays?: number;
+  /** Budget of one key check against a provider, ms (KEY_CHECK_TIMEOUT_MS, default 10 000). */
+  keyCheckTimeoutMs?: number;
 }
 
 export interface RunningService {
@@ -88,8 +96,11 @@ export interface ServiceParts {
   organizations: OrganizationStore;
   admins: AdminStore;
   resolver: KeyResolver;
+  keyHealth: KeyHealth;
   health: HealthState;
 }
+
+export const DEFAULT_FAILURE_THRESHOLD = 3;
 
 export const DEFAULT_CACHE_MAX_ENTRIES = 100_000;
 export const DEFAULT_CACHE_TTL_MS = 60_000;
@@ -97,7 +108,18 @@ export const DEFAULT_CACHE_OUTAGE_GRACE_MS = 5_000;
 
 export function createParts(
   orm: Orm,
-  options: Pick<ServiceOptions, "masterKey" | "serviceAdminToken" | "env" | "cacheMaxEntries" | "cacheTtlMs" | "cacheOutageGraceMs">,
+  options: Pick<
+    ServiceOptions,
+    | "masterKey"
+    | "serviceAdminToken"
+    | "env"
+    | "cacheMaxEntries"
+    | "cacheTtlMs"
+    | "cacheOutageGraceMs"
+    | "failureThreshold"
+    | "rotationDays"
+    | "keyCheckTimeoutMs"
+  >,
 ): ServiceParts {
   const keyring = createKeyring(options.masterKey);
   const outageGraceMs = options.cacheOutageGraceMs ?? DEFAULT_CACHE_OUTAGE_GRACE_MS;
@@ -108,11 +130,22 @@ export function createParts(
   });
   // This replica forgets what a change made stale as soon as it commits; the others hear it through NOTIFY.
   const onChange = (change: Invalidation) => applyInvalidation(cache, change);
+  const credentials = new CredentialStore(orm, keyring, onChange, options.rotationDays ?? DEFAULT_ROTATION_DAYS);
   return {
     keyring,
     cache,
     tokens: new TokenStore(orm, { serviceAdminToken: options.serviceAdminToken, outageGraceMs }),
-    credentials: new CredentialStore(orm, keyring, onChange),
+    credentials,
+    keyHealth: new KeyHealth(
+      orm,
+      keyring,
+      credentials,
+      {
+        failureThreshold: options.failureThreshold ?? DEFAULT_FAILURE_THRESHOLD,
+        checkTimeoutMs: options.keyCheckTimeoutMs ?? DEFAULT_PROVIDER_CHECK_TIMEOUT_MS,
+      },
+      onChange,
+    ),
     organizations: new OrganizationStore(orm, onChange),
     admins: new AdminStore(orm),
     resolver: new KeyResolver(orm, keyring, environmentKeys(options.env), cache),

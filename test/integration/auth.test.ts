@@ -6,7 +6,15 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { Code, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { startTestService, FAKE_KEYS, rpcError, type TestService } from "../support/harness.js";
-import { CredentialService, KeySource, OrganizationService, Provider } from "../../service/src/gen/credentials_pb.js";
+import {
+  CredentialService,
+  FailureKind,
+  KeyCheckOutcome,
+  KeySource,
+  OrganizationService,
+  Provider,
+  SelectionStrategy,
+} from "../../service/src/gen/credentials_pb.js";
 import { TokenStore } from "../../service/src/auth/token-store.js";
 
 type Clients = { credentials: Client<typeof CredentialService>; organizations: Client<typeof OrganizationService> };
@@ -50,6 +58,14 @@ const RPCS: Array<{ rpc: string; call: (c: Clients) => Promise<unknown> }> = [
   { rpc: "DeactivateCredential", call: (c) => c.credentials.deactivateCredential({ credentialId }) },
   { rpc: "DeleteCredential", call: (c) => c.credentials.deleteCredential({ credentialId }) },
   { rpc: "ResolveKey", call: (c) => c.credentials.resolveKey({ scope: { case: "organizationId", value: ORG }, provider: Provider.OPENAI }) },
+  { rpc: "VerifyCredential", call: (c) => c.credentials.verifyCredential({ credentialId }) },
+  { rpc: "ReportKeyFailure", call: (c) => c.credentials.reportKeyFailure({ credentialId, kind: FailureKind.AUTHENTICATION }) },
+  { rpc: "ReportKeySuccess", call: (c) => c.credentials.reportKeySuccess({ credentialIds: [credentialId] }) },
+  {
+    rpc: "SetSelectionStrategy",
+    call: (c) => c.credentials.setSelectionStrategy({ organizationId: ORG, provider: Provider.OPENAI, strategy: SelectionStrategy.ROUND_ROBIN }),
+  },
+  { rpc: "ListSelectionStrategies", call: (c) => c.credentials.listSelectionStrategies({ organizationId: ORG }) },
   { rpc: "CreateOrganization", call: (c) => c.organizations.createOrganization({ organizationId: "org-denied", name: "Denied" }) },
   { rpc: "GetOrganization", call: (c) => c.organizations.getOrganization({ organizationId: ORG }) },
   { rpc: "ListOrganizations", call: (c) => c.organizations.listOrganizations({}) },
@@ -64,7 +80,10 @@ async function snapshot(): Promise<unknown> {
   return {
     organizations: await t.db.query("select id, name, updated_at from organizations order by id"),
     teams: await t.db.query("select id, organization_id, name, updated_at from teams order by id"),
-    credentials: await t.db.query("select id, credential_name, is_active, version, updated_at from provider_credentials order by id"),
+    credentials: await t.db.query(
+      "select id, credential_name, is_active, version, updated_at, failure_streak, failing_since, checked_at from provider_credentials order by id",
+    ),
+    strategies: await t.db.query("select * from selection_strategies order by organization_id, provider"),
     audit: await t.db.query("select count(*)::int as n from audit_events where action not like 'token.%'"),
   };
 }
@@ -147,7 +166,15 @@ describe("a resolve-scope token", () => {
     expect(err).toEqual({ code: Code.NotFound, message: 'team "no-such-team" not found' });
   });
 
-  const others = RPCS.filter((r) => r.rpc !== "ResolveKey");
+  it("may report failures and successes of the keys it resolved", async () => {
+    const { credentials } = t.clients(resolveToken);
+    const failed = await credentials.reportKeyFailure({ credentialId, kind: FailureKind.RATE_LIMIT });
+    expect(failed).toMatchObject({ failureStreak: 0, failing: false }); // a rate limit says nothing about the key
+    expect(await credentials.reportKeySuccess({ credentialIds: [credentialId] })).toMatchObject({ recovered: 0 });
+  });
+
+  const RESOLVE_SCOPE = ["ResolveKey", "ReportKeyFailure", "ReportKeySuccess"];
+  const others = RPCS.filter((r) => !RESOLVE_SCOPE.includes(r.rpc));
   it.each(others)("is PERMISSION_DENIED on $rpc, and nothing changes", async ({ rpc, call }) => {
     const before = await snapshot();
     const err = await rpcError(call(t.clients(resolveToken)));
@@ -186,6 +213,25 @@ describe("an admin token from TokenStore", () => {
     expect((await ok("ActivateCredential", credentials.activateCredential({ credentialId: id }))).credential?.isActive).toBe(true);
     const resolved = await ok("ResolveKey", credentials.resolveKey({ scope: { case: "teamId", value: "team-admin" }, provider: Provider.GEMINI }));
     expect(resolved.apiKey).toBe(key);
+    expect((await ok("ReportKeyFailure", credentials.reportKeyFailure({ credentialId: id, kind: FailureKind.QUOTA }))).failureStreak).toBe(1);
+    expect((await ok("ReportKeySuccess", credentials.reportKeySuccess({ credentialIds: [id] }))).recovered).toBe(0);
+    const policy = await ok(
+      "SetSelectionStrategy",
+      credentials.setSelectionStrategy({ organizationId: "org-admin", provider: Provider.GEMINI, strategy: SelectionStrategy.WEIGHTED }),
+    );
+    expect(policy.policy?.updatedBy).toBe("token:portal");
+    const policies = await ok("ListSelectionStrategies", credentials.listSelectionStrategies({ organizationId: "org-admin" }));
+    expect(policies.policies.map((p) => p.strategy)).toEqual([
+      SelectionStrategy.NEWEST,
+      SelectionStrategy.NEWEST,
+      SelectionStrategy.WEIGHTED,
+      SelectionStrategy.NEWEST,
+    ]);
+    // Pointed at a closed loopback port, the check reports the provider unreachable (a result, not an error).
+    await credentials.updateCredential({ credentialId: id, apiBase: "http://127.0.0.1:9/gemini" });
+    const verified = await ok("VerifyCredential", credentials.verifyCredential({ credentialId: id }));
+    expect(verified.check?.outcome).toBe(KeyCheckOutcome.UNREACHABLE);
+    expect(verified.credential?.lastCheck?.outcome).toBe(KeyCheckOutcome.UNREACHABLE);
     await ok("DeleteCredential", credentials.deleteCredential({ credentialId: id }));
     await ok("DeleteTeam", organizations.deleteTeam({ teamId: "team-admin" }));
     await ok("DeleteOrganization", organizations.deleteOrganization({ organizationId: "org-admin" }));

@@ -41,13 +41,13 @@ type Clients = ReturnType<TestService["clients"]>;
 type CreateInit = MessageInitShape<typeof CreateCredentialRequestSchema>;
 
 async function createCredential(organizationId: string, init: Partial<CreateInit> = {}, headers: Record<string, string> = {}) {
-  const request: CreateInit = {
+  const request = {
     organizationId,
     provider: Provider.OPENAI,
     credentialName: `cred-${randomBytes(4).toString("hex")}`,
     apiKey: FAKE_KEYS.openai(),
     ...init,
-  };
+  } as CreateInit;
   const { credential } = await t.clients(t.adminToken, headers).credentials.createCredential(request);
   if (!credential) throw new Error("CreateCredential returned no credential");
   return { credential, apiKey: String(request.apiKey).trim() };

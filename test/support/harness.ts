@@ -68,6 +68,9 @@ export interface TestServiceOptions {
   cacheMaxEntries?: number;
   cacheTtlMs?: number;
   tls?: TlsConfig;
+  failureThreshold?: number;
+  rotationDays?: number;
+  keyCheckTimeoutMs?: number;
 }
 
 /** Starts the real service on a free loopback port against a fresh database. */
@@ -95,6 +98,9 @@ export async function startTestService(options: TestServiceOptions = {}): Promis
     cacheMaxEntries: options.cacheMaxEntries,
     cacheTtlMs: options.cacheTtlMs,
     tls: options.tls,
+    failureThreshold: options.failureThreshold,
+    rotationDays: options.rotationDays,
+    keyCheckTimeoutMs: options.keyCheckTimeoutMs,
   });
   const address = `127.0.0.1:${service.port}`;
   const transport = (protocol: "grpc" | "grpc-web" | "connect", token?: string, extra: Record<string, string> = {}) => {

@@ -9,7 +9,8 @@ import type { Orm } from "../../service/src/db/orm.js";
 
 const value = (organizationId: string): StoredResolution => ({
   organizationId,
-  credential: { id: "c1", token: "gAAAA-ciphertext", keyId: "fk_1", binding: "rb1.mac", apiBase: null },
+  strategy: "newest",
+  candidates: [{ id: "c1", token: "gAAAA-ciphertext", keyId: "fk_1", binding: "rb1.mac", apiBase: null, weight: 1, failing: false }],
 });
 
 describe("ResolutionCache while suspended (invalidation connection down)", () => {

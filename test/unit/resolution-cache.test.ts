@@ -4,7 +4,8 @@ import { applyInvalidation } from "../../service/src/credentials/invalidation.js
 
 const value = (organizationId: string, id = "c1"): StoredResolution => ({
   organizationId,
-  credential: { id, token: "gAAAA-ciphertext", keyId: "fk_1", binding: "rb1.mac", apiBase: null },
+  strategy: "newest",
+  candidates: [{ id, token: "gAAAA-ciphertext", keyId: "fk_1", binding: "rb1.mac", apiBase: null, weight: 1, failing: false }],
 });
 
 describe("ResolutionCache", () => {
@@ -16,7 +17,7 @@ describe("ResolutionCache", () => {
     cache.set(key, value("o"), started); // the load finishes with what it read before the change
     expect(cache.get(key)).toBeUndefined();
     cache.set(key, value("o", "c2"), cache.generation);
-    expect(cache.get(key)?.credential?.id).toBe("c2");
+    expect(cache.get(key)?.candidates[0]?.id).toBe("c2");
   });
 
   it("invalidates an organisation's entries for one provider, including team scopes that resolved to it", () => {

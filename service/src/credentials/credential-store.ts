@@ -14,7 +14,14 @@ import { PROVIDERS } from "./providers.js";
 import { keyHint, UUID_PATTERN, validateApiBase, validateApiKey } from "./validation.js";
 
 /** A credential as the API shows it: everything but the ciphertext. */
-export type CredentialView = Omit<CredentialRow, "encryptedApiKey" | "keyId" | "keyBinding" | "activatedAt">;
+export type CredentialView = Omit<CredentialRow, "encryptedApiKey" | "keyId" | "keyBinding" | "activatedAt"> & {
+  /** The key is older than ROTATION_DAYS. */
+  rotationDue: boolean;
+};
+
+/** ROTATION_DAYS' default: keys older than this are flagged "rotation due". */
+export const DEFAULT_ROTATION_DAYS = 90;
+const DAY_MS = 86_400_000;
 
 export interface Actor {
   actor: string;
@@ -28,6 +35,8 @@ export interface NewCredential {
   /** Validated and trimmed. */
   apiKey: string;
   apiBase: string | null;
+  /** 0-1000; default 1. */
+  weight?: number;
 }
 
 export interface CredentialChanges {
@@ -37,12 +46,22 @@ export interface CredentialChanges {
   /** Raw; "" clears. */
   apiBase?: string;
   expectedVersion?: number;
+  /** 0-1000, validated by the caller. */
+  weight?: number;
+  /**
+   * Called with the key (new, or stored) and the api_base the credential will
+   * have, before anything is written, when the key or api_base changes; it
+   * throws to refuse the update (verify before saving).
+   */
+  verifyKey?: (apiKey: string, apiBase: string | null) => Promise<void>;
 }
 
 export interface ListQuery {
   organizationId: string;
   provider?: ProviderName;
   activeOnly: boolean;
+  rotationDueOnly?: boolean;
+  failingOnly?: boolean;
   limit: number;
   pageToken: string;
 }
@@ -63,6 +82,7 @@ export class CredentialStore {
     private readonly orm: Orm,
     private readonly keyring: Keyring,
     private readonly onChange: ChangeListener = () => undefined,
+    private readonly rotationDays = DEFAULT_ROTATION_DAYS,
   ) {}
 
   async create(input: NewCredential, by: Actor): Promise<CredentialView> {
@@ -92,6 +112,16 @@ export class CredentialStore {
       createdBy: by.actor,
       updatedBy: by.actor,
       lastUsedAt: null,
+      weight: input.weight ?? 1,
+      useCount: 0,
+      keySetAt: now,
+      checkOutcome: null,
+      checkHttpStatus: null,
+      checkLatencyMs: null,
+      checkMessage: null,
+      checkedAt: null,
+      failureStreak: 0,
+      failingSince: null,
     };
     await this.write(input.credentialName, async (em) => {
       em.create(CredentialEntity, row);
@@ -101,17 +131,17 @@ export class CredentialStore {
         action: "credential.create",
         organizationId: row.organizationId,
         credentialId: row.id,
-        details: { provider: row.provider, credential_name: row.credentialName, key_hint: row.keyHint, api_base: row.apiBase },
+        details: { provider: row.provider, credential_name: row.credentialName, key_hint: row.keyHint, api_base: row.apiBase, weight: row.weight },
       });
     }, input.organizationId);
     this.onChange({ organizationId: row.organizationId, provider: row.provider });
-    return view(row);
+    return this.view(row);
   }
 
   async get(id: string): Promise<CredentialView> {
     const row = await this.orm.em.fork().findOne(CredentialEntity, { id });
     if (!row) throw notFound(id);
-    return view(row);
+    return this.view(row);
   }
 
   async list(query: ListQuery): Promise<{ credentials: CredentialView[]; nextPageToken: string }> {
@@ -124,6 +154,8 @@ export class CredentialStore {
     const where: FilterQuery<CredentialRow> = { organizationId: query.organizationId };
     if (query.provider) where.provider = query.provider;
     if (query.activeOnly) where.isActive = true;
+    if (query.rotationDueOnly) where.keySetAt = { $lt: new Date(Date.now() - this.rotationDays * DAY_MS) };
+    if (query.failingOnly) where.failingSince = { $ne: null };
     if (after) {
       const createdAt = new Date(after[0]);
       where.$or = [{ createdAt: { $lt: createdAt } }, { createdAt, id: { $lt: after[1] } }];
@@ -137,10 +169,11 @@ export class CredentialStore {
     const page = rows.slice(0, query.limit);
     const last = page[page.length - 1];
     const nextPageToken = rows.length > query.limit && last ? encodePageToken([last.createdAt.getTime(), last.id]) : "";
-    return { credentials: page.map(view), nextPageToken };
+    return { credentials: page.map((row) => this.view(row)), nextPageToken };
   }
 
   async update(id: string, changes: CredentialChanges, by: Actor): Promise<CredentialView> {
+    if (changes.verifyKey && (changes.apiKey !== undefined || changes.apiBase !== undefined)) await this.verifyBeforeUpdate(id, changes);
     let affected: CredentialRow | undefined;
     const result = await this.write(changes.credentialName ?? "", async (em) => {
       const row = await this.lock(em, id, changes.expectedVersion, changes.apiKey !== undefined || changes.apiBase !== undefined);
@@ -164,6 +197,11 @@ export class CredentialStore {
         row.keyId = keyId;
         row.keyBinding = binding;
         row.keyHint = keyHint(apiKey, row.provider);
+        // A new key: its age, check and failure history start again.
+        row.keySetAt = new Date();
+        row.checkOutcome = row.checkHttpStatus = row.checkLatencyMs = row.checkMessage = row.checkedAt = null;
+        row.failureStreak = 0;
+        row.failingSince = null;
         changed.push("api_key");
       } else if (changed.includes("api_base")) {
         // The binding covers api_base: check the stored key against the row as it was, then bind it to the new api_base.
@@ -171,6 +209,10 @@ export class CredentialStore {
         // The stored key was accepted for a proxy; without one it goes to the provider, so it must be the provider's kind of key.
         if (row.apiBase === null) this.checkStoredKeyWithoutApiBase(row, apiKey);
         row.keyBinding = this.keyring.rebind(boundRow(row), row.encryptedApiKey, row.keyId);
+      }
+      if (changes.weight !== undefined && changes.weight !== row.weight) {
+        row.weight = changes.weight;
+        changed.push("weight");
       }
       if (changed.length > 0) {
         touch(row, by);
@@ -180,11 +222,11 @@ export class CredentialStore {
           action: "credential.update",
           organizationId: row.organizationId,
           credentialId: row.id,
-          details: { changed, key_hint: row.keyHint, credential_name: row.credentialName, api_base: row.apiBase },
+          details: { changed, key_hint: row.keyHint, credential_name: row.credentialName, api_base: row.apiBase, weight: row.weight },
         });
         affected = row;
       }
-      return view(row);
+      return this.view(row);
     });
     if (affected) this.onChange({ organizationId: affected.organizationId, provider: affected.provider });
     return result;
@@ -209,7 +251,7 @@ export class CredentialStore {
         });
         affected = row;
       }
-      return view(row);
+      return this.view(row);
     });
     if (affected) this.onChange({ organizationId: affected.organizationId, provider: affected.provider });
     return result;
@@ -230,6 +272,52 @@ export class CredentialStore {
       return row;
     });
     this.onChange({ organizationId: row.organizationId, provider: row.provider });
+  }
+
+  /**
+   * Verify before saving: the key the credential will have (new, or the
+   * stored one) is checked against the api_base it will have, before the
+   * update's transaction; the update's own checks still run after.
+   */
+  private async verifyBeforeUpdate(id: string, changes: CredentialChanges): Promise<void> {
+    const row = await this.orm.em.fork().findOne(CredentialEntity, { id }, { populate: ["encryptedApiKey", "keyBinding"] });
+    if (!row) throw notFound(id);
+    const apiBase = changes.apiBase === undefined ? row.apiBase : validateApiBase(changes.apiBase);
+    const apiKey =
+      changes.apiKey !== undefined
+        ? validateApiKey(changes.apiKey, row.provider, apiBase)
+        : decryptStoredKey(this.keyring, boundRow(row), row.encryptedApiKey, row.keyId, row.keyBinding);
+    await changes.verifyKey!(apiKey, apiBase);
+  }
+
+  /** What the API shows of a row. */
+  view(row: CredentialRow, now = Date.now()): CredentialView {
+    return {
+      id: row.id,
+      organizationId: row.organizationId,
+      provider: row.provider,
+      credentialName: row.credentialName,
+      keyHint: row.keyHint,
+      apiBase: row.apiBase,
+      isActive: row.isActive,
+      version: row.version,
+      createdAt: row.createdAt,
+      updatedAt: row.updatedAt,
+      createdBy: row.createdBy,
+      updatedBy: row.updatedBy,
+      lastUsedAt: row.lastUsedAt,
+      weight: row.weight,
+      useCount: Number(row.useCount),
+      keySetAt: row.keySetAt,
+      checkOutcome: row.checkOutcome,
+      checkHttpStatus: row.checkHttpStatus,
+      checkLatencyMs: row.checkLatencyMs,
+      checkMessage: row.checkMessage,
+      checkedAt: row.checkedAt,
+      failureStreak: row.failureStreak,
+      failingSince: row.failingSince,
+      rotationDue: row.keySetAt.getTime() < now - this.rotationDays * DAY_MS,
+    };
   }
 
   private checkStoredKeyWithoutApiBase(row: CredentialRow, apiKey: string): void {
@@ -299,20 +387,3 @@ function notFound(id: string): ServiceError {
   return new ServiceError("not_found", `credential "${id}" not found`);
 }
 
-function view(row: CredentialRow): CredentialView {
-  return {
-    id: row.id,
-    organizationId: row.organizationId,
-    provider: row.provider,
-    credentialName: row.credentialName,
-    keyHint: row.keyHint,
-    apiBase: row.apiBase,
-    isActive: row.isActive,
-    version: row.version,
-    createdAt: row.createdAt,
-    updatedAt: row.updatedAt,
-    createdBy: row.createdBy,
-    updatedBy: row.updatedBy,
-    lastUsedAt: row.lastUsedAt,
-  };
-}

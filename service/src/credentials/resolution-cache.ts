@@ -1,11 +1,28 @@
 import type { ProviderName } from "../db/entities.js";
 import { PROVIDER_NAMES } from "./providers.js";
 
-/** What a resolution needs from the database: the organisation and, if any, its preferred active credential (still encrypted). */
+/** An active credential ResolveKey may hand out, still encrypted. */
+export interface StoredCandidate {
+  id: string;
+  token: string;
+  keyId: string;
+  /** The row's MAC over id, organisation, provider, api_base and token (Keyring.encryptBound). */
+  binding: string | null;
+  apiBase: string | null;
+  weight: number;
+  /** Marked failing by reported failures: skipped while a healthy candidate exists. */
+  failing: boolean;
+}
+
+/**
+ * What a resolution needs from the database: the organisation, its selection
+ * strategy for the provider, and its active credentials, most recently
+ * activated first (none: the environment fallback applies).
+ */
 export interface StoredResolution {
   organizationId: string;
-  /** `binding`: the row's MAC over id, organisation, provider, api_base and token (see keyring/binding). */
-  credential: { id: string; token: string; keyId: string; binding: string | null; apiBase: string | null } | null;
+  strategy: "newest" | "round_robin" | "weighted";
+  candidates: readonly StoredCandidate[];
 }
 
 interface Entry {

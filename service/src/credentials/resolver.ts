@@ -4,7 +4,7 @@ import type { ProviderName } from "../db/entities.js";
 import { ServiceError } from "../errors.js";
 import { BindingError, DecryptError, type BoundRow, type Keyring } from "../keyring/keyring.js";
 import { PROVIDERS } from "./providers.js";
-import { cacheKey, ResolutionCache, type Scope, type StoredResolution } from "./resolution-cache.js";
+import { cacheKey, ResolutionCache, type Scope, type StoredCandidate, type StoredResolution } from "./resolution-cache.js";
 
 export type ResolveScope = Scope;
 
@@ -14,29 +14,42 @@ export interface Resolution {
   source: "organization" | "environment";
   credentialId: string | null;
   organizationId: string;
+  /** The credential handed out is marked failing: it was the only active one. */
+  failing: boolean;
 }
 
 interface ResolveRow {
   organization_id: string;
+  strategy: StoredResolution["strategy"] | null;
   id: string | null;
   encrypted_api_key: string | null;
   key_id: string | null;
   key_binding: string | null;
   api_base: string | null;
+  weight: number | null;
+  failing: boolean | null;
 }
 
-// One round trip: the scope's organisation and, if any, its preferred active
-// credential (the most recently activated). No row means no such scope.
-const ACTIVE_CREDENTIAL = `
+/** Active credentials considered per (organisation, provider); beyond this, the least recently activated are not picked. */
+export const MAX_CANDIDATES = 100;
+
+// One round trip: the scope's organisation, its selection strategy for the
+// provider, and its active credentials, most recently activated first (one
+// row each; one row of nulls when there are none). No row: no such scope.
+const CANDIDATES = `
+  left join selection_strategies st on st.organization_id = s.organization_id and st.provider = ?
   left join lateral (
-    select c.id, c.encrypted_api_key, c.key_id, c.key_binding, c.api_base
+    select c.id, c.encrypted_api_key, c.key_id, c.key_binding, c.api_base, c.weight, c.failing_since is not null as failing
     from provider_credentials c
     where c.organization_id = s.organization_id and c.provider = ? and c.is_active
     order by c.activated_at desc, c.id desc
-    limit 1
+    limit ${MAX_CANDIDATES}
   ) c on true`;
-const BY_ORGANIZATION = `select s.organization_id, c.* from (select id as organization_id from organizations where id = ?) s ${ACTIVE_CREDENTIAL}`;
-const BY_TEAM = `select s.organization_id, c.* from (select organization_id from teams where id = ?) s ${ACTIVE_CREDENTIAL}`;
+const BY_ORGANIZATION = `select s.organization_id, st.strategy, c.* from (select id as organization_id from organizations where id = ?) s ${CANDIDATES}`;
+const BY_TEAM = `select s.organization_id, st.strategy, c.* from (select organization_id from teams where id = ?) s ${CANDIDATES}`;
+
+/** Round-robin positions kept per (organisation, provider); the map is cleared when it grows past this. */
+const MAX_ROUND_ROBIN_POSITIONS = 100_000;
 
 /**
  * Decrypts a stored key after checking its row binding. A key the master keys
@@ -70,7 +83,10 @@ export function decryptStoredKey(keyring: Keyring, row: BoundRow, token: string,
  * a fall back to the environment.
  */
 export class KeyResolver {
-  private readonly usedSinceFlush = new Set<string>();
+  /** Hand-outs per credential since the last flush. */
+  private readonly usedSinceFlush = new Map<string, number>();
+  /** Next round-robin position per organisation and provider (this replica's). */
+  private readonly roundRobin = new Map<string, number>();
   private flushTimer: NodeJS.Timeout | undefined;
   /** Loads in progress, so that concurrent misses for one key share one query. */
   private readonly loading = new Map<string, { generation: number; promise: Promise<StoredResolution | undefined> }>();
@@ -90,7 +106,8 @@ export class KeyResolver {
     if (!stored) {
       throw new ServiceError("not_found", "teamId" in scope ? `team "${scope.teamId}" not found` : `organization "${scope.organizationId}" not found`);
     }
-    const { credential, organizationId } = stored;
+    const { organizationId } = stored;
+    const credential = this.pick(stored, provider);
     if (credential) {
       const apiKey = decryptStoredKey(
         this.keyring,
@@ -100,17 +117,46 @@ export class KeyResolver {
         credential.binding,
       );
       this.noteUse(credential.id);
-      return { apiKey, apiBase: credential.apiBase, source: "organization", credentialId: credential.id, organizationId };
+      return { apiKey, apiBase: credential.apiBase, source: "organization", credentialId: credential.id, organizationId, failing: credential.failing };
     }
     const fallback = this.environmentKeys.get(provider);
     if (fallback) {
-      return { apiKey: fallback.apiKey, apiBase: null, source: "environment", credentialId: null, organizationId };
+      return { apiKey: fallback.apiKey, apiBase: null, source: "environment", credentialId: null, organizationId, failing: false };
     }
     const info = PROVIDERS[provider];
     throw new ServiceError(
       "failed_precondition",
       `organization "${organizationId}" has no active ${info.label} credential and ${info.envVars.join(" / ")} is not set`,
     );
+  }
+
+  /**
+   * The credential to hand out: among the healthy candidates (all of them,
+   * flagged, when every one is failing), the one the strategy picks.
+   */
+  private pick(stored: StoredResolution, provider: ProviderName): StoredCandidate | undefined {
+    const { candidates } = stored;
+    if (candidates.length <= 1) return candidates[0];
+    let pool = candidates.filter((c) => !c.failing);
+    if (pool.length === 0) pool = [candidates[0]];
+    if (pool.length === 1 || stored.strategy === "newest") return pool[0];
+    if (stored.strategy === "round_robin") {
+      const key = `${stored.organizationId}|${provider}`;
+      const position = this.roundRobin.get(key) ?? 0;
+      if (this.roundRobin.size >= MAX_ROUND_ROBIN_POSITIONS && !this.roundRobin.has(key)) this.roundRobin.clear();
+      this.roundRobin.set(key, (position + 1) % pool.length);
+      return pool[position % pool.length];
+    }
+    // weighted
+    let total = 0;
+    for (const c of pool) total += c.weight;
+    if (total <= 0) return pool[0];
+    let r = Math.random() * total;
+    for (const c of pool) {
+      r -= c.weight;
+      if (r < 0) return c;
+    }
+    return pool[pool.length - 1];
   }
 
   /**
@@ -136,17 +182,24 @@ export class KeyResolver {
     if (pending && pending.generation === generation) return pending.promise;
     const promise = (async () => {
       const [sql, id] = "teamId" in scope ? [BY_TEAM, scope.teamId] : [BY_ORGANIZATION, scope.organizationId];
-      const result = await this.orm.em.getConnection().getKnex().raw(sql, [id, provider]).timeout(DB_HOT_PATH_TIMEOUT_MS);
+      const result = await this.orm.em.getConnection().getKnex().raw(sql, [id, provider, provider]).timeout(DB_HOT_PATH_TIMEOUT_MS);
       const rows = (result as { rows: ResolveRow[] }).rows;
-      const row = rows[0];
-      if (!row) return undefined;
-      const stored: StoredResolution = {
-        organizationId: row.organization_id,
-        credential:
-          row.id !== null && row.encrypted_api_key !== null && row.key_id !== null
-            ? { id: row.id, token: row.encrypted_api_key, keyId: row.key_id, binding: row.key_binding, apiBase: row.api_base }
-            : null,
-      };
+      const first = rows[0];
+      if (!first) return undefined;
+      const candidates: StoredCandidate[] = [];
+      for (const row of rows) {
+        if (row.id === null || row.encrypted_api_key === null || row.key_id === null) continue;
+        candidates.push({
+          id: row.id,
+          token: row.encrypted_api_key,
+          keyId: row.key_id,
+          binding: row.key_binding,
+          apiBase: row.api_base,
+          weight: row.weight ?? 1,
+          failing: row.failing === true,
+        });
+      }
+      const stored: StoredResolution = { organizationId: first.organization_id, strategy: first.strategy ?? "newest", candidates };
       this.cache.set(key, stored, generation);
       return stored;
     })().finally(() => {
@@ -157,26 +210,27 @@ export class KeyResolver {
   }
 
   private noteUse(credentialId: string): void {
-    this.usedSinceFlush.add(credentialId);
+    this.usedSinceFlush.set(credentialId, (this.usedSinceFlush.get(credentialId) ?? 0) + 1);
     this.flushTimer ??= setTimeout(() => void this.flushUsage(), this.usageFlushMs).unref();
   }
 
-  /** Writes last_used_at for every credential handed out since the last flush. */
+  /** Writes last_used_at and adds the use counts of every credential handed out since the last flush: one statement. */
   async flushUsage(): Promise<void> {
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     if (this.usedSinceFlush.size === 0) return;
-    const ids = [...this.usedSinceFlush];
+    const uses = [...this.usedSinceFlush];
     this.usedSinceFlush.clear();
     try {
-      await this.orm.em
-        .getConnection()
-        .execute("update provider_credentials set last_used_at = now() where id = any(string_to_array(?, ',')::uuid[])", [
-          ids.join(","),
-        ]);
+      await this.orm.em.getConnection().execute(
+        `update provider_credentials c set last_used_at = now(), use_count = c.use_count + u.n
+         from unnest(string_to_array(?, ',')::uuid[], string_to_array(?, ',')::bigint[]) as u(id, n)
+         where c.id = u.id`,
+        [uses.map(([id]) => id).join(","), uses.map(([, n]) => n).join(",")],
+      );
     } catch {
-      // Usage times are best effort: a failed write is retried with the next batch.
-      for (const id of ids) this.usedSinceFlush.add(id);
+      // Usage is best effort: a failed write is retried with the next batch.
+      for (const [id, n] of uses) this.usedSinceFlush.set(id, (this.usedSinceFlush.get(id) ?? 0) + n);
     }
   }
 }

@@ -21,9 +21,9 @@ export function validateId(field: string, value: string): string {
   return value;
 }
 
-export function validateCredentialId(value: string): string {
-  if (value === "") throw invalid("credential_id", "is required");
-  if (!UUID_PATTERN.test(value)) throw invalid("credential_id", "must be a UUID");
+export function validateCredentialId(value: string, field = "credential_id"): string {
+  if (value === "") throw invalid(field, "is required");
+  if (!UUID_PATTERN.test(value)) throw invalid(field, "must be a UUID");
   return value.toLowerCase();
 }
 

@@ -1,4 +1,4 @@
-import { EntitySchema } from "@mikro-orm/core";
+import { BigIntType, EntitySchema } from "@mikro-orm/core";
 
 // Table rows as MikroORM entities. The schema itself lives in migrations/ (SQL),
 // so that what runs in production is reviewed SQL, not a generated diff.
@@ -68,7 +68,24 @@ export interface CredentialRow {
   createdBy: string | null;
   updatedBy: string | null;
   lastUsedAt: Date | null;
+  /** Share under the weighted selection strategy, 0-1000. */
+  weight: number;
+  /** ResolveKey hand-outs, written in batches with lastUsedAt. */
+  useCount: number;
+  /** When the key itself was set (created or replaced): what rotation reminders go by. */
+  keySetAt: Date;
+  checkOutcome: KeyCheckOutcomeName | null;
+  checkHttpStatus: number | null;
+  checkLatencyMs: number | null;
+  checkMessage: string | null;
+  checkedAt: Date | null;
+  /** Consecutive authentication or quota failures reported by callers. */
+  failureStreak: number;
+  /** Set while the credential is marked failing. */
+  failingSince: Date | null;
 }
+
+export type KeyCheckOutcomeName = "valid" | "invalid_key" | "no_permission" | "rate_limited" | "unreachable" | "unexpected";
 
 export const CredentialEntity = new EntitySchema<CredentialRow>({
   name: "Credential",
@@ -91,6 +108,38 @@ export const CredentialEntity = new EntitySchema<CredentialRow>({
     createdBy: { type: "text", nullable: true },
     updatedBy: { type: "text", nullable: true },
     lastUsedAt: { type: "Date", columnType: "timestamptz", nullable: true },
+    weight: { type: "integer" },
+    useCount: { type: new BigIntType("number") },
+    keySetAt: { type: "Date", columnType: "timestamptz" },
+    checkOutcome: { type: "text", nullable: true },
+    checkHttpStatus: { type: "integer", nullable: true },
+    checkLatencyMs: { type: "integer", nullable: true },
+    checkMessage: { type: "text", nullable: true },
+    checkedAt: { type: "Date", columnType: "timestamptz", nullable: true },
+    failureStreak: { type: "integer" },
+    failingSince: { type: "Date", columnType: "timestamptz", nullable: true },
+  },
+});
+
+export type SelectionStrategyName = "newest" | "round_robin" | "weighted";
+
+export interface SelectionStrategyRow {
+  organizationId: string;
+  provider: ProviderName;
+  strategy: SelectionStrategyName;
+  updatedAt: Date;
+  updatedBy: string | null;
+}
+
+export const SelectionStrategyEntity = new EntitySchema<SelectionStrategyRow>({
+  name: "SelectionStrategy",
+  tableName: "selection_strategies",
+  properties: {
+    organizationId: { type: "text", primary: true },
+    provider: { type: "text", primary: true },
+    strategy: { type: "text" },
+    updatedAt: { type: "Date", columnType: "timestamptz" },
+    updatedBy: { type: "text", nullable: true },
   },
 });
 
@@ -147,4 +196,4 @@ export const AuditEventEntity = new EntitySchema<AuditEventRow>({
   },
 });
 
-export const entities = [OrganizationEntity, TeamEntity, CredentialEntity, ApiTokenEntity, AuditEventEntity];
+export const entities = [OrganizationEntity, TeamEntity, CredentialEntity, SelectionStrategyEntity, ApiTokenEntity, AuditEventEntity];

@@ -23,7 +23,57 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credentials.proto.
  */
 export const file_credentials: GenFile = /*@__PURE__*/
-  fileDesc("ChFjcmVkZW50aWFscy5wcm90bxIOY3JlZGVudGlhbHMudjEivQMKCkNyZWRlbnRpYWwSFQoNY3JlZGVudGlhbF9pZBgBIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAiABKAkSKgoIcHJvdmlkZXIYAyABKA4yGC5jcmVkZW50aWFscy52MS5Qcm92aWRlchIXCg9jcmVkZW50aWFsX25hbWUYBCABKAkSFQoIYXBpX2Jhc2UYBSABKAlIAIgBARIRCglpc19hY3RpdmUYBiABKAgSEAoIa2V5X2hpbnQYByABKAkSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoKY3JlYXRlZF9ieRgKIAEoCUgBiAEBEhcKCnVwZGF0ZWRfYnkYCyABKAlIAogBARIwCgxsYXN0X3VzZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3ZlcnNpb24YDSABKAVCCwoJX2FwaV9iYXNlQg0KC19jcmVhdGVkX2J5Qg0KC191cGRhdGVkX2J5IqwBChdDcmVhdGVDcmVkZW50aWFsUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSKgoIcHJvdmlkZXIYAiABKA4yGC5jcmVkZW50aWFscy52MS5Qcm92aWRlchIXCg9jcmVkZW50aWFsX25hbWUYAyABKAkSDwoHYXBpX2tleRgEIAEoCRIVCghhcGlfYmFzZRgFIAEoCUgAiAEBQgsKCV9hcGlfYmFzZSJKChhDcmVhdGVDcmVkZW50aWFsUmVzcG9uc2USLgoKY3JlZGVudGlhbBgBIAEoCzIaLmNyZWRlbnRpYWxzLnYxLkNyZWRlbnRpYWwiLQoUR2V0Q3JlZGVudGlhbFJlcXVlc3QSFQoNY3JlZGVudGlhbF9pZBgBIAEoCSJHChVHZXRDcmVkZW50aWFsUmVzcG9uc2USLgoKY3JlZGVudGlhbBgBIAEoCzIaLmNyZWRlbnRpYWxzLnYxLkNyZWRlbnRpYWwiqwEKFkxpc3RDcmVkZW50aWFsc1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEi8KCHByb3ZpZGVyGAIgASgOMhguY3JlZGVudGlhbHMudjEuUHJvdmlkZXJIAIgBARITCgthY3RpdmVfb25seRgDIAEoCBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCUILCglfcHJvdmlkZXIiYwoXTGlzdENyZWRlbnRpYWxzUmVzcG9uc2USLwoLY3JlZGVudGlhbHMYASADKAsyGi5jcmVkZW50aWFscy52MS5DcmVkZW50aWFsEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLcAQoXVXBkYXRlQ3JlZGVudGlhbFJlcXVlc3QSFQoNY3JlZGVudGlhbF9pZBgBIAEoCRIcCg9jcmVkZW50aWFsX25hbWUYAiABKAlIAIgBARIUCgdhcGlfa2V5GAMgASgJSAGIAQESFQoIYXBpX2Jhc2UYBCABKAlIAogBARIdChBleHBlY3RlZF92ZXJzaW9uGAUgASgFSAOIAQFCEgoQX2NyZWRlbnRpYWxfbmFtZUIKCghfYXBpX2tleUILCglfYXBpX2Jhc2VCEwoRX2V4cGVjdGVkX3ZlcnNpb24iSgoYVXBkYXRlQ3JlZGVudGlhbFJlc3BvbnNlEi4KCmNyZWRlbnRpYWwYASABKAsyGi5jcmVkZW50aWFscy52MS5DcmVkZW50aWFsIjIKGUFjdGl2YXRlQ3JlZGVudGlhbFJlcXVlc3QSFQoNY3JlZGVudGlhbF9pZBgBIAEoCSJMChpBY3RpdmF0ZUNyZWRlbnRpYWxSZXNwb25zZRIuCgpjcmVkZW50aWFsGAEgASgLMhouY3JlZGVudGlhbHMudjEuQ3JlZGVudGlhbCI0ChtEZWFjdGl2YXRlQ3JlZGVudGlhbFJlcXVlc3QSFQoNY3JlZGVudGlhbF9pZBgBIAEoCSJOChxEZWFjdGl2YXRlQ3JlZGVudGlhbFJlc3BvbnNlEi4KCmNyZWRlbnRpYWwYASABKAsyGi5jcmVkZW50aWFscy52MS5DcmVkZW50aWFsIjAKF0RlbGV0ZUNyZWRlbnRpYWxSZXF1ZXN0EhUKDWNyZWRlbnRpYWxfaWQYASABKAkiGgoYRGVsZXRlQ3JlZGVudGlhbFJlc3BvbnNlInYKEVJlc29sdmVLZXlSZXF1ZXN0EhkKD29yZ2FuaXphdGlvbl9pZBgBIAEoCUgAEhEKB3RlYW1faWQYAiABKAlIABIqCghwcm92aWRlchgDIAEoDjIYLmNyZWRlbnRpYWxzLnYxLlByb3ZpZGVyQgcKBXNjb3BlIrsBChJSZXNvbHZlS2V5UmVzcG9uc2USDwoHYXBpX2tleRgBIAEoCRIVCghhcGlfYmFzZRgCIAEoCUgAiAEBEikKBnNvdXJjZRgDIAEoDjIZLmNyZWRlbnRpYWxzLnYxLktleVNvdXJjZRIaCg1jcmVkZW50aWFsX2lkGAQgASgJSAGIAQESFwoPb3JnYW5pemF0aW9uX2lkGAUgASgJQgsKCV9hcGlfYmFzZUIQCg5fY3JlZGVudGlhbF9pZCKVAQoMT3JnYW5pemF0aW9uEhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIp4BCgRUZWFtEg8KB3RlYW1faWQYASABKAkSFwoPb3JnYW5pemF0aW9uX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQgoZQ3JlYXRlT3JnYW5pemF0aW9uUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSDAoEbmFtZRgCIAEoCSJQChpDcmVhdGVPcmdhbml6YXRpb25SZXNwb25zZRIyCgxvcmdhbml6YXRpb24YASABKAsyHC5jcmVkZW50aWFscy52MS5Pcmdhbml6YXRpb24iMQoWR2V0T3JnYW5pemF0aW9uUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkiTQoXR2V0T3JnYW5pemF0aW9uUmVzcG9uc2USMgoMb3JnYW5pemF0aW9uGAEgASgLMhwuY3JlZGVudGlhbHMudjEuT3JnYW5pemF0aW9uIkEKGExpc3RPcmdhbml6YXRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJpChlMaXN0T3JnYW5pemF0aW9uc1Jlc3BvbnNlEjMKDW9yZ2FuaXphdGlvbnMYASADKAsyHC5jcmVkZW50aWFscy52MS5Pcmdhbml6YXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjQKGURlbGV0ZU9yZ2FuaXphdGlvblJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJIhwKGkRlbGV0ZU9yZ2FuaXphdGlvblJlc3BvbnNlIksKEUNyZWF0ZVRlYW1SZXF1ZXN0Eg8KB3RlYW1faWQYASABKAkSFwoPb3JnYW5pemF0aW9uX2lkGAIgASgJEgwKBG5hbWUYAyABKAkiOAoSQ3JlYXRlVGVhbVJlc3BvbnNlEiIKBHRlYW0YASABKAsyFC5jcmVkZW50aWFscy52MS5UZWFtIlIKEExpc3RUZWFtc1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIlEKEUxpc3RUZWFtc1Jlc3BvbnNlEiMKBXRlYW1zGAEgAygLMhQuY3JlZGVudGlhbHMudjEuVGVhbRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJAoRRGVsZXRlVGVhbVJlcXVlc3QSDwoHdGVhbV9pZBgBIAEoCSIUChJEZWxldGVUZWFtUmVzcG9uc2UqfgoIUHJvdmlkZXISGAoUUFJPVklERVJfVU5TUEVDSUZJRUQQABITCg9QUk9WSURFUl9PUEVOQUkQARIWChJQUk9WSURFUl9BTlRIUk9QSUMQAhITCg9QUk9WSURFUl9HRU1JTkkQAxIWChJQUk9WSURFUl9GSVJFV09SS1MQBCpgCglLZXlTb3VyY2USGgoWS0VZX1NPVVJDRV9VTlNQRUNJRklFRBAAEhsKF0tFWV9TT1VSQ0VfT1JHQU5JWkFUSU9OEAESGgoWS0VZX1NPVVJDRV9FTlZJUk9OTUVOVBACMr8GChFDcmVkZW50aWFsU2VydmljZRJlChBDcmVhdGVDcmVkZW50aWFsEicuY3JlZGVudGlhbHMudjEuQ3JlYXRlQ3JlZGVudGlhbFJlcXVlc3QaKC5jcmVkZW50aWFscy52MS5DcmVhdGVDcmVkZW50aWFsUmVzcG9uc2USXAoNR2V0Q3JlZGVudGlhbBIkLmNyZWRlbnRpYWxzLnYxLkdldENyZWRlbnRpYWxSZXF1ZXN0GiUuY3JlZGVudGlhbHMudjEuR2V0Q3JlZGVudGlhbFJlc3BvbnNlEmIKD0xpc3RDcmVkZW50aWFscxImLmNyZWRlbnRpYWxzLnYxLkxpc3RDcmVkZW50aWFsc1JlcXVlc3QaJy5jcmVkZW50aWFscy52MS5MaXN0Q3JlZGVudGlhbHNSZXNwb25zZRJlChBVcGRhdGVDcmVkZW50aWFsEicuY3JlZGVudGlhbHMudjEuVXBkYXRlQ3JlZGVudGlhbFJlcXVlc3QaKC5jcmVkZW50aWFscy52MS5VcGRhdGVDcmVkZW50aWFsUmVzcG9uc2USawoSQWN0aXZhdGVDcmVkZW50aWFsEikuY3JlZGVudGlhbHMudjEuQWN0aXZhdGVDcmVkZW50aWFsUmVxdWVzdBoqLmNyZWRlbnRpYWxzLnYxLkFjdGl2YXRlQ3JlZGVudGlhbFJlc3BvbnNlEnEKFERlYWN0aXZhdGVDcmVkZW50aWFsEisuY3JlZGVudGlhbHMudjEuRGVhY3RpdmF0ZUNyZWRlbnRpYWxSZXF1ZXN0GiwuY3JlZGVudGlhbHMudjEuRGVhY3RpdmF0ZUNyZWRlbnRpYWxSZXNwb25zZRJlChBEZWxldGVDcmVkZW50aWFsEicuY3JlZGVudGlhbHMudjEuRGVsZXRlQ3JlZGVudGlhbFJlcXVlc3QaKC5jcmVkZW50aWFscy52MS5EZWxldGVDcmVkZW50aWFsUmVzcG9uc2USUwoKUmVzb2x2ZUtleRIhLmNyZWRlbnRpYWxzLnYxLlJlc29sdmVLZXlSZXF1ZXN0GiIuY3JlZGVudGlhbHMudjEuUmVzb2x2ZUtleVJlc3BvbnNlMrkFChNPcmdhbml6YXRpb25TZXJ2aWNlEmsKEkNyZWF0ZU9yZ2FuaXphdGlvbhIpLmNyZWRlbnRpYWxzLnYxLkNyZWF0ZU9yZ2FuaXphdGlvblJlcXVlc3QaKi5jcmVkZW50aWFscy52MS5DcmVhdGVPcmdhbml6YXRpb25SZXNwb25zZRJiCg9HZXRPcmdhbml6YXRpb24SJi5jcmVkZW50aWFscy52MS5HZXRPcmdhbml6YXRpb25SZXF1ZXN0GicuY3JlZGVudGlhbHMudjEuR2V0T3JnYW5pemF0aW9uUmVzcG9uc2USaAoRTGlzdE9yZ2FuaXphdGlvbnMSKC5jcmVkZW50aWFscy52MS5MaXN0T3JnYW5pemF0aW9uc1JlcXVlc3QaKS5jcmVkZW50aWFscy52MS5MaXN0T3JnYW5pemF0aW9uc1Jlc3BvbnNlEmsKEkRlbGV0ZU9yZ2FuaXphdGlvbhIpLmNyZWRlbnRpYWxzLnYxLkRlbGV0ZU9yZ2FuaXphdGlvblJlcXVlc3QaKi5jcmVkZW50aWFscy52MS5EZWxldGVPcmdhbml6YXRpb25SZXNwb25zZRJTCgpDcmVhdGVUZWFtEiEuY3JlZGVudGlhbHMudjEuQ3JlYXRlVGVhbVJlcXVlc3QaIi5jcmVkZW50aWFscy52MS5DcmVhdGVUZWFtUmVzcG9uc2USUAoJTGlzdFRlYW1zEiAuY3JlZGVudGlhbHMudjEuTGlzdFRlYW1zUmVxdWVzdBohLmNyZWRlbnRpYWxzLnYxLkxpc3RUZWFtc1Jlc3BvbnNlElMKCkRlbGV0ZVRlYW0SIS5jcmVkZW50aWFscy52MS5EZWxldGVUZWFtUmVxdWVzdBoiLmNyZWRlbnRpYWxzLnYxLkRlbGV0ZVRlYW1SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChFjcmVkZW50aWFscy5wcm90bxIOY3JlZGVudGlhbHMudjEiuwEKCEtleUNoZWNrEjAKB291dGNvbWUYASABKA4yHy5jcmVkZW50aWFscy52MS5LZXlDaGVja091dGNvbWUSGAoLaHR0cF9zdGF0dXMYAiABKAVIAIgBARISCgpsYXRlbmN5X21zGAMgASgFEg8KB21lc3NhZ2UYBCABKAkSLgoKY2hlY2tlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCDgoMX2h0dHBfc3RhdHVzIv0ECgpDcmVkZW50aWFsEhUKDWNyZWRlbnRpYWxfaWQYASABKAkSFwoPb3JnYW5pemF0aW9uX2lkGAIgASgJEioKCHByb3ZpZGVyGAMgASgOMhguY3JlZGVudGlhbHMudjEuUHJvdmlkZXISFwoPY3JlZGVudGlhbF9uYW1lGAQgASgJEhUKCGFwaV9iYXNlGAUgASgJSACIAQESEQoJaXNfYWN0aXZlGAYgASgIEhAKCGtleV9oaW50GAcgASgJEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKCmNyZWF0ZWRfYnkYCiABKAlIAYgBARIXCgp1cGRhdGVkX2J5GAsgASgJSAKIAQESMAoMbGFzdF91c2VkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd2ZXJzaW9uGA0gASgFEg4KBndlaWdodBgOIAEoBRIRCgl1c2VfY291bnQYDyABKAMSLAoKbGFzdF9jaGVjaxgQIAEoCzIYLmNyZWRlbnRpYWxzLnYxLktleUNoZWNrEg8KB2ZhaWxpbmcYESABKAgSFgoOZmFpbHVyZV9zdHJlYWsYEiABKAUSLgoKa2V5X3NldF9hdBgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMcm90YXRpb25fZHVlGBQgASgIQgsKCV9hcGlfYmFzZUINCgtfY3JlYXRlZF9ieUINCgtfdXBkYXRlZF9ieSLjAQoPU2VsZWN0aW9uUG9saWN5EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIqCghwcm92aWRlchgCIAEoDjIYLmNyZWRlbnRpYWxzLnYxLlByb3ZpZGVyEjMKCHN0cmF0ZWd5GAMgASgOMiEuY3JlZGVudGlhbHMudjEuU2VsZWN0aW9uU3RyYXRlZ3kSLgoKdXBkYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoKdXBkYXRlZF9ieRgFIAEoCUgAiAEBQg0KC191cGRhdGVkX2J5ItwBChdDcmVhdGVDcmVkZW50aWFsUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSKgoIcHJvdmlkZXIYAiABKA4yGC5jcmVkZW50aWFscy52MS5Qcm92aWRlchIXCg9jcmVkZW50aWFsX25hbWUYAyABKAkSDwoHYXBpX2tleRgEIAEoCRIVCghhcGlfYmFzZRgFIAEoCUgAiAEBEhMKBndlaWdodBgGIAEoBUgBiAEBEg4KBnZlcmlmeRgHIAEoCEILCglfYXBpX2Jhc2VCCQoHX3dlaWdodCJKChhDcmVhdGVDcmVkZW50aWFsUmVzcG9uc2USLgoKY3JlZGVudGlhbBgBIAEoCzIaLmNyZWRlbnRpYWxzLnYxLkNyZWRlbnRpYWwiLQoUR2V0Q3JlZGVudGlhbFJlcXVlc3QSFQoNY3JlZGVudGlhbF9pZBgBIAEoCSJHChVHZXRDcmVkZW50aWFsUmVzcG9uc2USLgoKY3JlZGVudGlhbBgBIAEoCzIaLmNyZWRlbnRpYWxzLnYxLkNyZWRlbnRpYWwi3AEKFkxpc3RDcmVkZW50aWFsc1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEi8KCHByb3ZpZGVyGAIgASgOMhguY3JlZGVudGlhbHMudjEuUHJvdmlkZXJIAIgBARITCgthY3RpdmVfb25seRgDIAEoCBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCRIZChFyb3RhdGlvbl9kdWVfb25seRgGIAEoCBIUCgxmYWlsaW5nX29ubHkYByABKAhCCwoJX3Byb3ZpZGVyImMKF0xpc3RDcmVkZW50aWFsc1Jlc3BvbnNlEi8KC2NyZWRlbnRpYWxzGAEgAygLMhouY3JlZGVudGlhbHMudjEuQ3JlZGVudGlhbBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkijAIKF1VwZGF0ZUNyZWRlbnRpYWxSZXF1ZXN0EhUKDWNyZWRlbnRpYWxfaWQYASABKAkSHAoPY3JlZGVudGlhbF9uYW1lGAIgASgJSACIAQESFAoHYXBpX2tleRgDIAEoCUgBiAEBEhUKCGFwaV9iYXNlGAQgASgJSAKIAQESHQoQZXhwZWN0ZWRfdmVyc2lvbhgFIAEoBUgDiAEBEhMKBndlaWdodBgGIAEoBUgEiAEBEg4KBnZlcmlmeRgHIAEoCEISChBfY3JlZGVudGlhbF9uYW1lQgoKCF9hcGlfa2V5QgsKCV9hcGlfYmFzZUITChFfZXhwZWN0ZWRfdmVyc2lvbkIJCgdfd2VpZ2h0IkoKGFVwZGF0ZUNyZWRlbnRpYWxSZXNwb25zZRIuCgpjcmVkZW50aWFsGAEgASgLMhouY3JlZGVudGlhbHMudjEuQ3JlZGVudGlhbCIyChlBY3RpdmF0ZUNyZWRlbnRpYWxSZXF1ZXN0EhUKDWNyZWRlbnRpYWxfaWQYASABKAkiTAoaQWN0aXZhdGVDcmVkZW50aWFsUmVzcG9uc2USLgoKY3JlZGVudGlhbBgBIAEoCzIaLmNyZWRlbnRpYWxzLnYxLkNyZWRlbnRpYWwiNAobRGVhY3RpdmF0ZUNyZWRlbnRpYWxSZXF1ZXN0EhUKDWNyZWRlbnRpYWxfaWQYASABKAkiTgocRGVhY3RpdmF0ZUNyZWRlbnRpYWxSZXNwb25zZRIuCgpjcmVkZW50aWFsGAEgASgLMhouY3JlZGVudGlhbHMudjEuQ3JlZGVudGlhbCIwChdEZWxldGVDcmVkZW50aWFsUmVxdWVzdBIVCg1jcmVkZW50aWFsX2lkGAEgASgJIhoKGERlbGV0ZUNyZWRlbnRpYWxSZXNwb25zZSIwChdWZXJpZnlDcmVkZW50aWFsUmVxdWVzdBIVCg1jcmVkZW50aWFsX2lkGAEgASgJInMKGFZlcmlmeUNyZWRlbnRpYWxSZXNwb25zZRInCgVjaGVjaxgBIAEoCzIYLmNyZWRlbnRpYWxzLnYxLktleUNoZWNrEi4KCmNyZWRlbnRpYWwYAiABKAsyGi5jcmVkZW50aWFscy52MS5DcmVkZW50aWFsIlsKF1JlcG9ydEtleUZhaWx1cmVSZXF1ZXN0EhUKDWNyZWRlbnRpYWxfaWQYASABKAkSKQoEa2luZBgCIAEoDjIbLmNyZWRlbnRpYWxzLnYxLkZhaWx1cmVLaW5kIkMKGFJlcG9ydEtleUZhaWx1cmVSZXNwb25zZRIWCg5mYWlsdXJlX3N0cmVhaxgBIAEoBRIPCgdmYWlsaW5nGAIgASgIIjEKF1JlcG9ydEtleVN1Y2Nlc3NSZXF1ZXN0EhYKDmNyZWRlbnRpYWxfaWRzGAEgAygJIi0KGFJlcG9ydEtleVN1Y2Nlc3NSZXNwb25zZRIRCglyZWNvdmVyZWQYASABKAUilwEKG1NldFNlbGVjdGlvblN0cmF0ZWd5UmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSKgoIcHJvdmlkZXIYAiABKA4yGC5jcmVkZW50aWFscy52MS5Qcm92aWRlchIzCghzdHJhdGVneRgDIAEoDjIhLmNyZWRlbnRpYWxzLnYxLlNlbGVjdGlvblN0cmF0ZWd5Ik8KHFNldFNlbGVjdGlvblN0cmF0ZWd5UmVzcG9uc2USLwoGcG9saWN5GAEgASgLMh8uY3JlZGVudGlhbHMudjEuU2VsZWN0aW9uUG9saWN5IjkKHkxpc3RTZWxlY3Rpb25TdHJhdGVnaWVzUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkiVAofTGlzdFNlbGVjdGlvblN0cmF0ZWdpZXNSZXNwb25zZRIxCghwb2xpY2llcxgBIAMoCzIfLmNyZWRlbnRpYWxzLnYxLlNlbGVjdGlvblBvbGljeSJ2ChFSZXNvbHZlS2V5UmVxdWVzdBIZCg9vcmdhbml6YXRpb25faWQYASABKAlIABIRCgd0ZWFtX2lkGAIgASgJSAASKgoIcHJvdmlkZXIYAyABKA4yGC5jcmVkZW50aWFscy52MS5Qcm92aWRlckIHCgVzY29wZSLMAQoSUmVzb2x2ZUtleVJlc3BvbnNlEg8KB2FwaV9rZXkYASABKAkSFQoIYXBpX2Jhc2UYAiABKAlIAIgBARIpCgZzb3VyY2UYAyABKA4yGS5jcmVkZW50aWFscy52MS5LZXlTb3VyY2USGgoNY3JlZGVudGlhbF9pZBgEIAEoCUgBiAEBEhcKD29yZ2FuaXphdGlvbl9pZBgFIAEoCRIPCgdmYWlsaW5nGAYgASgIQgsKCV9hcGlfYmFzZUIQCg5fY3JlZGVudGlhbF9pZCKVAQoMT3JnYW5pemF0aW9uEhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIp4BCgRUZWFtEg8KB3RlYW1faWQYASABKAkSFwoPb3JnYW5pemF0aW9uX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQgoZQ3JlYXRlT3JnYW5pemF0aW9uUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSDAoEbmFtZRgCIAEoCSJQChpDcmVhdGVPcmdhbml6YXRpb25SZXNwb25zZRIyCgxvcmdhbml6YXRpb24YASABKAsyHC5jcmVkZW50aWFscy52MS5Pcmdhbml6YXRpb24iMQoWR2V0T3JnYW5pemF0aW9uUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkiTQoXR2V0T3JnYW5pemF0aW9uUmVzcG9uc2USMgoMb3JnYW5pemF0aW9uGAEgASgLMhwuY3JlZGVudGlhbHMudjEuT3JnYW5pemF0aW9uIkEKGExpc3RPcmdhbml6YXRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJpChlMaXN0T3JnYW5pemF0aW9uc1Jlc3BvbnNlEjMKDW9yZ2FuaXphdGlvbnMYASADKAsyHC5jcmVkZW50aWFscy52MS5Pcmdhbml6YXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjQKGURlbGV0ZU9yZ2FuaXphdGlvblJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJIhwKGkRlbGV0ZU9yZ2FuaXphdGlvblJlc3BvbnNlIksKEUNyZWF0ZVRlYW1SZXF1ZXN0Eg8KB3RlYW1faWQYASABKAkSFwoPb3JnYW5pemF0aW9uX2lkGAIgASgJEgwKBG5hbWUYAyABKAkiOAoSQ3JlYXRlVGVhbVJlc3BvbnNlEiIKBHRlYW0YASABKAsyFC5jcmVkZW50aWFscy52MS5UZWFtIlIKEExpc3RUZWFtc1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIlEKEUxpc3RUZWFtc1Jlc3BvbnNlEiMKBXRlYW1zGAEgAygLMhQuY3JlZGVudGlhbHMudjEuVGVhbRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJAoRRGVsZXRlVGVhbVJlcXVlc3QSDwoHdGVhbV9pZBgBIAEoCSIUChJEZWxldGVUZWFtUmVzcG9uc2UqfgoIUHJvdmlkZXISGAoUUFJPVklERVJfVU5TUEVDSUZJRUQQABITCg9QUk9WSURFUl9PUEVOQUkQARIWChJQUk9WSURFUl9BTlRIUk9QSUMQAhITCg9QUk9WSURFUl9HRU1JTkkQAxIWChJQUk9WSURFUl9GSVJFV09SS1MQBCpgCglLZXlTb3VyY2USGgoWS0VZX1NPVVJDRV9VTlNQRUNJRklFRBAAEhsKF0tFWV9TT1VSQ0VfT1JHQU5JWkFUSU9OEAESGgoWS0VZX1NPVVJDRV9FTlZJUk9OTUVOVBACKpsBChFTZWxlY3Rpb25TdHJhdGVneRIiCh5TRUxFQ1RJT05fU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIdChlTRUxFQ1RJT05fU1RSQVRFR1lfTkVXRVNUEAESIgoeU0VMRUNUSU9OX1NUUkFURUdZX1JPVU5EX1JPQklOEAISHwobU0VMRUNUSU9OX1NUUkFURUdZX1dFSUdIVEVEEAMqggIKD0tleUNoZWNrT3V0Y29tZRIhCh1LRVlfQ0hFQ0tfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhsKF0tFWV9DSEVDS19PVVRDT01FX1ZBTElEEAESIQodS0VZX0NIRUNLX09VVENPTUVfSU5WQUxJRF9LRVkQAhIjCh9LRVlfQ0hFQ0tfT1VUQ09NRV9OT19QRVJNSVNTSU9OEAMSIgoeS0VZX0NIRUNLX09VVENPTUVfUkFURV9MSU1JVEVEEAQSIQodS0VZX0NIRUNLX09VVENPTUVfVU5SRUFDSEFCTEUQBRIgChxLRVlfQ0hFQ0tfT1VUQ09NRV9VTkVYUEVDVEVEEAYqtgEKC0ZhaWx1cmVLaW5kEhwKGEZBSUxVUkVfS0lORF9VTlNQRUNJRklFRBAAEh8KG0ZBSUxVUkVfS0lORF9BVVRIRU5USUNBVElPThABEhsKF0ZBSUxVUkVfS0lORF9QRVJNSVNTSU9OEAISGwoXRkFJTFVSRV9LSU5EX1JBVEVfTElNSVQQAxIWChJGQUlMVVJFX0tJTkRfUVVPVEEQBBIWChJGQUlMVVJFX0tJTkRfT1RIRVIQBTLjCgoRQ3JlZGVudGlhbFNlcnZpY2USZQoQQ3JlYXRlQ3JlZGVudGlhbBInLmNyZWRlbnRpYWxzLnYxLkNyZWF0ZUNyZWRlbnRpYWxSZXF1ZXN0GiguY3JlZGVudGlhbHMudjEuQ3JlYXRlQ3JlZGVudGlhbFJlc3BvbnNlElwKDUdldENyZWRlbnRpYWwSJC5jcmVkZW50aWFscy52MS5HZXRDcmVkZW50aWFsUmVxdWVzdBolLmNyZWRlbnRpYWxzLnYxLkdldENyZWRlbnRpYWxSZXNwb25zZRJiCg9MaXN0Q3JlZGVudGlhbHMSJi5jcmVkZW50aWFscy52MS5MaXN0Q3JlZGVudGlhbHNSZXF1ZXN0GicuY3JlZGVudGlhbHMudjEuTGlzdENyZWRlbnRpYWxzUmVzcG9uc2USZQoQVXBkYXRlQ3JlZGVudGlhbBInLmNyZWRlbnRpYWxzLnYxLlVwZGF0ZUNyZWRlbnRpYWxSZXF1ZXN0GiguY3JlZGVudGlhbHMudjEuVXBkYXRlQ3JlZGVudGlhbFJlc3BvbnNlEmsKEkFjdGl2YXRlQ3JlZGVudGlhbBIpLmNyZWRlbnRpYWxzLnYxLkFjdGl2YXRlQ3JlZGVudGlhbFJlcXVlc3QaKi5jcmVkZW50aWFscy52MS5BY3RpdmF0ZUNyZWRlbnRpYWxSZXNwb25zZRJxChREZWFjdGl2YXRlQ3JlZGVudGlhbBIrLmNyZWRlbnRpYWxzLnYxLkRlYWN0aXZhdGVDcmVkZW50aWFsUmVxdWVzdBosLmNyZWRlbnRpYWxzLnYxLkRlYWN0aXZhdGVDcmVkZW50aWFsUmVzcG9uc2USZQoQRGVsZXRlQ3JlZGVudGlhbBInLmNyZWRlbnRpYWxzLnYxLkRlbGV0ZUNyZWRlbnRpYWxSZXF1ZXN0GiguY3JlZGVudGlhbHMudjEuRGVsZXRlQ3JlZGVudGlhbFJlc3BvbnNlEmUKEFZlcmlmeUNyZWRlbnRpYWwSJy5jcmVkZW50aWFscy52MS5WZXJpZnlDcmVkZW50aWFsUmVxdWVzdBooLmNyZWRlbnRpYWxzLnYxLlZlcmlmeUNyZWRlbnRpYWxSZXNwb25zZRJlChBSZXBvcnRLZXlGYWlsdXJlEicuY3JlZGVudGlhbHMudjEuUmVwb3J0S2V5RmFpbHVyZVJlcXVlc3QaKC5jcmVkZW50aWFscy52MS5SZXBvcnRLZXlGYWlsdXJlUmVzcG9uc2USZQoQUmVwb3J0S2V5U3VjY2VzcxInLmNyZWRlbnRpYWxzLnYxLlJlcG9ydEtleVN1Y2Nlc3NSZXF1ZXN0GiguY3JlZGVudGlhbHMudjEuUmVwb3J0S2V5U3VjY2Vzc1Jlc3BvbnNlEnEKFFNldFNlbGVjdGlvblN0cmF0ZWd5EisuY3JlZGVudGlhbHMudjEuU2V0U2VsZWN0aW9uU3RyYXRlZ3lSZXF1ZXN0GiwuY3JlZGVudGlhbHMudjEuU2V0U2VsZWN0aW9uU3RyYXRlZ3lSZXNwb25zZRJ6ChdMaXN0U2VsZWN0aW9uU3RyYXRlZ2llcxIuLmNyZWRlbnRpYWxzLnYxLkxpc3RTZWxlY3Rpb25TdHJhdGVnaWVzUmVxdWVzdBovLmNyZWRlbnRpYWxzLnYxLkxpc3RTZWxlY3Rpb25TdHJhdGVnaWVzUmVzcG9uc2USUwoKUmVzb2x2ZUtleRIhLmNyZWRlbnRpYWxzLnYxLlJlc29sdmVLZXlSZXF1ZXN0GiIuY3JlZGVudGlhbHMudjEuUmVzb2x2ZUtleVJlc3BvbnNlMrkFChNPcmdhbml6YXRpb25TZXJ2aWNlEmsKEkNyZWF0ZU9yZ2FuaXphdGlvbhIpLmNyZWRlbnRpYWxzLnYxLkNyZWF0ZU9yZ2FuaXphdGlvblJlcXVlc3QaKi5jcmVkZW50aWFscy52MS5DcmVhdGVPcmdhbml6YXRpb25SZXNwb25zZRJiCg9HZXRPcmdhbml6YXRpb24SJi5jcmVkZW50aWFscy52MS5HZXRPcmdhbml6YXRpb25SZXF1ZXN0GicuY3JlZGVudGlhbHMudjEuR2V0T3JnYW5pemF0aW9uUmVzcG9uc2USaAoRTGlzdE9yZ2FuaXphdGlvbnMSKC5jcmVkZW50aWFscy52MS5MaXN0T3JnYW5pemF0aW9uc1JlcXVlc3QaKS5jcmVkZW50aWFscy52MS5MaXN0T3JnYW5pemF0aW9uc1Jlc3BvbnNlEmsKEkRlbGV0ZU9yZ2FuaXphdGlvbhIpLmNyZWRlbnRpYWxzLnYxLkRlbGV0ZU9yZ2FuaXphdGlvblJlcXVlc3QaKi5jcmVkZW50aWFscy52MS5EZWxldGVPcmdhbml6YXRpb25SZXNwb25zZRJTCgpDcmVhdGVUZWFtEiEuY3JlZGVudGlhbHMudjEuQ3JlYXRlVGVhbVJlcXVlc3QaIi5jcmVkZW50aWFscy52MS5DcmVhdGVUZWFtUmVzcG9uc2USUAoJTGlzdFRlYW1zEiAuY3JlZGVudGlhbHMudjEuTGlzdFRlYW1zUmVxdWVzdBohLmNyZWRlbnRpYWxzLnYxLkxpc3RUZWFtc1Jlc3BvbnNlElMKCkRlbGV0ZVRlYW0SIS5jcmVkZW50aWFscy52MS5EZWxldGVUZWFtUmVxdWVzdBoiLmNyZWRlbnRpYWxzLnYxLkRlbGV0ZVRlYW1SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+
+/**
+ * The result of checking a key against its provider's cheapest authenticated
+ * endpoint (the model list), with the stored key and api_base.
+ *
+ * @generated from message credentials.v1.KeyCheck
+ */
+export type KeyCheck = Message<"credentials.v1.KeyCheck"> & {
+  /**
+   * What the check found.
+   *
+   * @generated from field: credentials.v1.KeyCheckOutcome outcome = 1;
+   */
+  outcome: KeyCheckOutcome;
+
+  /**
+   * The provider's HTTP status; unset when there was no answer.
+   *
+   * @generated from field: optional int32 http_status = 2;
+   */
+  httpStatus?: number | undefined;
+
+  /**
+   * How long the check took, in milliseconds.
+   *
+   * @generated from field: int32 latency_ms = 3;
+   */
+  latencyMs: number;
+
+  /**
+   * A short explanation for people; never contains the key.
+   *
+   * @generated from field: string message = 4;
+   */
+  message: string;
+
+  /**
+   * When the check ran.
+   *
+   * @generated from field: google.protobuf.Timestamp checked_at = 5;
+   */
+  checkedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message credentials.v1.KeyCheck.
+ * Use `create(KeyCheckSchema)` to create a new message.
+ */
+export const KeyCheckSchema: GenMessage<KeyCheck> = /*@__PURE__*/
+  messageDesc(file_credentials, 0);
 
 /**
  * A stored provider credential as administrators see it. It never carries the
@@ -123,6 +173,60 @@ export type Credential = Message<"credentials.v1.Credential"> & {
    * @generated from field: int32 version = 13;
    */
   version: number;
+
+  /**
+   * Relative share of calls under SELECTION_STRATEGY_WEIGHTED, 0-1000 (0: never
+   * picked by that strategy). Default 1.
+   *
+   * @generated from field: int32 weight = 14;
+   */
+  weight: number;
+
+  /**
+   * How many times ResolveKey handed it out. Counted in batches: lags by up to
+   * about 10 seconds.
+   *
+   * @generated from field: int64 use_count = 15;
+   */
+  useCount: bigint;
+
+  /**
+   * The last check against the provider; unset if never checked.
+   *
+   * @generated from field: credentials.v1.KeyCheck last_check = 16;
+   */
+  lastCheck?: KeyCheck | undefined;
+
+  /**
+   * Marked failing after FAILURE_THRESHOLD consecutive authentication or quota
+   * failures were reported. ResolveKey skips a failing credential while another
+   * active, healthy one exists. A reported success or a passing check clears it.
+   *
+   * @generated from field: bool failing = 17;
+   */
+  failing: boolean;
+
+  /**
+   * Consecutive authentication or quota failures reported since the last success.
+   *
+   * @generated from field: int32 failure_streak = 18;
+   */
+  failureStreak: number;
+
+  /**
+   * When the key itself was set (created, or replaced by an update): the age
+   * rotation reminders go by.
+   *
+   * @generated from field: google.protobuf.Timestamp key_set_at = 19;
+   */
+  keySetAt?: Timestamp | undefined;
+
+  /**
+   * True when key_set_at is older than the service's ROTATION_DAYS (default 90).
+   *
+   * @generated from field: bool rotation_due = 20;
+   */
+  rotationDue: boolean;
 };
 
 /**
@@ -130,7 +234,56 @@ export type Credential = Message<"credentials.v1.Credential"> & {
  * Use `create(CredentialSchema)` to create a new message.
  */
 export const CredentialSchema: GenMessage<Credential> = /*@__PURE__*/
-  messageDesc(file_credentials, 0);
+  messageDesc(file_credentials, 1);
+
+/**
+ * An organisation's selection strategy for one provider.
+ *
+ * @generated from message credentials.v1.SelectionPolicy
+ */
+export type SelectionPolicy = Message<"credentials.v1.SelectionPolicy"> & {
+  /**
+   * The organisation.
+   *
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+
+  /**
+   * The provider.
+   *
+   * @generated from field: credentials.v1.Provider provider = 2;
+   */
+  provider: Provider;
+
+  /**
+   * The strategy ResolveKey uses.
+   *
+   * @generated from field: credentials.v1.SelectionStrategy strategy = 3;
+   */
+  strategy: SelectionStrategy;
+
+  /**
+   * When it was last set; unset for the default.
+   *
+   * @generated from field: google.protobuf.Timestamp updated_at = 4;
+   */
+  updatedAt?: Timestamp | undefined;
+
+  /**
+   * Who set it; unset for the default.
+   *
+   * @generated from field: optional string updated_by = 5;
+   */
+  updatedBy?: string | undefined;
+};
+
+/**
+ * Describes the message credentials.v1.SelectionPolicy.
+ * Use `create(SelectionPolicySchema)` to create a new message.
+ */
+export const SelectionPolicySchema: GenMessage<SelectionPolicy> = /*@__PURE__*/
+  messageDesc(file_credentials, 2);
 
 /**
  * Request of CreateCredential.
@@ -175,6 +328,21 @@ export type CreateCredentialRequest = Message<"credentials.v1.CreateCredentialRe
    * @generated from field: optional string api_base = 5;
    */
   apiBase?: string | undefined;
+
+  /**
+   * Relative share under SELECTION_STRATEGY_WEIGHTED, 0-1000; unset means 1.
+   *
+   * @generated from field: optional int32 weight = 6;
+   */
+  weight?: number | undefined;
+
+  /**
+   * Check the key against the provider first and store nothing unless the
+   * provider accepts it: FAILED_PRECONDITION naming api_key otherwise.
+   *
+   * @generated from field: bool verify = 7;
+   */
+  verify: boolean;
 };
 
 /**
@@ -182,7 +350,7 @@ export type CreateCredentialRequest = Message<"credentials.v1.CreateCredentialRe
  * Use `create(CreateCredentialRequestSchema)` to create a new message.
  */
 export const CreateCredentialRequestSchema: GenMessage<CreateCredentialRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 1);
+  messageDesc(file_credentials, 3);
 
 /**
  * Response of CreateCredential.
@@ -203,7 +371,7 @@ export type CreateCredentialResponse = Message<"credentials.v1.CreateCredentialR
  * Use `create(CreateCredentialResponseSchema)` to create a new message.
  */
 export const CreateCredentialResponseSchema: GenMessage<CreateCredentialResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 2);
+  messageDesc(file_credentials, 4);
 
 /**
  * Request of GetCredential.
@@ -224,7 +392,7 @@ export type GetCredentialRequest = Message<"credentials.v1.GetCredentialRequest"
  * Use `create(GetCredentialRequestSchema)` to create a new message.
  */
 export const GetCredentialRequestSchema: GenMessage<GetCredentialRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 3);
+  messageDesc(file_credentials, 5);
 
 /**
  * Response of GetCredential.
@@ -245,7 +413,7 @@ export type GetCredentialResponse = Message<"credentials.v1.GetCredentialRespons
  * Use `create(GetCredentialResponseSchema)` to create a new message.
  */
 export const GetCredentialResponseSchema: GenMessage<GetCredentialResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 4);
+  messageDesc(file_credentials, 6);
 
 /**
  * Request of ListCredentials.
@@ -288,6 +456,20 @@ export type ListCredentialsRequest = Message<"credentials.v1.ListCredentialsRequ
    * @generated from field: string page_token = 5;
    */
   pageToken: string;
+
+  /**
+   * Only credentials whose key is older than ROTATION_DAYS, when true.
+   *
+   * @generated from field: bool rotation_due_only = 6;
+   */
+  rotationDueOnly: boolean;
+
+  /**
+   * Only credentials marked failing, when true.
+   *
+   * @generated from field: bool failing_only = 7;
+   */
+  failingOnly: boolean;
 };
 
 /**
@@ -295,7 +477,7 @@ export type ListCredentialsRequest = Message<"credentials.v1.ListCredentialsRequ
  * Use `create(ListCredentialsRequestSchema)` to create a new message.
  */
 export const ListCredentialsRequestSchema: GenMessage<ListCredentialsRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 5);
+  messageDesc(file_credentials, 7);
 
 /**
  * Response of ListCredentials.
@@ -323,7 +505,7 @@ export type ListCredentialsResponse = Message<"credentials.v1.ListCredentialsRes
  * Use `create(ListCredentialsResponseSchema)` to create a new message.
  */
 export const ListCredentialsResponseSchema: GenMessage<ListCredentialsResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 6);
+  messageDesc(file_credentials, 8);
 
 /**
  * Request of UpdateCredential. Unset fields are left unchanged.
@@ -366,6 +548,22 @@ export type UpdateCredentialRequest = Message<"credentials.v1.UpdateCredentialRe
    * @generated from field: optional int32 expected_version = 5;
    */
   expectedVersion?: number | undefined;
+
+  /**
+   * A new weight, 0-1000.
+   *
+   * @generated from field: optional int32 weight = 6;
+   */
+  weight?: number | undefined;
+
+  /**
+   * When the update sets api_key or api_base: check the key (the new one, or
+   * the stored one against the new api_base) against the provider first and
+   * change nothing unless it passes: FAILED_PRECONDITION naming api_key.
+   *
+   * @generated from field: bool verify = 7;
+   */
+  verify: boolean;
 };
 
 /**
@@ -373,7 +571,7 @@ export type UpdateCredentialRequest = Message<"credentials.v1.UpdateCredentialRe
  * Use `create(UpdateCredentialRequestSchema)` to create a new message.
  */
 export const UpdateCredentialRequestSchema: GenMessage<UpdateCredentialRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 7);
+  messageDesc(file_credentials, 9);
 
 /**
  * Response of UpdateCredential.
@@ -394,7 +592,7 @@ export type UpdateCredentialResponse = Message<"credentials.v1.UpdateCredentialR
  * Use `create(UpdateCredentialResponseSchema)` to create a new message.
  */
 export const UpdateCredentialResponseSchema: GenMessage<UpdateCredentialResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 8);
+  messageDesc(file_credentials, 10);
 
 /**
  * Request of ActivateCredential.
@@ -415,7 +613,7 @@ export type ActivateCredentialRequest = Message<"credentials.v1.ActivateCredenti
  * Use `create(ActivateCredentialRequestSchema)` to create a new message.
  */
 export const ActivateCredentialRequestSchema: GenMessage<ActivateCredentialRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 9);
+  messageDesc(file_credentials, 11);
 
 /**
  * Response of ActivateCredential.
@@ -436,7 +634,7 @@ export type ActivateCredentialResponse = Message<"credentials.v1.ActivateCredent
  * Use `create(ActivateCredentialResponseSchema)` to create a new message.
  */
 export const ActivateCredentialResponseSchema: GenMessage<ActivateCredentialResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 10);
+  messageDesc(file_credentials, 12);
 
 /**
  * Request of DeactivateCredential.
@@ -457,7 +655,7 @@ export type DeactivateCredentialRequest = Message<"credentials.v1.DeactivateCred
  * Use `create(DeactivateCredentialRequestSchema)` to create a new message.
  */
 export const DeactivateCredentialRequestSchema: GenMessage<DeactivateCredentialRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 11);
+  messageDesc(file_credentials, 13);
 
 /**
  * Response of DeactivateCredential.
@@ -478,7 +676,7 @@ export type DeactivateCredentialResponse = Message<"credentials.v1.DeactivateCre
  * Use `create(DeactivateCredentialResponseSchema)` to create a new message.
  */
 export const DeactivateCredentialResponseSchema: GenMessage<DeactivateCredentialResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 12);
+  messageDesc(file_credentials, 14);
 
 /**
  * Request of DeleteCredential.
@@ -499,7 +697,7 @@ export type DeleteCredentialRequest = Message<"credentials.v1.DeleteCredentialRe
  * Use `create(DeleteCredentialRequestSchema)` to create a new message.
  */
 export const DeleteCredentialRequestSchema: GenMessage<DeleteCredentialRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 13);
+  messageDesc(file_credentials, 15);
 
 /**
  * Response of DeleteCredential.
@@ -514,7 +712,253 @@ export type DeleteCredentialResponse = Message<"credentials.v1.DeleteCredentialR
  * Use `create(DeleteCredentialResponseSchema)` to create a new message.
  */
 export const DeleteCredentialResponseSchema: GenMessage<DeleteCredentialResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 14);
+  messageDesc(file_credentials, 16);
+
+/**
+ * Request of VerifyCredential.
+ *
+ * @generated from message credentials.v1.VerifyCredentialRequest
+ */
+export type VerifyCredentialRequest = Message<"credentials.v1.VerifyCredentialRequest"> & {
+  /**
+   * The credential's id.
+   *
+   * @generated from field: string credential_id = 1;
+   */
+  credentialId: string;
+};
+
+/**
+ * Describes the message credentials.v1.VerifyCredentialRequest.
+ * Use `create(VerifyCredentialRequestSchema)` to create a new message.
+ */
+export const VerifyCredentialRequestSchema: GenMessage<VerifyCredentialRequest> = /*@__PURE__*/
+  messageDesc(file_credentials, 17);
+
+/**
+ * Response of VerifyCredential.
+ *
+ * @generated from message credentials.v1.VerifyCredentialResponse
+ */
+export type VerifyCredentialResponse = Message<"credentials.v1.VerifyCredentialResponse"> & {
+  /**
+   * What the check found (also stored as credential.last_check).
+   *
+   * @generated from field: credentials.v1.KeyCheck check = 1;
+   */
+  check?: KeyCheck | undefined;
+
+  /**
+   * The credential after the check.
+   *
+   * @generated from field: credentials.v1.Credential credential = 2;
+   */
+  credential?: Credential | undefined;
+};
+
+/**
+ * Describes the message credentials.v1.VerifyCredentialResponse.
+ * Use `create(VerifyCredentialResponseSchema)` to create a new message.
+ */
+export const VerifyCredentialResponseSchema: GenMessage<VerifyCredentialResponse> = /*@__PURE__*/
+  messageDesc(file_credentials, 18);
+
+/**
+ * Request of ReportKeyFailure.
+ *
+ * @generated from message credentials.v1.ReportKeyFailureRequest
+ */
+export type ReportKeyFailureRequest = Message<"credentials.v1.ReportKeyFailureRequest"> & {
+  /**
+   * The credential_id ResolveKey returned.
+   *
+   * @generated from field: string credential_id = 1;
+   */
+  credentialId: string;
+
+  /**
+   * What went wrong; must not be FAILURE_KIND_UNSPECIFIED.
+   *
+   * @generated from field: credentials.v1.FailureKind kind = 2;
+   */
+  kind: FailureKind;
+};
+
+/**
+ * Describes the message credentials.v1.ReportKeyFailureRequest.
+ * Use `create(ReportKeyFailureRequestSchema)` to create a new message.
+ */
+export const ReportKeyFailureRequestSchema: GenMessage<ReportKeyFailureRequest> = /*@__PURE__*/
+  messageDesc(file_credentials, 19);
+
+/**
+ * Response of ReportKeyFailure.
+ *
+ * @generated from message credentials.v1.ReportKeyFailureResponse
+ */
+export type ReportKeyFailureResponse = Message<"credentials.v1.ReportKeyFailureResponse"> & {
+  /**
+   * Consecutive authentication or quota failures, this one included.
+   *
+   * @generated from field: int32 failure_streak = 1;
+   */
+  failureStreak: number;
+
+  /**
+   * Whether the credential is now marked failing.
+   *
+   * @generated from field: bool failing = 2;
+   */
+  failing: boolean;
+};
+
+/**
+ * Describes the message credentials.v1.ReportKeyFailureResponse.
+ * Use `create(ReportKeyFailureResponseSchema)` to create a new message.
+ */
+export const ReportKeyFailureResponseSchema: GenMessage<ReportKeyFailureResponse> = /*@__PURE__*/
+  messageDesc(file_credentials, 20);
+
+/**
+ * Request of ReportKeySuccess.
+ *
+ * @generated from message credentials.v1.ReportKeySuccessRequest
+ */
+export type ReportKeySuccessRequest = Message<"credentials.v1.ReportKeySuccessRequest"> & {
+  /**
+   * The credential_ids ResolveKey returned for calls that succeeded (1-1000;
+   * duplicates are fine).
+   *
+   * @generated from field: repeated string credential_ids = 1;
+   */
+  credentialIds: string[];
+};
+
+/**
+ * Describes the message credentials.v1.ReportKeySuccessRequest.
+ * Use `create(ReportKeySuccessRequestSchema)` to create a new message.
+ */
+export const ReportKeySuccessRequestSchema: GenMessage<ReportKeySuccessRequest> = /*@__PURE__*/
+  messageDesc(file_credentials, 21);
+
+/**
+ * Response of ReportKeySuccess.
+ *
+ * @generated from message credentials.v1.ReportKeySuccessResponse
+ */
+export type ReportKeySuccessResponse = Message<"credentials.v1.ReportKeySuccessResponse"> & {
+  /**
+   * How many of them had been marked failing and no longer are.
+   *
+   * @generated from field: int32 recovered = 1;
+   */
+  recovered: number;
+};
+
+/**
+ * Describes the message credentials.v1.ReportKeySuccessResponse.
+ * Use `create(ReportKeySuccessResponseSchema)` to create a new message.
+ */
+export const ReportKeySuccessResponseSchema: GenMessage<ReportKeySuccessResponse> = /*@__PURE__*/
+  messageDesc(file_credentials, 22);
+
+/**
+ * Request of SetSelectionStrategy.
+ *
+ * @generated from message credentials.v1.SetSelectionStrategyRequest
+ */
+export type SetSelectionStrategyRequest = Message<"credentials.v1.SetSelectionStrategyRequest"> & {
+  /**
+   * The organisation.
+   *
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+
+  /**
+   * The provider; must not be PROVIDER_UNSPECIFIED.
+   *
+   * @generated from field: credentials.v1.Provider provider = 2;
+   */
+  provider: Provider;
+
+  /**
+   * The strategy; must not be SELECTION_STRATEGY_UNSPECIFIED.
+   *
+   * @generated from field: credentials.v1.SelectionStrategy strategy = 3;
+   */
+  strategy: SelectionStrategy;
+};
+
+/**
+ * Describes the message credentials.v1.SetSelectionStrategyRequest.
+ * Use `create(SetSelectionStrategyRequestSchema)` to create a new message.
+ */
+export const SetSelectionStrategyRequestSchema: GenMessage<SetSelectionStrategyRequest> = /*@__PURE__*/
+  messageDesc(file_credentials, 23);
+
+/**
+ * Response of SetSelectionStrategy.
+ *
+ * @generated from message credentials.v1.SetSelectionStrategyResponse
+ */
+export type SetSelectionStrategyResponse = Message<"credentials.v1.SetSelectionStrategyResponse"> & {
+  /**
+   * The policy now in force.
+   *
+   * @generated from field: credentials.v1.SelectionPolicy policy = 1;
+   */
+  policy?: SelectionPolicy | undefined;
+};
+
+/**
+ * Describes the message credentials.v1.SetSelectionStrategyResponse.
+ * Use `create(SetSelectionStrategyResponseSchema)` to create a new message.
+ */
+export const SetSelectionStrategyResponseSchema: GenMessage<SetSelectionStrategyResponse> = /*@__PURE__*/
+  messageDesc(file_credentials, 24);
+
+/**
+ * Request of ListSelectionStrategies.
+ *
+ * @generated from message credentials.v1.ListSelectionStrategiesRequest
+ */
+export type ListSelectionStrategiesRequest = Message<"credentials.v1.ListSelectionStrategiesRequest"> & {
+  /**
+   * The organisation.
+   *
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+};
+
+/**
+ * Describes the message credentials.v1.ListSelectionStrategiesRequest.
+ * Use `create(ListSelectionStrategiesRequestSchema)` to create a new message.
+ */
+export const ListSelectionStrategiesRequestSchema: GenMessage<ListSelectionStrategiesRequest> = /*@__PURE__*/
+  messageDesc(file_credentials, 25);
+
+/**
+ * Response of ListSelectionStrategies.
+ *
+ * @generated from message credentials.v1.ListSelectionStrategiesResponse
+ */
+export type ListSelectionStrategiesResponse = Message<"credentials.v1.ListSelectionStrategiesResponse"> & {
+  /**
+   * One policy per provider, in provider order.
+   *
+   * @generated from field: repeated credentials.v1.SelectionPolicy policies = 1;
+   */
+  policies: SelectionPolicy[];
+};
+
+/**
+ * Describes the message credentials.v1.ListSelectionStrategiesResponse.
+ * Use `create(ListSelectionStrategiesResponseSchema)` to create a new message.
+ */
+export const ListSelectionStrategiesResponseSchema: GenMessage<ListSelectionStrategiesResponse> = /*@__PURE__*/
+  messageDesc(file_credentials, 26);
 
 /**
  * Request of ResolveKey: a scope (a team or an organisation) and a provider.
@@ -558,7 +1002,7 @@ export type ResolveKeyRequest = Message<"credentials.v1.ResolveKeyRequest"> & {
  * Use `create(ResolveKeyRequestSchema)` to create a new message.
  */
 export const ResolveKeyRequestSchema: GenMessage<ResolveKeyRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 15);
+  messageDesc(file_credentials, 27);
 
 /**
  * Response of ResolveKey.
@@ -600,6 +1044,14 @@ export type ResolveKeyResponse = Message<"credentials.v1.ResolveKeyResponse"> & 
    * @generated from field: string organization_id = 5;
    */
   organizationId: string;
+
+  /**
+   * True when the credential handed out is marked failing: it was the only
+   * active one, so it is returned rather than failing the call.
+   *
+   * @generated from field: bool failing = 6;
+   */
+  failing: boolean;
 };
 
 /**
@@ -607,7 +1059,7 @@ export type ResolveKeyResponse = Message<"credentials.v1.ResolveKeyResponse"> & 
  * Use `create(ResolveKeyResponseSchema)` to create a new message.
  */
 export const ResolveKeyResponseSchema: GenMessage<ResolveKeyResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 16);
+  messageDesc(file_credentials, 28);
 
 /**
  * An organisation: the tenant that owns credentials and teams.
@@ -649,7 +1101,7 @@ export type Organization = Message<"credentials.v1.Organization"> & {
  * Use `create(OrganizationSchema)` to create a new message.
  */
 export const OrganizationSchema: GenMessage<Organization> = /*@__PURE__*/
-  messageDesc(file_credentials, 17);
+  messageDesc(file_credentials, 29);
 
 /**
  * A team: belongs to one organisation, whose credentials its calls use.
@@ -698,7 +1150,7 @@ export type Team = Message<"credentials.v1.Team"> & {
  * Use `create(TeamSchema)` to create a new message.
  */
 export const TeamSchema: GenMessage<Team> = /*@__PURE__*/
-  messageDesc(file_credentials, 18);
+  messageDesc(file_credentials, 30);
 
 /**
  * Request of CreateOrganization.
@@ -726,7 +1178,7 @@ export type CreateOrganizationRequest = Message<"credentials.v1.CreateOrganizati
  * Use `create(CreateOrganizationRequestSchema)` to create a new message.
  */
 export const CreateOrganizationRequestSchema: GenMessage<CreateOrganizationRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 19);
+  messageDesc(file_credentials, 31);
 
 /**
  * Response of CreateOrganization.
@@ -747,7 +1199,7 @@ export type CreateOrganizationResponse = Message<"credentials.v1.CreateOrganizat
  * Use `create(CreateOrganizationResponseSchema)` to create a new message.
  */
 export const CreateOrganizationResponseSchema: GenMessage<CreateOrganizationResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 20);
+  messageDesc(file_credentials, 32);
 
 /**
  * Request of GetOrganization.
@@ -768,7 +1220,7 @@ export type GetOrganizationRequest = Message<"credentials.v1.GetOrganizationRequ
  * Use `create(GetOrganizationRequestSchema)` to create a new message.
  */
 export const GetOrganizationRequestSchema: GenMessage<GetOrganizationRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 21);
+  messageDesc(file_credentials, 33);
 
 /**
  * Response of GetOrganization.
@@ -789,7 +1241,7 @@ export type GetOrganizationResponse = Message<"credentials.v1.GetOrganizationRes
  * Use `create(GetOrganizationResponseSchema)` to create a new message.
  */
 export const GetOrganizationResponseSchema: GenMessage<GetOrganizationResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 22);
+  messageDesc(file_credentials, 34);
 
 /**
  * Request of ListOrganizations.
@@ -818,7 +1270,7 @@ export type ListOrganizationsRequest = Message<"credentials.v1.ListOrganizations
  * Use `create(ListOrganizationsRequestSchema)` to create a new message.
  */
 export const ListOrganizationsRequestSchema: GenMessage<ListOrganizationsRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 23);
+  messageDesc(file_credentials, 35);
 
 /**
  * Response of ListOrganizations.
@@ -846,7 +1298,7 @@ export type ListOrganizationsResponse = Message<"credentials.v1.ListOrganization
  * Use `create(ListOrganizationsResponseSchema)` to create a new message.
  */
 export const ListOrganizationsResponseSchema: GenMessage<ListOrganizationsResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 24);
+  messageDesc(file_credentials, 36);
 
 /**
  * Request of DeleteOrganization.
@@ -867,7 +1319,7 @@ export type DeleteOrganizationRequest = Message<"credentials.v1.DeleteOrganizati
  * Use `create(DeleteOrganizationRequestSchema)` to create a new message.
  */
 export const DeleteOrganizationRequestSchema: GenMessage<DeleteOrganizationRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 25);
+  messageDesc(file_credentials, 37);
 
 /**
  * Response of DeleteOrganization.
@@ -882,7 +1334,7 @@ export type DeleteOrganizationResponse = Message<"credentials.v1.DeleteOrganizat
  * Use `create(DeleteOrganizationResponseSchema)` to create a new message.
  */
 export const DeleteOrganizationResponseSchema: GenMessage<DeleteOrganizationResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 26);
+  messageDesc(file_credentials, 38);
 
 /**
  * Request of CreateTeam.
@@ -917,7 +1369,7 @@ export type CreateTeamRequest = Message<"credentials.v1.CreateTeamRequest"> & {
  * Use `create(CreateTeamRequestSchema)` to create a new message.
  */
 export const CreateTeamRequestSchema: GenMessage<CreateTeamRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 27);
+  messageDesc(file_credentials, 39);
 
 /**
  * Response of CreateTeam.
@@ -938,7 +1390,7 @@ export type CreateTeamResponse = Message<"credentials.v1.CreateTeamResponse"> & 
  * Use `create(CreateTeamResponseSchema)` to create a new message.
  */
 export const CreateTeamResponseSchema: GenMessage<CreateTeamResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 28);
+  messageDesc(file_credentials, 40);
 
 /**
  * Request of ListTeams.
@@ -974,7 +1426,7 @@ export type ListTeamsRequest = Message<"credentials.v1.ListTeamsRequest"> & {
  * Use `create(ListTeamsRequestSchema)` to create a new message.
  */
 export const ListTeamsRequestSchema: GenMessage<ListTeamsRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 29);
+  messageDesc(file_credentials, 41);
 
 /**
  * Response of ListTeams.
@@ -1002,7 +1454,7 @@ export type ListTeamsResponse = Message<"credentials.v1.ListTeamsResponse"> & {
  * Use `create(ListTeamsResponseSchema)` to create a new message.
  */
 export const ListTeamsResponseSchema: GenMessage<ListTeamsResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 30);
+  messageDesc(file_credentials, 42);
 
 /**
  * Request of DeleteTeam.
@@ -1023,7 +1475,7 @@ export type DeleteTeamRequest = Message<"credentials.v1.DeleteTeamRequest"> & {
  * Use `create(DeleteTeamRequestSchema)` to create a new message.
  */
 export const DeleteTeamRequestSchema: GenMessage<DeleteTeamRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 31);
+  messageDesc(file_credentials, 43);
 
 /**
  * Response of DeleteTeam.
@@ -1038,7 +1490,7 @@ export type DeleteTeamResponse = Message<"credentials.v1.DeleteTeamResponse"> & 
  * Use `create(DeleteTeamResponseSchema)` to create a new message.
  */
 export const DeleteTeamResponseSchema: GenMessage<DeleteTeamResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 32);
+  messageDesc(file_credentials, 44);
 
 /**
  * An LLM provider whose API keys the service stores.
@@ -1125,6 +1577,164 @@ export const KeySourceSchema: GenEnum<KeySource> = /*@__PURE__*/
   enumDesc(file_credentials, 1);
 
 /**
+ * How ResolveKey picks among an organisation's active credentials for one provider.
+ *
+ * @generated from enum credentials.v1.SelectionStrategy
+ */
+export enum SelectionStrategy {
+  /**
+   * Not set: the organisation uses the default, SELECTION_STRATEGY_NEWEST.
+   *
+   * @generated from enum value: SELECTION_STRATEGY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The most recently activated healthy credential (the default).
+   *
+   * @generated from enum value: SELECTION_STRATEGY_NEWEST = 1;
+   */
+  NEWEST = 1,
+
+  /**
+   * Each replica takes the healthy credentials in turn.
+   *
+   * @generated from enum value: SELECTION_STRATEGY_ROUND_ROBIN = 2;
+   */
+  ROUND_ROBIN = 2,
+
+  /**
+   * A random healthy credential, in proportion to Credential.weight.
+   *
+   * @generated from enum value: SELECTION_STRATEGY_WEIGHTED = 3;
+   */
+  WEIGHTED = 3,
+}
+
+/**
+ * Describes the enum credentials.v1.SelectionStrategy.
+ */
+export const SelectionStrategySchema: GenEnum<SelectionStrategy> = /*@__PURE__*/
+  enumDesc(file_credentials, 2);
+
+/**
+ * What a check of a key against its provider found.
+ *
+ * @generated from enum credentials.v1.KeyCheckOutcome
+ */
+export enum KeyCheckOutcome {
+  /**
+   * Not set; never returned by the service.
+   *
+   * @generated from enum value: KEY_CHECK_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The provider accepted the key.
+   *
+   * @generated from enum value: KEY_CHECK_OUTCOME_VALID = 1;
+   */
+  VALID = 1,
+
+  /**
+   * The provider refused the key itself (HTTP 401, or the provider's invalid-key error).
+   *
+   * @generated from enum value: KEY_CHECK_OUTCOME_INVALID_KEY = 2;
+   */
+  INVALID_KEY = 2,
+
+  /**
+   * The key is known but may not list models (HTTP 403).
+   *
+   * @generated from enum value: KEY_CHECK_OUTCOME_NO_PERMISSION = 3;
+   */
+  NO_PERMISSION = 3,
+
+  /**
+   * The provider answered HTTP 429.
+   *
+   * @generated from enum value: KEY_CHECK_OUTCOME_RATE_LIMITED = 4;
+   */
+  RATE_LIMITED = 4,
+
+  /**
+   * No answer: connection refused, DNS, TLS or the timeout.
+   *
+   * @generated from enum value: KEY_CHECK_OUTCOME_UNREACHABLE = 5;
+   */
+  UNREACHABLE = 5,
+
+  /**
+   * Any other answer (a 5xx, a redirect, an unexpected status).
+   *
+   * @generated from enum value: KEY_CHECK_OUTCOME_UNEXPECTED = 6;
+   */
+  UNEXPECTED = 6,
+}
+
+/**
+ * Describes the enum credentials.v1.KeyCheckOutcome.
+ */
+export const KeyCheckOutcomeSchema: GenEnum<KeyCheckOutcome> = /*@__PURE__*/
+  enumDesc(file_credentials, 3);
+
+/**
+ * What kind of failure an internal caller saw when it used a key.
+ *
+ * @generated from enum credentials.v1.FailureKind
+ */
+export enum FailureKind {
+  /**
+   * Not set; refused.
+   *
+   * @generated from enum value: FAILURE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The provider refused the key (HTTP 401). Counts towards marking it failing.
+   *
+   * @generated from enum value: FAILURE_KIND_AUTHENTICATION = 1;
+   */
+  AUTHENTICATION = 1,
+
+  /**
+   * The key may not do what was asked (HTTP 403). Recorded only.
+   *
+   * @generated from enum value: FAILURE_KIND_PERMISSION = 2;
+   */
+  PERMISSION = 2,
+
+  /**
+   * The provider throttled the call (HTTP 429 rate limit). Recorded only.
+   *
+   * @generated from enum value: FAILURE_KIND_RATE_LIMIT = 3;
+   */
+  RATE_LIMIT = 3,
+
+  /**
+   * The account is out of quota or credit. Counts towards marking it failing.
+   *
+   * @generated from enum value: FAILURE_KIND_QUOTA = 4;
+   */
+  QUOTA = 4,
+
+  /**
+   * Anything else. Recorded only.
+   *
+   * @generated from enum value: FAILURE_KIND_OTHER = 5;
+   */
+  OTHER = 5,
+}
+
+/**
+ * Describes the enum credentials.v1.FailureKind.
+ */
+export const FailureKindSchema: GenEnum<FailureKind> = /*@__PURE__*/
+  enumDesc(file_credentials, 4);
+
+/**
  * Manages organisations' provider credentials and resolves them for callers.
  *
  * @generated from service credentials.v1.CredentialService
@@ -1206,9 +1816,74 @@ export const CredentialService: GenService<{
     output: typeof DeleteCredentialResponseSchema;
   },
   /**
+   * Checks a stored key against its provider's cheapest authenticated endpoint
+   * (the model list; the key is sent in a header, never in the URL), honouring
+   * api_base, with a timeout. Stores the result on the credential and returns
+   * it; a passing check clears the failing mark. A failed check is a result,
+   * not an error: the RPC fails only for an unknown credential or a stored key
+   * that cannot be decrypted (DATA_LOSS).
+   *
+   * @generated from rpc credentials.v1.CredentialService.VerifyCredential
+   */
+  verifyCredential: {
+    methodKind: "unary";
+    input: typeof VerifyCredentialRequestSchema;
+    output: typeof VerifyCredentialResponseSchema;
+  },
+  /**
+   * For internal callers (a `resolve` or `admin` token): a call made with this
+   * credential failed. FAILURE_THRESHOLD (default 3) consecutive
+   * authentication or quota failures mark it failing (audited); other kinds
+   * are counted as nothing. NOT_FOUND for an unknown credential.
+   *
+   * @generated from rpc credentials.v1.CredentialService.ReportKeyFailure
+   */
+  reportKeyFailure: {
+    methodKind: "unary";
+    input: typeof ReportKeyFailureRequestSchema;
+    output: typeof ReportKeyFailureResponseSchema;
+  },
+  /**
+   * For internal callers (a `resolve` or `admin` token): calls made with
+   * these credentials succeeded. Resets their failure streaks and clears the
+   * failing mark (audited). Batch them: one report may name up to 1000
+   * credentials; unknown ids are ignored.
+   *
+   * @generated from rpc credentials.v1.CredentialService.ReportKeySuccess
+   */
+  reportKeySuccess: {
+    methodKind: "unary";
+    input: typeof ReportKeySuccessRequestSchema;
+    output: typeof ReportKeySuccessResponseSchema;
+  },
+  /**
+   * Sets how ResolveKey picks among an organisation's active credentials for
+   * a provider, on every replica. NOT_FOUND if the organisation does not exist.
+   *
+   * @generated from rpc credentials.v1.CredentialService.SetSelectionStrategy
+   */
+  setSelectionStrategy: {
+    methodKind: "unary";
+    input: typeof SetSelectionStrategyRequestSchema;
+    output: typeof SetSelectionStrategyResponseSchema;
+  },
+  /**
+   * The organisation's selection strategy for every provider (the default,
+   * newest, where none was set). NOT_FOUND if the organisation does not exist.
+   *
+   * @generated from rpc credentials.v1.CredentialService.ListSelectionStrategies
+   */
+  listSelectionStrategies: {
+    methodKind: "unary";
+    input: typeof ListSelectionStrategiesRequestSchema;
+    output: typeof ListSelectionStrategiesResponseSchema;
+  },
+  /**
    * Returns the API key to use for a team's or an organisation's call to a
-   * provider: the organisation's most recently activated active credential,
-   * else the provider's environment variable, else FAILED_PRECONDITION.
+   * provider: one of the organisation's active credentials, picked by its
+   * selection strategy for the provider (by default the most recently
+   * activated), skipping credentials marked failing while a healthy one
+   * exists; else the provider's environment variable; else FAILED_PRECONDITION.
    * NOT_FOUND for an unknown team or organisation; DATA_LOSS when the stored
    * key cannot be decrypted with the configured master keys (never a silent
    * fall back to the environment). Callable with a `resolve` or `admin` token.

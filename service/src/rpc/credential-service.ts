@@ -2,8 +2,11 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { CredentialService, KeySource } from "../gen/credentials_pb.js";
 import type { CredentialStore } from "../credentials/credential-store.js";
 import type { KeyResolver } from "../credentials/resolver.js";
+import { MAX_SUCCESS_REPORT, type KeyHealth } from "../credentials/key-health.js";
+import type { ProviderCheckResult } from "../credentials/provider-check.js";
+import type { ProviderName } from "../db/entities.js";
 import { pageSize } from "../paging.js";
-import { invalid } from "../errors.js";
+import { invalid, ServiceError } from "../errors.js";
 import {
   validateApiBase,
   validateApiKey,
@@ -12,15 +15,39 @@ import {
   validateName,
 } from "../credentials/validation.js";
 import { actorOf } from "./context.js";
-import { credentialMessage, providerName } from "./convert.js";
+import {
+  credentialMessage,
+  failureKindName,
+  keyCheckMessage,
+  providerName,
+  selectionPolicyMessage,
+  strategyName,
+} from "./convert.js";
 
 export interface CredentialServiceDeps {
   credentials: CredentialStore;
   resolver: KeyResolver;
+  keyHealth: KeyHealth;
+}
+
+function validateWeight(weight: number | undefined): number | undefined {
+  if (weight === undefined) return undefined;
+  if (!Number.isInteger(weight) || weight < 0 || weight > 1000) throw invalid("weight", "must be an integer from 0 to 1000");
+  return weight;
+}
+
+/** Verify before saving: anything but `valid` refuses the write, naming api_key and what the provider said. */
+function requireValid(result: ProviderCheckResult): void {
+  if (result.outcome === "valid") return;
+  throw new ServiceError(
+    "failed_precondition",
+    `api_key: the provider check did not pass (${result.outcome.replace("_", " ")}): ${result.message}; nothing was saved`,
+    "api_key",
+  );
 }
 
 /** credentials.v1.CredentialService: validation and mapping only; the stores do the work. */
-export function createCredentialService({ credentials, resolver }: CredentialServiceDeps): ServiceImpl<typeof CredentialService> {
+export function createCredentialService({ credentials, resolver, keyHealth: health }: CredentialServiceDeps): ServiceImpl<typeof CredentialService> {
   return {
     async createCredential(req, ctx) {
       const organizationId = validateId("organization_id", req.organizationId);
@@ -28,7 +55,9 @@ export function createCredentialService({ credentials, resolver }: CredentialSer
       const credentialName = validateName("credential_name", req.credentialName);
       const apiBase = req.apiBase === undefined ? null : validateApiBase(req.apiBase);
       const apiKey = validateApiKey(req.apiKey, provider, apiBase);
-      const view = await credentials.create({ organizationId, provider, credentialName, apiKey, apiBase }, actorOf(ctx.values));
+      const weight = validateWeight(req.weight);
+      if (req.verify) requireValid(await health.checkKey(provider, apiKey, apiBase, ctx.signal));
+      const view = await credentials.create({ organizationId, provider, credentialName, apiKey, apiBase, weight }, actorOf(ctx.values));
       return { credential: credentialMessage(view) };
     },
 
@@ -41,6 +70,8 @@ export function createCredentialService({ credentials, resolver }: CredentialSer
         organizationId: validateId("organization_id", req.organizationId),
         provider: req.provider === undefined ? undefined : providerName(req.provider),
         activeOnly: req.activeOnly,
+        rotationDueOnly: req.rotationDueOnly,
+        failingOnly: req.failingOnly,
         limit: pageSize(req.pageSize),
         pageToken: req.pageToken,
       });
@@ -53,9 +84,23 @@ export function createCredentialService({ credentials, resolver }: CredentialSer
       if (req.expectedVersion !== undefined && req.expectedVersion < 1) {
         throw invalid("expected_version", "must be a positive integer (the credential's current version)");
       }
+      const weight = validateWeight(req.weight);
+      let provider: ProviderName | undefined;
       const view = await credentials.update(
         id,
-        { credentialName, apiKey: req.apiKey, apiBase: req.apiBase, expectedVersion: req.expectedVersion },
+        {
+          credentialName,
+          apiKey: req.apiKey,
+          apiBase: req.apiBase,
+          expectedVersion: req.expectedVersion,
+          weight,
+          verifyKey: req.verify
+            ? async (apiKey, apiBase) => {
+                provider ??= (await credentials.get(id)).provider;
+                requireValid(await health.checkKey(provider, apiKey, apiBase, ctx.signal));
+              }
+            : undefined,
+        },
         actorOf(ctx.values),
       );
       return { credential: credentialMessage(view) };
@@ -76,6 +121,36 @@ export function createCredentialService({ credentials, resolver }: CredentialSer
       return {};
     },
 
+    async verifyCredential(req, ctx) {
+      const { check, credential } = await health.verify(validateCredentialId(req.credentialId), actorOf(ctx.values), ctx.signal);
+      return { check: keyCheckMessage(check), credential: credentialMessage(credential) };
+    },
+
+    async reportKeyFailure(req, ctx) {
+      const id = validateCredentialId(req.credentialId);
+      const kind = failureKindName(req.kind);
+      return health.reportFailure(id, kind, actorOf(ctx.values));
+    },
+
+    async reportKeySuccess(req, ctx) {
+      if (req.credentialIds.length === 0) throw invalid("credential_ids", "must name at least one credential");
+      if (req.credentialIds.length > MAX_SUCCESS_REPORT) throw invalid("credential_ids", `must name at most ${MAX_SUCCESS_REPORT} credentials per report`);
+      const ids = req.credentialIds.map((id, i) => validateCredentialId(id, `credential_ids[${i}]`));
+      return health.reportSuccess(ids, actorOf(ctx.values));
+    },
+
+    async setSelectionStrategy(req, ctx) {
+      const organizationId = validateId("organization_id", req.organizationId);
+      const provider = providerName(req.provider);
+      const strategy = strategyName(req.strategy);
+      return { policy: selectionPolicyMessage(await health.setStrategy(organizationId, provider, strategy, actorOf(ctx.values))) };
+    },
+
+    async listSelectionStrategies(req) {
+      const policies = await health.listStrategies(validateId("organization_id", req.organizationId));
+      return { policies: policies.map(selectionPolicyMessage) };
+    },
+
     async resolveKey(req) {
       const provider = providerName(req.provider);
       const scope =
@@ -92,6 +167,7 @@ export function createCredentialService({ credentials, resolver }: CredentialSer
         source: resolution.source === "organization" ? KeySource.ORGANIZATION : KeySource.ENVIRONMENT,
         credentialId: resolution.credentialId ?? undefined,
         organizationId: resolution.organizationId,
+        failing: resolution.failing,
       };
     },
   };

@@ -15,7 +15,9 @@ const SOURCE_PATTERN = /^[\x21-\x7e]{1,128}$/;
 const ACTOR_PATTERN = /^[\x20-\x7e]{1,128}$/;
 
 /** Calls a `resolve` token may make; everything else needs `admin`. */
-const RESOLVE_SCOPE_PROCEDURES = new Set([`${CredentialService.typeName}/ResolveKey`]);
+const RESOLVE_SCOPE_PROCEDURES = new Set(
+  ["ResolveKey", "ReportKeyFailure", "ReportKeySuccess"].map((method) => `${CredentialService.typeName}/${method}`),
+);
 
 /**
  * Authentication and authorisation: every procedure except health needs a
