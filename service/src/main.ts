@@ -44,6 +44,7 @@ async function main(): Promise<void> {
       failureThreshold: positiveIntFrom(process.env, "FAILURE_THRESHOLD", DEFAULT_FAILURE_THRESHOLD),
       rotationDays: positiveIntFrom(process.env, "ROTATION_DAYS", DEFAULT_ROTATION_DAYS),
       keyCheckTimeoutMs: positiveIntFrom(process.env, "KEY_CHECK_TIMEOUT_MS", DEFAULT_PROVIDER_CHECK_TIMEOUT_MS),
+      metricsPort: process.env.METRICS_PORT ? portFrom(process.env, "METRICS_PORT", 0) : undefined,
     });
   } catch (error) {
     await database?.stop().catch(() => undefined);
@@ -62,7 +63,8 @@ async function main(): Promise<void> {
   const connectAddress = `${service.host}:${service.connectPort}`;
   logger.info(
     { grpc: grpcAddress, connect: connectAddress, startupMs: Date.now() - started, embedded: database.embedded },
-    `credentials service ready in ${Date.now() - started} ms: gRPC on ${grpcAddress}; Connect and gRPC-Web on ${connectAddress} (${service.tls ? (service.tls.clientCa ? "mutual TLS" : "TLS, HTTP/2 and HTTP/1.1") : "h2c"})`,
+    `credentials service ready in ${Date.now() - started} ms: gRPC on ${grpcAddress}; Connect and gRPC-Web on ${connectAddress} (${service.tls ? (service.tls.clientCa ? "mutual TLS" : "TLS, HTTP/2 and HTTP/1.1") : "h2c"})` +
+      (service.metricsPort === undefined ? "; metrics off (set METRICS_PORT)" : `; Prometheus metrics on http://${service.host}:${service.metricsPort}/metrics`),
   );
   if (database.embedded) {
     const secrets = path.resolve(process.env.DATA_DIR || ".data", "secrets.env");

@@ -10,6 +10,7 @@ import type { Logger } from "./logger.js";
 import { TokenStore } from "./auth/token-store.js";
 import { CredentialStore, DEFAULT_ROTATION_DAYS } from "./credentials/credential-store.js";
 import { KeyHealth } from "./credentials/key-health.js";
+import { ServiceMetrics, startMetricsServer } from "./metrics.js";
 import { DEFAULT_PROVIDER_CHECK_TIMEOUT_MS } from "./credentials/provider-check.js";
 import { KeyResolver } from "./credentials/resolver.js";
 import { environmentKeys } from "./credentials/providers.js";
@@ -64,6 +65,8 @@ export interface ServiceOptions {
   cacheOutageGraceMs?: number;
   /** Consecutive authentication or quota failures that mark a credential failing (FAILURE_THRESHOLD, default 3). */
   failureThreshold?: number;
+  /** Prometheus metrics at /metrics on this port (METRICS_PORT); 0 picks a free port; unset: not served. */
+  metricsPort?: number;
   /** Keys older than this many days are flagged "rotation due" (ROTATION_DAYS, default 90). */
   rotationDays?: number;
   /** Budget of one key check against a provider, ms (KEY_CHECK_TIMEOUT_MS, default 10 000). */
@@ -76,6 +79,8 @@ export interface RunningService {
   port: number;
   /** Connect, gRPC-Web and gRPC (connect-node). */
   connectPort: number;
+  /** Prometheus metrics (plain HTTP/1.1), when served. */
+  metricsPort: number | undefined;
   tls: TlsConfig | undefined;
   orm: Orm;
   parts: ServiceParts;
@@ -97,6 +102,7 @@ export interface ServiceParts {
   admins: AdminStore;
   resolver: KeyResolver;
   keyHealth: KeyHealth;
+  metrics: ServiceMetrics;
   health: HealthState;
 }
 
@@ -129,26 +135,32 @@ export function createParts(
     outageGraceMs,
   });
   // This replica forgets what a change made stale as soon as it commits; the others hear it through NOTIFY.
-  const onChange = (change: Invalidation) => applyInvalidation(cache, change);
+  const metrics = new ServiceMetrics({ cacheEntries: () => cache.size });
+  const onChange = (change: Invalidation) => applyInvalidation(cache, change, metrics);
   const credentials = new CredentialStore(orm, keyring, onChange, options.rotationDays ?? DEFAULT_ROTATION_DAYS);
+  const keyHealth = new KeyHealth(
+    orm,
+    keyring,
+    credentials,
+    {
+      failureThreshold: options.failureThreshold ?? DEFAULT_FAILURE_THRESHOLD,
+      checkTimeoutMs: options.keyCheckTimeoutMs ?? DEFAULT_PROVIDER_CHECK_TIMEOUT_MS,
+    },
+    onChange,
+  );
+  keyHealth.metrics = metrics;
+  const resolver = new KeyResolver(orm, keyring, environmentKeys(options.env), cache);
+  resolver.metrics = metrics;
   return {
     keyring,
     cache,
     tokens: new TokenStore(orm, { serviceAdminToken: options.serviceAdminToken, outageGraceMs }),
     credentials,
-    keyHealth: new KeyHealth(
-      orm,
-      keyring,
-      credentials,
-      {
-        failureThreshold: options.failureThreshold ?? DEFAULT_FAILURE_THRESHOLD,
-        checkTimeoutMs: options.keyCheckTimeoutMs ?? DEFAULT_PROVIDER_CHECK_TIMEOUT_MS,
-      },
-      onChange,
-    ),
+    keyHealth,
+    metrics,
     organizations: new OrganizationStore(orm, onChange),
     admins: new AdminStore(orm),
-    resolver: new KeyResolver(orm, keyring, environmentKeys(options.env), cache),
+    resolver,
     health: new HealthState([CredentialService.typeName, OrganizationService.typeName, AdminService.typeName]),
   };
 }
@@ -226,7 +238,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   }
   // The cache stays off until invalidations can be heard.
   parts.cache.setEnabled(false);
-  const listener = new InvalidationListener(options.databaseUrl, parts.cache, logger);
+  const listener = new InvalidationListener(options.databaseUrl, parts.cache, logger, parts.metrics);
   await listener.start();
 
   const interceptors = [errorInterceptor(logger), authInterceptor(parts.tokens)];
@@ -299,6 +311,19 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   }
   const address = server.address() as AddressInfo;
 
+  let metricsServer: { port: number; close(): Promise<void> } | undefined;
+  if (options.metricsPort !== undefined) {
+    try {
+      metricsServer = await startMetricsServer({ host: options.host, port: options.metricsPort, metrics: parts.metrics, tokens: parts.tokens, logger });
+    } catch (error) {
+      grpcServer.forceShutdown();
+      server.close();
+      await listener.stop();
+      await orm.close(true);
+      throw new StartupError(`cannot listen for metrics on ${options.host}:${options.metricsPort}: ${(error as Error).message}`);
+    }
+  }
+
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
@@ -311,12 +336,22 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       const timer = setTimeout(() => {
         for (const session of sessions) session.destroy();
       }, drainMs);
-      await Promise.all([closed, shutdownGrpcJsServer(grpcServer, drainMs)]);
+      await Promise.all([closed, shutdownGrpcJsServer(grpcServer, drainMs), metricsServer?.close()]);
       clearTimeout(timer);
       await parts.resolver.flushUsage();
       await listener.stop();
       await orm.close(true);
     })());
 
-  return { host: options.host, port: grpcPort, connectPort: address.port, tls: options.tls, orm, parts, health: parts.health, close };
+  return {
+    host: options.host,
+    port: grpcPort,
+    connectPort: address.port,
+    metricsPort: metricsServer?.port,
+    tls: options.tls,
+    orm,
+    parts,
+    health: parts.health,
+    close,
+  };
 }

@@ -71,6 +71,8 @@ export interface TestServiceOptions {
   failureThreshold?: number;
   rotationDays?: number;
   keyCheckTimeoutMs?: number;
+  /** Serve Prometheus metrics (0: a free port). */
+  metricsPort?: number;
 }
 
 /** Starts the real service on a free loopback port against a fresh database. */
@@ -101,6 +103,7 @@ export async function startTestService(options: TestServiceOptions = {}): Promis
     failureThreshold: options.failureThreshold,
     rotationDays: options.rotationDays,
     keyCheckTimeoutMs: options.keyCheckTimeoutMs,
+    metricsPort: options.metricsPort,
   });
   const address = `127.0.0.1:${service.port}`;
   const transport = (protocol: "grpc" | "grpc-web" | "connect", token?: string, extra: Record<string, string> = {}) => {

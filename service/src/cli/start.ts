@@ -103,6 +103,7 @@ async function main(): Promise<void> {
   const grpcPort = portFrom(process.env, "GRPC_PORT", 50051);
   const connectPort = portFrom(process.env, "CONNECT_PORT", 50052);
   const portalPort = portFrom(process.env, "PORTAL_PORT", 3000);
+  const metricsPort = portFrom(process.env, "METRICS_PORT", 9464);
   const firstAdmin: string[] = [];
   say("starting the credentials service");
   // node itself with tsx as a loader (not the tsx wrapper), so that signals reach the service directly.
@@ -110,7 +111,7 @@ async function main(): Promise<void> {
     "credentials service",
     process.execPath,
     ["--import", "tsx", path.join(root, "service/src/main.ts")],
-    { ...process.env, GRPC_PORT: String(grpcPort), CONNECT_PORT: String(connectPort) },
+    { ...process.env, GRPC_PORT: String(grpcPort), CONNECT_PORT: String(connectPort), METRICS_PORT: String(metricsPort) },
     (line) => line.includes("credentials service ready"),
     (line) => {
       if (!line.startsWith("First administrator created") && !line.startsWith("(shown only this once")) return false;
@@ -144,6 +145,7 @@ async function main(): Promise<void> {
     "Provider Credentials is running.",
     `  Admin portal:         ${origin}  (REST API under ${origin}/api, docs at ${origin}/api/docs)`,
     `  Credentials service:  gRPC on 127.0.0.1:${grpcPort}; Connect and gRPC-Web on 127.0.0.1:${connectPort}`,
+    `  Metrics (Prometheus): http://127.0.0.1:${metricsPort}/metrics  (authorization: Bearer <an API token>)`,
     ...(firstAdmin.length > 0 ? ["", ...firstAdmin.map((l) => `  ${l}`)] : []),
     "",
     "Press Ctrl-C to stop.",

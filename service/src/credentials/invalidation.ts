@@ -2,6 +2,7 @@ import pg from "pg";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { ProviderName } from "../db/entities.js";
 import type { Logger } from "../logger.js";
+import type { ServiceMetrics } from "../metrics.js";
 import type { ResolutionCache } from "./resolution-cache.js";
 import { PROVIDER_NAMES } from "./providers.js";
 
@@ -14,10 +15,11 @@ export type Invalidation =
   | { teamId: string }
   | { all: true };
 
-export function applyInvalidation(cache: ResolutionCache, change: Invalidation): void {
+export function applyInvalidation(cache: ResolutionCache, change: Invalidation, metrics?: ServiceMetrics, origin: "local" | "notify" = "local"): void {
   if ("all" in change) cache.clear();
   else if ("teamId" in change) cache.invalidateTeam(change.teamId);
   else cache.invalidateOrganization(change.organizationId, change.provider);
+  metrics?.invalidated("all" in change ? "all" : "teamId" in change ? "team" : "organization", origin);
 }
 
 /**
@@ -64,6 +66,7 @@ export class InvalidationListener {
     private readonly databaseUrl: string,
     private readonly cache: ResolutionCache,
     private readonly logger: Logger,
+    private readonly metrics?: ServiceMetrics,
   ) {
     this.ready = new Promise((resolve) => (this.markReady = resolve));
   }
@@ -107,8 +110,8 @@ export class InvalidationListener {
     client.on("end", () => onDown());
     client.on("notification", (message) => {
       const change = parse(message.payload);
-      if (change) applyInvalidation(this.cache, change);
-      else this.cache.clear();
+      if (change) applyInvalidation(this.cache, change, this.metrics, "notify");
+      else applyInvalidation(this.cache, { all: true }, this.metrics, "notify");
     });
     try {
       await client.connect();
@@ -124,6 +127,7 @@ export class InvalidationListener {
     this.client = client;
     this.retryMs = 100;
     this.cache.setEnabled(true);
+    this.metrics?.invalidated("all", "reconnect");
     this.logger.debug("listening for cache invalidations");
     this.markReady();
   }

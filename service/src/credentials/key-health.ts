@@ -23,6 +23,7 @@ import { publishInvalidation } from "./invalidation.js";
 import { checkProviderKey, type ProviderCheckInput, type ProviderCheckResult } from "./provider-check.js";
 import { PROVIDER_NAMES } from "./providers.js";
 import { decryptStoredKey } from "./resolver.js";
+import type { ServiceMetrics } from "../metrics.js";
 
 export type FailureKind = "authentication" | "permission" | "rate_limit" | "quota" | "other";
 
@@ -50,6 +51,8 @@ export const MAX_SUCCESS_REPORT = 1000;
 
 export class KeyHealth {
   private readonly check: (input: ProviderCheckInput) => Promise<ProviderCheckResult>;
+  /** Check outcomes and health transitions, when the service exports metrics. */
+  metrics: ServiceMetrics | undefined;
 
   constructor(
     private readonly orm: Orm,
@@ -65,8 +68,10 @@ export class KeyHealth {
    * Checks a key that is not stored yet (verify before saving); the caller
    * refuses the write unless the outcome is `valid`.
    */
-  checkKey(provider: ProviderName, apiKey: string, apiBase: string | null, signal?: AbortSignal): Promise<ProviderCheckResult> {
-    return this.check({ provider, apiKey, apiBase, timeoutMs: this.options.checkTimeoutMs, signal });
+  async checkKey(provider: ProviderName, apiKey: string, apiBase: string | null, signal?: AbortSignal): Promise<ProviderCheckResult> {
+    const result = await this.check({ provider, apiKey, apiBase, timeoutMs: this.options.checkTimeoutMs, signal });
+    this.metrics?.checked(provider, result.outcome);
+    return result;
   }
 
   /**
@@ -120,12 +125,16 @@ export class KeyHealth {
       if (recovered) recordAudit(tx, { ...by, action: "credential.recovered", organizationId: current.organizationId, credentialId: current.id, details: { reason: "verification passed", key_hint: current.keyHint } });
       return this.credentials.view(current);
     });
-    if (recovered) this.onChange({ organizationId: row.organizationId, provider: row.provider });
+    if (recovered) {
+      this.metrics?.healthChanged("recovered");
+      this.onChange({ organizationId: row.organizationId, provider: row.provider });
+    }
     return { check, credential };
   }
 
   /** A caller's call with this credential failed. */
   async reportFailure(id: string, kind: FailureKind, by: Actor): Promise<{ failureStreak: number; failing: boolean }> {
+    this.metrics?.failureReported(kind);
     let marked: CredentialRow | undefined;
     const result = await this.orm.em.fork().transactional(async (em) => {
       const row = await lock(em, id);
@@ -145,7 +154,10 @@ export class KeyHealth {
       }
       return { failureStreak: row.failureStreak, failing: row.failingSince !== null };
     });
-    if (marked) this.onChange({ organizationId: marked.organizationId, provider: marked.provider });
+    if (marked) {
+      this.metrics?.healthChanged("failing");
+      this.onChange({ organizationId: marked.organizationId, provider: marked.provider });
+    }
     return result;
   }
 
@@ -185,6 +197,7 @@ export class KeyHealth {
       return recovered;
     });
     for (const r of changed) this.onChange({ organizationId: r.organization_id, provider: r.provider });
+    this.metrics?.healthChanged("recovered", changed.length);
     return { recovered: changed.length };
   }
 

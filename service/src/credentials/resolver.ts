@@ -4,6 +4,7 @@ import type { ProviderName } from "../db/entities.js";
 import { ServiceError } from "../errors.js";
 import { BindingError, DecryptError, type BoundRow, type Keyring } from "../keyring/keyring.js";
 import { PROVIDERS } from "./providers.js";
+import type { ServiceMetrics } from "../metrics.js";
 import { cacheKey, ResolutionCache, type Scope, type StoredCandidate, type StoredResolution } from "./resolution-cache.js";
 
 export type ResolveScope = Scope;
@@ -88,6 +89,8 @@ export class KeyResolver {
   /** Next round-robin position per organisation and provider (this replica's). */
   private readonly roundRobin = new Map<string, number>();
   private flushTimer: NodeJS.Timeout | undefined;
+  /** Cache hit and miss counters, when the service exports metrics. */
+  metrics: ServiceMetrics | undefined;
   /** Loads in progress, so that concurrent misses for one key share one query. */
   private readonly loading = new Map<string, { generation: number; promise: Promise<StoredResolution | undefined> }>();
 
@@ -102,7 +105,12 @@ export class KeyResolver {
 
   async resolve(scope: ResolveScope, provider: ProviderName): Promise<Resolution> {
     const key = cacheKey(scope, provider);
-    const stored = this.cache.get(key) ?? (await this.loadOrStale(key, scope, provider));
+    let stored = this.cache.get(key);
+    if (stored) this.metrics?.cacheHit();
+    else {
+      this.metrics?.cacheMiss();
+      stored = await this.loadOrStale(key, scope, provider);
+    }
     if (!stored) {
       throw new ServiceError("not_found", "teamId" in scope ? `team "${scope.teamId}" not found` : `organization "${scope.organizationId}" not found`);
     }

@@ -7,6 +7,8 @@ import type { ProviderCheckResult } from "../credentials/provider-check.js";
 import type { ProviderName } from "../db/entities.js";
 import { pageSize } from "../paging.js";
 import { invalid, ServiceError } from "../errors.js";
+import { isDatabaseUnavailable } from "../db/errors.js";
+import type { ResolveResult, ServiceMetrics } from "../metrics.js";
 import {
   validateApiBase,
   validateApiKey,
@@ -28,6 +30,20 @@ export interface CredentialServiceDeps {
   credentials: CredentialStore;
   resolver: KeyResolver;
   keyHealth: KeyHealth;
+  metrics?: ServiceMetrics;
+}
+
+const RESULT_OF_KIND: Partial<Record<ServiceError["kind"], ResolveResult>> = {
+  not_found: "not_found",
+  failed_precondition: "failed_precondition",
+  data_loss: "data_loss",
+  unavailable: "unavailable",
+  invalid_argument: "invalid_argument",
+};
+
+function resolveResultOf(error: unknown): ResolveResult {
+  if (error instanceof ServiceError) return RESULT_OF_KIND[error.kind] ?? "error";
+  return isDatabaseUnavailable(error) ? "unavailable" : "error";
 }
 
 function validateWeight(weight: number | undefined): number | undefined {
@@ -47,7 +63,7 @@ function requireValid(result: ProviderCheckResult): void {
 }
 
 /** credentials.v1.CredentialService: validation and mapping only; the stores do the work. */
-export function createCredentialService({ credentials, resolver, keyHealth: health }: CredentialServiceDeps): ServiceImpl<typeof CredentialService> {
+export function createCredentialService({ credentials, resolver, keyHealth: health, metrics }: CredentialServiceDeps): ServiceImpl<typeof CredentialService> {
   return {
     async createCredential(req, ctx) {
       const organizationId = validateId("organization_id", req.organizationId);
@@ -160,7 +176,15 @@ export function createCredentialService({ credentials, resolver, keyHealth: heal
             ? { teamId: validateId("team_id", req.scope.value) }
             : undefined;
       if (!scope) throw invalid("scope", "set organization_id or team_id");
-      const resolution = await resolver.resolve(scope, provider);
+      const started = metrics ? performance.now() : 0;
+      let resolution;
+      try {
+        resolution = await resolver.resolve(scope, provider);
+      } catch (error) {
+        metrics?.resolved(provider, "none", resolveResultOf(error), (performance.now() - started) / 1000);
+        throw error;
+      }
+      metrics?.resolved(provider, resolution.source, "ok", (performance.now() - started) / 1000);
       return {
         apiKey: resolution.apiKey,
         apiBase: resolution.apiBase ?? undefined,
