@@ -14,7 +14,15 @@ import { Code, createClient } from "@connectrpc/connect";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { FAKE_KEYS, rpcError, type TestService } from "../support/harness.js";
 import { startTestPortal, type TestPortal } from "../support/portal-harness.js";
-import { CreateCredentialRequestSchema, CreateOrganizationRequestSchema, CredentialService, OrganizationService, Provider } from "../../service/src/gen/credentials_pb.js";
+import {
+  CreateCredentialRequestSchema,
+  CreateOrganizationRequestSchema,
+  CredentialService,
+  FailureKind,
+  OrganizationService,
+  Provider,
+  SelectionStrategy,
+} from "../../service/src/gen/credentials_pb.js";
 import { AdminService } from "../../service/src/gen/admin_pb.js";
 
 const PROTO_DIR = fileURLToPath(new URL("../../proto/", import.meta.url));
@@ -60,7 +68,7 @@ function expectNoInternals(text: string): void {
 
 let snapshotSql = "";
 
-/** Every table of schema public: row count and checksum, ignoring the usage timestamps that reads may touch. */
+/** Every table of schema public: row count and checksum, ignoring the usage times and counts that reads may touch. */
 async function snapshot(): Promise<Record<string, string>> {
   const rows = await t.db.query<{ t: string; n: number; sum: string }>(snapshotSql);
   return Object.fromEntries(rows.map((r) => [r.t, `${r.n}:${r.sum}`]));
@@ -634,6 +642,28 @@ const grpcRows: Array<[string, GrpcRow]> = [
   ["an unknown token", g((c) => c.organizations.listOrganizations({}), Code.Unauthenticated, /token/, "unknown")],
   ["a resolve token creating a credential", g((c) => c.credentials.createCredential(createReq()), Code.PermissionDenied, /scope/, "resolve")],
   ["a resolve token listing tokens", g((c) => c.admin.listApiTokens({}), Code.PermissionDenied, /scope/, "resolve")],
+  ["CreateCredential: weight -1", g((c) => c.credentials.createCredential(createReq({ weight: -1 })), Code.InvalidArgument, "weight")],
+  ["CreateCredential: weight 1001", g((c) => c.credentials.createCredential(createReq({ weight: 1001 })), Code.InvalidArgument, "weight")],
+  ["UpdateCredential: weight -2147483648", g((c) => c.credentials.updateCredential({ credentialId: ids.cred, weight: -2147483648 }), Code.InvalidArgument, "weight")],
+  ["VerifyCredential: credential_id empty", g((c) => c.credentials.verifyCredential({ credentialId: "" }), Code.InvalidArgument, "credential_id")],
+  ["VerifyCredential: credential_id is SQL", g((c) => c.credentials.verifyCredential({ credentialId: "' or 1=1 --" }), Code.InvalidArgument, "credential_id")],
+  ["VerifyCredential: unknown credential", g((c) => c.credentials.verifyCredential({ credentialId: UNKNOWN_UUID }), Code.NotFound, /not found/)],
+  ["ReportKeyFailure: kind unspecified", g((c) => c.credentials.reportKeyFailure({ credentialId: ids.cred }), Code.InvalidArgument, "kind")],
+  ["ReportKeyFailure: kind 42", g((c) => c.credentials.reportKeyFailure({ credentialId: ids.cred, kind: 42 as FailureKind }), Code.InvalidArgument, "kind")],
+  ["ReportKeyFailure: credential_id with a NUL", g((c) => c.credentials.reportKeyFailure({ credentialId: "\u0000", kind: FailureKind.QUOTA }), Code.InvalidArgument, "credential_id")],
+  ["ReportKeyFailure: unknown credential", g((c) => c.credentials.reportKeyFailure({ credentialId: UNKNOWN_UUID, kind: FailureKind.QUOTA }), Code.NotFound, /not found/)],
+  ["ReportKeySuccess: no ids", g((c) => c.credentials.reportKeySuccess({ credentialIds: [] }), Code.InvalidArgument, "credential_ids")],
+  ["ReportKeySuccess: 1001 ids", g((c) => c.credentials.reportKeySuccess({ credentialIds: Array<string>(1001).fill(UNKNOWN_UUID) }), Code.InvalidArgument, "credential_ids")],
+  ["ReportKeySuccess: one id malformed", g((c) => c.credentials.reportKeySuccess({ credentialIds: [UNKNOWN_UUID, "🔑"] }), Code.InvalidArgument, "credential_ids[1]")],
+  ["ReportKeySuccess: a resolve token, an overlong id", g((c) => c.credentials.reportKeySuccess({ credentialIds: ["a".repeat(10_000)] }), Code.InvalidArgument, "credential_ids[0]", "resolve")],
+  ["SetSelectionStrategy: strategy unspecified", g((c) => c.credentials.setSelectionStrategy({ organizationId: ORG, provider: Provider.OPENAI }), Code.InvalidArgument, "strategy")],
+  ["SetSelectionStrategy: strategy 7", g((c) => c.credentials.setSelectionStrategy({ organizationId: ORG, provider: Provider.OPENAI, strategy: 7 as SelectionStrategy }), Code.InvalidArgument, "strategy")],
+  ["SetSelectionStrategy: provider unspecified", g((c) => c.credentials.setSelectionStrategy({ organizationId: ORG, strategy: SelectionStrategy.WEIGHTED }), Code.InvalidArgument, "provider")],
+  ["SetSelectionStrategy: organization_id with HTML", g((c) => c.credentials.setSelectionStrategy({ organizationId: "<b>x</b>", provider: Provider.OPENAI, strategy: SelectionStrategy.WEIGHTED }), Code.InvalidArgument, "organization_id")],
+  ["SetSelectionStrategy: unknown organisation", g((c) => c.credentials.setSelectionStrategy({ organizationId: "org-nobody", provider: Provider.OPENAI, strategy: SelectionStrategy.WEIGHTED }), Code.NotFound, /not found/)],
+  ["SetSelectionStrategy: a resolve token", g((c) => c.credentials.setSelectionStrategy({ organizationId: ORG, provider: Provider.OPENAI, strategy: SelectionStrategy.WEIGHTED }), Code.PermissionDenied, /scope/, "resolve")],
+  ["ListSelectionStrategies: organization_id empty", g((c) => c.credentials.listSelectionStrategies({ organizationId: "" }), Code.InvalidArgument, "organization_id")],
+  ["ListSelectionStrategies: unknown organisation", g((c) => c.credentials.listSelectionStrategies({ organizationId: "org-nobody" }), Code.NotFound, /not found/)],
   ["an empty actor header", g((c) => c.credentials.createCredential(createReq()), Code.InvalidArgument, "x-provider-credentials-actor", { "x-provider-credentials-actor": "" })],
   ["an overlong actor header", g((c) => c.credentials.createCredential(createReq()), Code.InvalidArgument, "x-provider-credentials-actor", { "x-provider-credentials-actor": "a".repeat(200) })],
 ];
@@ -841,7 +871,7 @@ beforeAll(async () => {
     .map(
       ({ tablename }) =>
         `select '${tablename}' as t, count(*)::int as n, md5(coalesce(string_agg(j, E'\\n' order by j), '')) as sum ` +
-        `from (select (to_jsonb(x) - 'last_used_at' - 'last_seen_at')::text as j from "${tablename}" x) r`,
+        `from (select (to_jsonb(x) - 'last_used_at' - 'last_seen_at' - 'use_count')::text as j from "${tablename}" x) r`,
     )
     .join(" union all ");
 
