@@ -89,6 +89,11 @@ export class KeyResolver {
   /** Next round-robin position per organisation and provider (this replica's). */
   private readonly roundRobin = new Map<string, number>();
   private flushTimer: NodeJS.Timeout | undefined;
+  /**
+   * Candidates (as loaded from the database, then cached) whose row binding
+   * has been checked: the check is made once per row read, not once per call.
+   */
+  private readonly bound = new WeakSet<StoredCandidate>();
   /** Cache hit and miss counters, when the service exports metrics. */
   metrics: ServiceMetrics | undefined;
   /** Loads in progress, so that concurrent misses for one key share one query. */
@@ -117,13 +122,19 @@ export class KeyResolver {
     const { organizationId } = stored;
     const credential = this.pick(stored, provider);
     if (credential) {
-      const apiKey = decryptStoredKey(
-        this.keyring,
-        { id: credential.id, organizationId, provider, apiBase: credential.apiBase },
-        credential.token,
-        credential.keyId,
-        credential.binding,
-      );
+      let apiKey: string;
+      if (this.bound.has(credential)) {
+        apiKey = this.keyring.decrypt(credential.token, credential.keyId);
+      } else {
+        apiKey = decryptStoredKey(
+          this.keyring,
+          { id: credential.id, organizationId, provider, apiBase: credential.apiBase },
+          credential.token,
+          credential.keyId,
+          credential.binding,
+        );
+        this.bound.add(credential);
+      }
       this.noteUse(credential.id);
       return { apiKey, apiBase: credential.apiBase, source: "organization", credentialId: credential.id, organizationId, failing: credential.failing };
     }
