@@ -3,7 +3,7 @@ import os from "node:os";
 import { parseArgs } from "node:util";
 import { AdminStore } from "../admins/admin-store.js";
 import { ServiceError } from "../errors.js";
-import { exitWith, openForCli } from "./open.js";
+import { describeError, exitWith, openForCli } from "./open.js";
 
 const USAGE = `Usage:
   npm run admin -- create --email EMAIL           create an administrator; prints a generated password once
@@ -48,4 +48,4 @@ async function main(): Promise<void> {
   await cli.close();
 }
 
-main().catch((error) => exitWith(`Error: ${error instanceof Error ? error.message : String(error)}`));
+main().catch((error) => exitWith(`Error: ${describeError(error)}`));

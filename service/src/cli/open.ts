@@ -1,4 +1,5 @@
-import { createLogger, type Logger } from "../logger.js";
+import { createLogger, serializeError, type Logger } from "../logger.js";
+import { maskKeys } from "../errors.js";
 import { openDatabase, type Database } from "../runtime/local.js";
 import { createOrm, migrate, type Orm } from "../db/orm.js";
 
@@ -30,4 +31,15 @@ export async function openForCli(): Promise<{ orm: Orm; database: Database; logg
 export function exitWith(message: string, code = 1): never {
   console.error(message);
   process.exit(code);
+}
+
+/**
+ * An unexpected error as one line for a person: for database errors only the
+ * driver's sentence and SQLSTATE (their messages carry the SQL with its
+ * values, ciphertext included), and anything key-shaped masked.
+ */
+export function describeError(error: unknown): string {
+  const { message, code } = serializeError(error) as { message?: string; code?: string };
+  const text = maskKeys(String(message ?? "unknown error").slice(0, 1000));
+  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? `${text} (SQLSTATE ${code})` : text;
 }

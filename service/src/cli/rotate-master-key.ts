@@ -5,7 +5,7 @@ import os from "node:os";
 import { parseArgs } from "node:util";
 import { createKeyring, MasterKeyError } from "../keyring/keyring.js";
 import { rewrapAll } from "../keyring/rewrap.js";
-import { exitWith, openForCli } from "./open.js";
+import { describeError, exitWith, openForCli } from "./open.js";
 import { progressBar } from "./progress.js";
 
 async function main(): Promise<void> {
@@ -53,4 +53,4 @@ async function main(): Promise<void> {
   console.log(`Every credential is now under ${keyring.primaryKeyId}; the other keys can be removed from MASTER_KEY.`);
 }
 
-main().catch((error) => exitWith(`Error: ${error instanceof Error ? error.message : String(error)}`));
+main().catch((error) => exitWith(`Error: ${describeError(error)}`));

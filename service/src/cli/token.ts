@@ -3,7 +3,7 @@ import os from "node:os";
 import { parseArgs } from "node:util";
 import { TokenStore } from "../auth/token-store.js";
 import { ServiceError } from "../errors.js";
-import { exitWith, openForCli } from "./open.js";
+import { describeError, exitWith, openForCli } from "./open.js";
 
 const USAGE = `Usage:
   npm run token -- create --name NAME --scope resolve|admin   create a token and print it (once)
@@ -51,4 +51,4 @@ async function main(): Promise<void> {
   await cli.close();
 }
 
-main().catch((error) => exitWith(`Error: ${error instanceof Error ? error.message : String(error)}`));
+main().catch((error) => exitWith(`Error: ${describeError(error)}`));

@@ -2,7 +2,7 @@
 // (never a key); exits non-zero when any does.
 import { createKeyring, MasterKeyError } from "../keyring/keyring.js";
 import { verifyAll } from "../keyring/rewrap.js";
-import { exitWith, openForCli } from "./open.js";
+import { describeError, exitWith, openForCli } from "./open.js";
 import { progressBar } from "./progress.js";
 
 async function main(): Promise<void> {
@@ -35,4 +35,4 @@ async function main(): Promise<void> {
   process.exit(1);
 }
 
-main().catch((error) => exitWith(`Error: ${error instanceof Error ? error.message : String(error)}`));
+main().catch((error) => exitWith(`Error: ${describeError(error)}`));
