@@ -2,6 +2,7 @@ import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
+import { FailureKind } from "../../service/src/gen/credentials_pb.js";
 import { startTestPortal, type TestPortal } from "../support/portal-harness.js";
 import {
   axeScan,
@@ -75,6 +76,35 @@ async function freezeTimestamps(): Promise<void> {
     update api_tokens set created_at = timestamptz '2026-03-05 14:00:00+00' + t.n * interval '2 hours', last_used_at = case when t.n = 1 then timestamptz '2026-05-18 16:19:00+00' end
     from t where api_tokens.name = t.name`);
   await db.query(`update audit_events set occurred_at = timestamptz '2026-05-18 09:00:00+00' + id * interval '3 minutes', source = '203.0.113.24'`);
+  await db.query(`update selection_strategies set updated_at = timestamptz '2026-05-12 11:05:00+00'`);
+}
+
+/**
+ * Key health as the list shows it, at fixed times: the last checks as the
+ * Test button stores them (their latencies vary run to run, so they are set
+ * here; test/e2e/key-health.test.ts runs real checks against a fake
+ * provider), use counts, a key marked failing by callers' reports, and one
+ * set long ago (rotation due).
+ */
+async function keyHealthExamples(fireworksId: string): Promise<void> {
+  const { credentials } = portal.service.clients();
+  for (let i = 0; i < 3; i++) await credentials.reportKeyFailure({ credentialId: fireworksId, kind: FailureKind.QUOTA });
+  const db = portal.service.db;
+  const check = (name: string, outcome: string, status: number, latency: number, message: string, at: string, uses: number) =>
+    db.query(
+      `update provider_credentials set check_outcome = $2, check_http_status = $3, check_latency_ms = $4, check_message = $5,
+         checked_at = $6::timestamptz, use_count = $7 where organization_id = 'acme' and credential_name = $1`,
+      [name, outcome, status, latency, message, at, uses],
+    );
+  await check("Production OpenAI Key", "valid", 200, 212, "OpenAI accepted the key (HTTP 200).", "2026-05-18 16:02:00+00", 18342);
+  await check("Claude for support", "rate_limited", 429, 641, "Anthropic rate limited the key (HTTP 429, rate_limit_error); retry after 7 s.", "2026-05-18 15:47:00+00", 2210);
+  await check("Fireworks via proxy", "invalid_key", 401, 187, "Fireworks AI rejected the key as invalid (HTTP 401, UNAUTHENTICATED).", "2026-05-18 15:31:00+00", 977);
+  await db.query(`update provider_credentials set use_count = 35 where organization_id = 'acme' and credential_name = 'Gemini experiments'`);
+  // Created, and its key set, long before the others: due for rotation whenever the tests run.
+  await db.query(
+    `update provider_credentials set created_at = timestamptz '2025-08-14 10:20:00+00', activated_at = timestamptz '2025-08-14 10:20:00+00',
+       key_set_at = timestamptz '2025-08-14 10:20:00+00' where organization_id = 'acme' and credential_name = 'Gemini experiments'`,
+  );
 }
 
 async function seed(): Promise<void> {
@@ -88,14 +118,16 @@ async function seed(): Promise<void> {
     asAdmin("POST", "/api/provider-credentials/create", { organization_id: "acme", provider, credential_name, api_key, api_base });
   const staging = await create("openai", "Staging OpenAI Key", EXAMPLE_KEYS.openaiStaging);
   await create("gemini", "Gemini experiments", EXAMPLE_KEYS.gemini);
-  await create("fireworks", "Fireworks via proxy", EXAMPLE_KEYS.fireworks, "https://llm-proxy.acme.example/fireworks/v1");
+  const fireworks = await create("fireworks", "Fireworks via proxy", EXAMPLE_KEYS.fireworks, "https://llm-proxy.acme.example/fireworks/v1");
   await create("anthropic", "Claude for support", EXAMPLE_KEYS.anthropic);
   const production = await create("openai", "Production OpenAI Key", EXAMPLE_KEYS.openai);
   credentialId = production.credential_id;
   await asAdmin("PUT", `/api/provider-credentials/${staging.credential_id}/deactivate`);
   await asAdmin("POST", "/api/tokens", { name: "llm-gateway", scope: "resolve" });
   await asAdmin("POST", "/api/tokens", { name: "ops-automation", scope: "admin" });
+  await asAdmin("PUT", "/api/provider-credentials/organization/acme/selection-strategies/openai", { strategy: "round_robin" });
   await freezeTimestamps();
+  await keyHealthExamples(fireworks.credential_id);
 }
 
 /** Scans the page as it is now, records the result, and fails on anything serious or critical. */
@@ -175,7 +207,16 @@ describe.skipIf(!e2eEnabled(chromiumPath))("accessibility and screenshots of eve
   it("Provider Credentials: the table", async () => {
     await open(page, `${portal.url}/?organization=acme`);
     expect(await page.locator("tbody tr").count()).toBe(5);
+    // Every column, the actions included, fits a 1280 px screen: the table does not scroll sideways.
+    const hidden = await page.locator(".table-wrap").evaluate((element) => element.scrollWidth - element.clientWidth);
+    expect(hidden, "the credentials table scrolls sideways at 1280 px").toBeLessThanOrEqual(0);
     await checkPage("credentials");
+  });
+
+  it("Provider Credentials: only the failing credentials (a filter in the URL)", async () => {
+    await open(page, `${portal.url}/?organization=acme&failing=true`);
+    expect(await page.locator("tbody tr").count()).toBe(1);
+    await checkPage("credentials-failing");
   });
 
   it("Provider Credentials: the empty state", async () => {

@@ -178,14 +178,15 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
     expect(new URL(page.url()).searchParams.get("organization")).toBe(ORG.id);
 
     const created = row("Production OpenAI Key");
-    const badge = created.locator(".badge");
+    const badge = created.locator('[data-label="Status"] .badge').first();
     expect(await text(badge)).toBe("Active");
     expect(await backgroundOf(badge)).toBe(GREEN_BADGE);
     expect(await text(created.locator(".key-hint"))).toBe(hintOf(primaryKey, "sk-"));
     expect(await text(created.locator('[data-label="Provider"]'))).toBe("OpenAI");
     expect(await text(created.locator('[data-label="API base"]'))).toBe("Default");
-    expect(await text(created.locator('[data-label="Last used"]'))).toBe("Never");
-    expect(await text(created.locator('[data-label="Created"] .by'))).toBe(`by ${ADMIN.email}`);
+    expect(await text(created.locator('[data-label="Usage"]'))).toBe("Never used");
+    expect(await text(created.locator('[data-label="Last check"]'))).toBe("Never checked");
+    expect(await text(created.getByTestId("created-by"))).toBe(`by ${ADMIN.email}`);
     await expectNoSecrets(page, watch, secrets);
   });
 
@@ -270,12 +271,12 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
     const credential = row("Renamed elsewhere");
     await credential.getByRole("button", { name: "Deactivate Renamed elsewhere" }).click();
     expect(await success("is inactive")).toContain("“Renamed elsewhere” is inactive");
-    expect(await text(credential.locator(".badge"))).toBe("Inactive");
-    expect(await backgroundOf(credential.locator(".badge"))).toBe(GREY_BADGE);
+    expect(await text(credential.locator('[data-label="Status"] .badge').first())).toBe("Inactive");
+    expect(await backgroundOf(credential.locator('[data-label="Status"] .badge').first())).toBe(GREY_BADGE);
     await credential.getByRole("button", { name: "Activate Renamed elsewhere" }).click();
     expect(await success("is active")).toContain("“Renamed elsewhere” is active");
-    expect(await text(credential.locator(".badge"))).toBe("Active");
-    expect(await backgroundOf(credential.locator(".badge"))).toBe(GREEN_BADGE);
+    expect(await text(credential.locator('[data-label="Status"] .badge').first())).toBe("Active");
+    expect(await backgroundOf(credential.locator('[data-label="Status"] .badge').first())).toBe(GREEN_BADGE);
     // The audit log names the person.
     const events = await api("GET", `/api/audit-events?organization_id=${ORG.id}&action=credential.deactivate`);
     expect(events.events[0].actor).toBe(ADMIN.email);
@@ -306,7 +307,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
     await dialog.waitFor();
     await dialog.getByRole("button", { name: "Deactivate instead" }).click();
     expect(await success("is inactive")).toContain("“Temporary key” is inactive");
-    expect(await text(row("Temporary key").locator(".badge"))).toBe("Inactive");
+    expect(await text(row("Temporary key").locator('[data-label="Status"] .badge').first())).toBe("Inactive");
     // Then delete it for good.
     await row("Temporary key").getByRole("button", { name: "Delete Temporary key" }).click();
     await dialog.waitFor();

@@ -111,7 +111,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("the portal without JavaScript", () =
     await submit(page.getByRole("button", { name: "Create Credential" }));
     expect(path()).toBe("/?organization=org-plain&provider=fireworks");
     expect(await feedback("success")).toContain("“Fireworks prod” was added and is active");
-    expect(await text(row("Fireworks prod").locator(".badge"))).toBe("Active");
+    expect(await text(row("Fireworks prod").locator('[data-label="Status"] .badge').first())).toBe("Active");
     expect(await text(row("Fireworks prod").locator(".key-hint"))).toBe(`fw…${right.slice(-4)}`);
     await expectNoSecrets(page, watch, secrets);
   });
@@ -125,10 +125,10 @@ describe.skipIf(!e2eEnabled(chromiumPath))("the portal without JavaScript", () =
 
     await submit(row("Fireworks main").getByRole("button", { name: "Deactivate Fireworks main" }));
     expect(path()).toBe("/?organization=org-plain&provider=fireworks");
-    expect(await text(row("Fireworks main").locator(".badge"))).toBe("Inactive");
+    expect(await text(row("Fireworks main").locator('[data-label="Status"] .badge').first())).toBe("Inactive");
     expect(await feedback("success")).toContain("is inactive");
     await submit(row("Fireworks main").getByRole("button", { name: "Activate Fireworks main" }));
-    expect(await text(row("Fireworks main").locator(".badge"))).toBe("Active");
+    expect(await text(row("Fireworks main").locator('[data-label="Status"] .badge').first())).toBe("Active");
   });
 
   it("deletes after a confirmation page", async () => {

@@ -30,7 +30,8 @@ function concrete(path: string): string {
     .replace("{credential_id}", "00000000-0000-4000-8000-000000000000")
     .replace("{organization_id}", "org-sec")
     .replace("{team_id}", "team-sec")
-    .replace("{name}", "some-token")}`;
+    .replace("{name}", "some-token")
+    .replace("{provider}", "openai")}`;
 }
 
 function expectSecurityHeaders(response: PortalResponse, kind: "page" | "api") {
@@ -74,6 +75,9 @@ describe("deny by default", () => {
         "PUT /provider-credentials/{credential_id}/activate",
         "PUT /provider-credentials/{credential_id}/deactivate",
         "DELETE /provider-credentials/{credential_id}",
+        "POST /provider-credentials/{credential_id}/verify",
+        "GET /provider-credentials/organization/{organization_id}/selection-strategies",
+        "PUT /provider-credentials/organization/{organization_id}/selection-strategies/{provider}",
         "GET /organizations",
         "POST /organizations",
         "GET /organizations/{organization_id}",
@@ -94,11 +98,12 @@ describe("deny by default", () => {
 
   it("every operation in the OpenAPI document answers 401 without credentials, with a bad token, or a malformed header", async () => {
     const ops = await operations();
-    expect(ops.length).toBe(18);
+    expect(ops.length).toBe(21);
     // Valid input for each operation that takes a body, so that only authentication can fail.
     const bodies: Record<string, unknown> = {
       "POST /provider-credentials/create": { organization_id: "org-sec", provider: "openai", credential_name: "x", api_key: "sk-proj-abcdefghijkl" },
       "PUT /provider-credentials/{credential_id}": { credential_name: "y" },
+      "PUT /provider-credentials/organization/{organization_id}/selection-strategies/{provider}": { strategy: "round_robin" },
       "POST /organizations": { organization_id: "org-walk", name: "Walk" },
       "POST /organizations/{organization_id}/teams": { team_id: "team-walk", name: "Walk" },
       "POST /tokens": { name: "walk", scope: "admin" },
@@ -130,6 +135,9 @@ describe("deny by default", () => {
       ["GET", "/api/provider-credentials/organization/org-sec"],
       ["POST", "/api/provider-credentials/create", { organization_id: "org-sec", provider: "openai", credential_name: "x", api_key: "sk-proj-abcdefghijklmnop" }],
       ["PUT", "/api/provider-credentials/00000000-0000-4000-8000-000000000000/activate"],
+      ["POST", "/api/provider-credentials/00000000-0000-4000-8000-000000000000/verify"],
+      ["GET", "/api/provider-credentials/organization/org-sec/selection-strategies"],
+      ["PUT", "/api/provider-credentials/organization/org-sec/selection-strategies/openai", { strategy: "weighted" }],
       ["DELETE", "/api/organizations/org-sec"],
       ["GET", "/api/tokens"],
       ["GET", "/api/audit-events"],

@@ -1,6 +1,7 @@
 import { TRPCError } from "@trpc/server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FAKE_KEYS, startTestService, type TestService } from "../support/harness.js";
+import { startFakeProvider } from "../support/fake-provider.js";
 import { ApiError } from "../../portal/src/lib/server/errors.js";
 import { createServiceConnection, type ServiceConnection } from "../../portal/src/lib/server/service-client.js";
 import { createContextInner, type Caller } from "../../portal/src/lib/server/trpc/context.js";
@@ -45,6 +46,9 @@ describe("tRPC procedures via createCaller", () => {
       () => anonymous.teams.list({ organization_id: "org-x" }),
       () => anonymous.audit.list({}),
       () => anonymous.tokens.list({}),
+      () => anonymous.credentials.verify({ credential_id: "00000000-0000-4000-8000-000000000000" }),
+      () => anonymous.selectionStrategies.list({ organization_id: "org-x" }),
+      () => anonymous.selectionStrategies.set({ organization_id: "org-x", provider: "openai", strategy: "weighted" }),
       // Even invalid input: authentication comes first.
       () => anonymous.credentials.get({ credential_id: "" }),
     ];
@@ -83,6 +87,53 @@ describe("tRPC procedures via createCaller", () => {
     expect(credential.created_by).toBe("dana@example.com");
     const events = await api.audit.list({ credential_id: credential.credential_id });
     expect(events.events[0]).toMatchObject({ action: "credential.create", actor: "dana@example.com" });
+  });
+
+  it("key health for a session caller: a check refused before saving is 409 naming api_key; checks and strategies name the person", async () => {
+    const fake = await startFakeProvider({ keys: { "sk-good-0123456789abcdef": "valid" } });
+    try {
+      const api = callerFor({ kind: "session", admin: { adminId: "00000000-0000-4000-8000-000000000001", email: "dana@example.com" } });
+      const refused = await failure(
+        api.credentials.create({
+          organization_id: "org-trpc",
+          provider: "openai",
+          credential_name: "Checked",
+          api_key: "sk-refused-0123456789abcdef",
+          api_base: fake.baseUrl("openai"),
+          weight: 4,
+          verify: true,
+        }),
+      );
+      expect([refused.code, refused.apiCode, refused.status]).toEqual(["CONFLICT", "failed_precondition", 409]);
+      expect(refused.message).toMatch(/^api_key: the provider check did not pass \(invalid key\): /);
+      expect(refused.message).not.toContain("sk-refused-0123456789abcdef");
+      // No `issues`: the pages put it at the key field from the field name that starts the message (test/e2e/key-health.test.ts).
+      expect(refused.issues).toBeUndefined();
+
+      const created = await api.credentials.create({
+        organization_id: "org-trpc",
+        provider: "openai",
+        credential_name: "Checked",
+        api_key: "sk-good-0123456789abcdef",
+        api_base: fake.baseUrl("openai"),
+        weight: 4,
+        verify: true,
+      });
+      expect(created.weight).toBe(4);
+      const { check, credential } = await api.credentials.verify({ credential_id: created.credential_id });
+      expect(check.outcome).toBe("valid");
+      expect(credential.last_check).toEqual(check);
+      const events = await api.audit.list({ credential_id: created.credential_id, action: "credential.verify" });
+      expect(events.events[0].actor).toBe("dana@example.com");
+
+      const policy = await api.selectionStrategies.set({ organization_id: "org-trpc", provider: "openai", strategy: "weighted" });
+      expect(policy).toMatchObject({ strategy: "weighted", updated_by: "dana@example.com" });
+      const { policies } = await api.selectionStrategies.list({ organization_id: "org-trpc" });
+      expect(policies.find((p) => p.provider === "openai")?.strategy).toBe("weighted");
+      await api.credentials.delete({ credential_id: created.credential_id });
+    } finally {
+      await fake.close();
+    }
   });
 
   it("service statuses arrive as API errors: 404, 409, 400 naming the field", async () => {

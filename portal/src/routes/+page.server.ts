@@ -1,5 +1,6 @@
 import type { Actions, PageServerLoad } from "./$types";
 import { isProviderName, providerLabel } from "$lib/providers";
+import { outcomeDisplay } from "$lib/key-health";
 import {
   allOrganizations,
   callerFor,
@@ -8,6 +9,7 @@ import {
   field,
   loadFailed,
   pageNumberParam,
+  type PageCaller,
   redirectWithFlash,
   returnTo,
 } from "$lib/server/page-actions";
@@ -16,8 +18,9 @@ import {
 const PAGE_SIZE = 25;
 
 /**
- * The Provider Credentials page: the organisation and provider filters live in
- * the URL (`?organization=org-1&provider=openai`), the table pages by cursor.
+ * The Provider Credentials page: the filters live in the URL
+ * (`?organization=org-1&provider=openai&rotation_due=true&failing=true`), the
+ * table pages by cursor.
  */
 export const load: PageServerLoad = async (event) => {
   const { url } = event;
@@ -25,6 +28,8 @@ export const load: PageServerLoad = async (event) => {
   const organization = url.searchParams.get("organization")?.trim() ?? "";
   const providerParam = url.searchParams.get("provider") ?? "";
   const provider = isProviderName(providerParam) ? providerParam : null;
+  const rotationDue = url.searchParams.get("rotation_due") === "true";
+  const failing = url.searchParams.get("failing") === "true";
 
   let organizations: Awaited<ReturnType<typeof allOrganizations>>;
   try {
@@ -40,6 +45,8 @@ export const load: PageServerLoad = async (event) => {
       const page = await caller.credentials.list({
         organization_id: organization,
         provider: provider ?? undefined,
+        rotation_due_only: rotationDue ? "true" : undefined,
+        failing_only: failing ? "true" : undefined,
         limit: PAGE_SIZE,
         cursor: cursorParam(url),
       });
@@ -57,6 +64,8 @@ export const load: PageServerLoad = async (event) => {
     organization,
     provider,
     providerInvalid: providerParam !== "" && provider === null,
+    rotationDue,
+    failing,
     list,
     listError,
     pageNumber: pageNumberParam(url),
@@ -85,7 +94,26 @@ async function toggle(event: Parameters<Actions[string]>[0], to: Toggle) {
   });
 }
 
+/** The Test button: checks the stored key with its provider; the outcome comes back as the page's message. */
+async function verify(event: Parameters<Actions[string]>[0]) {
+  const form = await event.request.formData();
+  const back = returnTo(form, "/");
+  let outcome: { ok: true; result: Awaited<ReturnType<PageCaller["credentials"]["verify"]>> } | { ok: false; message: string };
+  try {
+    outcome = { ok: true, result: await callerFor(event).credentials.verify({ credential_id: field(form, "credential_id") }) };
+  } catch (thrown) {
+    outcome = { ok: false, message: describeFailure(thrown).message };
+  }
+  if (!outcome.ok) redirectWithFlash(event, back, { kind: "error", message: `Could not test the credential: ${outcome.message}` });
+  const { check, credential } = outcome.result;
+  redirectWithFlash(event, back, {
+    kind: check.outcome === "valid" ? "success" : "error",
+    message: `Test of “${credential.credential_name}”: ${outcomeDisplay(check.outcome).label}. ${check.message} Took ${check.latency_ms} ms.`,
+  });
+}
+
 export const actions: Actions = {
   activate: (event) => toggle(event, "activate"),
   deactivate: (event) => toggle(event, "deactivate"),
+  verify,
 };

@@ -57,7 +57,7 @@ function requireValid(result: ProviderCheckResult): void {
   if (result.outcome === "valid") return;
   throw new ServiceError(
     "failed_precondition",
-    `api_key: the provider check did not pass (${result.outcome.replace("_", " ")}): ${result.message}; nothing was saved`,
+    `api_key: the provider check did not pass (${result.outcome.replace("_", " ")}): ${result.message.replace(/\.$/, "")}; nothing was saved`,
     "api_key",
   );
 }

@@ -109,6 +109,22 @@ export function field(form: FormData, name: string): string {
   return typeof value === "string" ? value : "";
 }
 
+/** Whether a checkbox was ticked (a browser sends it only then). */
+export function checkbox(form: FormData, name: string): boolean {
+  return form.has(name);
+}
+
+/**
+ * A weight field (0-1000, SELECTION_STRATEGY_WEIGHTED) as typed: empty means
+ * "not given" (the service's default on create, unchanged on update).
+ */
+export function weightField(text: string): { ok: true; value: number | undefined } | { ok: false; problem: string } {
+  if (text === "") return { ok: true, value: undefined };
+  const value = Number(text);
+  if (!/^\d{1,4}$/.test(text) || value > 1000) return { ok: false, problem: "must be a whole number from 0 to 1000" };
+  return { ok: true, value };
+}
+
 /** Where a form came from (its hidden `returnTo`), or `fallback`. */
 export function returnTo(form: FormData, fallback: string): string {
   const value = field(form, "returnTo");

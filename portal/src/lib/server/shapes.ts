@@ -1,7 +1,16 @@
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { Provider, type Credential, type Organization, type Team } from "../../../../service/src/gen/credentials_pb.js";
+import {
+  KeyCheckOutcome,
+  Provider,
+  SelectionStrategy,
+  type Credential,
+  type KeyCheck,
+  type Organization,
+  type SelectionPolicy,
+  type Team,
+} from "../../../../service/src/gen/credentials_pb.js";
 import type { ApiToken, AuditEvent } from "../../../../service/src/gen/admin_pb.js";
-import type { ProviderName } from "./trpc/schemas.js";
+import type { KeyCheckOutcomeName, ProviderName, SelectionStrategyName } from "./trpc/schemas.js";
 
 /**
  * Service messages → the JSON the API returns: snake_case, every field present,
@@ -33,6 +42,38 @@ function providerName(provider: Provider): ProviderName {
   return name;
 }
 
+const OUTCOME_NAMES: Partial<Record<KeyCheckOutcome, KeyCheckOutcomeName>> = {
+  [KeyCheckOutcome.VALID]: "valid",
+  [KeyCheckOutcome.INVALID_KEY]: "invalid_key",
+  [KeyCheckOutcome.NO_PERMISSION]: "no_permission",
+  [KeyCheckOutcome.RATE_LIMITED]: "rate_limited",
+  [KeyCheckOutcome.UNREACHABLE]: "unreachable",
+  [KeyCheckOutcome.UNEXPECTED]: "unexpected",
+};
+
+const STRATEGY_ENUMS: Record<SelectionStrategyName, SelectionStrategy> = {
+  newest: SelectionStrategy.NEWEST,
+  round_robin: SelectionStrategy.ROUND_ROBIN,
+  weighted: SelectionStrategy.WEIGHTED,
+};
+
+export function strategyEnum(name: SelectionStrategyName): SelectionStrategy {
+  return STRATEGY_ENUMS[name];
+}
+
+function strategyName(strategy: SelectionStrategy): SelectionStrategyName {
+  // Unset means the default, as the proto says.
+  if (strategy === SelectionStrategy.UNSPECIFIED) return "newest";
+  const name = (Object.keys(STRATEGY_ENUMS) as SelectionStrategyName[]).find((n) => STRATEGY_ENUMS[n] === strategy);
+  if (!name) throw new Error(`the service returned an unknown selection strategy (${strategy})`);
+  return name;
+}
+
+/** int64 → a JSON number (use counts stay far below 2^53). */
+function count(value: bigint): number {
+  return Number(value);
+}
+
 function iso(ts: Timestamp | undefined): string {
   if (!ts) throw new Error("the service returned a message without a required timestamp");
   return timestampDate(ts).toISOString();
@@ -62,6 +103,35 @@ export function credentialJson(c: Credential) {
     created_by: c.createdBy ?? null,
     updated_by: c.updatedBy ?? null,
     last_used_at: isoOrNull(c.lastUsedAt),
+    weight: c.weight,
+    use_count: count(c.useCount),
+    last_check: c.lastCheck ? keyCheckJson(c.lastCheck) : null,
+    failing: c.failing,
+    failure_streak: c.failureStreak,
+    key_set_at: iso(c.keySetAt),
+    rotation_due: c.rotationDue,
+  };
+}
+
+export function keyCheckJson(k: KeyCheck) {
+  const outcome = OUTCOME_NAMES[k.outcome];
+  if (!outcome) throw new Error(`the service returned an unknown key check outcome (${k.outcome})`);
+  return {
+    outcome,
+    http_status: k.httpStatus ?? null,
+    latency_ms: k.latencyMs,
+    message: k.message,
+    checked_at: iso(k.checkedAt),
+  };
+}
+
+export function selectionPolicyJson(p: SelectionPolicy) {
+  return {
+    organization_id: p.organizationId,
+    provider: providerName(p.provider),
+    strategy: strategyName(p.strategy),
+    updated_at: isoOrNull(p.updatedAt),
+    updated_by: p.updatedBy ?? null,
   };
 }
 

@@ -30,7 +30,9 @@ const ERROR_RESPONSES: Record<string, string> = {
   "401": "No credentials, or a token or session that is not valid.",
   "403": "Not allowed: a `resolve`-scope token, or a cross-origin request with a session cookie.",
   "404": "No such organisation, credential, team or token.",
-  "409": "Conflict: a duplicate name or id, a stale `expected_version`, or an organisation that still has credentials or teams.",
+  "409":
+    "Conflict: a duplicate name or id, a stale `expected_version`, an organisation that still has credentials or teams, " +
+    "or (with `verify: true`) a key the provider did not accept (`failed_precondition`, naming `api_key`).",
   "413": `The body is larger than ${MAX_BODY_BYTES / 1024} KiB.`,
   "503": "The credentials service is unavailable; try again shortly.",
 };
@@ -38,7 +40,9 @@ const ERROR_RESPONSES: Record<string, string> = {
 /** The error statuses an operation can answer. */
 function errorsFor(route: RestRoute): string[] {
   const names = route.path.includes("{") || route.path === "/provider-credentials/create";
-  const conflicts = route.method === "POST" || (route.method === "PUT" && !/\/(activate|deactivate)$/.test(route.path)) || route.path === "/organizations/{organization_id}";
+  // Checking a key and setting a strategy change nothing that can conflict; activation is idempotent.
+  const conflictFree = /\/(activate|deactivate|verify)$|\/selection-strategies\//.test(route.path);
+  const conflicts = ((route.method === "POST" || route.method === "PUT") && !conflictFree) || route.path === "/organizations/{organization_id}";
   return [
     "400",
     "401",

@@ -25,8 +25,33 @@ const INT32_MAX = 2_147_483_647;
  */
 const exactPositiveInteger = () => z.int().min(1).max(INT32_MAX).pipe(z.int());
 
+/** A JSON boolean taken as it is: without the pipe, trpc-to-openapi's coercion would read `"false"` as true. */
+const exactBoolean = () => z.boolean().pipe(z.boolean());
+
+/** The largest weight a credential may have (SELECTION_STRATEGY_WEIGHTED). */
+export const MAX_WEIGHT = 1000;
+const weight = () =>
+  z
+    .int()
+    .min(0)
+    .max(MAX_WEIGHT)
+    .pipe(z.int())
+    .describe(`Relative share of calls under the \`weighted\` selection strategy, 0-${MAX_WEIGHT} (0: never picked by it).`);
+
 const id = (what: string) => z.string().min(1).max(256).describe(what);
 const provider = z.enum(PROVIDERS).describe("The LLM provider.");
+
+export const KEY_CHECK_OUTCOMES = ["valid", "invalid_key", "no_permission", "rate_limited", "unreachable", "unexpected"] as const;
+export type KeyCheckOutcomeName = (typeof KEY_CHECK_OUTCOMES)[number];
+
+export const SELECTION_STRATEGIES = ["newest", "round_robin", "weighted"] as const;
+export type SelectionStrategyName = (typeof SELECTION_STRATEGIES)[number];
+const strategy = z
+  .enum(SELECTION_STRATEGIES)
+  .describe(
+    "`newest`: the most recently activated healthy credential (the default); `round_robin`: the healthy credentials in turn; " +
+      "`weighted`: a random healthy credential, in proportion to its `weight`.",
+  );
 const timestamp = z.iso.datetime({ offset: true });
 
 export const organizationIdField = id("Organisation id: 1-64 of letters, digits, `.`, `_`, `-`.");
@@ -50,6 +75,21 @@ const paging = {
 
 // ---------------------------------------------------------------- outputs
 
+export const keyCheckOutput = z
+  .object({
+    outcome: z
+      .enum(KEY_CHECK_OUTCOMES)
+      .describe(
+        "`valid`; `invalid_key` (the provider refused the key); `no_permission` (HTTP 403); `rate_limited` (HTTP 429); " +
+          "`unreachable` (no answer: connection, DNS, TLS or the timeout); `unexpected` (any other answer).",
+      ),
+    http_status: z.int().nullable().describe("The provider's HTTP status; null when there was no answer."),
+    latency_ms: z.int().describe("How long the check took, in milliseconds."),
+    message: z.string().describe("A short explanation for people; never contains the key."),
+    checked_at: timestamp,
+  })
+  .meta({ id: "KeyCheck", description: "The result of checking a key against its provider's model list." });
+
 export const credentialOutput = z
   .object({
     credential_id: z.string(),
@@ -65,8 +105,33 @@ export const credentialOutput = z
     created_by: z.string().nullable(),
     updated_by: z.string().nullable(),
     last_used_at: timestamp.nullable(),
+    weight: z.int().describe(`Relative share of calls under the \`weighted\` selection strategy, 0-${MAX_WEIGHT}.`),
+    use_count: z.int().describe("How many times ResolveKey handed it out; counted in batches, so it lags by up to about 10 seconds."),
+    last_check: keyCheckOutput.nullable().describe("The last check against the provider; null if never checked."),
+    failing: z.boolean().describe("Marked failing after consecutive authentication or quota failures reported by callers; ResolveKey skips it while a healthy credential exists."),
+    failure_streak: z.int().describe("Consecutive authentication or quota failures reported since the last success."),
+    key_set_at: timestamp.describe("When the key itself was set (created or replaced): the age rotation reminders go by."),
+    rotation_due: z.boolean().describe("The key is older than the service's ROTATION_DAYS (default 90)."),
   })
   .meta({ id: "Credential", description: "A stored provider credential. Never carries the API key." });
+
+export const credentialVerificationOutput = z
+  .object({ check: keyCheckOutput, credential: credentialOutput })
+  .meta({ id: "CredentialVerification", description: "What the check found (also stored as the credential's `last_check`), and the credential after it." });
+
+export const selectionPolicyOutput = z
+  .object({
+    organization_id: z.string(),
+    provider,
+    strategy,
+    updated_at: timestamp.nullable().describe("When it was last set; null for the default."),
+    updated_by: z.string().nullable().describe("Who set it; null for the default."),
+  })
+  .meta({ id: "SelectionPolicy", description: "How ResolveKey picks among an organisation's active credentials for one provider." });
+
+export const selectionPolicyListOutput = z
+  .object({ organization_id: z.string(), policies: z.array(selectionPolicyOutput).describe("One per provider, in provider order.") })
+  .meta({ id: "SelectionPolicyList" });
 
 export const credentialListOutput = z
   .object({
@@ -140,6 +205,8 @@ export const listCredentialsInput = z
     organization_id: organizationIdField,
     provider: z.enum(PROVIDERS).describe("Only credentials for this provider.").optional(),
     active_only: z.stringbool().describe("Only active credentials: `true` or `false` (default).").optional(),
+    rotation_due_only: z.stringbool().describe("Only credentials whose key is older than ROTATION_DAYS: `true` or `false` (default).").optional(),
+    failing_only: z.stringbool().describe("Only credentials marked failing: `true` or `false` (default).").optional(),
     ...paging,
   })
   .strict();
@@ -153,6 +220,10 @@ export const createCredentialInput = z
     credential_name: z.string().max(1000).describe("1-200 characters, unique per organisation and provider (ignoring case)."),
     api_key: z.string().max(8192).describe("The provider API key. Stored encrypted; never returned."),
     api_base: z.string().max(4096).nullable().describe("Absolute http(s) URL of a custom endpoint; null or omitted for the default.").optional(),
+    weight: weight().describe(`Relative share of calls under the \`weighted\` selection strategy, 0-${MAX_WEIGHT}; default 1.`).optional(),
+    verify: exactBoolean()
+      .describe("Check the key with the provider first and store nothing unless it passes (else 409 naming `api_key`). Default false.")
+      .optional(),
   })
   .strict();
 
@@ -163,8 +234,18 @@ export const updateCredentialInput = z
     api_key: z.string().max(8192).describe("A new key (rotation in place).").optional(),
     api_base: z.string().max(4096).nullable().describe("A new custom endpoint; null or empty clears it.").optional(),
     expected_version: exactPositiveInteger().describe("Apply only if the credential's version is still this (else 409).").optional(),
+    weight: weight().describe(`A new weight, 0-${MAX_WEIGHT}.`).optional(),
+    verify: exactBoolean()
+      .describe(
+        "When the update sets `api_key` or `api_base`: check the key (the new one, or the stored one against the new API base) with the provider first, " +
+          "and change nothing unless it passes (else 409 naming `api_key`). Default false.",
+      )
+      .optional(),
   })
   .strict();
+
+export const listSelectionStrategiesInput = z.object({ organization_id: organizationIdField }).strict();
+export const setSelectionStrategyInput = z.object({ organization_id: organizationIdField, provider, strategy }).strict();
 
 export const listOrganizationsInput = z.object({ ...paging }).strict();
 export const organizationIdInput = z.object({ organization_id: organizationIdField }).strict();

@@ -1,10 +1,10 @@
 import { fail } from "@sveltejs/kit";
 import type { Actions, PageServerLoad } from "./$types";
 import { isProviderName, PROVIDERS, type ProviderName } from "$lib/providers";
-import { allOrganizations, callerFor, describeFailure, field, loadFailed, redirectWithFlash, returnTo } from "$lib/server/page-actions";
+import { allOrganizations, callerFor, checkbox, describeFailure, field, loadFailed, redirectWithFlash, returnTo, weightField } from "$lib/server/page-actions";
 import { safeRedirectTarget } from "$lib/server/session";
 
-const FIELDS = ["organization_id", "provider", "credential_name", "api_key", "api_base"] as const;
+const FIELDS = ["organization_id", "provider", "credential_name", "api_key", "api_base", "weight"] as const;
 
 export const load: PageServerLoad = async (event) => {
   const { url } = event;
@@ -34,6 +34,8 @@ export const actions: Actions = {
       provider: field(form, "provider"),
       credential_name: field(form, "credential_name"),
       api_base: field(form, "api_base").trim(),
+      weight: field(form, "weight").trim(),
+      verify: checkbox(form, "verify"),
     };
     if (values.organization_id === "") {
       return fail(400, { values, message: "Choose the organization.", errors: { organization_id: "Choose the organization." } });
@@ -41,6 +43,8 @@ export const actions: Actions = {
     if (!isProviderName(values.provider)) {
       return fail(400, { values, message: "Choose the provider.", errors: { provider: "Choose the provider." } });
     }
+    const weight = weightField(values.weight);
+    if (!weight.ok) return fail(400, { values, message: `weight: ${weight.problem}`, errors: { weight: weight.problem } });
     let created;
     try {
       created = await callerFor(event).credentials.create({
@@ -49,6 +53,8 @@ export const actions: Actions = {
         credential_name: values.credential_name,
         api_key: field(form, "api_key"),
         api_base: values.api_base === "" ? null : values.api_base,
+        weight: weight.value,
+        verify: values.verify,
       });
     } catch (thrown) {
       const failure = describeFailure(thrown, FIELDS);
@@ -63,9 +69,14 @@ export const actions: Actions = {
     }
     target.searchParams.delete("cursor");
     target.searchParams.delete("page");
+    // A new key is neither failing nor due for rotation: those filters would hide it.
+    target.searchParams.delete("rotation_due");
+    target.searchParams.delete("failing");
     redirectWithFlash(event, `${target.pathname}${target.search}`, {
       kind: "success",
-      message: `The ${PROVIDERS[created.provider].label} credential “${created.credential_name}” was added and is active. Its key (${created.key_hint}) is stored encrypted and will not be shown again.`,
+      message: `The ${PROVIDERS[created.provider].label} credential “${created.credential_name}” was added and is active.${
+        values.verify ? ` ${PROVIDERS[created.provider].label} accepted its key.` : ""
+      } Its key (${created.key_hint}) is stored encrypted and will not be shown again.`,
     });
   },
 };

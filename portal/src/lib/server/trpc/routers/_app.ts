@@ -2,12 +2,14 @@ import { createCallerFactory, router } from "../trpc.js";
 import { auditRouter } from "./audit.js";
 import { credentialsRouter } from "./credentials.js";
 import { organizationsRouter } from "./organizations.js";
+import { selectionStrategiesRouter } from "./selection-strategies.js";
 import { teamsRouter } from "./teams.js";
 import { tokensRouter } from "./tokens.js";
 
 /** The root router: the pages call it over /api/trpc, and /api/... serves it as REST. */
 export const appRouter = router({
   credentials: credentialsRouter,
+  selectionStrategies: selectionStrategiesRouter,
   organizations: organizationsRouter,
   teams: teamsRouter,
   audit: auditRouter,

@@ -4,11 +4,12 @@ import {
   credentialIdInput,
   credentialListOutput,
   credentialOutput,
+  credentialVerificationOutput,
   deletedCredentialOutput,
   listCredentialsInput,
   updateCredentialInput,
 } from "../schemas.js";
-import { credentialJson, nextCursor, providerEnum } from "../../shapes.js";
+import { credentialJson, keyCheckJson, nextCursor, providerEnum } from "../../shapes.js";
 import { pageSize } from "./paging.js";
 
 const tags = ["provider credentials"];
@@ -21,7 +22,9 @@ export const credentialsRouter = router({
         path: "/provider-credentials/organization/{organization_id}",
         tags,
         summary: "List an organisation's credentials",
-        description: "Newest first, one page at a time. 404 if the organisation does not exist.",
+        description:
+          "Newest first, one page at a time; `rotation_due_only` and `failing_only` narrow it to keys due for rotation or marked failing. " +
+          "404 if the organisation does not exist.",
       },
     })
     .input(listCredentialsInput)
@@ -31,6 +34,8 @@ export const credentialsRouter = router({
         organizationId: input.organization_id,
         provider: input.provider === undefined ? undefined : providerEnum(input.provider),
         activeOnly: input.active_only ?? false,
+        rotationDueOnly: input.rotation_due_only ?? false,
+        failingOnly: input.failing_only ?? false,
         pageSize: pageSize(input.limit),
         pageToken: input.cursor ?? "",
       });
@@ -58,7 +63,9 @@ export const credentialsRouter = router({
         path: "/provider-credentials/create",
         tags,
         summary: "Store a new credential",
-        description: "The key is encrypted before it is stored and never returned; the new credential is active.",
+        description:
+          "The key is encrypted before it is stored and never returned; the new credential is active. " +
+          "With `verify: true` the key is first checked with the provider, and a key the provider does not accept is refused with 409 naming `api_key`.",
         successDescription: "The stored credential (active, version 1).",
       },
     })
@@ -71,6 +78,8 @@ export const credentialsRouter = router({
         credentialName: input.credential_name,
         apiKey: input.api_key,
         apiBase: input.api_base ?? undefined,
+        weight: input.weight,
+        verify: input.verify ?? false,
       });
       return credentialJson(credential!);
     }),
@@ -81,8 +90,10 @@ export const credentialsRouter = router({
         method: "PUT",
         path: "/provider-credentials/{credential_id}",
         tags,
-        summary: "Change a credential's name, key or API base",
-        description: "Fields left out are unchanged; `api_base: null` clears it. With `expected_version`, a stale edit gets 409.",
+        summary: "Change a credential's name, key, API base or weight",
+        description:
+          "Fields left out are unchanged; `api_base: null` clears it. With `expected_version`, a stale edit gets 409. " +
+          "With `verify: true`, a new key or API base is first checked with the provider, and nothing changes unless it passes (else 409 naming `api_key`).",
       },
     })
     .input(updateCredentialInput)
@@ -95,6 +106,8 @@ export const credentialsRouter = router({
         // null clears: the service takes an empty string for that.
         apiBase: input.api_base === null ? "" : input.api_base,
         expectedVersion: input.expected_version,
+        weight: input.weight,
+        verify: input.verify ?? false,
       });
       return credentialJson(credential!);
     }),
@@ -131,6 +144,27 @@ export const credentialsRouter = router({
     .mutation(async ({ ctx, input }) => {
       const { credential } = await ctx.service.credentials.deactivateCredential({ credentialId: input.credential_id });
       return credentialJson(credential!);
+    }),
+
+  verify: adminProcedure
+    .meta({
+      openapi: {
+        method: "POST",
+        path: "/provider-credentials/{credential_id}/verify",
+        tags,
+        summary: "Check a credential's key with its provider",
+        description:
+          "Calls the provider's cheapest authenticated endpoint (its model list) with the stored key and API base, with a timeout, " +
+          "and stores the result as the credential's `last_check`; a passing check clears the failing mark. No body needed. " +
+          "A key the provider refuses is a result (200 with `check.outcome`), not an error.",
+        successDescription: "What the check found, and the credential after it.",
+      },
+    })
+    .input(credentialIdInput)
+    .output(credentialVerificationOutput)
+    .mutation(async ({ ctx, input }) => {
+      const { check, credential } = await ctx.service.credentials.verifyCredential({ credentialId: input.credential_id });
+      return { check: keyCheckJson(check!), credential: credentialJson(credential!) };
     }),
 
   delete: adminProcedure

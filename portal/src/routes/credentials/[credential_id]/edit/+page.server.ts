@@ -1,10 +1,10 @@
 import { fail } from "@sveltejs/kit";
 import type { Actions, PageServerLoad } from "./$types";
 import { PROVIDERS } from "$lib/providers";
-import { callerFor, describeFailure, field, loadFailed, redirectWithFlash, returnTo } from "$lib/server/page-actions";
+import { callerFor, checkbox, describeFailure, field, loadFailed, redirectWithFlash, returnTo, weightField } from "$lib/server/page-actions";
 import { safeRedirectTarget } from "$lib/server/session";
 
-const FIELDS = ["credential_name", "api_key", "api_base", "expected_version"] as const;
+const FIELDS = ["credential_name", "api_key", "api_base", "expected_version", "weight"] as const;
 
 export const load: PageServerLoad = async (event) => {
   let credential;
@@ -25,6 +25,7 @@ export const load: PageServerLoad = async (event) => {
       is_active: credential.is_active,
       key_hint: credential.key_hint,
       version: credential.version,
+      weight: credential.weight,
       updated_at: credential.updated_at,
       updated_by: credential.updated_by,
     },
@@ -35,9 +36,16 @@ export const load: PageServerLoad = async (event) => {
 export const actions: Actions = {
   default: async (event) => {
     const form = await event.request.formData();
-    const values = { credential_name: field(form, "credential_name"), api_base: field(form, "api_base").trim() };
+    const values = {
+      credential_name: field(form, "credential_name"),
+      api_base: field(form, "api_base").trim(),
+      weight: field(form, "weight").trim(),
+      verify: checkbox(form, "verify"),
+    };
     const apiKey = field(form, "api_key");
     const version = Number(field(form, "expected_version"));
+    const weight = weightField(values.weight);
+    if (!weight.ok) return fail(400, { values, conflict: false, message: `weight: ${weight.problem}`, errors: { weight: weight.problem } as Record<string, string> });
     let updated;
     try {
       updated = await callerFor(event).credentials.update({
@@ -47,6 +55,8 @@ export const actions: Actions = {
         // Empty keeps the current key.
         ...(apiKey.trim() === "" ? {} : { api_key: apiKey }),
         ...(Number.isInteger(version) && version > 0 ? { expected_version: version } : {}),
+        weight: weight.value,
+        verify: values.verify,
       });
     } catch (thrown) {
       const failure = describeFailure(thrown, FIELDS);
@@ -64,8 +74,8 @@ export const actions: Actions = {
     redirectWithFlash(event, returnTo(form, `/?organization=${encodeURIComponent(updated.organization_id)}`), {
       kind: "success",
       message: `The ${PROVIDERS[updated.provider].label} credential “${updated.credential_name}” was updated.${
-        rotated ? ` Its new key (${updated.key_hint}) is stored encrypted and will not be shown again.` : ""
-      }`,
+        values.verify ? ` ${PROVIDERS[updated.provider].label} accepted its key.` : ""
+      }${rotated ? ` Its new key (${updated.key_hint}) is stored encrypted and will not be shown again.` : ""}`,
     });
   },
 };
