@@ -175,7 +175,8 @@ describe("api_base: the version segment is never doubled", () => {
     expect(u("openai", "https://gw.example/openai/")).toBe("https://gw.example/openai/v1/models");
     expect(u("openai", "https://gw.example/apiv1")).toBe("https://gw.example/apiv1/v1/models"); // whole segments only
     expect(u("openai", "https://gw.example/V1")).toBe("https://gw.example/V1/v1/models"); // paths are case-sensitive
-    expect(u("openai", "https://gw.example/v1?tenant=a#frag")).toBe("https://gw.example/v1/models?tenant=a"); // query kept, fragment dropped
+    // A query or fragment is refused by api_base validation: no request is made.
+    expect(() => u("openai", "https://gw.example/v1?tenant=a#frag")).toThrow();
     expect(u("anthropic", "https://gw.example/anthropic/v1/")).toBe("https://gw.example/anthropic/v1/models");
     expect(u("gemini", "https://gw.example/v1beta")).toBe("https://gw.example/v1beta/models");
     expect(u("gemini", "https://generativelanguage.googleapis.com/v1")).toBe("https://generativelanguage.googleapis.com/v1/models");

@@ -50,9 +50,19 @@ export function validateApiBase(value: string): string | null {
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw invalid("api_base", "must use http or https");
   }
+  if (!/^https?:\/\//i.test(text)) throw invalid("api_base", "must start with http:// or https://");
   if (/\s/.test(text)) throw invalid("api_base", "must not contain whitespace");
-  if (url.username !== "" || url.password !== "") {
+  if (CONTROL_CHARACTERS.test(text)) throw invalid("api_base", "must not contain control characters");
+  // WHATWG URLs read "\\" as "/", RFC 3986 parsers (Python's urllib, many proxies) do not:
+  // "https://good.com\\user:pass@evil.com" is another host and a password to them.
+  if (text.includes("\\")) throw invalid("api_base", "must not contain a backslash");
+  const authority = /^https?:\/\/([^/?#]*)/i.exec(text)?.[1] ?? "";
+  if (url.username !== "" || url.password !== "" || authority.includes("@")) {
     throw invalid("api_base", "must not contain a user name or password; store secrets in api_key");
+  }
+  // A query or fragment would be shown wherever api_base is (responses, the portal, the audit log).
+  if (text.includes("?") || text.includes("#")) {
+    throw invalid("api_base", "must not have a query or fragment (?...#...); store secrets in api_key");
   }
   return text;
 }

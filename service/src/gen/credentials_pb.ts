@@ -322,8 +322,9 @@ export type CreateCredentialRequest = Message<"credentials.v1.CreateCredentialRe
   apiKey: string;
 
   /**
-   * An absolute http(s) URL of at most 2048 characters, without user or
-   * password; an empty string means none.
+   * An absolute http:// or https:// URL of at most 2048 characters, without
+   * user, password, query, fragment, whitespace, control characters or
+   * backslash; an empty string means none.
    *
    * @generated from field: optional string api_base = 5;
    */

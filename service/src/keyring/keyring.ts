@@ -54,6 +54,8 @@ export function generateMasterKey(): string {
   return generateFernetKey();
 }
 
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 export class Keyring {
@@ -80,8 +82,9 @@ export class Keyring {
     return this.#keys.has(keyId);
   }
 
-  /** Encrypts with the primary (first) key. */
+  /** Encrypts with the primary (first) key. A string with a lone UTF-16 surrogate (which UTF-8 cannot carry) is refused. */
   encrypt(plaintext: string): { token: string; keyId: string } {
+    if (LONE_SURROGATE.test(plaintext)) throw new TypeError("cannot encrypt a string with a lone UTF-16 surrogate: it has no UTF-8 form");
     return { token: encryptFernet(this.#keys.get(this.primaryKeyId)!, plaintext), keyId: this.primaryKeyId };
   }
 
