@@ -534,6 +534,7 @@ async function main(): Promise<void> {
   for (const inFlight of settings.inFlight) {
     await runCase({ group: "connect-hot", label: "(b) ResolveKey, hot set", server: connectServer, workload: { kind: "resolve", set: "hot" }, protocol: "connect", token: resolveToken, inFlight });
   }
+  memory.rssAfterLoadMiB = memoryMiB(cached.process.pid)?.rss;
 
   // (d) the database path: a second service with the cache disabled (the first one idles meanwhile).
   const uncached = await startService("service-nocache", { databaseUrl: database.url, masterKey, adminToken, cacheMaxEntries: 0, core: SERVER_CORE });

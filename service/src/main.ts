@@ -1,5 +1,7 @@
 // `npm start`: the credentials service on the configured or embedded database.
 import path from "node:path";
+import os from "node:os";
+import v8 from "node:v8";
 import { createLogger } from "./logger.js";
 import { MasterKeyError } from "./keyring/keyring.js";
 import { openDatabase, type Database } from "./runtime/local.js";
@@ -17,6 +19,25 @@ import { DEFAULT_ROTATION_DAYS } from "./credentials/credential-store.js";
 import { DEFAULT_PROVIDER_CHECK_TIMEOUT_MS } from "./credentials/provider-check.js";
 import { ensureFirstAdmin } from "./admins/first-admin.js";
 import { tlsFromEnv } from "./runtime/tls.js";
+
+/**
+ * Garbage collector settings for a long-running server with a large cache
+ * (README, Performance), applied unless the same flag was given to node:
+ * - How far the old generation may grow past what survived the last full
+ *   collection before the next one. V8 allows up to 4x on a machine with
+ *   memory to spare: with 100,000 cached resolutions (~90 MB live) and the few
+ *   kB per call that @grpc/grpc-js's HTTP/2 streams leave to the old
+ *   generation, the service sat at 400-450 MiB. At +30% it stays near
+ *   235 MiB, for a full collection about every second under load.
+ * - With a single core (a pinned or 1-CPU container), concurrent marking's
+ *   helper threads only preempt the event loop: the p99 latency under load
+ *   dropped from 45-60 ms to ~39 ms without them.
+ */
+const HEAP_GROWING_PERCENT = 30;
+const flagName = (arg: string) => arg.replace(/^--(no-)?/, "").split("=")[0].replaceAll("_", "-");
+const givenFlag = (name: string) => process.execArgv.some((arg) => flagName(arg) === name);
+if (!givenFlag("heap-growing-percent")) v8.setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+if (os.availableParallelism() === 1 && !givenFlag("concurrent-marking")) v8.setFlagsFromString("--no-concurrent-marking");
 
 const logger = createLogger();
 const started = Date.now();

@@ -249,11 +249,8 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     routes: serviceRoutes,
     interceptors,
     maxReceiveMessageLength: MAX_REQUEST_BYTES,
-    contextValues: (address) => {
-      const values = createContextValues();
-      values.set(sourceKey, address);
-      return values;
-    },
+    // The caller's address (sourceKey) is read from the connection only when a handler audits.
+    addressKey: sourceKey,
   });
   let grpcPort: number;
   try {

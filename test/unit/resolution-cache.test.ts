@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
+import fc from "fast-check";
 import { cacheKey, ResolutionCache, type StoredResolution } from "../../service/src/credentials/resolution-cache.js";
 import { applyInvalidation } from "../../service/src/credentials/invalidation.js";
+import { PROVIDER_NAMES } from "../../service/src/credentials/providers.js";
 
 const value = (organizationId: string, id = "c1"): StoredResolution => ({
   organizationId,
@@ -38,6 +40,19 @@ describe("ResolutionCache", () => {
     expect(cache.size).toBe(0);
   });
 
+  it("reaches every entry of an organisation when it is invalidated, whichever of its entries went before", () => {
+    for (const removed of [[2], [4], [0], [1, 2], [2, 1], [3, 4], [4, 3], [0, 4], [1, 3]]) {
+      const cache = new ResolutionCache({ maxEntries: 100, ttlMs: 60_000 });
+      const teams = ["t0", "t1", "t2", "t3", "t4"];
+      for (const teamId of teams) cache.set(cacheKey({ teamId }, "openai"), value("o"), cache.generation);
+      cache.set(cacheKey({ organizationId: "other" }, "openai"), value("other"), cache.generation);
+      for (const i of removed) applyInvalidation(cache, { teamId: teams[i] });
+      applyInvalidation(cache, { organizationId: "o" });
+      expect(cache.size, `after removing ${removed.join(", ")}`).toBe(1);
+      expect(cache.get(cacheKey({ organizationId: "other" }, "openai"))).toBeDefined();
+    }
+  });
+
   it("evicts the least recently used entry beyond its bound and expires entries after the TTL", () => {
     const cache = new ResolutionCache({ maxEntries: 2, ttlMs: 1_000 });
     const g = cache.generation;
@@ -60,5 +75,128 @@ describe("ResolutionCache", () => {
     cache.set("a", value("a"), cache.generation);
     expect(JSON.stringify(cache.get("a"))).not.toMatch(/sk-/);
     expect(new ResolutionCache({ maxEntries: 0, ttlMs: 1 }).isEnabled).toBe(false);
+  });
+});
+
+/**
+ * The cache as it was before its memory layout changed (a Map in access order,
+ * a Set of keys per organisation): the reference its behaviour must match.
+ */
+class ReferenceCache {
+  readonly entries = new Map<string, { value: StoredResolution; expiresAt: number }>();
+  generation = 0;
+
+  constructor(private readonly maxEntries: number, private readonly ttlMs: number) {}
+
+  get(key: string, now: number): StoredResolution | undefined {
+    const entry = this.entries.get(key);
+    if (!entry) return undefined;
+    this.entries.delete(key);
+    if (entry.expiresAt <= now) return undefined;
+    this.entries.set(key, entry);
+    return entry.value;
+  }
+
+  set(key: string, value: StoredResolution, generation: number, now: number): void {
+    if (generation !== this.generation) return;
+    this.entries.delete(key);
+    this.entries.set(key, { value, expiresAt: now + this.ttlMs });
+    while (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+  }
+
+  invalidateOrganization(organizationId: string, provider?: string): void {
+    this.generation++;
+    for (const [key, entry] of [...this.entries]) {
+      if (entry.value.organizationId === organizationId && (provider === undefined || key.endsWith(`|${provider}`))) this.entries.delete(key);
+    }
+  }
+
+  invalidateTeam(teamId: string): void {
+    this.generation++;
+    for (const provider of PROVIDER_NAMES) this.entries.delete(cacheKey({ teamId }, provider));
+  }
+
+  clear(): void {
+    this.generation++;
+    this.entries.clear();
+  }
+}
+
+describe("ResolutionCache against the reference behaviour", () => {
+  const organizations = ["o1", "o2", "o3"];
+  const teams = ["t1", "t2", "t3", "t4"];
+  const scope = fc.oneof(
+    fc.constantFrom(...organizations).map((organizationId) => ({ organizationId })),
+    fc.constantFrom(...teams).map((teamId) => ({ teamId })),
+  );
+  const provider = fc.constantFrom(...PROVIDER_NAMES);
+  const candidate = fc.record({
+    id: fc.constantFrom("c1", "c2", "c3"),
+    token: fc.constantFrom("gAAAA-one", "gAAAA-two"),
+    keyId: fc.constantFrom("fk_1", "fk_2"),
+    binding: fc.constantFrom("rb1.a", null),
+    apiBase: fc.constantFrom(null, "https://llm.example/v1"),
+    weight: fc.integer({ min: 0, max: 1000 }),
+    failing: fc.boolean(),
+  });
+  const resolution = fc.record({
+    organizationId: fc.constantFrom(...organizations),
+    strategy: fc.constantFrom("newest" as const, "round_robin" as const, "weighted" as const),
+    candidates: fc.array(candidate, { maxLength: 3 }),
+  });
+  const operation = fc.oneof(
+    fc.record({ op: fc.constant("set" as const), scope, provider, value: resolution, staleBy: fc.constantFrom(0, 0, 0, 1) }),
+    fc.record({ op: fc.constant("get" as const), scope, provider }),
+    fc.record({ op: fc.constant("invalidateOrganization" as const), organizationId: fc.constantFrom(...organizations), provider: fc.option(provider, { nil: undefined }) }),
+    fc.record({ op: fc.constant("invalidateTeam" as const), teamId: fc.constantFrom(...teams) }),
+    fc.record({ op: fc.constant("clear" as const) }),
+    fc.record({ op: fc.constant("wait" as const), ms: fc.integer({ min: 0, max: 600 }) }),
+  );
+
+  it("serves, evicts, expires and invalidates exactly as the reference does", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 6 }), fc.array(operation, { minLength: 1, maxLength: 80, size: "max" }), (maxEntries, operations) => {
+        const cache = new ResolutionCache({ maxEntries, ttlMs: 1_000 });
+        const reference = new ReferenceCache(maxEntries, 1_000);
+        let now = 1_000_000;
+        for (const o of operations) {
+          switch (o.op) {
+            case "set": {
+              const key = cacheKey(o.scope, o.provider);
+              // An organisation scope resolves to itself; a team to any organisation (teams move).
+              const value = "organizationId" in o.scope ? { ...o.value, organizationId: o.scope.organizationId } : o.value;
+              // staleBy 1: a load that started before the last invalidation.
+              cache.set(key, structuredClone(value), cache.generation - o.staleBy, now);
+              reference.set(key, value, reference.generation - o.staleBy, now);
+              break;
+            }
+            case "get": {
+              const key = cacheKey(o.scope, o.provider);
+              expect(cache.get(key, now)).toEqual(reference.get(key, now));
+              break;
+            }
+            case "invalidateOrganization":
+              applyInvalidation(cache, { organizationId: o.organizationId, provider: o.provider });
+              reference.invalidateOrganization(o.organizationId, o.provider);
+              break;
+            case "invalidateTeam":
+              applyInvalidation(cache, { teamId: o.teamId });
+              reference.invalidateTeam(o.teamId);
+              break;
+            case "clear":
+              applyInvalidation(cache, { all: true });
+              reference.clear();
+              break;
+            case "wait":
+              now += o.ms;
+              break;
+          }
+          expect(cache.size).toBe(reference.entries.size);
+        }
+        // Everything the reference still holds, the cache holds too (in no particular order of reading).
+        for (const key of [...reference.entries.keys()]) expect(cache.get(key, now)).toEqual(reference.get(key, now));
+      }),
+      { numRuns: 1_000 },
+    );
   });
 });

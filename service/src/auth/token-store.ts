@@ -54,9 +54,19 @@ export class TokenStore {
     this.outageGraceMs = options.outageGraceMs ?? 0;
   }
 
+  /**
+   * The token's name and scope when this replica looked the token up within
+   * the cache TTL, without waiting: the hot path's check. Undefined: ask
+   * `authenticate`.
+   */
+  cached(token: string): { name: string; scope: TokenScope } | undefined {
+    // Keyed by the token itself: a cached token costs a Map lookup, no SHA-256 on every call.
+    const cached = this.cache.get(token);
+    return cached !== undefined && cached.expiresAt > Date.now() ? cached.info : undefined;
+  }
+
   /** The token's name and scope, or undefined when the token is unknown. */
   async authenticate(token: string): Promise<{ name: string; scope: TokenScope } | undefined> {
-    // Keyed by the token itself: a cached token costs a Map lookup, no SHA-256 on every call.
     const now = Date.now();
     const cached = this.cache.get(token);
     if (cached && cached.expiresAt > now) return cached.info;

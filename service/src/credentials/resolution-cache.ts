@@ -1,16 +1,17 @@
-import type { ProviderName } from "../db/entities.js";
+import type { ProviderName, SelectionStrategyName } from "../db/entities.js";
 import { PROVIDER_NAMES } from "./providers.js";
 
-/** An active credential ResolveKey may hand out, still encrypted. */
+/** One active credential of the organisation for the provider, still encrypted. */
 export interface StoredCandidate {
   id: string;
   token: string;
   keyId: string;
-  /** The row's MAC over id, organisation, provider, api_base and token (Keyring.encryptBound). */
+  /** The row's MAC over id, organisation, provider, api_base and token (see keyring/binding). */
   binding: string | null;
   apiBase: string | null;
+  /** Share under the weighted selection strategy. */
   weight: number;
-  /** Marked failing by reported failures: skipped while a healthy candidate exists. */
+  /** The key health check marked it failing. */
   failing: boolean;
 }
 
@@ -21,19 +22,19 @@ export interface StoredCandidate {
  */
 export interface StoredResolution {
   organizationId: string;
-  strategy: "newest" | "round_robin" | "weighted";
-  candidates: readonly StoredCandidate[];
-}
-
-interface Entry {
-  value: StoredResolution;
-  expiresAt: number;
+  strategy: SelectionStrategyName;
+  candidates: StoredCandidate[];
 }
 
 export type Scope = { organizationId: string } | { teamId: string };
 
+/**
+ * The cache key of a (scope, provider) pair. Built with join, which gives a
+ * flat string: a template literal gives a cons string, and a Map keeps the
+ * cons cell as well as its flattened copy for as long as the entry lives.
+ */
 export function cacheKey(scope: Scope, provider: ProviderName): string {
-  return "teamId" in scope ? `t|${scope.teamId}|${provider}` : `o|${scope.organizationId}|${provider}`;
+  return "teamId" in scope ? ["t", scope.teamId, provider].join("|") : ["o", scope.organizationId, provider].join("|");
 }
 
 export interface CacheOptions {
@@ -50,9 +51,115 @@ export interface CacheOptions {
 }
 
 /**
- * Resolutions by (team or organisation, provider): bounded LRU (a Map in
- * access order), a TTL as a safety net, and invalidation by organisation and
- * provider, by team, or everything. Entries hold ciphertext, never plaintext.
+ * An organisation with cached entries (organisation and team scopes that
+ * resolved to it), listed through the entries themselves: no Set of keys per
+ * organisation. Also the one copy of the organisation id those entries hold.
+ */
+class Organization {
+  first: Entry | null = null;
+
+  constructor(readonly id: string) {}
+}
+
+/**
+ * One cached resolution: on the LRU list and on its organisation's list.
+ * `expiresAt` is relative to the cache's epoch so that it stays a small
+ * integer (stored in the object) rather than a boxed double.
+ */
+class Entry {
+  /** Towards the least recently used end. */
+  older: Entry | null = null;
+  /** Towards the most recently used end. */
+  newer: Entry | null = null;
+  /** The organisation's other entries. */
+  previousOfOrganization: Entry | null = null;
+  nextOfOrganization: Entry | null = null;
+
+  constructor(
+    readonly key: string,
+    readonly organization: Organization,
+    readonly expiresAt: number,
+    readonly strategy: SelectionStrategyName,
+    /** None (environment fallback), one credential packed into a string (the common case), or several. */
+    readonly candidates: string | StoredCandidate[] | null,
+  ) {}
+
+  /** A fresh object and array each time; several candidates are shared and read only, as before. */
+  resolution(): StoredResolution {
+    const candidates = this.candidates;
+    return {
+      organizationId: this.organization.id,
+      strategy: this.strategy,
+      candidates: candidates === null ? [] : typeof candidates === "string" ? [unpack(candidates)] : candidates.slice(),
+    };
+  }
+}
+
+// One candidate as one flat string: "<length>:<text>" for id, token, key id,
+// binding and API base ("-:" for null), then "<weight>:" and "0" or "1" for
+// failing. One string is one object for the garbage collector to visit where
+// the candidate object and its three strings are four, and ~100 bytes less an
+// entry; unpacking on a hit costs a few hundred nanoseconds.
+
+function pack(candidate: StoredCandidate): string {
+  const parts: Array<string | number> = [];
+  for (const text of [candidate.id, candidate.token, candidate.keyId, candidate.binding, candidate.apiBase]) {
+    if (text === null) parts.push("-:");
+    else parts.push(text.length, ":", text);
+  }
+  parts.push(candidate.weight, ":", candidate.failing ? "1" : "0");
+  // join makes one flat string; "+" or a template literal would make a tree of cons strings.
+  return parts.join("");
+}
+
+/** Where the unpacker reads next (unpacking is synchronous, so one cursor serves every call). */
+let cursor = 0;
+
+function unpackText(packed: string): string | null {
+  let length = 0;
+  for (;;) {
+    const c = packed.charCodeAt(cursor++);
+    if (c === 58 /* : */) break;
+    if (c === 45 /* - */) {
+      cursor++; // the ":" after "-"
+      return null;
+    }
+    length = length * 10 + (c - 48);
+  }
+  const text = packed.slice(cursor, cursor + length);
+  cursor += length;
+  return text;
+}
+
+function unpack(packed: string): StoredCandidate {
+  cursor = 0;
+  const id = unpackText(packed)!;
+  const token = unpackText(packed)!;
+  const keyId = unpackText(packed)!;
+  const binding = unpackText(packed);
+  const apiBase = unpackText(packed);
+  const end = packed.indexOf(":", cursor);
+  const weight = Number(packed.slice(cursor, end));
+  const failing = packed.charCodeAt(end + 1) === 49; /* 1 */
+  return { id, token, keyId, binding, apiBase, weight, failing };
+}
+
+/** Distinct strategy names, key ids and API bases interned, at most: they repeat across many entries. */
+const MAX_INTERNED = 1_000;
+
+/**
+ * Resolutions by (team or organisation, provider): bounded LRU, a TTL as a
+ * safety net, and invalidation by organisation and provider, by team, or
+ * everything. Entries hold ciphertext, never plaintext.
+ *
+ * Laid out for 100,000+ entries (see the README's Performance section): one
+ * object per entry, linked into the LRU list and into its organisation's list
+ * (a hit relinks pointers and writes nothing to the index Map, whose deleted
+ * slots would otherwise force a rehash of the whole table every few tens of
+ * thousands of hits; invalidating an organisation walks its own entries, team
+ * scopes included, with no Set of keys per organisation), its credential
+ * inline when there is one, and key ids, API bases and organisation ids
+ * shared between entries.
  *
  * A load that started before an invalidation must not write its (possibly
  * stale) result afterwards: every invalidation bumps `generation`, and `set`
@@ -64,8 +171,12 @@ export interface CacheOptions {
  */
 export class ResolutionCache {
   private readonly entries = new Map<string, Entry>();
-  /** organisation id -> keys of entries that resolved to it (organisation and team scopes). */
-  private readonly byOrganization = new Map<string, Set<string>>();
+  private readonly organizations = new Map<string, Organization>();
+  private readonly interned = new Map<string, string>();
+  /** Least and most recently used entries. */
+  private oldest: Entry | null = null;
+  private newest: Entry | null = null;
+  private readonly epoch = Date.now();
   private current = 0;
   private enabled: boolean;
   /** While suspended: until when the entries kept from before the drop may answer for an unreachable database. */
@@ -89,50 +200,75 @@ export class ResolutionCache {
       return undefined;
     }
     const entry = this.entries.get(key);
-    if (!entry) return undefined;
-    if (entry.expiresAt <= now) {
-      this.delete(key);
+    if (entry === undefined) return undefined;
+    if (entry.expiresAt <= now - this.epoch) {
+      this.remove(entry);
       return undefined;
     }
-    // Refresh recency: re-inserting moves the key to the end of the Map's order.
-    this.entries.delete(key);
-    this.entries.set(key, entry);
-    return entry.value;
+    // Refresh recency: to the most recently used end.
+    if (entry !== this.newest) {
+      this.unlink(entry);
+      this.append(entry);
+    }
+    return entry.resolution();
   }
 
   /** Stores a loaded resolution unless the cache is off or anything was invalidated since `generation`. */
   set(key: string, value: StoredResolution, generation: number, now = Date.now()): void {
     if (!this.enabled || generation !== this.current) return;
-    this.delete(key);
-    this.entries.set(key, { value, expiresAt: now + this.options.ttlMs });
-    let keys = this.byOrganization.get(value.organizationId);
-    if (!keys) this.byOrganization.set(value.organizationId, (keys = new Set()));
-    keys.add(key);
-    while (this.entries.size > this.options.maxEntries) {
-      this.delete(this.entries.keys().next().value!);
+    const existing = this.entries.get(key);
+    if (existing !== undefined) this.remove(existing);
+    let organization = this.organizations.get(value.organizationId);
+    if (organization === undefined) {
+      organization = new Organization(value.organizationId);
+      this.organizations.set(organization.id, organization);
     }
+    const { candidates } = value;
+    const entry = new Entry(
+      key,
+      organization,
+      now + this.options.ttlMs - this.epoch,
+      this.intern(value.strategy) as SelectionStrategyName,
+      candidates.length === 0 ? null : candidates.length === 1 ? pack(candidates[0]) : candidates.map((c) => this.compact(c)),
+    );
+    this.entries.set(key, entry);
+    this.append(entry);
+    entry.nextOfOrganization = organization.first;
+    if (organization.first !== null) organization.first.previousOfOrganization = entry;
+    organization.first = entry;
+    while (this.entries.size > this.options.maxEntries && this.oldest !== null) this.remove(this.oldest);
   }
 
   /** Everything that resolved to the organisation, for one provider or all. */
   invalidateOrganization(organizationId: string, provider?: ProviderName): void {
     this.current++;
-    const keys = this.byOrganization.get(organizationId);
-    if (!keys) return;
-    for (const key of [...keys]) {
-      if (provider === undefined || key.endsWith(`|${provider}`)) this.delete(key);
+    const organization = this.organizations.get(organizationId);
+    if (organization === undefined) return;
+    const suffix = provider === undefined ? undefined : `|${provider}`;
+    let entry = organization.first;
+    while (entry !== null) {
+      const next = entry.nextOfOrganization;
+      if (suffix === undefined || entry.key.endsWith(suffix)) this.remove(entry);
+      entry = next;
     }
   }
 
   /** A team moved or was deleted: its resolutions, for every provider. */
   invalidateTeam(teamId: string): void {
     this.current++;
-    for (const provider of PROVIDER_NAMES) this.delete(`t|${teamId}|${provider}`);
+    for (const provider of PROVIDER_NAMES) {
+      const entry = this.entries.get(cacheKey({ teamId }, provider));
+      if (entry !== undefined) this.remove(entry);
+    }
   }
 
   clear(): void {
     this.current++;
     this.entries.clear();
-    this.byOrganization.clear();
+    this.organizations.clear();
+    this.interned.clear();
+    this.oldest = null;
+    this.newest = null;
   }
 
   /**
@@ -161,7 +297,7 @@ export class ResolutionCache {
       return undefined;
     }
     const entry = this.entries.get(key);
-    return entry && entry.expiresAt > now ? entry.value : undefined;
+    return entry !== undefined && entry.expiresAt > now - this.epoch ? entry.resolution() : undefined;
   }
 
   /** While invalidations cannot be received, nothing may be served from or stored in the cache. */
@@ -178,12 +314,45 @@ export class ResolutionCache {
     return this.enabled;
   }
 
-  private delete(key: string): void {
-    const entry = this.entries.get(key);
-    if (!entry) return;
-    this.entries.delete(key);
-    const keys = this.byOrganization.get(entry.value.organizationId);
-    keys?.delete(key);
-    if (keys?.size === 0) this.byOrganization.delete(entry.value.organizationId);
+  private remove(entry: Entry): void {
+    this.entries.delete(entry.key);
+    this.unlink(entry);
+    const organization = entry.organization;
+    const { previousOfOrganization: previous, nextOfOrganization: next } = entry;
+    if (previous === null) organization.first = next;
+    else previous.nextOfOrganization = next;
+    if (next !== null) next.previousOfOrganization = previous;
+    entry.previousOfOrganization = null;
+    entry.nextOfOrganization = null;
+    if (organization.first === null) this.organizations.delete(organization.id);
+  }
+
+  private unlink(entry: Entry): void {
+    if (entry.older === null) this.oldest = entry.newer;
+    else entry.older.newer = entry.newer;
+    if (entry.newer === null) this.newest = entry.older;
+    else entry.newer.older = entry.older;
+    entry.older = null;
+    entry.newer = null;
+  }
+
+  private append(entry: Entry): void {
+    entry.older = this.newest;
+    if (this.newest === null) this.oldest = entry;
+    else this.newest.newer = entry;
+    this.newest = entry;
+  }
+
+  /** A copy of a candidate whose key id and API base are the one copy every entry shares. */
+  private compact(candidate: StoredCandidate): StoredCandidate {
+    return { ...candidate, keyId: this.intern(candidate.keyId), apiBase: candidate.apiBase === null ? null : this.intern(candidate.apiBase) };
+  }
+
+  /** One copy of a value many entries share (key ids, API bases, strategies). */
+  private intern(value: string): string {
+    const known = this.interned.get(value);
+    if (known !== undefined) return known;
+    if (this.interned.size < MAX_INTERNED) this.interned.set(value, value);
+    return value;
   }
 }
