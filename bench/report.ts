@@ -104,7 +104,18 @@ export interface Results {
   startedAt: string;
   finishedAt: string;
   quick: boolean;
-  settings: { warmupMs: number; durationMs: number; inFlight: number[]; invalidationTrials: number; listingRepetitions: number; memoryEntries: number };
+  settings: {
+    warmupMs: number;
+    durationMs: number;
+    inFlight: number[];
+    invalidationTrials: number;
+    listingRepetitions: number;
+    memoryEntries: number;
+    /** HEAP_GROWING_PERCENT as the service processes got it (unset: the service's default). */
+    heapGrowingPercent?: string;
+    /** How the service processes were started. */
+    serviceCommand?: string;
+  };
   machine: Machine;
   seed: Omit<SeedResult, "resolveToken" | "invalidation">;
   cases: CaseResult[];
@@ -299,7 +310,8 @@ export function renderMarkdown(r: Omit<Results, "markdown">): string {
     `Data: ${fmt(r.seed.organizations)} organisations (${fmt(r.seed.organizationsWithoutCredentials)} without credentials), ${fmt(r.seed.teams)} teams, ` +
       `${fmt(r.seed.credentials)} credentials (${fmt(r.seed.inactiveCredentials)} inactive; ${fmt(r.seed.pairsWithoutActiveCredential)} organisation/provider pairs fall back to the environment), ` +
       `plus one organisation with ${fmt(r.seed.listingCredentials)} credentials for listing; seeded in ${r.seed.seconds.toFixed(1)} s. ` +
-      `Each case: ${r.settings.warmupMs / 1000} s warm-up, ${r.settings.durationMs / 1000} s measured, closed loop at a fixed number of calls in flight.`,
+      `Each case: ${r.settings.warmupMs / 1000} s warm-up, ${r.settings.durationMs / 1000} s measured, closed loop at a fixed number of calls in flight. ` +
+        `Service: \`${r.settings.serviceCommand ?? "node --import tsx service/src/main.ts"}\`, HEAP_GROWING_PERCENT ${r.settings.heapGrowingPercent ?? "unset (the service's default, 30)"}.`,
   );
   lines.push("");
   lines.push("#### Targets (issue 5)");

@@ -33,6 +33,7 @@ import {
   isListening,
   memoryMiB,
   sleep,
+  startProcess,
   startTsx,
   type Managed,
 } from "./processes.js";
@@ -119,6 +120,8 @@ function serviceBaseEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
+const SERVICE_ENTRY = process.env.BENCH_SERVICE_ENTRY || undefined;
+
 const serviceLogIssues: string[] = [];
 /** Which service code each service process ran: service/ and migrations/ change under our feet while others work. */
 const serviceStarts: Array<{ service: string; sourceHash: string; separateConnectPort: boolean }> = [];
@@ -157,7 +160,10 @@ async function startService(
   };
   const started = performance.now();
   const source = sourceHash();
-  const proc = startTsx(name, "service/src/main.ts", [], { env, core: options.core });
+  // BENCH_SERVICE_ENTRY: a precompiled entry (e.g. dist/service/src/main.js) run with plain node instead of tsx.
+  const proc = SERVICE_ENTRY
+    ? startProcess(name, process.execPath, [SERVICE_ENTRY], { env, core: options.core })
+    : startTsx(name, "service/src/main.ts", [], { env, core: options.core });
   proc.onLine((line) => {
     if (serviceLogIssues.length < 20 && /"level":(40|50|60)|Error|error/.test(line)) serviceLogIssues.push(`${name}: ${line}`);
   });
@@ -584,6 +590,8 @@ async function main(): Promise<void> {
       invalidationTrials: settings.invalidationTrials,
       listingRepetitions: settings.listingRepetitions,
       memoryEntries: settings.memoryEntries,
+      heapGrowingPercent: process.env.HEAP_GROWING_PERCENT || undefined,
+      serviceCommand: SERVICE_ENTRY ? `node ${SERVICE_ENTRY}` : "node --import tsx service/src/main.ts",
     },
     machine,
     seed: seedSummary,

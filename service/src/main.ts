@@ -22,22 +22,26 @@ import { tlsFromEnv } from "./runtime/tls.js";
 
 /**
  * Garbage collector settings for a long-running server with a large cache
- * (README, Performance), applied unless the same flag was given to node:
+ * (README, Performance), unless the same flag was given to node:
  * - How far the old generation may grow past what survived the last full
- *   collection before the next one. V8 allows up to 4x on a machine with
- *   memory to spare: with 100,000 cached resolutions (~90 MB live) and the few
- *   kB per call that @grpc/grpc-js's HTTP/2 streams leave to the old
- *   generation, the service sat at 400-450 MiB. At +30% it stays near
- *   235 MiB, for a full collection about every second under load.
+ *   collection before the next one (HEAP_GROWING_PERCENT, default 30; 0: V8
+ *   decides). V8 allows up to 4x on a machine with memory to spare: with
+ *   100,000 cached resolutions (~90 MB live) and the few kB per call that
+ *   @grpc/grpc-js's HTTP/2 streams leave to the old generation, the service
+ *   sat at 400-450 MiB. At +30% it stays near 235 MiB, for a full collection
+ *   about every second under load, which costs CPU: the trade-off is measured
+ *   in the README.
  * - With a single core (a pinned or 1-CPU container), concurrent marking's
  *   helper threads only preempt the event loop: the p99 latency under load
  *   dropped from 45-60 ms to ~39 ms without them.
  */
-const HEAP_GROWING_PERCENT = 30;
-const flagName = (arg: string) => arg.replace(/^--(no-)?/, "").split("=")[0].replaceAll("_", "-");
-const givenFlag = (name: string) => process.execArgv.some((arg) => flagName(arg) === name);
-if (!givenFlag("heap-growing-percent")) v8.setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
-if (os.availableParallelism() === 1 && !givenFlag("concurrent-marking")) v8.setFlagsFromString("--no-concurrent-marking");
+function tuneGarbageCollector(env: NodeJS.ProcessEnv): void {
+  const flagName = (arg: string) => arg.replace(/^--(no-)?/, "").split("=")[0].replaceAll("_", "-");
+  const given = (name: string) => process.execArgv.some((arg) => flagName(arg) === name);
+  const growingPercent = nonNegativeIntFrom(env, "HEAP_GROWING_PERCENT", 30);
+  if (growingPercent > 0 && !given("heap-growing-percent")) v8.setFlagsFromString(`--heap-growing-percent=${growingPercent}`);
+  if (os.availableParallelism() === 1 && !given("concurrent-marking")) v8.setFlagsFromString("--no-concurrent-marking");
+}
 
 const logger = createLogger();
 const started = Date.now();
@@ -46,6 +50,7 @@ async function main(): Promise<void> {
   let database: Database | undefined;
   let service: RunningService | undefined;
   try {
+    tuneGarbageCollector(process.env);
     database = await openDatabase(process.env, logger);
     service = await startService({
       databaseUrl: database.databaseUrl,

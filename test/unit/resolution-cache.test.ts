@@ -130,13 +130,15 @@ describe("ResolutionCache against the reference behaviour", () => {
     fc.constantFrom(...teams).map((teamId) => ({ teamId })),
   );
   const provider = fc.constantFrom(...PROVIDER_NAMES);
+  // Any text, so that the cache's packing of a candidate into one string is tried on separators, digits and non-Latin-1.
+  const text = fc.oneof(fc.constantFrom("c1", "gAAAA-one", "fk_1", "", "12:3", "-:", "-"), fc.string({ unit: "binary", maxLength: 12 }));
   const candidate = fc.record({
-    id: fc.constantFrom("c1", "c2", "c3"),
-    token: fc.constantFrom("gAAAA-one", "gAAAA-two"),
-    keyId: fc.constantFrom("fk_1", "fk_2"),
-    binding: fc.constantFrom("rb1.a", null),
-    apiBase: fc.constantFrom(null, "https://llm.example/v1"),
-    weight: fc.integer({ min: 0, max: 1000 }),
+    id: text,
+    token: text,
+    keyId: text,
+    binding: fc.option(text, { nil: null }),
+    apiBase: fc.option(text, { nil: null }),
+    weight: fc.oneof(fc.integer({ min: 0, max: 1000 }), fc.constantFrom(0.5, 1e21, 2 ** 31, Number.MAX_SAFE_INTEGER)),
     failing: fc.boolean(),
   });
   const resolution = fc.record({

@@ -157,9 +157,10 @@ const MAX_INTERNED = 1_000;
  * (a hit relinks pointers and writes nothing to the index Map, whose deleted
  * slots would otherwise force a rehash of the whole table every few tens of
  * thousands of hits; invalidating an organisation walks its own entries, team
- * scopes included, with no Set of keys per organisation), its credential
- * inline when there is one, and key ids, API bases and organisation ids
- * shared between entries.
+ * scopes included, with no Set of keys per organisation), a single
+ * credential packed into one string, and organisation ids and strategy names
+ * shared between entries: ~440 bytes an entry where a Map of nested objects
+ * took ~730.
  *
  * A load that started before an invalidation must not write its (possibly
  * stale) result afterwards: every invalidation bumps `generation`, and `set`
