@@ -335,8 +335,8 @@ export class CredentialStore {
     }
   }
 
-  /** Loads a row for update, holding its lock until the transaction ends. */
-  private async lock(em: EntityManager, id: string, expectedVersion?: number, withKey = false): Promise<CredentialRow> {
+  /** Loads a row for update, holding its lock until the transaction ends (also used by KeyHealth). */
+  async lock(em: EntityManager, id: string, expectedVersion?: number, withKey = false): Promise<CredentialRow> {
     const row = await em.findOne(
       CredentialEntity,
       { id },
@@ -383,7 +383,7 @@ function boundRow(row: CredentialRow): BoundRow {
   return { id: row.id, organizationId: row.organizationId, provider: row.provider, apiBase: row.apiBase };
 }
 
-function notFound(id: string): ServiceError {
+export function notFound(id: string): ServiceError {
   return new ServiceError("not_found", `credential "${id}" not found`);
 }
 

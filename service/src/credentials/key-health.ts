@@ -5,7 +5,6 @@
 // strategy set) is audited and invalidates caches on every replica in the
 // transaction that makes it.
 import { LockMode } from "@mikro-orm/core";
-import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Orm } from "../db/orm.js";
 import {
   CredentialEntity,
@@ -18,7 +17,7 @@ import {
 import { recordAudit } from "../audit/audit-store.js";
 import { ServiceError } from "../errors.js";
 import type { Keyring } from "../keyring/keyring.js";
-import type { Actor, ChangeListener, CredentialStore, CredentialView } from "./credential-store.js";
+import { notFound, type Actor, type ChangeListener, type CredentialStore, type CredentialView } from "./credential-store.js";
 import { publishInvalidation } from "./invalidation.js";
 import { checkProviderKey, type ProviderCheckInput, type ProviderCheckResult } from "./provider-check.js";
 import { PROVIDER_NAMES } from "./providers.js";
@@ -94,7 +93,7 @@ export class KeyHealth {
     const check = await this.checkKey(row.provider, apiKey, row.apiBase, signal);
     let recovered = false;
     const credential = await em.fork().transactional(async (tx) => {
-      const current = await lock(tx, id);
+      const current = await this.credentials.lock(tx, id);
       const sameKey = current.keySetAt.getTime() === row.keySetAt.getTime() && current.apiBase === row.apiBase;
       if (sameKey) {
         current.checkOutcome = check.outcome;
@@ -137,7 +136,7 @@ export class KeyHealth {
     this.metrics?.failureReported(kind);
     let marked: CredentialRow | undefined;
     const result = await this.orm.em.fork().transactional(async (em) => {
-      const row = await lock(em, id);
+      const row = await this.credentials.lock(em, id);
       if (!COUNTED.has(kind)) return { failureStreak: row.failureStreak, failing: row.failingSince !== null };
       row.failureStreak += 1;
       if (row.failingSince === null && row.failureStreak >= this.options.failureThreshold) {
@@ -237,14 +236,4 @@ export class KeyHealth {
         : { organizationId, provider, strategy: "newest", updatedAt: null, updatedBy: null };
     });
   }
-}
-
-async function lock(em: EntityManager, id: string): Promise<CredentialRow> {
-  const row = await em.findOne(CredentialEntity, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE });
-  if (!row) throw notFound(id);
-  return row;
-}
-
-function notFound(id: string): ServiceError {
-  return new ServiceError("not_found", `credential "${id}" not found`);
 }
