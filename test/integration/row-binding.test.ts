@@ -197,6 +197,35 @@ describe("tampering in the database", () => {
   });
 });
 
+describe("with the resolution cache on", () => {
+  it("checks a row once when it is read, then serves it from the cache; a refused row stays refused on every call", async () => {
+    const cached = await startTestService({ db, masterKey: t.masterKey, adminToken: t.adminToken, cacheMaxEntries: 100 });
+    try {
+      const resolve = (organizationId: string) =>
+        cached.clients().credentials.resolveKey({ scope: { case: "organizationId", value: organizationId }, provider: Provider.OPENAI });
+      const good = await org("rb-cached-good");
+      const bad = await org("rb-cached-bad");
+      const goodKey = await credential(good);
+      const badKey = await credential(bad);
+      const rowGood = await stored(goodKey.id);
+      // Bad gets good's ciphertext and binding behind the service's back (no notification: its cache has not seen bad yet).
+      await db.query("update provider_credentials set encrypted_api_key = $1, key_binding = $2 where id = $3", [rowGood.encrypted_api_key, rowGood.key_binding, badKey.id]);
+      for (let i = 0; i < 3; i++) {
+        // The first call reads and checks the row, the next ones come from the cache.
+        expect((await resolve(good)).apiKey).toBe(goodKey.apiKey);
+        const err = await rpcError(resolve(bad));
+        expect(err.code, err.message).toBe(Code.DataLoss);
+        expect(err.message).toContain(badKey.id);
+        expect(err.message).toContain("not bound to its row");
+        expect(err.message).not.toContain(goodKey.apiKey);
+      }
+      for (const line of cached.logs) expect(line).not.toContain(goodKey.apiKey);
+    } finally {
+      await cached.close();
+    }
+  });
+});
+
 describe("rows written before row binding existed", () => {
   it("are bound at the next start when the migration listed them; unlisted unbound rows stay refused", async () => {
     const o = await org("rb-legacy");

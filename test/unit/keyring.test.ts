@@ -245,6 +245,35 @@ describe("row binding", () => {
     expect(() => createKeyring(`${K1},${generateMasterKey()}`).decryptBound(row, forged.token, forged.keyId, forged.binding)).toThrow(DecryptError);
   });
 
+  it("checkBound checks like decryptBound and names the key that opened the token; decryptChecked then opens it", () => {
+    const old = createKeyring(K1).encryptBound("sk-old-ünïcode", row);
+    const rotated = createKeyring(`${K2},${K1}`);
+    // A wrong or stale key id hint: the key that actually opened the token is answered.
+    const opened = rotated.checkBound(row, old.token, rotated.primaryKeyId, old.binding);
+    expect(opened).toBe(old.keyId);
+    expect(opened).not.toBe(rotated.primaryKeyId);
+    expect(rotated.decryptChecked(old.token, opened)).toBe("sk-old-ünïcode");
+    expect(() => rotated.checkBound({ ...row, organizationId: "other" }, old.token, old.keyId, old.binding)).toThrow(BindingError);
+    expect(() => rotated.checkBound(row, old.token, old.keyId, null)).toThrow(BindingError);
+    expect(() => createKeyring(K2).checkBound(row, old.token, old.keyId, old.binding)).toThrow(DecryptError);
+    // A key id that is not configured (MASTER_KEY changed since the check) is a DecryptError, never a guess.
+    expect(() => createKeyring(K2).decryptChecked(old.token, old.keyId)).toThrow(DecryptError);
+    // Under another configured key the padding check fails (or, rarely, the bytes are not UTF-8): refused, never served as a key.
+    const wrong = createKeyring(`${K2},${K1}`);
+    let refused = 0;
+    for (let i = 0; i < 50; i++) {
+      const t = createKeyring(K1).encrypt(`sk-${i}`).token;
+      try {
+        const text = wrong.decryptChecked(t, wrong.primaryKeyId);
+        expect(text).not.toBe(`sk-${i}`);
+      } catch (error) {
+        expect(error).toBeInstanceOf(DecryptError);
+        refused++;
+      }
+    }
+    expect(refused).toBeGreaterThan(40);
+  });
+
   it("rebind follows a legitimate change of api_base", () => {
     const ring = createKeyring(K1);
     const { token, keyId } = ring.encryptBound("sk-x", row);

@@ -7,7 +7,7 @@ import { PROVIDER_NAMES } from "../../service/src/credentials/providers.js";
 const value = (organizationId: string, id = "c1"): StoredResolution => ({
   organizationId,
   strategy: "newest",
-  candidates: [{ id, token: "gAAAA-ciphertext", keyId: "fk_1", binding: "rb1.mac", apiBase: null, weight: 1, failing: false }],
+  candidates: [{ id, token: "gAAAA-ciphertext", keyId: "fk_1", refusal: null, apiBase: null, weight: 1, failing: false }],
 });
 
 describe("ResolutionCache", () => {
@@ -136,7 +136,7 @@ describe("ResolutionCache against the reference behaviour", () => {
     id: text,
     token: text,
     keyId: text,
-    binding: fc.option(text, { nil: null }),
+    refusal: fc.constantFrom(null, "decrypt" as const, "binding" as const),
     apiBase: fc.option(text, { nil: null }),
     weight: fc.oneof(fc.integer({ min: 0, max: 1000 }), fc.constantFrom(0.5, 1e21, 2 ** 31, Number.MAX_SAFE_INTEGER)),
     failing: fc.boolean(),

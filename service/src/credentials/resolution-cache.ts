@@ -1,13 +1,19 @@
 import type { ProviderName, SelectionStrategyName } from "../db/entities.js";
 import { PROVIDER_NAMES } from "./providers.js";
 
-/** One active credential of the organisation for the provider, still encrypted. */
+/**
+ * One active credential of the organisation for the provider, still
+ * encrypted. Its token was checked when read from the database (it opens
+ * under `keyId` and is bound to its row), or `refusal` says why it cannot be
+ * served.
+ */
 export interface StoredCandidate {
   id: string;
   token: string;
+  /** The master key that opened the token when it was checked. */
   keyId: string;
-  /** The row's MAC over id, organisation, provider, api_base and token (see keyring/binding). */
-  binding: string | null;
+  /** Why the stored key cannot be served: no configured master key opens it, or it is not bound to its row. */
+  refusal: "decrypt" | "binding" | null;
   apiBase: string | null;
   /** Share under the weighted selection strategy. */
   weight: number;
@@ -95,19 +101,19 @@ class Entry {
   }
 }
 
-// One candidate as one flat string: "<length>:<text>" for id, token, key id,
-// binding and API base ("-:" for null), then "<weight>:" and "0" or "1" for
-// failing. One string is one object for the garbage collector to visit where
+// One candidate as one flat string: "<length>:<text>" for id, token, key id
+// and API base ("-:" for null), then "<weight>:", "0" or "1" for failing, and
+// "-", "d" or "b" for the refusal. One string is one object for the garbage collector to visit where
 // the candidate object and its three strings are four, and ~100 bytes less an
 // entry; unpacking on a hit costs a few hundred nanoseconds.
 
 function pack(candidate: StoredCandidate): string {
   const parts: Array<string | number> = [];
-  for (const text of [candidate.id, candidate.token, candidate.keyId, candidate.binding, candidate.apiBase]) {
+  for (const text of [candidate.id, candidate.token, candidate.keyId, candidate.apiBase]) {
     if (text === null) parts.push("-:");
     else parts.push(text.length, ":", text);
   }
-  parts.push(candidate.weight, ":", candidate.failing ? "1" : "0");
+  parts.push(candidate.weight, ":", candidate.failing ? "1" : "0", candidate.refusal === null ? "-" : candidate.refusal === "decrypt" ? "d" : "b");
   // join makes one flat string; "+" or a template literal would make a tree of cons strings.
   return parts.join("");
 }
@@ -136,12 +142,12 @@ function unpack(packed: string): StoredCandidate {
   const id = unpackText(packed)!;
   const token = unpackText(packed)!;
   const keyId = unpackText(packed)!;
-  const binding = unpackText(packed);
   const apiBase = unpackText(packed);
   const end = packed.indexOf(":", cursor);
   const weight = Number(packed.slice(cursor, end));
   const failing = packed.charCodeAt(end + 1) === 49; /* 1 */
-  return { id, token, keyId, binding, apiBase, weight, failing };
+  const refusal = packed.charCodeAt(end + 2);
+  return { id, token, keyId, refusal: refusal === 45 /* - */ ? null : refusal === 100 /* d */ ? "decrypt" : "binding", apiBase, weight, failing };
 }
 
 /** Distinct strategy names, key ids and API bases interned, at most: they repeat across many entries. */

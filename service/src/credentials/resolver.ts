@@ -31,6 +31,8 @@ interface ResolveRow {
   failing: boolean | null;
 }
 
+type CandidateRow = ResolveRow & { id: string; encrypted_api_key: string; key_id: string };
+
 /** Active credentials considered per (organisation, provider); beyond this, the least recently activated are not picked. */
 export const MAX_CANDIDATES = 100;
 
@@ -61,20 +63,23 @@ export function decryptStoredKey(keyring: Keyring, row: BoundRow, token: string,
   try {
     return keyring.decryptBound(row, token, keyId, binding);
   } catch (error) {
-    if (error instanceof DecryptError) {
-      throw new ServiceError(
-        "data_loss",
-        `credential "${row.id}" cannot be decrypted with the configured MASTER_KEY (it was encrypted under key ${keyId})`,
-      );
-    }
-    if (error instanceof BindingError) {
-      throw new ServiceError(
-        "data_loss",
-        `credential "${row.id}" is refused: its stored key is not bound to its row (the ciphertext, organization, provider or api_base was changed outside the service); run npm run verify-keys and re-enter the key`,
-      );
-    }
+    const refusal = refusalOf(error);
+    if (refusal !== undefined) throw refusalError(refusal, row.id, keyId);
     throw error;
   }
+}
+
+function refusalOf(error: unknown): "decrypt" | "binding" | undefined {
+  return error instanceof DecryptError ? "decrypt" : error instanceof BindingError ? "binding" : undefined;
+}
+
+function refusalError(refusal: "decrypt" | "binding", credentialId: string, keyId: string): ServiceError {
+  return refusal === "decrypt"
+    ? new ServiceError("data_loss", `credential "${credentialId}" cannot be decrypted with the configured MASTER_KEY (it was encrypted under key ${keyId})`)
+    : new ServiceError(
+        "data_loss",
+        `credential "${credentialId}" is refused: its stored key is not bound to its row (the ciphertext, organization, provider or api_base was changed outside the service); run npm run verify-keys and re-enter the key`,
+      );
 }
 
 /**
@@ -89,11 +94,6 @@ export class KeyResolver {
   /** Next round-robin position per organisation and provider (this replica's). */
   private readonly roundRobin = new Map<string, number>();
   private flushTimer: NodeJS.Timeout | undefined;
-  /**
-   * Candidates (as loaded from the database, then cached) whose row binding
-   * has been checked: the check is made once per row read, not once per call.
-   */
-  private readonly bound = new WeakSet<StoredCandidate>();
   /** Cache hit and miss counters, when the service exports metrics. */
   metrics: ServiceMetrics | undefined;
   /** Loads in progress, so that concurrent misses for one key share one query. */
@@ -122,18 +122,14 @@ export class KeyResolver {
     const { organizationId } = stored;
     const credential = this.pick(stored, provider);
     if (credential) {
+      // The token's HMAC and row binding were checked when it was read from the database (load).
+      if (credential.refusal !== null) throw refusalError(credential.refusal, credential.id, credential.keyId);
       let apiKey: string;
-      if (this.bound.has(credential)) {
-        apiKey = this.keyring.decrypt(credential.token, credential.keyId);
-      } else {
-        apiKey = decryptStoredKey(
-          this.keyring,
-          { id: credential.id, organizationId, provider, apiBase: credential.apiBase },
-          credential.token,
-          credential.keyId,
-          credential.binding,
-        );
-        this.bound.add(credential);
+      try {
+        apiKey = this.keyring.decryptChecked(credential.token, credential.keyId);
+      } catch (error) {
+        if (error instanceof DecryptError) throw refusalError("decrypt", credential.id, credential.keyId);
+        throw error;
       }
       this.noteUse(credential.id);
       return { apiKey, apiBase: credential.apiBase, source: "organization", credentialId: credential.id, organizationId, failing: credential.failing };
@@ -208,15 +204,7 @@ export class KeyResolver {
       const candidates: StoredCandidate[] = [];
       for (const row of rows) {
         if (row.id === null || row.encrypted_api_key === null || row.key_id === null) continue;
-        candidates.push({
-          id: row.id,
-          token: row.encrypted_api_key,
-          keyId: row.key_id,
-          binding: row.key_binding,
-          apiBase: row.api_base,
-          weight: row.weight ?? 1,
-          failing: row.failing === true,
-        });
+        candidates.push(this.checked(row as CandidateRow, first.organization_id, provider));
       }
       const stored: StoredResolution = { organizationId: first.organization_id, strategy: first.strategy ?? "newest", candidates };
       this.cache.set(key, stored, generation);
@@ -226,6 +214,25 @@ export class KeyResolver {
     });
     this.loading.set(key, { generation, promise });
     return promise;
+  }
+
+  /**
+   * A candidate as read from the database, its token checked once here (it
+   * opens under a configured master key and is bound to its row) so that a
+   * cached hit only decrypts it: the check costs a Fernet HMAC and a binding
+   * MAC, made once per row read rather than once per call.
+   */
+  private checked(row: CandidateRow, organizationId: string, provider: ProviderName): StoredCandidate {
+    let keyId = row.key_id;
+    let refusal: StoredCandidate["refusal"] = null;
+    try {
+      keyId = this.keyring.checkBound({ id: row.id, organizationId, provider, apiBase: row.api_base }, row.encrypted_api_key, row.key_id, row.key_binding);
+    } catch (error) {
+      const why = refusalOf(error);
+      if (why === undefined) throw error;
+      refusal = why;
+    }
+    return { id: row.id, token: row.encrypted_api_key, keyId, refusal, apiBase: row.api_base, weight: row.weight ?? 1, failing: row.failing === true };
   }
 
   private noteUse(credentialId: string): void {

@@ -1,7 +1,7 @@
 // The only module of the app that sees MASTER_KEY. Everything else gets a
 // Keyring and key ids (fingerprints), never key material.
 import { createHash, createHmac, createSecretKey, hkdfSync, timingSafeEqual, type KeyObject } from "node:crypto";
-import { decryptFernet, encryptFernet, FernetError, generateFernetKey, parseFernetKey } from "./fernet.js";
+import { decryptCheckedFernet, decryptFernet, encryptFernet, FernetError, generateFernetKey, parseFernetKey } from "./fernet.js";
 
 const VALID_MASTER_KEY =
   "A valid MASTER_KEY is a Fernet key (url-safe base64 of 32 bytes: 44 characters ending in '='), " +
@@ -119,14 +119,50 @@ export class Keyring {
    * DecryptError when no configured key opens the token.
    */
   decryptBound(row: BoundRow, token: string, keyId: string | undefined, binding: string | null): string {
-    const [key, plaintext] = this.#open(token, keyId);
+    return this.#openBound(row, token, keyId, binding)[1];
+  }
+
+  /**
+   * Checks a stored token as decryptBound does (it opens under a configured
+   * key, is UTF-8, and is bound to this row) and answers the id of the key
+   * that opened it, for decryptChecked; the plaintext is not kept.
+   */
+  checkBound(row: BoundRow, token: string, keyId: string | undefined, binding: string | null): string {
+    const [key] = this.#openBound(row, token, keyId, binding);
+    return keyFingerprint(key);
+  }
+
+  /**
+   * Decrypts a token that checkBound (or decryptBound) accepted in this
+   * process under `openedKeyId`, without checking its HMAC and binding again:
+   * for tokens kept in this process's memory since (the ResolveKey cache),
+   * never for one read from the database or received from outside.
+   */
+  decryptChecked(token: string, openedKeyId: string): string {
+    const key = this.#keys.get(openedKeyId);
+    if (key === undefined) throw new DecryptError("the key that opened this token is no longer configured");
+    let plaintext: Buffer;
+    try {
+      plaintext = decryptCheckedFernet(key, token);
+    } catch {
+      throw new DecryptError("token could not be decrypted with the key that opened it");
+    }
+    try {
+      return utf8.decode(plaintext);
+    } catch {
+      throw new DecryptError("decrypted secret is not valid UTF-8");
+    }
+  }
+
+  #openBound(row: BoundRow, token: string, keyId: string | undefined, binding: string | null): [Buffer, string] {
+    const opened = this.#open(token, keyId);
     if (binding === null) throw new BindingError("the stored key has no row binding");
-    const expected = Buffer.from(this.#mac(key, row, token), "latin1");
+    const expected = Buffer.from(this.#mac(opened[0], row, token), "latin1");
     const actual = Buffer.from(binding, "latin1");
     if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) {
       throw new BindingError("the stored key is not bound to this row");
     }
-    return plaintext;
+    return opened;
   }
 
   #mac(key: Buffer, row: BoundRow, token: string): string {
