@@ -140,9 +140,21 @@ const denying: Interceptor = (next) => async (req) => {
   return next(req);
 };
 
+/** Replaces the response's header or trailer the ways an interceptor may: a spread copy, or an assignment. */
+const reshaping: Interceptor = (next) => async (req) => {
+  const how = req.header.get("x-reshape");
+  const res = await next(req);
+  if (how === "spread-header") return { ...res, header: new Headers({ "x-spread": "1" }) };
+  if (how === "assign-trailer") {
+    (res as { trailer: Headers }).trailer = new Headers({ "x-assigned": "2" });
+    res.header.set("x-after-assign", "3");
+  }
+  return res;
+};
+
 const options: GrpcJsServerOptions = {
   services: [{ service: TestService, impl: impl as unknown as GrpcJsServiceBinding["impl"] }],
-  interceptors: [recording, denying],
+  interceptors: [recording, denying, reshaping],
   maxReceiveMessageLength: 1024,
   contextValues: (address) => {
     const values = createContextValues();
@@ -258,6 +270,25 @@ describe("unary", () => {
     expect(result.header?.get("x-intercepted")).toEqual(["Unary"]);
     expect(result.header?.get("x-data-bin")).toEqual([Buffer.from([0, 1, 2, 255])]);
     expect(result.trailer?.get("x-trailer")).toEqual(["t1"]);
+  });
+
+  it("sends no response header or trailer metadata when nothing set any; interceptors may replace them by spreading or assigning", async () => {
+    const plain = await unary("plain");
+    expect(plain.value).toBe("plain");
+    // Only what the recording interceptor adds; nothing else.
+    expect(Object.keys(plain.header?.getMap() ?? {}).filter((k) => k.startsWith("x-"))).toEqual(["x-intercepted"]);
+    expect(Object.keys(plain.trailer?.getMap() ?? {}).filter((k) => k.startsWith("x-"))).toEqual([]);
+    const spread = new grpc.Metadata();
+    spread.set("x-reshape", "spread-header");
+    const spreadResult = await unary("echo spread", spread);
+    expect(spreadResult.header?.get("x-spread")).toEqual(["1"]);
+    expect(spreadResult.header?.get("x-header")).toEqual([]); // the implementation's header was replaced
+    expect(spreadResult.trailer?.get("x-trailer")).toEqual(["t1"]); // its trailer came along in the copy
+    const assign = new grpc.Metadata();
+    assign.set("x-reshape", "assign-trailer");
+    const assignResult = await unary("plain", assign);
+    expect(assignResult.trailer?.get("x-assigned")).toEqual(["2"]);
+    expect(assignResult.header?.get("x-after-assign")).toEqual(["3"]);
   });
 
   it("has no timeout without a deadline", async () => {
