@@ -196,8 +196,9 @@ export class KeyResolver {
     const pending = this.loading.get(key);
     if (pending && pending.generation === generation) return pending.promise;
     const promise = (async () => {
-      const [sql, id] = "teamId" in scope ? [BY_TEAM, scope.teamId] : [BY_ORGANIZATION, scope.organizationId];
-      const result = await this.orm.em.getConnection().getKnex().raw(sql, [id, provider, provider]).timeout(DB_HOT_PATH_TIMEOUT_MS);
+      const [sql, name, id] = "teamId" in scope ? [BY_TEAM, "pc_resolve_by_team", scope.teamId] : [BY_ORGANIZATION, "pc_resolve_by_organization", scope.organizationId];
+      // A named statement: each pooled connection parses it once, later calls only bind and execute it.
+      const result = await this.orm.em.getConnection().getKnex().raw(sql, [id, provider, provider]).options({ name }).timeout(DB_HOT_PATH_TIMEOUT_MS);
       const rows = (result as { rows: ResolveRow[] }).rows;
       const first = rows[0];
       if (!first) return undefined;
