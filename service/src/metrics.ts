@@ -2,28 +2,59 @@
 // port (METRICS_PORT) at /metrics to callers holding an API token of any
 // scope: deny by default, like every other entry point. Labels carry
 // providers, sources, outcomes and kinds, never ids or keys.
+//
+// ResolveKey is the hot path (thousands of calls a second per core), so what it
+// records — resolutions, their duration and cache look-ups — is kept in plain
+// preallocated numbers and handed to prom-client only when scraped: recording
+// allocates nothing and hashes no labels. Labels outside the known providers,
+// sources and results still count, through a slower path.
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { format } from "node:util";
+import { collectDefaultMetrics, Counter, Gauge, type Metric, Registry } from "prom-client";
 import type { TokenStore } from "./auth/token-store.js";
+import { PROVIDER_NAMES } from "./credentials/providers.js";
 import type { Logger } from "./logger.js";
 
-export type ResolveResult = "ok" | "not_found" | "failed_precondition" | "data_loss" | "unavailable" | "invalid_argument" | "error";
+// "ok" first: the look-ups below scan these lists in order.
+const RESOLVE_RESULTS = ["ok", "not_found", "failed_precondition", "data_loss", "unavailable", "invalid_argument", "error"] as const;
+export type ResolveResult = (typeof RESOLVE_RESULTS)[number];
+type ResolveSource = "organization" | "environment" | "none";
+const RESOLVE_SOURCES: readonly ResolveSource[] = ["organization", "environment", "none"];
+
+const RESOLVE_SECONDS_BUCKETS: readonly number[] = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
+type CounterChild = ReturnType<Counter<string>["labels"]>;
+
+/** The position of `value` in `list`, or -1. */
+function indexIn(list: readonly string[], value: string): number {
+  for (let i = 0; i < list.length; i++) if (list[i] === value) return i;
+  return -1;
+}
 
 export class ServiceMetrics {
   readonly registry = new Registry();
   private readonly resolutions: Counter<"provider" | "source" | "result">;
-  private readonly resolveSeconds: Histogram<"provider">;
+  private readonly resolveSeconds: DurationHistogram;
   private readonly cacheLookups: Counter<"result">;
   private readonly invalidations: Counter<"kind" | "origin">;
   private readonly verifications: Counter<"provider" | "outcome">;
   private readonly failureReports: Counter<"kind">;
   private readonly healthTransitions: Counter<"to">;
-  // Pre-bound children: the hot path does no label hashing.
-  private readonly hit;
-  private readonly miss;
-  private readonly timers = new Map<string, ReturnType<Histogram<"provider">["labels"]>>();
-  private readonly resolutionChildren = new Map<string, ReturnType<Counter<"provider" | "source" | "result">["labels"]>>();
+  private readonly hit: CounterChild;
+  private readonly miss: CounterChild;
+  /** Cache look-ups: hits, misses, then the hits and misses already handed to prom-client. */
+  private readonly cacheCounts = new Float64Array(4);
+  /**
+   * Resolutions of known provider × source × result, counted since start, and the part
+   * already handed to prom-client. The prom-client child of a cell is made on its first
+   * use, so series appear in the order they were first counted, as before.
+   */
+  private readonly resolutionTotals = new Float64Array(PROVIDER_NAMES.length * RESOLVE_SOURCES.length * RESOLVE_RESULTS.length);
+  private readonly resolutionPublished = new Float64Array(this.resolutionTotals.length);
+  private readonly resolutionCells: (CounterChild | undefined)[] = new Array<CounterChild | undefined>(this.resolutionTotals.length).fill(undefined);
+  /** Unknown labels: prom-client children, counted directly. */
+  private readonly resolutionChildren = new Map<string, CounterChild>();
 
   constructor(options: { cacheEntries?: () => number; defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -33,19 +64,21 @@ export class ServiceMetrics {
       help: "ResolveKey calls by provider, where the key came from (organization, environment or none) and result.",
       labelNames: ["provider", "source", "result"],
       registers,
+      collect: () => this.publishResolutions(),
     });
-    this.resolveSeconds = new Histogram({
-      name: "provider_credentials_resolve_duration_seconds",
-      help: "Time ResolveKey spent in the service (cache look-up, database on a miss, decryption), by provider.",
-      labelNames: ["provider"],
-      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-      registers,
-    });
+    this.resolveSeconds = new DurationHistogram(
+      "provider_credentials_resolve_duration_seconds",
+      "Time ResolveKey spent in the service (cache look-up, database on a miss, decryption), by provider.",
+      RESOLVE_SECONDS_BUCKETS,
+      PROVIDER_NAMES,
+    );
+    this.registry.registerMetric(this.resolveSeconds as unknown as Metric);
     this.cacheLookups = new Counter({
       name: "provider_credentials_cache_lookups_total",
       help: "Resolution cache look-ups by result (hit or miss).",
       labelNames: ["result"],
       registers,
+      collect: () => this.publishCacheLookups(),
     });
     this.hit = this.cacheLookups.labels("hit");
     this.miss = this.cacheLookups.labels("miss");
@@ -85,22 +118,61 @@ export class ServiceMetrics {
     });
   }
 
-  resolved(provider: string, source: "organization" | "environment" | "none", result: ResolveResult, seconds: number): void {
-    const key = `${provider}|${source}|${result}`;
-    let counter = this.resolutionChildren.get(key);
-    if (!counter) this.resolutionChildren.set(key, (counter = this.resolutions.labels(provider, source, result)));
-    counter.inc();
-    let timer = this.timers.get(provider);
-    if (!timer) this.timers.set(provider, (timer = this.resolveSeconds.labels(provider)));
-    timer.observe(seconds);
+  resolved(provider: string, source: ResolveSource, result: ResolveResult, seconds: number): void {
+    const p = indexIn(PROVIDER_NAMES, provider);
+    const s = indexIn(RESOLVE_SOURCES, source);
+    const r = indexIn(RESOLVE_RESULTS, result);
+    if (p >= 0 && s >= 0 && r >= 0) {
+      const cell = (p * RESOLVE_SOURCES.length + s) * RESOLVE_RESULTS.length + r;
+      if (this.resolutionTotals[cell]++ === 0) this.firstResolution(cell, provider, source, result);
+    } else {
+      const key = `${provider}|${source}|${result}`;
+      let counter = this.resolutionChildren.get(key);
+      if (!counter) this.resolutionChildren.set(key, (counter = this.resolutions.labels(provider, source, result)));
+      counter.inc();
+    }
+    this.resolveSeconds.observe(p, provider, seconds);
   }
 
   cacheHit(): void {
-    this.hit.inc();
+    // The first look-up creates the series, so hits and misses keep the order they first happened in.
+    if (this.cacheCounts[0]++ === 0) this.hit.inc(0);
   }
 
   cacheMiss(): void {
-    this.miss.inc();
+    if (this.cacheCounts[1]++ === 0) this.miss.inc(0);
+  }
+
+  /** The first resolution of a known cell: its prom-client series, at 0 until the next scrape adds the counts. */
+  private firstResolution(cell: number, provider: string, source: string, result: string): void {
+    const child = this.resolutions.labels(provider, source, result);
+    child.inc(0);
+    this.resolutionCells[cell] = child;
+  }
+
+  /** At scrape time: adds what the hot path counted since the last scrape to the prom-client series. */
+  private publishResolutions(): void {
+    const totals = this.resolutionTotals;
+    const published = this.resolutionPublished;
+    for (let cell = 0; cell < totals.length; cell++) {
+      const delta = totals[cell] - published[cell];
+      if (delta > 0) {
+        this.resolutionCells[cell]!.inc(delta);
+        published[cell] = totals[cell];
+      }
+    }
+  }
+
+  private publishCacheLookups(): void {
+    const counts = this.cacheCounts;
+    if (counts[0] > counts[2]) {
+      this.hit.inc(counts[0] - counts[2]);
+      counts[2] = counts[0];
+    }
+    if (counts[1] > counts[3]) {
+      this.miss.inc(counts[1] - counts[3]);
+      counts[3] = counts[1];
+    }
   }
 
   invalidated(kind: "organization" | "team" | "all", origin: "local" | "notify" | "reconnect"): void {
@@ -169,6 +241,91 @@ export async function startMetricsServer(options: {
         server.closeAllConnections();
       }),
   };
+}
+
+/** The observations of one provider: a count per bucket (not cumulative), then the sum and the count. */
+interface HistogramSeries {
+  readonly labels: { readonly provider: string };
+  readonly values: Float64Array;
+}
+
+/**
+ * A histogram labelled by provider that prom-client's Registry exposes like its own
+ * Histogram (same series, bucket, _sum and _count semantics, series in the order of
+ * their first observation), built from plain counts at scrape time. The known
+ * providers have preallocated series; others get theirs on first use.
+ */
+class DurationHistogram {
+  readonly type = "histogram";
+  readonly aggregator = "sum";
+  private readonly known: HistogramSeries[];
+  private readonly others = new Map<string, HistogramSeries>();
+  /** Series observed at least once, in the order of their first observation. */
+  private order: HistogramSeries[] = [];
+  private readonly sumIndex: number;
+  private readonly countIndex: number;
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly upperBounds: readonly number[],
+    providers: readonly string[],
+  ) {
+    this.sumIndex = upperBounds.length;
+    this.countIndex = upperBounds.length + 1;
+    this.known = providers.map((provider) => this.series(provider));
+  }
+
+  /** Observes `seconds` for `provider`, whose index among the known providers is `known` (-1: another). */
+  observe(known: number, provider: string, seconds: number): void {
+    if (!Number.isFinite(seconds)) throw new TypeError(`Value is not a valid number: ${format(seconds)}`);
+    let series = known >= 0 ? this.known[known] : this.others.get(provider);
+    if (!series) this.others.set(provider, (series = this.series(provider)));
+    const values = series.values;
+    if (values[this.countIndex]++ === 0) this.order.push(series);
+    values[this.sumIndex] += seconds;
+    const bounds = this.upperBounds;
+    for (let i = 0; i < bounds.length; i++) {
+      if (seconds <= bounds[i]) {
+        values[i]++;
+        break;
+      }
+    }
+  }
+
+  /** What Registry reads on a scrape (the shape of prom-client's Histogram#get). */
+  async get(): Promise<{
+    name: string;
+    help: string;
+    type: "histogram";
+    values: { value: number; metricName: string; exemplar?: null; labels: Record<string, string | number> }[];
+    aggregator: "sum";
+  }> {
+    const bucket = `${this.name}_bucket`;
+    const values = [];
+    for (const { labels, values: counts } of this.order) {
+      let cumulative = 0;
+      for (let i = 0; i < this.upperBounds.length; i++) {
+        cumulative += counts[i];
+        values.push({ value: cumulative, metricName: bucket, exemplar: null, labels: { le: this.upperBounds[i], ...labels } });
+      }
+      values.push({ value: counts[this.countIndex], metricName: bucket, exemplar: null, labels: { le: "+Inf", ...labels } });
+      values.push({ value: counts[this.sumIndex], metricName: `${this.name}_sum`, labels: { ...labels } });
+      values.push({ value: counts[this.countIndex], metricName: `${this.name}_count`, labels: { ...labels } });
+    }
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
+
+  /** Registry#resetMetrics: forgets every series, like prom-client's Histogram#reset. */
+  reset(): void {
+    for (const series of this.known) series.values.fill(0);
+    this.others.clear();
+    this.order = [];
+  }
+
+  private series(provider: string): HistogramSeries {
+    return { labels: { provider }, values: new Float64Array(this.upperBounds.length + 2) };
+  }
 }
 
 function send(res: http.ServerResponse, status: number, body: string): void {
