@@ -121,6 +121,8 @@ function serviceBaseEnv(): NodeJS.ProcessEnv {
 }
 
 const SERVICE_ENTRY = process.env.BENCH_SERVICE_ENTRY || undefined;
+/** Extra node flags for the service processes (e.g. "--max-semi-space-size=32"), to compare settings. */
+const SERVICE_NODE_ARGS = (process.env.BENCH_SERVICE_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
 
 const serviceLogIssues: string[] = [];
 /** Which service code each service process ran: service/ and migrations/ change under our feet while others work. */
@@ -162,8 +164,8 @@ async function startService(
   const source = sourceHash();
   // BENCH_SERVICE_ENTRY: a precompiled entry (e.g. dist/service/src/main.js) run with plain node instead of tsx.
   const proc = SERVICE_ENTRY
-    ? startProcess(name, process.execPath, [SERVICE_ENTRY], { env, core: options.core })
-    : startTsx(name, "service/src/main.ts", [], { env, core: options.core });
+    ? startProcess(name, process.execPath, [...SERVICE_NODE_ARGS, SERVICE_ENTRY], { env, core: options.core })
+    : startProcess(name, process.execPath, [...SERVICE_NODE_ARGS, "--import", "tsx", "service/src/main.ts"], { env, core: options.core });
   proc.onLine((line) => {
     if (serviceLogIssues.length < 20 && /"level":(40|50|60)|Error|error/.test(line)) serviceLogIssues.push(`${name}: ${line}`);
   });
