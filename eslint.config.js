@@ -2,7 +2,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/", "service/src/gen/", ".data/", "coverage/", "portal/build/", "portal/.svelte-kit/", "portal/.build-lock/"] },
+  { ignores: ["node_modules/", "dist/", "service/src/gen/", ".data/", "coverage/", "portal/build/", "portal/.svelte-kit/", "portal/.build-lock/"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

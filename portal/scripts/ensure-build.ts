@@ -12,8 +12,16 @@ import { fileURLToPath } from "node:url";
  * from the one stamped in the build when it was made.
  */
 
-const portalDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const rootDir = path.resolve(portalDir, "..");
+/** The repository root: the nearest folder up with portal/svelte.config.js (this file also runs compiled, from dist/portal/scripts). */
+function findRoot(from: string): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    if (existsSync(path.join(dir, "portal", "svelte.config.js"))) return dir;
+    if (path.dirname(dir) === dir) throw new Error(`no portal/svelte.config.js above ${from}`);
+  }
+}
+
+const rootDir = findRoot(path.dirname(fileURLToPath(import.meta.url)));
+const portalDir = path.join(rootDir, "portal");
 const buildDir = path.join(portalDir, "build");
 const stampFile = path.join(buildDir, ".build-stamp");
 const lockDir = path.join(portalDir, ".build-lock");
