@@ -39,6 +39,7 @@ import {
 } from "./processes.js";
 import { evaluateTargets, renderMarkdown, writeResults, type CaseGroup, type CaseResult, type ConnectCheck, type KeyringResult, type Machine, type MemoryResult, type Results } from "./report.js";
 import { seed, type SeedResult } from "./seed.js";
+import { ensureServiceBuild, serviceEntry } from "../service/scripts/ensure-build.js";
 import { hotPairs, type ResolveRequest, type Workload } from "./workload.js";
 
 const SERVER_CORE = 0;
@@ -48,6 +49,13 @@ const quick = process.argv.includes("--quick");
 const settings = quick
   ? { warmupMs: 300, durationMs: 1_000, inFlight: [1, 16, 64], invalidationTrials: 100, listingRepetitions: 5, memoryEntries: 3_000, settleSeconds: 2, keyringRoundMs: 300, keyringRounds: 3, retries: 0 }
   : { warmupMs: 2_000, durationMs: 10_000, inFlight: [1, 16, 64], invalidationTrials: 100, listingRepetitions: 20, memoryEntries: 100_000, settleSeconds: 10, keyringRoundMs: 2_000, keyringRounds: 3, retries: 2 };
+// `--in-flight 64` (comma-separated): only these levels, e.g. to compare settings faster; the report marks the run.
+const inFlightArg = process.argv.indexOf("--in-flight");
+if (inFlightArg > 0) {
+  const levels = (process.argv[inFlightArg + 1] ?? "").split(",").map(Number);
+  if (levels.length === 0 || levels.some((n) => !Number.isInteger(n) || n < 1)) throw new Error("--in-flight takes positive integers, e.g. --in-flight 64 or --in-flight 1,64");
+  settings.inFlight = levels;
+}
 const TOP = Math.max(...settings.inFlight);
 /** A case during which other processes used more than this many cores is repeated (up to settings.retries times). */
 const CONTENDED_CORES = 0.2;
@@ -120,7 +128,12 @@ function serviceBaseEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-const SERVICE_ENTRY = process.env.BENCH_SERVICE_ENTRY || undefined;
+/**
+ * What the service processes run: as npm start runs it (the compiled service in
+ * dist/, built here when missing or stale, with source maps), unless
+ * BENCH_SERVICE_ENTRY names another compiled entry or is "tsx" (the sources through the tsx loader).
+ */
+const SERVICE_ENTRY = process.env.BENCH_SERVICE_ENTRY === "tsx" ? undefined : process.env.BENCH_SERVICE_ENTRY || serviceEntry;
 /** Extra node flags for the service processes (e.g. "--max-semi-space-size=32"), to compare settings. */
 const SERVICE_NODE_ARGS = (process.env.BENCH_SERVICE_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
 
@@ -164,7 +177,7 @@ async function startService(
   const source = sourceHash();
   // BENCH_SERVICE_ENTRY: a precompiled entry (e.g. dist/service/src/main.js) run with plain node instead of tsx.
   const proc = SERVICE_ENTRY
-    ? startProcess(name, process.execPath, [...SERVICE_NODE_ARGS, SERVICE_ENTRY], { env, core: options.core })
+    ? startProcess(name, process.execPath, ["--enable-source-maps", ...SERVICE_NODE_ARGS, SERVICE_ENTRY], { env, core: options.core })
     : startProcess(name, process.execPath, [...SERVICE_NODE_ARGS, "--import", "tsx", "service/src/main.ts"], { env, core: options.core });
   proc.onLine((line) => {
     if (serviceLogIssues.length < 20 && /"level":(40|50|60)|Error|error/.test(line)) serviceLogIssues.push(`${name}: ${line}`);
@@ -486,6 +499,7 @@ async function main(): Promise<void> {
   installExitHandlers();
   log(`provider-credentials benchmark${quick ? " (--quick)" : ""}: ${settings.durationMs / 1000} s per case after ${settings.warmupMs / 1000} s warm-up`);
 
+  if (SERVICE_ENTRY === serviceEntry) await ensureServiceBuild((message) => log(message));
   const database = await openBenchDatabase(log);
   postmasterPid = database.postmasterPid;
   const idleBefore = snapshot(undefined, [], postmasterPid);
@@ -593,7 +607,7 @@ async function main(): Promise<void> {
       listingRepetitions: settings.listingRepetitions,
       memoryEntries: settings.memoryEntries,
       heapGrowingPercent: process.env.HEAP_GROWING_PERCENT || undefined,
-      serviceCommand: SERVICE_ENTRY ? `node ${SERVICE_ENTRY}` : "node --import tsx service/src/main.ts",
+      serviceCommand: `node ${SERVICE_ENTRY ? `--enable-source-maps ${[...SERVICE_NODE_ARGS, path.relative(process.cwd(), SERVICE_ENTRY)].join(" ")}` : [...SERVICE_NODE_ARGS, "--import tsx service/src/main.ts"].join(" ")}`,
     },
     machine,
     seed: seedSummary,

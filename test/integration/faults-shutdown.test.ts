@@ -1,5 +1,5 @@
 // Graceful shutdown of real service processes (`node --import tsx
-// service/src/main.ts`, as `npm run start:service` runs it): SIGTERM turns
+// service/src/main.ts`; `npm run start:service` runs the same code compiled): SIGTERM turns
 // health to NOT_SERVING, lets a call in flight finish and exits 0; and with two
 // replicas under load, a grpc-js client with gRPC's standard retry policy and
 // round_robin over both sees no failed call while each replica in turn is

@@ -30,7 +30,7 @@ interface Started {
   exited: Promise<number | null>;
 }
 
-/** Starts `npm start`'s entry point as its own process and waits for its ready line. */
+/** Starts the service's entry point (what `npm start` runs, from source through tsx) as its own process and waits for its ready line. */
 async function startProcess(env: NodeJS.ProcessEnv): Promise<Started> {
   const child = spawn(TSX, ["service/src/main.ts"], { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
