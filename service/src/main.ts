@@ -16,6 +16,7 @@ import {
   type RunningService,
 } from "./server.js";
 import { DEFAULT_ROTATION_DAYS } from "./credentials/credential-store.js";
+import { DEFAULT_HEARTBEAT_MS } from "./credentials/invalidation.js";
 import { DEFAULT_PROVIDER_CHECK_TIMEOUT_MS } from "./credentials/provider-check.js";
 import { ensureFirstAdmin } from "./admins/first-admin.js";
 import { tlsFromEnv } from "./runtime/tls.js";
@@ -67,6 +68,7 @@ async function main(): Promise<void> {
       cacheMaxEntries: nonNegativeIntFrom(process.env, "RESOLVE_CACHE_MAX_ENTRIES", DEFAULT_CACHE_MAX_ENTRIES),
       cacheTtlMs: positiveIntFrom(process.env, "RESOLVE_CACHE_TTL_MS", DEFAULT_CACHE_TTL_MS),
       cacheOutageGraceMs: nonNegativeIntFrom(process.env, "RESOLVE_CACHE_OUTAGE_GRACE_MS", DEFAULT_CACHE_OUTAGE_GRACE_MS),
+      cacheHeartbeatMs: positiveIntFrom(process.env, "RESOLVE_CACHE_HEARTBEAT_MS", DEFAULT_HEARTBEAT_MS),
       failureThreshold: positiveIntFrom(process.env, "FAILURE_THRESHOLD", DEFAULT_FAILURE_THRESHOLD),
       rotationDays: positiveIntFrom(process.env, "ROTATION_DAYS", DEFAULT_ROTATION_DAYS),
       keyCheckTimeoutMs: positiveIntFrom(process.env, "KEY_CHECK_TIMEOUT_MS", DEFAULT_PROVIDER_CHECK_TIMEOUT_MS),

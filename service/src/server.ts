@@ -15,7 +15,7 @@ import { DEFAULT_PROVIDER_CHECK_TIMEOUT_MS } from "./credentials/provider-check.
 import { KeyResolver } from "./credentials/resolver.js";
 import { environmentKeys } from "./credentials/providers.js";
 import { ResolutionCache } from "./credentials/resolution-cache.js";
-import { applyInvalidation, InvalidationListener, type Invalidation } from "./credentials/invalidation.js";
+import { applyInvalidation, DEFAULT_HEARTBEAT_MS, InvalidationListener, type Invalidation } from "./credentials/invalidation.js";
 import { OrganizationStore } from "./organizations/organization-store.js";
 import { AdminStore } from "./admins/admin-store.js";
 import { AdminService, file_admin } from "./gen/admin_pb.js";
@@ -63,6 +63,8 @@ export interface ServiceOptions {
    * be reached (ms; 0: never).
    */
   cacheOutageGraceMs?: number;
+  /** How often the invalidation connection proves it is alive; an answer slower than this counts as a drop (ms). */
+  cacheHeartbeatMs?: number;
   /** Consecutive authentication or quota failures that mark a credential failing (FAILURE_THRESHOLD, default 3). */
   failureThreshold?: number;
   /** Prometheus metrics at /metrics on this port (METRICS_PORT); 0 picks a free port; unset: not served. */
@@ -109,7 +111,8 @@ export interface ServiceParts {
 export const DEFAULT_FAILURE_THRESHOLD = 3;
 
 export const DEFAULT_CACHE_MAX_ENTRIES = 100_000;
-export const DEFAULT_CACHE_TTL_MS = 60_000;
+/** A safety net only: every change through the service (or its CLIs) is announced, and a silent invalidation connection is noticed within the heartbeat. */
+export const DEFAULT_CACHE_TTL_MS = 600_000;
 export const DEFAULT_CACHE_OUTAGE_GRACE_MS = 5_000;
 
 export function createParts(
@@ -238,7 +241,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   }
   // The cache stays off until invalidations can be heard.
   parts.cache.setEnabled(false);
-  const listener = new InvalidationListener(options.databaseUrl, parts.cache, logger, parts.metrics);
+  const listener = new InvalidationListener(options.databaseUrl, parts.cache, logger, parts.metrics, options.cacheHeartbeatMs ?? DEFAULT_HEARTBEAT_MS);
   await listener.start();
 
   const interceptors = [errorInterceptor(logger), authInterceptor(parts.tokens)];

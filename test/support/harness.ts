@@ -67,6 +67,8 @@ export interface TestServiceOptions {
   adminToken?: string;
   cacheMaxEntries?: number;
   cacheTtlMs?: number;
+  /** The invalidation connection's heartbeat (ms; the service's default when unset). */
+  cacheHeartbeatMs?: number;
   tls?: TlsConfig;
   failureThreshold?: number;
   rotationDays?: number;
@@ -99,6 +101,7 @@ export async function startTestService(options: TestServiceOptions = {}): Promis
     poolSize: 5,
     cacheMaxEntries: options.cacheMaxEntries,
     cacheTtlMs: options.cacheTtlMs,
+    cacheHeartbeatMs: options.cacheHeartbeatMs,
     tls: options.tls,
     failureThreshold: options.failureThreshold,
     rotationDays: options.rotationDays,

@@ -45,6 +45,9 @@ function parse(payload: string | undefined): Invalidation | undefined {
   return undefined;
 }
 
+/** How often the listening connection proves it is alive (RESOLVE_CACHE_HEARTBEAT_MS). */
+export const DEFAULT_HEARTBEAT_MS = 2_000;
+
 /**
  * Keeps one connection LISTENing for invalidations. While it is down the cache
  * is switched off (every call goes to the database), so a replica never serves
@@ -52,12 +55,20 @@ function parse(payload: string | undefined): Invalidation | undefined {
  * answer; only when the database cannot be reached either, entries cached
  * before the drop answer for the cache's outage grace window. It reconnects by
  * itself with backoff, and the cache starts empty again.
+ *
+ * A connection can also die without a word (a network partition, a frozen
+ * server): no error, no end, and no notifications, while other replicas go on
+ * changing keys. So every `heartbeatMs` the connection runs `select 1`; an
+ * answer that takes longer than `heartbeatMs` counts as a drop. (PostgreSQL
+ * delivers a listening session's pending notifications before it answers, so
+ * an answered heartbeat also means nothing committed before it was missed.)
  */
 export class InvalidationListener {
   private client: pg.Client | undefined;
   private stopped = false;
   private retryMs = 100;
   private timer: NodeJS.Timeout | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
   /** Resolves the first time the listener is connected (or gives up at stop). */
   readonly ready: Promise<void>;
   private markReady!: () => void;
@@ -67,6 +78,7 @@ export class InvalidationListener {
     private readonly cache: ResolutionCache,
     private readonly logger: Logger,
     private readonly metrics?: ServiceMetrics,
+    private readonly heartbeatMs = DEFAULT_HEARTBEAT_MS,
   ) {
     this.ready = new Promise((resolve) => (this.markReady = resolve));
   }
@@ -79,6 +91,7 @@ export class InvalidationListener {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearInterval(this.heartbeat);
     this.markReady();
     const client = this.client;
     this.client = undefined;
@@ -97,7 +110,10 @@ export class InvalidationListener {
     const onDown = (error?: Error) => {
       if (failed) return;
       failed = true;
-      if (this.client === client) this.client = undefined;
+      if (this.client === client) {
+        this.client = undefined;
+        clearInterval(this.heartbeat);
+      }
       client.removeAllListeners("notification");
       void client.end().catch(() => undefined);
       if (this.stopped) return;
@@ -126,9 +142,34 @@ export class InvalidationListener {
     }
     this.client = client;
     this.retryMs = 100;
+    this.startHeartbeat(client, onDown);
     this.cache.setEnabled(true);
     this.metrics?.invalidated("all", "reconnect");
     this.logger.debug("listening for cache invalidations");
     this.markReady();
+  }
+
+  private startHeartbeat(client: pg.Client, onDown: (error?: Error) => void): void {
+    clearInterval(this.heartbeat);
+    let waiting = false;
+    this.heartbeat = setInterval(() => {
+      if (waiting) return;
+      waiting = true;
+      const deadline = setTimeout(
+        () => onDown(new Error(`the invalidation connection did not answer its heartbeat within ${this.heartbeatMs} ms`)),
+        this.heartbeatMs,
+      );
+      client.query("select 1").then(
+        () => {
+          waiting = false;
+          clearTimeout(deadline);
+        },
+        (error: Error) => {
+          clearTimeout(deadline);
+          onDown(error);
+        },
+      );
+    }, this.heartbeatMs);
+    this.heartbeat.unref();
   }
 }
