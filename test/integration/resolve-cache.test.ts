@@ -70,10 +70,20 @@ describe("one SQL statement per uncached call, none per cached call", () => {
       await resolveOn(b, { teamId: "count-team" });
       await resolveOn(b, { teamId: "count-team" });
       expect(counter.count).toBe(1);
+      // The team's load cached its organisation's resolution, which the organisation shares: no query.
       await resolveOn(b, { organizationId: "count-org" });
+      expect(counter.count).toBe(1);
+      // No Anthropic or Gemini key and no environment fallback: FAILED_PRECONDITION, cached like any answer.
+      const none = async (p: Promise<unknown>) => expect((await rpcError(p)).code).toBe(Code.FailedPrecondition);
+      await none(resolveOn(b, { organizationId: "count-org" }, Provider.ANTHROPIC));
       expect(counter.count).toBe(2);
+      // The team's link to its organisation is cached: its other providers load by organisation.
+      await none(resolveOn(b, { teamId: "count-team" }, Provider.GEMINI));
+      expect(counter.count).toBe(3);
+      await none(resolveOn(b, { teamId: "count-team" }, Provider.ANTHROPIC));
+      expect(counter.count).toBe(3);
       // Named (prepared once per pooled connection): PostgreSQL plans it in more time than it runs it.
-      expect(counter.names).toEqual(["pc_resolve_by_team", "pc_resolve_by_organization"]);
+      expect(counter.names).toEqual(["pc_resolve_by_team", "pc_resolve_by_organization", "pc_resolve_by_organization"]);
     } finally {
       counter.stop();
     }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { cacheKey, ResolutionCache, type StoredResolution } from "../../service/src/credentials/resolution-cache.js";
+import { cacheKey, ResolutionCache, teamLinkKey, type StoredResolution } from "../../service/src/credentials/resolution-cache.js";
 import { applyInvalidation } from "../../service/src/credentials/invalidation.js";
 import { PROVIDER_NAMES } from "../../service/src/credentials/providers.js";
 
@@ -113,6 +113,7 @@ class ReferenceCache {
 
   invalidateTeam(teamId: string): void {
     this.generation++;
+    this.entries.delete(teamLinkKey(teamId));
     for (const provider of PROVIDER_NAMES) this.entries.delete(cacheKey({ teamId }, provider));
   }
 
@@ -125,10 +126,14 @@ class ReferenceCache {
 describe("ResolutionCache against the reference behaviour", () => {
   const organizations = ["o1", "o2", "o3"];
   const teams = ["t1", "t2", "t3", "t4"];
+  // A team scope stands for both ways a team may be keyed: per provider (cacheKey) and by its link to its organisation (teamLinkKey).
   const scope = fc.oneof(
     fc.constantFrom(...organizations).map((organizationId) => ({ organizationId })),
     fc.constantFrom(...teams).map((teamId) => ({ teamId })),
+    fc.constantFrom(...teams).map((linkOf) => ({ linkOf })),
   );
+  const keyOf = (s: { organizationId: string } | { teamId: string } | { linkOf: string }, p: (typeof PROVIDER_NAMES)[number]) =>
+    "linkOf" in s ? teamLinkKey(s.linkOf) : cacheKey(s, p);
   const provider = fc.constantFrom(...PROVIDER_NAMES);
   // Any text, so that the cache's packing of a candidate into one string is tried on separators, digits and non-Latin-1.
   const text = fc.oneof(fc.constantFrom("c1", "gAAAA-one", "fk_1", "", "12:3", "-:", "-"), fc.string({ unit: "binary", maxLength: 12 }));
@@ -164,7 +169,7 @@ describe("ResolutionCache against the reference behaviour", () => {
         for (const o of operations) {
           switch (o.op) {
             case "set": {
-              const key = cacheKey(o.scope, o.provider);
+              const key = keyOf(o.scope, o.provider);
               // An organisation scope resolves to itself; a team to any organisation (teams move).
               const value = "organizationId" in o.scope ? { ...o.value, organizationId: o.scope.organizationId } : o.value;
               // staleBy 1: a load that started before the last invalidation.
@@ -173,8 +178,9 @@ describe("ResolutionCache against the reference behaviour", () => {
               break;
             }
             case "get": {
-              const key = cacheKey(o.scope, o.provider);
-              expect(cache.get(key, now)).toEqual(reference.get(key, now));
+              const key = keyOf(o.scope, o.provider);
+              if ("linkOf" in o.scope) expect(cache.organizationOf(key, now)).toEqual(reference.get(key, now)?.organizationId);
+              else expect(cache.get(key, now)).toEqual(reference.get(key, now));
               break;
             }
             case "invalidateOrganization":

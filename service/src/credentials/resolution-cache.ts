@@ -43,6 +43,16 @@ export function cacheKey(scope: Scope, provider: ProviderName): string {
   return "teamId" in scope ? ["t", scope.teamId, provider].join("|") : ["o", scope.organizationId, provider].join("|");
 }
 
+/**
+ * The cache key of a team's link to its organisation: one small entry per
+ * team, whatever the provider, whose `organizationId` is the team's
+ * organisation. The resolution itself is the organisation's entry, shared by
+ * the organisation and all its teams.
+ */
+export function teamLinkKey(teamId: string): string {
+  return ["t", teamId].join("|");
+}
+
 export interface CacheOptions {
   /** Most entries kept; the least recently used go first. 0 disables the cache. */
   maxEntries: number;
@@ -202,6 +212,15 @@ export class ResolutionCache {
   }
 
   get(key: string, now = Date.now()): StoredResolution | undefined {
+    return this.live(key, now)?.resolution();
+  }
+
+  /** The organisation of a live entry (a team's link: see teamLinkKey), as get() finds it, without building the resolution. */
+  organizationOf(key: string, now = Date.now()): string | undefined {
+    return this.live(key, now)?.organization.id;
+  }
+
+  private live(key: string, now: number): Entry | undefined {
     if (!this.enabled) {
       if (this.entries.size > 0 && now >= this.staleUntil) this.clear();
       return undefined;
@@ -217,7 +236,7 @@ export class ResolutionCache {
       this.unlink(entry);
       this.append(entry);
     }
-    return entry.resolution();
+    return entry;
   }
 
   /** Stores a loaded resolution unless the cache is off or anything was invalidated since `generation`. */
@@ -260,9 +279,11 @@ export class ResolutionCache {
     }
   }
 
-  /** A team moved or was deleted: its resolutions, for every provider. */
+  /** A team moved or was deleted: its link to its organisation, and any resolution cached under its own key. */
   invalidateTeam(teamId: string): void {
     this.current++;
+    const link = this.entries.get(teamLinkKey(teamId));
+    if (link !== undefined) this.remove(link);
     for (const provider of PROVIDER_NAMES) {
       const entry = this.entries.get(cacheKey({ teamId }, provider));
       if (entry !== undefined) this.remove(entry);
@@ -298,13 +319,22 @@ export class ResolutionCache {
    * (and its TTL); else undefined.
    */
   getStale(key: string, now = Date.now()): StoredResolution | undefined {
+    return this.stale(key, now)?.resolution();
+  }
+
+  /** organizationOf() for getStale(): a team's link as it was when invalidations stopped arriving. */
+  organizationOfStale(key: string, now = Date.now()): string | undefined {
+    return this.stale(key, now)?.organization.id;
+  }
+
+  private stale(key: string, now: number): Entry | undefined {
     if (this.enabled || this.entries.size === 0) return undefined;
     if (now >= this.staleUntil) {
       this.clear();
       return undefined;
     }
     const entry = this.entries.get(key);
-    return entry !== undefined && entry.expiresAt > now - this.epoch ? entry.resolution() : undefined;
+    return entry !== undefined && entry.expiresAt > now - this.epoch ? entry : undefined;
   }
 
   /** While invalidations cannot be received, nothing may be served from or stored in the cache. */

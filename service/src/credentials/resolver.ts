@@ -5,7 +5,7 @@ import { ServiceError } from "../errors.js";
 import { BindingError, DecryptError, type BoundRow, type Keyring } from "../keyring/keyring.js";
 import { PROVIDERS } from "./providers.js";
 import type { ServiceMetrics } from "../metrics.js";
-import { cacheKey, ResolutionCache, type Scope, type StoredCandidate, type StoredResolution } from "./resolution-cache.js";
+import { cacheKey, ResolutionCache, teamLinkKey, type Scope, type StoredCandidate, type StoredResolution } from "./resolution-cache.js";
 
 export type ResolveScope = Scope;
 
@@ -109,12 +109,11 @@ export class KeyResolver {
   ) {}
 
   async resolve(scope: ResolveScope, provider: ProviderName): Promise<Resolution> {
-    const key = cacheKey(scope, provider);
-    let stored = this.cache.get(key);
+    let stored = this.cached(scope, provider);
     if (stored) this.metrics?.cacheHit();
     else {
       this.metrics?.cacheMiss();
-      stored = await this.loadOrStale(key, scope, provider);
+      stored = await this.loadOrStale(scope, provider);
     }
     if (!stored) {
       throw new ServiceError("not_found", "teamId" in scope ? `team "${scope.teamId}" not found` : `organization "${scope.organizationId}" not found`);
@@ -179,18 +178,54 @@ export class KeyResolver {
    * replica cannot hear invalidations either, what it had cached when they
    * stopped, within the cache's outage grace window.
    */
-  private async loadOrStale(key: string, scope: ResolveScope, provider: ProviderName): Promise<StoredResolution | undefined> {
+  private async loadOrStale(scope: ResolveScope, provider: ProviderName): Promise<StoredResolution | undefined> {
     try {
-      return await this.load(key, scope, provider);
+      return await this.load(scope, provider);
     } catch (error) {
-      const stale = isDatabaseUnavailable(error) ? this.cache.getStale(key) : undefined;
+      const stale = isDatabaseUnavailable(error) ? this.cachedStale(scope, provider) : undefined;
       if (stale) return stale;
       throw error;
     }
   }
 
-  /** One SQL round trip; unknown scopes (undefined) are not cached. */
-  private load(key: string, scope: ResolveScope, provider: ProviderName): Promise<StoredResolution | undefined> {
+  /**
+   * What the cache holds for the scope: the organisation's entry, or for a
+   * team its link to its organisation and then that organisation's entry (one
+   * resolution per organisation and provider, shared by all its teams).
+   */
+  private cached(scope: ResolveScope, provider: ProviderName): StoredResolution | undefined {
+    if ("organizationId" in scope) return this.cache.get(cacheKey(scope, provider));
+    const organizationId = this.cache.organizationOf(teamLinkKey(scope.teamId));
+    return organizationId === undefined ? undefined : this.cache.get(cacheKey({ organizationId }, provider));
+  }
+
+  /** cached() as it was when invalidations stopped arriving (the outage grace window). */
+  private cachedStale(scope: ResolveScope, provider: ProviderName): StoredResolution | undefined {
+    if ("organizationId" in scope) return this.cache.getStale(cacheKey(scope, provider));
+    const organizationId = this.cache.organizationOfStale(teamLinkKey(scope.teamId));
+    return organizationId === undefined ? undefined : this.cache.getStale(cacheKey({ organizationId }, provider));
+  }
+
+  /**
+   * One SQL round trip. A team whose link to its organisation is cached loads
+   * the organisation's resolution (shared with the organisation and its other
+   * teams); an unknown team, through the team (caching the link too).
+   */
+  private async load(scope: ResolveScope, provider: ProviderName): Promise<StoredResolution | undefined> {
+    if ("teamId" in scope) {
+      const organizationId = this.cache.organizationOf(teamLinkKey(scope.teamId));
+      if (organizationId !== undefined) {
+        const stored = await this.loadOnce({ organizationId }, provider);
+        // Gone since (deleting an organisation also drops its teams' links): ask by team, whose answer names the team.
+        if (stored) return stored;
+      }
+    }
+    return this.loadOnce(scope, provider);
+  }
+
+  /** One SQL round trip, shared by concurrent misses for the same query; unknown scopes (undefined) are not cached. */
+  private loadOnce(scope: ResolveScope, provider: ProviderName): Promise<StoredResolution | undefined> {
+    const key = cacheKey(scope, provider);
     const generation = this.cache.generation;
     // Join a load only if nothing was invalidated since it started: a later caller must see a later state.
     const pending = this.loading.get(key);
@@ -208,7 +243,8 @@ export class KeyResolver {
         candidates.push(this.checked(row as CandidateRow, first.organization_id, provider));
       }
       const stored: StoredResolution = { organizationId: first.organization_id, strategy: first.strategy ?? "newest", candidates };
-      this.cache.set(key, stored, generation);
+      if ("teamId" in scope) this.cache.set(teamLinkKey(scope.teamId), { organizationId: stored.organizationId, strategy: "newest", candidates: [] }, generation);
+      this.cache.set(cacheKey({ organizationId: stored.organizationId }, provider), stored, generation);
       return stored;
     })().finally(() => {
       if (this.loading.get(key)?.promise === promise) this.loading.delete(key);
