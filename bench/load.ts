@@ -7,7 +7,7 @@
 //   node --import tsx bench/load.ts '<json>'   one command, then exit
 //
 // A command: { id, target: "127.0.0.1:50051", protocol: "grpc" | "connect",
-//   workload: { kind: "health" } | { kind: "resolve", set: "hot" | "uniform" } | { kind: "resolve", set: "distinct", count },
+//   workload: { kind: "health" } | { kind: "resolve", set: "hot" | "uniform" } | { kind: "resolve", set: "distinct" | "fill", count },
 //   token?, inFlight, warmupMs, durationMs, seed? }
 // Output lines: {"type":"ready"}, {"type":"measuring","id"} and {"type":"measured","id"} around the
 // measured window, then {"type":"result",...} or {"type":"error","id","message"}.
@@ -19,7 +19,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { CredentialService, Provider } from "../service/src/gen/credentials_pb.js";
 import { bearer, codeName, credentialClient, healthClient, type ServiceClient } from "./clients.js";
 import { Histogram } from "./histogram.js";
-import { allPairs, hotPairs, random, shuffled, type ResolveRequest, type Workload } from "./workload.js";
+import { allPairs, DISTINCT_PERMUTATION_SEED, fillPairs, hotPairs, random, shuffled, type ResolveRequest, type Workload } from "./workload.js";
 
 export interface LoadCommand {
   id: string;
@@ -137,8 +137,8 @@ const everyPair = () => (pairsCache ??= allPairs());
 
 function requestSource(workload: Workload, seed: number): { next: () => ResolveRequest | undefined; limit?: number } {
   if (workload.kind === "health") return { next: () => undefined };
-  if (workload.set === "distinct") {
-    const list = shuffled(everyPair(), 20261126).slice(0, workload.count);
+  if (workload.set === "distinct" || workload.set === "fill") {
+    const list = (workload.set === "fill" ? fillPairs() : shuffled(everyPair(), DISTINCT_PERMUTATION_SEED)).slice(0, workload.count);
     let i = 0;
     return { next: () => list[i++], limit: list.length };
   }

@@ -3,7 +3,7 @@
 // 1. a fresh database (embedded PostgreSQL, or BENCH_DATABASE_URL), migrated and seeded;
 // 2. floors: Health/Check on a bare @grpc/grpc-js server and on our service;
 // 3. ResolveKey: (b) hot set, (c) uniform over everything, (d) cache disabled, and a Connect-protocol client;
-// 4. memory with 100,000 cached resolutions, invalidation across two replicas, listing, keyring;
+// 4. memory with 100,000 cached entries (read from the service's metrics), invalidation across two replicas, listing, keyring;
 // 5. a markdown table against the targets, and bench/results/latest.json.
 //
 // Servers run pinned to core 0 and load generators to core 1 (taskset), each a separate process.
@@ -40,15 +40,17 @@ import {
 import { evaluateTargets, renderMarkdown, writeResults, type CaseGroup, type CaseResult, type ConnectCheck, type KeyringResult, type Machine, type MemoryResult, type Results } from "./report.js";
 import { seed, type SeedResult } from "./seed.js";
 import { ensureServiceBuild, serviceEntry } from "../service/scripts/ensure-build.js";
-import { hotPairs, type ResolveRequest, type Workload } from "./workload.js";
+import { fillBreakdown, fillPairs, hotPairs, MEMORY_TARGET_ENTRIES, type ResolveRequest, type Workload } from "./workload.js";
 
 const SERVER_CORE = 0;
 const GENERATOR_CORE = 1;
 
 const quick = process.argv.includes("--quick");
+// fillPairs: how many pairs of the fill sequence (workload.ts fillPairs(): 40,000 memory-organisation pairs, then the
+// 120,000 pairs of allPairs() permuted) the cold fill resolves; all of them in a full run: 100,000 cache entries.
 const settings = quick
-  ? { warmupMs: 300, durationMs: 1_000, inFlight: [1, 16, 64], invalidationTrials: 100, listingRepetitions: 5, memoryEntries: 3_000, settleSeconds: 2, keyringRoundMs: 300, keyringRounds: 3, retries: 0 }
-  : { warmupMs: 2_000, durationMs: 10_000, inFlight: [1, 16, 64], invalidationTrials: 100, listingRepetitions: 20, memoryEntries: 100_000, settleSeconds: 10, keyringRoundMs: 2_000, keyringRounds: 3, retries: 2 };
+  ? { warmupMs: 300, durationMs: 1_000, inFlight: [1, 16, 64], invalidationTrials: 100, listingRepetitions: 5, fillPairs: 3_000, settleSeconds: 2, keyringRoundMs: 300, keyringRounds: 3, retries: 0 }
+  : { warmupMs: 2_000, durationMs: 10_000, inFlight: [1, 16, 64], invalidationTrials: 100, listingRepetitions: 20, fillPairs: fillPairs().length, settleSeconds: 10, keyringRoundMs: 2_000, keyringRounds: 3, retries: 2 };
 // `--in-flight 64` (comma-separated): only these levels, e.g. to compare settings faster; the report marks the run.
 const inFlightArg = process.argv.indexOf("--in-flight");
 if (inFlightArg > 0) {
@@ -108,6 +110,8 @@ interface Service {
   /** Where Connect-protocol clients go: CONNECT_PORT when the service listens there, else GRPC_PORT. */
   connectTarget: string;
   separateConnectPort: boolean;
+  /** METRICS_PORT, when the service was started with its Prometheus metrics on. */
+  metricsPort?: number;
 }
 
 const ENV_FALLBACKS = {
@@ -121,7 +125,7 @@ const ENV_FALLBACKS = {
 function serviceBaseEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   for (const name of Object.keys(env)) {
-    if (/^(DATABASE_URL|MASTER_KEY|SERVICE_ADMIN_TOKEN|ADMIN_EMAIL|ADMIN_PASSWORD|DATA_DIR|EMBEDDED_PG_PORT|GRPC_PORT|CONNECT_PORT|HOST|LOG_LEVEL|RESOLVE_CACHE_.*|DB_POOL_SIZE|GOOGLE_API_KEY|.*_API_KEY)$/.test(name)) {
+    if (/^(DATABASE_URL|MASTER_KEY|SERVICE_ADMIN_TOKEN|ADMIN_EMAIL|ADMIN_PASSWORD|DATA_DIR|EMBEDDED_PG_PORT|GRPC_PORT|CONNECT_PORT|METRICS_PORT|HOST|LOG_LEVEL|RESOLVE_CACHE_.*|DB_POOL_SIZE|GOOGLE_API_KEY|.*_API_KEY)$/.test(name)) {
       delete env[name];
     }
   }
@@ -157,10 +161,11 @@ function sourceHash(): string {
 
 async function startService(
   name: string,
-  options: { databaseUrl: string; masterKey: string; adminToken: string; cacheMaxEntries: number; core: number },
+  options: { databaseUrl: string; masterKey: string; adminToken: string; cacheMaxEntries: number; core: number; metrics?: boolean },
 ): Promise<Service> {
   const grpcPort = await freePort();
   const connectPort = await freePort();
+  const metricsPort = options.metrics ? await freePort() : undefined;
   const env: NodeJS.ProcessEnv = {
     ...serviceBaseEnv(),
     ...ENV_FALLBACKS,
@@ -172,6 +177,7 @@ async function startService(
     CONNECT_PORT: String(connectPort),
     RESOLVE_CACHE_MAX_ENTRIES: String(options.cacheMaxEntries),
     LOG_LEVEL: process.env.BENCH_SERVICE_LOG_LEVEL || "warn",
+    ...(metricsPort === undefined ? {} : { METRICS_PORT: String(metricsPort) }),
   };
   const started = performance.now();
   const source = sourceHash();
@@ -195,11 +201,13 @@ async function startService(
     grpcTarget: `127.0.0.1:${grpcPort}`,
     connectTarget: `127.0.0.1:${separateConnectPort ? connectPort : grpcPort}`,
     separateConnectPort,
+    metricsPort,
   };
   serviceStarts.push({ service: name, sourceHash: source, separateConnectPort });
   log(
     `${name} (source ${source}) ready in ${((performance.now() - started) / 1000).toFixed(1)} s (pid ${proc.pid}): gRPC on ${service.grpcTarget}, ` +
-      `Connect on ${service.connectTarget}${separateConnectPort ? " (CONNECT_PORT)" : " (same port)"}; cache ${options.cacheMaxEntries ? `${options.cacheMaxEntries} entries` : "disabled"}`,
+      `Connect on ${service.connectTarget}${separateConnectPort ? " (CONNECT_PORT)" : " (same port)"}${metricsPort === undefined ? "" : `, metrics on 127.0.0.1:${metricsPort}`}; ` +
+      `cache ${options.cacheMaxEntries ? `${options.cacheMaxEntries} entries` : "disabled"}`,
   );
   return service;
 }
@@ -431,15 +439,37 @@ async function measureKeyring(): Promise<KeyringResult> {
   return JSON.parse(line) as KeyringResult;
 }
 
-async function fillCache(service: Service, token: string): Promise<MemoryResult> {
+/** The gauge provider_credentials_cache_entries from the service's /metrics (METRICS_PORT), read with the admin token. */
+async function scrapeCacheEntries(service: Service, adminToken: string): Promise<{ entries?: number; error?: string }> {
+  if (service.metricsPort === undefined) return { error: "the service was started without METRICS_PORT" };
+  const url = `http://127.0.0.1:${service.metricsPort}/metrics`;
+  try {
+    const response = await fetch(url, { headers: { authorization: `Bearer ${adminToken}` }, signal: AbortSignal.timeout(10_000) });
+    const body = await response.text();
+    if (!response.ok) return { error: `${url} answered ${response.status}: ${body.trim().slice(0, 200)}` };
+    const match = /^provider_credentials_cache_entries(?:\{[^}]*\})?\s+(\S+)/m.exec(body);
+    if (!match) return { error: `${url} has no provider_credentials_cache_entries sample` };
+    const entries = Number(match[1]);
+    return Number.isFinite(entries) ? { entries } : { error: `provider_credentials_cache_entries is ${match[1]}` };
+  } catch (error) {
+    return { error: `${url}: ${error instanceof Error ? error.message : String(error)}` };
+  }
+}
+
+async function fillCache(service: Service, token: string, adminToken: string): Promise<MemoryResult> {
+  const expected = fillBreakdown(settings.fillPairs);
   await sleep(1_000);
   const before = memoryMiB(service.process.pid);
-  log(`memory: VmRSS ${before?.rss.toFixed(0)} MiB idle; resolving ${settings.memoryEntries.toLocaleString("en")} distinct scope/provider pairs`);
+  log(
+    `memory: VmRSS ${before?.rss.toFixed(0)} MiB idle; resolving ${expected.pairs.toLocaleString("en")} distinct scope/provider pairs ` +
+      `(with organisation entries and team links: ${expected.memoryOrganizationResolutions.toLocaleString("en")} memory-organisation resolutions + ` +
+      `${expected.organizationResolutions.toLocaleString("en")} organisation resolutions + ${expected.teamLinks.toLocaleString("en")} team links = ${expected.total.toLocaleString("en")} entries)`,
+  );
   const fill = await runCase({
     group: "fill",
-    label: `cold fill (${settings.memoryEntries.toLocaleString("en")} distinct pairs)`,
+    label: `cold fill (${expected.pairs.toLocaleString("en")} distinct pairs)`,
     server: { name: service.name, pid: service.process.pid, target: service.grpcTarget },
-    workload: { kind: "resolve", set: "distinct", count: settings.memoryEntries },
+    workload: { kind: "resolve", set: "fill", count: expected.pairs },
     token,
     inFlight: TOP,
   });
@@ -447,8 +477,19 @@ async function fillCache(service: Service, token: string): Promise<MemoryResult>
   const after = memoryMiB(service.process.pid);
   await sleep(settings.settleSeconds * 1_000);
   const settled = memoryMiB(service.process.pid);
+  // Read after both RSS readings, so that the scrape's own allocations are in neither. Nothing resolves in
+  // between, so the cache cannot have grown since the readings: this count is what it held at least then.
+  const scraped = await scrapeCacheEntries(service, adminToken);
+  if (scraped.error) log(`memory: could not read the cache's entry count: ${scraped.error}`);
   return {
     entries: fill.calls - fill.errors,
+    cacheEntries: scraped.entries,
+    cacheEntriesError: scraped.error,
+    expectedEntries: {
+      memoryOrganizationResolutions: expected.memoryOrganizationResolutions,
+      organizationResolutions: expected.organizationResolutions,
+      teamLinks: expected.teamLinks,
+    },
     rssBeforeMiB: before?.rss ?? NaN,
     rssAfterMiB: after?.rss ?? NaN,
     rssSettledMiB: settled?.rss ?? NaN,
@@ -534,12 +575,20 @@ async function main(): Promise<void> {
   await bare.stop();
 
   // The service with its cache: memory, (c), Check floor, (b), Connect.
-  const cached = await startService("service", { databaseUrl: database.url, masterKey, adminToken, cacheMaxEntries: 100_000, core: SERVER_CORE });
+  const cached = await startService("service", {
+    databaseUrl: database.url,
+    masterKey,
+    adminToken,
+    cacheMaxEntries: MEMORY_TARGET_ENTRIES,
+    core: SERVER_CORE,
+    metrics: true,
+  });
   const cachedServer = { name: "service (cache on)", pid: cached.process.pid, target: cached.grpcTarget };
-  const memory: MemoryResult = { ...(await fillCache(cached, resolveToken)), bareServerRssMiB: bareMemory?.rss };
+  const memory: MemoryResult = { ...(await fillCache(cached, resolveToken, adminToken)), bareServerRssMiB: bareMemory?.rss };
   log(
     `memory: VmRSS ${memory.rssAfterMiB.toFixed(0)} MiB 1 s after ${memory.entries.toLocaleString("en")} distinct resolutions, ` +
-      `${memory.rssSettledMiB.toFixed(0)} MiB ${memory.settleSeconds} s later (peak ${memory.peakMiB.toFixed(0)} MiB)`,
+      `${memory.rssSettledMiB.toFixed(0)} MiB ${memory.settleSeconds} s later (peak ${memory.peakMiB.toFixed(0)} MiB); ` +
+      `cache entries (provider_credentials_cache_entries): ${memory.cacheEntries?.toLocaleString("en") ?? "unknown"}`,
   );
   for (const inFlight of settings.inFlight) {
     await runCase({ group: "uniform", label: "(c) ResolveKey, uniform", server: cachedServer, workload: { kind: "resolve", set: "uniform" }, token: resolveToken, inFlight });
@@ -605,7 +654,8 @@ async function main(): Promise<void> {
       inFlight: settings.inFlight,
       invalidationTrials: settings.invalidationTrials,
       listingRepetitions: settings.listingRepetitions,
-      memoryEntries: settings.memoryEntries,
+      memoryEntries: fillBreakdown(settings.fillPairs).total,
+      fillPairs: settings.fillPairs,
       heapGrowingPercent: process.env.HEAP_GROWING_PERCENT || undefined,
       serviceCommand: `node ${SERVICE_ENTRY ? `--enable-source-maps ${[...SERVICE_NODE_ARGS, path.relative(process.cwd(), SERVICE_ENTRY)].join(" ")}` : [...SERVICE_NODE_ARGS, "--import tsx service/src/main.ts"].join(" ")}`,
     },

@@ -10,6 +10,7 @@ import {
   hasCredentials,
   invalidationOrganizationId,
   LISTING_ORGANIZATION,
+  memoryOrganizationId,
   organizationId,
   PROVIDERS,
   SIZES,
@@ -41,6 +42,9 @@ export interface SeedResult {
   pairsWithoutActiveCredential: number;
   listingOrganization: string;
   listingCredentials: number;
+  /** Organisations used only by the memory fill, one active credential per provider each (absent in results from before them). */
+  memoryOrganizations?: number;
+  memoryCredentials?: number;
   invalidation: InvalidationFixture[];
   /** A token of scope `resolve` (what LLM gateways use) for the ResolveKey load. */
   resolveToken: string;
@@ -75,6 +79,7 @@ export async function seed(databaseUrl: string, masterKey: string, log: (line: s
     const orgIds = Array.from({ length: SIZES.organizations }, (_, i) => organizationId(i + 1));
     orgIds.push(LISTING_ORGANIZATION);
     for (let i = 0; i < SIZES.invalidationOrganizations; i++) orgIds.push(invalidationOrganizationId(i));
+    for (let i = 1; i <= SIZES.memoryOrganizations; i++) orgIds.push(memoryOrganizationId(i));
     await inBatches(orgIds, log, "organisations", (batch) =>
       client.query(
         `insert into organizations (id, name, created_at, updated_at)
@@ -137,6 +142,22 @@ export async function seed(databaseUrl: string, masterKey: string, log: (line: s
 
     await insertCredentials(client, keyring, rows, log);
 
+    // The memory-fill organisations: one active key per provider each, activated well before the run.
+    const memoryRows: CredentialRow[] = [];
+    for (let i = 1; i <= SIZES.memoryOrganizations; i++) {
+      for (const [p, { db: provider }] of PROVIDERS.entries()) {
+        memoryRows.push({
+          id: randomUUID(),
+          organizationId: memoryOrganizationId(i),
+          provider,
+          name: `${provider} memory key`,
+          active: true,
+          createdAt: new Date(base + 60 * 24 * 3600 * 1000 + (i * PROVIDERS.length + p) * 100),
+        });
+      }
+    }
+    await insertCredentials(client, keyring, memoryRows, log, "memory-fill credentials");
+
     const resolveToken = generateToken();
     await client.query("insert into api_tokens (name, token_hash, scope, created_at, created_by) values ($1, $2, 'resolve', now(), $3)", [
       "bench-resolve",
@@ -159,6 +180,8 @@ export async function seed(databaseUrl: string, masterKey: string, log: (line: s
       pairsWithoutActiveCredential: SIZES.organizations * PROVIDERS.length - activePairs.size,
       listingOrganization: LISTING_ORGANIZATION,
       listingCredentials: SIZES.listingCredentials,
+      memoryOrganizations: SIZES.memoryOrganizations,
+      memoryCredentials: memoryRows.length,
       invalidation,
       resolveToken,
       seconds: (Date.now() - started) / 1000,
@@ -168,8 +191,8 @@ export async function seed(databaseUrl: string, masterKey: string, log: (line: s
   }
 }
 
-async function insertCredentials(client: pg.Client, keyring: Keyring, rows: CredentialRow[], log: (line: string) => void): Promise<void> {
-  await inBatches(rows, log, "credentials", (batch) => {
+async function insertCredentials(client: pg.Client, keyring: Keyring, rows: CredentialRow[], log: (line: string) => void, what = "credentials"): Promise<void> {
+  await inBatches(rows, log, what, (batch) => {
     const columns = {
       id: [] as string[],
       org: [] as string[],
