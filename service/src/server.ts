@@ -15,6 +15,7 @@ import { DEFAULT_PROVIDER_CHECK_TIMEOUT_MS } from "./credentials/provider-check.
 import { KeyResolver } from "./credentials/resolver.js";
 import { environmentKeys } from "./credentials/providers.js";
 import { ResolutionCache } from "./credentials/resolution-cache.js";
+import { Reachability } from "./db/reachability.js";
 import { applyInvalidation, DEFAULT_HEARTBEAT_MS, InvalidationListener, type Invalidation } from "./credentials/invalidation.js";
 import { OrganizationStore } from "./organizations/organization-store.js";
 import { AdminStore } from "./admins/admin-store.js";
@@ -152,12 +153,13 @@ export function createParts(
     onChange,
   );
   keyHealth.metrics = metrics;
-  const resolver = new KeyResolver(orm, keyring, environmentKeys(options.env), cache);
+  const reachability = new Reachability();
+  const resolver = new KeyResolver(orm, keyring, environmentKeys(options.env), cache, undefined, reachability);
   resolver.metrics = metrics;
   return {
     keyring,
     cache,
-    tokens: new TokenStore(orm, { serviceAdminToken: options.serviceAdminToken, outageGraceMs }),
+    tokens: new TokenStore(orm, { serviceAdminToken: options.serviceAdminToken, outageGraceMs, reachability }),
     credentials,
     keyHealth,
     metrics,

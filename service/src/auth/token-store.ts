@@ -1,4 +1,5 @@
 import { DB_HOT_PATH_TIMEOUT_MS, type Orm } from "../db/orm.js";
+import { Reachability } from "../db/reachability.js";
 import { isDatabaseUnavailable, isUniqueViolation } from "../db/errors.js";
 import { ApiTokenEntity, type TokenScope } from "../db/entities.js";
 import { ServiceError, invalid } from "../errors.js";
@@ -24,6 +25,8 @@ interface CachedToken {
 export interface TokenStoreOptions {
   /** SERVICE_ADMIN_TOKEN, accepted as an admin token when set. */
   serviceAdminToken?: string;
+  /** Shared with the resolver: whether the hot path recently found the database unreachable. */
+  reachability?: Reachability;
   /** How long a looked-up token is trusted without asking the database (ms). */
   cacheTtlMs?: number;
   /**
@@ -44,6 +47,7 @@ export class TokenStore {
   private readonly envAdminHash: string | undefined;
   private readonly cacheTtlMs: number;
   private readonly outageGraceMs: number;
+  private readonly reachability: Reachability;
 
   constructor(
     private readonly orm: Orm,
@@ -52,6 +56,7 @@ export class TokenStore {
     this.envAdminHash = options.serviceAdminToken ? hashToken(options.serviceAdminToken) : undefined;
     this.cacheTtlMs = options.cacheTtlMs ?? 5_000;
     this.outageGraceMs = options.outageGraceMs ?? 0;
+    this.reachability = options.reachability ?? new Reachability();
   }
 
   /**
@@ -76,6 +81,9 @@ export class TokenStore {
       this.cache.set(token, { info, expiresAt: Number.POSITIVE_INFINITY });
       return info;
     }
+    // The database was just found unreachable: within the grace window, answer without waiting on it again.
+    const graced = cached !== undefined && now < cached.expiresAt + this.outageGraceMs;
+    if (graced && this.reachability.recentlyUnreachable(now)) return cached.info;
     // Looking a token up also records its use: one statement, at most once per TTL.
     let rows: Array<{ name: string; scope: TokenScope }>;
     try {
@@ -85,8 +93,12 @@ export class TokenStore {
         .raw("update api_tokens set last_used_at = now() where token_hash = ? returning name, scope", [hash])
         .timeout(DB_HOT_PATH_TIMEOUT_MS);
       rows = (result as { rows: Array<{ name: string; scope: TokenScope }> }).rows;
+      this.reachability.reachable();
     } catch (error) {
-      if (cached && now < cached.expiresAt + this.outageGraceMs && isDatabaseUnavailable(error)) return cached.info;
+      if (isDatabaseUnavailable(error)) {
+        this.reachability.unreachable();
+        if (graced) return cached.info;
+      }
       throw error;
     }
     const row = rows[0];

@@ -1,5 +1,6 @@
 import { DB_HOT_PATH_TIMEOUT_MS, type Orm } from "../db/orm.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
+import { Reachability } from "../db/reachability.js";
 import type { ProviderName } from "../db/entities.js";
 import { ServiceError } from "../errors.js";
 import { BindingError, DecryptError, type BoundRow, type Keyring } from "../keyring/keyring.js";
@@ -106,6 +107,8 @@ export class KeyResolver {
     readonly cache: ResolutionCache = new ResolutionCache({ maxEntries: 0, ttlMs: 0 }),
     /** How often last_used_at is written, in ms: uses are batched, never a write per call. */
     private readonly usageFlushMs = 10_000,
+    /** Shared with the token store: whether the hot path recently found the database unreachable. */
+    private readonly reachability = new Reachability(),
   ) {}
 
   async resolve(scope: ResolveScope, provider: ProviderName): Promise<Resolution> {
@@ -179,10 +182,19 @@ export class KeyResolver {
    * stopped, within the cache's outage grace window.
    */
   private async loadOrStale(scope: ResolveScope, provider: ProviderName): Promise<StoredResolution | undefined> {
+    // The database was just found unreachable (by this call's token look-up, say): within the grace window, do not wait on it again.
+    if (this.reachability.recentlyUnreachable()) {
+      const stale = this.cachedStale(scope, provider);
+      if (stale) return stale;
+    }
     try {
-      return await this.load(scope, provider);
+      const stored = await this.load(scope, provider);
+      this.reachability.reachable();
+      return stored;
     } catch (error) {
-      const stale = isDatabaseUnavailable(error) ? this.cachedStale(scope, provider) : undefined;
+      if (!isDatabaseUnavailable(error)) throw error;
+      this.reachability.unreachable();
+      const stale = this.cachedStale(scope, provider);
       if (stale) return stale;
       throw error;
     }
