@@ -437,7 +437,7 @@ export function renderMarkdown(r: Omit<Results, "markdown">): string {
     for (const issue of r.serviceLogIssues) lines.push(`- \`${issue.slice(0, 300)}\``);
   }
   lines.push("");
-  lines.push("Reproduce: `npm ci && npm run bench` (`-- --quick` for a one-minute version; `BENCH_DATABASE_URL` to use another PostgreSQL).");
+  lines.push("Reproduce: `npm ci && npm run bench` (`-- --quick` for a two-minute version; `BENCH_DATABASE_URL` to use another PostgreSQL).");
   return lines.join("\n");
 }
 
