@@ -40,7 +40,12 @@ export type Scope = { organizationId: string } | { teamId: string };
  * cons cell as well as its flattened copy for as long as the entry lives.
  */
 export function cacheKey(scope: Scope, provider: ProviderName): string {
-  return "teamId" in scope ? ["t", scope.teamId, provider].join("|") : ["o", scope.organizationId, provider].join("|");
+  return "teamId" in scope ? ["t", scope.teamId, provider].join("|") : organizationKey(scope.organizationId, provider);
+}
+
+/** cacheKey() of an organisation scope, without a scope object. */
+export function organizationKey(organizationId: string, provider: ProviderName): string {
+  return ["o", organizationId, provider].join("|");
 }
 
 /**

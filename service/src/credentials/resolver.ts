@@ -6,7 +6,7 @@ import { ServiceError } from "../errors.js";
 import { BindingError, DecryptError, type BoundRow, type Keyring } from "../keyring/keyring.js";
 import { PROVIDERS } from "./providers.js";
 import type { ServiceMetrics } from "../metrics.js";
-import { cacheKey, ResolutionCache, teamLinkKey, type Scope, type StoredCandidate, type StoredResolution } from "./resolution-cache.js";
+import { cacheKey, organizationKey, ResolutionCache, teamLinkKey, type Scope, type StoredCandidate, type StoredResolution } from "./resolution-cache.js";
 
 export type ResolveScope = Scope;
 
@@ -112,11 +112,14 @@ export class KeyResolver {
   ) {}
 
   async resolve(scope: ResolveScope, provider: ProviderName): Promise<Resolution> {
-    let stored = this.cached(scope, provider);
+    // The resolution is cached per organisation and provider, shared by the organisation and all its
+    // teams; a team is cached as a link to its organisation (looked up once per call).
+    const linked = "organizationId" in scope ? scope.organizationId : this.cache.organizationOf(teamLinkKey(scope.teamId));
+    let stored = linked === undefined ? undefined : this.cache.get(organizationKey(linked, provider));
     if (stored) this.metrics?.cacheHit();
     else {
       this.metrics?.cacheMiss();
-      stored = await this.loadOrStale(scope, provider);
+      stored = await this.loadOrStale(scope, provider, linked);
     }
     if (!stored) {
       throw new ServiceError("not_found", "teamId" in scope ? `team "${scope.teamId}" not found` : `organization "${scope.organizationId}" not found`);
@@ -181,14 +184,14 @@ export class KeyResolver {
    * replica cannot hear invalidations either, what it had cached when they
    * stopped, within the cache's outage grace window.
    */
-  private async loadOrStale(scope: ResolveScope, provider: ProviderName): Promise<StoredResolution | undefined> {
+  private async loadOrStale(scope: ResolveScope, provider: ProviderName, organizationId: string | undefined): Promise<StoredResolution | undefined> {
     // The database was just found unreachable (by this call's token look-up, say): within the grace window, do not wait on it again.
     if (this.reachability.recentlyUnreachable()) {
       const stale = this.cachedStale(scope, provider);
       if (stale) return stale;
     }
     try {
-      const stored = await this.load(scope, provider);
+      const stored = await this.load(scope, provider, organizationId);
       this.reachability.reachable();
       return stored;
     } catch (error) {
@@ -200,37 +203,23 @@ export class KeyResolver {
     }
   }
 
-  /**
-   * What the cache holds for the scope: the organisation's entry, or for a
-   * team its link to its organisation and then that organisation's entry (one
-   * resolution per organisation and provider, shared by all its teams).
-   */
-  private cached(scope: ResolveScope, provider: ProviderName): StoredResolution | undefined {
-    if ("organizationId" in scope) return this.cache.get(cacheKey(scope, provider));
-    const organizationId = this.cache.organizationOf(teamLinkKey(scope.teamId));
-    return organizationId === undefined ? undefined : this.cache.get(cacheKey({ organizationId }, provider));
-  }
-
-  /** cached() as it was when invalidations stopped arriving (the outage grace window). */
+  /** What the cache held for the scope when invalidations stopped arriving (the outage grace window). */
   private cachedStale(scope: ResolveScope, provider: ProviderName): StoredResolution | undefined {
-    if ("organizationId" in scope) return this.cache.getStale(cacheKey(scope, provider));
-    const organizationId = this.cache.organizationOfStale(teamLinkKey(scope.teamId));
-    return organizationId === undefined ? undefined : this.cache.getStale(cacheKey({ organizationId }, provider));
+    const organizationId = "organizationId" in scope ? scope.organizationId : this.cache.organizationOfStale(teamLinkKey(scope.teamId));
+    return organizationId === undefined ? undefined : this.cache.getStale(organizationKey(organizationId, provider));
   }
 
   /**
-   * One SQL round trip. A team whose link to its organisation is cached loads
-   * the organisation's resolution (shared with the organisation and its other
-   * teams); an unknown team, through the team (caching the link too).
+   * One SQL round trip. A team whose link to its organisation is cached
+   * (`organizationId`) loads the organisation's resolution (shared with the
+   * organisation and its other teams); an unknown team, through the team
+   * (caching the link too).
    */
-  private async load(scope: ResolveScope, provider: ProviderName): Promise<StoredResolution | undefined> {
-    if ("teamId" in scope) {
-      const organizationId = this.cache.organizationOf(teamLinkKey(scope.teamId));
-      if (organizationId !== undefined) {
-        const stored = await this.loadOnce({ organizationId }, provider);
-        // Gone since (deleting an organisation also drops its teams' links): ask by team, whose answer names the team.
-        if (stored) return stored;
-      }
+  private async load(scope: ResolveScope, provider: ProviderName, organizationId: string | undefined): Promise<StoredResolution | undefined> {
+    if ("teamId" in scope && organizationId !== undefined) {
+      const stored = await this.loadOnce({ organizationId }, provider);
+      // Gone since (deleting an organisation also drops its teams' links): ask by team, whose answer names the team.
+      if (stored) return stored;
     }
     return this.loadOnce(scope, provider);
   }
@@ -256,7 +245,7 @@ export class KeyResolver {
       }
       const stored: StoredResolution = { organizationId: first.organization_id, strategy: first.strategy ?? "newest", candidates };
       if ("teamId" in scope) this.cache.set(teamLinkKey(scope.teamId), { organizationId: stored.organizationId, strategy: "newest", candidates: [] }, generation);
-      this.cache.set(cacheKey({ organizationId: stored.organizationId }, provider), stored, generation);
+      this.cache.set(organizationKey(stored.organizationId, provider), stored, generation);
       return stored;
     })().finally(() => {
       if (this.loading.get(key)?.promise === promise) this.loading.delete(key);

@@ -128,8 +128,7 @@ export class Keyring {
    * that opened it, for decryptChecked; the plaintext is not kept.
    */
   checkBound(row: BoundRow, token: string, keyId: string | undefined, binding: string | null): string {
-    const [key] = this.#openBound(row, token, keyId, binding);
-    return keyFingerprint(key);
+    return this.#openBound(row, token, keyId, binding)[2];
   }
 
   /**
@@ -154,7 +153,7 @@ export class Keyring {
     }
   }
 
-  #openBound(row: BoundRow, token: string, keyId: string | undefined, binding: string | null): [Buffer, string] {
+  #openBound(row: BoundRow, token: string, keyId: string | undefined, binding: string | null): [Buffer, string, string] {
     const opened = this.#open(token, keyId);
     if (binding === null) throw new BindingError("the stored key has no row binding");
     const expected = Buffer.from(this.#mac(opened[0], row, token), "latin1");
@@ -171,10 +170,12 @@ export class Keyring {
     return BINDING_PREFIX + createHmac("sha256", this.#bindingKeys.get(key)!).update(message).digest("base64url");
   }
 
-  #open(token: string, keyId?: string): [Buffer, string] {
-    const hinted = keyId === undefined ? undefined : this.#keys.get(keyId);
-    const order = hinted ? [hinted, ...[...this.#keys.values()].filter((k) => k !== hinted)] : this.#keys.values();
-    for (const key of order) {
+  /** The key that opens the token (the hinted one first, then the others in configured order), the plaintext, and that key's id. */
+  #open(token: string, keyId?: string): [Buffer, string, string] {
+    const hinted = keyId === undefined || !this.#keys.has(keyId) ? undefined : keyId;
+    const order = hinted === undefined ? this.#keys.keys() : [hinted, ...this.keyIds.filter((id) => id !== hinted)];
+    for (const id of order) {
+      const key = this.#keys.get(id)!;
       let plaintext: Buffer;
       try {
         plaintext = decryptFernet(key, token);
@@ -183,7 +184,7 @@ export class Keyring {
         throw err;
       }
       try {
-        return [key, utf8.decode(plaintext)];
+        return [key, utf8.decode(plaintext), id];
       } catch {
         throw new DecryptError("decrypted secret is not valid UTF-8");
       }

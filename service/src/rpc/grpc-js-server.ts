@@ -441,29 +441,22 @@ const SIGNAL_ACCESSOR: PropertyDescriptor = {
 
 type CallResponse = (UnaryResponse | StreamResponse) & { [CALL]?: Call };
 
-/** A response's header and trailer: the call's, made when first read (shared accessors: no closure per response). */
-const RESPONSE_ACCESSORS: PropertyDescriptorMap = {
-  header: {
+/** A response's header or trailer: the call's, made when first read (shared accessors: no closure per response). */
+function responseAccessor(name: "header" | "trailer"): PropertyDescriptor {
+  return {
     get(this: CallResponse) {
-      return this[CALL]!.responseHeader;
+      const call = this[CALL]!;
+      return name === "header" ? call.responseHeader : call.responseTrailer;
     },
     set(this: CallResponse, value: Headers) {
-      replaceResponseField(this, "header", value);
+      replaceResponseField(this, name, value);
     },
     enumerable: true,
     configurable: true,
-  },
-  trailer: {
-    get(this: CallResponse) {
-      return this[CALL]!.responseTrailer;
-    },
-    set(this: CallResponse, value: Headers) {
-      replaceResponseField(this, "trailer", value);
-    },
-    enumerable: true,
-    configurable: true,
-  },
-};
+  };
+}
+
+const RESPONSE_ACCESSORS: PropertyDescriptorMap = { header: responseAccessor("header"), trailer: responseAccessor("trailer") };
 
 /** An interceptor assigned res.header or res.trailer: a plain property from now on, and the call sends what the response holds. */
 function replaceResponseField(response: CallResponse, name: "header" | "trailer", value: Headers): void {
