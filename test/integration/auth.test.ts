@@ -365,3 +365,98 @@ describe("token storage", () => {
     expect(row.last_used_at).toBeInstanceOf(Date);
   });
 });
+
+describe("token look-ups on the hot path", () => {
+  /** The `update api_tokens` statements a store sends (each is one token look-up). */
+  function countTokenLookUps(): { readonly count: number; stop(): void } {
+    const knex = t.service.orm.em.getConnection().getKnex();
+    let count = 0;
+    const onQuery = (query: { sql?: string }) => {
+      if (query.sql?.includes("update api_tokens set last_used_at")) count++;
+    };
+    knex.on("query", onQuery);
+    return {
+      get count() {
+        return count;
+      },
+      stop: () => knex.removeListener("query", onQuery),
+    };
+  }
+
+  it("calls arriving together with a token the replica has not cached share one look-up", async () => {
+    const { token } = await new TokenStore(t.service.orm).create("stampede", "resolve", "test");
+    const { credentials } = t.clients(token);
+    const counter = countTokenLookUps();
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: 40 }, () => credentials.resolveKey({ scope: { case: "organizationId", value: ORG }, provider: Provider.OPENAI })),
+      );
+      expect(answers.map((a) => a.apiKey)).toEqual(Array.from({ length: 40 }, () => orgKey));
+      expect(counter.count).toBe(1);
+    } finally {
+      counter.stop();
+    }
+  });
+
+  it("an unknown token asked for by many calls at once is one look-up, and every call is refused", async () => {
+    const { credentials } = t.clients("pc_unknown_token_for_the_stampede_test_000000");
+    const counter = countTokenLookUps();
+    try {
+      const errors = await Promise.all(
+        Array.from({ length: 20 }, () => rpcError(credentials.resolveKey({ scope: { case: "organizationId", value: ORG }, provider: Provider.OPENAI }))),
+      );
+      expect(new Set(errors.map((e) => `${e.code} ${e.message}`))).toEqual(new Set([`${Code.Unauthenticated} invalid or revoked token`]));
+      expect(counter.count).toBe(1);
+    } finally {
+      counter.stop();
+    }
+  });
+
+  it("a token in use is renewed in the background before it expires; a revoked one is dropped by that renewal", async () => {
+    const store = new TokenStore(t.service.orm, { cacheTtlMs: 5_000 });
+    const { token } = await store.create("renewed", "resolve", "test");
+    // Only Date is faked: the database and its timers run as usual.
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() });
+    const counter = countTokenLookUps();
+    try {
+      const t0 = Date.now();
+      expect(await store.authenticate(token)).toEqual({ name: "renewed", scope: "resolve" });
+      expect(counter.count).toBe(1);
+      // Before three quarters of the window: answered from the cache, nothing sent.
+      vi.setSystemTime(t0 + 3_000);
+      expect(store.cached(token)).toEqual({ name: "renewed", scope: "resolve" });
+      expect(counter.count).toBe(1);
+      // After: still answered at once, and one renewal starts (not one per call).
+      vi.setSystemTime(t0 + 4_000);
+      expect(store.cached(token)).toEqual({ name: "renewed", scope: "resolve" });
+      expect(store.cached(token)).toEqual({ name: "renewed", scope: "resolve" });
+      await vi.waitFor(() => expect(counter.count).toBe(2), { timeout: 5_000, interval: 10 });
+      // Past the first window's end the renewed entry answers without a look-up.
+      vi.setSystemTime(t0 + 6_000);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(store.cached(token)).toEqual({ name: "renewed", scope: "resolve" });
+      expect(counter.count).toBe(2);
+      // Revoked elsewhere (another replica): the next renewal finds it gone and drops it at once.
+      await new TokenStore(t.service.orm).revoke("renewed", "test");
+      vi.setSystemTime(t0 + 8_000);
+      expect(store.cached(token)).toEqual({ name: "renewed", scope: "resolve" });
+      await vi.waitFor(() => expect(store.cached(token)).toBeUndefined(), { timeout: 5_000, interval: 10 });
+      expect(await store.authenticate(token)).toBeUndefined();
+    } finally {
+      counter.stop();
+      vi.useRealTimers();
+    }
+  });
+
+  it("a look-up in flight when the token is revoked on the same replica does not bring it back", async () => {
+    const store = new TokenStore(t.service.orm);
+    for (let round = 0; round < 5; round++) {
+      const { token } = await store.create(`racing-${round}`, "resolve", "test");
+      const lookUp = store.authenticate(token);
+      await store.revoke(`racing-${round}`, "test");
+      await lookUp;
+      expect(store.cached(token)).toBeUndefined();
+      expect(await store.authenticate(token)).toBeUndefined();
+    }
+  });
+});

@@ -20,7 +20,11 @@ export interface TokenInfo {
 interface CachedToken {
   info: { name: string; scope: TokenScope };
   expiresAt: number;
+  /** From then on, a use starts one look-up in the background (the entry still answers until expiresAt). */
+  refreshAt: number;
 }
+
+type TokenAnswer = { name: string; scope: TokenScope } | undefined;
 
 export interface TokenStoreOptions {
   /** SERVICE_ADMIN_TOKEN, accepted as an admin token when set. */
@@ -41,11 +45,23 @@ export interface TokenStoreOptions {
  * API tokens, stored as SHA-256 hashes. Authentication caches a token for a
  * few seconds so that the hot path costs no query; a revoked token stops
  * working within that window (and at once on the replica that revoked it).
+ *
+ * A token in use never makes a call wait for the database: once three
+ * quarters of its window have passed, the next use starts one look-up in the
+ * background while the cached answer still serves, and the look-up renews
+ * the entry (or drops it, when the token is gone). Calls that do need the
+ * database (a token not cached, or cached too long ago) share one look-up per
+ * token: 64 calls in flight when an entry expires make one statement, not 64.
  */
 export class TokenStore {
   private readonly cache = new Map<string, CachedToken>();
+  /** Look-ups in progress, by token: concurrent callers share one statement. */
+  private readonly loading = new Map<string, Promise<TokenAnswer>>();
+  /** Bumped by revoke(): a look-up that started before it must not put its answer back in the cache. */
+  private generation = 0;
   private readonly envAdminHash: string | undefined;
   private readonly cacheTtlMs: number;
+  private readonly refreshAfterMs: number;
   private readonly outageGraceMs: number;
   private readonly reachability: Reachability;
 
@@ -55,6 +71,7 @@ export class TokenStore {
   ) {
     this.envAdminHash = options.serviceAdminToken ? hashToken(options.serviceAdminToken) : undefined;
     this.cacheTtlMs = options.cacheTtlMs ?? 5_000;
+    this.refreshAfterMs = Math.floor((this.cacheTtlMs * 3) / 4);
     this.outageGraceMs = options.outageGraceMs ?? 0;
     this.reachability = options.reachability ?? new Reachability();
   }
@@ -67,7 +84,11 @@ export class TokenStore {
   cached(token: string): { name: string; scope: TokenScope } | undefined {
     // Keyed by the token itself: a cached token costs a Map lookup, no SHA-256 on every call.
     const cached = this.cache.get(token);
-    return cached !== undefined && cached.expiresAt > Date.now() ? cached.info : undefined;
+    if (cached === undefined) return undefined;
+    const now = Date.now();
+    if (cached.expiresAt <= now) return undefined;
+    if (cached.refreshAt <= now) this.refresh(token, cached);
+    return cached.info;
   }
 
   /** The token's name and scope, or undefined when the token is unknown. */
@@ -75,16 +96,44 @@ export class TokenStore {
     const now = Date.now();
     const cached = this.cache.get(token);
     if (cached && cached.expiresAt > now) return cached.info;
-    const hash = hashToken(token);
-    if (this.envAdminHash !== undefined && sameHash(hash, this.envAdminHash)) {
-      const info = { name: ENV_ADMIN_TOKEN_NAME, scope: "admin" as const };
-      this.cache.set(token, { info, expiresAt: Number.POSITIVE_INFINITY });
-      return info;
-    }
     // The database was just found unreachable: within the grace window, answer without waiting on it again.
     const graced = cached !== undefined && now < cached.expiresAt + this.outageGraceMs;
     if (graced && this.reachability.recentlyUnreachable(now)) return cached.info;
-    // Looking a token up also records its use: one statement, at most once per TTL.
+    try {
+      return await this.lookUp(token);
+    } catch (error) {
+      if (graced && isDatabaseUnavailable(error)) return cached.info;
+      throw error;
+    }
+  }
+
+  /** Renews an entry in use before it expires, once: a failure leaves it to expire as usual. */
+  private refresh(token: string, cached: CachedToken): void {
+    cached.refreshAt = Number.POSITIVE_INFINITY;
+    this.lookUp(token).catch(() => undefined);
+  }
+
+  /**
+   * Looks the token up, recording its use (one statement), and caches the
+   * answer; callers asking for the same token meanwhile share the look-up.
+   */
+  private lookUp(token: string): Promise<TokenAnswer> {
+    const pending = this.loading.get(token);
+    if (pending !== undefined) return pending;
+    const load = this.load(token, this.generation).finally(() => {
+      if (this.loading.get(token) === load) this.loading.delete(token);
+    });
+    this.loading.set(token, load);
+    return load;
+  }
+
+  private async load(token: string, generation: number): Promise<TokenAnswer> {
+    const hash = hashToken(token);
+    if (this.envAdminHash !== undefined && sameHash(hash, this.envAdminHash)) {
+      const info = { name: ENV_ADMIN_TOKEN_NAME, scope: "admin" as const };
+      this.cache.set(token, { info, expiresAt: Number.POSITIVE_INFINITY, refreshAt: Number.POSITIVE_INFINITY });
+      return info;
+    }
     let rows: Array<{ name: string; scope: TokenScope }>;
     try {
       const result = await this.orm.em
@@ -95,20 +144,21 @@ export class TokenStore {
       rows = (result as { rows: Array<{ name: string; scope: TokenScope }> }).rows;
       this.reachability.reachable();
     } catch (error) {
-      if (isDatabaseUnavailable(error)) {
-        this.reachability.unreachable();
-        if (graced) return cached.info;
-      }
+      if (isDatabaseUnavailable(error)) this.reachability.unreachable();
       throw error;
     }
     const row = rows[0];
+    // Revoked on this replica while the statement ran: answer this caller, cache nothing.
+    if (generation !== this.generation) return row && { name: row.name, scope: row.scope };
     if (!row) {
       this.cache.delete(token);
       return undefined;
     }
-    if (this.cache.size >= 10_000) this.cache.clear();
-    this.cache.set(token, { info: { name: row.name, scope: row.scope }, expiresAt: now + this.cacheTtlMs });
-    return { name: row.name, scope: row.scope };
+    const info = { name: row.name, scope: row.scope };
+    const now = Date.now();
+    if (this.cache.size >= 10_000 && !this.cache.has(token)) this.cache.clear();
+    this.cache.set(token, { info, expiresAt: now + this.cacheTtlMs, refreshAt: now + this.refreshAfterMs });
+    return info;
   }
 
   /** Creates a token and returns it: the only time it is ever shown. */
@@ -144,6 +194,7 @@ export class TokenStore {
       if (deleted === 0) throw new ServiceError("not_found", `no token named "${name}"`);
       recordAudit(em, { actor, action: "token.revoke", target: name });
     });
+    this.generation++;
     this.cache.clear();
   }
 }
