@@ -446,8 +446,9 @@ describe("channelz", () => {
   const channelzKnows = (server: grpc.Server) =>
     new Promise<boolean>((resolve, reject) => {
       const handlers = grpc.getChannelzHandlers();
-      const call = { request: { server_id: String(server.getChannelzRef().id) } } as unknown as grpc.ServerUnaryCall<never, never>;
-      (handlers.GetServer as grpc.handleUnaryCall<never, never>)(call, (error) => {
+      const getServer = handlers.GetServer;
+      const call = { request: { server_id: String(server.getChannelzRef().id) } } as unknown as Parameters<typeof getServer>[0];
+      getServer(call, (error) => {
         if (!error) resolve(true);
         else if (error.code === grpc.status.NOT_FOUND) resolve(false);
         else reject(error as Error);
