@@ -3,10 +3,18 @@
 // 1. a fresh database (embedded PostgreSQL, or BENCH_DATABASE_URL), migrated and seeded;
 // 2. floors: Health/Check on a bare @grpc/grpc-js server and on our service;
 // 3. ResolveKey: (b) hot set, (c) uniform over everything, (d) cache disabled, and a Connect-protocol client;
-// 4. memory with 100,000 cached entries (read from the service's metrics), invalidation across two replicas, listing, keyring;
-// 5. a markdown table against the targets, and bench/results/latest.json.
+//    each case in turn at each in-flight level (the "sequential" cases, minutes apart);
+// 4. side by side: at the top in-flight level, rounds of the four cases the ratio targets compare (bare
+//    Check, our Check, (b), (c)) back to back in a rotating order (full run: 6 rounds of 1 s + 3 s per case;
+//    --quick: 2 rounds of 0.3 s + 1 s). The machine is shared and its speed drifts by up to 2x within
+//    minutes, so a ratio of two sequential cases mostly measures the drift; the targets (b) ÷ floor,
+//    (b) ÷ Check, (b) p99 ÷ floor p99 and (c) ÷ floor judge the medians of the rounds' ratios instead
+//    ((d) runs on its own service process and stays sequential). The bare server idles meanwhile;
+// 5. memory with 100,000 cached entries (read from the service's metrics), invalidation across two replicas, listing, keyring;
+// 6. a markdown table against the targets, and bench/results/latest.json.
 //
 // Servers run pinned to core 0 and load generators to core 1 (taskset), each a separate process.
+// A full run takes about 11-17 minutes on this 2-core machine (the panel about 100 s of it), --quick about two.
 import os from "node:os";
 import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
@@ -23,7 +31,7 @@ import { measureInvalidation } from "./invalidation.js";
 import { grpcPages, measureListing, restPages, startPortal, type ListingResult } from "./listing.js";
 import type { LoadCommand, LoadResult } from "./load.js";
 import { Histogram } from "./histogram.js";
-import { cpuBetween, snapshot, type Snapshot } from "./cpu.js";
+import { cpuBetween, processCpuMs, snapshot, type Snapshot } from "./cpu.js";
 import {
   cleanup,
   freePort,
@@ -37,7 +45,26 @@ import {
   startTsx,
   type Managed,
 } from "./processes.js";
-import { evaluateTargets, renderMarkdown, writeResults, type CaseGroup, type CaseResult, type ConnectCheck, type KeyringResult, type Machine, type MemoryResult, type Results } from "./report.js";
+import {
+  evaluateTargets,
+  PANEL_CASES,
+  panelRatios,
+  renderMarkdown,
+  summarizePanel,
+  writeResults,
+  type CaseGroup,
+  type CaseResult,
+  type ConnectCheck,
+  type KeyringResult,
+  type Machine,
+  type MemoryResult,
+  type PanelCaseName,
+  type PanelPooled,
+  type PanelRatioName,
+  type PanelRound,
+  type Results,
+  type SidePanel,
+} from "./report.js";
 import { seed, type SeedResult } from "./seed.js";
 import { ensureServiceBuild, serviceEntry } from "../service/scripts/ensure-build.js";
 import { fillBreakdown, fillPairs, hotPairs, MEMORY_TARGET_ENTRIES, type ResolveRequest, type Workload } from "./workload.js";
@@ -48,10 +75,12 @@ const GENERATOR_CORE = 1;
 const quick = process.argv.includes("--quick");
 // fillPairs: how many pairs of the fill sequence (workload.ts fillPairs(): 40,000 memory-organisation pairs, then the
 // 120,000 pairs of allPairs() permuted) the cold fill resolves; all of them in a full run: 100,000 cache entries.
+// panel*: the side-by-side rounds at the top in-flight level (see sidePanel()).
 const settings = quick
-  ? { warmupMs: 300, durationMs: 1_000, inFlight: [1, 16, 64], invalidationTrials: 100, listingRepetitions: 5, fillPairs: 3_000, settleSeconds: 2, keyringRoundMs: 300, keyringRounds: 3, retries: 0 }
-  : { warmupMs: 2_000, durationMs: 10_000, inFlight: [1, 16, 64], invalidationTrials: 100, listingRepetitions: 20, fillPairs: fillPairs().length, settleSeconds: 10, keyringRoundMs: 2_000, keyringRounds: 3, retries: 2 };
+  ? { warmupMs: 300, durationMs: 1_000, inFlight: [1, 16, 64], invalidationTrials: 100, listingRepetitions: 5, fillPairs: 3_000, settleSeconds: 2, keyringRoundMs: 300, keyringRounds: 3, retries: 0, panelRounds: 2, panelWarmupMs: 300, panelDurationMs: 1_000 }
+  : { warmupMs: 2_000, durationMs: 10_000, inFlight: [1, 16, 64], invalidationTrials: 100, listingRepetitions: 20, fillPairs: fillPairs().length, settleSeconds: 10, keyringRoundMs: 2_000, keyringRounds: 3, retries: 2, panelRounds: 6, panelWarmupMs: 1_000, panelDurationMs: 3_000 };
 // `--in-flight 64` (comma-separated): only these levels, e.g. to compare settings faster; the report marks the run.
+// The side-by-side panel runs at the highest of them.
 const inFlightArg = process.argv.indexOf("--in-flight");
 if (inFlightArg > 0) {
   const levels = (process.argv[inFlightArg + 1] ?? "").split(",").map(Number);
@@ -302,6 +331,11 @@ interface CaseSpec {
   token?: string;
   inFlight: number;
   generators?: Generator[];
+  /** Defaults: settings.warmupMs and settings.durationMs. */
+  warmupMs?: number;
+  durationMs?: number;
+  /** Put before the label in the progress line (e.g. the panel's round). */
+  tag?: string;
 }
 
 const cases: CaseResult[] = [];
@@ -313,7 +347,7 @@ async function runCase(spec: CaseSpec): Promise<CaseResult> {
   let best: CaseResult | undefined;
   let attempts = 0;
   while (attempts <= settings.retries) {
-    const result = await runOnce(spec, attempts++);
+    const { result } = await runOnce(spec, cases.length * 7 + attempts++ * 101);
     if (!best || (result.otherCores ?? 0) < (best.otherCores ?? 0)) best = result;
     if ((best.otherCores ?? 0) <= CONTENDED_CORES || spec.group === "fill") break;
     if (attempts <= settings.retries) log(`  other processes used ${result.otherCores?.toFixed(2)} cores: repeating the case`);
@@ -323,7 +357,8 @@ async function runCase(spec: CaseSpec): Promise<CaseResult> {
   return best!;
 }
 
-async function runOnce(spec: CaseSpec, attempt: number): Promise<CaseResult> {
+/** One measured window of a case (not recorded anywhere); `seed` seeds the generators' random picks. */
+async function runOnce(spec: CaseSpec, seed: number): Promise<{ result: CaseResult; histogram: Histogram }> {
   const gens = spec.generators ?? [generators[0]];
   const protocol = spec.protocol ?? "grpc";
   let before: Snapshot | undefined;
@@ -339,9 +374,9 @@ async function runOnce(spec: CaseSpec, attempt: number): Promise<CaseResult> {
           workload: spec.workload,
           token: spec.token,
           inFlight: perGenerator,
-          warmupMs: settings.warmupMs,
-          durationMs: settings.durationMs,
-          seed: cases.length * 7 + attempt * 101 + i + 1,
+          warmupMs: spec.warmupMs ?? settings.warmupMs,
+          durationMs: spec.durationMs ?? settings.durationMs,
+          seed: seed + i + 1,
         },
         // CPU use is sampled when the first generator's window opens and closes.
         i === 0
@@ -388,15 +423,77 @@ async function runOnce(spec: CaseSpec, attempt: number): Promise<CaseResult> {
     generatorCpuUsPerCall: cpu?.generatorCpuPct === undefined || calls === 0 ? undefined : (cpu.generatorCpuPct * cpu.wallMs * 10) / calls,
     postgresCores: cpu?.postgresCores,
     otherCores: cpu?.otherCores,
+    measuredMs: Math.max(...results.map((r) => r.wallMs)),
   };
   log(
-    `${result.label.padEnd(34)} ${String(result.inFlight).padStart(3)} in flight${gens.length > 1 ? ` (${gens.length} generators)` : ""}: ` +
+    `${spec.tag ? `${spec.tag} ` : ""}${result.label.padEnd(34)} ${String(result.inFlight).padStart(3)} in flight${gens.length > 1 ? ` (${gens.length} generators)` : ""}: ` +
       `${Math.round(callsPerSec).toLocaleString("en").padStart(7)} calls/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms, ` +
       `errors ${result.errors + result.stuck}${result.firstError ? ` (first: ${result.firstError.slice(0, 120)})` : ""}; ` +
       `CPU server ${result.serverCpuPct?.toFixed(0) ?? "?"}% (waiting ${result.serverWaitPct?.toFixed(0) ?? "?"}%), ` +
       `generator ${result.generatorCpuPct?.toFixed(0) ?? "?"}% (waiting ${result.generatorWaitPct?.toFixed(0) ?? "?"}%), others ${result.otherCores?.toFixed(2) ?? "?"} cores`,
   );
-  return result;
+  return { result, histogram };
+}
+
+/**
+ * The side-by-side panel: the four cases of the ratio targets (bare grpc-js Check, our service's Check, (b) hot
+ * set, (c) uniform) back to back at `inFlight`, in `settings.panelRounds` rounds; round k starts at case k mod 4,
+ * so that no case always runs first or last. Each round's ratios compare figures taken seconds apart; the
+ * targets judge their medians. One attempt per case (no repeats: the median over rounds absorbs a disturbed one).
+ */
+async function sidePanel(specs: Record<PanelCaseName, CaseSpec>, inFlight: number): Promise<SidePanel> {
+  const rounds: PanelRound[] = [];
+  const histograms = Object.fromEntries(PANEL_CASES.map((name) => [name, new Histogram()])) as Record<PanelCaseName, Histogram>;
+  const n = settings.panelRounds;
+  log(
+    `side by side: ${n} rounds of ${PANEL_CASES.length} cases at ${inFlight} in flight, ${settings.panelWarmupMs / 1000} s warm-up + ${settings.panelDurationMs / 1000} s measured each ` +
+      `(about ${Math.round((n * PANEL_CASES.length * (settings.panelWarmupMs + settings.panelDurationMs)) / 1000)} s)`,
+  );
+  for (let k = 0; k < n; k++) {
+    const order = PANEL_CASES.map((_, i) => PANEL_CASES[(k + i) % PANEL_CASES.length]);
+    const measured = {} as Record<PanelCaseName, CaseResult>;
+    for (const [position, name] of order.entries()) {
+      const spec = specs[name];
+      const { result, histogram } = await runOnce(
+        { ...spec, inFlight, warmupMs: settings.panelWarmupMs, durationMs: settings.panelDurationMs, tag: `[side by side ${k + 1}/${n}]` },
+        10_000 + k * 16 + position * 4,
+      );
+      result.id = `panel-${k + 1}-${name}-${inFlight}`;
+      measured[name] = result;
+      histograms[name].add(histogram.toJSON());
+    }
+    const ratios = panelRatios(measured);
+    rounds.push({ round: k + 1, order, cases: measured, ratios });
+    log(
+      `[side by side ${k + 1}/${n}] ${order.join(" → ")}: (b) ÷ bare ${ratios.hotBare.toFixed(2)}, (b) ÷ Check ${ratios.hotCheck.toFixed(2)}, ` +
+        `(b) p99 ÷ bare p99 ${ratios.hotP99Bare.toFixed(2)}, (c) ÷ bare ${ratios.uniformBare.toFixed(2)}`,
+    );
+  }
+  const pooled = {} as Record<PanelCaseName, PanelPooled>;
+  for (const name of PANEL_CASES) {
+    const list = rounds.map((round) => round.cases[name]);
+    const calls = list.reduce((sum, c) => sum + c.calls, 0);
+    const measuredMs = list.reduce((sum, c) => sum + (c.measuredMs ?? 0), 0);
+    const h = histograms[name];
+    pooled[name] = {
+      calls,
+      measuredMs,
+      callsPerSec: calls / (measuredMs / 1000),
+      p50Ms: h.percentile(0.5) / 1000,
+      p90Ms: h.percentile(0.9) / 1000,
+      p99Ms: h.percentile(0.99) / 1000,
+      maxMs: h.max / 1000,
+      errors: list.reduce((sum, c) => sum + c.errors, 0),
+      stuck: list.reduce((sum, c) => sum + c.stuck, 0),
+    };
+  }
+  const ratios = summarizePanel(rounds, pooled);
+  const range = (name: PanelRatioName) => `${ratios[name].median.toFixed(2)} (${ratios[name].min.toFixed(2)}-${ratios[name].max.toFixed(2)})`;
+  log(
+    `side by side, medians of ${n} rounds (range): (b) ÷ bare ${range("hotBare")}, (b) ÷ Check ${range("hotCheck")}, ` +
+      `(b) p99 ÷ bare p99 ${range("hotP99Bare")}, (c) ÷ bare ${range("uniformBare")}`,
+  );
+  return { inFlight, generators: 1, warmupMs: settings.panelWarmupMs, durationMs: settings.panelDurationMs, rounds, pooled, ratios };
 }
 
 // ---------------------------------------------------------------- the steps
@@ -538,7 +635,10 @@ async function listing(replica: Service, adminToken: string, org: string): Promi
 
 async function main(): Promise<void> {
   installExitHandlers();
-  log(`provider-credentials benchmark${quick ? " (--quick)" : ""}: ${settings.durationMs / 1000} s per case after ${settings.warmupMs / 1000} s warm-up`);
+  log(
+    `provider-credentials benchmark${quick ? " (--quick)" : ""}: ${settings.durationMs / 1000} s per case after ${settings.warmupMs / 1000} s warm-up; ` +
+      `side by side at ${TOP} in flight: ${settings.panelRounds} rounds × 4 cases × (${settings.panelWarmupMs / 1000} + ${settings.panelDurationMs / 1000} s)`,
+  );
 
   if (SERVICE_ENTRY === serviceEntry) await ensureServiceBuild((message) => log(message));
   const database = await openBenchDatabase(log);
@@ -572,7 +672,9 @@ async function main(): Promise<void> {
   // Is the generator the bottleneck? The same total in flight from two generator processes (cores 1 and 0).
   await runCase({ group: "floor-bare-2gen", label: "(a) Health/Check, bare grpc-js, 2 generators", server: bareServer, workload: { kind: "health" }, inFlight: TOP, generators });
   const bareMemory = memoryMiB(bare.pid);
-  await bare.stop();
+  // The bare server stays up (idle, on the service's core) for the side-by-side panel; how much CPU it takes
+  // meanwhile is recorded, to show that it does not weigh on the service's figures.
+  const bareIdleFrom = { cpuMs: processCpuMs(bare.pid), at: performance.now() };
 
   // The service with its cache: memory, (c), Check floor, (b), Connect.
   const cached = await startService("service", {
@@ -596,9 +698,28 @@ async function main(): Promise<void> {
   for (const inFlight of settings.inFlight) {
     await runCase({ group: "floor-service", label: "(a) Health/Check, our service", server: cachedServer, workload: { kind: "health" }, inFlight });
   }
-  for (const inFlight of settings.inFlight) {
-    await runCase({ group: "hot", label: "(b) ResolveKey, hot set", server: cachedServer, workload: { kind: "resolve", set: "hot" }, token: resolveToken, inFlight });
-  }
+  const hotSpec = (inFlight: number): CaseSpec => ({ group: "hot", label: "(b) ResolveKey, hot set", server: cachedServer, workload: { kind: "resolve", set: "hot" }, token: resolveToken, inFlight });
+  for (const inFlight of settings.inFlight) await runCase(hotSpec(inFlight));
+
+  // Side by side: the ratio targets' four cases back to back, in rotating rounds, against the still running bare server.
+  const bareIdleCpuMs = processCpuMs(bare.pid);
+  const bareIdle =
+    bareIdleFrom.cpuMs === undefined || bareIdleCpuMs === undefined ? undefined : { cpuMs: bareIdleCpuMs - bareIdleFrom.cpuMs, wallMs: performance.now() - bareIdleFrom.at };
+  if (bareIdle) log(`bare grpc-js server idle during the service's cases: ${Math.round(bareIdle.cpuMs)} ms of CPU in ${(bareIdle.wallMs / 1000).toFixed(0)} s`);
+  const panel: SidePanel = {
+    ...(await sidePanel(
+      {
+        bare: { group: "floor-bare", label: "(a) Health/Check, bare grpc-js", server: bareServer, workload: { kind: "health" }, inFlight: TOP },
+        check: { group: "floor-service", label: "(a) Health/Check, our service", server: cachedServer, workload: { kind: "health" }, inFlight: TOP },
+        hot: hotSpec(TOP),
+        uniform: { group: "uniform", label: "(c) ResolveKey, uniform", server: cachedServer, workload: { kind: "resolve", set: "uniform" }, token: resolveToken, inFlight: TOP },
+      },
+      TOP,
+    )),
+    bareIdle,
+  };
+  await bare.stop();
+
   const connect = await connectCorrectness(cached, resolveToken);
   log(`Connect protocol: ${connect.pairsCompared - connect.mismatches}/${connect.pairsCompared} answers identical to grpc-js${connect.firstMismatch ? ` (first mismatch: ${connect.firstMismatch})` : ""}`);
   const connectServer = { ...cachedServer, target: cached.connectTarget };
@@ -662,6 +783,7 @@ async function main(): Promise<void> {
     machine,
     seed: seedSummary,
     cases,
+    panel,
     memory,
     connect,
     invalidation,
