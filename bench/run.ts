@@ -5,7 +5,7 @@
 // 3. ResolveKey: (b) hot set, (c) uniform over everything, (d) cache disabled, and a Connect-protocol client;
 //    each case in turn at each in-flight level (the "sequential" cases, minutes apart);
 // 4. side by side: at the top in-flight level, rounds of the four cases the ratio targets compare (bare
-//    Check, our Check, (b), (c)) back to back in a rotating order (full run: 6 rounds of 1 s + 3 s per case;
+//    Check, our Check, (b), (c)) back to back in a rotating order (full run: 8 rounds of 1 s + 3 s per case;
 //    --quick: 2 rounds of 0.3 s + 1 s). The machine is shared and its speed drifts by up to 2x within
 //    minutes, so a ratio of two sequential cases mostly measures the drift; the targets (b) ÷ floor,
 //    (b) ÷ Check, (b) p99 ÷ floor p99 and (c) ÷ floor judge the medians of the rounds' ratios instead
@@ -14,7 +14,7 @@
 // 6. a markdown table against the targets, and bench/results/latest.json.
 //
 // Servers run pinned to core 0 and load generators to core 1 (taskset), each a separate process.
-// A full run takes about 11-17 minutes on this 2-core machine (the panel about 100 s of it), --quick about two.
+// A full run takes about 11-17 minutes on this 2-core machine (the panel about 130 s of it), --quick about two.
 import os from "node:os";
 import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
@@ -78,7 +78,7 @@ const quick = process.argv.includes("--quick");
 // panel*: the side-by-side rounds at the top in-flight level (see sidePanel()).
 const settings = quick
   ? { warmupMs: 300, durationMs: 1_000, inFlight: [1, 16, 64], invalidationTrials: 100, listingRepetitions: 5, fillPairs: 3_000, settleSeconds: 2, keyringRoundMs: 300, keyringRounds: 3, retries: 0, panelRounds: 2, panelWarmupMs: 300, panelDurationMs: 1_000 }
-  : { warmupMs: 2_000, durationMs: 10_000, inFlight: [1, 16, 64], invalidationTrials: 100, listingRepetitions: 20, fillPairs: fillPairs().length, settleSeconds: 10, keyringRoundMs: 2_000, keyringRounds: 3, retries: 2, panelRounds: 6, panelWarmupMs: 1_000, panelDurationMs: 3_000 };
+  : { warmupMs: 2_000, durationMs: 10_000, inFlight: [1, 16, 64], invalidationTrials: 100, listingRepetitions: 20, fillPairs: fillPairs().length, settleSeconds: 10, keyringRoundMs: 2_000, keyringRounds: 3, retries: 2, panelRounds: 8, panelWarmupMs: 1_000, panelDurationMs: 3_000 };
 // `--in-flight 64` (comma-separated): only these levels, e.g. to compare settings faster; the report marks the run.
 // The side-by-side panel runs at the highest of them.
 const inFlightArg = process.argv.indexOf("--in-flight");
@@ -438,7 +438,7 @@ async function runOnce(spec: CaseSpec, seed: number): Promise<{ result: CaseResu
 /**
  * The side-by-side panel: the four cases of the ratio targets (bare grpc-js Check, our service's Check, (b) hot
  * set, (c) uniform) back to back at `inFlight`, in `settings.panelRounds` rounds; round k starts at case k mod 4,
- * so that no case always runs first or last. Each round's ratios compare figures taken seconds apart; the
+ * and every other round runs in reverse, so that no case always runs first or last or after the same case. Each round's ratios compare figures taken seconds apart; the
  * targets judge their medians. One attempt per case (no repeats: the median over rounds absorbs a disturbed one).
  */
 async function sidePanel(specs: Record<PanelCaseName, CaseSpec>, inFlight: number): Promise<SidePanel> {
@@ -450,7 +450,9 @@ async function sidePanel(specs: Record<PanelCaseName, CaseSpec>, inFlight: numbe
       `(about ${Math.round((n * PANEL_CASES.length * (settings.panelWarmupMs + settings.panelDurationMs)) / 1000)} s)`,
   );
   for (let k = 0; k < n; k++) {
-    const order = PANEL_CASES.map((_, i) => PANEL_CASES[(k + i) % PANEL_CASES.length]);
+    // Rotated by one each round, and reversed every other round: each case leads and follows different cases.
+    const rotated = PANEL_CASES.map((_, i) => PANEL_CASES[(k + i) % PANEL_CASES.length]);
+    const order = k % 2 === 1 ? rotated.reverse() : rotated;
     const measured = {} as Record<PanelCaseName, CaseResult>;
     for (const [position, name] of order.entries()) {
       const spec = specs[name];
