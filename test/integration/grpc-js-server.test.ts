@@ -440,33 +440,3 @@ describe("deadlines and shutdown (calls held up by a locked table)", () => {
     }
   });
 });
-
-describe("channelz", () => {
-  /** Whether grpc-js's channelz service knows the server (what a channelz client would see). */
-  const channelzKnows = (server: grpc.Server) =>
-    new Promise<boolean>((resolve, reject) => {
-      const handlers = grpc.getChannelzHandlers();
-      const getServer = handlers.GetServer;
-      const call = { request: { server_id: String(server.getChannelzRef().id) } } as unknown as Parameters<typeof getServer>[0];
-      getServer(call, (error) => {
-        if (!error) resolve(true);
-        else if (error.code === grpc.status.NOT_FOUND) resolve(false);
-        else reject(error as Error);
-      });
-    });
-
-  it("is off by default (nothing serves it; its bookkeeping costs every call), and can be turned on", async () => {
-    const off = createGrpcJsServer({ routes: (router) => router.service(Health, { check: () => ({ status: Status.SERVING }) }) });
-    const on = createGrpcJsServer({
-      routes: (router) => router.service(Health, { check: () => ({ status: Status.SERVING }) }),
-      serverOptions: { "grpc.enable_channelz": 1 },
-    });
-    try {
-      expect(await channelzKnows(off)).toBe(false);
-      expect(await channelzKnows(on)).toBe(true);
-    } finally {
-      off.forceShutdown();
-      on.forceShutdown();
-    }
-  });
-});
