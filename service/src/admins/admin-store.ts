@@ -1,5 +1,5 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import type { Orm } from "../db/orm.js";
+import { inTransaction, type Orm } from "../db/orm.js";
 import { isUniqueViolation, toDate } from "../db/errors.js";
 import { ServiceError, invalid } from "../errors.js";
 import { recordAudit } from "../audit/audit-store.js";
@@ -82,7 +82,7 @@ export class AdminStore {
     const row: AdminRow = { id: randomUUID(), email, created_at: now, last_sign_in_at: null };
     const passwordHash = await hashPassword(password);
     try {
-      await this.orm.em.fork().transactional(async (em) => {
+      await inTransaction(this.orm, async (em) => {
         await em.getConnection().execute(
           "insert into admin_users (id, email, password_hash, created_at, updated_at) values (?, ?, ?, ?, ?)",
           [row.id, email, passwordHash, now, now],
@@ -105,7 +105,7 @@ export class AdminStore {
     const email = validateEmail(emailInput);
     const password = passwordInput === undefined ? generatePassword() : validatePassword(passwordInput);
     const passwordHash = await hashPassword(password);
-    await this.orm.em.fork().transactional(async (em) => {
+    await inTransaction(this.orm, async (em) => {
       const conn = em.getConnection();
       const ctx = em.getTransactionContext();
       const rows: Array<{ id: string }> = await conn.execute(
@@ -142,14 +142,14 @@ export class AdminStore {
     const ok = await verifyPassword(password.slice(0, 1024), row?.password_hash ?? (await dummyPasswordHash()));
     if (!row || !ok) {
       const actor = account ?? (email === "" ? "(empty)" : "(not an email address)");
-      await this.orm.em.fork().transactional(async (em) => {
+      await inTransaction(this.orm, async (em) => {
         recordAudit(em, { actor, action: "admin.sign_in_failed", target: account, source });
       });
       throw new ServiceError("unauthenticated", "invalid email or password");
     }
     const token = randomBytes(32).toString("base64url");
     const now = new Date();
-    await this.orm.em.fork().transactional(async (em) => {
+    await inTransaction(this.orm, async (em) => {
       const conn = em.getConnection();
       const ctx = em.getTransactionContext();
       await conn.execute(
@@ -187,7 +187,7 @@ export class AdminStore {
       [hashSession(token)],
     );
     if (rows[0]) {
-      await this.orm.em.fork().transactional(async (em) => {
+      await inTransaction(this.orm, async (em) => {
         recordAudit(em, { actor: rows[0].email, action: "admin.sign_out", target: rows[0].email, source: rows[0].source });
       });
     }

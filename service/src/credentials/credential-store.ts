@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { LockMode, type FilterQuery } from "@mikro-orm/core";
 import { isForeignKeyViolation, isUniqueViolation } from "../db/errors.js";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import type { Orm } from "../db/orm.js";
+import { inTransaction, type Orm } from "../db/orm.js";
 import { CredentialEntity, OrganizationEntity, type CredentialRow, type ProviderName } from "../db/entities.js";
 import { ServiceError, invalid } from "../errors.js";
 import { recordAudit } from "../audit/audit-store.js";
@@ -356,7 +356,7 @@ export class CredentialStore {
   /** Runs a mutation in a transaction, turning constraint violations into domain errors. */
   private async write<T>(name: string, work: (em: EntityManager) => Promise<T>, organizationId?: string): Promise<T> {
     try {
-      return await this.orm.em.fork().transactional(work);
+      return await inTransaction(this.orm, work);
     } catch (error) {
       if (isUniqueViolation(error)) {
         throw new ServiceError(

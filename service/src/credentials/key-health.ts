@@ -5,7 +5,7 @@
 // strategy set) is audited and invalidates caches on every replica in the
 // transaction that makes it.
 import { LockMode } from "@mikro-orm/core";
-import type { Orm } from "../db/orm.js";
+import { inTransaction, type Orm } from "../db/orm.js";
 import {
   CredentialEntity,
   OrganizationEntity,
@@ -92,7 +92,7 @@ export class KeyHealth {
     );
     const check = await this.checkKey(row.provider, apiKey, row.apiBase, signal);
     let recovered = false;
-    const credential = await em.fork().transactional(async (tx) => {
+    const credential = await inTransaction(em, async (tx) => {
       const current = await this.credentials.lock(tx, id);
       const sameKey = current.keySetAt.getTime() === row.keySetAt.getTime() && current.apiBase === row.apiBase;
       if (sameKey) {
@@ -135,7 +135,7 @@ export class KeyHealth {
   async reportFailure(id: string, kind: FailureKind, by: Actor): Promise<{ failureStreak: number; failing: boolean }> {
     this.metrics?.failureReported(kind);
     let marked: CredentialRow | undefined;
-    const result = await this.orm.em.fork().transactional(async (em) => {
+    const result = await inTransaction(this.orm, async (em) => {
       const row = await this.credentials.lock(em, id);
       if (!COUNTED.has(kind)) return { failureStreak: row.failureStreak, failing: row.failingSince !== null };
       row.failureStreak += 1;
@@ -167,7 +167,7 @@ export class KeyHealth {
    */
   async reportSuccess(ids: readonly string[], by: Actor): Promise<{ recovered: number }> {
     const unique = [...new Set(ids)];
-    const changed = await this.orm.em.fork().transactional(async (em) => {
+    const changed = await inTransaction(this.orm, async (em) => {
       const rows: Array<{ id: string; organization_id: string; provider: ProviderName; was_failing: boolean; key_hint: string }> = await em
         .getConnection()
         .execute(
@@ -201,7 +201,7 @@ export class KeyHealth {
   }
 
   async setStrategy(organizationId: string, provider: ProviderName, strategy: SelectionStrategyName, by: Actor): Promise<SelectionPolicyView> {
-    const policy = await this.orm.em.fork().transactional(async (em) => {
+    const policy = await inTransaction(this.orm, async (em) => {
       if ((await em.count(OrganizationEntity, { id: organizationId })) === 0) {
         throw new ServiceError("not_found", `organization "${organizationId}" not found`);
       }

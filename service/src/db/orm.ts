@@ -1,4 +1,5 @@
-import { MikroORM } from "@mikro-orm/postgresql";
+import { EntityManager as CoreEntityManager, TransactionEventBroadcaster } from "@mikro-orm/core";
+import { MikroORM, type EntityManager } from "@mikro-orm/postgresql";
 import { Migrator } from "@mikro-orm/migrations";
 import pg from "pg";
 import { entities } from "./entities.js";
@@ -42,6 +43,51 @@ export async function createOrm(options: OrmOptions): Promise<Orm> {
     ensureDatabase: false,
     discovery: { warnWhenNoEntities: false },
   });
+}
+
+/**
+ * Runs `work` in a database transaction on a fresh fork of the EntityManager: commits (after flushing) when it
+ * resolves, rolls back when it (or the flush, or the COMMIT) throws, and rethrows that error. Either way the
+ * transaction ends and its pooled connection goes back to the pool.
+ *
+ * Unlike em.transactional(), it does not run `work` inside MikroORM's TransactionContext (an AsyncLocalStorage):
+ * on Node 20 the first AsyncLocalStorage.run() turns on a promise hook for the whole process, for good, a cost
+ * every ResolveKey call would pay. So `work` must use the `em` it is given: the global orm.em, or another fork,
+ * does not follow the transaction.
+ *
+ * For the same reason it flushes only when `work` loaded, created or removed an entity: MikroORM's flush runs in
+ * an AsyncLocalStorage of its own (UnitOfWork's "inside flush" guard), so a transaction of plain SQL statements
+ * (rewrap, binding legacy rows at start-up, reportSuccess) commits without one. A transaction that flushes
+ * entities (an audit row, a changed credential) still turns the hook on: that one is MikroORM's, not ours.
+ *
+ * Pass the Orm to fork orm.em, or an EntityManager (a request's fork) to fork that one instead.
+ */
+export async function inTransaction<T>(source: Orm | EntityManager, work: (em: EntityManager) => Promise<T>): Promise<T> {
+  const em = (source instanceof CoreEntityManager ? source : source.em).fork();
+  await em.begin();
+  try {
+    const result = await work(em);
+    if (mayNeedFlush(em)) {
+      // Flushes, then COMMITs; a failure in either leaves the transaction open for the rollback below.
+      await em.commit();
+    } else {
+      // em.commit() without its flush, which would have nothing to write.
+      await em.getConnection("write").commit(em.getTransactionContext()!, new TransactionEventBroadcaster(em));
+      em.resetTransactionContext();
+    }
+    return result;
+  } catch (error) {
+    // ROLLBACK also hands the connection back. After a failed COMMIT knex has already released it and this
+    // resolves without a query; a failing rollback must not hide the error that caused it.
+    if (em.isInTransaction()) await em.rollback().catch(() => undefined);
+    throw error;
+  }
+}
+
+/** Whether em.flush() could have anything to write: `em` holds an entity it loaded, or one to insert or delete. */
+function mayNeedFlush(em: EntityManager): boolean {
+  const uow = em.getUnitOfWork();
+  return uow.getIdentityMap().keys().length > 0 || uow.getPersistStack().size > 0 || uow.getRemoveStack().size > 0;
 }
 
 // Any fixed 64-bit number works, as long as every replica uses the same one.

@@ -5,7 +5,7 @@
 // here (same id) are left alone, so a rerun changes nothing. Nothing here ever
 // returns or logs a key or a token.
 import type { EntityManager } from "@mikro-orm/postgresql";
-import type { Orm } from "../db/orm.js";
+import { inTransaction, type Orm } from "../db/orm.js";
 import type { ProviderName } from "../db/entities.js";
 import { recordAudit } from "../audit/audit-store.js";
 import { publishInvalidation } from "../credentials/invalidation.js";
@@ -203,7 +203,7 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
     const fresh = batch.filter((o) => !present.has(o.id));
     let inserted = new Set<string>(fresh.map((o) => o.id));
     if (!dryRun && fresh.length > 0) {
-      inserted = await orm.em.fork().transactional(async (em) => {
+      inserted = await inTransaction(orm, async (em) => {
         const values = fresh.map(() => "(?, ?, ?::timestamptz, ?::timestamptz)").join(", ");
         const rows = await sql<{ id: string }>(
           em,
@@ -285,7 +285,7 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
     }
     let inserted = new Set<string>(fresh.map((t) => t.id));
     if (!dryRun && fresh.length > 0) {
-      inserted = await orm.em.fork().transactional(async (em) => {
+      inserted = await inTransaction(orm, async (em) => {
         const values = fresh.map(() => "(?, ?, ?, ?::timestamptz, ?::timestamptz)").join(", ");
         const rows = await sql<{ id: string }>(
           em,
@@ -428,7 +428,7 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
       return;
     }
 
-    const inserted = await orm.em.fork().transactional(async (em) => {
+    const inserted = await inTransaction(orm, async (em) => {
       const values: string[] = [];
       const params: unknown[] = [];
       const hints = new Map<string, string>();
@@ -513,7 +513,7 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
   const imported = report.organizations.imported + report.teams.imported + report.credentials.imported;
   // A run that imports nothing writes nothing, not even this summary: a rerun leaves every table as it was.
   if (!dryRun && imported > 0) {
-    await orm.em.fork().transactional(async (em) => {
+    await inTransaction(orm, async (em) => {
       recordAudit(em, {
         actor: IMPORT_ACTOR,
         action: "saas_litellm.import",

@@ -1,4 +1,4 @@
-import type { Orm } from "../db/orm.js";
+import { inTransaction, type Orm } from "../db/orm.js";
 import type { ProviderName } from "../db/entities.js";
 import { recordAudit } from "../audit/audit-store.js";
 import { publishInvalidation } from "../credentials/invalidation.js";
@@ -90,7 +90,7 @@ export async function rewrapAll(orm: Orm, keyring: Keyring, options: RewrapOptio
     passes++;
     let after = "00000000-0000-0000-0000-000000000000";
     for (;;) {
-      const result = await orm.em.fork().transactional(async (em) => {
+      const result = await inTransaction(orm, async (em) => {
         const tx = em.getConnection();
         const ctx = em.getTransactionContext();
         const rows: Row[] = await tx.execute(
@@ -146,7 +146,7 @@ export async function rewrapAll(orm: Orm, keyring: Keyring, options: RewrapOptio
     passes,
     ms: Date.now() - started,
   };
-  await orm.em.fork().transactional(async (em) => {
+  await inTransaction(orm, async (em) => {
     recordAudit(em, {
       actor: options.actor,
       action: "master_key.rotate",
@@ -209,7 +209,7 @@ export async function bindLegacyRows(orm: Orm, keyring: Keyring, logger?: Logger
   let after = "00000000-0000-0000-0000-000000000000";
   for (;;) {
     // Plain FOR UPDATE (no SKIP LOCKED): a replica starting beside another one waits for its batch instead of serving unbound rows.
-    const { count, last } = await orm.em.fork().transactional(async (em) => {
+    const { count, last } = await inTransaction(orm, async (em) => {
       const tx = em.getConnection();
       const ctx = em.getTransactionContext();
       const rows: Row[] = await tx.execute(

@@ -1,7 +1,7 @@
 import type { FilterQuery } from "@mikro-orm/core";
 import { isForeignKeyViolation, isUniqueViolation } from "../db/errors.js";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import type { Orm } from "../db/orm.js";
+import { inTransaction, type Orm } from "../db/orm.js";
 import { CredentialEntity, OrganizationEntity, TeamEntity, type OrganizationRow, type TeamRow } from "../db/entities.js";
 import { ServiceError } from "../errors.js";
 import { recordAudit } from "../audit/audit-store.js";
@@ -92,7 +92,7 @@ export class OrganizationStore {
 
   private async write<T>(work: (em: EntityManager) => Promise<T>, duplicateMessage: string, foreignKeyError?: ServiceError): Promise<T> {
     try {
-      return await this.orm.em.fork().transactional(work);
+      return await inTransaction(this.orm, work);
     } catch (error) {
       if (isUniqueViolation(error)) {
         throw new ServiceError("already_exists", duplicateMessage);
