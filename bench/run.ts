@@ -1,7 +1,8 @@
 // `npm run bench [-- --quick]`: the ResolveKey benchmark of issue 5.
 //
 // 1. a fresh database (embedded PostgreSQL, or BENCH_DATABASE_URL), migrated and seeded;
-// 2. floors: Health/Check on a bare @grpc/grpc-js server and on our service;
+// 2. floors: Health/Check on a bare @grpc/grpc-js server and on our service (after a few admin writes through it,
+//    as a production replica has served: see adminWrites());
 // 3. ResolveKey: (b) hot set, (c) uniform over everything, (d) cache disabled, and a Connect-protocol client;
 //    each case in turn at each in-flight level (the "sequential" cases, minutes apart);
 // 4. side by side: at the top in-flight level, rounds of the four cases the ratio targets compare (bare
@@ -531,6 +532,33 @@ async function connectCorrectness(service: Service, token: string): Promise<Conn
   return { target: service.connectTarget, separatePort: service.separateConnectPort, pairsCompared: pairs.length, mismatches, firstMismatch };
 }
 
+/**
+ * A few administrator writes on the service before anything is measured (create, deactivate, activate and
+ * delete a credential, each audited), so that the measured replica is in the state of a production replica
+ * that has served the portal: whatever a write sets up for good in the process (on Node 20, an
+ * AsyncLocalStorage.run() turns a promise hook on for the rest of the process's life) is in place.
+ */
+async function adminWrites(service: Service, adminToken: string, organizationId: string): Promise<number> {
+  const client = credentialClient(service.grpcTarget);
+  const metadata = bearer(adminToken);
+  const started = performance.now();
+  try {
+    const created = await call<{ credential: { credential_id: string } }>(
+      client,
+      "CreateCredential",
+      { organization_id: organizationId, provider: "PROVIDER_FIREWORKS", credential_name: "bench-admin-write", api_key: `fw_bench${generateToken()}` },
+      metadata,
+    );
+    const id = created.credential.credential_id;
+    await call(client, "DeactivateCredential", { credential_id: id }, metadata);
+    await call(client, "ActivateCredential", { credential_id: id }, metadata);
+    await call(client, "DeleteCredential", { credential_id: id }, metadata);
+  } finally {
+    client.close();
+  }
+  return performance.now() - started;
+}
+
 async function measureKeyring(): Promise<KeyringResult> {
   const proc = startTsx("keyring", "bench/keyring.ts", [JSON.stringify({ roundMs: settings.keyringRoundMs, rounds: settings.keyringRounds })], { core: GENERATOR_CORE });
   const line = await proc.waitForLine((l) => l.startsWith("{"), 120_000, "keyring result");
@@ -688,6 +716,8 @@ async function main(): Promise<void> {
     metrics: true,
   });
   const cachedServer = { name: "service (cache on)", pid: cached.process.pid, target: cached.grpcTarget };
+  const writesMs = await adminWrites(cached, adminToken, seeded.listingOrganization);
+  log(`admin writes on the service before measuring (create, deactivate, activate, delete a credential): ${writesMs.toFixed(0)} ms`);
   const memory: MemoryResult = { ...(await fillCache(cached, resolveToken, adminToken)), bareServerRssMiB: bareMemory?.rss };
   log(
     `memory: VmRSS ${memory.rssAfterMiB.toFixed(0)} MiB 1 s after ${memory.entries.toLocaleString("en")} distinct resolutions, ` +
@@ -733,6 +763,7 @@ async function main(): Promise<void> {
   // (d) the database path: a second service with the cache disabled (the first one idles meanwhile).
   const uncached = await startService("service-nocache", { databaseUrl: database.url, masterKey, adminToken, cacheMaxEntries: 0, core: SERVER_CORE });
   const uncachedServer = { name: "service (cache off)", pid: uncached.process.pid, target: uncached.grpcTarget };
+  await adminWrites(uncached, adminToken, seeded.listingOrganization);
   for (const inFlight of settings.inFlight) {
     await runCase({ group: "nocache", label: "(d) ResolveKey, cache disabled", server: uncachedServer, workload: { kind: "resolve", set: "uniform" }, token: resolveToken, inFlight });
   }
