@@ -12,6 +12,14 @@ export default tseslint.config(
     },
   },
   {
+    // A promise nobody awaits in the service is a write that may not have happened when its transaction
+    // commits (inTransaction runs statements as they are awaited), or an error nobody sees.
+    files: ["service/src/**/*.ts"],
+    ignores: ["service/src/gen/**"],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: { "@typescript-eslint/no-floating-promises": "error" },
+  },
+  {
     // Only the command-line entry points print to the console; the service logs through pino.
     files: ["service/src/**/*.ts"],
     ignores: ["service/src/cli/**", "service/src/main.ts"],

@@ -89,7 +89,7 @@ export class AdminStore {
           "run",
           em.getTransactionContext(),
         );
-        recordAudit(em, { ...by, action: "admin.create", target: email });
+        await recordAudit(em, { ...by, action: "admin.create", target: email });
       });
     } catch (error) {
       if (isUniqueViolation(error)) {
@@ -116,7 +116,7 @@ export class AdminStore {
       );
       if (rows.length === 0) throw new ServiceError("not_found", `no administrator with email "${email}"`);
       await conn.execute("update admin_sessions set revoked_at = now() where admin_id = ? and revoked_at is null", [rows[0].id], "run", ctx);
-      recordAudit(em, { ...by, action: "admin.reset_password", target: email });
+      await recordAudit(em, { ...by, action: "admin.reset_password", target: email });
     });
     return password;
   }
@@ -143,7 +143,7 @@ export class AdminStore {
     if (!row || !ok) {
       const actor = account ?? (email === "" ? "(empty)" : "(not an email address)");
       await inTransaction(this.orm, async (em) => {
-        recordAudit(em, { actor, action: "admin.sign_in_failed", target: account, source });
+        await recordAudit(em, { actor, action: "admin.sign_in_failed", target: account, source });
       });
       throw new ServiceError("unauthenticated", "invalid email or password");
     }
@@ -159,7 +159,7 @@ export class AdminStore {
         ctx,
       );
       await conn.execute("update admin_users set last_sign_in_at = ? where id = ?", [now, row.id], "run", ctx);
-      recordAudit(em, { actor: row.email, action: "admin.sign_in", target: row.email, source });
+      await recordAudit(em, { actor: row.email, action: "admin.sign_in", target: row.email, source });
     });
     return { token, session: { admin: view({ ...row, last_sign_in_at: now }), expiresAt: new Date(now.getTime() + SESSION_IDLE_MS) } };
   }
@@ -188,7 +188,7 @@ export class AdminStore {
     );
     if (rows[0]) {
       await inTransaction(this.orm, async (em) => {
-        recordAudit(em, { actor: rows[0].email, action: "admin.sign_out", target: rows[0].email, source: rows[0].source });
+        await recordAudit(em, { actor: rows[0].email, action: "admin.sign_out", target: rows[0].email, source: rows[0].source });
       });
     }
   }

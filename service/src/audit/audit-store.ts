@@ -17,9 +17,22 @@ export interface AuditEvent {
   details?: Record<string, unknown>;
 }
 
-/** Queues an audit row in the caller's unit of work, so it commits with the change it records. */
-export function recordAudit(em: EntityManager, event: AuditEvent): void {
-  em.create(AuditEventEntity, {
+/**
+ * Writes an audit row in the caller's transaction (an explicit INSERT on `em`, the one inTransaction hands out),
+ * so it commits, or rolls back, with the change it records. Await it.
+ */
+export async function recordAudit(em: EntityManager, event: AuditEvent): Promise<void> {
+  await em.insert(AuditEventEntity, auditRow(event));
+}
+
+/** recordAudit for several events in one INSERT (in order); nothing when there are none. */
+export async function recordAudits(em: EntityManager, events: readonly AuditEvent[]): Promise<void> {
+  if (events.length > 0) await em.insertMany(AuditEventEntity, events.map(auditRow));
+}
+
+/** The row an event becomes: every column but the id, which the database assigns. */
+function auditRow(event: AuditEvent): AuditEventRow {
+  return {
     occurredAt: new Date(),
     actor: event.actor,
     action: event.action,
@@ -28,7 +41,7 @@ export function recordAudit(em: EntityManager, event: AuditEvent): void {
     target: event.target ?? null,
     source: event.source ?? null,
     details: event.details ?? {},
-  });
+  };
 }
 
 export interface AuditQuery {

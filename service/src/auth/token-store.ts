@@ -1,4 +1,4 @@
-import { DB_HOT_PATH_TIMEOUT_MS, type Orm } from "../db/orm.js";
+import { DB_HOT_PATH_TIMEOUT_MS, inTransaction, type Orm } from "../db/orm.js";
 import { Reachability } from "../db/reachability.js";
 import { isDatabaseUnavailable, isUniqueViolation } from "../db/errors.js";
 import { ApiTokenEntity, type TokenScope } from "../db/entities.js";
@@ -169,9 +169,9 @@ export class TokenStore {
     const token = generateToken();
     const info: TokenInfo = { name, scope: scope as TokenScope, createdAt: new Date(), createdBy: actor, lastUsedAt: null };
     try {
-      await this.orm.em.fork().transactional(async (em) => {
-        em.create(ApiTokenEntity, { ...info, tokenHash: hashToken(token) });
-        recordAudit(em, { actor, action: "token.create", target: name, details: { scope } });
+      await inTransaction(this.orm, async (em) => {
+        await em.insert(ApiTokenEntity, { ...info, tokenHash: hashToken(token) });
+        await recordAudit(em, { actor, action: "token.create", target: name, details: { scope } });
       });
     } catch (error) {
       if (isUniqueViolation(error)) {
@@ -189,10 +189,10 @@ export class TokenStore {
 
   async revoke(name: string, actor: string): Promise<void> {
     if (!NAME_PATTERN.test(name)) throw invalid("name", "must be 1-64 characters of letters, digits, '.', '_' or '-'");
-    await this.orm.em.fork().transactional(async (em) => {
+    await inTransaction(this.orm, async (em) => {
       const deleted = await em.nativeDelete(ApiTokenEntity, { name });
       if (deleted === 0) throw new ServiceError("not_found", `no token named "${name}"`);
-      recordAudit(em, { actor, action: "token.revoke", target: name });
+      await recordAudit(em, { actor, action: "token.revoke", target: name });
     });
     this.generation++;
     this.cache.clear();

@@ -124,9 +124,9 @@ export class CredentialStore {
       failingSince: null,
     };
     await this.write(input.credentialName, async (em) => {
-      em.create(CredentialEntity, row);
+      await em.insert(CredentialEntity, row);
       await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });
-      recordAudit(em, {
+      await recordAudit(em, {
         ...by,
         action: "credential.create",
         organizationId: row.organizationId,
@@ -176,48 +176,59 @@ export class CredentialStore {
     if (changes.verifyKey && (changes.apiKey !== undefined || changes.apiBase !== undefined)) await this.verifyBeforeUpdate(id, changes);
     let affected: CredentialRow | undefined;
     const result = await this.write(changes.credentialName ?? "", async (em) => {
+      // A detached copy (see lock): changed here as the row will be, written below with exactly what changed.
       const row = await this.lock(em, id, changes.expectedVersion, changes.apiKey !== undefined || changes.apiBase !== undefined);
       const before = boundRow(row);
       const changed: string[] = [];
+      const patch: Partial<CredentialRow> = {};
+      const set = <K extends keyof CredentialRow>(field: K, value: CredentialRow[K]) => {
+        row[field] = value;
+        patch[field] = value;
+      };
       if (changes.credentialName !== undefined && changes.credentialName !== row.credentialName) {
-        row.credentialName = changes.credentialName;
+        set("credentialName", changes.credentialName);
         changed.push("credential_name");
       }
       if (changes.apiBase !== undefined) {
         const apiBase = validateApiBase(changes.apiBase);
         if (apiBase !== row.apiBase) {
-          row.apiBase = apiBase;
+          set("apiBase", apiBase);
           changed.push("api_base");
         }
       }
       if (changes.apiKey !== undefined) {
         const apiKey = validateApiKey(changes.apiKey, row.provider, row.apiBase);
         const { token, keyId, binding } = this.keyring.encryptBound(apiKey, boundRow(row));
-        row.encryptedApiKey = token;
-        row.keyId = keyId;
-        row.keyBinding = binding;
-        row.keyHint = keyHint(apiKey, row.provider);
+        set("encryptedApiKey", token);
+        set("keyId", keyId);
+        set("keyBinding", binding);
+        set("keyHint", keyHint(apiKey, row.provider));
         // A new key: its age, check and failure history start again.
-        row.keySetAt = new Date();
-        row.checkOutcome = row.checkHttpStatus = row.checkLatencyMs = row.checkMessage = row.checkedAt = null;
-        row.failureStreak = 0;
-        row.failingSince = null;
+        set("keySetAt", new Date());
+        set("checkOutcome", null);
+        set("checkHttpStatus", null);
+        set("checkLatencyMs", null);
+        set("checkMessage", null);
+        set("checkedAt", null);
+        set("failureStreak", 0);
+        set("failingSince", null);
         changed.push("api_key");
       } else if (changed.includes("api_base")) {
         // The binding covers api_base: check the stored key against the row as it was, then bind it to the new api_base.
         const apiKey = decryptStoredKey(this.keyring, before, row.encryptedApiKey, row.keyId, row.keyBinding);
         // The stored key was accepted for a proxy; without one it goes to the provider, so it must be the provider's kind of key.
         if (row.apiBase === null) this.checkStoredKeyWithoutApiBase(row, apiKey);
-        row.keyBinding = this.keyring.rebind(boundRow(row), row.encryptedApiKey, row.keyId);
+        set("keyBinding", this.keyring.rebind(boundRow(row), row.encryptedApiKey, row.keyId));
       }
       if (changes.weight !== undefined && changes.weight !== row.weight) {
-        row.weight = changes.weight;
+        set("weight", changes.weight);
         changed.push("weight");
       }
       if (changed.length > 0) {
-        touch(row, by);
+        Object.assign(patch, touch(row, by));
+        await em.nativeUpdate(CredentialEntity, { id: row.id }, patch);
         await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });
-        recordAudit(em, {
+        await recordAudit(em, {
           ...by,
           action: "credential.update",
           organizationId: row.organizationId,
@@ -238,11 +249,13 @@ export class CredentialStore {
       const row = await this.lock(em, id);
       if (row.isActive !== active) {
         row.isActive = active;
+        const patch: Partial<CredentialRow> = { isActive: active };
         // The most recently activated credential is the one ResolveKey prefers.
-        if (active) row.activatedAt = new Date();
-        touch(row, by);
+        if (active) patch.activatedAt = row.activatedAt = new Date();
+        Object.assign(patch, touch(row, by));
+        await em.nativeUpdate(CredentialEntity, { id: row.id }, patch);
         await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });
-        recordAudit(em, {
+        await recordAudit(em, {
           ...by,
           action: active ? "credential.activate" : "credential.deactivate",
           organizationId: row.organizationId,
@@ -260,9 +273,9 @@ export class CredentialStore {
   async delete(id: string, by: Actor): Promise<void> {
     const row = await this.write("", async (em) => {
       const row = await this.lock(em, id);
-      em.remove(row);
+      await em.nativeDelete(CredentialEntity, { id: row.id });
       await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });
-      recordAudit(em, {
+      await recordAudit(em, {
         ...by,
         action: "credential.delete",
         organizationId: row.organizationId,
@@ -335,12 +348,16 @@ export class CredentialStore {
     }
   }
 
-  /** Loads a row for update, holding its lock until the transaction ends (also used by KeyHealth). */
+  /**
+   * Loads a row for update, holding its lock until the transaction ends (also used by KeyHealth). The row is a
+   * detached copy (`disableIdentityMap`): `em` does not manage it, so changing its fields writes nothing; callers
+   * write their changes with em.nativeUpdate (inTransaction never flushes).
+   */
   async lock(em: EntityManager, id: string, expectedVersion?: number, withKey = false): Promise<CredentialRow> {
     const row = await em.findOne(
       CredentialEntity,
       { id },
-      { lockMode: LockMode.PESSIMISTIC_WRITE, populate: withKey ? ["encryptedApiKey", "keyBinding"] : [] },
+      { lockMode: LockMode.PESSIMISTIC_WRITE, populate: withKey ? ["encryptedApiKey", "keyBinding"] : [], disableIdentityMap: true },
     );
     if (!row) throw notFound(id);
     if (expectedVersion !== undefined && row.version !== expectedVersion) {
@@ -373,10 +390,12 @@ export class CredentialStore {
   }
 }
 
-function touch(row: CredentialRow, by: Actor): void {
+/** A change: the version goes up, updated_at/updated_by record it. Sets them on `row`, and returns them to write. */
+function touch(row: CredentialRow, by: Actor): Pick<CredentialRow, "version" | "updatedAt" | "updatedBy"> {
   row.version += 1;
   row.updatedAt = new Date();
   row.updatedBy = by.actor;
+  return { version: row.version, updatedAt: row.updatedAt, updatedBy: row.updatedBy };
 }
 
 function boundRow(row: CredentialRow): BoundRow {

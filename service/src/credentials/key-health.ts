@@ -93,22 +93,27 @@ export class KeyHealth {
     const check = await this.checkKey(row.provider, apiKey, row.apiBase, signal);
     let recovered = false;
     const credential = await inTransaction(em, async (tx) => {
+      // A detached copy (see CredentialStore.lock): what changes on it is written with one UPDATE.
       const current = await this.credentials.lock(tx, id);
       const sameKey = current.keySetAt.getTime() === row.keySetAt.getTime() && current.apiBase === row.apiBase;
       if (sameKey) {
-        current.checkOutcome = check.outcome;
-        current.checkHttpStatus = check.httpStatus;
-        current.checkLatencyMs = check.latencyMs;
-        current.checkMessage = check.message;
-        current.checkedAt = check.checkedAt;
+        const patch: Partial<CredentialRow> = {
+          checkOutcome: check.outcome,
+          checkHttpStatus: check.httpStatus,
+          checkLatencyMs: check.latencyMs,
+          checkMessage: check.message,
+          checkedAt: check.checkedAt,
+        };
         if (check.outcome === "valid" && (current.failingSince !== null || current.failureStreak > 0)) {
           recovered = current.failingSince !== null;
-          current.failingSince = null;
-          current.failureStreak = 0;
-          if (recovered) await publishInvalidation(tx, { organizationId: current.organizationId, provider: current.provider });
+          patch.failingSince = null;
+          patch.failureStreak = 0;
         }
+        Object.assign(current, patch);
+        await tx.nativeUpdate(CredentialEntity, { id: current.id }, patch);
+        if (recovered) await publishInvalidation(tx, { organizationId: current.organizationId, provider: current.provider });
       }
-      recordAudit(tx, {
+      await recordAudit(tx, {
         ...by,
         action: "credential.verify",
         organizationId: current.organizationId,
@@ -121,7 +126,7 @@ export class KeyHealth {
           ...(sameKey ? {} : { stored: false, reason: "the key or api_base changed while the check ran" }),
         },
       });
-      if (recovered) recordAudit(tx, { ...by, action: "credential.recovered", organizationId: current.organizationId, credentialId: current.id, details: { reason: "verification passed", key_hint: current.keyHint } });
+      if (recovered) await recordAudit(tx, { ...by, action: "credential.recovered", organizationId: current.organizationId, credentialId: current.id, details: { reason: "verification passed", key_hint: current.keyHint } });
       return this.credentials.view(current);
     });
     if (recovered) {
@@ -136,14 +141,17 @@ export class KeyHealth {
     this.metrics?.failureReported(kind);
     let marked: CredentialRow | undefined;
     const result = await inTransaction(this.orm, async (em) => {
+      // A detached copy (see CredentialStore.lock): its changes are written with one UPDATE.
       const row = await this.credentials.lock(em, id);
       if (!COUNTED.has(kind)) return { failureStreak: row.failureStreak, failing: row.failingSince !== null };
       row.failureStreak += 1;
-      if (row.failingSince === null && row.failureStreak >= this.options.failureThreshold) {
-        row.failingSince = new Date();
+      const marks = row.failingSince === null && row.failureStreak >= this.options.failureThreshold;
+      if (marks) row.failingSince = new Date();
+      await em.nativeUpdate(CredentialEntity, { id: row.id }, marks ? { failureStreak: row.failureStreak, failingSince: row.failingSince } : { failureStreak: row.failureStreak });
+      if (marks) {
         marked = row;
         await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });
-        recordAudit(em, {
+        await recordAudit(em, {
           ...by,
           action: "credential.failing",
           organizationId: row.organizationId,
@@ -185,7 +193,7 @@ export class KeyHealth {
       const recovered = rows.filter((r) => r.was_failing);
       for (const r of recovered) {
         await publishInvalidation(em, { organizationId: r.organization_id, provider: r.provider });
-        recordAudit(em, {
+        await recordAudit(em, {
           ...by,
           action: "credential.recovered",
           organizationId: r.organization_id,
@@ -209,14 +217,12 @@ export class KeyHealth {
       const existing = await em.findOne(SelectionStrategyEntity, { organizationId, provider }, { lockMode: LockMode.PESSIMISTIC_WRITE });
       const before = existing?.strategy ?? "newest";
       if (existing) {
-        existing.strategy = strategy;
-        existing.updatedAt = now;
-        existing.updatedBy = by.actor;
+        await em.nativeUpdate(SelectionStrategyEntity, { organizationId, provider }, { strategy, updatedAt: now, updatedBy: by.actor });
       } else {
-        em.create(SelectionStrategyEntity, { organizationId, provider, strategy, updatedAt: now, updatedBy: by.actor });
+        await em.insert(SelectionStrategyEntity, { organizationId, provider, strategy, updatedAt: now, updatedBy: by.actor });
       }
       await publishInvalidation(em, { organizationId, provider });
-      recordAudit(em, { ...by, action: "selection_strategy.set", organizationId, target: provider, details: { provider, from: before, to: strategy } });
+      await recordAudit(em, { ...by, action: "selection_strategy.set", organizationId, target: provider, details: { provider, from: before, to: strategy } });
       return { organizationId, provider, strategy, updatedAt: now, updatedBy: by.actor };
     });
     this.onChange({ organizationId, provider });

@@ -1,4 +1,4 @@
-import { EntityManager as CoreEntityManager, TransactionEventBroadcaster } from "@mikro-orm/core";
+import { EntityManager as CoreEntityManager, FlushMode, TransactionEventBroadcaster } from "@mikro-orm/core";
 import { MikroORM, type EntityManager } from "@mikro-orm/postgresql";
 import { Migrator } from "@mikro-orm/migrations";
 import pg from "pg";
@@ -46,35 +46,40 @@ export async function createOrm(options: OrmOptions): Promise<Orm> {
 }
 
 /**
- * Runs `work` in a database transaction on a fresh fork of the EntityManager: commits (after flushing) when it
- * resolves, rolls back when it (or the flush, or the COMMIT) throws, and rethrows that error. Either way the
- * transaction ends and its pooled connection goes back to the pool.
+ * Runs `work` in a database transaction on a fresh fork of the EntityManager: commits when it resolves, rolls
+ * back when it (or the COMMIT) throws, and rethrows that error. Either way the transaction ends and its pooled
+ * connection goes back to the pool.
  *
  * Unlike em.transactional(), it does not run `work` inside MikroORM's TransactionContext (an AsyncLocalStorage):
  * on Node 20 the first AsyncLocalStorage.run() turns on a promise hook for the whole process, for good, a cost
  * every ResolveKey call would pay. So `work` must use the `em` it is given: the global orm.em, or another fork,
  * does not follow the transaction.
  *
- * For the same reason it flushes only when `work` loaded, created or removed an entity: MikroORM's flush runs in
- * an AsyncLocalStorage of its own (UnitOfWork's "inside flush" guard), so a transaction of plain SQL statements
- * (rewrap, binding legacy rows at start-up, reportSuccess) commits without one. A transaction that flushes
- * entities (an audit row, a changed credential) still turns the hook on: that one is MikroORM's, not ours.
+ * For the same reason it never flushes: MikroORM's flush runs in an AsyncLocalStorage of its own (UnitOfWork's
+ * "inside flush" guard, on every em.flush() or em.commit() that flushes). So `work` writes with explicit
+ * statements on `em`, which run at once in its transaction (em.insert/insertMany, em.nativeUpdate,
+ * em.nativeDelete, or SQL through em.getConnection().execute(sql, params, method, em.getTransactionContext())),
+ * and must not call em.flush() itself. Reading is fine: the fork's flush mode is COMMIT, so em.find/findOne/count
+ * never auto-flush (which they would only do for something queued, and nothing should be).
+ *
+ * Nothing queued is ever lost silently: before the COMMIT, it asks the unit of work what a flush would write,
+ * without flushing (UnitOfWork.computeChangeSets(), plain code that enters no AsyncLocalStorage, then
+ * getChangeSets() and friends): an entity queued with em.create/em.persist/em.remove, or a loaded entity whose
+ * fields `work` changed. If there is any, that is a programming error: it throws (naming the entities), and
+ * the transaction rolls back. (To change a loaded row as a working copy, load it with `disableIdentityMap: true`:
+ * nothing is managed then.)
  *
  * Pass the Orm to fork orm.em, or an EntityManager (a request's fork) to fork that one instead.
  */
 export async function inTransaction<T>(source: Orm | EntityManager, work: (em: EntityManager) => Promise<T>): Promise<T> {
-  const em = (source instanceof CoreEntityManager ? source : source.em).fork();
+  const em = (source instanceof CoreEntityManager ? source : source.em).fork({ flushMode: FlushMode.COMMIT });
   await em.begin();
   try {
     const result = await work(em);
-    if (mayNeedFlush(em)) {
-      // Flushes, then COMMITs; a failure in either leaves the transaction open for the rollback below.
-      await em.commit();
-    } else {
-      // em.commit() without its flush, which would have nothing to write.
-      await em.getConnection("write").commit(em.getTransactionContext()!, new TransactionEventBroadcaster(em));
-      em.resetTransactionContext();
-    }
+    refuseUnflushedChanges(em);
+    // em.commit() without its flush (which would run in MikroORM's AsyncLocalStorage, and has nothing to write).
+    await em.getConnection("write").commit(em.getTransactionContext()!, new TransactionEventBroadcaster(em));
+    em.resetTransactionContext();
     return result;
   } catch (error) {
     // ROLLBACK also hands the connection back. After a failed COMMIT knex has already released it and this
@@ -84,10 +89,24 @@ export async function inTransaction<T>(source: Orm | EntityManager, work: (em: E
   }
 }
 
-/** Whether em.flush() could have anything to write: `em` holds an entity it loaded, or one to insert or delete. */
-function mayNeedFlush(em: EntityManager): boolean {
+/**
+ * Throws when em.flush() would have anything to write: an entity queued to be inserted or deleted, or a managed
+ * one whose fields changed. computeChangeSets() is what a flush does first, minus the flush: it only compares
+ * entities with their snapshots (the fork is thrown away right after, so what it leaves in the unit of work does
+ * not matter).
+ */
+function refuseUnflushedChanges(em: EntityManager): void {
   const uow = em.getUnitOfWork();
-  return uow.getIdentityMap().keys().length > 0 || uow.getPersistStack().size > 0 || uow.getRemoveStack().size > 0;
+  const queued = uow.getPersistStack().size + uow.getRemoveStack().size + uow.getOrphanRemoveStack().size;
+  if (queued === 0 && uow.getIdentityMap().keys().length === 0) return;
+  uow.computeChangeSets();
+  const changes = uow.getChangeSets().map((cs) => `${cs.type} ${cs.meta.className}`);
+  if (uow.getCollectionUpdates().length > 0 || uow.getExtraUpdates().size > 0) changes.push("collection or extra updates");
+  if (changes.length === 0) return;
+  throw new Error(
+    `programming error: inTransaction never flushes, and the unit of work holds changes only a flush would write (${changes.join(", ")}); ` +
+      "write them with em.insert, em.nativeUpdate or em.nativeDelete instead of em.create/em.persist/em.remove or changing a loaded entity",
+  );
 }
 
 // Any fixed 64-bit number works, as long as every replica uses the same one.

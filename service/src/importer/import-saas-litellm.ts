@@ -7,7 +7,7 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { inTransaction, type Orm } from "../db/orm.js";
 import type { ProviderName } from "../db/entities.js";
-import { recordAudit } from "../audit/audit-store.js";
+import { recordAudit, recordAudits, type AuditEvent } from "../audit/audit-store.js";
 import { publishInvalidation } from "../credentials/invalidation.js";
 import { keyHint, validateApiBase, validateApiKey, validateId, validateName, UUID_PATTERN } from "../credentials/validation.js";
 import { ServiceError } from "../errors.js";
@@ -211,15 +211,17 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
           fresh.flatMap((o) => [o.id, o.name, o.createdAt, o.updatedAt]),
         );
         const ids = new Set(rows.map((r) => r.id));
-        for (const o of fresh) {
-          if (!ids.has(o.id)) continue;
-          recordAudit(em, {
-            actor: IMPORT_ACTOR,
-            action: "organization.import",
-            organizationId: o.id,
-            details: { name: o.name, imported_from: "saas-litellm", legacy_status: o.legacy.status },
-          });
-        }
+        await recordAudits(
+          em,
+          fresh
+            .filter((o) => ids.has(o.id))
+            .map((o) => ({
+              actor: IMPORT_ACTOR,
+              action: "organization.import",
+              organizationId: o.id,
+              details: { name: o.name, imported_from: "saas-litellm", legacy_status: o.legacy.status },
+            })),
+        );
         return ids;
       });
     }
@@ -293,11 +295,12 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
           fresh.flatMap((t) => [t.id, t.organizationId, t.name, t.createdAt, t.updatedAt]),
         );
         const ids = new Set(rows.map((r) => r.id));
-        for (const t of fresh) {
-          if (ids.has(t.id)) {
-            recordAudit(em, { actor: IMPORT_ACTOR, action: "team.import", organizationId: t.organizationId, target: t.id, details: { name: t.name, imported_from: "saas-litellm" } });
-          }
-        }
+        await recordAudits(
+          em,
+          fresh
+            .filter((t) => ids.has(t.id))
+            .map((t) => ({ actor: IMPORT_ACTOR, action: "team.import", organizationId: t.organizationId, target: t.id, details: { name: t.name, imported_from: "saas-litellm" } })),
+        );
         return ids;
       });
     }
@@ -454,10 +457,11 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
       );
       const ids = new Set(rows.map((r) => r.id));
       const changed = new Set<string>();
+      const audits: AuditEvent[] = [];
       for (const c of fresh) {
         if (!ids.has(c.id)) continue;
         changed.add(`${c.organizationId}\u0000${c.provider}`);
-        recordAudit(em, {
+        audits.push({
           actor: IMPORT_ACTOR,
           action: "credential.import",
           organizationId: c.organizationId,
@@ -473,6 +477,7 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
           },
         });
       }
+      await recordAudits(em, audits);
       // Running replicas drop what they cached for these (organisation, provider) pairs when this commits.
       for (const pair of changed) {
         const [organizationId, provider] = pair.split("\u0000") as [string, ProviderName];
@@ -514,7 +519,7 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
   // A run that imports nothing writes nothing, not even this summary: a rerun leaves every table as it was.
   if (!dryRun && imported > 0) {
     await inTransaction(orm, async (em) => {
-      recordAudit(em, {
+      await recordAudit(em, {
         actor: IMPORT_ACTOR,
         action: "saas_litellm.import",
         target: `saas-litellm:${source.where}`,

@@ -147,7 +147,7 @@ export async function rewrapAll(orm: Orm, keyring: Keyring, options: RewrapOptio
     ms: Date.now() - started,
   };
   await inTransaction(orm, async (em) => {
-    recordAudit(em, {
+    await recordAudit(em, {
       actor: options.actor,
       action: "master_key.rotate",
       target: keyring.primaryKeyId,

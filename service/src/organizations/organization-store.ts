@@ -26,8 +26,8 @@ export class OrganizationStore {
     const now = new Date();
     const row: OrganizationRow = { id, name, createdAt: now, updatedAt: now };
     await this.write(async (em) => {
-      em.create(OrganizationEntity, row);
-      recordAudit(em, { ...by, action: "organization.create", organizationId: id, details: { name } });
+      await em.insert(OrganizationEntity, row);
+      await recordAudit(em, { ...by, action: "organization.create", organizationId: id, details: { name } });
     }, `organization_id: an organization with id "${id}" already exists`);
     return row;
   }
@@ -51,9 +51,9 @@ export class OrganizationStore {
       const credentials = await em.count(CredentialEntity, { organizationId: id });
       const teams = await em.count(TeamEntity, { organizationId: id });
       if (credentials > 0 || teams > 0) throw stillInUse(id, credentials, teams);
-      em.remove(row);
+      await em.nativeDelete(OrganizationEntity, { id });
       await publishInvalidation(em, { organizationId: id });
-      recordAudit(em, { ...by, action: "organization.delete", organizationId: id, details: { name: row.name } });
+      await recordAudit(em, { ...by, action: "organization.delete", organizationId: id, details: { name: row.name } });
     }, "");
     this.onChange({ organizationId: id });
   }
@@ -63,8 +63,8 @@ export class OrganizationStore {
     const row: TeamRow = { id, organizationId, name, createdAt: now, updatedAt: now };
     await this.write(async (em) => {
       if ((await em.count(OrganizationEntity, { id: organizationId })) === 0) throw organizationNotFound(organizationId);
-      em.create(TeamEntity, row);
-      recordAudit(em, { ...by, action: "team.create", organizationId, target: id, details: { name } });
+      await em.insert(TeamEntity, row);
+      await recordAudit(em, { ...by, action: "team.create", organizationId, target: id, details: { name } });
     }, `team_id: a team with id "${id}" already exists`, organizationNotFound(organizationId));
     return row;
   }
@@ -81,9 +81,9 @@ export class OrganizationStore {
     const deleted = await this.write(async (em) => {
       const row = await em.findOne(TeamEntity, { id });
       if (!row) throw new ServiceError("not_found", `team "${id}" not found`);
-      em.remove(row);
+      await em.nativeDelete(TeamEntity, { id });
       await publishInvalidation(em, { teamId: id });
-      recordAudit(em, { ...by, action: "team.delete", organizationId: row.organizationId, target: id, details: { name: row.name } });
+      await recordAudit(em, { ...by, action: "team.delete", organizationId: row.organizationId, target: id, details: { name: row.name } });
       return row;
     }, "");
     this.onChange({ teamId: id });
