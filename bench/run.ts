@@ -15,7 +15,7 @@
 // 6. a markdown table against the targets, and bench/results/latest.json.
 //
 // Servers run pinned to core 0 and load generators to core 1 (taskset), each a separate process.
-// A full run takes about 11-17 minutes on this 2-core machine (the panel about 130 s of it), --quick about two.
+// A full run takes about 9-17 minutes on this 2-core machine (the panel about 130 s of it), --quick about two.
 import os from "node:os";
 import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
