@@ -125,6 +125,8 @@ export interface Machine {
   /** Cores' worth of CPU other processes used over 1 s just before the run. */
   otherCoresAtStart?: number;
   packages: Record<string, string>;
+  /** The node flags the service processes ran with (absent in results from before they were recorded). */
+  serviceNodeFlags?: string[];
 }
 
 export interface KeyringResult {
@@ -444,7 +446,8 @@ export function renderMarkdown(r: Omit<Results, "markdown">): string {
   lines.push(
     `Machine: ${m.cpuModel}, ${m.cores} cores, ${fmt(m.memoryGiB, 1)} GiB; Linux ${m.kernel}; Node.js ${m.node}; ${m.postgres} (${m.database}); ` +
       `${Object.entries(m.packages).map(([k, v]) => `${k} ${v}`).join(", ")}. ${m.pinning} Load average at start: ${m.loadAverageAtStart.map((x) => x.toFixed(2)).join(" ")}` +
-      `${m.otherCoresAtStart === undefined ? "" : `; other processes used ${m.otherCoresAtStart.toFixed(2)} cores just before the run`}.`,
+      `${m.otherCoresAtStart === undefined ? "" : `; other processes used ${m.otherCoresAtStart.toFixed(2)} cores just before the run`}.` +
+      `${m.serviceNodeFlags === undefined ? "" : ` The service processes ran with \`node ${m.serviceNodeFlags.join(" ")}\` (as npm start runs a service with one core).`}`,
   );
   const panelCases = r.panel?.rounds.flatMap((round) => PANEL_CASES.map((name) => round.cases[name])) ?? [];
   const others = [...r.cases, ...panelCases].map((c) => c.otherCores).filter((x): x is number => x !== undefined).sort((a, b) => a - b);

@@ -67,7 +67,7 @@ import {
   type SidePanel,
 } from "./report.js";
 import { seed, type SeedResult } from "./seed.js";
-import { ensureServiceBuild, serviceEntry } from "../service/scripts/ensure-build.js";
+import { ensureServiceBuild, serviceEntry, serviceNodeArgs } from "../service/scripts/ensure-build.js";
 import { fillBreakdown, fillPairs, hotPairs, MEMORY_TARGET_ENTRIES, type ResolveRequest, type Workload } from "./workload.js";
 
 const SERVER_CORE = 0;
@@ -127,6 +127,7 @@ function describeMachine(postgres: string, embedded: boolean): Machine {
       : "taskset not found: processes are not pinned.",
     loadAverageAtStart: os.loadavg(),
     packages: { "@grpc/grpc-js": version("@grpc/grpc-js"), "@connectrpc/connect-node": version("@connectrpc/connect-node") },
+    serviceNodeFlags: SERVICE_FLAGS,
   };
 }
 
@@ -170,6 +171,8 @@ function serviceBaseEnv(): NodeJS.ProcessEnv {
 const SERVICE_ENTRY = process.env.BENCH_SERVICE_ENTRY === "tsx" ? undefined : process.env.BENCH_SERVICE_ENTRY || serviceEntry;
 /** Extra node flags for the service processes (e.g. "--max-semi-space-size=32"), to compare settings. */
 const SERVICE_NODE_ARGS = (process.env.BENCH_SERVICE_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
+/** As npm start runs a service with the cores it gets: one when pinned (taskset), else this machine's. */
+const SERVICE_FLAGS = [...serviceNodeArgs(HAS_TASKSET ? 1 : undefined), ...SERVICE_NODE_ARGS];
 
 const serviceLogIssues: string[] = [];
 /** Which service code each service process ran: service/ and migrations/ change under our feet while others work. */
@@ -213,8 +216,8 @@ async function startService(
   const source = sourceHash();
   // BENCH_SERVICE_ENTRY: a precompiled entry (e.g. dist/service/src/main.js) run with plain node instead of tsx.
   const proc = SERVICE_ENTRY
-    ? startProcess(name, process.execPath, ["--enable-source-maps", ...SERVICE_NODE_ARGS, SERVICE_ENTRY], { env, core: options.core })
-    : startProcess(name, process.execPath, [...SERVICE_NODE_ARGS, "--import", "tsx", "service/src/main.ts"], { env, core: options.core });
+    ? startProcess(name, process.execPath, [...SERVICE_FLAGS, SERVICE_ENTRY], { env, core: options.core })
+    : startProcess(name, process.execPath, [...SERVICE_FLAGS, "--import", "tsx", "service/src/main.ts"], { env, core: options.core });
   proc.onLine((line) => {
     if (serviceLogIssues.length < 20 && /"level":(40|50|60)|Error|error/.test(line)) serviceLogIssues.push(`${name}: ${line}`);
   });

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { ensurePortalBuild } from "../../../portal/scripts/ensure-build.js";
-import { ensureServiceBuild, rootDir as root, serviceEntry } from "../../scripts/ensure-build.js";
+import { ensureServiceBuild, rootDir as root, serviceEntry, serviceNodeArgs } from "../../scripts/ensure-build.js";
 import { portFrom } from "../runtime/config.js";
 
 const children: ChildProcess[] = [];
@@ -109,11 +109,12 @@ async function main(): Promise<void> {
   const firstAdmin: string[] = [];
   say("starting the credentials service");
   // The compiled service (dist/), run by node itself (no wrapper, so that signals reach the service directly;
-  // no tsx loader, whose thread and heap cost 25-45 MiB); stack traces point into the TypeScript sources.
+  // no tsx loader, whose thread and heap cost 25-45 MiB), with serviceNodeArgs(): source maps, and the
+  // single-threaded collector when this machine or container gives us one core.
   await startChild(
     "credentials service",
     process.execPath,
-    ["--enable-source-maps", serviceEntry],
+    [...serviceNodeArgs(), serviceEntry],
     { ...process.env, GRPC_PORT: String(grpcPort), CONNECT_PORT: String(connectPort), METRICS_PORT: String(metricsPort) },
     (line) => line.includes("credentials service ready"),
     (line) => {
