@@ -72,17 +72,7 @@ export interface PanelRound {
 }
 
 /** A case's rounds taken together: total calls ÷ total measured time, percentiles of the merged histograms. */
-export interface PanelPooled {
-  calls: number;
-  measuredMs: number;
-  callsPerSec: number;
-  p50Ms: number;
-  p90Ms: number;
-  p99Ms: number;
-  maxMs: number;
-  errors: number;
-  stuck: number;
-}
+export type PanelPooled = Pick<CaseResult, "calls" | "callsPerSec" | "p50Ms" | "p90Ms" | "p99Ms" | "maxMs" | "errors" | "stuck"> & { measuredMs: number };
 
 export interface PanelRatioSummary {
   /** Median of the rounds' ratios (mean of the middle two for an even number of rounds): what the targets judge. */
