@@ -7,6 +7,7 @@ import { performance } from "node:perf_hooks";
 import fernet from "fernet";
 import { decryptFernet, parseFernetKey } from "../service/src/keyring/fernet.js";
 import { createKeyring, generateMasterKey } from "../service/src/keyring/keyring.js";
+import { median } from "./report.js";
 
 const { roundMs = 2_000, rounds = 3 } = JSON.parse(process.argv[2] ?? "{}") as { roundMs?: number; rounds?: number };
 
@@ -36,7 +37,6 @@ function perSecond(fn: () => string): number {
   return n / ((now - start) / 1000);
 }
 
-const median = (values: number[]) => values.slice().sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
 // Warm both up, then alternate rounds so that neither gets a quieter moment of the machine.
 perSecond(ours);

@@ -41,7 +41,8 @@ function tuneGarbageCollector(env: NodeJS.ProcessEnv): void {
   const given = (name: string) => process.execArgv.some((arg) => flagName(arg) === name);
   const growingPercent = nonNegativeIntFrom(env, "HEAP_GROWING_PERCENT", 30);
   if (growingPercent > 0 && !given("heap-growing-percent")) v8.setFlagsFromString(`--heap-growing-percent=${growingPercent}`);
-  if (os.availableParallelism() === 1 && !given("concurrent-marking")) v8.setFlagsFromString("--no-concurrent-marking");
+  // npm start gives a one-core service --single-threaded-gc (serviceNodeArgs), which already turns it off.
+  if (os.availableParallelism() === 1 && !given("concurrent-marking") && !given("single-threaded-gc")) v8.setFlagsFromString("--no-concurrent-marking");
 }
 
 const logger = createLogger();
