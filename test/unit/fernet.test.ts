@@ -1,6 +1,8 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
+import { randomBytes } from "node:crypto";
 import {
+  CheckedFernetDecryptor,
   decryptFernet,
   encryptFernet,
   FernetError,
@@ -202,6 +204,58 @@ describe("encryptFernet / decryptFernet", () => {
     expectFernetError(() => encryptFernet(KEY, "x", { iv: Buffer.alloc(15) }));
     expectFernetError(() => encryptFernet(KEY, "x", { now: -1 }));
     expectFernetError(() => encryptFernet(KEY, "x", { now: Number.NaN }));
+  });
+});
+
+describe("CheckedFernetDecryptor (the ResolveKey cache's decryption of already-checked tokens)", () => {
+  it("opens the spec vectors and, through one long-lived context, tokens of every length in any order as decryptFernet does", () => {
+    for (const v of [...generate, ...verify]) expect(new CheckedFernetDecryptor(parseFernetKey(v.secret)).decrypt(v.token).toString("utf8")).toBe(v.src);
+    const decryptor = new CheckedFernetDecryptor(KEY);
+    const plains = Array.from({ length: 300 }, (_, i) => randomBytes(i % 70));
+    const tokens = plains.map((plain) => encryptFernet(KEY, plain));
+    // Shuffled, twice over: nothing carries from one call to the next.
+    const order = [...tokens.keys(), ...tokens.keys()].sort(() => Math.random() - 0.5);
+    for (const i of order) {
+      const opened = decryptor.decrypt(tokens[i]);
+      expect(opened.equals(plains[i])).toBe(true);
+      expect(opened.equals(decryptFernet(KEY, tokens[i]))).toBe(true);
+    }
+    // Unpadded tokens (as other implementations may store them) open too.
+    expect(decryptor.decrypt(tokens[5].replace(/=+$/, "")).equals(plains[5])).toBe(true);
+  });
+
+  it("refuses malformed tokens without leaving anything behind for the next call", () => {
+    const decryptor = new CheckedFernetDecryptor(KEY);
+    const token = encryptFernet(KEY, "sk-after-the-bad-ones");
+    const bytes = Buffer.from(token, "base64url");
+    const notWholeBlocks = Buffer.concat([bytes.subarray(0, 25 + 16 + 5), bytes.subarray(bytes.length - 32)]).toString("base64url");
+    const noCiphertext = Buffer.concat([bytes.subarray(0, 25), bytes.subarray(bytes.length - 32)]).toString("base64url");
+    const otherVersion = Buffer.from([0x81, ...bytes.subarray(1)]).toString("base64url");
+    for (const bad of [notWholeBlocks, noCiphertext, otherVersion, "", "gA", token.slice(0, 40)]) {
+      const error = expectFernetError(() => decryptor.decrypt(bad));
+      expect(error.message).not.toContain(token);
+      expect(decryptor.decrypt(token).toString("utf8")).toBe("sk-after-the-bad-ones");
+    }
+  });
+
+  it("under another key the padding check refuses almost every token, and never yields the plaintext", () => {
+    const wrong = new CheckedFernetDecryptor(parseFernetKey(generateFernetKey()));
+    let refused = 0;
+    for (let i = 0; i < 200; i++) {
+      const token = encryptFernet(KEY, `sk-${i}`);
+      try {
+        expect(wrong.decrypt(token).toString("latin1")).not.toBe(`sk-${i}`);
+      } catch (error) {
+        expect(error).toBeInstanceOf(FernetError);
+        refused++;
+      }
+    }
+    // A wrong key passes the padding check about 1 time in 256 (a last byte of 0x01).
+    expect(refused).toBeGreaterThan(180);
+  });
+
+  it("validates its key", () => {
+    expectFernetError(() => new CheckedFernetDecryptor(Buffer.alloc(16)));
   });
 });
 

@@ -1,7 +1,7 @@
 // The only module of the app that sees MASTER_KEY. Everything else gets a
 // Keyring and key ids (fingerprints), never key material.
 import { createHash, createHmac, createSecretKey, hkdfSync, timingSafeEqual, type KeyObject } from "node:crypto";
-import { decryptCheckedFernet, decryptFernet, encryptFernet, FernetError, generateFernetKey, parseFernetKey } from "./fernet.js";
+import { CheckedFernetDecryptor, decryptFernet, encryptFernet, FernetError, generateFernetKey, parseFernetKey } from "./fernet.js";
 
 const VALID_MASTER_KEY =
   "A valid MASTER_KEY is a Fernet key (url-safe base64 of 32 bytes: 44 characters ending in '='), " +
@@ -64,6 +64,8 @@ export class Keyring {
   readonly #keys: ReadonlyMap<string, Buffer>; // insertion order = configured order
   /** Per master key, the HMAC key that binds ciphertext to its row (HKDF-SHA256 of the Fernet key, domain-separated). */
   readonly #bindingKeys = new Map<Buffer, KeyObject>();
+  /** Per key id, the decryptor of tokens checked in this process (decryptChecked). */
+  readonly #checkedDecryptors = new Map<string, CheckedFernetDecryptor>();
 
   /** Use createKeyring(); keys must be distinct 32-byte Fernet keys, first = primary. */
   constructor(keys: readonly Buffer[]) {
@@ -73,8 +75,9 @@ export class Keyring {
     this.#keys = map;
     this.keyIds = Object.freeze([...map.keys()]);
     this.primaryKeyId = this.keyIds[0];
-    for (const key of map.values()) {
+    for (const [id, key] of map) {
       this.#bindingKeys.set(key, createSecretKey(Buffer.from(hkdfSync("sha256", key, Buffer.alloc(0), BINDING_INFO, 32))));
+      this.#checkedDecryptors.set(id, new CheckedFernetDecryptor(key));
     }
   }
 
@@ -138,11 +141,11 @@ export class Keyring {
    * never for one read from the database or received from outside.
    */
   decryptChecked(token: string, openedKeyId: string): string {
-    const key = this.#keys.get(openedKeyId);
-    if (key === undefined) throw new DecryptError("the key that opened this token is no longer configured");
+    const decryptor = this.#checkedDecryptors.get(openedKeyId);
+    if (decryptor === undefined) throw new DecryptError("the key that opened this token is no longer configured");
     let plaintext: Buffer;
     try {
-      plaintext = decryptCheckedFernet(key, token);
+      plaintext = decryptor.decrypt(token);
     } catch {
       throw new DecryptError("token could not be decrypted with the key that opened it");
     }
