@@ -28,7 +28,7 @@
 import { getEventListeners } from "node:events";
 import { isIP } from "node:net";
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import { create, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -50,6 +50,7 @@ import {
 } from "@connectrpc/connect";
 import { createAsyncIterable } from "@connectrpc/connect/protocol";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { binaryDeserializer, binarySerializer } from "./flat-codec.js";
 
 /** One service and its Connect implementation (methods left out answer UNIMPLEMENTED). */
 export interface GrpcJsServiceBinding {
@@ -143,10 +144,10 @@ export function grpcJsServiceDefinition(service: DescService): grpc.ServiceDefin
       path: `/${service.typeName}/${method.name}`,
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
       responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
-      requestSerialize: serializer(method.input),
+      requestSerialize: binarySerializer(method.input),
       requestDeserialize: requestDeserializer(method.input),
-      responseSerialize: serializer(method.output),
-      responseDeserialize: deserializer(method.output),
+      responseSerialize: binarySerializer(method.output),
+      responseDeserialize: binaryDeserializer(method.output),
       originalName: method.localName,
     };
   }
@@ -222,17 +223,6 @@ interface CallConfig {
 
 type AnyFn = (req: UnaryRequest | StreamRequest) => Promise<UnaryResponse | StreamResponse>;
 
-function serializer(desc: DescMessage): (message: object) => Buffer {
-  return (message) => {
-    const bytes = toBinary(desc, create(desc, message as never));
-    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  };
-}
-
-function deserializer(desc: DescMessage): (bytes: Buffer) => object {
-  return (bytes) => fromBinary(desc, bytes);
-}
-
 /** A request message that did not decode: the handler answers it with INVALID_ARGUMENT. */
 class UndecodableRequest {
   constructor(readonly desc: DescMessage) {}
@@ -247,9 +237,10 @@ class UndecodableRequest {
  * with INTERNAL, which would blame the server for the client's bad bytes.
  */
 function requestDeserializer(desc: DescMessage): (bytes: Buffer) => object {
+  const deserialize = binaryDeserializer(desc);
   return (bytes) => {
     try {
-      return fromBinary(desc, bytes);
+      return deserialize(bytes);
     } catch {
       return new UndecodableRequest(desc);
     }
