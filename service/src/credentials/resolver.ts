@@ -111,16 +111,26 @@ export class KeyResolver {
     private readonly reachability = new Reachability(),
   ) {}
 
-  async resolve(scope: ResolveScope, provider: ProviderName): Promise<Resolution> {
+  /**
+   * The key to hand out. A cache hit answers at once, without a promise (the
+   * hot path: an async function and its awaits cost more than the cache
+   * look-up); a miss answers with a promise. Refusals are thrown on a hit and
+   * rejected on a miss.
+   */
+  resolve(scope: ResolveScope, provider: ProviderName): Resolution | Promise<Resolution> {
     // The resolution is cached per organisation and provider, shared by the organisation and all its
     // teams; a team is cached as a link to its organisation (looked up once per call).
     const linked = "organizationId" in scope ? scope.organizationId : this.cache.organizationOf(teamLinkKey(scope.teamId));
-    let stored = linked === undefined ? undefined : this.cache.get(organizationKey(linked, provider));
-    if (stored) this.metrics?.cacheHit();
-    else {
-      this.metrics?.cacheMiss();
-      stored = await this.loadOrStale(scope, provider, linked);
+    const cached = linked === undefined ? undefined : this.cache.get(organizationKey(linked, provider));
+    if (cached) {
+      this.metrics?.cacheHit();
+      return this.answer(scope, provider, cached);
     }
+    this.metrics?.cacheMiss();
+    return this.loadOrStale(scope, provider, linked).then((stored) => this.answer(scope, provider, stored));
+  }
+
+  private answer(scope: ResolveScope, provider: ProviderName, stored: StoredResolution | undefined): Resolution {
     if (!stored) {
       throw new ServiceError("not_found", "teamId" in scope ? `team "${scope.teamId}" not found` : `organization "${scope.organizationId}" not found`);
     }

@@ -1,7 +1,8 @@
 import type { ServiceImpl } from "@connectrpc/connect";
-import { CredentialService, KeySource } from "../gen/credentials_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { CredentialService, KeySource, type ResolveKeyResponseSchema } from "../gen/credentials_pb.js";
 import type { CredentialStore } from "../credentials/credential-store.js";
-import type { KeyResolver } from "../credentials/resolver.js";
+import type { KeyResolver, Resolution } from "../credentials/resolver.js";
 import { MAX_SUCCESS_REPORT, type KeyHealth } from "../credentials/key-health.js";
 import type { ProviderCheckResult } from "../credentials/provider-check.js";
 import type { ProviderName } from "../db/entities.js";
@@ -60,6 +61,25 @@ function requireValid(result: ProviderCheckResult): void {
     `api_key: the provider check did not pass (${result.outcome.replace("_", " ")}): ${result.message.replace(/\.$/, "")}; nothing was saved`,
     "api_key",
   );
+}
+
+/** Records a failed ResolveKey in the metrics and answers the error, to be thrown. */
+function resolveFailed(metrics: ServiceMetrics | undefined, provider: ProviderName, started: number, error: unknown): unknown {
+  metrics?.resolved(provider, "none", resolveResultOf(error), (performance.now() - started) / 1000);
+  return error;
+}
+
+/** Records a resolution in the metrics and answers it as the response. */
+function resolved(metrics: ServiceMetrics | undefined, provider: ProviderName, started: number, resolution: Resolution): MessageInitShape<typeof ResolveKeyResponseSchema> {
+  metrics?.resolved(provider, resolution.source, "ok", (performance.now() - started) / 1000);
+  return {
+    apiKey: resolution.apiKey,
+    apiBase: resolution.apiBase ?? undefined,
+    source: resolution.source === "organization" ? KeySource.ORGANIZATION : KeySource.ENVIRONMENT,
+    credentialId: resolution.credentialId ?? undefined,
+    organizationId: resolution.organizationId,
+    failing: resolution.failing,
+  };
 }
 
 /** credentials.v1.CredentialService: validation and mapping only; the stores do the work. */
@@ -167,7 +187,8 @@ export function createCredentialService({ credentials, resolver, keyHealth: heal
       return { policies: policies.map(selectionPolicyMessage) };
     },
 
-    async resolveKey(req) {
+    // Not an async function: a cache hit answers without a promise (see KeyResolver.resolve).
+    resolveKey(req) {
       const provider = providerName(req.provider);
       const scope =
         req.scope.case === "organizationId"
@@ -177,22 +198,21 @@ export function createCredentialService({ credentials, resolver, keyHealth: heal
             : undefined;
       if (!scope) throw invalid("scope", "set organization_id or team_id");
       const started = metrics ? performance.now() : 0;
-      let resolution;
+      let resolution: Resolution | Promise<Resolution>;
       try {
-        resolution = await resolver.resolve(scope, provider);
+        resolution = resolver.resolve(scope, provider);
       } catch (error) {
-        metrics?.resolved(provider, "none", resolveResultOf(error), (performance.now() - started) / 1000);
-        throw error;
+        throw resolveFailed(metrics, provider, started, error);
       }
-      metrics?.resolved(provider, resolution.source, "ok", (performance.now() - started) / 1000);
-      return {
-        apiKey: resolution.apiKey,
-        apiBase: resolution.apiBase ?? undefined,
-        source: resolution.source === "organization" ? KeySource.ORGANIZATION : KeySource.ENVIRONMENT,
-        credentialId: resolution.credentialId ?? undefined,
-        organizationId: resolution.organizationId,
-        failing: resolution.failing,
-      };
+      if (resolution instanceof Promise) {
+        return resolution.then(
+          (answer) => resolved(metrics, provider, started, answer),
+          (error: unknown) => {
+            throw resolveFailed(metrics, provider, started, error);
+          },
+        );
+      }
+      return resolved(metrics, provider, started, resolution);
     },
   };
 }
