@@ -253,6 +253,8 @@ describe("row binding", () => {
     expect(opened).toBe(old.keyId);
     expect(opened).not.toBe(rotated.primaryKeyId);
     expect(rotated.decryptChecked(old.token, opened)).toBe("sk-old-ünïcode");
+    // Or from the token's decoded bytes, as the ResolveKey cache keeps it.
+    expect(rotated.decryptChecked(Buffer.from(old.token, "base64url"), opened)).toBe("sk-old-ünïcode");
     expect(() => rotated.checkBound({ ...row, organizationId: "other" }, old.token, old.keyId, old.binding)).toThrow(BindingError);
     expect(() => rotated.checkBound(row, old.token, old.keyId, null)).toThrow(BindingError);
     expect(() => createKeyring(K2).checkBound(row, old.token, old.keyId, old.binding)).toThrow(DecryptError);

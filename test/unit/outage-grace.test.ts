@@ -10,7 +10,7 @@ import type { Orm } from "../../service/src/db/orm.js";
 const value = (organizationId: string): StoredResolution => ({
   organizationId,
   strategy: "newest",
-  candidates: [{ id: "c1", token: "gAAAA-ciphertext", keyId: "fk_1", refusal: null, apiBase: null, weight: 1, failing: false }],
+  candidates: [{ id: "c1", sealed: "\x80\x00sealed-bytes\xff", keyId: "fk_1", refusal: null, apiBase: null, weight: 1, failing: false }],
 });
 
 describe("ResolutionCache while suspended (invalidation connection down)", () => {

@@ -7,7 +7,7 @@ import { PROVIDER_NAMES } from "../../service/src/credentials/providers.js";
 const value = (organizationId: string, id = "c1"): StoredResolution => ({
   organizationId,
   strategy: "newest",
-  candidates: [{ id, token: "gAAAA-ciphertext", keyId: "fk_1", refusal: null, apiBase: null, weight: 1, failing: false }],
+  candidates: [{ id, sealed: "\x80\x00sealed-bytes\xff", keyId: "fk_1", refusal: null, apiBase: null, weight: 1, failing: false }],
 });
 
 describe("ResolutionCache", () => {
@@ -139,7 +139,7 @@ describe("ResolutionCache against the reference behaviour", () => {
   const text = fc.oneof(fc.constantFrom("c1", "gAAAA-one", "fk_1", "", "12:3", "-:", "-"), fc.string({ unit: "binary", maxLength: 12 }));
   const candidate = fc.record({
     id: text,
-    token: text,
+    sealed: text,
     keyId: text,
     refusal: fc.constantFrom(null, "decrypt" as const, "binding" as const),
     apiBase: fc.option(text, { nil: null }),

@@ -141,7 +141,7 @@ export class KeyResolver {
       if (credential.refusal !== null) throw refusalError(credential.refusal, credential.id, credential.keyId);
       let apiKey: string;
       try {
-        apiKey = this.keyring.decryptChecked(credential.token, credential.keyId);
+        apiKey = this.keyring.decryptChecked(Buffer.from(credential.sealed, "latin1"), credential.keyId);
       } catch (error) {
         if (error instanceof DecryptError) throw refusalError("decrypt", credential.id, credential.keyId);
         throw error;
@@ -280,7 +280,8 @@ export class KeyResolver {
       if (why === undefined) throw error;
       refusal = why;
     }
-    return { id: row.id, token: row.encrypted_api_key, keyId, refusal, apiBase: row.api_base, weight: row.weight ?? 1, failing: row.failing === true };
+    const sealed = Buffer.from(row.encrypted_api_key, "base64url").toString("latin1");
+    return { id: row.id, sealed, keyId, refusal, apiBase: row.api_base, weight: row.weight ?? 1, failing: row.failing === true };
   }
 
   private noteUse(credentialId: string): void {

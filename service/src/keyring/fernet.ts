@@ -79,9 +79,13 @@ export class CheckedFernetDecryptor {
     this.#blocks.setAutoPadding(false);
   }
 
-  /** The plaintext; FernetError for a token that is not well-formed or whose padding is wrong (not one of this key's). */
-  decrypt(token: string): Buffer {
-    const data = Buffer.from(token, "base64url");
+  /**
+   * The plaintext of a token (its text, or its bytes already decoded);
+   * FernetError for a token that is not well-formed or whose padding is wrong
+   * (not one of this key's).
+   */
+  decrypt(token: string | Uint8Array): Buffer {
+    const data = typeof token === "string" ? Buffer.from(token, "base64url") : token;
     const macAt = data.length - 32;
     const length = macAt - 25;
     // Whole blocks only: a partial block would stay buffered in the shared context and corrupt the next call.

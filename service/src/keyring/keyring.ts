@@ -138,9 +138,10 @@ export class Keyring {
    * Decrypts a token that checkBound (or decryptBound) accepted in this
    * process under `openedKeyId`, without checking its HMAC and binding again:
    * for tokens kept in this process's memory since (the ResolveKey cache),
-   * never for one read from the database or received from outside.
+   * never for one read from the database or received from outside. The
+   * token as its text or as its decoded bytes.
    */
-  decryptChecked(token: string, openedKeyId: string): string {
+  decryptChecked(token: string | Uint8Array, openedKeyId: string): string {
     const decryptor = this.#checkedDecryptors.get(openedKeyId);
     if (decryptor === undefined) throw new DecryptError("the key that opened this token is no longer configured");
     let plaintext: Buffer;
