@@ -257,6 +257,17 @@ describe("CheckedFernetDecryptor (the ResolveKey cache's decryption of already-c
   it("validates its key", () => {
     expectFernetError(() => new CheckedFernetDecryptor(Buffer.alloc(16)));
   });
+
+  it("decryptFernet's block decryptor follows its key Buffer: changed in place, the new key decrypts", () => {
+    const key = Buffer.from(KEY);
+    const first = encryptFernet(key, "sk-first");
+    expect(decryptFernet(key, first).toString()).toBe("sk-first");
+    // Same Buffer object, other bytes: a stale cached context would decrypt with the old AES key.
+    parseFernetKey(generateFernetKey()).copy(key);
+    const second = encryptFernet(key, "sk-second");
+    expect(decryptFernet(key, second).toString()).toBe("sk-second");
+    expectFernetError(() => decryptFernet(key, first));
+  });
 });
 
 describe("parseFernetKey / generateFernetKey", () => {

@@ -101,6 +101,27 @@ export class CheckedFernetDecryptor {
   }
 }
 
+/**
+ * Block decryptors for decryptFernet, by key Buffer: the keyring passes the
+ * same Buffer for a key every time. Checked against a copy of the key's bytes,
+ * so that a Buffer changed in place is not decrypted with its old key. (Not
+ * keyed by the bytes as a string: that would put key material in the JS heap.)
+ */
+const blockDecryptors = new WeakMap<Buffer, { key: Buffer; decryptor: CheckedFernetDecryptor }>();
+
+function blockDecryptorOf(key: Buffer): CheckedFernetDecryptor {
+  const known = blockDecryptors.get(key);
+  if (known !== undefined && known.key.equals(key)) return known.decryptor;
+  const decryptor = new CheckedFernetDecryptor(key);
+  blockDecryptors.set(key, { key: Buffer.from(key), decryptor });
+  return decryptor;
+}
+
+/**
+ * Fernet decryption: the HMAC is checked (in constant time) before anything is
+ * decrypted; the AES-CBC decryption then runs on the key's long-lived block
+ * decryptor (see CheckedFernetDecryptor).
+ */
 export function decryptFernet(key: Buffer, token: string, options: { ttlSeconds?: number; now?: number } = {}): Buffer {
   checkKey(key);
   const data = typeof token === "string" ? decodeBase64Url(token) : undefined;
@@ -118,8 +139,7 @@ export function decryptFernet(key: Buffer, token: string, options: { ttlSeconds?
     if (now + MAX_CLOCK_SKEW < issued) throw new FernetError("invalid token: timestamp too far in the future");
   }
   try {
-    const decipher = createDecipheriv("aes-128-cbc", key.subarray(16), data.subarray(9, 25));
-    return Buffer.concat([decipher.update(data.subarray(25, macAt)), decipher.final()]);
+    return blockDecryptorOf(key).decrypt(data);
   } catch {
     throw new FernetError("invalid token: bad padding");
   }
