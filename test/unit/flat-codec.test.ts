@@ -102,6 +102,8 @@ describe("flat codec", () => {
       expect(desc.fields.some((f) => f.fieldKind === "message" || f.fieldKind === "list" || f.fieldKind === "map" || (f.fieldKind === "scalar" && ![9, 8, 5, 13].includes(f.scalar)))).toBe(true);
     }
     expect(flat.length).toBeGreaterThan(10);
+    // Made once per message: a service definition asks for each method and direction.
+    expect(flatCodec(ResolveKeyRequestSchema)).toBe(flatCodec(ResolveKeyRequestSchema));
   });
 
   it("writes exactly toBinary's bytes for every flat message", () => {

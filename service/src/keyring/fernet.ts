@@ -102,10 +102,10 @@ export class CheckedFernetDecryptor {
 }
 
 /**
- * Block decryptors for decryptFernet, by key Buffer: the keyring passes the
- * same Buffer for a key every time. Checked against a copy of the key's bytes,
- * so that a Buffer changed in place is not decrypted with its old key. (Not
- * keyed by the bytes as a string: that would put key material in the JS heap.)
+ * Each key's block decryptor, by key Buffer: the keyring passes the same
+ * Buffer for a key every time. Checked against a copy of the key's bytes, so
+ * that a Buffer changed in place is not decrypted with its old key. (Not keyed
+ * by the bytes as a string: that would put key material in the JS heap.)
  */
 const blockDecryptors = new WeakMap<Buffer, { key: Buffer; decryptor: CheckedFernetDecryptor }>();
 
@@ -115,6 +115,15 @@ function blockDecryptorOf(key: Buffer): CheckedFernetDecryptor {
   const decryptor = new CheckedFernetDecryptor(key);
   blockDecryptors.set(key, { key: Buffer.from(key), decryptor });
   return decryptor;
+}
+
+/**
+ * CheckedFernetDecryptor's decryption on the key's long-lived decryptor: for
+ * tokens (their text or their decoded bytes) this process already checked
+ * with decryptFernet under this key, never for one from outside.
+ */
+export function decryptCheckedFernet(key: Buffer, token: string | Uint8Array): Buffer {
+  return blockDecryptorOf(key).decrypt(token);
 }
 
 /**

@@ -1,7 +1,7 @@
 // The only module of the app that sees MASTER_KEY. Everything else gets a
 // Keyring and key ids (fingerprints), never key material.
 import { createHash, createHmac, createSecretKey, hkdfSync, timingSafeEqual, type KeyObject } from "node:crypto";
-import { CheckedFernetDecryptor, decryptFernet, encryptFernet, FernetError, generateFernetKey, parseFernetKey } from "./fernet.js";
+import { decryptCheckedFernet, decryptFernet, encryptFernet, FernetError, generateFernetKey, parseFernetKey } from "./fernet.js";
 
 const VALID_MASTER_KEY =
   "A valid MASTER_KEY is a Fernet key (url-safe base64 of 32 bytes: 44 characters ending in '='), " +
@@ -64,8 +64,6 @@ export class Keyring {
   readonly #keys: ReadonlyMap<string, Buffer>; // insertion order = configured order
   /** Per master key, the HMAC key that binds ciphertext to its row (HKDF-SHA256 of the Fernet key, domain-separated). */
   readonly #bindingKeys = new Map<Buffer, KeyObject>();
-  /** Per key id, the decryptor of tokens checked in this process (decryptChecked). */
-  readonly #checkedDecryptors = new Map<string, CheckedFernetDecryptor>();
 
   /** Use createKeyring(); keys must be distinct 32-byte Fernet keys, first = primary. */
   constructor(keys: readonly Buffer[]) {
@@ -75,9 +73,8 @@ export class Keyring {
     this.#keys = map;
     this.keyIds = Object.freeze([...map.keys()]);
     this.primaryKeyId = this.keyIds[0];
-    for (const [id, key] of map) {
+    for (const key of map.values()) {
       this.#bindingKeys.set(key, createSecretKey(Buffer.from(hkdfSync("sha256", key, Buffer.alloc(0), BINDING_INFO, 32))));
-      this.#checkedDecryptors.set(id, new CheckedFernetDecryptor(key));
     }
   }
 
@@ -142,11 +139,11 @@ export class Keyring {
    * token as its text or as its decoded bytes.
    */
   decryptChecked(token: string | Uint8Array, openedKeyId: string): string {
-    const decryptor = this.#checkedDecryptors.get(openedKeyId);
-    if (decryptor === undefined) throw new DecryptError("the key that opened this token is no longer configured");
+    const key = this.#keys.get(openedKeyId);
+    if (key === undefined) throw new DecryptError("the key that opened this token is no longer configured");
     let plaintext: Buffer;
     try {
-      plaintext = decryptor.decrypt(token);
+      plaintext = decryptCheckedFernet(key, token);
     } catch {
       throw new DecryptError("token could not be decrypted with the key that opened it");
     }

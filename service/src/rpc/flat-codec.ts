@@ -58,8 +58,20 @@ export interface FlatCodec {
   tryDecode(bytes: Uint8Array): Message | undefined;
 }
 
+/** Codecs made so far (null: the message is not flat): a service definition asks once per method and direction. */
+const codecs = new WeakMap<DescMessage, FlatCodec | null>();
+
 /** A codec for the message when all its fields are flat (see above), else undefined. */
 export function flatCodec(desc: DescMessage): FlatCodec | undefined {
+  let codec = codecs.get(desc);
+  if (codec === undefined) {
+    codec = makeFlatCodec(desc) ?? null;
+    codecs.set(desc, codec);
+  }
+  return codec ?? undefined;
+}
+
+function makeFlatCodec(desc: DescMessage): FlatCodec | undefined {
   const fields: FlatField[] = [];
   for (const field of [...desc.fields].sort((a, b) => a.number - b.number)) {
     const flat = flatField(field);
@@ -176,15 +188,18 @@ function encode(desc: DescMessage, fields: readonly FlatField[], message: Messag
   if (unknown !== undefined && unknown.length > 0) return undefined;
   // Two passes: sizes first, so that the output is one buffer written once.
   const values: unknown[] = [];
+  /** Per field, a string's UTF-8 length (0 for other kinds). */
+  const lengths: number[] = [];
   let size = 0;
   for (const field of fields) {
     const value = valueToWrite(field, record);
     if (value === null) return undefined;
     values.push(value);
+    const length = field.kind === "string" && value !== undefined ? Buffer.byteLength(value as string, "utf8") : 0;
+    lengths.push(length);
     if (value === undefined) continue;
     size += field.tag.length;
     if (field.kind === "string") {
-      const length = Buffer.byteLength(value as string, "utf8");
       size += varintSize(length) + length;
     } else {
       size += field.kind === "bool" ? 1 : varintSize(value as number);
@@ -200,7 +215,7 @@ function encode(desc: DescMessage, fields: readonly FlatField[], message: Messag
     let number: number;
     if (field.kind === "string") {
       const text = value as string;
-      const length = Buffer.byteLength(text, "utf8");
+      const length = lengths[i];
       number = length;
       while (number > 0x7f) {
         out[at++] = (number & 0x7f) | 0x80;
@@ -222,36 +237,39 @@ function encode(desc: DescMessage, fields: readonly FlatField[], message: Messag
   return out;
 }
 
+/** Where decode reads next (decoding is synchronous, so one cursor serves every call). */
+let cursor = 0;
+
+/** The varint at the cursor, advancing it: at most 4 bytes (< 2^28) here; -1 when longer or truncated (fromBinary's job). */
+function readSmallVarint(bytes: Buffer, end: number): number {
+  let value = 0;
+  for (let shift = 0; shift < 28; shift += 7) {
+    if (cursor >= end) return -1;
+    const byte = bytes[cursor++];
+    value |= (byte & 0x7f) << shift;
+    if (byte < 0x80) return value;
+  }
+  return -1;
+}
+
 function decode(desc: DescMessage, byNumber: ReadonlyArray<FlatField | undefined>, input: Uint8Array): Message | undefined {
   const bytes = Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
   const message = create(desc) as unknown as Record<string, unknown>;
   const end = bytes.length;
-  let at = 0;
-  while (at < end) {
-    // The tag and every varint: at most 4 bytes (< 2^28) here.
-    let tag = 0;
-    for (let shift = 0; ; shift += 7) {
-      if (shift === 28 || at >= end) return undefined;
-      const byte = bytes[at++];
-      tag |= (byte & 0x7f) << shift;
-      if (byte < 0x80) break;
-    }
-    const field = byNumber[tag >>> 3];
+  cursor = 0;
+  while (cursor < end) {
+    const tag = readSmallVarint(bytes, end);
+    const field = tag < 0 ? undefined : byNumber[tag >>> 3];
     if (field === undefined || (tag & 7) !== field.wireType) return undefined;
-    let number = 0;
-    for (let shift = 0; ; shift += 7) {
-      if (shift === 28 || at >= end) return undefined;
-      const byte = bytes[at++];
-      number |= (byte & 0x7f) << shift;
-      if (byte < 0x80) break;
-    }
+    const number = readSmallVarint(bytes, end);
+    if (number < 0) return undefined;
     let value: string | boolean | number;
     if (field.kind === "string") {
-      const stop = at + number;
+      const stop = cursor + number;
       if (stop > end) return undefined;
-      for (let i = at; i < stop; i++) if (bytes[i] >= 0x80) return undefined;
-      value = bytes.toString("latin1", at, stop);
-      at = stop;
+      for (let i = cursor; i < stop; i++) if (bytes[i] >= 0x80) return undefined;
+      value = bytes.toString("latin1", cursor, stop);
+      cursor = stop;
     } else {
       value = field.kind === "bool" ? number !== 0 : number;
     }
@@ -261,16 +279,13 @@ function decode(desc: DescMessage, byNumber: ReadonlyArray<FlatField | undefined
   return message as unknown as Message;
 }
 
-/** A grpc-js serializer of the message type: the flat codec where it applies, else toBinary. */
+/** A grpc-js serializer of the message type (full messages or init objects): the flat codec where it applies, else toBinary. */
 export function binarySerializer(desc: DescMessage): (message: object) => Buffer {
-  const codec = flatCodec(desc);
-  if (codec === undefined) return (message) => slowEncode(desc, isMessage(message, desc) ? message : create(desc, message as never));
-  return (message) => codec.encode(isMessage(message, desc) ? message : create(desc, message as never));
+  const write = flatCodec(desc)?.encode ?? ((message: Message) => slowEncode(desc, message));
+  return (message) => write(isMessage(message, desc) ? message : create(desc, message as never));
 }
 
 /** A grpc-js deserializer of the message type: the flat codec where it applies, else fromBinary. */
 export function binaryDeserializer(desc: DescMessage): (bytes: Uint8Array) => Message {
-  const codec = flatCodec(desc);
-  if (codec === undefined) return (bytes) => fromBinary(desc, bytes);
-  return (bytes) => codec.decode(bytes);
+  return flatCodec(desc)?.decode ?? ((bytes) => fromBinary(desc, bytes));
 }
