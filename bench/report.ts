@@ -101,6 +101,17 @@ export interface SidePanel {
   bareIdle?: { cpuMs: number; wallMs: number };
 }
 
+/**
+ * The same panel with both servers held to one share of a core by a CPU quota (bench/cpu-quota.ts), so that
+ * the servers, not the generator, are the bottleneck: what the ratio targets are judged on when it ran.
+ */
+export interface ServerBoundPanel extends SidePanel {
+  quota: { percent: number; periodUs: number; mechanism: string };
+  /** The bare floor under the quota from one generator, then the same total in flight from two (cores 1 and 0). */
+  oneGenerator: CaseResult;
+  twoGenerators: CaseResult;
+}
+
 export interface Machine {
   cpuModel: string;
   cores: number;
@@ -191,6 +202,8 @@ export interface Results {
   cases: CaseResult[];
   /** The side-by-side panel (absent in older results: the targets then use the sequential cases). */
   panel?: SidePanel;
+  /** The panel again with the servers under a CPU quota; or why it could not run (no writable cgroup). */
+  serverBound?: ServerBoundPanel | { unavailable: string };
   memory?: MemoryResult;
   connect?: ConnectCheck;
   invalidation?: InvalidationResult;
@@ -277,19 +290,26 @@ export function evaluateTargets(r: Omit<Results, "targets" | "markdown">): Targe
   const nocache = findCase(r.cases, "nocache", top);
   const per = (c: CaseResult | undefined, floor: CaseResult | undefined) => (c && floor ? c.callsPerSec / floor.callsPerSec : undefined);
   const rows: TargetRow[] = [];
-  // (b) and (c) against the floors are judged on the side-by-side panel's medians when the result has one: the
-  // sequential cases run minutes apart on a shared machine whose speed drifts, so their ratios mostly measure the
-  // drift. The sequential ratios stay in each row for information; results without a panel fall back to them.
-  const panel = r.panel && r.panel.rounds.length > 0 ? r.panel : undefined;
+  // (b) and (c) against the floors are judged on side-by-side medians when the result has a panel: the sequential
+  // cases run minutes apart on a shared machine whose speed drifts, so their ratios mostly measure the drift. When
+  // the server-bound panel ran (servers under a CPU quota, the generator shown not to be the bottleneck), it is the
+  // one judged: with a core each, one grpc-js client cannot saturate the bare server, and the client-bound ratios
+  // mostly measure the client. The other figures stay in each row for information.
+  const clientBound = r.panel && r.panel.rounds.length > 0 ? r.panel : undefined;
+  const bound = r.serverBound && "rounds" in r.serverBound && r.serverBound.rounds.length > 0 ? r.serverBound : undefined;
+  const panel: SidePanel | undefined = bound ?? clientBound;
   const judged = (name: PanelRatioName, sequentialValue: number | undefined, pooledDetail: string, sequentialDetail: string) => {
     const sequential = `${ratio(sequentialValue)} (${sequentialDetail})`;
     if (!panel) return { value: sequentialValue, measured: `${sequential}: sequential cases minutes apart (no side-by-side panel in this result)` };
     const s = panel.ratios[name];
+    const other = bound && clientBound ? clientBound.ratios[name] : undefined;
     return {
       value: s.median,
       measured:
-        `${ratio(s.median)}: median of ${panel.rounds.length} side-by-side rounds (range ${ratio(s.min)}-${ratio(s.max)}); ` +
-        `pooled ${ratio(s.pooled)} (${pooledDetail}); sequential cases minutes apart: ${sequential}`,
+        `${ratio(s.median)}: median of ${panel.rounds.length} side-by-side rounds${bound ? `, servers held to ${bound.quota.percent}% of a core (server-bound)` : ""} ` +
+        `(range ${ratio(s.min)}-${ratio(s.max)}); pooled ${ratio(s.pooled)} (${pooledDetail})` +
+        (other ? `; with a core each (client-bound): ${ratio(other.median)} (range ${ratio(other.min)}-${ratio(other.max)})` : "") +
+        `; sequential cases minutes apart: ${sequential}`,
     };
   };
   const pooled = panel?.pooled;
@@ -315,7 +335,13 @@ export function evaluateTargets(r: Omit<Results, "targets" | "markdown">): Targe
     result: atLeast(nc, 0.2),
   });
 
-  const loadCases = [...r.cases.filter((c) => c.group !== "fill"), ...(panel?.rounds.flatMap((round) => PANEL_CASES.map((name) => round.cases[name])) ?? [])];
+  const panelCases = (p: SidePanel | undefined) => p?.rounds.flatMap((round) => PANEL_CASES.map((name) => round.cases[name])) ?? [];
+  const loadCases = [
+    ...r.cases.filter((c) => c.group !== "fill"),
+    ...panelCases(clientBound),
+    ...panelCases(bound),
+    ...(bound ? [bound.oneGenerator, bound.twoGenerators] : []),
+  ];
   const errors = loadCases.reduce((sum, c) => sum + c.errors + c.stuck, 0);
   const calls = loadCases.reduce((sum, c) => sum + c.calls, 0);
   rows.push({ figure: `errors in all load cases${panel ? " (side-by-side rounds included)" : ""}`, measured: `${fmt(errors)} of ${fmt(calls)} calls`, target: "0", result: errors === 0 ? "PASS" : "MISS" });
@@ -386,12 +412,33 @@ export function evaluateTargets(r: Omit<Results, "targets" | "markdown">): Targe
       });
     }
   }
+  if (r.serverBound && "unavailable" in r.serverBound) {
+    rows.push({
+      figure: `load generator not the bottleneck: server-bound panel`,
+      measured: `not run: ${r.serverBound.unavailable}`,
+      target: "servers under a CPU quota; floor does not rise with a second generator",
+      result: "— (see the client-bound row below)",
+    });
+  }
+  if (bound) {
+    const one = bound.oneGenerator;
+    const two = bound.twoGenerators;
+    const rises = two.callsPerSec / one.callsPerSec;
+    rows.push({
+      figure: `load generator not the bottleneck: bare floor with the servers held to ${bound.quota.percent}% of a core (${top} in flight)`,
+      measured:
+        `one generator: ${fmt(one.callsPerSec)} calls/s, its main thread busy ${fmt(one.generatorBusyPct ?? one.generatorCpuPct)}%, server CPU ${fmt(one.serverCpuPct)}% of a core; ` +
+        `two generator processes (both on the generator's core, leaving the servers' core to the servers): ${fmt(two.callsPerSec)} calls/s (×${ratio(rises)}); quota: ${bound.quota.mechanism}, ${bound.quota.periodUs / 1000} ms period`,
+      target: "floor does not rise with a second generator (≤ ×1.10)",
+      result: rises <= 1.1 ? "PASS" : `MISS (×${ratio(rises)} with two generators: the quota leaves the generator the bottleneck)`,
+    });
+  }
   if (bare) {
     const genBusy = bare.generatorBusyPct ?? bare.generatorCpuPct;
     const two = r.cases.find((c) => c.group === "floor-bare-2gen");
     const rises = two ? two.callsPerSec / bare.callsPerSec : undefined;
     rows.push({
-      figure: `load generator not the bottleneck: bare floor (${top} in flight)`,
+      figure: `load generator not the bottleneck: bare floor with a core each (${top} in flight)${bound ? "; client-bound, for information" : ""}`,
       measured:
         `one generator: ${fmt(bare.callsPerSec)} calls/s, its main thread busy ${fmt(genBusy)}% (CPU ${fmt(bare.generatorCpuPct)}%), server busy ${fmt(bare.serverBusyPct)}% (CPU ${fmt(bare.serverCpuPct)}%)` +
         (two ? `; two generators (cores 1 and 0): ${fmt(two.callsPerSec)} calls/s (×${ratio(rises)})` : ""),
@@ -401,7 +448,7 @@ export function evaluateTargets(r: Omit<Results, "targets" | "markdown">): Targe
           ? "—"
           : rises <= 1.1
             ? "PASS"
-            : `MISS (one grpc-js client process, one channel, does not saturate the bare server: ×${ratio(rises)} with two)`,
+            : `${bound ? "info: " : "MISS "}(one grpc-js client process, one channel, does not saturate the bare server: ×${ratio(rises)} with two)`,
     });
     if (two && hot) {
       const hotTwo = hot.callsPerSec / two.callsPerSec;
@@ -466,6 +513,7 @@ export function renderMarkdown(r: Omit<Results, "markdown">): string {
   lines.push("| figure | measured | target | result |");
   lines.push("| --- | --- | --- | --- |");
   for (const t of r.targets) lines.push(`| ${t.figure} | ${t.measured} | ${t.target} | ${t.result} |`);
+  if (r.serverBound && "rounds" in r.serverBound && r.serverBound.rounds.length > 0) lines.push("", ...renderPanel(r.serverBound));
   if (r.panel && r.panel.rounds.length > 0) lines.push("", ...renderPanel(r.panel));
   lines.push("");
   lines.push("#### Load cases");
@@ -561,11 +609,22 @@ export function renderMarkdown(r: Omit<Results, "markdown">): string {
 const PANEL_SHORT: Record<PanelCaseName, string> = { bare: "bare", check: "Check", hot: "(b)", uniform: "(c)" };
 
 /** The "Side by side" section: one row per round, a median row (ratios with their range) and a pooled row. */
-function renderPanel(p: SidePanel): string[] {
+function renderPanel(p: SidePanel | ServerBoundPanel): string[] {
   const lines: string[] = [];
   const n = p.rounds.length;
-  lines.push(`#### Side by side (${p.inFlight} in flight)`);
+  const bound = "quota" in p ? p : undefined;
+  lines.push(bound ? `#### Side by side, server-bound: servers held to ${bound.quota.percent}% of a core (${p.inFlight} in flight)` : `#### Side by side, a core each (${p.inFlight} in flight)`);
   lines.push("");
+  if (bound) {
+    lines.push(
+      `Both servers (the bare grpc-js server and the service) ran under one CPU quota, ${bound.quota.percent}% of a core over a ${bound.quota.periodUs / 1000} ms period ` +
+        `(${bound.quota.mechanism}), still pinned to their core; the generator kept its own core. With the servers the bottleneck, calls/s measure what a call costs ` +
+        `the server; the ratio targets are judged on these rounds. Shown, not assumed: the bare floor under the quota from one generator ${fmt(bound.oneGenerator.callsPerSec)} calls/s ` +
+        `(generator main thread busy ${fmt(bound.oneGenerator.generatorBusyPct ?? bound.oneGenerator.generatorCpuPct)}%), from two generator processes ${fmt(bound.twoGenerators.callsPerSec)} calls/s ` +
+        `(×${ratio(bound.twoGenerators.callsPerSec / bound.oneGenerator.callsPerSec)}). Latencies include the waits for the next quota period.`,
+    );
+    lines.push("");
+  }
   lines.push(
     `${n} rounds of the four cases of the ratio targets, back to back from ${p.generators === 1 ? "one generator" : `${p.generators} generators`}: ` +
       `each case ${p.warmupMs / 1000} s warm-up, ${p.durationMs / 1000} s measured; round k starts at the k-th of (bare, Check, (b), (c)), rotating. ` +

@@ -11,11 +11,16 @@
 //    minutes, so a ratio of two sequential cases mostly measures the drift; the targets (b) ÷ floor,
 //    (b) ÷ Check, (b) p99 ÷ floor p99 and (c) ÷ floor judge the medians of the rounds' ratios instead
 //    ((d) runs on its own service process and stays sequential). The bare server idles meanwhile;
+// 4b. server-bound: with a core each, one grpc-js client process cannot saturate the bare server (it costs more
+//    CPU a call than the server does), so the panel above measures the client as much as the servers. Both servers
+//    then go under one CPU quota (a cgroup, bench/cpu-quota.ts; BENCH_SERVER_QUOTA percent of a core, default 20,
+//    "off" to skip), the bare floor is measured from one generator and from two (it must not rise), and the panel
+//    runs again; the ratio targets judge this server-bound panel when it ran;
 // 5. memory with 100,000 cached entries (read from the service's metrics), invalidation across two replicas, listing, keyring;
 // 6. a markdown table against the targets, and bench/results/latest.json.
 //
 // Servers run pinned to core 0 and load generators to core 1 (taskset), each a separate process.
-// A full run takes about 9-17 minutes on this 2-core machine (the panel about 130 s of it), --quick about two.
+// A full run takes about 11-19 minutes on this 2-core machine (each panel about 130 s of it), --quick about two.
 import os from "node:os";
 import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
@@ -28,6 +33,7 @@ import { generateMasterKey } from "../service/src/keyring/keyring.js";
 import { generateToken } from "../service/src/auth/tokens.js";
 import { bearer, call, credentialClient, healthClient } from "./clients.js";
 import { openBenchDatabase } from "./database.js";
+import { createCpuQuota } from "./cpu-quota.js";
 import { measureInvalidation } from "./invalidation.js";
 import { grpcPages, measureListing, restPages, startPortal, type ListingResult } from "./listing.js";
 import type { LoadCommand, LoadResult } from "./load.js";
@@ -35,6 +41,7 @@ import { Histogram } from "./histogram.js";
 import { cpuBetween, processCpuMs, snapshot, type Snapshot } from "./cpu.js";
 import {
   cleanup,
+  onCleanup,
   freePort,
   HAS_TASKSET,
   installExitHandlers,
@@ -64,6 +71,7 @@ import {
   type PanelRatioName,
   type PanelRound,
   type Results,
+  type ServerBoundPanel,
   type SidePanel,
 } from "./report.js";
 import { seed, type SeedResult } from "./seed.js";
@@ -82,6 +90,14 @@ const settings = quick
   : { warmupMs: 2_000, durationMs: 10_000, inFlight: [1, 16, 64], invalidationTrials: 100, listingRepetitions: 20, fillPairs: fillPairs().length, settleSeconds: 10, keyringRoundMs: 2_000, keyringRounds: 3, retries: 2, panelRounds: 8, panelWarmupMs: 1_000, panelDurationMs: 3_000 };
 // `--in-flight 64` (comma-separated): only these levels, e.g. to compare settings faster; the report marks the run.
 // The side-by-side panel runs at the highest of them.
+/** BENCH_SERVER_QUOTA: the servers' share of a core in the server-bound panel, in percent; "off" (or 0) skips that panel. */
+const SERVER_QUOTA = (() => {
+  const raw = (process.env.BENCH_SERVER_QUOTA ?? "20").trim();
+  if (raw === "off" || raw === "0") return undefined;
+  const percent = Number(raw);
+  if (!(percent > 0 && percent <= 100)) throw new Error(`BENCH_SERVER_QUOTA must be a percentage of one core (1-100) or "off", not ${JSON.stringify(raw)}`);
+  return percent;
+})();
 const inFlightArg = process.argv.indexOf("--in-flight");
 if (inFlightArg > 0) {
   const levels = (process.argv[inFlightArg + 1] ?? "").split(",").map(Number);
@@ -445,12 +461,13 @@ async function runOnce(spec: CaseSpec, seed: number): Promise<{ result: CaseResu
  * and every other round runs in reverse, so that no case always runs first or last or after the same case. Each round's ratios compare figures taken seconds apart; the
  * targets judge their medians. One attempt per case (no repeats: the median over rounds absorbs a disturbed one).
  */
-async function sidePanel(specs: Record<PanelCaseName, CaseSpec>, inFlight: number): Promise<SidePanel> {
+async function sidePanel(specs: Record<PanelCaseName, CaseSpec>, inFlight: number, title = "side by side"): Promise<SidePanel> {
   const rounds: PanelRound[] = [];
   const histograms = Object.fromEntries(PANEL_CASES.map((name) => [name, new Histogram()])) as Record<PanelCaseName, Histogram>;
   const n = settings.panelRounds;
+  const idPrefix = title === "side by side" ? "panel" : title.replace(/\W+/g, "-");
   log(
-    `side by side: ${n} rounds of ${PANEL_CASES.length} cases at ${inFlight} in flight, ${settings.panelWarmupMs / 1000} s warm-up + ${settings.panelDurationMs / 1000} s measured each ` +
+    `${title}: ${n} rounds of ${PANEL_CASES.length} cases at ${inFlight} in flight, ${settings.panelWarmupMs / 1000} s warm-up + ${settings.panelDurationMs / 1000} s measured each ` +
       `(about ${Math.round((n * PANEL_CASES.length * (settings.panelWarmupMs + settings.panelDurationMs)) / 1000)} s)`,
   );
   for (let k = 0; k < n; k++) {
@@ -461,17 +478,17 @@ async function sidePanel(specs: Record<PanelCaseName, CaseSpec>, inFlight: numbe
     for (const [position, name] of order.entries()) {
       const spec = specs[name];
       const { result, histogram } = await runOnce(
-        { ...spec, inFlight, warmupMs: settings.panelWarmupMs, durationMs: settings.panelDurationMs, tag: `[side by side ${k + 1}/${n}]` },
+        { ...spec, inFlight, warmupMs: settings.panelWarmupMs, durationMs: settings.panelDurationMs, tag: `[${title} ${k + 1}/${n}]` },
         10_000 + k * 16 + position * 4,
       );
-      result.id = `panel-${k + 1}-${name}-${inFlight}`;
+      result.id = `${idPrefix}-${k + 1}-${name}-${inFlight}`;
       measured[name] = result;
       histograms[name].add(histogram.toJSON());
     }
     const ratios = panelRatios(measured);
     rounds.push({ round: k + 1, order, cases: measured, ratios });
     log(
-      `[side by side ${k + 1}/${n}] ${order.join(" → ")}: (b) ÷ bare ${ratios.hotBare.toFixed(2)}, (b) ÷ Check ${ratios.hotCheck.toFixed(2)}, ` +
+      `[${title} ${k + 1}/${n}] ${order.join(" → ")}: (b) ÷ bare ${ratios.hotBare.toFixed(2)}, (b) ÷ Check ${ratios.hotCheck.toFixed(2)}, ` +
         `(b) p99 ÷ bare p99 ${ratios.hotP99Bare.toFixed(2)}, (c) ÷ bare ${ratios.uniformBare.toFixed(2)}`,
     );
   }
@@ -496,10 +513,51 @@ async function sidePanel(specs: Record<PanelCaseName, CaseSpec>, inFlight: numbe
   const ratios = summarizePanel(rounds, pooled);
   const range = (name: PanelRatioName) => `${ratios[name].median.toFixed(2)} (${ratios[name].min.toFixed(2)}-${ratios[name].max.toFixed(2)})`;
   log(
-    `side by side, medians of ${n} rounds (range): (b) ÷ bare ${range("hotBare")}, (b) ÷ Check ${range("hotCheck")}, ` +
+    `${title}, medians of ${n} rounds (range): (b) ÷ bare ${range("hotBare")}, (b) ÷ Check ${range("hotCheck")}, ` +
       `(b) p99 ÷ bare p99 ${range("hotP99Bare")}, (c) ÷ bare ${range("uniformBare")}`,
   );
   return { inFlight, generators: 1, warmupMs: settings.panelWarmupMs, durationMs: settings.panelDurationMs, rounds, pooled, ratios };
+}
+
+/**
+ * The panel again with both servers under one CPU quota (SERVER_QUOTA percent of a core), so that they, not the
+ * generator, are the bottleneck; first the bare floor under the quota from one generator and from two, to show it.
+ * Undefined when BENCH_SERVER_QUOTA is off; `unavailable` when no cgroup could be made.
+ */
+async function serverBoundPanel(specs: Record<PanelCaseName, CaseSpec>, pids: number[]): Promise<ServerBoundPanel | { unavailable: string } | undefined> {
+  if (SERVER_QUOTA === undefined) {
+    log("server-bound panel: skipped (BENCH_SERVER_QUOTA=off)");
+    return undefined;
+  }
+  const quota = createCpuQuota(SERVER_QUOTA);
+  if ("unavailable" in quota) {
+    log(`server-bound panel: skipped, no CPU quota could be set (${quota.unavailable})`);
+    return quota;
+  }
+  onCleanup(async () => quota.remove());
+  try {
+    for (const pid of pids) quota.add(pid);
+    log(`server-bound: both servers held to ${quota.percent}% of a core (${quota.mechanism}, ${quota.periodUs / 1000} ms period)`);
+    const floorSpec = { ...specs.bare, warmupMs: settings.panelWarmupMs, durationMs: settings.panelDurationMs };
+    const one = await runOnce({ ...floorSpec, tag: "[server-bound]", label: "(a) bare grpc-js, 1 generator" }, 20_000);
+    one.result.id = `server-bound-floor-${TOP}`;
+    // The second generator process shares the first one's core: on the servers' core it would take CPU time the
+    // quota leaves to the servers (measured: the floor fell to ×0.77), and a client that needed more CPU would not
+    // gain from it either way. What it adds is a second process, connection and event loop.
+    const second = await Generator.start("generator-3", GENERATOR_CORE);
+    let two: Awaited<ReturnType<typeof runOnce>>;
+    try {
+      two = await runOnce({ ...floorSpec, tag: "[server-bound]", label: "(a) bare grpc-js, 2 generators", generators: [generators[0], second] }, 20_010);
+    } finally {
+      await second.process.stop();
+    }
+    two.result.id = `server-bound-floor-${TOP}-x2`;
+    log(`server-bound: bare floor ×${(two.result.callsPerSec / one.result.callsPerSec).toFixed(2)} with a second generator process (≤ ×1.10: the servers are the bottleneck)`);
+    const panel = await sidePanel(specs, TOP, "server-bound");
+    return { ...panel, quota: { percent: quota.percent, periodUs: quota.periodUs, mechanism: quota.mechanism }, oneGenerator: one.result, twoGenerators: two.result };
+  } finally {
+    quota.remove();
+  }
 }
 
 // ---------------------------------------------------------------- the steps
@@ -753,6 +811,15 @@ async function main(): Promise<void> {
     )),
     bareIdle,
   };
+  const serverBound = await serverBoundPanel(
+    {
+      bare: { group: "floor-bare", label: "(a) Health/Check, bare grpc-js", server: bareServer, workload: { kind: "health" }, inFlight: TOP },
+      check: { group: "floor-service", label: "(a) Health/Check, our service", server: cachedServer, workload: { kind: "health" }, inFlight: TOP },
+      hot: hotSpec(TOP),
+      uniform: { group: "uniform", label: "(c) ResolveKey, uniform", server: cachedServer, workload: { kind: "resolve", set: "uniform" }, token: resolveToken, inFlight: TOP },
+    },
+    [bare.pid, cached.process.pid],
+  );
   await bare.stop();
 
   const connect = await connectCorrectness(cached, resolveToken);
@@ -820,6 +887,7 @@ async function main(): Promise<void> {
     seed: seedSummary,
     cases,
     panel,
+    serverBound,
     memory,
     connect,
     invalidation,
