@@ -545,12 +545,9 @@ async function serverBoundPanel(specs: Record<PanelCaseName, CaseSpec>, pids: nu
     // quota leaves to the servers (measured: the floor fell to ×0.77), and a client that needed more CPU would not
     // gain from it either way. What it adds is a second process, connection and event loop.
     const second = await Generator.start("generator-3", GENERATOR_CORE);
-    let two: Awaited<ReturnType<typeof runOnce>>;
-    try {
-      two = await runOnce({ ...floorSpec, tag: "[server-bound]", label: "(a) bare grpc-js, 2 generators", generators: [generators[0], second] }, 20_010);
-    } finally {
-      await second.process.stop();
-    }
+    const two = await runOnce({ ...floorSpec, tag: "[server-bound]", label: "(a) bare grpc-js, 2 generators", generators: [generators[0], second] }, 20_010).finally(() =>
+      second.process.stop(),
+    );
     two.result.id = `server-bound-floor-${TOP}-x2`;
     log(`server-bound: bare floor ×${(two.result.callsPerSec / one.result.callsPerSec).toFixed(2)} with a second generator process (≤ ×1.10: the servers are the bottleneck)`);
     const panel = await sidePanel(specs, TOP, "server-bound");
@@ -799,27 +796,15 @@ async function main(): Promise<void> {
   const bareIdle =
     bareIdleFrom.cpuMs === undefined || bareIdleCpuMs === undefined ? undefined : { cpuMs: bareIdleCpuMs - bareIdleFrom.cpuMs, wallMs: performance.now() - bareIdleFrom.at };
   if (bareIdle) log(`bare grpc-js server idle during the service's cases: ${Math.round(bareIdle.cpuMs)} ms of CPU in ${(bareIdle.wallMs / 1000).toFixed(0)} s`);
-  const panel: SidePanel = {
-    ...(await sidePanel(
-      {
-        bare: { group: "floor-bare", label: "(a) Health/Check, bare grpc-js", server: bareServer, workload: { kind: "health" }, inFlight: TOP },
-        check: { group: "floor-service", label: "(a) Health/Check, our service", server: cachedServer, workload: { kind: "health" }, inFlight: TOP },
-        hot: hotSpec(TOP),
-        uniform: { group: "uniform", label: "(c) ResolveKey, uniform", server: cachedServer, workload: { kind: "resolve", set: "uniform" }, token: resolveToken, inFlight: TOP },
-      },
-      TOP,
-    )),
-    bareIdle,
+  // The four cases of both panels (with a core each, then server-bound).
+  const panelSpecs: Record<PanelCaseName, CaseSpec> = {
+    bare: { group: "floor-bare", label: "(a) Health/Check, bare grpc-js", server: bareServer, workload: { kind: "health" }, inFlight: TOP },
+    check: { group: "floor-service", label: "(a) Health/Check, our service", server: cachedServer, workload: { kind: "health" }, inFlight: TOP },
+    hot: hotSpec(TOP),
+    uniform: { group: "uniform", label: "(c) ResolveKey, uniform", server: cachedServer, workload: { kind: "resolve", set: "uniform" }, token: resolveToken, inFlight: TOP },
   };
-  const serverBound = await serverBoundPanel(
-    {
-      bare: { group: "floor-bare", label: "(a) Health/Check, bare grpc-js", server: bareServer, workload: { kind: "health" }, inFlight: TOP },
-      check: { group: "floor-service", label: "(a) Health/Check, our service", server: cachedServer, workload: { kind: "health" }, inFlight: TOP },
-      hot: hotSpec(TOP),
-      uniform: { group: "uniform", label: "(c) ResolveKey, uniform", server: cachedServer, workload: { kind: "resolve", set: "uniform" }, token: resolveToken, inFlight: TOP },
-    },
-    [bare.pid, cached.process.pid],
-  );
+  const panel: SidePanel = { ...(await sidePanel(panelSpecs, TOP)), bareIdle };
+  const serverBound = await serverBoundPanel(panelSpecs, [bare.pid, cached.process.pid]);
   await bare.stop();
 
   const connect = await connectCorrectness(cached, resolveToken);
