@@ -510,7 +510,7 @@ export function renderMarkdown(r: Omit<Results, "markdown">): string {
       `${r.seed.memoryOrganizations === undefined ? "" : ` and ${fmt(r.seed.memoryOrganizations)} organisations with ${fmt(r.seed.memoryCredentials)} credentials (one active per provider) used only by the memory fill`}; ` +
       `seeded in ${r.seed.seconds.toFixed(1)} s. ` +
       `Each case: ${r.settings.warmupMs / 1000} s warm-up, ${r.settings.durationMs / 1000} s measured, closed loop at a fixed number of calls in flight. ` +
-        `Service: \`${r.settings.serviceCommand ?? "node --import tsx service/src/main.ts"}\`, HEAP_GROWING_PERCENT ${r.settings.heapGrowingPercent ?? "unset (the service's default, 30)"}.`,
+        `Service: \`${r.settings.serviceCommand ?? "node --import tsx service/src/main.ts"}\`, HEAP_GROWING_PERCENT ${r.settings.heapGrowingPercent ?? "unset (the service's default, 100)"}.`,
   );
   lines.push("");
   lines.push("#### Targets (issue 5)");

@@ -56,7 +56,7 @@ export class ServiceMetrics {
   /** Unknown labels: prom-client children, counted directly. */
   private readonly resolutionChildren = new Map<string, CounterChild>();
 
-  constructor(options: { cacheEntries?: () => number; defaultMetrics?: boolean } = {}) {
+  constructor(options: { cacheEntries?: () => number; cacheBytes?: () => number; defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: "provider_credentials_" });
     this.resolutions = new Counter({
@@ -89,6 +89,16 @@ export class ServiceMetrics {
       collect: options.cacheEntries
         ? function (this: Gauge) {
             this.set(options.cacheEntries!());
+          }
+        : undefined,
+    });
+    new Gauge({
+      name: "provider_credentials_cache_bytes",
+      help: "Memory this replica's resolution cache holds outside the JavaScript heap (records, links and index), in bytes.",
+      registers,
+      collect: options.cacheBytes
+        ? function (this: Gauge) {
+            this.set(options.cacheBytes!());
           }
         : undefined,
     });

@@ -139,7 +139,7 @@ export function createParts(
     outageGraceMs,
   });
   // This replica forgets what a change made stale as soon as it commits; the others hear it through NOTIFY.
-  const metrics = new ServiceMetrics({ cacheEntries: () => cache.size });
+  const metrics = new ServiceMetrics({ cacheEntries: () => cache.size, cacheBytes: () => cache.bytes });
   const onChange = (change: Invalidation) => applyInvalidation(cache, change, metrics);
   const credentials = new CredentialStore(orm, keyring, onChange, options.rotationDays ?? DEFAULT_ROTATION_DAYS);
   const keyHealth = new KeyHealth(

@@ -207,4 +207,71 @@ describe("ResolutionCache against the reference behaviour", () => {
       { numRuns: 1_000 },
     );
   });
+
+  it("keeps matching it through growth, eviction and invalidation of thousands of entries of every record size", () => {
+    // A seeded generator: the same operations every run.
+    let state = 20261127;
+    const random = () => {
+      state = (state + 0x6d2b79f5) | 0;
+      let t = Math.imul(state ^ (state >>> 15), 1 | state);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    const pick = <T>(items: readonly T[]) => items[Math.floor(random() * items.length)];
+    const organizationIds = Array.from({ length: 1_500 }, (_, i) => `org-${i}`);
+    const teamIds = Array.from({ length: 3_000 }, (_, i) => `team-${i}`);
+    // Records from a few bytes to several size classes, one past a 1 MiB buffer, Latin-1 and wider text.
+    const texts = ["\x80\x00sealed\xff", "x".repeat(200), "y".repeat(1_500), "z".repeat(5_000), "ключ-😀"];
+    const huge = "w".repeat(1_100_000);
+    const resolution = (organizationId: string): StoredResolution => ({
+      organizationId,
+      strategy: pick(["newest", "round_robin", "weighted"] as const),
+      candidates: Array.from({ length: pick([0, 1, 1, 1, 2, 5]) }, (_, i) => ({
+        id: `c-${i}-${Math.floor(random() * 1e6)}`,
+        sealed: random() < 0.999 ? pick(texts) : huge,
+        keyId: pick(["fk_1", "fk_2"]),
+        refusal: pick([null, null, "decrypt", "binding"] as const),
+        apiBase: pick([null, "https://gateway.example/v1", "https://ünïcode.example"]),
+        weight: Math.floor(random() * 100),
+        failing: random() < 0.1,
+      })),
+    });
+    const maxEntries = 2_000;
+    const cache = new ResolutionCache({ maxEntries, ttlMs: 60_000 });
+    const reference = new ReferenceCache(maxEntries, 60_000);
+    let now = 1_000_000;
+    for (let step = 0; step < 12_000; step++) {
+      const r = random();
+      const provider = pick(PROVIDER_NAMES);
+      const key =
+        random() < 0.6 ? cacheKey({ organizationId: pick(organizationIds) }, provider) : random() < 0.5 ? teamLinkKey(pick(teamIds)) : cacheKey({ teamId: pick(teamIds) }, provider);
+      if (r < 0.55) {
+        const organizationId = key.startsWith("o|") ? key.split("|")[1] : pick(organizationIds);
+        const value = resolution(organizationId);
+        cache.set(key, value, cache.generation, now);
+        reference.set(key, value, reference.generation, now);
+      } else if (r < 0.9) {
+        expect(cache.get(key, now)).toEqual(reference.get(key, now));
+      } else if (r < 0.97) {
+        const organizationId = pick(organizationIds);
+        const only = random() < 0.5 ? provider : undefined;
+        applyInvalidation(cache, { organizationId, provider: only });
+        reference.invalidateOrganization(organizationId, only);
+      } else if (r < 0.99995) {
+        const teamId = pick(teamIds);
+        applyInvalidation(cache, { teamId });
+        reference.invalidateTeam(teamId);
+      } else {
+        applyInvalidation(cache, { all: true });
+        reference.clear();
+      }
+      now += 1;
+      expect(cache.size).toBe(reference.entries.size);
+    }
+    expect(cache.size).toBe(maxEntries); // full, so growth and eviction were both exercised
+    for (const key of [...reference.entries.keys()]) expect(cache.get(key, now)).toEqual(reference.get(key, now));
+    // What it holds lives in its own buffers, at most a few hundred bytes an entry here beyond the large records.
+    expect(cache.bytes).toBeGreaterThan(0);
+  });
 });
+

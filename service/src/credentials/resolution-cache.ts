@@ -1,5 +1,6 @@
 import type { ProviderName, SelectionStrategyName } from "../db/entities.js";
 import { PROVIDER_NAMES } from "./providers.js";
+import { NONE, readByte, readDouble, readText, readUInt32, RecordTable, seek, skipText, textBytes, writeText } from "./record-table.js";
 
 /**
  * One active credential of the organisation for the provider, still
@@ -76,117 +77,26 @@ export interface CacheOptions {
   outageGraceMs?: number;
 }
 
-/**
- * An organisation with cached entries (organisation and team scopes that
- * resolved to it), listed through the entries themselves: no Set of keys per
- * organisation. Also the one copy of the organisation id those entries hold.
- */
-class Organization {
-  first: Entry | null = null;
+const STRATEGIES: readonly SelectionStrategyName[] = ["newest", "round_robin", "weighted"];
+const REFUSALS: ReadonlyArray<StoredCandidate["refusal"]> = [null, "decrypt", "binding"];
 
-  constructor(readonly id: string) {}
-}
-
-/**
- * One cached resolution: on the LRU list and on its organisation's list.
- * `expiresAt` is relative to the cache's epoch so that it stays a small
- * integer (stored in the object) rather than a boxed double.
- */
-class Entry {
-  /** Towards the least recently used end. */
-  older: Entry | null = null;
-  /** Towards the most recently used end. */
-  newer: Entry | null = null;
-  /** The organisation's other entries. */
-  previousOfOrganization: Entry | null = null;
-  nextOfOrganization: Entry | null = null;
-
-  constructor(
-    readonly key: string,
-    readonly organization: Organization,
-    readonly expiresAt: number,
-    readonly strategy: SelectionStrategyName,
-    /** None (environment fallback), one credential packed into a string (the common case), or several. */
-    readonly candidates: string | StoredCandidate[] | null,
-  ) {}
-
-  /** A fresh object and array each time; several candidates are shared and read only, as before. */
-  resolution(): StoredResolution {
-    const candidates = this.candidates;
-    return {
-      organizationId: this.organization.id,
-      strategy: this.strategy,
-      candidates: candidates === null ? [] : typeof candidates === "string" ? [unpack(candidates)] : candidates.slice(),
-    };
-  }
-}
-
-// One candidate as one flat string: "<length>:<text>" for id, sealed token, key id
-// and API base ("-:" for null), then "<weight>:", "0" or "1" for failing, and
-// "-", "d" or "b" for the refusal. One string is one object for the garbage collector to visit where
-// the candidate object and its three strings are four, and ~100 bytes less an
-// entry; unpacking on a hit costs a few hundred nanoseconds.
-
-function pack(candidate: StoredCandidate): string {
-  const parts: Array<string | number> = [];
-  for (const text of [candidate.id, candidate.sealed, candidate.keyId, candidate.apiBase]) {
-    if (text === null) parts.push("-:");
-    else parts.push(text.length, ":", text);
-  }
-  parts.push(candidate.weight, ":", candidate.failing ? "1" : "0", candidate.refusal === null ? "-" : candidate.refusal === "decrypt" ? "d" : "b");
-  // join makes one flat string; "+" or a template literal would make a tree of cons strings.
-  return parts.join("");
-}
-
-/** Where the unpacker reads next (unpacking is synchronous, so one cursor serves every call). */
-let cursor = 0;
-
-function unpackText(packed: string): string | null {
-  let length = 0;
-  for (;;) {
-    const c = packed.charCodeAt(cursor++);
-    if (c === 58 /* : */) break;
-    if (c === 45 /* - */) {
-      cursor++; // the ":" after "-"
-      return null;
-    }
-    length = length * 10 + (c - 48);
-  }
-  const text = packed.slice(cursor, cursor + length);
-  cursor += length;
-  return text;
-}
-
-function unpack(packed: string): StoredCandidate {
-  cursor = 0;
-  const id = unpackText(packed)!;
-  const sealed = unpackText(packed)!;
-  const keyId = unpackText(packed)!;
-  const apiBase = unpackText(packed);
-  const end = packed.indexOf(":", cursor);
-  const weight = Number(packed.slice(cursor, end));
-  const failing = packed.charCodeAt(end + 1) === 49; /* 1 */
-  const refusal = packed.charCodeAt(end + 2);
-  return { id, sealed, keyId, refusal: refusal === 45 /* - */ ? null : refusal === 100 /* d */ ? "decrypt" : "binding", apiBase, weight, failing };
-}
-
-/** Distinct strategy names, key ids and API bases interned, at most: they repeat across many entries. */
-const MAX_INTERNED = 1_000;
+/** Record kinds in the table: a cached resolution (or a team's link), and an organisation heading the list of its entries. */
+const ENTRY = 1;
+const ORGANIZATION = 2;
 
 /**
  * Resolutions by (team or organisation, provider): bounded LRU, a TTL as a
  * safety net, and invalidation by organisation and provider, by team, or
  * everything. Entries hold ciphertext, never plaintext.
  *
- * Laid out for 100,000+ entries (see the README's Performance section): one
- * object per entry, linked into the LRU list and into its organisation's list
- * (a hit relinks pointers and writes nothing to the index Map, whose deleted
- * slots would otherwise force a rehash of the whole table every few tens of
- * thousands of hits; invalidating an organisation walks its own entries, team
- * scopes included, with no Set of keys per organisation), a single
- * credential packed into one string, and organisation ids and strategy names
- * shared between entries: ~440 bytes an entry where a Map of nested objects
- * took ~730.
+ * Laid out for 100,000+ entries outside the JavaScript heap (RecordTable; see
+ * the README's Performance section): an entry is a record of bytes (its key,
+ * strategy and candidates, each text as Latin-1 or UTF-16), linked into the
+ * LRU list and into its organisation's list through typed arrays. An
+ * organisation is a record too, heading that list, so that invalidating it
+ * walks its own entries (team links included) with no Set of keys. A hit
+ * decodes the record into a fresh StoredResolution; nothing per entry is left
+ * for the garbage collector to mark.
  *
  * A load that started before an invalidation must not write its (possibly
  * stale) result afterwards: every invalidation bumps `generation`, and `set`
@@ -197,12 +107,11 @@ const MAX_INTERNED = 1_000;
  * `outageGraceMs` only to answer when the database cannot be reached either.
  */
 export class ResolutionCache {
-  private readonly entries = new Map<string, Entry>();
-  private readonly organizations = new Map<string, Organization>();
-  private readonly interned = new Map<string, string>();
-  /** Least and most recently used entries. */
-  private oldest: Entry | null = null;
-  private newest: Entry | null = null;
+  private readonly table = new RecordTable();
+  private entries = 0;
+  /** Least and most recently used entries (slots). */
+  private oldest = NONE;
+  private newest = NONE;
   private readonly epoch = Date.now();
   private current = 0;
   private enabled: boolean;
@@ -214,7 +123,12 @@ export class ResolutionCache {
   }
 
   get size(): number {
-    return this.entries.size;
+    return this.entries;
+  }
+
+  /** Bytes the entries take outside the JavaScript heap (records, links and index). */
+  get bytes(): number {
+    return this.table.bytes;
   }
 
   get generation(): number {
@@ -222,91 +136,104 @@ export class ResolutionCache {
   }
 
   get(key: string, now = Date.now()): StoredResolution | undefined {
-    return this.live(key, now)?.resolution();
+    const slot = this.live(key, now);
+    return slot === NONE ? undefined : this.resolution(slot);
   }
 
   /** The organisation of a live entry (a team's link: see teamLinkKey), as get() finds it, without building the resolution. */
   organizationOf(key: string, now = Date.now()): string | undefined {
-    return this.live(key, now)?.organization.id;
+    const slot = this.live(key, now);
+    return slot === NONE ? undefined : this.organizationId(slot);
   }
 
-  private live(key: string, now: number): Entry | undefined {
+  private live(key: string, now: number): number {
     if (!this.enabled) {
-      if (this.entries.size > 0 && now >= this.staleUntil) this.clear();
-      return undefined;
+      if (this.entries > 0 && now >= this.staleUntil) this.clear();
+      return NONE;
     }
-    const entry = this.entries.get(key);
-    if (entry === undefined) return undefined;
-    if (entry.expiresAt <= now - this.epoch) {
-      this.remove(entry);
-      return undefined;
+    const slot = this.table.find(ENTRY, key);
+    if (slot === NONE) return NONE;
+    if (this.table.expires[slot] <= now - this.epoch) {
+      this.remove(slot);
+      return NONE;
     }
     // Refresh recency: to the most recently used end.
-    if (entry !== this.newest) {
-      this.unlink(entry);
-      this.append(entry);
+    if (slot !== this.newest) {
+      this.unlink(slot);
+      this.append(slot);
     }
-    return entry;
+    return slot;
   }
 
   /** Stores a loaded resolution unless the cache is off or anything was invalidated since `generation`. */
   set(key: string, value: StoredResolution, generation: number, now = Date.now()): void {
     if (!this.enabled || generation !== this.current) return;
-    const existing = this.entries.get(key);
-    if (existing !== undefined) this.remove(existing);
-    let organization = this.organizations.get(value.organizationId);
-    if (organization === undefined) {
-      organization = new Organization(value.organizationId);
-      this.organizations.set(organization.id, organization);
-    }
+    const table = this.table;
+    const existing = table.find(ENTRY, key);
+    if (existing !== NONE) this.remove(existing);
+    let organization = table.find(ORGANIZATION, value.organizationId);
+    if (organization === NONE) organization = table.add(ORGANIZATION, value.organizationId, textBytes(value.organizationId));
     const { candidates } = value;
-    const entry = new Entry(
-      key,
-      organization,
-      now + this.options.ttlMs - this.epoch,
-      this.intern(value.strategy) as SelectionStrategyName,
-      candidates.length === 0 ? null : candidates.length === 1 ? pack(candidates[0]) : candidates.map((c) => this.compact(c)),
-    );
-    this.entries.set(key, entry);
-    this.append(entry);
-    entry.nextOfOrganization = organization.first;
-    if (organization.first !== null) organization.first.previousOfOrganization = entry;
-    organization.first = entry;
-    while (this.entries.size > this.options.maxEntries && this.oldest !== null) this.remove(this.oldest);
+    let bytes = textBytes(key) + 1 + 4;
+    for (const c of candidates) bytes += textBytes(c.id) + textBytes(c.sealed) + textBytes(c.keyId) + textBytes(c.apiBase) + 8 + 1 + 1;
+    const slot = table.add(ENTRY, key, bytes);
+    const buffer = table.buffer(slot);
+    let at = table.recordStart(slot) + textBytes(key);
+    at = buffer.writeUInt8(STRATEGIES.indexOf(value.strategy), at);
+    at = buffer.writeUInt32LE(candidates.length, at);
+    for (const c of candidates) {
+      at = writeText(buffer, at, c.id);
+      at = writeText(buffer, at, c.sealed);
+      at = writeText(buffer, at, c.keyId);
+      at = writeText(buffer, at, c.apiBase);
+      at = buffer.writeDoubleLE(c.weight, at);
+      at = buffer.writeUInt8(c.failing ? 1 : 0, at);
+      at = buffer.writeUInt8(REFUSALS.indexOf(c.refusal), at);
+    }
+    table.expires[slot] = now + this.options.ttlMs - this.epoch;
+    this.entries++;
+    this.append(slot);
+    table.owner[slot] = organization;
+    const first = table.next[organization];
+    table.next[slot] = first;
+    if (first !== NONE) table.previous[first] = slot;
+    table.next[organization] = slot;
+    while (this.entries > this.options.maxEntries && this.oldest !== NONE) this.remove(this.oldest);
   }
 
   /** Everything that resolved to the organisation, for one provider or all. */
   invalidateOrganization(organizationId: string, provider?: ProviderName): void {
     this.current++;
-    const organization = this.organizations.get(organizationId);
-    if (organization === undefined) return;
+    const table = this.table;
+    const organization = table.find(ORGANIZATION, organizationId);
+    if (organization === NONE) return;
     const suffix = provider === undefined ? undefined : `|${provider}`;
-    let entry = organization.first;
-    while (entry !== null) {
-      const next = entry.nextOfOrganization;
-      if (suffix === undefined || entry.key.endsWith(suffix)) this.remove(entry);
-      entry = next;
+    // The last entry removed removes the organisation's record too: its list's next links are read before.
+    let slot = table.next[organization];
+    while (slot !== NONE) {
+      const next = table.next[slot];
+      if (suffix === undefined || this.key(slot).endsWith(suffix)) this.remove(slot);
+      slot = next;
     }
   }
 
   /** A team moved or was deleted: its link to its organisation, and any resolution cached under its own key. */
   invalidateTeam(teamId: string): void {
     this.current++;
-    const link = this.entries.get(teamLinkKey(teamId));
-    if (link !== undefined) this.remove(link);
+    const link = this.table.find(ENTRY, teamLinkKey(teamId));
+    if (link !== NONE) this.remove(link);
     for (const provider of PROVIDER_NAMES) {
-      const entry = this.entries.get(cacheKey({ teamId }, provider));
-      if (entry !== undefined) this.remove(entry);
+      const slot = this.table.find(ENTRY, cacheKey({ teamId }, provider));
+      if (slot !== NONE) this.remove(slot);
     }
   }
 
   clear(): void {
     this.current++;
-    this.entries.clear();
-    this.organizations.clear();
-    this.interned.clear();
-    this.oldest = null;
-    this.newest = null;
+    if (this.table.used > 0) this.table.reset();
+    this.entries = 0;
+    this.oldest = NONE;
+    this.newest = NONE;
   }
 
   /**
@@ -329,22 +256,24 @@ export class ResolutionCache {
    * (and its TTL); else undefined.
    */
   getStale(key: string, now = Date.now()): StoredResolution | undefined {
-    return this.stale(key, now)?.resolution();
+    const slot = this.stale(key, now);
+    return slot === NONE ? undefined : this.resolution(slot);
   }
 
   /** organizationOf() for getStale(): a team's link as it was when invalidations stopped arriving. */
   organizationOfStale(key: string, now = Date.now()): string | undefined {
-    return this.stale(key, now)?.organization.id;
+    const slot = this.stale(key, now);
+    return slot === NONE ? undefined : this.organizationId(slot);
   }
 
-  private stale(key: string, now: number): Entry | undefined {
-    if (this.enabled || this.entries.size === 0) return undefined;
+  private stale(key: string, now: number): number {
+    if (this.enabled || this.entries === 0) return NONE;
     if (now >= this.staleUntil) {
       this.clear();
-      return undefined;
+      return NONE;
     }
-    const entry = this.entries.get(key);
-    return entry !== undefined && entry.expiresAt > now - this.epoch ? entry : undefined;
+    const slot = this.table.find(ENTRY, key);
+    return slot !== NONE && this.table.expires[slot] > now - this.epoch ? slot : NONE;
   }
 
   /** While invalidations cannot be received, nothing may be served from or stored in the cache. */
@@ -361,45 +290,68 @@ export class ResolutionCache {
     return this.enabled;
   }
 
-  private remove(entry: Entry): void {
-    this.entries.delete(entry.key);
-    this.unlink(entry);
-    const organization = entry.organization;
-    const { previousOfOrganization: previous, nextOfOrganization: next } = entry;
-    if (previous === null) organization.first = next;
-    else previous.nextOfOrganization = next;
-    if (next !== null) next.previousOfOrganization = previous;
-    entry.previousOfOrganization = null;
-    entry.nextOfOrganization = null;
-    if (organization.first === null) this.organizations.delete(organization.id);
+  /** A fresh resolution decoded from the entry's record. */
+  private resolution(slot: number): StoredResolution {
+    const buffer = this.table.buffer(slot);
+    seek(this.table.recordStart(slot));
+    skipText(buffer);
+    const strategy = STRATEGIES[readByte(buffer)];
+    const count = readUInt32(buffer);
+    const candidates: StoredCandidate[] = [];
+    for (let i = 0; i < count; i++) {
+      const id = readText(buffer)!;
+      const sealed = readText(buffer)!;
+      const keyId = readText(buffer)!;
+      const apiBase = readText(buffer);
+      const weight = readDouble(buffer);
+      const failing = readByte(buffer) === 1;
+      const refusal = REFUSALS[readByte(buffer)];
+      candidates.push({ id, sealed, keyId, refusal, apiBase, weight, failing });
+    }
+    return { organizationId: this.organizationId(slot), strategy, candidates };
   }
 
-  private unlink(entry: Entry): void {
-    if (entry.older === null) this.oldest = entry.newer;
-    else entry.older.newer = entry.newer;
-    if (entry.newer === null) this.newest = entry.older;
-    else entry.newer.older = entry.older;
-    entry.older = null;
-    entry.newer = null;
+  private organizationId(slot: number): string {
+    return this.key(this.table.owner[slot]);
   }
 
-  private append(entry: Entry): void {
-    entry.older = this.newest;
-    if (this.newest === null) this.oldest = entry;
-    else this.newest.newer = entry;
-    this.newest = entry;
+  private key(slot: number): string {
+    seek(this.table.recordStart(slot));
+    return readText(this.table.buffer(slot))!;
   }
 
-  /** A copy of a candidate whose key id and API base are the one copy every entry shares. */
-  private compact(candidate: StoredCandidate): StoredCandidate {
-    return { ...candidate, keyId: this.intern(candidate.keyId), apiBase: candidate.apiBase === null ? null : this.intern(candidate.apiBase) };
+  private remove(slot: number): void {
+    const table = this.table;
+    this.unlink(slot);
+    const organization = table.owner[slot];
+    const previous = table.previous[slot];
+    const next = table.next[slot];
+    if (previous === NONE) table.next[organization] = next;
+    else table.next[previous] = next;
+    if (next !== NONE) table.previous[next] = previous;
+    table.delete(slot);
+    this.entries--;
+    if (table.next[organization] === NONE) table.delete(organization);
   }
 
-  /** One copy of a value many entries share (key ids, API bases, strategies). */
-  private intern(value: string): string {
-    const known = this.interned.get(value);
-    if (known !== undefined) return known;
-    if (this.interned.size < MAX_INTERNED) this.interned.set(value, value);
-    return value;
+  private unlink(slot: number): void {
+    const table = this.table;
+    const older = table.older[slot];
+    const newer = table.newer[slot];
+    if (older === NONE) this.oldest = newer;
+    else table.newer[older] = newer;
+    if (newer === NONE) this.newest = older;
+    else table.older[newer] = older;
+    table.older[slot] = NONE;
+    table.newer[slot] = NONE;
+  }
+
+  private append(slot: number): void {
+    const table = this.table;
+    table.older[slot] = this.newest;
+    table.newer[slot] = NONE;
+    if (this.newest === NONE) this.oldest = slot;
+    else table.newer[this.newest] = slot;
+    this.newest = slot;
   }
 }
