@@ -82,26 +82,15 @@ export class ServiceMetrics {
     });
     this.hit = this.cacheLookups.labels("hit");
     this.miss = this.cacheLookups.labels("miss");
-    new Gauge({
-      name: "provider_credentials_cache_entries",
-      help: "Resolutions held in this replica's cache.",
-      registers,
-      collect: options.cacheEntries
-        ? function (this: Gauge) {
-            this.set(options.cacheEntries!());
-          }
-        : undefined,
-    });
-    new Gauge({
-      name: "provider_credentials_cache_bytes",
-      help: "Memory this replica's resolution cache holds outside the JavaScript heap (records, links and index), in bytes.",
-      registers,
-      collect: options.cacheBytes
-        ? function (this: Gauge) {
-            this.set(options.cacheBytes!());
-          }
-        : undefined,
-    });
+    // A gauge read when scraped, from the cache (none without one).
+    const readGauge = (name: string, help: string, read: (() => number) | undefined) =>
+      new Gauge({ name, help, registers, collect: read && (function (this: Gauge) { this.set(read()); }) });
+    readGauge("provider_credentials_cache_entries", "Resolutions held in this replica's cache.", options.cacheEntries);
+    readGauge(
+      "provider_credentials_cache_bytes",
+      "Memory this replica's resolution cache holds outside the JavaScript heap (records, links and index), in bytes.",
+      options.cacheBytes,
+    );
     this.invalidations = new Counter({
       name: "provider_credentials_cache_invalidations_total",
       help: "Cache invalidations by what they covered (organization, team, all) and where they came from (local change, notify from any replica, listener reconnect).",
