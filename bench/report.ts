@@ -151,6 +151,8 @@ export interface MemoryResult {
    * METRICS_PORT), read after the RSS readings; undefined: unknown (not read, or a result from before it was).
    */
   cacheEntries?: number;
+  /** provider_credentials_cache_bytes read with it: the cache's memory outside the JavaScript heap (absent in older results). */
+  cacheBytes?: number;
   /** Why cacheEntries could not be read. */
   cacheEntriesError?: string;
   /**
@@ -574,7 +576,8 @@ export function renderMarkdown(r: Omit<Results, "markdown">): string {
         `${mem.bareServerRssMiB === undefined ? "" : `; for scale, the bare grpc-js server (Node.js + tsx + grpc-js) held ${fmt(mem.bareServerRssMiB)} MiB`}. ` +
         (mem.cacheEntries === undefined
           ? `Cache entries: not read from the service${mem.cacheEntriesError ? ` (${mem.cacheEntriesError})` : ""}.`
-          : `Cache entries: the service reported ${fmt(mem.cacheEntries)} (provider_credentials_cache_entries on its /metrics, read after both RSS readings).`) +
+          : `Cache entries: the service reported ${fmt(mem.cacheEntries)} (provider_credentials_cache_entries on its /metrics, read after both RSS readings)` +
+            (mem.cacheBytes === undefined ? "." : `, held in ${(mem.cacheBytes / 2 ** 20).toFixed(1)} MiB outside the JavaScript heap (provider_credentials_cache_bytes).`)) +
         (expected
           ? ` With one entry per organisation/provider (shared by the organisation and its teams) and one link per team, the fill makes ` +
             `${fmt(expected.memoryOrganizationResolutions)} memory-organisation resolutions + ${fmt(expected.organizationResolutions)} organisation resolutions + ` +

@@ -624,18 +624,26 @@ async function measureKeyring(): Promise<KeyringResult> {
   return JSON.parse(line) as KeyringResult;
 }
 
-/** The gauge provider_credentials_cache_entries from the service's /metrics (METRICS_PORT), read with the admin token. */
-async function scrapeCacheEntries(service: Service, adminToken: string): Promise<{ entries?: number; error?: string }> {
+/**
+ * The gauges provider_credentials_cache_entries and provider_credentials_cache_bytes from the
+ * service's /metrics (METRICS_PORT), read with the admin token.
+ */
+async function scrapeCacheEntries(service: Service, adminToken: string): Promise<{ entries?: number; bytes?: number; error?: string }> {
   if (service.metricsPort === undefined) return { error: "the service was started without METRICS_PORT" };
   const url = `http://127.0.0.1:${service.metricsPort}/metrics`;
   try {
     const response = await fetch(url, { headers: { authorization: `Bearer ${adminToken}` }, signal: AbortSignal.timeout(10_000) });
     const body = await response.text();
     if (!response.ok) return { error: `${url} answered ${response.status}: ${body.trim().slice(0, 200)}` };
-    const match = /^provider_credentials_cache_entries(?:\{[^}]*\})?\s+(\S+)/m.exec(body);
-    if (!match) return { error: `${url} has no provider_credentials_cache_entries sample` };
-    const entries = Number(match[1]);
-    return Number.isFinite(entries) ? { entries } : { error: `provider_credentials_cache_entries is ${match[1]}` };
+    const gauge = (name: string) => {
+      const match = new RegExp(`^${name}(?:\\{[^}]*\\})?\\s+(\\S+)`, "m").exec(body);
+      return match ? Number(match[1]) : undefined;
+    };
+    const entries = gauge("provider_credentials_cache_entries");
+    // Older services have no bytes gauge: reported when present.
+    const bytes = gauge("provider_credentials_cache_bytes");
+    if (entries === undefined) return { error: `${url} has no provider_credentials_cache_entries sample` };
+    return Number.isFinite(entries) ? { entries, bytes } : { error: `provider_credentials_cache_entries is not a number` };
   } catch (error) {
     return { error: `${url}: ${error instanceof Error ? error.message : String(error)}` };
   }
@@ -669,6 +677,7 @@ async function fillCache(service: Service, token: string, adminToken: string): P
   return {
     entries: fill.calls - fill.errors,
     cacheEntries: scraped.entries,
+    cacheBytes: scraped.bytes,
     cacheEntriesError: scraped.error,
     expectedEntries: {
       memoryOrganizationResolutions: expected.memoryOrganizationResolutions,
