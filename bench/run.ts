@@ -461,11 +461,10 @@ async function runOnce(spec: CaseSpec, seed: number): Promise<{ result: CaseResu
  * and every other round runs in reverse, so that no case always runs first or last or after the same case. Each round's ratios compare figures taken seconds apart; the
  * targets judge their medians. One attempt per case (no repeats: the median over rounds absorbs a disturbed one).
  */
-async function sidePanel(specs: Record<PanelCaseName, CaseSpec>, inFlight: number, title = "side by side"): Promise<SidePanel> {
+async function sidePanel(specs: Record<PanelCaseName, CaseSpec>, inFlight: number, title = "side by side", idPrefix = "panel"): Promise<SidePanel> {
   const rounds: PanelRound[] = [];
   const histograms = Object.fromEntries(PANEL_CASES.map((name) => [name, new Histogram()])) as Record<PanelCaseName, Histogram>;
   const n = settings.panelRounds;
-  const idPrefix = title === "side by side" ? "panel" : title.replace(/\W+/g, "-");
   log(
     `${title}: ${n} rounds of ${PANEL_CASES.length} cases at ${inFlight} in flight, ${settings.panelWarmupMs / 1000} s warm-up + ${settings.panelDurationMs / 1000} s measured each ` +
       `(about ${Math.round((n * PANEL_CASES.length * (settings.panelWarmupMs + settings.panelDurationMs)) / 1000)} s)`,
@@ -550,7 +549,7 @@ async function serverBoundPanel(specs: Record<PanelCaseName, CaseSpec>, pids: nu
     );
     two.result.id = `server-bound-floor-${TOP}-x2`;
     log(`server-bound: bare floor ×${(two.result.callsPerSec / one.result.callsPerSec).toFixed(2)} with a second generator process (≤ ×1.10: the servers are the bottleneck)`);
-    const panel = await sidePanel(specs, TOP, "server-bound");
+    const panel = await sidePanel(specs, TOP, "server-bound", "server-bound");
     return { ...panel, quota: { percent: quota.percent, periodUs: quota.periodUs, mechanism: quota.mechanism }, oneGenerator: one.result, twoGenerators: two.result };
   } finally {
     quota.remove();
@@ -628,7 +627,7 @@ async function measureKeyring(): Promise<KeyringResult> {
  * The gauges provider_credentials_cache_entries and provider_credentials_cache_bytes from the
  * service's /metrics (METRICS_PORT), read with the admin token.
  */
-async function scrapeCacheEntries(service: Service, adminToken: string): Promise<{ entries?: number; bytes?: number; error?: string }> {
+async function scrapeCacheGauges(service: Service, adminToken: string): Promise<{ entries?: number; bytes?: number; error?: string }> {
   if (service.metricsPort === undefined) return { error: "the service was started without METRICS_PORT" };
   const url = `http://127.0.0.1:${service.metricsPort}/metrics`;
   try {
@@ -643,7 +642,7 @@ async function scrapeCacheEntries(service: Service, adminToken: string): Promise
     // Older services have no bytes gauge: reported when present.
     const bytes = gauge("provider_credentials_cache_bytes");
     if (entries === undefined) return { error: `${url} has no provider_credentials_cache_entries sample` };
-    return Number.isFinite(entries) ? { entries, bytes } : { error: `provider_credentials_cache_entries is not a number` };
+    return Number.isFinite(entries) ? { entries, bytes } : { error: `provider_credentials_cache_entries is ${entries}` };
   } catch (error) {
     return { error: `${url}: ${error instanceof Error ? error.message : String(error)}` };
   }
@@ -672,7 +671,7 @@ async function fillCache(service: Service, token: string, adminToken: string): P
   const settled = memoryMiB(service.process.pid);
   // Read after both RSS readings, so that the scrape's own allocations are in neither. Nothing resolves in
   // between, so the cache cannot have grown since the readings: this count is what it held at least then.
-  const scraped = await scrapeCacheEntries(service, adminToken);
+  const scraped = await scrapeCacheGauges(service, adminToken);
   if (scraped.error) log(`memory: could not read the cache's entry count: ${scraped.error}`);
   return {
     entries: fill.calls - fill.errors,

@@ -130,11 +130,6 @@ export function readText(buffer: Buffer): string | null {
   return buffer.ucs2Slice(cursor - length * 2, cursor);
 }
 
-export function skipText(buffer: Buffer): void {
-  const header = buffer.readUInt32LE(cursor);
-  cursor += header === NULL_TEXT ? 4 : 4 + (header & 1 ? (header >>> 1) * 2 : header >>> 1);
-}
-
 export function readByte(buffer: Buffer): number {
   return buffer[cursor++];
 }
@@ -170,9 +165,9 @@ function hashOf(kind: number, key: string): number {
  * an expiry. Slots are handed out again after `delete`; `reset` frees all.
  */
 export class RecordTable {
-  capacity = 0;
+  private capacity = 0;
   /** 0: free; else the kind the record was added with. */
-  kind!: Uint8Array;
+  private kind!: Uint8Array;
   private hash!: Int32Array;
   private chunk!: Int32Array;
   private offset!: Int32Array;
@@ -199,11 +194,9 @@ export class RecordTable {
 
   reset(): void {
     this.arena.reset();
-    this.allocate(INITIAL_SLOTS);
-    this.index = new Int32Array(INITIAL_SLOTS * 2);
-    this.mask = INITIAL_SLOTS * 2 - 1;
     this.freeCount = 0;
     this.unused = 0;
+    this.allocate(INITIAL_SLOTS, false);
   }
 
   /** The slot of the record with this kind and key, or NONE. */
@@ -221,8 +214,8 @@ export class RecordTable {
   /**
    * Adds a record (no record with this kind and key may exist) of `bytes`
    * bytes, its key already counted in them; returns its slot. The caller
-   * writes the rest of the record at recordStart(slot) + textBytes(key),
-   * before any other change to the table.
+   * writes the rest of the record from bodyStart(slot), before any other
+   * change to the table.
    */
   add(kind: number, key: string, bytes: number): number {
     if (this.freeCount === 0 && this.unused === this.capacity) this.grow();
@@ -237,9 +230,7 @@ export class RecordTable {
     this.older[slot] = this.newer[slot] = this.owner[slot] = this.previous[slot] = this.next[slot] = NONE;
     this.expires[slot] = 0;
     writeText(this.arena.chunks[this.arena.chunk], this.arena.offset, key);
-    let i = h & this.mask;
-    while (this.index[i] !== 0) i = (i + 1) & this.mask;
-    this.index[i] = slot + 1;
+    this.place(slot);
     return slot;
   }
 
@@ -268,8 +259,15 @@ export class RecordTable {
     return this.arena.chunks[this.chunk[slot]];
   }
 
+  /** Where the record starts: its key. */
   recordStart(slot: number): number {
     return this.offset[slot];
+  }
+
+  /** Where the record's part after its key starts. */
+  bodyStart(slot: number): number {
+    const header = this.buffer(slot).readUInt32LE(this.offset[slot]);
+    return this.offset[slot] + 4 + (header & 1 ? (header >>> 1) * 2 : header >>> 1);
   }
 
   /** Slots in use. */
@@ -297,38 +295,40 @@ export class RecordTable {
     return true;
   }
 
-  private allocate(capacity: number): void {
-    const previous = this.capacity > 0 && capacity > this.capacity ? this : undefined;
-    const copy = <T extends Int32Array | Uint8Array | Float64Array>(make: new (n: number) => T, old: T | undefined): T => {
+  /** The per-slot arrays and the index at `capacity` slots; `keep`: what the slots held is copied and indexed again. */
+  private allocate(capacity: number, keep: boolean): void {
+    const sized = <T extends Int32Array | Uint8Array | Float64Array>(old: T | undefined, make: new (n: number) => T): T => {
       const fresh = new make(capacity);
-      if (previous && old) fresh.set(old);
+      if (keep && old !== undefined) fresh.set(old);
       return fresh;
     };
-    this.kind = copy(Uint8Array, previous?.kind);
-    this.hash = copy(Int32Array, previous?.hash);
-    this.chunk = copy(Int32Array, previous?.chunk);
-    this.offset = copy(Int32Array, previous?.offset);
-    this.length = copy(Int32Array, previous?.length);
-    this.older = copy(Int32Array, previous?.older);
-    this.newer = copy(Int32Array, previous?.newer);
-    this.owner = copy(Int32Array, previous?.owner);
-    this.previous = copy(Int32Array, previous?.previous);
-    this.next = copy(Int32Array, previous?.next);
-    this.expires = copy(Float64Array, previous?.expires);
-    this.freeSlots = copy(Int32Array, previous?.freeSlots);
+    this.kind = sized(this.kind, Uint8Array);
+    this.hash = sized(this.hash, Int32Array);
+    this.chunk = sized(this.chunk, Int32Array);
+    this.offset = sized(this.offset, Int32Array);
+    this.length = sized(this.length, Int32Array);
+    this.older = sized(this.older, Int32Array);
+    this.newer = sized(this.newer, Int32Array);
+    this.owner = sized(this.owner, Int32Array);
+    this.previous = sized(this.previous, Int32Array);
+    this.next = sized(this.next, Int32Array);
+    this.expires = sized(this.expires, Float64Array);
+    this.freeSlots = sized(this.freeSlots, Int32Array);
     this.capacity = capacity;
+    this.index = new Int32Array(capacity * 2);
+    this.mask = this.index.length - 1;
+    if (keep) for (let slot = 0; slot < this.unused; slot++) if (this.kind[slot] !== 0) this.place(slot);
   }
 
-  /** Twice the slots, and the index rebuilt at twice its size. */
+  /** Twice the slots. */
   private grow(): void {
-    this.allocate(this.capacity * 2);
-    this.index = new Int32Array(this.capacity * 2);
-    this.mask = this.index.length - 1;
-    for (let slot = 0; slot < this.unused; slot++) {
-      if (this.kind[slot] === 0) continue;
-      let i = this.hash[slot] & this.mask;
-      while (this.index[i] !== 0) i = (i + 1) & this.mask;
-      this.index[i] = slot + 1;
-    }
+    this.allocate(this.capacity * 2, true);
+  }
+
+  /** Enters the slot in the index, at the first free position from its hash's. */
+  private place(slot: number): void {
+    let i = this.hash[slot] & this.mask;
+    while (this.index[i] !== 0) i = (i + 1) & this.mask;
+    this.index[i] = slot + 1;
   }
 }

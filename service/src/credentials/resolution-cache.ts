@@ -1,6 +1,6 @@
 import type { ProviderName, SelectionStrategyName } from "../db/entities.js";
 import { PROVIDER_NAMES } from "./providers.js";
-import { NONE, readByte, readDouble, readText, readUInt32, RecordTable, seek, skipText, textBytes, writeText } from "./record-table.js";
+import { NONE, readByte, readDouble, readText, readUInt32, RecordTable, seek, textBytes, writeText } from "./record-table.js";
 
 /**
  * One active credential of the organisation for the provider, still
@@ -178,7 +178,7 @@ export class ResolutionCache {
     for (const c of candidates) bytes += textBytes(c.id) + textBytes(c.sealed) + textBytes(c.keyId) + textBytes(c.apiBase) + 8 + 1 + 1;
     const slot = table.add(ENTRY, key, bytes);
     const buffer = table.buffer(slot);
-    let at = table.recordStart(slot) + textBytes(key);
+    let at = table.bodyStart(slot);
     at = buffer.writeUInt8(STRATEGIES.indexOf(value.strategy), at);
     at = buffer.writeUInt32LE(candidates.length, at);
     for (const c of candidates) {
@@ -293,8 +293,7 @@ export class ResolutionCache {
   /** A fresh resolution decoded from the entry's record. */
   private resolution(slot: number): StoredResolution {
     const buffer = this.table.buffer(slot);
-    seek(this.table.recordStart(slot));
-    skipText(buffer);
+    seek(this.table.bodyStart(slot));
     const strategy = STRATEGIES[readByte(buffer)];
     const count = readUInt32(buffer);
     const candidates: StoredCandidate[] = [];
