@@ -30,7 +30,7 @@ import { createHealthService, HealthService, HealthState } from "./rpc/health.js
 import { createReflectionService, ServerReflection } from "./rpc/reflection.js";
 import { authInterceptor, errorInterceptor } from "./rpc/interceptors.js";
 import { sourceKey } from "./rpc/context.js";
-import { createGrpcJsServer, listenGrpcJsServer, shutdownGrpcJsServer } from "./rpc/grpc-js-server.js";
+import { createGrpcJsServer, hasFastLane, listenGrpcJsServer, shutdownGrpcJsServer } from "./rpc/grpc-js-server.js";
 import { grpcServerCredentials, type TlsConfig } from "./runtime/tls.js";
 
 /** Largest request message accepted, in bytes: keys are at most 4 KiB. */
@@ -256,7 +256,10 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     maxReceiveMessageLength: MAX_REQUEST_BYTES,
     // The caller's address (sourceKey) is read from the connection only when a handler audits.
     addressKey: sourceKey,
+    // ResolveKey runs on every LLM call: it skips grpc-js's per-call machinery (rpc/fast-unary.ts).
+    fastUnary: [CredentialService.method.resolveKey],
   });
+  if (!hasFastLane(grpcServer)) logger.warn("ResolveKey is served by grpc-js's own call path: this @grpc/grpc-js's server internals are not the ones the fast lane hooks into");
   let grpcPort: number;
   try {
     grpcPort = await listenGrpcJsServer(grpcServer, options.host, options.port, grpcServerCredentials(options.tls));

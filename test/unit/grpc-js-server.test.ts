@@ -18,6 +18,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   createGrpcJsServer,
   grpcJsServiceDefinition,
+  hasFastLane,
   listenGrpcJsServer,
   peerAddress,
   shutdownGrpcJsServer,
@@ -169,14 +170,24 @@ type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 let client: Client;
 const TestClient = grpc.makeClientConstructor(grpcJsServiceDefinition(TestService), "Test") as unknown as new (address: string, credentials: grpc.ChannelCredentials) => Client;
 
+/** The same service with Unary in the fast lane (fast-unary.ts): the unary tests run against both. */
+let fastServer: grpc.Server;
+const lanes: Record<"grpc-js" | "fast lane", { address: string; client: Client }> = {} as never;
+
 beforeAll(async () => {
   server = createGrpcJsServer(options);
   address = `127.0.0.1:${await listenGrpcJsServer(server, "127.0.0.1", 0)}`;
   client = new TestClient(address, grpc.credentials.createInsecure());
+  lanes["grpc-js"] = { address, client };
+  fastServer = createGrpcJsServer({ ...options, fastUnary: [TestService.method.unary] });
+  const fastAddress = `127.0.0.1:${await listenGrpcJsServer(fastServer, "127.0.0.1", 0)}`;
+  lanes["fast lane"] = { address: fastAddress, client: new TestClient(fastAddress, grpc.credentials.createInsecure()) };
 });
 afterAll(async () => {
   client?.close();
+  lanes["fast lane"]?.client.close();
   if (server) await shutdownGrpcJsServer(server, 1_000);
+  if (fastServer) await shutdownGrpcJsServer(fastServer, 1_000);
 });
 
 interface UnaryResult {
@@ -241,7 +252,21 @@ describe("grpcJsServiceDefinition", () => {
   });
 });
 
-describe("unary", () => {
+describe("fast lane", () => {
+  it("is in place with this grpc-js (its internals as expected), and only where asked for", () => {
+    expect(hasFastLane(fastServer)).toBe(true);
+    expect(hasFastLane(server)).toBe(false);
+  });
+});
+
+describe.each(["grpc-js", "fast lane"] as const)("unary (%s)", (lane) => {
+  beforeAll(() => {
+    ({ address, client } = lanes[lane]);
+  });
+  afterAll(() => {
+    ({ address, client } = lanes["grpc-js"]);
+  });
+
   it("passes metadata, context and the caller's address to interceptors and implementation; sends headers and trailers", async () => {
     const md = new grpc.Metadata();
     md.set("authorization", "Bearer abc:def");
@@ -381,6 +406,35 @@ describe("unary", () => {
       .then(() => undefined, (e: unknown) => ConnectError.from(e));
     expect(error?.code).toBe(Code.DeadlineExceeded);
     await vi.waitFor(() => expect((waitReasons.get("connect") as ConnectError | undefined)?.code).toBeOneOf([Code.DeadlineExceeded, Code.Canceled]));
+  });
+
+  it("answers malformed requests as grpc-js does: no message, two messages, a cut-off message, a bad grpc-timeout; the compressed flag without an encoding and gzip work", async () => {
+    const body = Buffer.from(toBinary(StringValueSchema, create(StringValueSchema, { value: "raw" })));
+    const frame = (flag: number, bytes: Buffer) => Buffer.concat([Buffer.from([flag, 0, 0, 0, bytes.length]), bytes]);
+    const raw = async (payload: Buffer, extra: http2.OutgoingHttpHeaders = {}) => {
+      const session = http2.connect(`http://${address}`);
+      try {
+        const stream = session.request({ ":method": "POST", ":path": "/test.v1.Test/Unary", "content-type": "application/grpc", te: "trailers", ...extra });
+        const data: Buffer[] = [];
+        stream.on("data", (chunk: Buffer) => data.push(chunk));
+        stream.end(payload);
+        const status = await new Promise<{ code?: string; message?: string }>((resolve) => {
+          stream.on("trailers", (t) => resolve({ code: t["grpc-status"] as string, message: decodeURIComponent(t["grpc-message"] as string) }));
+          stream.on("response", (h) => h["grpc-status"] !== undefined && resolve({ code: h["grpc-status"] as string, message: decodeURIComponent(h["grpc-message"] as string) }));
+        });
+        return { ...status, body: Buffer.concat(data) };
+      } finally {
+        session.close();
+      }
+    };
+    expect(await raw(frame(0, body))).toMatchObject({ code: "0", body: frame(0, Buffer.from(toBinary(StringValueSchema, create(StringValueSchema, { value: "raw" })))) });
+    expect(await raw(Buffer.alloc(0))).toMatchObject({ code: String(grpc.status.UNIMPLEMENTED), message: expect.stringMatching(/^Received no request message/) });
+    expect(await raw(Buffer.concat([frame(0, body), frame(0, body)]))).toMatchObject({ code: String(grpc.status.UNIMPLEMENTED), message: expect.stringMatching(/^Received a second request message/) });
+    expect(await raw(frame(1, body))).toMatchObject({ code: "0" }); // the compressed flag without an encoding: read as identity
+    expect(await raw(frame(0, body).subarray(0, 6))).toMatchObject({ code: String(grpc.status.UNIMPLEMENTED), message: expect.stringMatching(/^Received no request message/) });
+    expect(await raw(frame(0, body), { "grpc-timeout": "soon" })).toMatchObject({ code: String(grpc.status.INTERNAL), message: 'Invalid grpc-timeout value "soon"' });
+    const { gzipSync } = await import("node:zlib");
+    expect(await raw(frame(1, gzipSync(body)), { "grpc-encoding": "gzip" })).toMatchObject({ code: "0" });
   });
 
   it("the client cancelling aborts the signal with CANCELED", async () => {

@@ -51,6 +51,10 @@ import {
 import { createAsyncIterable } from "@connectrpc/connect/protocol";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { binaryDeserializer, binarySerializer } from "./flat-codec.js";
+import { installFastUnary, type FastUnaryMethod } from "./fast-unary.js";
+
+/** grpc-js's default largest request message (4 MiB). */
+const DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH = 4 * 1024 * 1024;
 
 /** One service and its Connect implementation (methods left out answer UNIMPLEMENTED). */
 export interface GrpcJsServiceBinding {
@@ -98,6 +102,21 @@ export interface GrpcJsServerOptions {
    * channelz), so a forced shutdown would leave stuck calls running.
    */
   serverOptions?: grpc.ServerOptions;
+  /**
+   * Unary methods to answer in the fast lane (fast-unary.ts): on grpc-js's
+   * connections but without its per-call machinery, about a third less server
+   * CPU a call. Same implementation, interceptors and context; the same
+   * statuses as grpc-js gives.
+   */
+  fastUnary?: readonly DescMethod[];
+}
+
+/** Servers whose fast lane is in place (grpc-js's internals were as expected). */
+const withFastLane = new WeakSet<grpc.Server>();
+
+/** Whether createGrpcJsServer put the fast lane in place on this server (false also when none was asked for). */
+export function hasFastLane(server: grpc.Server): boolean {
+  return withFastLane.has(server);
 }
 
 /** A grpc-js server answering the given Connect implementations. Bind it with listenGrpcJsServer(). */
@@ -122,13 +141,26 @@ export function createGrpcJsServer(options: GrpcJsServerOptions): grpc.Server {
       specs.set(spec.method.parent, [...list.filter((s) => s.method !== spec.method), spec]);
     }
   }
+  const fast: FastUnaryMethod[] = [];
   for (const [service, methods] of specs) {
     const handlers: grpc.UntypedServiceImplementation = {};
-    for (const spec of methods) handlers[spec.method.name] = createHandler(spec, config);
+    for (const spec of methods) {
+      const handler = createHandler(spec, config);
+      handlers[spec.method.name] = handler;
+      if (spec.kind === "unary" && options.fastUnary?.includes(spec.method)) {
+        fast.push({
+          path: `/${service.typeName}/${spec.method.name}`,
+          handler: handler as FastUnaryMethod["handler"],
+          deserialize: requestDeserializer(spec.method.input),
+          serialize: binarySerializer(spec.method.output) as FastUnaryMethod["serialize"],
+        });
+      }
+    }
     // Only the methods that have a spec: routes.rpc() may register single methods of a service.
     const definition = Object.fromEntries(Object.entries(grpcJsServiceDefinition(service)).filter(([name]) => name in handlers));
     server.addService(definition, handlers);
   }
+  if (fast.length > 0 && installFastUnary(server, fast, options.maxReceiveMessageLength ?? DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH)) withFastLane.add(server);
   return server;
 }
 
