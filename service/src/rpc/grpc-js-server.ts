@@ -1,7 +1,9 @@
 // Serves Connect-ES service implementations (`ServiceImpl<typeof X>`) with
 // @grpc/grpc-js, so that the hot path (ResolveKey from internal gRPC callers)
 // runs on grpc-js's much cheaper HTTP/2 server while every RPC keeps exactly
-// one implementation, shared with the connect-node server.
+// one implementation, shared with the connect-node server. Unary methods named
+// in `fastUnary` (ResolveKey) skip grpc-js's own per-call machinery as well
+// (fast-unary.ts), through the same handler.
 //
 // Each call runs through the same Connect interceptors as connect-node and
 // gives the implementation a Connect `HandlerContext`. The unary path is kept
