@@ -68,6 +68,21 @@ function listOverGrpcJs(port: number, credentials: grpc.ChannelCredentials): Pro
   });
 }
 
+/** ResolveKey (answered in the fast lane) for an organisation that does not exist: NOT_FOUND naming it, over the given credentials. */
+function resolveOverGrpcJs(port: number, credentials: grpc.ChannelCredentials): Promise<string> {
+  const def = protoLoader.loadSync("proto/credentials.proto", { enums: String, defaults: true, oneofs: true });
+  const pkg = grpc.loadPackageDefinition(def) as unknown as { credentials: { v1: { CredentialService: grpc.ServiceClientConstructor } } };
+  const client = new pkg.credentials.v1.CredentialService(`127.0.0.1:${port}`, credentials);
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", `Bearer ${adminToken}`);
+  return new Promise((resolve) => {
+    client.ResolveKey({ organizationId: "org-over-tls", provider: "PROVIDER_OPENAI" }, metadata, { deadline: Date.now() + 5_000 }, (error: grpc.ServiceError | null) => {
+      client.close();
+      resolve(error ? `error ${error.code}: ${error.details}` : "ok");
+    });
+  });
+}
+
 beforeAll(async () => {
   makeCertificates();
   db = await createTestDatabase();
@@ -84,6 +99,8 @@ describe("TLS", () => {
       const ca = readFileSync(file("ca.pem"));
       expect(await listOverGrpcJs(service.port, grpc.credentials.createSsl(ca))).toBe("ok");
       expect(await listOverGrpcJs(service.port, grpc.credentials.createInsecure())).toMatch(/^error 14$/);
+      expect(await resolveOverGrpcJs(service.port, grpc.credentials.createSsl(ca))).toBe('error 5: organization "org-over-tls" not found');
+      expect(await resolveOverGrpcJs(service.port, grpc.credentials.createInsecure())).toMatch(/^error 14: /);
 
       const auth = (next: Parameters<import("@connectrpc/connect").Interceptor>[0]) => (req: Parameters<typeof next>[0]) => {
         req.header.set("authorization", `Bearer ${adminToken}`);
@@ -108,6 +125,8 @@ describe("TLS", () => {
       const withClientCert = grpc.credentials.createSsl(ca, readFileSync(file("client.key")), readFileSync(file("client.pem")));
       expect(await listOverGrpcJs(service.port, withClientCert)).toBe("ok");
       expect(await listOverGrpcJs(service.port, grpc.credentials.createSsl(ca))).toBe("error 14");
+      expect(await resolveOverGrpcJs(service.port, withClientCert)).toBe('error 5: organization "org-over-tls" not found');
+      expect(await resolveOverGrpcJs(service.port, grpc.credentials.createSsl(ca))).toMatch(/^error 14: /);
       const connect = (options: { cert?: Buffer; key?: Buffer }) =>
         createClient(
           OrganizationService,
