@@ -408,7 +408,7 @@ describe.each(["grpc-js", "fast lane"] as const)("unary (%s)", (lane) => {
     await vi.waitFor(() => expect((waitReasons.get("connect") as ConnectError | undefined)?.code).toBeOneOf([Code.DeadlineExceeded, Code.Canceled]));
   });
 
-  it("answers malformed requests as grpc-js does: no message, two messages, a cut-off message, a bad grpc-timeout; the compressed flag without an encoding and gzip work", async () => {
+  it("answers malformed requests as grpc-js does: no message, two messages, a cut-off message, bytes that are not the message, a bad grpc-timeout; the compressed flag without an encoding and gzip work", async () => {
     const body = Buffer.from(toBinary(StringValueSchema, create(StringValueSchema, { value: "raw" })));
     const frame = (flag: number, bytes: Buffer) => Buffer.concat([Buffer.from([flag, 0, 0, 0, bytes.length]), bytes]);
     const raw = async (payload: Buffer, extra: http2.OutgoingHttpHeaders = {}) => {
@@ -430,6 +430,10 @@ describe.each(["grpc-js", "fast lane"] as const)("unary (%s)", (lane) => {
     expect(await raw(frame(0, body))).toMatchObject({ code: "0", body: frame(0, Buffer.from(toBinary(StringValueSchema, create(StringValueSchema, { value: "raw" })))) });
     expect(await raw(Buffer.alloc(0))).toMatchObject({ code: String(grpc.status.UNIMPLEMENTED), message: expect.stringMatching(/^Received no request message/) });
     expect(await raw(Buffer.concat([frame(0, body), frame(0, body)]))).toMatchObject({ code: String(grpc.status.UNIMPLEMENTED), message: expect.stringMatching(/^Received a second request message/) });
+    expect(await raw(frame(0, Buffer.from([0x0a, 0x05, 0x61])))).toMatchObject({
+      code: String(grpc.status.INVALID_ARGUMENT),
+      message: expect.stringMatching(/^request: not a valid google\.protobuf\.StringValue/),
+    });
     expect(await raw(frame(1, body))).toMatchObject({ code: "0" }); // the compressed flag without an encoding: read as identity
     expect(await raw(frame(0, body).subarray(0, 6))).toMatchObject({ code: String(grpc.status.UNIMPLEMENTED), message: expect.stringMatching(/^Received no request message/) });
     expect(await raw(frame(0, body), { "grpc-timeout": "soon" })).toMatchObject({ code: String(grpc.status.INTERNAL), message: 'Invalid grpc-timeout value "soon"' });
