@@ -53,23 +53,30 @@ export function installFastUnary(server: grpc.Server, methods: readonly FastUnar
   const wrap = (original: StreamHandler): StreamHandler =>
     function (this: ServerInternals, extraInterceptors, stream, headers) {
       const method = byPath.get(headers[":path"] as string);
-      if (method === undefined || extraInterceptors.length > 0 || !servable(headers)) return original.call(this, extraInterceptors, stream, headers);
+      const timeout = method === undefined || extraInterceptors.length > 0 ? false : servableTimeout(headers);
+      if (timeout === false) return original.call(this, extraInterceptors, stream, headers);
       this.onStreamOpened!(stream);
-      serve(method, stream, headers, maxReceiveMessageLength);
+      serve(method!, stream, headers, timeout, maxReceiveMessageLength);
     };
   internals._channelzHandler = wrap(channelz);
   internals._streamHandler = wrap(plain);
   return true;
 }
 
-/** A gRPC request the lane answers as grpc-js would: gRPC content type, no message encoding but identity, a well-formed deadline. */
-function servable(headers: IncomingHttpHeaders): boolean {
+/**
+ * For a gRPC request the lane answers as grpc-js would (gRPC content type, no
+ * message encoding but identity, a well-formed deadline): its timeout in ms,
+ * undefined without one. False for anything else, which goes to grpc-js.
+ */
+function servableTimeout(headers: IncomingHttpHeaders): number | undefined | false {
   const type = headers["content-type"];
   if (typeof type !== "string" || !type.startsWith("application/grpc")) return false;
   const encoding = headers["grpc-encoding"];
   if (encoding !== undefined && encoding !== "identity") return false;
   const timeout = headers["grpc-timeout"];
-  return timeout === undefined || (typeof timeout === "string" && TIMEOUT.test(timeout));
+  if (timeout === undefined) return undefined;
+  const match = typeof timeout === "string" ? TIMEOUT.exec(timeout) : null;
+  return match === null ? false : (Number(match[1]) * UNIT_MS[match[2]]) | 0;
 }
 
 /** grpc-timeout as grpc-js accepts it (anything else goes to grpc-js, which answers INTERNAL). */
@@ -106,18 +113,16 @@ class FastCall {
     readonly stream: ServerHttp2Stream,
     private readonly headers: IncomingHttpHeaders,
     private readonly method: FastUnaryMethod,
+    timeoutMs: number | undefined,
   ) {
     const metadata = grpc.Metadata.fromHttp2Headers(headers);
     for (const name of NOT_METADATA) metadata.remove(name);
     this.metadata = metadata;
-    const timeout = headers["grpc-timeout"] as string | undefined;
-    const match = timeout === undefined ? null : TIMEOUT.exec(timeout);
-    if (match === null) {
+    if (timeoutMs === undefined) {
       this.#deadline = Infinity;
     } else {
-      const ms = (Number(match[1]) * UNIT_MS[match[2]]) | 0;
-      this.#deadline = Date.now() + ms;
-      this.#timer = setTimeout(() => this.#expire(), ms);
+      this.#deadline = Date.now() + timeoutMs;
+      this.#timer = setTimeout(() => this.#expire(), timeoutMs);
     }
   }
 
@@ -133,10 +138,6 @@ class FastCall {
 
   getDeadline(): grpc.Deadline {
     return this.#deadline === Infinity ? Infinity : new Date(this.#deadline);
-  }
-
-  getPath(): string {
-    return this.method.path;
   }
 
   /** Only "cancelled", which grpc-js emits when a call ends, answered or not. */
@@ -244,10 +245,10 @@ class FastCall {
 }
 
 /** Reads the one request message of a unary call, then runs the handler; answers like grpc-js where the request is wrong. */
-function serve(method: FastUnaryMethod, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, maxReceiveMessageLength: number): void {
+function serve(method: FastUnaryMethod, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, timeoutMs: number | undefined, maxReceiveMessageLength: number): void {
   // As grpc-js: an error event has a matching close event, which is where the call ends.
   stream.on("error", noop);
-  const call = new FastCall(stream, headers, method);
+  const call = new FastCall(stream, headers, method, timeoutMs);
   stream.once("close", () => call.closed());
   const chunks: Buffer[] = [];
   let received = 0;

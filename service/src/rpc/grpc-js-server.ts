@@ -145,21 +145,19 @@ export function createGrpcJsServer(options: GrpcJsServerOptions): grpc.Server {
   }
   const fast: FastUnaryMethod[] = [];
   for (const [service, methods] of specs) {
+    const full = grpcJsServiceDefinition(service);
     const handlers: grpc.UntypedServiceImplementation = {};
     for (const spec of methods) {
       const handler = createHandler(spec, config);
       handlers[spec.method.name] = handler;
       if (spec.kind === "unary" && options.fastUnary?.includes(spec.method)) {
-        fast.push({
-          path: `/${service.typeName}/${spec.method.name}`,
-          handler: handler as FastUnaryMethod["handler"],
-          deserialize: requestDeserializer(spec.method.input),
-          serialize: binarySerializer(spec.method.output) as FastUnaryMethod["serialize"],
-        });
+        // The lane reads and writes messages with the definition's own (de)serializers.
+        const { path, requestDeserialize, responseSerialize } = full[spec.method.name];
+        fast.push({ path, handler: handler as FastUnaryMethod["handler"], deserialize: requestDeserialize, serialize: responseSerialize as FastUnaryMethod["serialize"] });
       }
     }
     // Only the methods that have a spec: routes.rpc() may register single methods of a service.
-    const definition = Object.fromEntries(Object.entries(grpcJsServiceDefinition(service)).filter(([name]) => name in handlers));
+    const definition = Object.fromEntries(Object.entries(full).filter(([name]) => name in handlers));
     server.addService(definition, handlers);
   }
   if (fast.length > 0 && installFastUnary(server, fast, options.maxReceiveMessageLength ?? DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH)) withFastLane.add(server);
