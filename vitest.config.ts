@@ -2,6 +2,8 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
+    // "default" for people; the record is what `npm test` (test/run.ts) judges the run by.
+    reporters: ["default", "./test/support/run-record-reporter.ts"],
     projects: [
       {
         test: {
