@@ -4,7 +4,7 @@ import os from "node:os";
 import v8 from "node:v8";
 import { createLogger } from "./logger.js";
 import { MasterKeyError } from "./keyring/keyring.js";
-import { openDatabase, type Database } from "./runtime/local.js";
+import { dataDirFrom, dataDirPrefix, openDatabase, type Database } from "./runtime/local.js";
 import { ConfigError, nonNegativeIntFrom, portFrom, positiveIntFrom } from "./runtime/config.js";
 import {
   DEFAULT_CACHE_MAX_ENTRIES,
@@ -54,7 +54,7 @@ async function main(): Promise<void> {
   let service: RunningService | undefined;
   try {
     tuneGarbageCollector(process.env);
-    database = await openDatabase(process.env, logger);
+    database = await openDatabase(process.env, logger, { createInstallation: true });
     service = await startService({
       databaseUrl: database.databaseUrl,
       masterKey: database.masterKey,
@@ -97,15 +97,15 @@ async function main(): Promise<void> {
       (service.metricsPort === undefined ? "; metrics off (set METRICS_PORT)" : `; Prometheus metrics on http://${service.host}:${service.metricsPort}/metrics`),
   );
   if (database.embedded) {
-    const secrets = path.resolve(process.env.DATA_DIR || ".data", "secrets.env");
-    logger.info(`local admin token: SERVICE_ADMIN_TOKEN in ${secrets}; create more with: npm run token -- create --name NAME --scope resolve|admin`);
+    const secrets = path.join(dataDirFrom(process.env), "secrets.env");
+    logger.info(`local admin token: SERVICE_ADMIN_TOKEN in ${secrets}; create more with: ${dataDirPrefix(process.env)}npm run token -- create --name NAME --scope resolve|admin`);
   }
 
   if (firstAdmin?.generatedPassword) {
     // Printed once, outside the JSON log, and never stored in plain text.
     console.log(
       `\nFirst administrator created. Sign in to the portal as ${firstAdmin.email} with password: ${firstAdmin.generatedPassword}\n` +
-        `(shown only this once; set a new one with: npm run admin -- reset-password --email ${firstAdmin.email})\n`,
+        `(shown only this once; set a new one with: ${dataDirPrefix(process.env)}npm run admin -- reset-password --email ${firstAdmin.email})\n`,
     );
   } else if (firstAdmin) {
     logger.info({ email: firstAdmin.email }, `first administrator ${firstAdmin.email} created from ADMIN_EMAIL and ADMIN_PASSWORD`);

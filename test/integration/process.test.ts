@@ -85,6 +85,12 @@ describe("npm start on the embedded default", () => {
     );
     await orgs.createOrganization({ organizationId: "org-embedded", name: "Embedded" });
 
+    // The hints it prints reach this installation, not the default .data: they carry DATA_DIR.
+    expect(first.output()).toContain(`set a new one with: DATA_DIR=${dataDir} npm run admin -- reset-password --email admin@localhost`);
+    expect(first.output()).toContain(`create more with: DATA_DIR=${dataDir} npm run token -- create`);
+    const listed = await run(TSX, ["service/src/cli/admin.ts", "list"], { env: { PATH: process.env.PATH, HOME: process.env.HOME, DATA_DIR: dataDir } });
+    expect(listed.stdout).toMatch(/^admin@localhost\s+created /m);
+
     first.child.kill("SIGTERM");
     expect(await first.exited).toBe(0);
 

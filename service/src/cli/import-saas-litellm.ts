@@ -4,7 +4,7 @@
 // rerun; the legacy database is only read. Never prints a key or a token.
 import { parseArgs } from "node:util";
 import { createLogger } from "../logger.js";
-import { openDatabase, type Database } from "../runtime/local.js";
+import type { Database } from "../runtime/local.js";
 import { createOrm, migrate, type Orm } from "../db/orm.js";
 import { migrationsList } from "../../../migrations/index.js";
 import { createKeyring, MasterKeyError, type Keyring } from "../keyring/keyring.js";
@@ -13,7 +13,7 @@ import { explainWrongKey, legacyKeyring, openLegacyToken } from "../importer/leg
 import { LegacySource, LegacySourceError, parseLegacyUrl } from "../importer/legacy-source.js";
 import { formatReport } from "../importer/report.js";
 import { maskKeys } from "../errors.js";
-import { exitWith } from "./open.js";
+import { exitWith, openExistingDatabase } from "./open.js";
 import { progressBar } from "./progress.js";
 
 const USAGE = `Usage: npm run import:saas-litellm -- --from <postgres url> --legacy-encryption-key <ENCRYPTION_KEY> [--dry-run] [--batch-size N]
@@ -95,7 +95,7 @@ async function checkLegacyKey(source: LegacySource, ring: Keyring): Promise<{ to
 /** This service's database, as the service opens it; migrated, except on a dry run (which writes nothing and refuses a database that needs migrating). */
 async function openTarget(dryRun: boolean): Promise<Target> {
   const logger = createLogger(process.env.LOG_LEVEL ?? "warn");
-  const database = await openDatabase(process.env, logger);
+  const database = await openExistingDatabase(logger);
   let orm: Orm;
   try {
     orm = await createOrm({ databaseUrl: database.databaseUrl, poolSize: 2 });

@@ -1,12 +1,11 @@
 // `npm run migrate`: applies pending migrations to DATABASE_URL (or the embedded database).
 import { createLogger } from "../logger.js";
-import { openDatabase } from "../runtime/local.js";
 import { createOrm, migrate } from "../db/orm.js";
-import { exitWith } from "./open.js";
+import { exitWith, openExistingDatabase } from "./open.js";
 
 async function main(): Promise<void> {
   const logger = createLogger(process.env.LOG_LEVEL ?? "warn");
-  const database = await openDatabase(process.env, logger);
+  const database = await openExistingDatabase(logger);
   const orm = await createOrm({ databaseUrl: database.databaseUrl, poolSize: 2 });
   try {
     const applied = await migrate(orm, database.databaseUrl);

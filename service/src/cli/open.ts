@@ -1,13 +1,14 @@
+import path from "node:path";
 import { createLogger, serializeError, type Logger } from "../logger.js";
 import { maskKeys } from "../errors.js";
-import { openDatabase, type Database } from "../runtime/local.js";
+import { NoInstallationError, openDatabase, type Database } from "../runtime/local.js";
 import { createOrm, migrate, type Orm } from "../db/orm.js";
 
 /** The database the service would use (DATABASE_URL or the embedded one), migrated, for a command-line tool. */
 export async function openForCli(): Promise<{ orm: Orm; database: Database; logger: Logger; close(): Promise<void> }> {
   // Command-line tools print their results; logs only on warnings unless LOG_LEVEL says otherwise.
   const logger = createLogger(process.env.LOG_LEVEL ?? "warn");
-  const database = await openDatabase(process.env, logger);
+  const database = await openExistingDatabase(logger);
   const orm = await createOrm({ databaseUrl: database.databaseUrl, poolSize: 2 });
   try {
     await migrate(orm, database.databaseUrl);
@@ -25,6 +26,28 @@ export async function openForCli(): Promise<{ orm: Orm; database: Database; logg
       await database.stop();
     },
   };
+}
+
+/** How this command was run, for messages that show it again ("npm run admin -- list"). */
+export function commandLine(): string {
+  const args = process.argv.slice(2).map((arg) => (/^[\w./:=@,+-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`));
+  const script = process.env.npm_lifecycle_event;
+  if (script) return `npm run ${script}${args.length > 0 ? ` -- ${args.join(" ")}` : ""}`;
+  return [path.relative(process.cwd(), process.argv[1] ?? "") || "the command", ...args].join(" ");
+}
+
+/**
+ * The database of an existing installation (DATABASE_URL, or the embedded one in DATA_DIR). A
+ * command-line tool never creates an installation: without one it exits 2, naming the folder it
+ * looked in.
+ */
+export async function openExistingDatabase(logger: Logger): Promise<Database> {
+  try {
+    return await openDatabase(process.env, logger, { createInstallation: false, command: commandLine() });
+  } catch (error) {
+    if (error instanceof NoInstallationError) exitWith(error.message, 2);
+    throw error;
+  }
 }
 
 /** Prints a message for a person and exits non-zero; never a stack trace for expected failures. */

@@ -8,6 +8,7 @@ import path from "node:path";
 import { ensurePortalBuild } from "../../../portal/scripts/ensure-build.js";
 import { ensureServiceBuild, rootDir as root, serviceEntry, serviceNodeArgs } from "../../scripts/ensure-build.js";
 import { portFrom } from "../runtime/config.js";
+import { assertEmbeddedCanReach, dataDirFrom } from "../runtime/local.js";
 
 const children: ChildProcess[] = [];
 let stopping = false;
@@ -89,7 +90,7 @@ async function waitForHttp(url: string, timeoutMs: number): Promise<void> {
 
 function serviceAdminToken(): string {
   if (process.env.SERVICE_ADMIN_TOKEN) return process.env.SERVICE_ADMIN_TOKEN;
-  const secrets = path.resolve(root, process.env.DATA_DIR || ".data", "secrets.env");
+  const secrets = path.join(dataDirFrom(process.env), "secrets.env");
   const match = existsSync(secrets) ? /^SERVICE_ADMIN_TOKEN=(.+)$/m.exec(readFileSync(secrets, "utf8")) : null;
   if (!match) throw new Error("SERVICE_ADMIN_TOKEN is not set: the portal needs an admin token to talk to the service");
   return match[1];
@@ -99,6 +100,8 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => void stopAll(0));
   process.on("SIGTERM", () => void stopAll(0));
 
+  // The embedded database's one start-up failure that building first would only delay.
+  if (!process.env.DATABASE_URL && process.env.NODE_ENV !== "production") await assertEmbeddedCanReach(process.env);
   await ensureServiceBuild((message) => say(message));
   await ensurePortalBuild((message) => say(message));
 

@@ -7,8 +7,9 @@ import pg from "pg";
 import { generateMasterKey } from "../keyring/keyring.js";
 import { generateToken } from "../auth/tokens.js";
 import type { Logger } from "../logger.js";
+import { tmpdir } from "node:os";
 import { ConfigError } from "./config.js";
-import { importEmbeddedPostgres } from "./embedded-postgres.js";
+import { assertEmbeddedPostgresCanReach, importEmbeddedPostgres } from "./embedded-postgres.js";
 
 export interface Database {
   databaseUrl: string;
@@ -21,14 +22,56 @@ export interface Database {
 }
 
 const DATABASE_NAME = "provider_credentials";
+const DEFAULT_DATA_DIR = ".data";
+
+/** A command-line tool found no installation to work on: it never creates one. Exit code 2. */
+export class NoInstallationError extends ConfigError {}
+
+export interface OpenOptions {
+  /**
+   * Whether a missing local installation (DATA_DIR without secrets.env) is created: true for the
+   * service (`npm start`), false for the command-line tools, which would otherwise work on a new,
+   * empty installation instead of the one the service uses.
+   */
+  createInstallation: boolean;
+  /** The command being run, for the message when there is no installation (e.g. "npm run admin -- list"). */
+  command?: string;
+}
+
+/** The folder of the local installation: DATA_DIR, or .data in the working directory. */
+export function dataDirFrom(env: NodeJS.ProcessEnv): string {
+  return path.resolve(env.DATA_DIR || DEFAULT_DATA_DIR);
+}
+
+/**
+ * What a command printed for the user must be prefixed with to reach the same installation:
+ * "DATA_DIR=/srv/pc " when DATA_DIR names another folder than the default, else "".
+ */
+export function dataDirPrefix(env: NodeJS.ProcessEnv): string {
+  const dir = dataDirFrom(env);
+  if (env.DATABASE_URL || dir === path.resolve(DEFAULT_DATA_DIR)) return "";
+  return `DATA_DIR=${/^[\w./+-]+$/.test(dir) ? dir : `'${dir.replaceAll("'", "'\\''")}'`} `;
+}
+
+/**
+ * Stops with a message (EmbeddedPostgresAccessError) when the embedded PostgreSQL, run as root,
+ * could not reach its programs or the installation's folder; `npm start` asks before it builds.
+ */
+export async function assertEmbeddedCanReach(env: NodeJS.ProcessEnv, command = "npm start"): Promise<void> {
+  await assertEmbeddedPostgresCanReach(
+    { dataDir: dataDirFrom(env), dataSetting: "DATA_DIR=/var/lib/provider-credentials", databaseSetting: "DATABASE_URL", command },
+    tmpdir(),
+  );
+}
 
 /**
  * Where the data lives: DATABASE_URL when set (MASTER_KEY then required, nothing
  * generated); otherwise, outside production, a real PostgreSQL from the
  * embedded-postgres package in DATA_DIR (default .data/), with MASTER_KEY and
- * SERVICE_ADMIN_TOKEN generated on first run into DATA_DIR/secrets.env (0600).
+ * SERVICE_ADMIN_TOKEN generated on first run into DATA_DIR/secrets.env (0600),
+ * when `createInstallation` allows it.
  */
-export async function openDatabase(env: NodeJS.ProcessEnv, logger: Logger): Promise<Database> {
+export async function openDatabase(env: NodeJS.ProcessEnv, logger: Logger, options: OpenOptions): Promise<Database> {
   const production = env.NODE_ENV === "production";
   if (env.DATABASE_URL) {
     if (!env.MASTER_KEY) {
@@ -43,11 +86,22 @@ export async function openDatabase(env: NodeJS.ProcessEnv, logger: Logger): Prom
     throw new ConfigError("NODE_ENV=production needs DATABASE_URL and MASTER_KEY; the embedded database is for local use only");
   }
 
-  const dataDir = path.resolve(env.DATA_DIR || ".data");
+  const dataDir = dataDirFrom(env);
+  const secretsFile = path.join(dataDir, "secrets.env");
+  if (!options.createInstallation && !existsSync(secretsFile)) {
+    const command = options.command ?? "the command";
+    throw new NoInstallationError(
+      `No installation in ${dataDir}: it holds no secrets.env, and DATABASE_URL is not set. This command never creates one ` +
+        "(npm start does, on its first run).\n" +
+        `  - If npm start was run with DATA_DIR set, give this command the same: DATA_DIR=/the/same/folder ${command}\n` +
+        `  - If the service uses a database of its own: DATABASE_URL=postgres://... MASTER_KEY=... ${command}`,
+    );
+  }
+  await assertEmbeddedCanReach(env, options.command);
   // 0711: PostgreSQL runs as its own user and must reach its folder inside; secrets.env itself is 0600.
   await mkdir(dataDir, { recursive: true });
   await chmod(dataDir, 0o711);
-  const secrets = await loadOrCreateSecrets(path.join(dataDir, "secrets.env"), logger);
+  const secrets = await loadOrCreateSecrets(secretsFile, logger);
   const postgres = await startEmbeddedPostgres(path.join(dataDir, "postgres"), secrets.EMBEDDED_PG_PASSWORD, env, logger);
   const databaseUrl = `postgres://postgres:${encodeURIComponent(secrets.EMBEDDED_PG_PASSWORD)}@127.0.0.1:${postgres.port}/${DATABASE_NAME}`;
   await ensureDatabase(databaseUrl.replace(/\/[^/]+$/, "/postgres"));
