@@ -640,7 +640,7 @@ function renderPanel(p: SidePanel | ServerBoundPanel): string[] {
       "A round's ratios compare figures measured seconds apart, where the sequential cases above are minutes apart on a machine whose speed drifts; " +
       `the targets for (b) and (c) against the floors are the medians over the rounds${n % 2 === 0 ? " (the mean of the middle two)" : ""}. ` +
       "Pooled: each case's calls over its total measured time, percentiles of its rounds' merged histograms. " +
-      "\"bare\": Health/Check on the bare grpc-js server; \"Check\": Health/Check on our service (grpc-js's own call path); (b) hot set and (c) uniform: ResolveKey on our service (cache on; its fast lane, see the README).",
+      "\"bare\": Health/Check on the bare grpc-js server; \"Check\": Health/Check on our service (grpc-health-check, on grpc-js's own call path); (b) hot set and (c) uniform: ResolveKey on our service (cache on; grpc-js's own call path too).",
   );
   if (p.bareIdle) {
     const pct = (p.bareIdle.cpuMs / p.bareIdle.wallMs) * 100;

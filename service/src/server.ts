@@ -1,4 +1,5 @@
 import http2 from "node:http2";
+import type * as grpc from "@grpc/grpc-js";
 import type { AddressInfo } from "node:net";
 import { createRegistry } from "@bufbuild/protobuf";
 import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
@@ -28,9 +29,10 @@ import { createCredentialService } from "./rpc/credential-service.js";
 import { createOrganizationService } from "./rpc/organization-service.js";
 import { createHealthService, HealthService, HealthState } from "./rpc/health.js";
 import { createReflectionService, ServerReflection } from "./rpc/reflection.js";
-import { authInterceptor, errorInterceptor } from "./rpc/interceptors.js";
+import { authInterceptor, errorInterceptor, tokenCheck } from "./rpc/interceptors.js";
 import { sourceKey } from "./rpc/context.js";
-import { createGrpcJsServer, hasFastLane, listenGrpcJsServer, shutdownGrpcJsServer } from "./rpc/grpc-js-server.js";
+import { createGrpcJsServer, listenGrpcJsServer, shutdownGrpcJsServer } from "./rpc/grpc-js-server.js";
+import { addGrpcJsHealth, addGrpcJsReflection } from "./rpc/grpc-js-health-reflection.js";
 import { grpcServerCredentials, type TlsConfig } from "./runtime/tls.js";
 
 /** Largest request message accepted, in bytes: keys are at most 4 KiB. */
@@ -170,17 +172,52 @@ export function createParts(
   };
 }
 
-/** Every service on one router: the single place that says what this server answers. */
-export function routes(orm: Orm, parts: ServiceParts) {
-  const registry = createRegistry(file_credentials, file_admin, file_grpc_health_v1_health, file_grpc_reflection_v1_reflection);
-  const served = [CredentialService, OrganizationService, AdminService, HealthService, ServerReflection];
+/** Both ports' Connect interceptors, outermost first: errors mapped in one place, then authentication. */
+function interceptorsFor(parts: ServiceParts, logger: Logger) {
+  return [errorInterceptor(logger), authInterceptor(parts.tokens)];
+}
+
+/** The files that describe what both ports answer (for reflection). */
+const SERVED_FILES = [file_credentials, file_admin, file_grpc_health_v1_health, file_grpc_reflection_v1_reflection];
+/** Every service both ports answer, health and reflection included (reflection lists these). */
+const SERVED_SERVICES = [CredentialService, OrganizationService, AdminService, HealthService, ServerReflection].map((s) => s.typeName);
+
+/** The product's own services: the one place that says which implementation answers which RPC, on both ports. */
+export function apiRoutes(orm: Orm, parts: ServiceParts) {
   return (router: ConnectRouter) => {
     router.service(CredentialService, createCredentialService(parts));
     router.service(OrganizationService, createOrganizationService(parts.organizations));
     router.service(AdminService, createAdminService({ orm, admins: parts.admins, tokens: parts.tokens }));
-    router.service(HealthService, createHealthService(parts.health));
-    router.service(ServerReflection, createReflectionService(registry, served.map((s) => s.typeName)));
   };
+}
+
+/** What the Connect port answers: the product's services, health and reflection (connect-node serves every kind of RPC). */
+export function routes(orm: Orm, parts: ServiceParts) {
+  const registry = createRegistry(...SERVED_FILES);
+  const api = apiRoutes(orm, parts);
+  return (router: ConnectRouter) => {
+    api(router);
+    router.service(HealthService, createHealthService(parts.health));
+    router.service(ServerReflection, createReflectionService(registry, SERVED_SERVICES));
+  };
+}
+
+/**
+ * The grpc-js server for internal callers: the product's services (all unary) through the
+ * Connect implementations, health and reflection from grpc-health-check and @grpc/reflection.
+ */
+export function createInternalGrpcServer(orm: Orm, parts: ServiceParts, logger: Logger): grpc.Server {
+  const server = createGrpcJsServer({
+    routes: apiRoutes(orm, parts),
+    interceptors: interceptorsFor(parts, logger),
+    maxReceiveMessageLength: MAX_REQUEST_BYTES,
+    // The caller's address (sourceKey) is read from the connection only when a handler audits.
+    addressKey: sourceKey,
+    logger,
+  });
+  addGrpcJsHealth(server, parts.health);
+  addGrpcJsReflection(server, SERVED_FILES, SERVED_SERVICES, tokenCheck(parts.tokens));
+  return server;
 }
 
 /**
@@ -246,20 +283,11 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   const listener = new InvalidationListener(options.databaseUrl, parts.cache, logger, parts.metrics, options.cacheHeartbeatMs ?? DEFAULT_HEARTBEAT_MS);
   await listener.start();
 
-  const interceptors = [errorInterceptor(logger), authInterceptor(parts.tokens)];
+  const interceptors = interceptorsFor(parts, logger);
   const serviceRoutes = routes(orm, parts);
 
-  // gRPC on grpc-js: about a sixth of connect-node's CPU per call (see the README's Performance section).
-  const grpcServer = createGrpcJsServer({
-    routes: serviceRoutes,
-    interceptors,
-    maxReceiveMessageLength: MAX_REQUEST_BYTES,
-    // The caller's address (sourceKey) is read from the connection only when a handler audits.
-    addressKey: sourceKey,
-    // ResolveKey runs on every LLM call: it skips grpc-js's per-call machinery (rpc/fast-unary.ts).
-    fastUnary: [CredentialService.method.resolveKey],
-  });
-  if (!hasFastLane(grpcServer)) logger.warn("ResolveKey is served by grpc-js's own call path: this @grpc/grpc-js's server internals are not the ones the fast lane hooks into");
+  // gRPC on grpc-js: a fraction of connect-node's CPU per call (docs/performance.md).
+  const grpcServer = createInternalGrpcServer(orm, parts, logger);
   let grpcPort: number;
   try {
     grpcPort = await listenGrpcJsServer(grpcServer, options.host, options.port, grpcServerCredentials(options.tls));

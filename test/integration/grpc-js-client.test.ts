@@ -214,6 +214,6 @@ describe("grpc.health.v1 from grpc-js", () => {
     expect(await call(health, "Check", { service: "" })).toEqual({ status: "SERVING" });
     expect(await call(health, "Check", { service: "credentials.v1.CredentialService" })).toEqual({ status: "SERVING" });
     expect(await call(health, "Check", { service: "credentials.v1.OrganizationService" })).toEqual({ status: "SERVING" });
-    expect(await status(call(health, "Check", { service: "no.such.Service" }))).toEqual({ code: grpc.status.NOT_FOUND, details: 'unknown service "no.such.Service"' });
+    expect(await status(call(health, "Check", { service: "no.such.Service" }))).toEqual({ code: grpc.status.NOT_FOUND, details: 'Health status unknown for service no.such.Service' });
   });
 });

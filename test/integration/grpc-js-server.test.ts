@@ -8,17 +8,15 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { Code, ConnectError, createClient, createContextValues, type Interceptor, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { createTestDatabase, FAKE_KEYS, rpcError, type TestDatabase } from "../support/harness.js";
 import { createOrm, migrate, type Orm } from "../../service/src/db/orm.js";
 import { createLogger } from "../../service/src/logger.js";
 import { generateMasterKey } from "../../service/src/keyring/keyring.js";
 import { generateToken } from "../../service/src/auth/tokens.js";
-import { createParts, MAX_REQUEST_BYTES, routes, type ServiceParts } from "../../service/src/server.js";
-import { authInterceptor, errorInterceptor } from "../../service/src/rpc/interceptors.js";
-import { sourceKey } from "../../service/src/rpc/context.js";
-import { createGrpcJsServer, listenGrpcJsServer, shutdownGrpcJsServer } from "../../service/src/rpc/grpc-js-server.js";
+import { createInternalGrpcServer, createParts, MAX_REQUEST_BYTES, type ServiceParts } from "../../service/src/server.js";
+import { listenGrpcJsServer, shutdownGrpcJsServer } from "../../service/src/rpc/grpc-js-server.js";
 import { CredentialService, OrganizationService, Provider } from "../../service/src/gen/credentials_pb.js";
 import { AdminService } from "../../service/src/gen/admin_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../service/src/gen/grpc/health/v1/health_pb.js";
@@ -74,18 +72,9 @@ interface Running {
   transport(token?: string, headers?: Record<string, string>): Transport;
 }
 
-/** The service's RPCs on the grpc-js adapter, wired as startService wires connect-node. */
+/** The service's grpc-js server, as startService builds it. */
 async function startAdapter(orm: Orm, parts: ServiceParts): Promise<Running> {
-  const server = createGrpcJsServer({
-    routes: routes(orm, parts),
-    interceptors: [errorInterceptor(logger), authInterceptor(parts.tokens)],
-    maxReceiveMessageLength: MAX_REQUEST_BYTES,
-    contextValues: (address) => {
-      const values = createContextValues();
-      values.set(sourceKey, address);
-      return values;
-    },
-  });
+  const server = createInternalGrpcServer(orm, parts, logger);
   const port = await listenGrpcJsServer(server, "127.0.0.1", 0);
   const address = `127.0.0.1:${port}`;
   return {
@@ -250,7 +239,7 @@ describe("a Connect-ES client over gRPC (the portal's way)", () => {
   it("health Check answers without a token, even with a bad one; unknown services are NOT_FOUND", async () => {
     expect((await createClient(Health, s.transport()).check({ service: "" })).status).toBe(Status.SERVING);
     expect((await createClient(Health, s.transport("garbage")).check({ service: "credentials.v1.CredentialService" })).status).toBe(Status.SERVING);
-    expect(await rpcError(createClient(Health, s.transport()).check({ service: "no.such.Service" }))).toEqual({ code: Code.NotFound, message: 'unknown service "no.such.Service"' });
+    expect(await rpcError(createClient(Health, s.transport()).check({ service: "no.such.Service" }))).toEqual({ code: Code.NotFound, message: 'Health status unknown for service no.such.Service' });
     const health = clientOf("grpc/health/v1/health.proto", "grpc.health.v1.Health", s.address);
     expect(await call(health, "Check", { service: "" })).toEqual({ status: "SERVING" });
   });
@@ -283,7 +272,7 @@ describe("a Connect-ES client over gRPC (the portal's way)", () => {
     stream.end();
     await done;
     expect(received.map((r) => r.message_response)).toEqual(["list_services_response", "file_descriptor_response", "error_response"]);
-    expect(received[2].error_response).toEqual({ error_code: 5, error_message: 'file "nope.proto" not found' });
+    expect(received[2].error_response).toEqual({ error_code: 5, error_message: 'Proto file not found: nope.proto' });
   });
 
   it("RESOURCE_EXHAUSTED after 10 failed sign-ins, with the retry-after trailer, for grpc-js and Connect", async () => {
@@ -347,16 +336,23 @@ describe("health Watch (server streaming)", () => {
       await seen(2);
       expect(statuses).toEqual(["SERVING", "NOT_SERVING"]);
 
-      // Both server-side generators are waiting for the next change.
-      const watchers = () => (own.health as unknown as { watchers: Set<unknown> }).watchers.size;
-      expect(watchers()).toBe(2);
+      // A cancelled watch is gone on the server: shutdown does not wait for it.
       stream.cancel();
       expect((await ended).code).toBe(grpc.status.CANCELLED);
-      await vi.waitFor(() => expect(watchers()).toBe(1));
       abort.abort();
       await expect(watch.next()).rejects.toThrow();
-      // The cancelled calls' signals aborted: both generators stopped waiting and ended.
-      await vi.waitFor(() => expect(watchers()).toBe(0));
+
+      // At shutdown a watch still open hears NOT_SERVING again only if it changed, and ends with OK.
+      const late = health.Watch({ service: "" });
+      const lateStatuses: string[] = [];
+      late.on("data", (d) => lateStatuses.push(d.status));
+      const lateEnded = new Promise<grpc.StatusObject>((resolve) => {
+        late.on("error", () => undefined);
+        late.on("status", resolve);
+      });
+      await vi.waitFor(() => expect(lateStatuses).toEqual(["NOT_SERVING"]));
+      own.health.shutDown();
+      expect((await lateEnded).code).toBe(grpc.status.OK);
       expect(await shutdownGrpcJsServer(w.server, 5_000)).toBe("graceful");
     } finally {
       w.server.forceShutdown();

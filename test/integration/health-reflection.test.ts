@@ -38,7 +38,7 @@ describe("grpc.health.v1.Health/Check", () => {
 
   it("is NOT_FOUND for an unknown service", async () => {
     const health = createClient(Health, t.transport("grpc"));
-    expect(await rpcError(health.check({ service: "credentials.v1.NoSuchService" }))).toEqual({ code: Code.NotFound, message: 'unknown service "credentials.v1.NoSuchService"' });
+    expect(await rpcError(health.check({ service: "credentials.v1.NoSuchService" }))).toEqual({ code: Code.NotFound, message: 'Health status unknown for service credentials.v1.NoSuchService' });
   });
 });
 
@@ -187,11 +187,11 @@ describe("grpc.reflection.v1.ServerReflection/ServerReflectionInfo", () => {
     expect(descriptors(responses[4]).map((f) => f.package)).toEqual(["google.protobuf"]);
     expect(responses[5].messageResponse).toEqual({
       case: "errorResponse",
-      value: expect.objectContaining({ errorCode: Code.NotFound, errorMessage: 'symbol "credentials.v1.NoSuchThing" not found' }),
+      value: expect.objectContaining({ errorCode: Code.NotFound, errorMessage: 'Symbol not found: credentials.v1.NoSuchThing' }),
     });
     expect(responses[6].messageResponse).toEqual({
       case: "errorResponse",
-      value: expect.objectContaining({ errorCode: 5, errorMessage: 'file "nope.proto" not found' }),
+      value: expect.objectContaining({ errorCode: 5, errorMessage: 'Proto file not found: nope.proto' }),
     });
     expect(responses[7].messageResponse.case).toBe("listServicesResponse");
   });
@@ -201,7 +201,7 @@ describe("grpc.reflection.v1.ServerReflection/ServerReflectionInfo", () => {
     expect(response.messageResponse.case).toBe("errorResponse");
     if (response.messageResponse.case === "errorResponse") {
       expect(response.messageResponse.value.errorCode).toBe(5);
-      expect(response.messageResponse.value.errorMessage).toBe('symbol "no.such.Symbol" not found');
+      expect(response.messageResponse.value.errorMessage).toBe('Symbol not found: no.such.Symbol');
     }
   });
 });

@@ -70,7 +70,7 @@ function callOverGrpcJs(port: number, credentials: grpc.ChannelCredentials, serv
 }
 
 const listOverGrpcJs = (port: number, credentials: grpc.ChannelCredentials) => callOverGrpcJs(port, credentials, "OrganizationService", "ListOrganizations", {});
-/** ResolveKey (answered in the fast lane) for an organisation that does not exist: NOT_FOUND naming it. */
+/** ResolveKey for an organisation that does not exist: NOT_FOUND naming it. */
 const resolveOverGrpcJs = (port: number, credentials: grpc.ChannelCredentials) =>
   callOverGrpcJs(port, credentials, "CredentialService", "ResolveKey", { organizationId: "org-over-tls", provider: "PROVIDER_OPENAI" });
 

@@ -1,6 +1,6 @@
-// The grpc-js adapter on its own: a test service with all four method kinds,
-// built from a descriptor at runtime, served on loopback and called by grpc-js
-// and Connect-ES clients. (The real services are in test/integration/grpc-js-server.test.ts.)
+// The grpc-js adapter on its own: a test service with all four method kinds
+// (only unary ones are served), built from a descriptor at runtime, served on
+// loopback and called by grpc-js and Connect-ES clients. (The real services are in test/integration/grpc-js-server.test.ts.)
 import http2 from "node:http2";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import * as grpc from "@grpc/grpc-js";
@@ -18,7 +18,6 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   createGrpcJsServer,
   grpcJsServiceDefinition,
-  hasFastLane,
   listenGrpcJsServer,
   peerAddress,
   shutdownGrpcJsServer,
@@ -50,7 +49,7 @@ const registry = createFileRegistry(
 const TestService = registry.getService("test.v1.Test") as DescService;
 
 const callerKey = createContextKey<string | null>(null);
-const seen: { ctx?: HandlerContext; interceptorHeader?: Headers; signalReason?: unknown; endReason?: unknown; streamEnded?: boolean } = {};
+const seen: { ctx?: HandlerContext; interceptorHeader?: Headers; endReason?: unknown } = {};
 /** Why the signal of each "wait <id>" call aborted. */
 const waitReasons = new Map<string, unknown>();
 
@@ -94,36 +93,6 @@ const impl = {
         return { value: req.value };
     }
   },
-  async *serverStream(req: Int32Value, ctx: HandlerContext) {
-    seen.streamEnded = false;
-    try {
-      ctx.responseHeader.set("x-stream", "yes");
-      for (let i = 0; i < req.value; i++) yield { value: i };
-      if (req.value === 3) throw new ConnectError("stopped after 3", Code.Aborted);
-      if (req.value === 4) throw new Error("internal detail");
-      if (req.value === 0) {
-        // Wait for cancellation, as Health/Watch does.
-        yield { value: -1 };
-        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
-        seen.signalReason = ctx.signal.reason;
-      }
-      ctx.responseTrailer.set("x-count", String(req.value));
-    } finally {
-      seen.streamEnded = true;
-    }
-  },
-  async clientStream(requests: AsyncIterable<Int32Value>, ctx: HandlerContext) {
-    let sum = 0;
-    for await (const r of requests) sum += r.value;
-    ctx.responseTrailer.set("x-sum", String(sum));
-    return { value: sum };
-  },
-  async *bidi(requests: AsyncIterable<StringValue>) {
-    for await (const r of requests) {
-      if (r.value === "stop") return;
-      yield { value: r.value.toUpperCase() };
-    }
-  },
 };
 
 /** Records what the outermost interceptor saw, replaces the request by a copy (as interceptors may), and adds a response header. */
@@ -153,8 +122,12 @@ const reshaping: Interceptor = (next) => async (req) => {
   return res;
 };
 
+/** What the adapter reported (methods it cannot serve, calls it could not build). */
+const reported: Array<{ details: object; message: string }> = [];
+
 const options: GrpcJsServerOptions = {
   services: [{ service: TestService, impl: impl as unknown as GrpcJsServiceBinding["impl"] }],
+  logger: { error: (details, message) => void reported.push({ details, message }) },
   interceptors: [recording, denying, reshaping],
   maxReceiveMessageLength: 1024,
   contextValues: (address) => {
@@ -170,24 +143,14 @@ type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 let client: Client;
 const TestClient = grpc.makeClientConstructor(grpcJsServiceDefinition(TestService), "Test") as unknown as new (address: string, credentials: grpc.ChannelCredentials) => Client;
 
-/** The same service with Unary in the fast lane (fast-unary.ts): the unary tests run against both. */
-let fastServer: grpc.Server;
-const lanes: Record<"grpc-js" | "fast lane", { address: string; client: Client }> = {} as never;
-
 beforeAll(async () => {
   server = createGrpcJsServer(options);
   address = `127.0.0.1:${await listenGrpcJsServer(server, "127.0.0.1", 0)}`;
   client = new TestClient(address, grpc.credentials.createInsecure());
-  lanes["grpc-js"] = { address, client };
-  fastServer = createGrpcJsServer({ ...options, fastUnary: [TestService.method.unary] });
-  const fastAddress = `127.0.0.1:${await listenGrpcJsServer(fastServer, "127.0.0.1", 0)}`;
-  lanes["fast lane"] = { address: fastAddress, client: new TestClient(fastAddress, grpc.credentials.createInsecure()) };
 });
 afterAll(async () => {
   client?.close();
-  lanes["fast lane"]?.client.close();
   if (server) await shutdownGrpcJsServer(server, 1_000);
-  if (fastServer) await shutdownGrpcJsServer(fastServer, 1_000);
 });
 
 interface UnaryResult {
@@ -252,21 +215,7 @@ describe("grpcJsServiceDefinition", () => {
   });
 });
 
-describe("fast lane", () => {
-  it("is in place with this grpc-js (its internals as expected), and only where asked for", () => {
-    expect(hasFastLane(fastServer)).toBe(true);
-    expect(hasFastLane(server)).toBe(false);
-  });
-});
-
-describe.each(["grpc-js", "fast lane"] as const)("unary (%s)", (lane) => {
-  beforeAll(() => {
-    ({ address, client } = lanes[lane]);
-  });
-  afterAll(() => {
-    ({ address, client } = lanes["grpc-js"]);
-  });
-
+describe("unary", () => {
   it("passes metadata, context and the caller's address to interceptors and implementation; sends headers and trailers", async () => {
     const md = new grpc.Metadata();
     md.set("authorization", "Bearer abc:def");
@@ -449,104 +398,22 @@ describe.each(["grpc-js", "fast lane"] as const)("unary (%s)", (lane) => {
   });
 });
 
-function serverStream(value: number, onCall?: (call: grpc.ClientReadableStream<Int32Value>) => void) {
-  return new Promise<{ values: number[]; header?: grpc.Metadata; status: grpc.StatusObject }>((resolve) => {
-    const call = client.ServerStream(create(Int32ValueSchema, { value })) as grpc.ClientReadableStream<Int32Value>;
-    const values: number[] = [];
-    let header: grpc.Metadata | undefined;
-    call.on("metadata", (md) => (header = md));
-    call.on("data", (m: Int32Value) => {
-      values.push(m.value);
-      onCall?.(call);
-    });
-    call.on("error", () => undefined);
-    call.on("status", (status) => resolve({ values, header, status }));
-  });
-}
-
-describe("server streaming", () => {
-  it("streams every message (with backpressure), then the header, trailers and OK", async () => {
-    const { values, header, status } = await serverStream(5_000);
-    expect(values).toHaveLength(5_000);
-    expect(values.at(-1)).toBe(4_999);
-    expect(header?.get("x-stream")).toEqual(["yes"]);
-    expect(status.code).toBe(grpc.status.OK);
-    expect(status.metadata.get("x-count")).toEqual(["5000"]);
-  });
-
-  it("an error after some messages: the messages, then the error's status", async () => {
-    const aborted = await serverStream(3);
-    expect(aborted.values).toEqual([0, 1, 2]);
-    expect({ code: aborted.status.code, details: aborted.status.details }).toEqual({ code: grpc.status.ABORTED, details: "stopped after 3" });
-    const internal = await serverStream(4);
-    expect(internal.values).toEqual([0, 1, 2, 3]);
-    expect({ code: internal.status.code, details: internal.status.details }).toEqual({ code: grpc.status.INTERNAL, details: "internal error" });
-  });
-
-  it("a stream waiting for changes ends on the server when the client cancels", async () => {
-    seen.signalReason = undefined;
-    const { values, status } = await serverStream(0, (call) => call.cancel());
-    expect(values).toEqual([-1]);
-    expect(status.code).toBe(grpc.status.CANCELLED);
-    await vi.waitFor(() => expect(seen.streamEnded).toBe(true));
-    expect((seen.signalReason as ConnectError).code).toBe(Code.Canceled);
-  });
-
-  it("over a Connect client", async () => {
-    const values: number[] = [];
-    for await (const m of connect().serverStream({ value: 10 })) values.push(m.value);
-    expect(values).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-  });
-});
-
-describe("client streaming and bidi", () => {
-  it("client streaming sums what it reads", async () => {
-    const result = await new Promise<{ value?: number; trailer?: grpc.Metadata }>((resolve) => {
-      const out: { value?: number; trailer?: grpc.Metadata } = {};
-      const call = client.ClientStream((e: grpc.ServiceError | null, r?: Int32Value) => (out.value = r?.value)) as grpc.ClientWritableStream<Int32Value>;
-      call.on("status", (s: grpc.StatusObject) => {
-        out.trailer = s.metadata;
-        setImmediate(() => resolve(out));
-      });
-      for (let i = 1; i <= 100; i++) call.write(create(Int32ValueSchema, { value: i }));
-      call.end();
-    });
-    expect(result.value).toBe(5050);
-    expect(result.trailer?.get("x-sum")).toEqual(["5050"]);
-    async function* numbers() {
-      yield { value: 20 };
-      yield { value: 22 };
-    }
-    expect((await connect().clientStream(numbers())).value).toBe(42);
-  });
-
-  it("bidi answers each request in order, and ends OK when the implementation stops reading", async () => {
-    const run = (inputs: string[], end: boolean) =>
-      new Promise<{ values: string[]; status: grpc.StatusObject }>((resolve) => {
-        const call = client.Bidi() as grpc.ClientDuplexStream<StringValue, StringValue>;
-        const values: string[] = [];
-        call.on("data", (m: StringValue) => values.push(m.value));
-        call.on("error", () => undefined);
-        call.on("status", (status) => resolve({ values, status }));
-        for (const value of inputs) call.write(create(StringValueSchema, { value }));
-        if (end) call.end();
-      });
-    const many = Array.from({ length: 500 }, (_, i) => `m${i}`);
-    const all = await run(many, true);
-    expect(all.values).toEqual(many.map((m) => m.toUpperCase()));
-    expect(all.status.code).toBe(grpc.status.OK);
-    // "stop" ends the implementation while the client has not half-closed.
-    const stopped = await run(["a", "b", "stop", "c"], false);
-    expect(stopped.values).toEqual(["A", "B"]);
-    expect(stopped.status.code).toBe(grpc.status.OK);
-
-    async function* words() {
-      yield { value: "x" };
-      yield { value: "y" };
-    }
-    const viaConnect: string[] = [];
-    for await (const m of connect().bidi(words())) viaConnect.push(m.value);
-    expect(viaConnect).toEqual(["X", "Y"]);
+describe("methods of other kinds", () => {
+  it("are not served: each is reported once when the server is built, and its callers get UNIMPLEMENTED", async () => {
+    expect(reported.map((r) => [r.message, r.details])).toEqual(
+      ["ServerStream", "ClientStream", "Bidi"].map((name) => [
+        "not served over grpc-js (only unary methods are); the Connect port serves it",
+        { method: `test.v1.Test/${name}`, kind: { ServerStream: "server_streaming", ClientStream: "client_streaming", Bidi: "bidi_streaming" }[name] },
+      ]),
+    );
+    const stream = client.ServerStream(create(Int32ValueSchema, { value: 1 })) as grpc.ClientReadableStream<Int32Value>;
+    stream.on("error", () => undefined);
+    const status = await new Promise<grpc.StatusObject>((resolve) => stream.on("status", resolve));
+    expect(status.code).toBe(grpc.status.UNIMPLEMENTED);
+    const summed = await connect()
+      .clientStream((async function* () { yield { value: 1 }; })())
+      .then(() => undefined, (e: unknown) => ConnectError.from(e));
+    expect(summed?.code).toBe(Code.Unimplemented);
   });
 });
 
@@ -568,7 +435,8 @@ describe("routes and shutdown", () => {
       const stream = c.ServerStream(create(Int32ValueSchema, { value: 1 })) as grpc.ClientReadableStream<Int32Value>;
       stream.on("error", () => undefined);
       const streamStatus = await new Promise<grpc.StatusObject>((resolve) => stream.on("status", resolve));
-      expect({ code: streamStatus.code, details: streamStatus.details }).toEqual({ code: grpc.status.UNIMPLEMENTED, details: "test.v1.Test.ServerStream is not implemented" });
+      // Not served over grpc-js at all: grpc-js itself answers.
+      expect(streamStatus.code).toBe(grpc.status.UNIMPLEMENTED);
     } finally {
       c.close();
       s.forceShutdown();

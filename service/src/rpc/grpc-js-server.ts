@@ -1,27 +1,23 @@
-// Serves Connect-ES service implementations (`ServiceImpl<typeof X>`) with
-// @grpc/grpc-js, so that the hot path (ResolveKey from internal gRPC callers)
-// runs on grpc-js's much cheaper HTTP/2 server while every RPC keeps exactly
-// one implementation, shared with the connect-node server. Unary methods named
-// in `fastUnary` (ResolveKey) skip grpc-js's own per-call machinery as well
-// (fast-unary.ts), through the same handler.
+// Serves the unary methods of Connect-ES service implementations
+// (`ServiceImpl<typeof X>`) on @grpc/grpc-js, through its public API only, so
+// that internal gRPC callers (ResolveKey on every LLM call) get grpc-js's
+// cheaper HTTP/2 server while every RPC keeps exactly one implementation,
+// shared with the connect-node server. Our protos' RPCs are all unary; a method
+// of another kind is not served here (it is logged, and its callers get
+// UNIMPLEMENTED): connect-node serves every kind on the Connect port. Health and
+// reflection on this port come from grpc-health-check and @grpc/reflection
+// (grpc-js-health-reflection.ts).
 //
 // Each call runs through the same Connect interceptors as connect-node and
-// gives the implementation a Connect `HandlerContext`. The unary path is kept
-// lean: the interceptors and the implementation run, the response is
-// serialized; what a call does not use is not built. Measured on the 2-core dev
-// machine (Node 20): the first read of an AbortController's `signal` costs
-// ~3 µs and loads the garbage collector, building undici Headers from the
-// metadata ~1 µs, reading the caller's address from the HTTP/2 session's socket
-// proxy ~0.5 µs, an object literal with accessors ~0.7 µs. So the context's
-// signal, request headers (read straight from the metadata until something
-// else than get/has is asked of them) and the caller's address (with the
-// `addressKey` option) are made on first use.
+// gives the implementation a Connect `HandlerContext`. What a call does not use
+// is not built: the context's signal, the request headers (read straight from
+// the metadata until something other than get/has is asked of them) and the
+// caller's address (the `addressKey` option) are made on first use
+// (docs/adr/0007-grpc-js-public-api-only.md has the measurements).
 //
 // Differences from connect-node worth knowing:
 // - The context signal aborts when the call is cancelled or hits its deadline,
-//   and at the normal end of a call only if an "abort" listener is registered
-//   (code polling `signal.aborted` after the call has ended sees false). A
-//   signal first read after the call ended is not aborted.
+//   and at the normal end of a call only if an "abort" listener is registered.
 // - Interceptors must pass on the request they got or a spread copy of it
 //   (`{ ...req, header }`), which is what Connect interceptors do.
 // - Errors grpc-js raises itself (unknown method, oversized request, deadline)
@@ -45,18 +41,11 @@ import {
   type MethodImpl,
   type MethodImplSpec,
   type ServiceImpl,
-  type StreamRequest,
-  type StreamResponse,
   type UnaryRequest,
   type UnaryResponse,
 } from "@connectrpc/connect";
-import { createAsyncIterable } from "@connectrpc/connect/protocol";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { binaryDeserializer, binarySerializer } from "./flat-codec.js";
-import { installFastUnary, type FastUnaryMethod } from "./fast-unary.js";
-
-/** grpc-js's default largest request message (4 MiB). */
-const DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH = 4 * 1024 * 1024;
 
 /** One service and its Connect implementation (methods left out answer UNIMPLEMENTED). */
 export interface GrpcJsServiceBinding {
@@ -104,21 +93,8 @@ export interface GrpcJsServerOptions {
    * channelz), so a forced shutdown would leave stuck calls running.
    */
   serverOptions?: grpc.ServerOptions;
-  /**
-   * Unary methods to answer in the fast lane (fast-unary.ts): on grpc-js's
-   * connections but without its per-call machinery, about a third less server
-   * CPU a call. Same implementation, interceptors and context; the same
-   * statuses as grpc-js gives.
-   */
-  fastUnary?: readonly DescMethod[];
-}
-
-/** Servers whose fast lane is in place (grpc-js's internals were as expected). */
-const withFastLane = new WeakSet<grpc.Server>();
-
-/** Whether createGrpcJsServer put the fast lane in place on this server (false also when none was asked for). */
-export function hasFastLane(server: grpc.Server): boolean {
-  return withFastLane.has(server);
+  /** Where a method that cannot be served, or a call whose context cannot be built, is reported. */
+  logger?: { error(details: object, message: string): void };
 }
 
 /** A grpc-js server answering the given Connect implementations. Bind it with listenGrpcJsServer(). */
@@ -132,6 +108,7 @@ export function createGrpcJsServer(options: GrpcJsServerOptions): grpc.Server {
     interceptors: [...(options.interceptors ?? [])].reverse(),
     contextValues: options.contextValues,
     addressKey: options.addressKey,
+    logger: options.logger,
   };
   const specs = new Map<DescService, MethodImplSpec[]>();
   for (const { service, impl } of options.services ?? []) {
@@ -143,24 +120,20 @@ export function createGrpcJsServer(options: GrpcJsServerOptions): grpc.Server {
       specs.set(spec.method.parent, [...list.filter((s) => s.method !== spec.method), spec]);
     }
   }
-  const fast: FastUnaryMethod[] = [];
   for (const [service, methods] of specs) {
     const full = grpcJsServiceDefinition(service);
     const handlers: grpc.UntypedServiceImplementation = {};
     for (const spec of methods) {
-      const handler = createHandler(spec, config);
-      handlers[spec.method.name] = handler;
-      if (spec.kind === "unary" && options.fastUnary?.includes(spec.method)) {
-        // The lane reads and writes messages with the definition's own (de)serializers.
-        const { path, requestDeserialize, responseSerialize } = full[spec.method.name];
-        fast.push({ path, handler: handler as FastUnaryMethod["handler"], deserialize: requestDeserialize, serialize: responseSerialize as FastUnaryMethod["serialize"] });
+      if (spec.kind !== "unary") {
+        options.logger?.error({ method: `${service.typeName}/${spec.method.name}`, kind: spec.kind }, "not served over grpc-js (only unary methods are); the Connect port serves it");
+        continue;
       }
+      handlers[spec.method.name] = unaryHandler(spec, config);
     }
-    // Only the methods that have a spec: routes.rpc() may register single methods of a service.
+    // Only the methods that have a handler: routes.rpc() may register single methods of a service.
     const definition = Object.fromEntries(Object.entries(full).filter(([name]) => name in handlers));
-    server.addService(definition, handlers);
+    if (Object.keys(definition).length > 0) server.addService(definition, handlers);
   }
-  if (fast.length > 0 && installFastUnary(server, fast, options.maxReceiveMessageLength ?? DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH)) withFastLane.add(server);
   return server;
 }
 
@@ -202,7 +175,7 @@ export function listenGrpcJsServer(
 /**
  * Graceful shutdown: stop accepting connections and calls (GOAWAY), let calls in
  * flight finish; after `timeoutMs` cancel whatever is still running
- * (forceShutdown; open streams such as Health/Watch see their signal abort).
+ * (forceShutdown).
  * Resolves with how it ended.
  */
 export function shutdownGrpcJsServer(server: grpc.Server, timeoutMs: number): Promise<"graceful" | "forced"> {
@@ -251,9 +224,10 @@ interface CallConfig {
   interceptors: Interceptor[];
   contextValues: GrpcJsServerOptions["contextValues"];
   addressKey: GrpcJsServerOptions["addressKey"];
+  logger: GrpcJsServerOptions["logger"];
 }
 
-type AnyFn = (req: UnaryRequest | StreamRequest) => Promise<UnaryResponse | StreamResponse>;
+type AnyFn = (req: UnaryRequest) => Promise<UnaryResponse>;
 
 /** A request message that did not decode: the handler answers it with INVALID_ARGUMENT. */
 class UndecodableRequest {
@@ -450,11 +424,11 @@ function wellFormed(text: string): string {
   return text.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD");
 }
 
-type GrpcCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>;
+type GrpcCall = grpc.ServerUnaryCall<unknown, unknown>;
 
 /** Carries the call from the request the adapter built to the innermost function; spread copies keep it. */
 const CALL = Symbol("grpc-js call");
-type CallRequest = (UnaryRequest | StreamRequest) & { [CALL]?: Call };
+type CallRequest = UnaryRequest & { [CALL]?: Call };
 
 /** The abort reason once the call is over (Connect aborts the context signal at the end of every call). */
 const CALL_ENDED = new ConnectError("the call has ended", Code.Canceled);
@@ -468,7 +442,7 @@ const SIGNAL_ACCESSOR: PropertyDescriptor = {
   configurable: true,
 };
 
-type CallResponse = (UnaryResponse | StreamResponse) & { [CALL]?: Call };
+type CallResponse = UnaryResponse & { [CALL]?: Call };
 
 /** A response's header or trailer: the call's, made when first read (shared accessors: no closure per response). */
 function responseAccessor(name: "header" | "trailer"): PropertyDescriptor {
@@ -558,7 +532,6 @@ class Call implements HandlerContext {
     readonly method: DescMethod,
     path: string,
     config: CallConfig,
-    stream: boolean,
     message: unknown,
   ) {
     this.service = method.parent;
@@ -572,7 +545,7 @@ class Call implements HandlerContext {
     // A plain literal (accessors in object literals cost ~0.7 µs each to create), plus the
     // signal as a shared accessor: spread copies of the request read it.
     const request = {
-      stream,
+      stream: false,
       message,
       method,
       service: this.service,
@@ -632,15 +605,15 @@ class Call implements HandlerContext {
   }
 
   /** The implementation's context for the request that reached it: interceptors may have replaced header, values or signal. */
-  contextFor(req: UnaryRequest | StreamRequest): HandlerContext {
+  contextFor(req: UnaryRequest): HandlerContext {
     return req === this.request ? this : contextOf(this, req);
   }
 
-  response<R extends UnaryResponse | StreamResponse>(stream: R["stream"], message: R["message"]): R {
+  response(message: UnaryResponse["message"]): UnaryResponse {
     // header and trailer as shared accessors (spread copies read them): made only if something asks.
-    const response = { stream, message, method: this.method, service: this.service, [CALL]: this };
+    const response = { stream: false, message, method: this.method, service: this.service, [CALL]: this };
     Object.defineProperties(response, RESPONSE_ACCESSORS);
-    return response as unknown as R;
+    return response as unknown as UnaryResponse;
   }
 
   sendHeader(header: Headers): void {
@@ -664,14 +637,14 @@ class Call implements HandlerContext {
     return { code: e.code as number as grpc.status, details, metadata };
   }
 
-  /** Unary and client-streaming: header, message, trailers. */
-  succeed(res: UnaryResponse | StreamResponse, message: unknown, callback: grpc.sendUnaryData<unknown>): void {
+  /** Header, message, trailers. */
+  succeed(res: UnaryResponse, callback: grpc.sendUnaryData<unknown>): void {
     try {
       this.ended = true;
       // The call's own response whose header and trailer nobody asked for: nothing to send.
       const own = (res as CallResponse)[CALL] === this;
       if (!own || this.#responseHeader !== undefined) this.sendHeader(res.header);
-      callback(null, message, own && this.#responseTrailer === undefined ? undefined : this.trailers(res.trailer));
+      callback(null, res.message, own && this.#responseTrailer === undefined ? undefined : this.trailers(res.trailer));
     } catch {
       callback(INTERNAL_STATUS()); // grpc-js ignores a second status
     }
@@ -689,7 +662,7 @@ class Call implements HandlerContext {
 }
 
 /** As Connect's mergeRequest: the call's context with what the interceptors changed. */
-function contextOf(call: Call, req: UnaryRequest | StreamRequest): HandlerContext {
+function contextOf(call: Call, req: UnaryRequest): HandlerContext {
   return {
     method: call.method,
     service: req.service,
@@ -707,7 +680,7 @@ function contextOf(call: Call, req: UnaryRequest | StreamRequest): HandlerContex
   };
 }
 
-function callOf(req: UnaryRequest | StreamRequest): Call {
+function callOf(req: UnaryRequest): Call {
   const call = (req as CallRequest)[CALL];
   if (call === undefined) {
     // An interceptor built a new request object instead of passing on the one it got, or a spread copy of it.
@@ -721,11 +694,12 @@ function callOf(req: UnaryRequest | StreamRequest): Call {
  * Per call, as Connect does: an interceptor may keep per-call state in its
  * outer function. (A closure per interceptor; the innermost function is shared.)
  */
-function run(anyFn: AnyFn, interceptors: Interceptor[], req: UnaryRequest | StreamRequest): Promise<UnaryResponse | StreamResponse> {
+function run(anyFn: AnyFn, interceptors: Interceptor[], req: UnaryRequest): Promise<UnaryResponse> {
   try {
-    let next = anyFn;
+    // Connect's interceptors take both kinds of call; only unary calls reach them here.
+    let next = anyFn as Parameters<Interceptor>[0];
     for (const interceptor of interceptors) next = interceptor(next);
-    return next(req);
+    return next(req) as Promise<UnaryResponse>;
   } catch (error) {
     return Promise.reject(error);
   }
@@ -735,170 +709,30 @@ const INTERNAL_STATUS = (): grpc.StatusObject => ({ code: grpc.status.INTERNAL, 
 
 const statusOf = (error: ConnectError): grpc.StatusObject => ({ code: error.code as number as grpc.status, details: error.rawMessage, metadata: new grpc.Metadata() });
 
-function createHandler(spec: MethodImplSpec, config: CallConfig): grpc.UntypedHandleCall {
-  const path = `/${spec.method.parent.typeName}/${spec.method.name}`;
-  if (spec.kind === "unary") {
-    const { impl, method } = spec;
-    const output = method.output;
-    // Not an async function: an implementation that answers at once (Health/Check) costs no await.
-    const invoke: AnyFn = (req) => {
-      const call = callOf(req);
-      const answer = impl(req.message as never, call.contextFor(req));
-      return answer instanceof Promise
-        ? answer.then((message) => call.response<UnaryResponse>(false, create(output, message)))
-        : Promise.resolve(call.response<UnaryResponse>(false, create(output, answer)));
-    };
-    return (grpcCall: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-      if (grpcCall.request instanceof UndecodableRequest) return callback(statusOf(grpcCall.request.error()));
-      let call: Call;
-      try {
-        call = new Call(grpcCall, method, path, config, false, grpcCall.request);
-      } catch {
-        return callback(INTERNAL_STATUS()); // e.g. the contextValues option threw
-      }
-      run(invoke, config.interceptors, call.request).then(
-        (res) => call.succeed(res, res.message, callback),
-        (error: unknown) => call.fail(error, callback),
-      );
-    };
-  }
-  const invoke = streamingInvoker(spec);
-  return ((grpcCall: grpc.ServerWritableStream<unknown, unknown> & grpc.ServerDuplexStream<unknown, unknown>, callback?: grpc.sendUnaryData<unknown>) => {
-    serveStream(spec, config, path, invoke, grpcCall, callback).catch(() => {
-      if (grpcCall.cancelled || grpcCall.destroyed) return;
-      if (callback) callback(INTERNAL_STATUS());
-      else grpcCall.emit("error", INTERNAL_STATUS());
-    });
-  }) as grpc.UntypedHandleCall;
-}
-
-/** The innermost function of a streaming method: the implementation, with full output messages. */
-function streamingInvoker(spec: MethodImplSpec): AnyFn {
-  const output = spec.method.output;
-  return async (r) => {
-    const req = r as StreamRequest;
+function unaryHandler(spec: MethodImplSpec & { kind: "unary" }, config: CallConfig): grpc.handleUnaryCall<unknown, unknown> {
+  const { impl, method } = spec;
+  const path = `/${method.parent.typeName}/${method.name}`;
+  const output = method.output;
+  // Not an async function: an implementation that answers at once costs no await.
+  const invoke: AnyFn = (req) => {
     const call = callOf(req);
-    const ctx = call.contextFor(req);
-    let message: AsyncIterable<unknown>;
-    switch (spec.kind) {
-      case "server_streaming":
-        message = normalized(output, spec.impl((await single(req.message)) as never, ctx));
-        break;
-      case "bidi_streaming":
-        message = normalized(output, spec.impl(req.message as never, ctx));
-        break;
-      case "client_streaming":
-        message = createAsyncIterable([create(output, await spec.impl(req.message as never, ctx))]);
-        break;
-      default:
-        throw new ConnectError(`${spec.kind} is not a streaming method`, Code.Internal);
-    }
-    return call.response<StreamResponse>(true, message as never);
+    const answer = impl(req.message as never, call.contextFor(req));
+    return answer instanceof Promise
+      ? answer.then((message) => call.response(create(output, message)))
+      : Promise.resolve(call.response(create(output, answer)));
   };
-}
-
-async function serveStream(
-  spec: MethodImplSpec,
-  config: CallConfig,
-  path: string,
-  invoke: AnyFn,
-  grpcCall: grpc.ServerWritableStream<unknown, unknown> & grpc.ServerDuplexStream<unknown, unknown>,
-  callback: grpc.sendUnaryData<unknown> | undefined,
-): Promise<void> {
-  if (spec.kind === "server_streaming" && grpcCall.request instanceof UndecodableRequest) {
-    grpcCall.emit("error", statusOf(grpcCall.request.error()));
-    return;
-  }
-  const input: AsyncIterable<unknown> =
-    spec.kind === "server_streaming" ? createAsyncIterable([grpcCall.request]) : readRequests(grpcCall);
-  const call = new Call(grpcCall, spec.method, path, config, true, input);
-  const gone = () => grpcCall.cancelled || grpcCall.destroyed;
-  let headerSent = false;
-  let trailer = call.responseTrailer;
-  try {
-    const res = (await run(invoke, config.interceptors, call.request)) as StreamResponse;
-    trailer = res.trailer;
-    if (spec.kind === "client_streaming" && callback) {
-      let answer: unknown;
-      for await (const message of res.message) answer = message;
-      headerSent = true;
-      return call.succeed(res, answer, callback);
+  return (grpcCall, callback) => {
+    if (grpcCall.request instanceof UndecodableRequest) return callback(statusOf(grpcCall.request.error()));
+    let call: Call;
+    try {
+      call = new Call(grpcCall, method, path, config, grpcCall.request);
+    } catch (error) {
+      config.logger?.error({ err: error, method: path }, "cannot build the call's context; answered INTERNAL");
+      return callback(INTERNAL_STATUS());
     }
-    for await (const message of res.message) {
-      if (gone()) break;
-      if (!headerSent) {
-        call.sendHeader(res.header);
-        headerSent = true;
-      }
-      if (!grpcCall.write(message)) await drained(grpcCall);
-    }
-    if (gone()) return;
-    call.ended = true;
-    if (!headerSent) call.sendHeader(res.header);
-    grpcCall.end(call.trailers(res.trailer));
-  } catch (error) {
-    if (gone()) return;
-    call.ended = true;
-    if (!headerSent) call.sendHeader(call.responseHeader);
-    const status = call.status(error, trailer);
-    if (callback) callback(status);
-    // The documented way to fail a grpc-js stream: the status goes out after the queued messages.
-    else grpcCall.emit("error", status);
-  }
-}
-
-/** Resolves when the stream can take more, or is gone. */
-function drained(stream: grpc.ServerWritableStream<unknown, unknown>): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      stream.off("drain", done);
-      stream.off("close", done);
-      stream.off("cancelled", done);
-      resolve();
-    };
-    stream.on("drain", done);
-    stream.on("close", done);
-    stream.on("cancelled", done);
-  });
-}
-
-/** The request stream of a client-streaming or bidi call; CANCELED or DEADLINE_EXCEEDED when the call goes away. */
-async function* readRequests(stream: grpc.ServerDuplexStream<unknown, unknown>): AsyncGenerator<unknown> {
-  try {
-    // Not destroyOnReturn: an implementation that stops reading must not end the call.
-    for await (const message of stream.iterator({ destroyOnReturn: false })) {
-      if (message instanceof UndecodableRequest) throw message.error();
-      yield message;
-    }
-  } catch (error) {
-    if (!stream.cancelled) throw error;
-    const deadline = stream.getDeadline();
-    throw +deadline <= Date.now()
-      ? new ConnectError("the operation timed out", Code.DeadlineExceeded)
-      : new ConnectError("the call was cancelled", Code.Canceled);
-  }
-}
-
-async function single(messages: AsyncIterable<unknown>): Promise<unknown> {
-  const it = messages[Symbol.asyncIterator]();
-  const first = await it.next();
-  if (first.done === true) throw new ConnectError("protocol error: missing input message for server-streaming method", Code.Unimplemented);
-  const second = await it.next();
-  if (second.done !== true) throw new ConnectError("protocol error: received extra input message for server-streaming method", Code.Unimplemented);
-  return first.value;
-}
-
-/** Output messages as full messages (implementations may yield init shapes), keeping return() for cleanup. */
-function normalized(desc: DescMessage, messages: AsyncIterable<unknown>): AsyncIterable<unknown> {
-  return {
-    [Symbol.asyncIterator]() {
-      const it = messages[Symbol.asyncIterator]();
-      const map = (r: IteratorResult<unknown>): IteratorResult<unknown> => (r.done === true ? r : { done: false, value: create(desc, r.value as never) });
-      return {
-        next: () => it.next().then(map),
-        return: (value?: unknown) => (it.return ? it.return(value).then(map) : Promise.resolve({ done: true, value: undefined })),
-        throw: (error?: unknown) => (it.throw ? it.throw(error).then(map) : Promise.reject(error)),
-      };
-    },
+    run(invoke, config.interceptors, call.request).then(
+      (res) => call.succeed(res, callback),
+      (error: unknown) => call.fail(error, callback),
+    );
   };
 }

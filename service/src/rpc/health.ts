@@ -11,8 +11,10 @@ export class HealthState {
   private serving = true;
   private ended = false;
   private readonly watchers = new Set<() => void>();
+  private readonly listeners = new Set<() => void>();
 
-  constructor(private readonly services: readonly string[]) {}
+  /** The services with a status of their own; "" (the whole server) has one too. */
+  constructor(readonly services: readonly string[]) {}
 
   status(service: string): Status | undefined {
     if (service !== "" && !this.services.includes(service)) return undefined;
@@ -21,7 +23,7 @@ export class HealthState {
 
   setNotServing(): void {
     this.serving = false;
-    for (const notify of [...this.watchers]) notify();
+    for (const notify of [...this.watchers, ...this.listeners]) notify();
   }
 
   /** Shutdown: NOT_SERVING, and every Watch stream ends after telling its client so. */
@@ -32,6 +34,12 @@ export class HealthState {
 
   get isShutDown(): boolean {
     return this.ended;
+  }
+
+  /** Calls `listener` at every status change (and at shutdown) until the returned function is called. */
+  subscribe(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
   }
 
   /** Resolves at the next status change or when the signal aborts. */
@@ -52,7 +60,8 @@ export function createHealthService(state: HealthState): ServiceImpl<typeof Heal
   return {
     check(req) {
       const status = state.status(req.service);
-      if (status === undefined) throw new ConnectError(`unknown service "${req.service}"`, Code.NotFound);
+      // The same text as grpc-health-check's on the grpc-js port.
+      if (status === undefined) throw new ConnectError(`Health status unknown for service ${req.service}`, Code.NotFound);
       return { status };
     },
     async *watch(req, ctx) {

@@ -48,9 +48,40 @@ class CallPrincipal implements Principal {
   }
 }
 
-/** Checks what the token may call, and records who calls in the request's context values. */
-function authorize(req: UnaryRequest | StreamRequest, token: { name: string; scope: TokenScope } | undefined): UnaryRequest | StreamRequest {
+type Token = { name: string; scope: TokenScope };
+
+/** The token in an authorization header; UNAUTHENTICATED when there is none. */
+function bearerToken(authorization: string | null): string {
+  const match = BEARER.exec(authorization ?? "");
+  if (!match) throw new ConnectError('missing or malformed authorization header; send "authorization: Bearer <token>"', Code.Unauthenticated);
+  return match[1];
+}
+
+/** A known token (UNAUTHENTICATED otherwise) that may call the method (PERMISSION_DENIED otherwise). */
+function permitted(token: Token | undefined, method: DescMethod | string): Token {
   if (!token) throw new ConnectError("invalid or revoked token", Code.Unauthenticated);
+  if (token.scope !== "admin" && !(typeof method !== "string" && RESOLVE_SCOPE_METHODS.has(method))) {
+    const name = typeof method === "string" ? method : method.name;
+    throw new ConnectError(`token "${token.name}" has scope "${token.scope}", which may not call ${name}`, Code.PermissionDenied);
+  }
+  return token;
+}
+
+/**
+ * The same rule for a call that does not pass through the Connect interceptors (reflection on the
+ * grpc-js port): resolves when the authorization header's token may call the method, else rejects
+ * with the ConnectError the interceptor would raise.
+ */
+export function tokenCheck(tokens: TokenStore): (authorization: string | null, method: string) => Promise<void> {
+  return async (authorization, method) => {
+    const secret = bearerToken(authorization);
+    permitted(tokens.cached(secret) ?? (await tokens.authenticate(secret)), method);
+  };
+}
+
+/** Checks what the token may call, and records who calls in the request's context values. */
+function authorize(req: UnaryRequest | StreamRequest, found: Token | undefined): UnaryRequest | StreamRequest {
+  const token = permitted(found, req.method);
   let actor: string | null = null;
   let source: string | null = null;
   if (token.scope === "admin") {
@@ -61,8 +92,6 @@ function authorize(req: UnaryRequest | StreamRequest, token: { name: string; sco
     }
     const forwarded = req.header.get(SOURCE_HEADER);
     if (forwarded !== null && SOURCE_PATTERN.test(forwarded)) source = forwarded;
-  } else if (!RESOLVE_SCOPE_METHODS.has(req.method)) {
-    throw new ConnectError(`token "${token.name}" has scope "${token.scope}", which may not call ${req.method.name}`, Code.PermissionDenied);
   }
   req.contextValues.set(principalKey, new CallPrincipal(token.name, token.scope, actor, source, req.contextValues));
   return req;
@@ -77,13 +106,10 @@ export function authInterceptor(tokens: TokenStore): Interceptor {
   return (next) => (req) => {
     try {
       if (req.service.typeName === HealthService.typeName) return next(req);
-      const match = BEARER.exec(req.header.get("authorization") ?? "");
-      if (!match) {
-        throw new ConnectError('missing or malformed authorization header; send "authorization: Bearer <token>"', Code.Unauthenticated);
-      }
-      const cached = tokens.cached(match[1]);
+      const secret = bearerToken(req.header.get("authorization"));
+      const cached = tokens.cached(secret);
       if (cached) return next(authorize(req, cached));
-      return tokens.authenticate(match[1]).then((token) => next(authorize(req, token)));
+      return tokens.authenticate(secret).then((token) => next(authorize(req, token)));
     } catch (error) {
       return Promise.reject(error);
     }

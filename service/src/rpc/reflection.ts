@@ -13,7 +13,8 @@ type Answer = MessageInitShape<typeof ServerReflectionResponseSchema>["messageRe
 
 /**
  * grpc.reflection.v1, so that grpcurl and `buf curl` can call the service
- * without a local copy of the protos.
+ * without a local copy of the protos. Its error texts are @grpc/reflection's,
+ * which answers on the grpc-js port.
  */
 export function createReflectionService(registry: Registry, serviceNames: readonly string[]): ServiceImpl<typeof ServerReflection> {
   const files = new Map<string, DescFile>();
@@ -28,16 +29,16 @@ export function createReflectionService(registry: Registry, serviceNames: readon
         return { case: "listServicesResponse", value: { service: serviceNames.map((name) => ({ name })) } };
       case "fileByFilename": {
         const file = [...files.values()].find((f) => `${f.name}.proto` === request.value);
-        return file ? fileResponse(file) : notFound(`file "${request.value}" not found`);
+        return file ? fileResponse(file) : notFound(`Proto file not found: ${request.value}`);
       }
       case "fileContainingSymbol": {
         const file = fileOfSymbol(registry, request.value);
-        return file ? fileResponse(file) : notFound(`symbol "${request.value}" not found`);
+        return file ? fileResponse(file) : notFound(`Symbol not found: ${request.value}`);
       }
       case "allExtensionNumbersOfType":
         return { case: "allExtensionNumbersResponse", value: { baseTypeName: request.value, extensionNumber: [] } };
       case "fileContainingExtension":
-        return notFound("no extensions are defined");
+        return notFound(`Extension not found for symbol ${request.value.containingType} at field ${request.value.extensionNumber}`);
       default:
         return { case: "errorResponse", value: { errorCode: Code.InvalidArgument, errorMessage: "empty reflection request" } };
     }
