@@ -3,6 +3,9 @@ import { TRPCError } from "@trpc/server";
 import { describe, expect, it } from "vitest";
 import { ApiError, fromConnectError, toApiError } from "../../portal/src/lib/server/errors.js";
 import { safeRedirectTarget } from "../../portal/src/lib/server/session.js";
+import { invalid, ServiceError } from "../../service/src/errors.js";
+import { toConnectError } from "../../service/src/rpc/errors.js";
+import { createLogger } from "../../service/src/logger.js";
 
 describe("gRPC status → HTTP (portal/src/lib/server/errors.ts)", () => {
   const cases: Array<[Code, number, string]> = [
@@ -37,14 +40,30 @@ describe("gRPC status → HTTP (portal/src/lib/server/errors.ts)", () => {
     expect(down.message).toBe("the credentials service is unavailable; try again shortly");
   });
 
-  it("names the REST field: page_token is cursor, page_size is limit; issues carry the field", () => {
-    const error = fromConnectError(new ConnectError("page_token: is malformed", Code.InvalidArgument));
+  // The service's errors as the portal receives them: through the service's own status map.
+  const fromService = (error: ServiceError) => fromConnectError(toConnectError(error, createLogger("silent"), "test"));
+
+  it("reads the field at fault from the error's details and names it as REST does: page_token is cursor", () => {
+    const error = fromService(invalid("page_token", "is malformed"));
     expect(error.message).toBe("cursor: is malformed");
     expect(error.issues).toEqual([{ path: "cursor", message: "is malformed" }]);
   });
 
-  it("takes Retry-After from the service's retry-after trailer", () => {
-    const error = fromConnectError(new ConnectError("too many failed sign-ins", Code.ResourceExhausted, { "retry-after": "120" }));
+  it("never parses a message: without details, a message that looks like `field: problem` names no field", () => {
+    const error = fromConnectError(new ConnectError("api_key: must start with sk-", Code.InvalidArgument));
+    expect(error.message).toBe("api_key: must start with sk-");
+    expect(error.issues).toBeUndefined();
+    expect(error.field).toBeUndefined();
+  });
+
+  it("a refusal about one field (a duplicate name) names it for the form, and keeps the REST body as it was", () => {
+    const error = fromService(new ServiceError("already_exists", 'credential_name: a credential named "A" already exists', "credential_name", undefined, "CREDENTIAL_NAME_TAKEN"));
+    expect(error.field).toEqual({ path: "credential_name", message: 'a credential named "A" already exists' });
+    expect(error.body).toEqual({ code: "already_exists", message: 'credential_name: a credential named "A" already exists' });
+  });
+
+  it("takes Retry-After from the service's RetryInfo", () => {
+    const error = fromService(new ServiceError("resource_exhausted", "too many failed sign-ins", undefined, 120, "TOO_MANY_SIGN_INS"));
     expect(error.retryAfterSeconds).toBe(120);
     expect(error.headers).toEqual({ "retry-after": "120" });
   });

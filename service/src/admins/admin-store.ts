@@ -215,6 +215,7 @@ export class AdminStore {
       `too many failed sign-ins; try again in ${Math.ceil(seconds / 60)} minute${seconds > 60 ? "s" : ""}`,
       undefined,
       seconds,
+      "TOO_MANY_SIGN_INS",
     );
   }
 }

@@ -365,6 +365,8 @@ export class CredentialStore {
         "aborted",
         `expected_version: the credential is at version ${row.version}, not ${expectedVersion}; it was changed by someone else, reload it and try again`,
         "expected_version",
+        undefined,
+        "STALE_VERSION",
       );
     }
     return row;
@@ -380,6 +382,8 @@ export class CredentialStore {
           "already_exists",
           `credential_name: a credential named "${name}" already exists for this organization and provider`,
           "credential_name",
+          undefined,
+          "CREDENTIAL_NAME_TAKEN",
         );
       }
       if (isForeignKeyViolation(error)) {

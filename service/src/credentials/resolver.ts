@@ -76,10 +76,13 @@ function refusalOf(error: unknown): "decrypt" | "binding" | undefined {
 
 function refusalError(refusal: "decrypt" | "binding", credentialId: string, keyId: string): ServiceError {
   return refusal === "decrypt"
-    ? new ServiceError("data_loss", `credential "${credentialId}" cannot be decrypted with the configured MASTER_KEY (it was encrypted under key ${keyId})`)
+    ? new ServiceError("data_loss", `credential "${credentialId}" cannot be decrypted with the configured MASTER_KEY (it was encrypted under key ${keyId})`, undefined, undefined, "KEY_UNDECRYPTABLE")
     : new ServiceError(
         "data_loss",
         `credential "${credentialId}" is refused: its stored key is not bound to its row (the ciphertext, organization, provider or api_base was changed outside the service); run npm run verify-keys and re-enter the key`,
+        undefined,
+        undefined,
+        "KEY_NOT_BOUND",
       );
 }
 
@@ -157,6 +160,9 @@ export class KeyResolver {
     throw new ServiceError(
       "failed_precondition",
       `organization "${organizationId}" has no active ${info.label} credential and ${info.envVars.join(" / ")} is not set`,
+      undefined,
+      undefined,
+      "NO_KEY_CONFIGURED",
     );
   }
 

@@ -1737,6 +1737,9 @@ export const FailureKindSchema: GenEnum<FailureKind> = /*@__PURE__*/
 
 /**
  * Manages organisations' provider credentials and resolves them for callers.
+ * Every error carries a google.rpc.ErrorInfo (domain "provider-credentials",
+ * a stable reason, metadata "field" when one field is at fault) in its status
+ * details; bad input adds a google.rpc.BadRequest field violation.
  *
  * @generated from service credentials.v1.CredentialService
  */

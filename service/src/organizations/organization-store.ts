@@ -126,5 +126,8 @@ function stillInUse(id: string, credentials: number, teams: number): ServiceErro
   return new ServiceError(
     "failed_precondition",
     `organization "${id}" still has ${parts.join(" and ")}; delete them first, so that nothing is lost by accident`,
+    undefined,
+    undefined,
+    "ORGANIZATION_IN_USE",
   );
 }

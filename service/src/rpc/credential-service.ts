@@ -60,6 +60,8 @@ function requireValid(result: ProviderCheckResult): void {
     "failed_precondition",
     `api_key: the provider check did not pass (${result.outcome.replace("_", " ")}): ${result.message.replace(/\.$/, "")}; nothing was saved`,
     "api_key",
+    undefined,
+    "PROVIDER_CHECK_FAILED",
   );
 }
 

@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { TRPCError } from "@trpc/server";
 import type { TRPC_ERROR_CODE_KEY } from "@trpc/server/rpc";
+import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "../../../../service/src/gen/google/rpc/error_details_pb.js";
 
 /**
  * API errors: the one place where failures become HTTP statuses and JSON
@@ -107,14 +108,21 @@ export class ApiError extends TRPCError {
   readonly issues: ApiIssue[] | undefined;
   /** For 429: how long to wait, in seconds (the Retry-After header). */
   readonly retryAfterSeconds: number | undefined;
+  /** The field a refusal other than bad input is about (a duplicate name, a stale version), and what to show at it; not in the body. */
+  readonly field: { path: string; message: string } | undefined;
 
-  constructor(apiCode: ApiErrorCode, message: string, options: { issues?: ApiIssue[]; retryAfterSeconds?: number; cause?: unknown } = {}) {
+  constructor(
+    apiCode: ApiErrorCode,
+    message: string,
+    options: { issues?: ApiIssue[]; retryAfterSeconds?: number; field?: { path: string; message: string }; cause?: unknown } = {},
+  ) {
     // Messages repeat what the caller sent (an unknown field's name, a path): never a key sent in the wrong place.
     super({ code: KINDS[apiCode].trpc, message: maskKeys(message), cause: options.cause instanceof Error ? options.cause : undefined });
     this.apiCode = apiCode;
     this.status = KINDS[apiCode].status;
     this.issues = options.issues?.map((issue) => ({ path: maskKeys(issue.path), message: maskKeys(issue.message) }));
     this.retryAfterSeconds = options.retryAfterSeconds;
+    this.field = options.field && { path: options.field.path, message: maskKeys(options.field.message) };
   }
 
   get body(): ApiErrorBody {
@@ -140,11 +148,11 @@ function renameField(field: string): string {
   return FIELD_NAMES[field] ?? field;
 }
 
-/** The seconds of a `retry-after` header or trailer, if it holds a sane number. */
+/** How long the service asks the caller to wait (google.rpc.RetryInfo), in whole seconds, if it says. */
 export function retryAfterOf(error: ConnectError): number | undefined {
-  const raw = error.metadata.get("retry-after");
-  if (raw === null || !/^\d{1,7}$/.test(raw.trim())) return undefined;
-  return Math.max(1, Number(raw.trim()));
+  const delay = error.findDetails(RetryInfoSchema)[0]?.retryDelay;
+  if (delay === undefined || delay.seconds < 0n || delay.seconds > 10_000_000n) return undefined;
+  return Math.max(1, Number(delay.seconds) + (delay.nanos > 0 ? 1 : 0));
 }
 
 function isConnectionFailure(cause: unknown): boolean {
@@ -162,19 +170,22 @@ export function fromConnectError(error: ConnectError): ApiError {
   if (!SERVICE_MESSAGE_SHOWN.has(error.code)) {
     return new ApiError(apiCode, FIXED_MESSAGES[apiCode] ?? "internal error", { cause: error });
   }
+  // The service's errors carry what is wrong as data (google.rpc details); the message is for people.
   let message = error.rawMessage;
   let issues: ApiIssue[] | undefined;
-  if (error.code === Code.InvalidArgument || error.code === Code.OutOfRange) {
-    // The service starts such messages with the field's name: `api_key: must ...`.
-    const match = /^([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*): ([\s\S]*)$/.exec(message);
-    if (match) {
-      const field = renameField(match[1]);
-      message = `${field}: ${match[2]}`;
-      issues = [{ path: field, message: match[2] }];
-    }
+  const violations = error.findDetails(BadRequestSchema).flatMap((detail) => detail.fieldViolations);
+  if (violations.length > 0) {
+    issues = violations.map((v) => ({ path: renameField(v.field), message: v.description }));
+    message = `${issues[0].path}: ${issues[0].message}`;
+  }
+  let field: { path: string; message: string } | undefined;
+  const named = error.findDetails(ErrorInfoSchema)[0]?.metadata.field;
+  if (named !== undefined && issues === undefined) {
+    const prefix = `${named}: `;
+    field = { path: renameField(named), message: message.startsWith(prefix) ? message.slice(prefix.length) : message };
   }
   const retryAfterSeconds = error.code === Code.ResourceExhausted ? retryAfterOf(error) : undefined;
-  return new ApiError(apiCode, message, { issues, retryAfterSeconds, cause: error });
+  return new ApiError(apiCode, message, { issues, field, retryAfterSeconds, cause: error });
 }
 
 interface ZodLikeIssue {

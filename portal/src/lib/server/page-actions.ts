@@ -32,12 +32,10 @@ export interface Failure {
   errors: Record<string, string>;
 }
 
-const FIELD_PREFIX = /^([a-z][a-z0-9_]*): ([\s\S]+)$/;
-
 /**
  * Anything a procedure threw → a Failure. Bad input carries `issues` with the
- * field's path; other refusals (a duplicate name, a stale version) start their
- * message with the field's name, as the service writes them.
+ * field's path; other refusals (a duplicate name, a stale version) name their
+ * field in the error's details (ApiError.field).
  */
 export function describeFailure(thrown: unknown, fields: readonly string[] = []): Failure {
   const error = toApiError(thrown);
@@ -46,10 +44,7 @@ export function describeFailure(thrown: unknown, fields: readonly string[] = [])
   for (const issue of error.issues ?? []) {
     if (fields.includes(issue.path) && errors[issue.path] === undefined) errors[issue.path] = issue.message;
   }
-  if (Object.keys(errors).length === 0) {
-    const match = FIELD_PREFIX.exec(error.message);
-    if (match && fields.includes(match[1])) errors[match[1]] = match[2];
-  }
+  if (Object.keys(errors).length === 0 && error.field && fields.includes(error.field.path)) errors[error.field.path] = error.field.message;
   return { status: error.status, code: error.apiCode, message: error.message, errors };
 }
 
