@@ -23,7 +23,7 @@ import { tlsFromEnv } from "./runtime/tls.js";
 
 /**
  * Garbage collector settings for a long-running server with a large cache
- * (README, Performance), unless the same flag was given to node:
+ * (docs/performance.md), unless the same flag was given to node:
  * - How far the old generation may grow past what survived the last full
  *   collection before the next one (HEAP_GROWING_PERCENT, default 100; 0: V8
  *   decides). V8 allows up to 4x on a machine with memory to spare, and under
@@ -32,7 +32,7 @@ import { tlsFromEnv } from "./runtime/tls.js";
  *   the heap holds ~33 MB after a full collection with 100,000 entries cached:
  *   +100% keeps the service near 200 MiB resident after that fill, for a full
  *   collection every ~1.5 s under load (at +30%, every ~0.5 s, ~25% more
- *   server CPU a call); the trade-off is measured in the README.
+ *   server CPU a call); the trade-off is measured in docs/performance.md.
  * - With a single core (a pinned or 1-CPU container), concurrent marking's
  *   helper threads only preempt the event loop: the p99 latency under load
  *   dropped from 45-60 ms to ~39 ms without them.

@@ -1,6 +1,6 @@
 // Property-based tests (fast-check) of the request validators: ids, credential ids, names,
 // api keys per provider, api_base, provider names, page sizes and page tokens.
-// Each property states the documented rule (README "Validation", proto comments) as an
+// Each property states the documented rule (docs/api/grpc.md "Validation", proto comments) as an
 // independent oracle, or a metamorphic relation, and checks that refusals are
 // INVALID_ARGUMENT ServiceErrors naming the field, with a message that repeats nothing sent.
 // On a failure fast-check prints the seed and the shrunk counterexample (long values, of
@@ -267,7 +267,7 @@ describe("validateName: 1-200 characters after trimming, no control characters",
 // ---------------------------------------------------------------- api keys
 
 describe("validateApiKey: printable ASCII, 8-4096 characters, the provider's documented prefix without api_base", () => {
-  /** README: OpenAI `sk-`, Anthropic `sk-ant-`, Gemini `AI`, Fireworks `fw`; an Anthropic key is not an OpenAI key. */
+  /** docs/api/grpc.md: OpenAI `sk-`, Anthropic `sk-ant-`, Gemini `AI`, Fireworks `fw`; an Anthropic key is not an OpenAI key. */
   const DOCUMENTED_PREFIX: Record<ProviderName, string> = { openai: "sk-", anthropic: "sk-ant-", gemini: "AI", fireworks: "fw" };
   const hasDocumentedPrefix = (key: string, provider: ProviderName) =>
     key.startsWith(DOCUMENTED_PREFIX[provider]) &&
@@ -507,7 +507,7 @@ describe("validateApiBase: an absolute http(s) URL, at most 2048 characters, no 
     );
   });
 
-  // NOT REFUSED (the brief expects it; README and proto do not mention it): a query or a
+  // NOT REFUSED (the brief expects it; the docs and proto do not mention it): a query or a
   // fragment is accepted, e.g. "https://example.com/v1?key=secret" -> returned unchanged, so a
   // secret can live in api_base, which is shown in responses and audit details.
   // Remove .fails if the rule "no query or fragment" is adopted.

@@ -4,7 +4,7 @@
  * per-record links (LRU, organisation lists) in typed arrays. A cached entry is
  * no object at all for the garbage collector: 100,000 entries used to be ~45 MB
  * of objects that every full collection marked and that counted towards the
- * old generation's growth limit (README, Performance); here they are ~30 MB of
+ * old generation's growth limit (docs/adr/0002-off-heap-cache.md); here they are ~30 MB of
  * buffer memory that no collection visits.
  *
  * A record is found by its kind and key (a string). Its bytes start with the

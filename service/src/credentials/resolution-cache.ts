@@ -90,7 +90,7 @@ const ORGANIZATION = 2;
  * everything. Entries hold ciphertext, never plaintext.
  *
  * Laid out for 100,000+ entries outside the JavaScript heap (RecordTable; see
- * the README's Performance section): an entry is a record of bytes (its key,
+ * docs/adr/0002-off-heap-cache.md): an entry is a record of bytes (its key,
  * strategy and candidates, each text as Latin-1 or UTF-16), linked into the
  * LRU list and into its organisation's list through typed arrays. An
  * organisation is a record too, heading that list, so that invalidating it
