@@ -25,10 +25,13 @@ export class OrganizationStore {
   async createOrganization(id: string, name: string, by: Actor): Promise<OrganizationRow> {
     const now = new Date();
     const row: OrganizationRow = { id, name, createdAt: now, updatedAt: now };
-    await this.write(async (em) => {
-      await em.insert(OrganizationEntity, row);
-      await recordAudit(em, { ...by, action: "organization.create", organizationId: id, details: { name } });
-    }, `organization_id: an organization with id "${id}" already exists`);
+    await this.write(
+      async (em) => {
+        await em.insert(OrganizationEntity, row);
+        await recordAudit(em, { ...by, action: "organization.create", organizationId: id, details: { name } });
+      },
+      alreadyExists("organization_id", `an organization with id "${id}" already exists`),
+    );
     return row;
   }
 
@@ -54,18 +57,22 @@ export class OrganizationStore {
       await em.nativeDelete(OrganizationEntity, { id });
       await publishInvalidation(em, { organizationId: id });
       await recordAudit(em, { ...by, action: "organization.delete", organizationId: id, details: { name: row.name } });
-    }, "");
+    });
     this.onChange({ organizationId: id });
   }
 
   async createTeam(id: string, organizationId: string, name: string, by: Actor): Promise<TeamRow> {
     const now = new Date();
     const row: TeamRow = { id, organizationId, name, createdAt: now, updatedAt: now };
-    await this.write(async (em) => {
-      if ((await em.count(OrganizationEntity, { id: organizationId })) === 0) throw organizationNotFound(organizationId);
-      await em.insert(TeamEntity, row);
-      await recordAudit(em, { ...by, action: "team.create", organizationId, target: id, details: { name } });
-    }, `team_id: a team with id "${id}" already exists`, organizationNotFound(organizationId));
+    await this.write(
+      async (em) => {
+        if ((await em.count(OrganizationEntity, { id: organizationId })) === 0) throw organizationNotFound(organizationId);
+        await em.insert(TeamEntity, row);
+        await recordAudit(em, { ...by, action: "team.create", organizationId, target: id, details: { name } });
+      },
+      alreadyExists("team_id", `a team with id "${id}" already exists`),
+      organizationNotFound(organizationId),
+    );
     return row;
   }
 
@@ -85,18 +92,16 @@ export class OrganizationStore {
       await publishInvalidation(em, { teamId: id });
       await recordAudit(em, { ...by, action: "team.delete", organizationId: row.organizationId, target: id, details: { name: row.name } });
       return row;
-    }, "");
+    });
     this.onChange({ teamId: id });
     return deleted;
   }
 
-  private async write<T>(work: (em: EntityManager) => Promise<T>, duplicateMessage: string, foreignKeyError?: ServiceError): Promise<T> {
+  private async write<T>(work: (em: EntityManager) => Promise<T>, duplicate?: ServiceError, foreignKeyError?: ServiceError): Promise<T> {
     try {
       return await inTransaction(this.orm, work);
     } catch (error) {
-      if (isUniqueViolation(error)) {
-        throw new ServiceError("already_exists", duplicateMessage);
-      }
+      if (duplicate && isUniqueViolation(error)) throw duplicate;
       if (isForeignKeyViolation(error)) {
         // createTeam: the organisation was deleted meanwhile.
         if (foreignKeyError) throw foreignKeyError;
@@ -112,6 +117,11 @@ function page<T extends { id: string }>(rows: T[], limit: number): Page<T> {
   const items = rows.slice(0, limit);
   const last = items[items.length - 1];
   return { items, nextPageToken: rows.length > limit && last ? encodePageToken([last.id]) : "" };
+}
+
+/** A duplicate id, named at its field. */
+function alreadyExists(field: string, problem: string): ServiceError {
+  return new ServiceError("already_exists", `${field}: ${problem}`, field);
 }
 
 function organizationNotFound(id: string): ServiceError {
