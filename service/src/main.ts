@@ -5,19 +5,9 @@ import v8 from "node:v8";
 import { createLogger } from "./logger.js";
 import { MasterKeyError } from "./keyring/keyring.js";
 import { dataDirFrom, dataDirPrefix, openDatabase, type Database } from "./runtime/local.js";
-import { ConfigError, nonNegativeIntFrom, portFrom, positiveIntFrom } from "./runtime/config.js";
-import {
-  DEFAULT_CACHE_MAX_ENTRIES,
-  DEFAULT_CACHE_OUTAGE_GRACE_MS,
-  DEFAULT_CACHE_TTL_MS,
-  DEFAULT_FAILURE_THRESHOLD,
-  startService,
-  StartupError,
-  type RunningService,
-} from "./server.js";
-import { DEFAULT_ROTATION_DAYS } from "./credentials/credential-store.js";
-import { DEFAULT_HEARTBEAT_MS } from "./credentials/invalidation.js";
-import { DEFAULT_PROVIDER_CHECK_TIMEOUT_MS } from "./credentials/provider-check.js";
+import { ConfigError } from "./runtime/config.js";
+import { loadSettings } from "./runtime/settings.js";
+import { startService, StartupError, type RunningService } from "./server.js";
 import { ensureFirstAdmin } from "./admins/first-admin.js";
 import { tlsFromEnv } from "./runtime/tls.js";
 
@@ -37,10 +27,13 @@ import { tlsFromEnv } from "./runtime/tls.js";
  *   helper threads only preempt the event loop: the p99 latency under load
  *   dropped from 45-60 ms to ~39 ms without them.
  */
-function tuneGarbageCollector(env: NodeJS.ProcessEnv): void {
-  const flagName = (arg: string) => arg.replace(/^--(no-)?/, "").split("=")[0].replaceAll("_", "-");
+function tuneGarbageCollector(growingPercent: number): void {
+  const flagName = (arg: string) =>
+    arg
+      .replace(/^--(no-)?/, "")
+      .split("=")[0]
+      .replaceAll("_", "-");
   const given = (name: string) => process.execArgv.some((arg) => flagName(arg) === name);
-  const growingPercent = nonNegativeIntFrom(env, "HEAP_GROWING_PERCENT", 100);
   if (growingPercent > 0 && !given("heap-growing-percent")) v8.setFlagsFromString(`--heap-growing-percent=${growingPercent}`);
   // npm start gives a one-core service --single-threaded-gc (serviceNodeArgs), which already turns it off.
   if (os.availableParallelism() === 1 && !given("concurrent-marking") && !given("single-threaded-gc")) v8.setFlagsFromString("--no-concurrent-marking");
@@ -53,28 +46,29 @@ async function main(): Promise<void> {
   let database: Database | undefined;
   let service: RunningService | undefined;
   try {
-    tuneGarbageCollector(process.env);
+    const settings = loadSettings(process.env);
+    tuneGarbageCollector(settings.HEAP_GROWING_PERCENT);
     database = await openDatabase(process.env, logger, { createInstallation: true });
     service = await startService({
       databaseUrl: database.databaseUrl,
       masterKey: database.masterKey,
       serviceAdminToken: database.serviceAdminToken,
       env: process.env,
-      host: process.env.HOST || (database.embedded ? "127.0.0.1" : "0.0.0.0"),
-      port: portFrom(process.env, "GRPC_PORT", 50051),
-      connectPort: portFrom(process.env, "CONNECT_PORT", 50052),
+      host: settings.HOST ?? (database.embedded ? "127.0.0.1" : "0.0.0.0"),
+      port: settings.GRPC_PORT,
+      connectPort: settings.CONNECT_PORT,
       tls: tlsFromEnv(process.env),
       logger,
-      poolSize: positiveIntFrom(process.env, "DB_POOL_SIZE", 10),
-      drainTimeoutMs: positiveIntFrom(process.env, "SHUTDOWN_TIMEOUT_MS", 10_000),
-      cacheMaxEntries: nonNegativeIntFrom(process.env, "RESOLVE_CACHE_MAX_ENTRIES", DEFAULT_CACHE_MAX_ENTRIES),
-      cacheTtlMs: positiveIntFrom(process.env, "RESOLVE_CACHE_TTL_MS", DEFAULT_CACHE_TTL_MS),
-      cacheOutageGraceMs: nonNegativeIntFrom(process.env, "RESOLVE_CACHE_OUTAGE_GRACE_MS", DEFAULT_CACHE_OUTAGE_GRACE_MS),
-      cacheHeartbeatMs: positiveIntFrom(process.env, "RESOLVE_CACHE_HEARTBEAT_MS", DEFAULT_HEARTBEAT_MS),
-      failureThreshold: positiveIntFrom(process.env, "FAILURE_THRESHOLD", DEFAULT_FAILURE_THRESHOLD),
-      rotationDays: positiveIntFrom(process.env, "ROTATION_DAYS", DEFAULT_ROTATION_DAYS),
-      keyCheckTimeoutMs: positiveIntFrom(process.env, "KEY_CHECK_TIMEOUT_MS", DEFAULT_PROVIDER_CHECK_TIMEOUT_MS),
-      metricsPort: process.env.METRICS_PORT ? portFrom(process.env, "METRICS_PORT", 0) : undefined,
+      poolSize: settings.DB_POOL_SIZE,
+      drainTimeoutMs: settings.SHUTDOWN_TIMEOUT_MS,
+      cacheMaxEntries: settings.RESOLVE_CACHE_MAX_ENTRIES,
+      cacheTtlMs: settings.RESOLVE_CACHE_TTL_MS,
+      cacheOutageGraceMs: settings.RESOLVE_CACHE_OUTAGE_GRACE_MS,
+      cacheHeartbeatMs: settings.RESOLVE_CACHE_HEARTBEAT_MS,
+      failureThreshold: settings.FAILURE_THRESHOLD,
+      rotationDays: settings.ROTATION_DAYS,
+      keyCheckTimeoutMs: settings.KEY_CHECK_TIMEOUT_MS,
+      metricsPort: settings.METRICS_PORT,
     });
   } catch (error) {
     await database?.stop().catch(() => undefined);
@@ -94,11 +88,15 @@ async function main(): Promise<void> {
   logger.info(
     { grpc: grpcAddress, connect: connectAddress, startupMs: Date.now() - started, embedded: database.embedded },
     `credentials service ready in ${Date.now() - started} ms: gRPC on ${grpcAddress}; Connect and gRPC-Web on ${connectAddress} (${service.tls ? (service.tls.clientCa ? "mutual TLS" : "TLS, HTTP/2 and HTTP/1.1") : "h2c"})` +
-      (service.metricsPort === undefined ? "; metrics off (set METRICS_PORT)" : `; Prometheus metrics on http://${service.host}:${service.metricsPort}/metrics`),
+      (service.metricsPort === undefined
+        ? "; metrics off (set METRICS_PORT)"
+        : `; Prometheus metrics on http://${service.host}:${service.metricsPort}/metrics`),
   );
   if (database.embedded) {
     const secrets = path.join(dataDirFrom(process.env), "secrets.env");
-    logger.info(`local admin token: SERVICE_ADMIN_TOKEN in ${secrets}; create more with: ${dataDirPrefix(process.env)}npm run token -- create --name NAME --scope resolve|admin`);
+    logger.info(
+      `local admin token: SERVICE_ADMIN_TOKEN in ${secrets}; create more with: ${dataDirPrefix(process.env)}npm run token -- create --name NAME --scope resolve|admin`,
+    );
   }
 
   if (firstAdmin?.generatedPassword) {

@@ -12,19 +12,3 @@ export function portFrom(env: NodeJS.ProcessEnv, name: string, fallback: number)
   }
   return port;
 }
-
-export function positiveIntFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < 1) throw new ConfigError(`${name} must be a positive integer`);
-  return value;
-}
-
-export function nonNegativeIntFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < 0) throw new ConfigError(`${name} must be zero or a positive integer`);
-  return value;
-}

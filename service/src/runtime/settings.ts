@@ -1,0 +1,175 @@
+// The service process's configuration: every environment variable it reads, its default and
+// meaning, and the rule its value must follow, in one schema. loadSettings() checks the
+// environment against it at start-up; docs/configuration.md is generated from it
+// (`npm run docs:config`; a test fails when the document is stale).
+import { z } from "zod";
+import { ConfigError } from "./config.js";
+import { DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_OUTAGE_GRACE_MS, DEFAULT_CACHE_TTL_MS, DEFAULT_FAILURE_THRESHOLD } from "../server.js";
+import { DEFAULT_ROTATION_DAYS } from "../credentials/credential-store.js";
+import { DEFAULT_HEARTBEAT_MS } from "../credentials/invalidation.js";
+import { DEFAULT_PROVIDER_CHECK_TIMEOUT_MS } from "../credentials/provider-check.js";
+
+/** A default as the docs show it. */
+const shown = (value: number) => `\`${value}\``;
+
+/** One environment variable: its schema over the raw text (undefined when unset), and how the docs describe it. */
+interface Setting<T> {
+  schema: z.ZodType<T, string | undefined>;
+  /** The default as the docs show it. */
+  shown: string;
+  meaning: string;
+  /** Documented in the row of another variable (TLS_KEY_FILE with TLS_CERT_FILE). */
+  partOf?: string;
+}
+
+const unset = (raw: string | undefined) => raw === undefined || raw === "";
+
+function integer<F extends number | undefined>(name: string, min: number, max: number, fallback: F, rule: string) {
+  return z
+    .string()
+    .optional()
+    .transform((raw, ctx): number | F => {
+      if (unset(raw)) return fallback;
+      const value = Number(raw);
+      if (!/^\s*\d+\s*$/.test(raw!) || !Number.isInteger(value) || value < min || value > max) {
+        ctx.addIssue({ code: "custom", message: `${name} ${rule}` });
+        return z.NEVER;
+      }
+      return value;
+    });
+}
+
+const port = <F extends number | undefined>(name: string, fallback: F) => integer(name, 0, 65535, fallback, "must be a port number between 0 and 65535");
+const positive = (name: string, fallback: number) => integer(name, 1, Number.MAX_SAFE_INTEGER, fallback, "must be a positive integer");
+const nonNegative = (name: string, fallback: number) => integer(name, 0, Number.MAX_SAFE_INTEGER, fallback, "must be zero or a positive integer");
+const text = () =>
+  z
+    .string()
+    .optional()
+    .transform((raw) => (unset(raw) ? undefined : raw));
+
+function setting<T>(schema: z.ZodType<T, string | undefined>, shown: string, meaning: string): Setting<T> {
+  return { schema, shown, meaning };
+}
+
+/** A variable documented in the row of `row`. */
+function partOf<T>(row: string, schema: z.ZodType<T, string | undefined>): Setting<T> {
+  return { schema, shown: "", meaning: "", partOf: row };
+}
+
+export const SERVICE_SETTINGS = {
+  DATABASE_URL: setting(text(), "embedded PostgreSQL", "`postgres://user:pass@host:5432/db`. When set, nothing is generated and `MASTER_KEY` is required."),
+  MASTER_KEY: setting(
+    text(),
+    "generated locally",
+    "A Fernet key (url-safe base64 of 32 bytes, 44 characters ending in `=`), or a comma-separated list: the first encrypts, all decrypt.",
+  ),
+  SERVICE_ADMIN_TOKEN: setting(text(), "generated locally", "Accepted as an `admin` token (the portal and automation use it). Optional with `DATABASE_URL`."),
+  GRPC_PORT: setting(port("GRPC_PORT", 50051), shown(50051), "gRPC port of the service (`@grpc/grpc-js`)."),
+  CONNECT_PORT: setting(port("CONNECT_PORT", 50052), shown(50052), "Connect, gRPC-Web and gRPC port of the service (`@connectrpc/connect-node`)."),
+  HOST: setting(text(), "`127.0.0.1` on the embedded database, else `0.0.0.0`", "Address to listen on."),
+  TLS_CERT_FILE: setting(text(), "unset", "PEM certificate and key: both ports then serve TLS (the Connect port HTTP/1.1 as well as HTTP/2)."),
+  TLS_KEY_FILE: partOf("TLS_CERT_FILE", text()),
+  TLS_CLIENT_CA_FILE: setting(text(), "unset", "With the two above: mutual TLS, clients must present a certificate signed by this CA."),
+  NODE_ENV: setting(text(), "unset", "`production` refuses to start without `DATABASE_URL` and `MASTER_KEY`, and never generates anything."),
+  DATA_DIR: setting(text(), "`.data`", "Where the embedded database and local secrets live; the command-line tools need the same value."),
+  EMBEDDED_PG_PORT: setting(port("EMBEDDED_PG_PORT", undefined), "54329 or a free port", "Port of the embedded PostgreSQL."),
+  DB_POOL_SIZE: setting(positive("DB_POOL_SIZE", 10), shown(10), "Database connections per process."),
+  SHUTDOWN_TIMEOUT_MS: setting(
+    positive("SHUTDOWN_TIMEOUT_MS", 10_000),
+    shown(10_000),
+    "How long SIGTERM waits for calls in flight before closing connections.",
+  ),
+  LOG_LEVEL: setting(
+    z
+      .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"], {
+        error: "LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent",
+      })
+      .optional(),
+    "`info`",
+    "pino level (`debug`, `info`, `warn`, ...). Logs are JSON lines on stdout.",
+  ),
+  OPENAI_API_KEY: setting(
+    text(),
+    "unset",
+    "Fallback keys used when an organisation has no active credential for the provider (`GOOGLE_API_KEY` when `GEMINI_API_KEY` is not set). Read once at start-up.",
+  ),
+  ANTHROPIC_API_KEY: partOf("OPENAI_API_KEY", text()),
+  GEMINI_API_KEY: partOf("OPENAI_API_KEY", text()),
+  GOOGLE_API_KEY: partOf("OPENAI_API_KEY", text()),
+  FIREWORKS_API_KEY: partOf("OPENAI_API_KEY", text()),
+  RESOLVE_CACHE_MAX_ENTRIES: setting(
+    nonNegative("RESOLVE_CACHE_MAX_ENTRIES", DEFAULT_CACHE_MAX_ENTRIES),
+    shown(DEFAULT_CACHE_MAX_ENTRIES),
+    "Bound of the `ResolveKey` cache in entries (one per organisation and provider resolved, one per team), least recently used out first; `0` turns it off.",
+  ),
+  RESOLVE_CACHE_TTL_MS: setting(
+    positive("RESOLVE_CACHE_TTL_MS", DEFAULT_CACHE_TTL_MS),
+    shown(DEFAULT_CACHE_TTL_MS),
+    "Safety net: a cached resolution older than this (10 minutes) is reloaded even without an invalidation. It bounds only changes made outside the service (SQL by hand).",
+  ),
+  RESOLVE_CACHE_HEARTBEAT_MS: setting(
+    positive("RESOLVE_CACHE_HEARTBEAT_MS", DEFAULT_HEARTBEAT_MS),
+    shown(DEFAULT_HEARTBEAT_MS),
+    "How often the invalidation connection proves it is alive (`select 1`); an answer slower than this counts as a dropped connection.",
+  ),
+  RESOLVE_CACHE_OUTAGE_GRACE_MS: setting(
+    nonNegative("RESOLVE_CACHE_OUTAGE_GRACE_MS", DEFAULT_CACHE_OUTAGE_GRACE_MS),
+    shown(DEFAULT_CACHE_OUTAGE_GRACE_MS),
+    "While PostgreSQL is unreachable, how long cached resolutions (and tokens) go on being served after the outage began; `0` serves nothing from the cache during an outage.",
+  ),
+  ADMIN_EMAIL: setting(text(), "unset", "Create the first portal administrator at start-up when there is none (password at least 12 characters)."),
+  ADMIN_PASSWORD: partOf("ADMIN_EMAIL", text()),
+  METRICS_PORT: setting(
+    port("METRICS_PORT", undefined),
+    "unset (`9464` with `npm start`)",
+    "Serve Prometheus metrics on this port (`0` picks a free one); unset, none are served.",
+  ),
+  FAILURE_THRESHOLD: setting(
+    positive("FAILURE_THRESHOLD", DEFAULT_FAILURE_THRESHOLD),
+    shown(DEFAULT_FAILURE_THRESHOLD),
+    "Consecutive authentication or quota failures (`ReportKeyFailure`) that mark a credential failing.",
+  ),
+  ROTATION_DAYS: setting(
+    positive("ROTATION_DAYS", DEFAULT_ROTATION_DAYS),
+    shown(DEFAULT_ROTATION_DAYS),
+    'Keys set longer ago than this are flagged "rotation due".',
+  ),
+  HEAP_GROWING_PERCENT: setting(
+    nonNegative("HEAP_GROWING_PERCENT", 100),
+    shown(100),
+    "How far V8's heap may grow past the live data before a full collection (`0`: V8 decides, more memory, more throughput); see [performance](performance.md).",
+  ),
+  KEY_CHECK_TIMEOUT_MS: setting(
+    positive("KEY_CHECK_TIMEOUT_MS", DEFAULT_PROVIDER_CHECK_TIMEOUT_MS),
+    shown(DEFAULT_PROVIDER_CHECK_TIMEOUT_MS),
+    "Budget of one check of a key against its provider (`VerifyCredential`, verify before saving).",
+  ),
+};
+
+type Settings = typeof SERVICE_SETTINGS;
+export type ServiceSettings = { [K in keyof Settings]: Settings[K] extends Setting<infer T> ? T : never };
+
+const schema = z.object(
+  Object.fromEntries(Object.entries(SERVICE_SETTINGS).map(([name, s]) => [name, s.schema])) as { [K in keyof Settings]: Settings[K]["schema"] },
+);
+
+/** The service's settings from the environment; a ConfigError naming the first variable that breaks its rule. */
+export function loadSettings(env: NodeJS.ProcessEnv): ServiceSettings {
+  const picked = Object.fromEntries(Object.keys(SERVICE_SETTINGS).map((name) => [name, env[name]]));
+  const result = schema.safeParse(picked);
+  if (!result.success) throw new ConfigError(result.error.issues[0].message);
+  return result.data as ServiceSettings;
+}
+
+/** The settings as the table of docs/configuration.md: one row per variable, or per group of variables documented together. */
+export function settingsTable(): string {
+  const all = Object.entries(SERVICE_SETTINGS) as Array<[string, Setting<unknown>]>;
+  const rows = ["| variable | default | meaning |", "| --- | --- | --- |"];
+  for (const [name, s] of all) {
+    if (s.partOf !== undefined) continue;
+    const names = [name, ...all.filter(([, other]) => other.partOf === name).map(([other]) => other)];
+    rows.push(`| ${names.map((n) => `\`${n}\``).join(", ")} | ${s.shown} | ${s.meaning} |`);
+  }
+  return rows.join("\n");
+}
