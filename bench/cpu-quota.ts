@@ -74,7 +74,8 @@ export function createCpuQuota(percent: number, periodUs = 10_000): CpuQuota | {
     try {
       if (version === 2) {
         if (!(read(path.join(root, "cgroup.controllers")) ?? "").split(/\s+/).includes("cpu")) throw new Error("the cpu controller is not available");
-        if (!(read(path.join(root, "cgroup.subtree_control")) ?? "").split(/\s+/).includes("cpu")) writeFileSync(path.join(root, "cgroup.subtree_control"), "+cpu");
+        if (!(read(path.join(root, "cgroup.subtree_control")) ?? "").split(/\s+/).includes("cpu"))
+          writeFileSync(path.join(root, "cgroup.subtree_control"), "+cpu");
       }
       mkdirSync(dir);
       try {

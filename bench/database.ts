@@ -90,4 +90,3 @@ export async function openBenchDatabase(log: (line: string) => void): Promise<Be
   }
   return { url: url.toString(), embedded, version, postmasterPid };
 }
-

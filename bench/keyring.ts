@@ -21,7 +21,10 @@ const ours = () => decryptFernet(key, token).toString("utf8");
 // ttl: 0, or the package refuses tokens older than 60 s (its default).
 const npm = () => new fernet.Token({ secret, token, ttl: 0 }).decode();
 
-for (const [name, fn] of [["ours", ours], ["npm fernet", npm]] as const) {
+for (const [name, fn] of [
+  ["ours", ours],
+  ["npm fernet", npm],
+] as const) {
   if (fn() !== plaintext) throw new Error(`${name} decrypted the token to something else`);
 }
 
@@ -36,7 +39,6 @@ function perSecond(fn: () => string): number {
   }
   return n / ((now - start) / 1000);
 }
-
 
 // Warm both up, then alternate rounds so that neither gets a quieter moment of the machine.
 perSecond(ours);

@@ -96,7 +96,10 @@ export function grpcPages(target: string, organizationId: string, adminToken: st
   };
 }
 
-export async function measureListing(fetchPage: FetchPage, options: { repetitions: number; pageSize: number; path: "rest" | "grpc"; pathLabel: string }): Promise<ListingResult> {
+export async function measureListing(
+  fetchPage: FetchPage,
+  options: { repetitions: number; pageSize: number; path: "rest" | "grpc"; pathLabel: string },
+): Promise<ListingResult> {
   // The cursor of page 200: walk pages 1..199 once.
   const first = await fetchPage("");
   let cursor = first.next;

@@ -234,9 +234,11 @@ export interface TargetRow {
   result: string;
 }
 
-const fmt = (n: number | undefined, digits = 0) => (n === undefined || !Number.isFinite(n) ? "—" : n.toLocaleString("en", { minimumFractionDigits: digits, maximumFractionDigits: digits }));
+const fmt = (n: number | undefined, digits = 0) =>
+  n === undefined || !Number.isFinite(n) ? "—" : n.toLocaleString("en", { minimumFractionDigits: digits, maximumFractionDigits: digits });
 const ms = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "—" : n < 10 ? n.toFixed(2) : n.toFixed(1));
-const pctWait = (cpu: number | undefined, wait: number | undefined) => (cpu === undefined ? "—" : `${fmt(cpu)}%${wait === undefined ? "" : ` (${fmt(wait)}%)`}`);
+const pctWait = (cpu: number | undefined, wait: number | undefined) =>
+  cpu === undefined ? "—" : `${fmt(cpu)}%${wait === undefined ? "" : ` (${fmt(wait)}%)`}`;
 const cores = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "—" : n.toFixed(2));
 const ratio = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "—" : n.toFixed(2));
 
@@ -320,9 +322,24 @@ export function evaluateTargets(r: Omit<Results, "targets" | "markdown">): Targe
     };
   };
   const pooled = panel?.pooled;
-  const hotBare = judged("hotBare", per(hot, bare), `${fmt(pooled?.hot.callsPerSec)} ÷ ${fmt(pooled?.bare.callsPerSec)}`, `${fmt(hot?.callsPerSec)} ÷ ${fmt(bare?.callsPerSec)}`);
-  rows.push({ figure: `(b) hot set, calls/s ÷ bare grpc-js floor (${top} in flight)`, measured: hotBare.measured, target: "≥ 0.75", result: atLeast(hotBare.value, 0.75) });
-  const hotOwn = judged("hotCheck", per(hot, own), `${fmt(pooled?.hot.callsPerSec)} ÷ ${fmt(pooled?.check.callsPerSec)}`, `${fmt(hot?.callsPerSec)} ÷ ${fmt(own?.callsPerSec)}`);
+  const hotBare = judged(
+    "hotBare",
+    per(hot, bare),
+    `${fmt(pooled?.hot.callsPerSec)} ÷ ${fmt(pooled?.bare.callsPerSec)}`,
+    `${fmt(hot?.callsPerSec)} ÷ ${fmt(bare?.callsPerSec)}`,
+  );
+  rows.push({
+    figure: `(b) hot set, calls/s ÷ bare grpc-js floor (${top} in flight)`,
+    measured: hotBare.measured,
+    target: "≥ 0.75",
+    result: atLeast(hotBare.value, 0.75),
+  });
+  const hotOwn = judged(
+    "hotCheck",
+    per(hot, own),
+    `${fmt(pooled?.hot.callsPerSec)} ÷ ${fmt(pooled?.check.callsPerSec)}`,
+    `${fmt(hot?.callsPerSec)} ÷ ${fmt(own?.callsPerSec)}`,
+  );
   rows.push({ figure: `(b) hot set, calls/s ÷ our service's Check (${top})`, measured: hotOwn.measured, target: "≥ 0.90", result: atLeast(hotOwn.value, 0.9) });
   const p99 = judged(
     "hotP99Bare",
@@ -331,8 +348,18 @@ export function evaluateTargets(r: Omit<Results, "targets" | "markdown">): Targe
     `${ms(hot?.p99Ms)} ms ÷ ${ms(bare?.p99Ms)} ms`,
   );
   rows.push({ figure: `(b) hot set, p99 ÷ bare floor's p99 (${top})`, measured: p99.measured, target: "≤ 1.25", result: atMost(p99.value, 1.25) });
-  const uni = judged("uniformBare", per(uniform, bare), `${fmt(pooled?.uniform.callsPerSec)} ÷ ${fmt(pooled?.bare.callsPerSec)}`, `${fmt(uniform?.callsPerSec)} ÷ ${fmt(bare?.callsPerSec)}`);
-  rows.push({ figure: `(c) uniform over all scopes, calls/s ÷ bare floor (${top})`, measured: uni.measured, target: "≥ 0.70", result: atLeast(uni.value, 0.7) });
+  const uni = judged(
+    "uniformBare",
+    per(uniform, bare),
+    `${fmt(pooled?.uniform.callsPerSec)} ÷ ${fmt(pooled?.bare.callsPerSec)}`,
+    `${fmt(uniform?.callsPerSec)} ÷ ${fmt(bare?.callsPerSec)}`,
+  );
+  rows.push({
+    figure: `(c) uniform over all scopes, calls/s ÷ bare floor (${top})`,
+    measured: uni.measured,
+    target: "≥ 0.70",
+    result: atLeast(uni.value, 0.7),
+  });
   // (d) runs on its own service process (cache off), after the panel's bare server has stopped: sequential figures.
   const nc = per(nocache, bare);
   rows.push({
@@ -351,7 +378,12 @@ export function evaluateTargets(r: Omit<Results, "targets" | "markdown">): Targe
   ];
   const errors = loadCases.reduce((sum, c) => sum + c.errors + c.stuck, 0);
   const calls = loadCases.reduce((sum, c) => sum + c.calls, 0);
-  rows.push({ figure: `errors in all load cases${panel ? " (side-by-side rounds included)" : ""}`, measured: `${fmt(errors)} of ${fmt(calls)} calls`, target: "0", result: errors === 0 ? "PASS" : "MISS" });
+  rows.push({
+    figure: `errors in all load cases${panel ? " (side-by-side rounds included)" : ""}`,
+    measured: `${fmt(errors)} of ${fmt(calls)} calls`,
+    target: "0",
+    result: errors === 0 ? "PASS" : "MISS",
+  });
 
   if (r.connect) {
     const connectTop = findCase(r.cases, "connect-hot", top);
@@ -365,9 +397,19 @@ export function evaluateTargets(r: Omit<Results, "targets" | "markdown">): Targe
   }
   if (r.invalidation) {
     const inv = r.invalidation;
-    rows.push({ figure: "invalidation across replicas, p99", measured: `${ms(inv.p99Ms)} ms (p50 ${ms(inv.p50Ms)} ms)`, target: "≤ 100 ms", result: atMost(inv.p99Ms, 100) });
+    rows.push({
+      figure: "invalidation across replicas, p99",
+      measured: `${ms(inv.p99Ms)} ms (p50 ${ms(inv.p50Ms)} ms)`,
+      target: "≤ 100 ms",
+      result: atMost(inv.p99Ms, 100),
+    });
     rows.push({ figure: "invalidation across replicas, max", measured: `${ms(inv.maxMs)} ms`, target: "≤ 1,000 ms", result: atMost(inv.maxMs, 1000) });
-    rows.push({ figure: "invalidation trials converged", measured: `${inv.converged} of ${inv.trials}`, target: "100 of 100", result: inv.trials >= 100 && inv.converged === inv.trials ? "PASS" : inv.converged === inv.trials ? "PASS (fewer trials)" : "MISS" });
+    rows.push({
+      figure: "invalidation trials converged",
+      measured: `${inv.converged} of ${inv.trials}`,
+      target: "100 of 100",
+      result: inv.trials >= 100 && inv.converged === inv.trials ? "PASS" : inv.converged === inv.trials ? "PASS (fewer trials)" : "MISS",
+    });
   }
   if (r.listing) {
     const l = r.listing;
@@ -397,12 +439,20 @@ export function evaluateTargets(r: Omit<Results, "targets" | "markdown">): Targe
     const errors = m.fillErrors ? `, ${fmt(m.fillErrors)} errors in the fill` : "";
     let result: string;
     if (r.quick) result = `— (--quick: ${count === undefined ? `${fmt(m.entries)} resolutions` : `${fmt(count)} entries`} only)`;
-    else if (count === undefined) result = `— (cache entries not read from the service${m.cacheEntriesError ? `: ${m.cacheEntriesError}` : ""}; RSS alone: ${rss}${errors})`;
-    else if (count < MEMORY_MIN_ENTRIES) result = rss === "PASS" ? `— (only ${fmt(count)} entries cached, fewer than ${fmt(MEMORY_MIN_ENTRIES)}${errors})` : `${rss} with only ${fmt(count)} entries cached`;
+    else if (count === undefined)
+      result = `— (cache entries not read from the service${m.cacheEntriesError ? `: ${m.cacheEntriesError}` : ""}; RSS alone: ${rss}${errors})`;
+    else if (count < MEMORY_MIN_ENTRIES)
+      result =
+        rss === "PASS"
+          ? `— (only ${fmt(count)} entries cached, fewer than ${fmt(MEMORY_MIN_ENTRIES)}${errors})`
+          : `${rss} with only ${fmt(count)} entries cached`;
     else if (m.fillErrors) result = `— (${fmt(m.fillErrors)} errors in the fill; RSS alone: ${rss})`;
     else result = rss;
     rows.push({
-      figure: count === undefined ? `service RSS after ${fmt(m.entries)} distinct resolutions (cache entries not read)` : `service RSS with ${fmt(count)} cached entries (count read from the service)`,
+      figure:
+        count === undefined
+          ? `service RSS after ${fmt(m.entries)} distinct resolutions (cache entries not read)`
+          : `service RSS with ${fmt(count)} cached entries (count read from the service)`,
       measured:
         `${fmt(mb(worstMiB))} MB = ${fmt(worstMiB)} MiB (${fmt(m.rssAfterMiB)} MiB 1 s after the fill, ${fmt(m.rssSettledMiB)} MiB after ${m.settleSeconds} s idle; ` +
         `${fmt(m.rssBeforeMiB)} MiB before it; peak ${fmt(m.peakMiB)} MiB); ` +
@@ -472,9 +522,7 @@ export function evaluateTargets(r: Omit<Results, "targets" | "markdown">): Targe
     const serverLimited = serviceCases.every((c) => (c.serverBusyPct ?? 0) >= 85 && (c.generatorBusyPct ?? 100) < 90);
     rows.push({
       figure: `load generator not the bottleneck: ResolveKey cases (${top} in flight)`,
-      measured: serviceCases
-        .map((c) => `${c.group}: server busy ${fmt(c.serverBusyPct)}% / generator ${fmt(c.generatorBusyPct)}%`)
-        .join("; "),
+      measured: serviceCases.map((c) => `${c.group}: server busy ${fmt(c.serverBusyPct)}% / generator ${fmt(c.generatorBusyPct)}%`).join("; "),
       target: "server ≥ 85% busy, generator < 90%",
       result: serverLimited ? "PASS" : "CHECK",
     });
@@ -489,12 +537,17 @@ export function renderMarkdown(r: Omit<Results, "markdown">): string {
   lines.push("");
   lines.push(
     `Machine: ${m.cpuModel}, ${m.cores} cores, ${fmt(m.memoryGiB, 1)} GiB; Linux ${m.kernel}; Node.js ${m.node}; ${m.postgres} (${m.database}); ` +
-      `${Object.entries(m.packages).map(([k, v]) => `${k} ${v}`).join(", ")}. ${m.pinning} Load average at start: ${m.loadAverageAtStart.map((x) => x.toFixed(2)).join(" ")}` +
+      `${Object.entries(m.packages)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(", ")}. ${m.pinning} Load average at start: ${m.loadAverageAtStart.map((x) => x.toFixed(2)).join(" ")}` +
       `${m.otherCoresAtStart === undefined ? "" : `; other processes used ${m.otherCoresAtStart.toFixed(2)} cores just before the run`}.` +
       `${m.serviceNodeFlags === undefined ? "" : ` The service processes ran with \`node ${m.serviceNodeFlags.join(" ")}\` (as npm start runs a service with one core).`}`,
   );
   const panelCases = r.panel?.rounds.flatMap((round) => PANEL_CASES.map((name) => round.cases[name])) ?? [];
-  const others = [...r.cases, ...panelCases].map((c) => c.otherCores).filter((x): x is number => x !== undefined).sort((a, b) => a - b);
+  const others = [...r.cases, ...panelCases]
+    .map((c) => c.otherCores)
+    .filter((x): x is number => x !== undefined)
+    .sort((a, b) => a - b);
   const medianOthers = others.length ? others[Math.floor(others.length / 2)] : undefined;
   if (medianOthers !== undefined) {
     lines.push("");
@@ -512,7 +565,7 @@ export function renderMarkdown(r: Omit<Results, "markdown">): string {
       `${r.seed.memoryOrganizations === undefined ? "" : ` and ${fmt(r.seed.memoryOrganizations)} organisations with ${fmt(r.seed.memoryCredentials)} credentials (one active per provider) used only by the memory fill`}; ` +
       `seeded in ${r.seed.seconds.toFixed(1)} s. ` +
       `Each case: ${r.settings.warmupMs / 1000} s warm-up, ${r.settings.durationMs / 1000} s measured, closed loop at a fixed number of calls in flight. ` +
-        `Service: \`${r.settings.serviceCommand ?? "node --import tsx service/src/main.ts"}\`, HEAP_GROWING_PERCENT ${r.settings.heapGrowingPercent ?? "unset (the service's default, 100)"}.`,
+      `Service: \`${r.settings.serviceCommand ?? "node --import tsx service/src/main.ts"}\`, HEAP_GROWING_PERCENT ${r.settings.heapGrowingPercent ?? "unset (the service's default, 100)"}.`,
   );
   lines.push("");
   lines.push("#### Targets (issue 5)");
@@ -528,18 +581,25 @@ export function renderMarkdown(r: Omit<Results, "markdown">): string {
   lines.push("");
   lines.push(
     "CPU columns: % of one core used by the process, and in brackets % of the window its main thread sat runnable waiting for a core; " +
-      "\"others\": cores' worth of CPU used by processes outside the benchmark; \"pg\": the benchmark's embedded PostgreSQL " +
-      "(with BENCH_DATABASE_URL it is not measured and counts in \"others\").",
+      '"others": cores\' worth of CPU used by processes outside the benchmark; "pg": the benchmark\'s embedded PostgreSQL ' +
+      '(with BENCH_DATABASE_URL it is not measured and counts in "others").',
   );
   lines.push("");
-  lines.push("| case | server | client | in flight | calls/s | p50 ms | p99 ms | errors | server CPU (wait) | server µs/call | generator CPU (wait) | pg | others | ÷ bare floor | ÷ service Check |");
+  lines.push(
+    "| case | server | client | in flight | calls/s | p50 ms | p99 ms | errors | server CPU (wait) | server µs/call | generator CPU (wait) | pg | others | ÷ bare floor | ÷ service Check |",
+  );
   lines.push("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (const c of r.cases) {
     const bare = findCase(r.cases, "floor-bare", c.inFlight);
     const own = findCase(r.cases, "floor-service", c.inFlight);
     const relative = ["hot", "uniform", "nocache", "connect-hot"].includes(c.group);
     const client = `${c.protocol === "grpc" ? "grpc-js" : "Connect (JSON)"}${c.generators > 1 ? ` ×${c.generators}` : ""}${(c.attempts ?? 1) > 1 ? ` (best of ${c.attempts})` : ""}`;
-    const errors = c.errors + c.stuck === 0 ? "0" : `${fmt(c.errors + c.stuck)} (${Object.entries(c.errorCodes).map(([k, v]) => `${k} ${v}`).join(", ")}${c.stuck ? `, ${c.stuck} stuck` : ""})`;
+    const errors =
+      c.errors + c.stuck === 0
+        ? "0"
+        : `${fmt(c.errors + c.stuck)} (${Object.entries(c.errorCodes)
+            .map(([k, v]) => `${k} ${v}`)
+            .join(", ")}${c.stuck ? `, ${c.stuck} stuck` : ""})`;
     lines.push(
       `| ${c.label} | ${c.server} | ${client} | ${c.inFlight} | ${fmt(c.callsPerSec)} | ${ms(c.p50Ms)} | ${ms(c.p99Ms)} | ${errors} | ` +
         `${pctWait(c.serverCpuPct, c.serverWaitPct)} | ${fmt(c.serverCpuUsPerCall)} | ${pctWait(c.generatorCpuPct, c.generatorWaitPct)} | ${cores(c.postgresCores)} | ${cores(c.otherCores)} | ` +
@@ -577,7 +637,9 @@ export function renderMarkdown(r: Omit<Results, "markdown">): string {
         (mem.cacheEntries === undefined
           ? `Cache entries: not read from the service${mem.cacheEntriesError ? ` (${mem.cacheEntriesError})` : ""}.`
           : `Cache entries: the service reported ${fmt(mem.cacheEntries)} (provider_credentials_cache_entries on its /metrics, read after both RSS readings)` +
-            (mem.cacheBytes === undefined ? "." : `, held in ${(mem.cacheBytes / 2 ** 20).toFixed(1)} MiB outside the JavaScript heap (provider_credentials_cache_bytes).`)) +
+            (mem.cacheBytes === undefined
+              ? "."
+              : `, held in ${(mem.cacheBytes / 2 ** 20).toFixed(1)} MiB outside the JavaScript heap (provider_credentials_cache_bytes).`)) +
         (expected
           ? ` With one entry per organisation/provider (shared by the organisation and its teams) and one link per team, the fill makes ` +
             `${fmt(expected.memoryOrganizationResolutions)} memory-organisation resolutions + ${fmt(expected.organizationResolutions)} organisation resolutions + ` +
@@ -586,7 +648,9 @@ export function renderMarkdown(r: Omit<Results, "markdown">): string {
     );
   }
   if (r.keyring) {
-    lines.push(`Keyring: ${fmt(r.keyring.oursPerSec)} decrypts/s (node:crypto Fernet) vs ${fmt(r.keyring.npmPerSec)}/s (npm fernet 0.4.0, ttl 0), same token, one process.`);
+    lines.push(
+      `Keyring: ${fmt(r.keyring.oursPerSec)} decrypts/s (node:crypto Fernet) vs ${fmt(r.keyring.npmPerSec)}/s (npm fernet 0.4.0, ttl 0), same token, one process.`,
+    );
   }
   if (r.connect) {
     lines.push(`Connect protocol calls went to ${r.connect.target}${r.connect.separatePort ? " (CONNECT_PORT)" : " (GRPC_PORT: no separate Connect port)"}.`);
@@ -622,7 +686,11 @@ function renderPanel(p: SidePanel | ServerBoundPanel): string[] {
   const lines: string[] = [];
   const n = p.rounds.length;
   const bound = "quota" in p ? p : undefined;
-  lines.push(bound ? `#### Side by side, server-bound: servers held to ${bound.quota.percent}% of a core (${p.inFlight} in flight)` : `#### Side by side, a core each (${p.inFlight} in flight)`);
+  lines.push(
+    bound
+      ? `#### Side by side, server-bound: servers held to ${bound.quota.percent}% of a core (${p.inFlight} in flight)`
+      : `#### Side by side, a core each (${p.inFlight} in flight)`,
+  );
   lines.push("");
   if (bound) {
     lines.push(
@@ -640,7 +708,7 @@ function renderPanel(p: SidePanel | ServerBoundPanel): string[] {
       "A round's ratios compare figures measured seconds apart, where the sequential cases above are minutes apart on a machine whose speed drifts; " +
       `the targets for (b) and (c) against the floors are the medians over the rounds${n % 2 === 0 ? " (the mean of the middle two)" : ""}. ` +
       "Pooled: each case's calls over its total measured time, percentiles of its rounds' merged histograms. " +
-      "\"bare\": Health/Check on the bare grpc-js server; \"Check\": Health/Check on our service (grpc-health-check, on grpc-js's own call path); (b) hot set and (c) uniform: ResolveKey on our service (cache on; grpc-js's own call path too).",
+      '"bare": Health/Check on the bare grpc-js server; "Check": Health/Check on our service (grpc-health-check, on grpc-js\'s own call path); (b) hot set and (c) uniform: ResolveKey on our service (cache on; grpc-js\'s own call path too).',
   );
   if (p.bareIdle) {
     const pct = (p.bareIdle.cpuMs / p.bareIdle.wallMs) * 100;

@@ -86,8 +86,36 @@ const quick = process.argv.includes("--quick");
 // 120,000 pairs of allPairs() permuted) the cold fill resolves; all of them in a full run: 100,000 cache entries.
 // panel*: the side-by-side rounds at the top in-flight level (see sidePanel()).
 const settings = quick
-  ? { warmupMs: 300, durationMs: 1_000, inFlight: [1, 16, 64], invalidationTrials: 100, listingRepetitions: 5, fillPairs: 3_000, settleSeconds: 2, keyringRoundMs: 300, keyringRounds: 3, retries: 0, panelRounds: 2, panelWarmupMs: 300, panelDurationMs: 1_000 }
-  : { warmupMs: 2_000, durationMs: 10_000, inFlight: [1, 16, 64], invalidationTrials: 100, listingRepetitions: 20, fillPairs: fillPairs().length, settleSeconds: 10, keyringRoundMs: 2_000, keyringRounds: 3, retries: 2, panelRounds: 8, panelWarmupMs: 1_000, panelDurationMs: 3_000 };
+  ? {
+      warmupMs: 300,
+      durationMs: 1_000,
+      inFlight: [1, 16, 64],
+      invalidationTrials: 100,
+      listingRepetitions: 5,
+      fillPairs: 3_000,
+      settleSeconds: 2,
+      keyringRoundMs: 300,
+      keyringRounds: 3,
+      retries: 0,
+      panelRounds: 2,
+      panelWarmupMs: 300,
+      panelDurationMs: 1_000,
+    }
+  : {
+      warmupMs: 2_000,
+      durationMs: 10_000,
+      inFlight: [1, 16, 64],
+      invalidationTrials: 100,
+      listingRepetitions: 20,
+      fillPairs: fillPairs().length,
+      settleSeconds: 10,
+      keyringRoundMs: 2_000,
+      keyringRounds: 3,
+      retries: 2,
+      panelRounds: 8,
+      panelWarmupMs: 1_000,
+      panelDurationMs: 3_000,
+    };
 // `--in-flight 64` (comma-separated): only these levels, e.g. to compare settings faster; the report marks the run.
 // The side-by-side panel runs at the highest of them.
 /** BENCH_SERVER_QUOTA: the servers' share of a core in the server-bound panel, in percent; "off" (or 0) skips that panel. */
@@ -101,7 +129,8 @@ const SERVER_QUOTA = (() => {
 const inFlightArg = process.argv.indexOf("--in-flight");
 if (inFlightArg > 0) {
   const levels = (process.argv[inFlightArg + 1] ?? "").split(",").map(Number);
-  if (levels.length === 0 || levels.some((n) => !Number.isInteger(n) || n < 1)) throw new Error("--in-flight takes positive integers, e.g. --in-flight 64 or --in-flight 1,64");
+  if (levels.length === 0 || levels.some((n) => !Number.isInteger(n) || n < 1))
+    throw new Error("--in-flight takes positive integers, e.g. --in-flight 64 or --in-flight 1,64");
   settings.inFlight = levels;
 }
 const TOP = Math.max(...settings.inFlight);
@@ -172,7 +201,11 @@ const ENV_FALLBACKS = {
 function serviceBaseEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   for (const name of Object.keys(env)) {
-    if (/^(DATABASE_URL|MASTER_KEY|SERVICE_ADMIN_TOKEN|ADMIN_EMAIL|ADMIN_PASSWORD|DATA_DIR|EMBEDDED_PG_PORT|GRPC_PORT|CONNECT_PORT|METRICS_PORT|HOST|LOG_LEVEL|RESOLVE_CACHE_.*|DB_POOL_SIZE|GOOGLE_API_KEY|.*_API_KEY)$/.test(name)) {
+    if (
+      /^(DATABASE_URL|MASTER_KEY|SERVICE_ADMIN_TOKEN|ADMIN_EMAIL|ADMIN_PASSWORD|DATA_DIR|EMBEDDED_PG_PORT|GRPC_PORT|CONNECT_PORT|METRICS_PORT|HOST|LOG_LEVEL|RESOLVE_CACHE_.*|DB_POOL_SIZE|GOOGLE_API_KEY|.*_API_KEY)$/.test(
+        name,
+      )
+    ) {
       delete env[name];
     }
   }
@@ -289,7 +322,8 @@ async function stopService(service: Service): Promise<void> {
   await service.process.stop(10_000);
   const exit = service.process.exit;
   serviceExits.push({ service: service.name, code: exit?.code ?? null, signal: exit?.signal ?? null, ms: Math.round(performance.now() - started) });
-  if (exit && exit.code !== 0) log(`note: ${service.name} exited with code ${exit.code} (signal ${exit.signal}) ${Math.round(performance.now() - started)} ms after SIGTERM`);
+  if (exit && exit.code !== 0)
+    log(`note: ${service.name} exited with code ${exit.code} (signal ${exit.signal}) ${Math.round(performance.now() - started)} ms after SIGTERM`);
 }
 
 // ---------------------------------------------------------------- load generators
@@ -383,7 +417,12 @@ async function runOnce(spec: CaseSpec, seed: number): Promise<{ result: CaseResu
   const protocol = spec.protocol ?? "grpc";
   let before: Snapshot | undefined;
   let after: Snapshot | undefined;
-  const take = () => snapshot(spec.server.pid, gens.map((g) => g.process.pid), postmasterPid);
+  const take = () =>
+    snapshot(
+      spec.server.pid,
+      gens.map((g) => g.process.pid),
+      postmasterPid,
+    );
   const perGenerator = Math.max(1, Math.round(spec.inFlight / gens.length));
   const results = await Promise.all(
     gens.map((g, i) =>
@@ -544,13 +583,21 @@ async function serverBoundPanel(specs: Record<PanelCaseName, CaseSpec>, pids: nu
     // quota leaves to the servers (measured: the floor fell to ×0.77), and a client that needed more CPU would not
     // gain from it either way. What it adds is a second process, connection and event loop.
     const second = await Generator.start("generator-3", GENERATOR_CORE);
-    const two = await runOnce({ ...floorSpec, tag: "[server-bound]", label: "(a) bare grpc-js, 2 generators", generators: [generators[0], second] }, 20_010).finally(() =>
-      second.process.stop(),
-    );
+    const two = await runOnce(
+      { ...floorSpec, tag: "[server-bound]", label: "(a) bare grpc-js, 2 generators", generators: [generators[0], second] },
+      20_010,
+    ).finally(() => second.process.stop());
     two.result.id = `server-bound-floor-${TOP}-x2`;
-    log(`server-bound: bare floor ×${(two.result.callsPerSec / one.result.callsPerSec).toFixed(2)} with a second generator process (≤ ×1.10: the servers are the bottleneck)`);
+    log(
+      `server-bound: bare floor ×${(two.result.callsPerSec / one.result.callsPerSec).toFixed(2)} with a second generator process (≤ ×1.10: the servers are the bottleneck)`,
+    );
     const panel = await sidePanel(specs, TOP, "server-bound", "server-bound");
-    return { ...panel, quota: { percent: quota.percent, periodUs: quota.periodUs, mechanism: quota.mechanism }, oneGenerator: one.result, twoGenerators: two.result };
+    return {
+      ...panel,
+      quota: { percent: quota.percent, periodUs: quota.periodUs, mechanism: quota.mechanism },
+      oneGenerator: one.result,
+      twoGenerators: two.result,
+    };
   } finally {
     quota.remove();
   }
@@ -562,14 +609,24 @@ async function connectCorrectness(service: Service, token: string): Promise<Conn
   const connect = createClient(CredentialService, createConnectTransport({ baseUrl: `http://${service.connectTarget}`, httpVersion: "2" }));
   const grpcClient = credentialClient(service.grpcTarget);
   const metadata = bearer(token);
-  const providers: Record<string, number> = { PROVIDER_OPENAI: Provider.OPENAI, PROVIDER_ANTHROPIC: Provider.ANTHROPIC, PROVIDER_GEMINI: Provider.GEMINI, PROVIDER_FIREWORKS: Provider.FIREWORKS };
+  const providers: Record<string, number> = {
+    PROVIDER_OPENAI: Provider.OPENAI,
+    PROVIDER_ANTHROPIC: Provider.ANTHROPIC,
+    PROVIDER_GEMINI: Provider.GEMINI,
+    PROVIDER_FIREWORKS: Provider.FIREWORKS,
+  };
   const sources: Record<number, string> = { [KeySource.ORGANIZATION]: "KEY_SOURCE_ORGANIZATION", [KeySource.ENVIRONMENT]: "KEY_SOURCE_ENVIRONMENT" };
   let mismatches = 0;
   let firstMismatch: string | undefined;
   const pairs: ResolveRequest[] = hotPairs();
   try {
     for (const pair of pairs) {
-      const viaGrpc = await call<{ api_key: string; source: string; credential_id?: string; organization_id: string; api_base?: string }>(grpcClient, "ResolveKey", pair, metadata);
+      const viaGrpc = await call<{ api_key: string; source: string; credential_id?: string; organization_id: string; api_base?: string }>(
+        grpcClient,
+        "ResolveKey",
+        pair,
+        metadata,
+      );
       const scope = "team_id" in pair ? { case: "teamId" as const, value: pair.team_id } : { case: "organizationId" as const, value: pair.organization_id };
       const viaConnect = await connect.resolveKey({ scope, provider: providers[pair.provider] }, { headers: { authorization: `Bearer ${token}` } });
       const same =
@@ -617,7 +674,9 @@ async function adminWrites(service: Service, adminToken: string, organizationId:
 }
 
 async function measureKeyring(): Promise<KeyringResult> {
-  const proc = startTsx("keyring", "bench/keyring.ts", [JSON.stringify({ roundMs: settings.keyringRoundMs, rounds: settings.keyringRounds })], { core: GENERATOR_CORE });
+  const proc = startTsx("keyring", "bench/keyring.ts", [JSON.stringify({ roundMs: settings.keyringRoundMs, rounds: settings.keyringRounds })], {
+    core: GENERATOR_CORE,
+  });
   const line = await proc.waitForLine((l) => l.startsWith("{"), 120_000, "keyring result");
   await proc.exited;
   return JSON.parse(line) as KeyringResult;
@@ -744,9 +803,13 @@ async function main(): Promise<void> {
   const idle = cpuBetween(idleBefore, snapshot(undefined, [], postmasterPid));
   const machine = { ...describeMachine(database.version, database.embedded), otherCoresAtStart: idle.otherCores };
   if ((idle.otherCores ?? 0) > 0.15) {
-    log(`warning: other processes are using ${idle.otherCores?.toFixed(2)} of ${machine.cores} cores: figures will be lower and noisier than on a quiet machine`);
+    log(
+      `warning: other processes are using ${idle.otherCores?.toFixed(2)} of ${machine.cores} cores: figures will be lower and noisier than on a quiet machine`,
+    );
   }
-  log(`machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB.toFixed(1)} GiB, Node.js ${machine.node}, ${machine.postgres}; ${machine.pinning}`);
+  log(
+    `machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB.toFixed(1)} GiB, Node.js ${machine.node}, ${machine.postgres}; ${machine.pinning}`,
+  );
 
   const masterKey = generateMasterKey();
   const adminToken = generateToken();
@@ -766,7 +829,14 @@ async function main(): Promise<void> {
     await runCase({ group: "floor-bare", label: "(a) Health/Check, bare grpc-js", server: bareServer, workload: { kind: "health" }, inFlight });
   }
   // Is the generator the bottleneck? The same total in flight from two generator processes (cores 1 and 0).
-  await runCase({ group: "floor-bare-2gen", label: "(a) Health/Check, bare grpc-js, 2 generators", server: bareServer, workload: { kind: "health" }, inFlight: TOP, generators });
+  await runCase({
+    group: "floor-bare-2gen",
+    label: "(a) Health/Check, bare grpc-js, 2 generators",
+    server: bareServer,
+    workload: { kind: "health" },
+    inFlight: TOP,
+    generators,
+  });
   const bareMemory = memoryMiB(bare.pid);
   // The bare server stays up (idle, on the service's core) for the side-by-side panel; how much CPU it takes
   // meanwhile is recorded, to show that it does not weigh on the service's figures.
@@ -791,35 +861,68 @@ async function main(): Promise<void> {
       `cache entries (provider_credentials_cache_entries): ${memory.cacheEntries?.toLocaleString("en") ?? "unknown"}`,
   );
   for (const inFlight of settings.inFlight) {
-    await runCase({ group: "uniform", label: "(c) ResolveKey, uniform", server: cachedServer, workload: { kind: "resolve", set: "uniform" }, token: resolveToken, inFlight });
+    await runCase({
+      group: "uniform",
+      label: "(c) ResolveKey, uniform",
+      server: cachedServer,
+      workload: { kind: "resolve", set: "uniform" },
+      token: resolveToken,
+      inFlight,
+    });
   }
   for (const inFlight of settings.inFlight) {
     await runCase({ group: "floor-service", label: "(a) Health/Check, our service", server: cachedServer, workload: { kind: "health" }, inFlight });
   }
-  const hotSpec = (inFlight: number): CaseSpec => ({ group: "hot", label: "(b) ResolveKey, hot set", server: cachedServer, workload: { kind: "resolve", set: "hot" }, token: resolveToken, inFlight });
+  const hotSpec = (inFlight: number): CaseSpec => ({
+    group: "hot",
+    label: "(b) ResolveKey, hot set",
+    server: cachedServer,
+    workload: { kind: "resolve", set: "hot" },
+    token: resolveToken,
+    inFlight,
+  });
   for (const inFlight of settings.inFlight) await runCase(hotSpec(inFlight));
 
   // Side by side: the ratio targets' four cases back to back, in rotating rounds, against the still running bare server.
   const bareIdleCpuMs = processCpuMs(bare.pid);
   const bareIdle =
-    bareIdleFrom.cpuMs === undefined || bareIdleCpuMs === undefined ? undefined : { cpuMs: bareIdleCpuMs - bareIdleFrom.cpuMs, wallMs: performance.now() - bareIdleFrom.at };
+    bareIdleFrom.cpuMs === undefined || bareIdleCpuMs === undefined
+      ? undefined
+      : { cpuMs: bareIdleCpuMs - bareIdleFrom.cpuMs, wallMs: performance.now() - bareIdleFrom.at };
   if (bareIdle) log(`bare grpc-js server idle during the service's cases: ${Math.round(bareIdle.cpuMs)} ms of CPU in ${(bareIdle.wallMs / 1000).toFixed(0)} s`);
   // The four cases of both panels (with a core each, then server-bound).
   const panelSpecs: Record<PanelCaseName, CaseSpec> = {
     bare: { group: "floor-bare", label: "(a) Health/Check, bare grpc-js", server: bareServer, workload: { kind: "health" }, inFlight: TOP },
     check: { group: "floor-service", label: "(a) Health/Check, our service", server: cachedServer, workload: { kind: "health" }, inFlight: TOP },
     hot: hotSpec(TOP),
-    uniform: { group: "uniform", label: "(c) ResolveKey, uniform", server: cachedServer, workload: { kind: "resolve", set: "uniform" }, token: resolveToken, inFlight: TOP },
+    uniform: {
+      group: "uniform",
+      label: "(c) ResolveKey, uniform",
+      server: cachedServer,
+      workload: { kind: "resolve", set: "uniform" },
+      token: resolveToken,
+      inFlight: TOP,
+    },
   };
   const panel: SidePanel = { ...(await sidePanel(panelSpecs, TOP)), bareIdle };
   const serverBound = await serverBoundPanel(panelSpecs, [bare.pid, cached.process.pid]);
   await bare.stop();
 
   const connect = await connectCorrectness(cached, resolveToken);
-  log(`Connect protocol: ${connect.pairsCompared - connect.mismatches}/${connect.pairsCompared} answers identical to grpc-js${connect.firstMismatch ? ` (first mismatch: ${connect.firstMismatch})` : ""}`);
+  log(
+    `Connect protocol: ${connect.pairsCompared - connect.mismatches}/${connect.pairsCompared} answers identical to grpc-js${connect.firstMismatch ? ` (first mismatch: ${connect.firstMismatch})` : ""}`,
+  );
   const connectServer = { ...cachedServer, target: cached.connectTarget };
   for (const inFlight of settings.inFlight) {
-    await runCase({ group: "connect-hot", label: "(b) ResolveKey, hot set", server: connectServer, workload: { kind: "resolve", set: "hot" }, protocol: "connect", token: resolveToken, inFlight });
+    await runCase({
+      group: "connect-hot",
+      label: "(b) ResolveKey, hot set",
+      server: connectServer,
+      workload: { kind: "resolve", set: "hot" },
+      protocol: "connect",
+      token: resolveToken,
+      inFlight,
+    });
   }
   memory.rssAfterLoadMiB = memoryMiB(cached.process.pid)?.rss;
 
@@ -828,7 +931,14 @@ async function main(): Promise<void> {
   const uncachedServer = { name: "service (cache off)", pid: uncached.process.pid, target: uncached.grpcTarget };
   await adminWrites(uncached, adminToken, seeded.listingOrganization);
   for (const inFlight of settings.inFlight) {
-    await runCase({ group: "nocache", label: "(d) ResolveKey, cache disabled", server: uncachedServer, workload: { kind: "resolve", set: "uniform" }, token: resolveToken, inFlight });
+    await runCase({
+      group: "nocache",
+      label: "(d) ResolveKey, cache disabled",
+      server: uncachedServer,
+      workload: { kind: "resolve", set: "uniform" },
+      token: resolveToken,
+      inFlight,
+    });
   }
   await stopService(uncached);
   await Promise.all(generators.map((g) => g.process.stop()));
@@ -857,7 +967,9 @@ async function main(): Promise<void> {
 
   log("keyring: our Fernet vs npm fernet 0.4.0");
   const keyring = await measureKeyring();
-  log(`keyring: ${Math.round(keyring.oursPerSec).toLocaleString("en")}/s vs ${Math.round(keyring.npmPerSec).toLocaleString("en")}/s (${keyring.ratio.toFixed(1)}x)`);
+  log(
+    `keyring: ${Math.round(keyring.oursPerSec).toLocaleString("en")}/s vs ${Math.round(keyring.npmPerSec).toLocaleString("en")}/s (${keyring.ratio.toFixed(1)}x)`,
+  );
 
   const { resolveToken: _token, invalidation: _fixtures, ...seedSummary } = seeded;
   const partial = {

@@ -134,7 +134,14 @@ export async function seed(databaseUrl: string, masterKey: string, log: (line: s
     const invalidation: InvalidationFixture[] = [];
     for (let i = 0; i < SIZES.invalidationOrganizations; i++) {
       const org = invalidationOrganizationId(i);
-      const older = { id: randomUUID(), organizationId: org, provider: "openai" as const, name: "older", active: true, createdAt: new Date(Date.now() - 7_200_000) };
+      const older = {
+        id: randomUUID(),
+        organizationId: org,
+        provider: "openai" as const,
+        name: "older",
+        active: true,
+        createdAt: new Date(Date.now() - 7_200_000),
+      };
       const newer = { ...older, id: randomUUID(), name: "newer", createdAt: new Date(Date.now() - 3_600_000) };
       rows.push(older, newer);
       invalidation.push({ organizationId: org, olderCredentialId: older.id, newerCredentialId: newer.id });

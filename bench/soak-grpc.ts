@@ -75,7 +75,8 @@ export function toOutcome(error: grpc.ServiceError | null, response: ResolveResp
     return { kind: "organization", credentialId: response.credential_id, key, apiBase: response.api_base || null, organizationId };
   }
   if (response?.source === "KEY_SOURCE_ENVIRONMENT") {
-    if (response.credential_id || response.api_base) return { kind: "error", code: "BAD_RESPONSE", message: "source ENVIRONMENT with a credential_id or api_base" };
+    if (response.credential_id || response.api_base)
+      return { kind: "error", code: "BAD_RESPONSE", message: "source ENVIRONMENT with a credential_id or api_base" };
     return { kind: "environment", key, organizationId };
   }
   return { kind: "error", code: "BAD_RESPONSE", message: `source ${String(response?.source)}` };

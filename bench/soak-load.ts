@@ -65,11 +65,15 @@ export class ResolveLoad {
     if (this.inFlight === 0) return;
     const done = new Promise<void>((resolve) => (this.drained = resolve));
     let timer: NodeJS.Timeout | undefined;
-    const timedOut = await Promise.race([done.then(() => false), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), DRAIN_TIMEOUT_MS)))]);
+    const timedOut = await Promise.race([
+      done.then(() => false),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), DRAIN_TIMEOUT_MS))),
+    ]);
     clearTimeout(timer);
     if (timedOut) {
       this.stuck = this.inFlight;
-      for (let i = 0; i < this.stuck; i++) this.tally.record("STUCK", `a ResolveKey call to ${this.replicaName} unanswered ${DRAIN_TIMEOUT_MS} ms after the load stopped`);
+      for (let i = 0; i < this.stuck; i++)
+        this.tally.record("STUCK", `a ResolveKey call to ${this.replicaName} unanswered ${DRAIN_TIMEOUT_MS} ms after the load stopped`);
     }
   }
 
@@ -83,7 +87,10 @@ export class ResolveLoad {
       else this.outcomes.mutablePairs++;
     } else {
       this.errors++;
-      this.tally.record(verdict.kind, `${target.scope}/${target.pair.provider} on ${this.replicaName}${target.pair.fixed ? " (fixed)" : ""}: ${verdict.detail}`);
+      this.tally.record(
+        verdict.kind,
+        `${target.scope}/${target.pair.provider} on ${this.replicaName}${target.pair.fixed ? " (fixed)" : ""}: ${verdict.detail}`,
+      );
     }
   }
 

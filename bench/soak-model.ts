@@ -47,9 +47,7 @@ export function fakeKey(provider: Provider): string {
 }
 
 export type Answer =
-  | { kind: "organization"; credentialId: string; key: string; apiBase: string | null }
-  | { kind: "environment"; key: string }
-  | { kind: "failed_precondition" };
+  { kind: "organization"; credentialId: string; key: string; apiBase: string | null } | { kind: "environment"; key: string } | { kind: "failed_precondition" };
 
 /** What a call returned, reduced to what the model compares. */
 export type Outcome =
@@ -78,9 +76,7 @@ interface Era {
   until?: number;
 }
 
-export type Verdict =
-  | { ok: true; stale: boolean; kind: "organization" | "environment" | "failed_precondition" }
-  | { ok: false; kind: string; detail: string };
+export type Verdict = { ok: true; stale: boolean; kind: "organization" | "environment" | "failed_precondition" } | { ok: false; kind: string; detail: string };
 
 let activationCounter = 0;
 export const nextActivation = () => ++activationCounter;
@@ -186,7 +182,8 @@ export class Pair {
       };
     }
     if (outcome.kind === "failed_precondition") return { ok: false, kind: "FAILED_PRECONDITION", detail: `expected ${describe(expected)}` };
-    const kind = outcome.kind === "organization" && expected.kind === "organization" && outcome.credentialId === expected.credentialId ? "WRONG_KEY" : "WRONG_ANSWER";
+    const kind =
+      outcome.kind === "organization" && expected.kind === "organization" && outcome.credentialId === expected.credentialId ? "WRONG_KEY" : "WRONG_ANSWER";
     return { ok: false, kind, detail: `served ${describe(outcome)}, expected ${describe(expected)}` };
   }
 }

@@ -13,7 +13,19 @@ import { Histogram } from "./histogram.js";
 import { sleep } from "./processes.js";
 import { toOutcome, type ReplicaClients, type ResolveResponse } from "./soak-grpc.js";
 import { pairKey, PROXY_BASE, type CreatedCredential } from "./soak-seed.js";
-import { ErrorTally, fakeKey, nextActivation, Pair, PROVIDER_ENUM, PROVIDERS, random, type Cred, type OrgSpec, type Outcome, type Provider } from "./soak-model.js";
+import {
+  ErrorTally,
+  fakeKey,
+  nextActivation,
+  Pair,
+  PROVIDER_ENUM,
+  PROVIDERS,
+  random,
+  type Cred,
+  type OrgSpec,
+  type Outcome,
+  type Provider,
+} from "./soak-model.js";
 
 export interface SoakReplicaClients {
   name: string;
@@ -74,10 +86,13 @@ export class Mutator {
   start(): void {
     if (this.options.ratePerSec <= 0) return;
     const startedAt = performance.now();
-    this.timer = setInterval(() => {
-      const due = Math.floor(((performance.now() - startedAt) / 1000) * this.options.ratePerSec);
-      for (let n = 0; this.ticks < due && n < 100; n++) this.tick();
-    }, Math.max(5, Math.min(50, 500 / this.options.ratePerSec)));
+    this.timer = setInterval(
+      () => {
+        const due = Math.floor(((performance.now() - startedAt) / 1000) * this.options.ratePerSec);
+        for (let n = 0; this.ticks < due && n < 100; n++) this.tick();
+      },
+      Math.max(5, Math.min(50, 500 / this.options.ratePerSec)),
+    );
   }
 
   /** Stops launching changes and waits for those in flight. */
@@ -153,7 +168,11 @@ export class Mutator {
   }
 
   /** One ResolveKey call from the loop's own connection, as an Outcome with its time span. */
-  private resolve(replica: number, scope: { organization_id: string } | { team_id: string }, provider: Provider): Promise<{ outcome: Outcome; startedAt: number; endedAt: number }> {
+  private resolve(
+    replica: number,
+    scope: { organization_id: string } | { team_id: string },
+    provider: Provider,
+  ): Promise<{ outcome: Outcome; startedAt: number; endedAt: number }> {
     this.perReplica[replica]++;
     const client = this.options.replicas[replica].clients.credentials;
     const startedAt = performance.now();
@@ -169,7 +188,11 @@ export class Mutator {
     this.checks++;
     const { outcome, startedAt, endedAt } = await this.resolve(replica, scope, pair.provider);
     const verdict = await pair.judgeSettled(outcome, startedAt, endedAt, this.options.staleGraceMs);
-    if (!verdict.ok) this.options.errors.record(`check ${what}: ${verdict.kind}`, `${JSON.stringify(scope)}/${pair.provider} on ${this.options.replicas[replica].name}: ${verdict.detail}`);
+    if (!verdict.ok)
+      this.options.errors.record(
+        `check ${what}: ${verdict.kind}`,
+        `${JSON.stringify(scope)}/${pair.provider} on ${this.options.replicas[replica].name}: ${verdict.detail}`,
+      );
   }
 
   /** After a delete: every replica must answer NOT_FOUND within the grace period; answers before that must be right for `pair`. */
@@ -236,7 +259,11 @@ export class Mutator {
 
   private async runPairOp(op: PairOp, pair: Pair, replica: number): Promise<void> {
     const update = (cred: Cred, fields: object, expectedVersion = cred.version) =>
-      this.rpc<{ credential: CreatedCredential }>(replica, "credentials", "UpdateCredential", { credential_id: cred.id, expected_version: expectedVersion, ...fields });
+      this.rpc<{ credential: CreatedCredential }>(replica, "credentials", "UpdateCredential", {
+        credential_id: cred.id,
+        expected_version: expectedVersion,
+        ...fields,
+      });
     switch (op) {
       case "create": {
         const key = fakeKey(pair.provider);
@@ -249,7 +276,15 @@ export class Mutator {
           api_key: key,
           ...(apiBase ? { api_base: apiBase } : {}),
         });
-        pair.creds.push({ id: response.credential.credential_id, name, key, apiBase, version: response.credential.version, active: true, activatedSeq: nextActivation() });
+        pair.creds.push({
+          id: response.credential.credential_id,
+          name,
+          key,
+          apiBase,
+          version: response.credential.version,
+          active: true,
+          activatedSeq: nextActivation(),
+        });
         break;
       }
       case "rotate_key": {
@@ -282,7 +317,10 @@ export class Mutator {
         const stale = cred.version > 1 ? cred.version - 1 : cred.version + 1;
         try {
           const response = await update(cred, { credential_name: `soak-${++this.counter}-stale` }, stale);
-          this.options.errors.record(`mutation ${op}: ACCEPTED`, `an update with expected_version ${stale} of credential ${cred.id} at version ${cred.version} was applied`);
+          this.options.errors.record(
+            `mutation ${op}: ACCEPTED`,
+            `an update with expected_version ${stale} of credential ${cred.id} at version ${cred.version} was applied`,
+          );
           cred.version = response.credential.version;
           return;
         } catch (error) {

@@ -22,7 +22,9 @@ function serviceBaseEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   for (const name of Object.keys(env)) {
     if (
-      /^(DATABASE_URL|MASTER_KEY|SERVICE_ADMIN_TOKEN|ADMIN_EMAIL|ADMIN_PASSWORD|DATA_DIR|EMBEDDED_PG_PORT|GRPC_PORT|CONNECT_PORT|HOST|LOG_LEVEL|RESOLVE_CACHE_.*|DB_POOL_SIZE|GOOGLE_API_KEY|.*_API_KEY|TLS_.*|NODE_ENV)$/.test(name) ||
+      /^(DATABASE_URL|MASTER_KEY|SERVICE_ADMIN_TOKEN|ADMIN_EMAIL|ADMIN_PASSWORD|DATA_DIR|EMBEDDED_PG_PORT|GRPC_PORT|CONNECT_PORT|HOST|LOG_LEVEL|RESOLVE_CACHE_.*|DB_POOL_SIZE|GOOGLE_API_KEY|.*_API_KEY|TLS_.*|NODE_ENV)$/.test(
+        name,
+      ) ||
       name.startsWith("SOAK_") ||
       name.startsWith("BENCH_")
     ) {

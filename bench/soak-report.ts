@@ -122,7 +122,9 @@ export function renderMarkdown(r: Omit<SoakResults, "markdown">): string {
       `FAILED_PRECONDITION (Fireworks has no fallback) ${r.seed.fixedPairs.failedPrecondition}.`,
     "",
   );
-  lines.push("| replica | ResolveKey calls | calls/s | p50 | p99 | max | admin calls | RSS start | RSS end | growth | peak after warm-up | VmHWM | exit after SIGTERM |");
+  lines.push(
+    "| replica | ResolveKey calls | calls/s | p50 | p99 | max | admin calls | RSS start | RSS end | growth | peak after warm-up | VmHWM | exit after SIGTERM |",
+  );
   lines.push("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const x of r.replicas) {
     const exit = x.exit ? `code ${x.exit.code ?? "-"}${x.exit.signal ? ` (${x.exit.signal})` : ""} in ${int(x.exit.ms)} ms` : "?";
@@ -139,13 +141,33 @@ export function renderMarkdown(r: Omit<SoakResults, "markdown">): string {
       `${int(t.outcomes.fixedPairs)} for fixed pairs (exact seeded answer), ${int(t.outcomes.mutablePairs)} for mutable pairs |`,
   );
   lines.push(`| superseded answers within ${s.staleGraceMs} ms of a change (tolerated) | ${int(t.outcomes.staleWithinGrace)} |`);
-  lines.push(`| administrator changes | ${int(t.mutations)} (${t.mutationsPerSec.toFixed(1)}/s; p50 ${ms(t.mutationP50Ms)}, p99 ${ms(t.mutationP99Ms)}; ${int(t.skippedMutationTicks)} ticks skipped) |`);
-  lines.push(`| changes by operation | ${Object.entries(t.mutationsByOp).sort().map(([op, n]) => `${op} ${int(n)}`).join(", ") || "none"} |`);
+  lines.push(
+    `| administrator changes | ${int(t.mutations)} (${t.mutationsPerSec.toFixed(1)}/s; p50 ${ms(t.mutationP50Ms)}, p99 ${ms(t.mutationP99Ms)}; ${int(t.skippedMutationTicks)} ticks skipped) |`,
+  );
+  lines.push(
+    `| changes by operation | ${
+      Object.entries(t.mutationsByOp)
+        .sort()
+        .map(([op, n]) => `${op} ${int(n)}`)
+        .join(", ") || "none"
+    } |`,
+  );
   lines.push(`| stale expected_version refused with ABORTED (expected) | ${int(t.expectedRefusals)} |`);
   lines.push(`| checks by the administrator loop (new/deleted teams and organisations on the other replica) | ${int(t.checks)} |`);
-  lines.push(`| final check (both replicas, every pair, after the load) | ${int(t.finalCheck.resolves)} resolves and ${t.finalCheck.listedOrganizations} organisations' listings compared with the model: ${t.finalCheck.mismatches} mismatches |`);
+  lines.push(
+    `| final check (both replicas, every pair, after the load) | ${int(t.finalCheck.resolves)} resolves and ${t.finalCheck.listedOrganizations} organisations' listings compared with the model: ${t.finalCheck.mismatches} mismatches |`,
+  );
   lines.push(`| driver (this process) RSS | ${mib(r.driver.rssStartMiB)} → ${mib(r.driver.rssEndMiB)} |`);
-  lines.push(`| **errors** | **${int(t.errors)}**${t.errors ? `: ${Object.entries(t.errorsByKind).map(([k, n]) => `${k} ${int(n)}`).join(", ")}` : ""} |`, "");
+  lines.push(
+    `| **errors** | **${int(t.errors)}**${
+      t.errors
+        ? `: ${Object.entries(t.errorsByKind)
+            .map(([k, n]) => `${k} ${int(n)}`)
+            .join(", ")}`
+        : ""
+    } |`,
+    "",
+  );
 
   if (t.errorExamples.length > 0) {
     lines.push("First errors:", "");
@@ -163,7 +185,10 @@ export function renderMarkdown(r: Omit<SoakResults, "markdown">): string {
   }
   const issues = r.replicas.flatMap((x) => x.logIssues.map((l) => `${x.name}: ${l}`));
   if (issues.length > 0) {
-    lines.push(`Service log lines at warn or above (first ${issues.length}; ${r.replicas.map((x) => `${x.name} ${x.errorLogLines} at error`).join(", ")}):`, "");
+    lines.push(
+      `Service log lines at warn or above (first ${issues.length}; ${r.replicas.map((x) => `${x.name} ${x.errorLogLines} at error`).join(", ")}):`,
+      "",
+    );
     for (const l of issues) lines.push(`- \`${l.replace(/`/g, "'")}\``);
     lines.push("");
   }

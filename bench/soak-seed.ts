@@ -107,7 +107,15 @@ export async function seed(options: {
       api_key: key,
       ...(apiBase ? { api_base: apiBase } : {}),
     });
-    const cred: Cred = { id: response.credential.credential_id, name, key, apiBase, version: response.credential.version, active: true, activatedSeq: nextActivation() };
+    const cred: Cred = {
+      id: response.credential.credential_id,
+      name,
+      key,
+      apiBase,
+      version: response.credential.version,
+      active: true,
+      activatedSeq: nextActivation(),
+    };
     pairs.get(pairKey(org.id, provider))!.creds.push(cred);
     return cred;
   };

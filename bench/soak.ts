@@ -125,7 +125,9 @@ function cpuModel(): string {
 
 function resolveOnce(client: ReplicaClients, request: object, metadata: grpc.Metadata) {
   return new Promise<ReturnType<typeof toOutcome>>((resolve) => {
-    client.credentials.ResolveKey(request, metadata, { deadline: Date.now() + 10_000 }, (error, response) => resolve(toOutcome(error, response as ResolveResponse | undefined)));
+    client.credentials.ResolveKey(request, metadata, { deadline: Date.now() + 10_000 }, (error, response) =>
+      resolve(toOutcome(error, response as ResolveResponse | undefined)),
+    );
   });
 }
 
@@ -180,7 +182,13 @@ async function finalCheck(
       }
       seen.add(cred.id);
       const apiBase = (row.api_base as string | undefined) || null;
-      if (row.is_active !== cred.active || row.version !== cred.version || apiBase !== cred.apiBase || row.credential_name !== cred.name || row.key_hint !== keyHint(cred.key, pair.provider)) {
+      if (
+        row.is_active !== cred.active ||
+        row.version !== cred.version ||
+        apiBase !== cred.apiBase ||
+        row.credential_name !== cred.name ||
+        row.key_hint !== keyHint(cred.key, pair.provider)
+      ) {
         mismatch(
           `credential ${cred.id}: listed active=${String(row.is_active)} version=${String(row.version)} api_base=${apiBase ? "set" : "unset"} name=${String(row.credential_name)}, ` +
             `model active=${cred.active} version=${cred.version} api_base=${cred.apiBase ? "set" : "unset"} name=${cred.name}${row.key_hint !== keyHint(cred.key, pair.provider) ? " (key hint differs)" : ""}`,
@@ -267,7 +275,11 @@ async function main(options: Options): Promise<number> {
   const elapsed = () => (performance.now() - loadStart) / 1000;
   const sample = () => {
     const rss = replicas.map((r) => memoryMiB(r.process.pid)?.rss ?? NaN);
-    samples.push({ t: Math.round(elapsed() * 10) / 10, rssMiB: rss.map((x) => Math.round(x * 10) / 10), driverMiB: Math.round((process.memoryUsage().rss / 1024 ** 2) * 10) / 10 });
+    samples.push({
+      t: Math.round(elapsed() * 10) / 10,
+      rssMiB: rss.map((x) => Math.round(x * 10) / 10),
+      driverMiB: Math.round((process.memoryUsage().rss / 1024 ** 2) * 10) / 10,
+    });
   };
   let replicaExit: string | undefined;
   let stopping = false;
@@ -301,7 +313,10 @@ async function main(options: Options): Promise<number> {
         `${mutator.mutations.toLocaleString("en")} changes, errors ${errors.total}; RSS ${replicas.map((r, i) => `${r.name.replace("replica-", "")} ${rss[i]?.toFixed(1) ?? "?"} MiB`).join(", ")}`,
     );
   }, progressEverySeconds * 1000);
-  const warmupTimer = setTimeout(() => log(`warm-up over: RSS start ${samples[samples.length - 1]?.rssMiB.map((x) => `${x.toFixed(1)} MiB`).join(", ")}`), warmupSeconds * 1000 + 100);
+  const warmupTimer = setTimeout(
+    () => log(`warm-up over: RSS start ${samples[samples.length - 1]?.rssMiB.map((x) => `${x.toFixed(1)} MiB`).join(", ")}`),
+    warmupSeconds * 1000 + 100,
+  );
 
   await Promise.race([sleep(options.durationSeconds * 1000), loadEnded]);
   stopping = true;
@@ -365,11 +380,17 @@ async function main(options: Options): Promise<number> {
   const outcomes = { organization: 0, environment: 0, failedPrecondition: 0, staleWithinGrace: 0, fixedPairs: 0, mutablePairs: 0 };
   for (const l of loads) for (const k of Object.keys(outcomes) as Array<keyof typeof outcomes>) outcomes[k] += l.outcomes[k];
   const failures: string[] = [];
-  if (errors.total > 0) failures.push(`${errors.total} errors (${Object.entries(errors.byKind).map(([k, n]) => `${k} ${n}`).join(", ")})`);
+  if (errors.total > 0)
+    failures.push(
+      `${errors.total} errors (${Object.entries(errors.byKind)
+        .map(([k, n]) => `${k} ${n}`)
+        .join(", ")})`,
+    );
   if (calls === 0) failures.push("no ResolveKey call completed");
   for (const r of replicaResults) {
     if (r.calls === 0) failures.push(`${r.name} served no ResolveKey call`);
-    if (memoryJudged && !(r.growthPct < MEMORY_LIMIT_PCT)) failures.push(`${r.name}: RSS grew ${r.growthPct.toFixed(1)}% after the warm-up (limit ${MEMORY_LIMIT_PCT}%)`);
+    if (memoryJudged && !(r.growthPct < MEMORY_LIMIT_PCT))
+      failures.push(`${r.name}: RSS grew ${r.growthPct.toFixed(1)}% after the warm-up (limit ${MEMORY_LIMIT_PCT}%)`);
   }
   const partial: Omit<SoakResults, "markdown"> = {
     schema: 1,

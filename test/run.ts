@@ -129,6 +129,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error) => {
-  say(`could not run the tests: ${error instanceof Error ? error.stack ?? error.message : String(error)}`);
+  say(`could not run the tests: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
   process.exit(1);
 });

@@ -17,7 +17,15 @@ const buildDir = path.join(portalDir, "build");
 const PORTAL_BUILD: StampedBuild = {
   label: "portal",
   rootDir,
-  inputs: ["portal/src", "portal/svelte.config.js", "portal/vite.config.ts", "portal/tsconfig.json", "portal/package.json", "service/src/gen", "package-lock.json"],
+  inputs: [
+    "portal/src",
+    "portal/svelte.config.js",
+    "portal/vite.config.ts",
+    "portal/tsconfig.json",
+    "portal/package.json",
+    "service/src/gen",
+    "package-lock.json",
+  ],
   output: path.join(buildDir, "handler.js"),
   stampFile: path.join(buildDir, ".build-stamp"),
   lockDir: path.join(portalDir, ".build-lock"),

@@ -13,10 +13,24 @@ export function createLogger(level = process.env.LOG_LEVEL ?? "info", destinatio
       base: { service: "provider-credentials" },
       redact: {
         paths: [
-          "api_key", "apiKey", "*.api_key", "*.apiKey",
-          "token", "*.token", "authorization", "*.authorization", "headers.authorization",
-          "masterKey", "MASTER_KEY", "*.MASTER_KEY", "SERVICE_ADMIN_TOKEN", "*.SERVICE_ADMIN_TOKEN",
-          "encryptedApiKey", "*.encryptedApiKey", "encrypted_api_key", "*.encrypted_api_key",
+          "api_key",
+          "apiKey",
+          "*.api_key",
+          "*.apiKey",
+          "token",
+          "*.token",
+          "authorization",
+          "*.authorization",
+          "headers.authorization",
+          "masterKey",
+          "MASTER_KEY",
+          "*.MASTER_KEY",
+          "SERVICE_ADMIN_TOKEN",
+          "*.SERVICE_ADMIN_TOKEN",
+          "encryptedApiKey",
+          "*.encryptedApiKey",
+          "encrypted_api_key",
+          "*.encrypted_api_key",
         ],
         censor: "[redacted]",
       },
@@ -38,7 +52,11 @@ export function serializeError(error: unknown): Record<string, unknown> {
   const fromDatabase = error.name === "DatabaseError" || error.name.endsWith("Exception") || (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code));
   if (fromDatabase) {
     const separator = error.message.lastIndexOf(" - ");
-    return { type: error.name, code: typeof code === "string" ? code : undefined, message: separator >= 0 ? error.message.slice(separator + 3) : error.message };
+    return {
+      type: error.name,
+      code: typeof code === "string" ? code : undefined,
+      message: separator >= 0 ? error.message.slice(separator + 3) : error.message,
+    };
   }
   return { type: error.name, code: typeof code === "string" ? code : undefined, message: error.message, stack: error.stack };
 }

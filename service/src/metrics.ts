@@ -84,7 +84,16 @@ export class ServiceMetrics {
     this.miss = this.cacheLookups.labels("miss");
     // A gauge read when scraped, from the cache (none without one).
     const readGauge = (name: string, help: string, read: (() => number) | undefined) =>
-      new Gauge({ name, help, registers, collect: read && (function (this: Gauge) { this.set(read()); }) });
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect:
+          read &&
+          function (this: Gauge) {
+            this.set(read());
+          },
+      });
     readGauge("provider_credentials_cache_entries", "Resolutions held in this replica's cache.", options.cacheEntries);
     readGauge(
       "provider_credentials_cache_bytes",

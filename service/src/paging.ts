@@ -15,11 +15,7 @@ export function encodePageToken(key: Array<string | number>): string {
   return Buffer.from(JSON.stringify(key), "utf8").toString("base64url");
 }
 
-export function decodePageToken<T extends Array<string | number>>(
-  token: string,
-  shape: Array<"string" | "number">,
-  field = "page_token",
-): T | undefined {
+export function decodePageToken<T extends Array<string | number>>(token: string, shape: Array<"string" | "number">, field = "page_token"): T | undefined {
   if (token === "") return undefined;
   let key: unknown;
   try {

@@ -97,8 +97,24 @@ async function keyHealthExamples(fireworksId: string): Promise<void> {
       [name, outcome, status, latency, message, at, uses],
     );
   await check("Production OpenAI Key", "valid", 200, 212, "OpenAI accepted the key (HTTP 200).", "2026-05-18 16:02:00+00", 18342);
-  await check("Claude for support", "rate_limited", 429, 641, "Anthropic rate limited the key (HTTP 429, rate_limit_error); retry after 7 s.", "2026-05-18 15:47:00+00", 2210);
-  await check("Fireworks via proxy", "invalid_key", 401, 187, "Fireworks AI rejected the key as invalid (HTTP 401, UNAUTHENTICATED).", "2026-05-18 15:31:00+00", 977);
+  await check(
+    "Claude for support",
+    "rate_limited",
+    429,
+    641,
+    "Anthropic rate limited the key (HTTP 429, rate_limit_error); retry after 7 s.",
+    "2026-05-18 15:47:00+00",
+    2210,
+  );
+  await check(
+    "Fireworks via proxy",
+    "invalid_key",
+    401,
+    187,
+    "Fireworks AI rejected the key as invalid (HTTP 401, UNAUTHENTICATED).",
+    "2026-05-18 15:31:00+00",
+    977,
+  );
   await db.query(`update provider_credentials set use_count = 35 where organization_id = 'acme' and credential_name = 'Gemini experiments'`);
   // Created, and its key set, long before the others: due for rotation whenever the tests run.
   await db.query(

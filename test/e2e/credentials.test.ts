@@ -199,9 +199,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
     await page.getByLabel("API Key", { exact: true }).fill(key("openai"));
     await page.getByRole("button", { name: "Create Credential" }).click();
     const error = page.locator("#api_key-error");
-    expect(await text(error)).toBe(
-      'Anthropic keys start with "sk-ant-"; it looks like an OpenAI key (with an api_base for a proxy, any format is accepted)',
-    );
+    expect(await text(error)).toBe('Anthropic keys start with "sk-ant-"; it looks like an OpenAI key (with an api_base for a proxy, any format is accepted)');
     const keyField = page.getByLabel("API Key", { exact: true });
     expect(await keyField.getAttribute("aria-invalid")).toBe("true");
     expect(await keyField.getAttribute("aria-describedby")).toContain("api_key-error");

@@ -129,7 +129,9 @@ describe.skipIf(!e2eEnabled(chromiumPath))("key health in the browser", () => {
 
   afterAll(async () => {
     if (scans.length > 0) {
-      console.log(`axe-core results (key health):\n${scans.map((s) => `  ${s.name}: ${s.violations.length === 0 ? "no violations" : s.violations.map((v) => v.id).join(", ")}`).join("\n")}`);
+      console.log(
+        `axe-core results (key health):\n${scans.map((s) => `  ${s.name}: ${s.violations.length === 0 ? "no violations" : s.violations.map((v) => v.id).join(", ")}`).join("\n")}`,
+      );
     }
     if (process.env.E2E_DEBUG) console.log(portal?.output.join("\n"));
     await browser?.close();
@@ -185,7 +187,9 @@ describe.skipIf(!e2eEnabled(chromiumPath))("key health in the browser", () => {
       ["Blocked key", "No permission", RED_BADGE, /^HTTP 403, \d+ ms$/],
       ["Unreachable key", "Unreachable", AMBER_BADGE, /^no answer, \d+ ms$/],
     ] as const) {
-      await row(name).getByRole("button", { name: `Test ${name}` }).click();
+      await row(name)
+        .getByRole("button", { name: `Test ${name}` })
+        .click();
       expect(await failure(`Test of “${name}”`)).toContain(`Test of “${name}”: ${label}.`);
       const outcome = row(name).getByTestId("check-outcome");
       await outcome.filter({ hasText: label }).waitFor();

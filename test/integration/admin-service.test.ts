@@ -37,7 +37,9 @@ describe("administrators", () => {
     const store = new AdminStore(t.service.orm);
     await expect(store.create("bob@example.com", "short", { actor: "test", source: null })).rejects.toThrow("password: must be at least 12 characters");
     await expect(store.create("not-an-email", PASSWORD, { actor: "test", source: null })).rejects.toThrow("email: must be an email address");
-    await expect(store.create("ALICE@example.com", PASSWORD, { actor: "test", source: null })).rejects.toThrow('email: an administrator with email "alice@example.com" already exists');
+    await expect(store.create("ALICE@example.com", PASSWORD, { actor: "test", source: null })).rejects.toThrow(
+      'email: an administrator with email "alice@example.com" already exists',
+    );
   });
 });
 
@@ -65,7 +67,9 @@ describe("sign-in and sessions", () => {
     const unknown = await rpcError(admin.signIn({ email: "mallory@example.com", password: PASSWORD, source: "198.51.100.1" }));
     expect(wrong).toEqual({ code: Code.Unauthenticated, message: "invalid email or password" });
     expect(unknown).toEqual(wrong);
-    const failures = await t.db.query<{ target: string }>("select target from audit_events where action = 'admin.sign_in_failed' and source = '198.51.100.1' order by id");
+    const failures = await t.db.query<{ target: string }>(
+      "select target from audit_events where action = 'admin.sign_in_failed' and source = '198.51.100.1' order by id",
+    );
     expect(failures.map((f) => f.target)).toEqual(["alice@example.com", "mallory@example.com"]);
     expect(JSON.stringify(await t.db.query("select * from audit_events"))).not.toContain("nope-nope-nope");
   });
@@ -108,7 +112,9 @@ describe("sign-in rate limiting", () => {
     await store.create("dave@example.com", PASSWORD, { actor: "test", source: null });
     for (let i = 0; i < 10; i++) {
       // Each from a different address: the account limit is what trips.
-      expect((await rpcError(admin.signIn({ email: "dave@example.com", password: `wrong-${i}-password`, source: `192.0.2.${i}` }))).code).toBe(Code.Unauthenticated);
+      expect((await rpcError(admin.signIn({ email: "dave@example.com", password: `wrong-${i}-password`, source: `192.0.2.${i}` }))).code).toBe(
+        Code.Unauthenticated,
+      );
     }
     let error: ConnectError | undefined;
     try {
@@ -122,7 +128,9 @@ describe("sign-in rate limiting", () => {
     expect(retryAfter).toBeGreaterThan(880);
     expect(retryAfter).toBeLessThanOrEqual(900);
     // A blocked attempt is not another failure: it does not extend the lock.
-    const [{ n }] = await t.db.query<{ n: string }>("select count(*) as n from audit_events where action = 'admin.sign_in_failed' and target = 'dave@example.com'");
+    const [{ n }] = await t.db.query<{ n: string }>(
+      "select count(*) as n from audit_events where action = 'admin.sign_in_failed' and target = 'dave@example.com'",
+    );
     expect(Number(n)).toBe(10);
     // Once the failures age out of the window, the right password works again.
     await t.db.query("update audit_events set occurred_at = occurred_at - interval '15 minutes' where target = 'dave@example.com'");
@@ -157,10 +165,15 @@ describe("API tokens over RPC", () => {
     expect(toJsonString(ListApiTokensResponseSchema, listed)).not.toContain(created.token);
 
     expect((await rpcError(admin.createApiToken({ name: "gateway", scope: "admin" }))).code).toBe(Code.AlreadyExists);
-    expect(await rpcError(admin.createApiToken({ name: "x", scope: "root" }))).toEqual({ code: Code.InvalidArgument, message: "scope: must be one of: resolve, admin" });
+    expect(await rpcError(admin.createApiToken({ name: "x", scope: "root" }))).toEqual({
+      code: Code.InvalidArgument,
+      message: "scope: must be one of: resolve, admin",
+    });
 
     await admin.revokeApiToken({ name: "gateway" });
-    expect((await rpcError(gateway.resolveKey({ scope: { case: "organizationId", value: "tok-org" }, provider: Provider.OPENAI }))).code).toBe(Code.Unauthenticated);
+    expect((await rpcError(gateway.resolveKey({ scope: { case: "organizationId", value: "tok-org" }, provider: Provider.OPENAI }))).code).toBe(
+      Code.Unauthenticated,
+    );
     expect((await rpcError(admin.revokeApiToken({ name: "gateway" }))).code).toBe(Code.NotFound);
   });
 
@@ -178,7 +191,10 @@ describe("audit log over RPC", () => {
     const { organizations, credentials } = t.clients(t.adminToken, { "x-provider-credentials-actor": "bob@example.com" });
     await organizations.createOrganization({ organizationId: "audit-org", name: "Audit" });
     const { credential } = await credentials.createCredential({
-      organizationId: "audit-org", provider: Provider.ANTHROPIC, credentialName: "a", apiKey: FAKE_KEYS.anthropic(),
+      organizationId: "audit-org",
+      provider: Provider.ANTHROPIC,
+      credentialName: "a",
+      apiKey: FAKE_KEYS.anthropic(),
     });
     const id = credential!.credentialId;
     await credentials.deactivateCredential({ credentialId: id });
@@ -187,7 +203,11 @@ describe("audit log over RPC", () => {
 
     const byOrg = await admin.listAuditEvents({ organizationId: "audit-org" });
     expect(byOrg.events.map((e) => e.action)).toEqual([
-      "credential.update", "credential.activate", "credential.deactivate", "credential.create", "organization.create",
+      "credential.update",
+      "credential.activate",
+      "credential.deactivate",
+      "credential.create",
+      "organization.create",
     ]);
     expect(byOrg.events.every((e) => e.actor === "bob@example.com")).toBe(true);
     expect(JSON.parse(byOrg.events[0].detailsJson)).toMatchObject({ changed: ["credential_name"], credential_name: "renamed" });
@@ -222,7 +242,8 @@ describe("first administrator", () => {
       expect(generated?.generatedPassword).toMatch(/^[A-Za-z0-9]{20}$/);
       expect(await ensureFirstAdmin(store, { ADMIN_EMAIL: "root@example.com", ADMIN_PASSWORD: PASSWORD }, true)).toBeUndefined();
       const signedIn = await createClient(AdminService, other.transport("grpc", other.adminToken)).signIn({
-        email: "admin@localhost", password: generated!.generatedPassword!,
+        email: "admin@localhost",
+        password: generated!.generatedPassword!,
       });
       expect(signedIn.admin?.email).toBe("admin@localhost");
     } finally {

@@ -50,7 +50,10 @@ function anonymousClients(): Clients {
  * successfully (so a refusal is about the caller, never about the request).
  */
 const RPCS: Array<{ rpc: string; call: (c: Clients) => Promise<unknown> }> = [
-  { rpc: "CreateCredential", call: (c) => c.credentials.createCredential({ organizationId: ORG, provider: Provider.ANTHROPIC, credentialName: "Denied", apiKey: FAKE_KEYS.anthropic() }) },
+  {
+    rpc: "CreateCredential",
+    call: (c) => c.credentials.createCredential({ organizationId: ORG, provider: Provider.ANTHROPIC, credentialName: "Denied", apiKey: FAKE_KEYS.anthropic() }),
+  },
   { rpc: "GetCredential", call: (c) => c.credentials.getCredential({ credentialId }) },
   { rpc: "ListCredentials", call: (c) => c.credentials.listCredentials({ organizationId: ORG }) },
   { rpc: "UpdateCredential", call: (c) => c.credentials.updateCredential({ credentialId, credentialName: "Renamed by intruder" }) },
@@ -101,7 +104,9 @@ beforeAll(async () => {
   resolveToken = (await tokens.create("gateway", "resolve", "test")).token;
   adminToken = (await tokens.create("portal", "admin", "test")).token;
 });
-afterAll(async () => { await t?.close(); });
+afterAll(async () => {
+  await t?.close();
+});
 
 describe("without a valid bearer token every RPC is UNAUTHENTICATED", () => {
   const cases: Array<{ label: string; clients: () => Clients; message: RegExp }> = [
@@ -110,8 +115,16 @@ describe("without a valid bearer token every RPC is UNAUTHENTICATED", () => {
     { label: "a well-formed but unknown token", clients: () => t.clients("pct_" + "A".repeat(43)), message: /^invalid or revoked token$/ },
     { label: '"Basic x"', clients: () => clientsWithHeaders({ authorization: "Basic x" }), message: /^missing or malformed authorization header/ },
     { label: '"Bearer" alone', clients: () => clientsWithHeaders({ authorization: "Bearer" }), message: /^missing or malformed authorization header/ },
-    { label: '"Bearer " with an empty token', clients: () => clientsWithHeaders({ authorization: "Bearer " }), message: /^missing or malformed authorization header/ },
-    { label: "the token without the Bearer scheme", clients: () => clientsWithHeaders({ authorization: t.adminToken }), message: /^missing or malformed authorization header/ },
+    {
+      label: '"Bearer " with an empty token',
+      clients: () => clientsWithHeaders({ authorization: "Bearer " }),
+      message: /^missing or malformed authorization header/,
+    },
+    {
+      label: "the token without the Bearer scheme",
+      clients: () => clientsWithHeaders({ authorization: t.adminToken }),
+      message: /^missing or malformed authorization header/,
+    },
   ];
   for (const { label, clients, message } of cases) {
     it(`${label}: all ${RPCS.length} RPCs refused, nothing changed`, async () => {
@@ -203,7 +216,10 @@ describe("an admin token from TokenStore", () => {
     await ok("CreateTeam", organizations.createTeam({ teamId: "team-admin", organizationId: "org-admin", name: "Admin Team" }));
     expect((await ok("ListTeams", organizations.listTeams({ organizationId: "org-admin" }))).teams.map((x) => x.teamId)).toEqual(["team-admin"]);
     const key = FAKE_KEYS.gemini();
-    const created = await ok("CreateCredential", credentials.createCredential({ organizationId: "org-admin", provider: Provider.GEMINI, credentialName: "G", apiKey: key }));
+    const created = await ok(
+      "CreateCredential",
+      credentials.createCredential({ organizationId: "org-admin", provider: Provider.GEMINI, credentialName: "G", apiKey: key }),
+    );
     const id = created.credential!.credentialId;
     expect(created.credential?.createdBy).toBe("token:portal");
     expect((await ok("GetCredential", credentials.getCredential({ credentialId: id }))).credential?.credentialName).toBe("G");
@@ -262,7 +278,9 @@ describe("revocation", () => {
     );
     expect(Date.now() - revokedAt).toBeLessThan(6_500);
     // And it stays refused (no stale cache entry brings it back).
-    expect((await rpcError(t.clients(token).credentials.resolveKey({ scope: { case: "organizationId", value: ORG }, provider: Provider.OPENAI }))).code).toBe(Code.Unauthenticated);
+    expect((await rpcError(t.clients(token).credentials.resolveKey({ scope: { case: "organizationId", value: ORG }, provider: Provider.OPENAI }))).code).toBe(
+      Code.Unauthenticated,
+    );
     const audit = await t.db.query<{ actor: string }>("select actor from audit_events where action = 'token.revoke' and target = 'short-lived'");
     expect(audit).toEqual([{ actor: "test" }]);
   }, 20_000);
@@ -281,7 +299,12 @@ describe(`the ${ACTOR_HEADER} header`, () => {
     const actor = "alice@example.com";
     const { credentials, organizations } = t.clients(adminToken, { [ACTOR_HEADER]: actor });
     await organizations.createOrganization({ organizationId: "org-actor", name: "Actor Org" });
-    const created = await credentials.createCredential({ organizationId: "org-actor", provider: Provider.FIREWORKS, credentialName: "F", apiKey: FAKE_KEYS.fireworks() });
+    const created = await credentials.createCredential({
+      organizationId: "org-actor",
+      provider: Provider.FIREWORKS,
+      credentialName: "F",
+      apiKey: FAKE_KEYS.fireworks(),
+    });
     expect(created.credential?.createdBy).toBe(actor);
     expect(created.credential?.updatedBy).toBe(actor);
     const row = await t.db.query("select created_by, updated_by from provider_credentials where id = $1", [created.credential!.credentialId]);

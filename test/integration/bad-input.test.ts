@@ -132,8 +132,20 @@ const put = (path: string, body: unknown, status: number, field?: string | RegEx
   field,
   ...extra,
 });
-const get = (path: string, status: number, field?: string | RegExp, extra: Partial<RestRow> = {}): Omit<RestRow, "name"> => ({ method: "GET", path, status, field, ...extra });
-const del = (path: string, status: number, field?: string | RegExp, extra: Partial<RestRow> = {}): Omit<RestRow, "name"> => ({ method: "DELETE", path, status, field, ...extra });
+const get = (path: string, status: number, field?: string | RegExp, extra: Partial<RestRow> = {}): Omit<RestRow, "name"> => ({
+  method: "GET",
+  path,
+  status,
+  field,
+  ...extra,
+});
+const del = (path: string, status: number, field?: string | RegExp, extra: Partial<RestRow> = {}): Omit<RestRow, "name"> => ({
+  method: "DELETE",
+  path,
+  status,
+  field,
+  ...extra,
+});
 
 const CREATE = "/api/provider-credentials/create";
 /** The Origin a browser on the portal sends; SvelteKit's CSRF check wants it for form content types. */
@@ -179,9 +191,30 @@ const restRows: Array<[string, Omit<RestRow, "name">]> = [
   ["create: a Fireworks key as Gemini", post(CREATE, credentialBody({ provider: "gemini", api_key: FIREWORKS }), 400, "api_key")],
   ["create: a Gemini key as Fireworks", post(CREATE, credentialBody({ provider: "fireworks", api_key: GEMINI }), 400, "api_key")],
   // ---- every provider typo
-  ...["OpenAI", "OPENAI", "open-ai", "open_ai", "openia", "opanai", "antropic", "anthropic ", "Anthropic", "gemeni", "gemini-pro", "google", "fireworks-ai", "fireworks.ai", "firework", "PROVIDER_OPENAI", "mistral", "", "openai\u0000"].map(
-    (provider): [string, Omit<RestRow, "name">] => [`create: provider ${JSON.stringify(provider)}`, post(CREATE, credentialBody({ provider }), 400, "provider")],
-  ),
+  ...[
+    "OpenAI",
+    "OPENAI",
+    "open-ai",
+    "open_ai",
+    "openia",
+    "opanai",
+    "antropic",
+    "anthropic ",
+    "Anthropic",
+    "gemeni",
+    "gemini-pro",
+    "google",
+    "fireworks-ai",
+    "fireworks.ai",
+    "firework",
+    "PROVIDER_OPENAI",
+    "mistral",
+    "",
+    "openai\u0000",
+  ].map((provider): [string, Omit<RestRow, "name">] => [
+    `create: provider ${JSON.stringify(provider)}`,
+    post(CREATE, credentialBody({ provider }), 400, "provider"),
+  ]),
   ["create: provider is a number", post(CREATE, credentialBody({ provider: 1 }), 400, "provider")],
   ["create: provider is null", post(CREATE, credentialBody({ provider: null }), 400, "provider")],
   ["create: provider is an array", post(CREATE, credentialBody({ provider: ["openai"] }), 400, "provider")],
@@ -193,14 +226,20 @@ const restRows: Array<[string, Omit<RestRow, "name">]> = [
   ["create: organization_id of 65 characters", post(CREATE, credentialBody({ organization_id: "o".repeat(65) }), 400, "organization_id")],
   ["create: organization_id of 300 characters", post(CREATE, credentialBody({ organization_id: "o".repeat(300) }), 400, "organization_id")],
   ["create: organization_id is SQL", post(CREATE, credentialBody({ organization_id: "x' OR '1'='1" }), 400, "organization_id")],
-  ["create: organization_id drops a table", post(CREATE, credentialBody({ organization_id: "'; drop table provider_credentials; --" }), 400, "organization_id")],
+  [
+    "create: organization_id drops a table",
+    post(CREATE, credentialBody({ organization_id: "'; drop table provider_credentials; --" }), 400, "organization_id"),
+  ],
   ["create: organization_id is a path traversal", post(CREATE, credentialBody({ organization_id: "../../etc/passwd" }), 400, "organization_id")],
   ["create: organization_id is HTML", post(CREATE, credentialBody({ organization_id: "<script>alert(1)</script>" }), 400, "organization_id")],
   ["create: organization_id is not ASCII", post(CREATE, credentialBody({ organization_id: "ørg-ü" }), 400, "organization_id")],
   ["create: organization_id with an emoji", post(CREATE, credentialBody({ organization_id: "org-😀" }), 400, "organization_id")],
   ["create: organization_id with a NUL byte", post(CREATE, credentialBody({ organization_id: "org\u0000bad" }), 400, "organization_id")],
   ["create: an unknown organisation", post(CREATE, credentialBody({ organization_id: "org-nope" }), 404, /org-nope/)],
-  ["create: an SQL-ish name for an unknown organisation", post(CREATE, credentialBody({ organization_id: "org-nope", credential_name: "'); delete from organizations; --" }), 404, /org-nope/)],
+  [
+    "create: an SQL-ish name for an unknown organisation",
+    post(CREATE, credentialBody({ organization_id: "org-nope", credential_name: "'); delete from organizations; --" }), 404, /org-nope/),
+  ],
   ["create: an HTML name with a bad key", post(CREATE, credentialBody({ credential_name: "<img src=x onerror=alert(1)>", api_key: "nope" }), 400, "api_key")],
   // ---- api_base
   ["create: api_base javascript:", post(CREATE, credentialBody({ api_base: "javascript:alert(1)" }), 400, "api_base")],
@@ -226,14 +265,32 @@ const restRows: Array<[string, Omit<RestRow, "name">]> = [
   ["create: an extra encrypted_api_key", post(CREATE, credentialBody({ encrypted_api_key: "gAAAAA" }), 400, "encrypted_api_key")],
   ["create: an extra version", post(CREATE, credentialBody({ version: 7 }), 400, "version")],
   ["create: an extra created_by", post(CREATE, credentialBody({ created_by: "someone-else" }), 400, "created_by")],
-  ["create: __proto__", { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody()).replace(/}$/, ',"__proto__":{"is_admin":true}}'), status: 400, field: "__proto__" }],
+  [
+    "create: __proto__",
+    { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody()).replace(/}$/, ',"__proto__":{"is_admin":true}}'), status: 400, field: "__proto__" },
+  ],
   ["create: constructor", post(CREATE, credentialBody({ constructor: { prototype: { x: 1 } } }), 400, "constructor")],
-  ["create: a duplicate key whose last value is wrong", { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody()).replace(/}$/, ',"credential_name":42}'), status: 400, field: "credential_name" }],
-  ["create: a duplicate api_key whose last value is empty", { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody()).replace(/}$/, ',"api_key":""}'), status: 400, field: "api_key" }],
-  ["create: a duplicate provider whose last value is a typo", { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody()).replace(/}$/, ',"provider":"openia"}'), status: 400, field: "provider" }],
+  [
+    "create: a duplicate key whose last value is wrong",
+    { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody()).replace(/}$/, ',"credential_name":42}'), status: 400, field: "credential_name" },
+  ],
+  [
+    "create: a duplicate api_key whose last value is empty",
+    { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody()).replace(/}$/, ',"api_key":""}'), status: 400, field: "api_key" },
+  ],
+  [
+    "create: a duplicate provider whose last value is a typo",
+    { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody()).replace(/}$/, ',"provider":"openia"}'), status: 400, field: "provider" },
+  ],
   ["create: an empty object", post(CREATE, {}, 400, /^(organization_id|provider|credential_name|api_key): is required/)],
-  ["create: arrays nested 30000 deep", { method: "POST", path: CREATE, raw: withRawName(`${"[".repeat(30_000)}${"]".repeat(30_000)}`), status: 400, field: "credential_name" }],
-  ["create: objects nested 10000 deep", { method: "POST", path: CREATE, raw: withRawName(`${'{"a":'.repeat(10_000)}1${"}".repeat(10_000)}`), status: 400, field: "credential_name" }],
+  [
+    "create: arrays nested 30000 deep",
+    { method: "POST", path: CREATE, raw: withRawName(`${"[".repeat(30_000)}${"]".repeat(30_000)}`), status: 400, field: "credential_name" },
+  ],
+  [
+    "create: objects nested 10000 deep",
+    { method: "POST", path: CREATE, raw: withRawName(`${'{"a":'.repeat(10_000)}1${"}".repeat(10_000)}`), status: 400, field: "credential_name" },
+  ],
   // ---- bodies that are not a JSON object
   ["create: an array body", post(CREATE, [credentialBody()], 400, "body")],
   ["create: a string body", post(CREATE, "organization_id=org-bad", 400, "body")],
@@ -251,7 +308,11 @@ const restRows: Array<[string, Omit<RestRow, "name">]> = [
     {
       method: "POST",
       path: CREATE,
-      bytes: Buffer.concat([Buffer.from('{"organization_id":"org-bad","provider":"openai","credential_name":"na'), Buffer.from([0xff, 0xfe, 0xc3]), Buffer.from(`me","api_key":"${OPENAI}"}`)]),
+      bytes: Buffer.concat([
+        Buffer.from('{"organization_id":"org-bad","provider":"openai","credential_name":"na'),
+        Buffer.from([0xff, 0xfe, 0xc3]),
+        Buffer.from(`me","api_key":"${OPENAI}"}`),
+      ]),
       status: 400,
       field: "body",
     },
@@ -261,7 +322,11 @@ const restRows: Array<[string, Omit<RestRow, "name">]> = [
     {
       method: "POST",
       path: CREATE,
-      bytes: Buffer.concat([Buffer.from('{"organization_id":"org-bad","provider":"openai","credential_name":"'), Buffer.from([0xc0, 0xaf]), Buffer.from(`","api_key":"${OPENAI}"}`)]),
+      bytes: Buffer.concat([
+        Buffer.from('{"organization_id":"org-bad","provider":"openai","credential_name":"'),
+        Buffer.from([0xc0, 0xaf]),
+        Buffer.from(`","api_key":"${OPENAI}"}`),
+      ]),
       status: 400,
       field: "body",
     },
@@ -271,26 +336,87 @@ const restRows: Array<[string, Omit<RestRow, "name">]> = [
     {
       method: "POST",
       path: CREATE,
-      bytes: Buffer.concat([Buffer.from('{"organization_id":"org-bad","provider":"openai","credential_name":"'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from(`","api_key":"${OPENAI}"}`)]),
+      bytes: Buffer.concat([
+        Buffer.from('{"organization_id":"org-bad","provider":"openai","credential_name":"'),
+        Buffer.from([0xed, 0xa0, 0x80]),
+        Buffer.from(`","api_key":"${OPENAI}"}`),
+      ]),
       status: 400,
       field: "body",
     },
   ],
   // ---- wrong content types (with the portal's own Origin: without it, SvelteKit refuses form types itself, below)
-  ["create: text/plain", { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody()), contentType: "text/plain", headers: SAME_ORIGIN, status: 415, field: "body" }],
-  ["create: a form", { method: "POST", path: CREATE, raw: new URLSearchParams({ organization_id: ORG, provider: "openai", credential_name: "x", api_key: OPENAI }).toString(), contentType: "application/x-www-form-urlencoded", headers: SAME_ORIGIN, status: 415, field: "body" }],
-  ["create: multipart", { method: "POST", path: CREATE, raw: '--b\r\ncontent-disposition: form-data; name="api_key"\r\n\r\nsk-x\r\n--b--\r\n', contentType: "multipart/form-data; boundary=b", headers: SAME_ORIGIN, status: 415, field: "body" }],
-  ["create: XML", { method: "POST", path: CREATE, raw: "<credential><api_key>sk-x</api_key></credential>", contentType: "application/xml", status: 415, field: "body" }],
+  [
+    "create: text/plain",
+    { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody()), contentType: "text/plain", headers: SAME_ORIGIN, status: 415, field: "body" },
+  ],
+  [
+    "create: a form",
+    {
+      method: "POST",
+      path: CREATE,
+      raw: new URLSearchParams({ organization_id: ORG, provider: "openai", credential_name: "x", api_key: OPENAI }).toString(),
+      contentType: "application/x-www-form-urlencoded",
+      headers: SAME_ORIGIN,
+      status: 415,
+      field: "body",
+    },
+  ],
+  [
+    "create: multipart",
+    {
+      method: "POST",
+      path: CREATE,
+      raw: '--b\r\ncontent-disposition: form-data; name="api_key"\r\n\r\nsk-x\r\n--b--\r\n',
+      contentType: "multipart/form-data; boundary=b",
+      headers: SAME_ORIGIN,
+      status: 415,
+      field: "body",
+    },
+  ],
+  [
+    "create: XML",
+    { method: "POST", path: CREATE, raw: "<credential><api_key>sk-x</api_key></credential>", contentType: "application/xml", status: 415, field: "body" },
+  ],
   ["create: text/html", { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody()), contentType: "text/html", status: 415, field: "body" }],
-  ["create: application/octet-stream", { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody()), contentType: "application/octet-stream", status: 415, field: "body" }],
-  ["create: text/plain from no origin", { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody()), contentType: "text/plain", status: 403, plain: true }],
-  ["create: a form from no origin", { method: "POST", path: CREATE, raw: "organization_id=org-bad", contentType: "application/x-www-form-urlencoded", status: 403, plain: true }],
-  ["create: multipart from another origin", { method: "POST", path: CREATE, raw: "--b--\r\n", contentType: "multipart/form-data; boundary=b", headers: { origin: "https://evil.example" }, status: 403, plain: true }],
+  [
+    "create: application/octet-stream",
+    { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody()), contentType: "application/octet-stream", status: 415, field: "body" },
+  ],
+  [
+    "create: text/plain from no origin",
+    { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody()), contentType: "text/plain", status: 403, plain: true },
+  ],
+  [
+    "create: a form from no origin",
+    { method: "POST", path: CREATE, raw: "organization_id=org-bad", contentType: "application/x-www-form-urlencoded", status: 403, plain: true },
+  ],
+  [
+    "create: multipart from another origin",
+    {
+      method: "POST",
+      path: CREATE,
+      raw: "--b--\r\n",
+      contentType: "multipart/form-data; boundary=b",
+      headers: { origin: "https://evil.example" },
+      status: 403,
+      plain: true,
+    },
+  ],
   // ---- sizes
   ["create: a 1 MB body", post(CREATE, credentialBody({ credential_name: "n".repeat(MB) }), 413, "body")],
-  ["create: a 1 MB body streamed without a length", { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody({ credential_name: "n".repeat(MB) })), streamed: true, status: 413, field: "body" }],
-  ["create: a body of 64 KiB + 1", { method: "POST", path: CREATE, raw: `${JSON.stringify(credentialBody())}${" ".repeat(64 * 1024)}`.slice(0, 64 * 1024 + 1), status: 413, field: "body" }],
-  ["create: a 1 MB text/plain body", { method: "POST", path: CREATE, raw: "x".repeat(MB), contentType: "text/plain", headers: SAME_ORIGIN, status: 413, field: "body" }],
+  [
+    "create: a 1 MB body streamed without a length",
+    { method: "POST", path: CREATE, raw: JSON.stringify(credentialBody({ credential_name: "n".repeat(MB) })), streamed: true, status: 413, field: "body" },
+  ],
+  [
+    "create: a body of 64 KiB + 1",
+    { method: "POST", path: CREATE, raw: `${JSON.stringify(credentialBody())}${" ".repeat(64 * 1024)}`.slice(0, 64 * 1024 + 1), status: 413, field: "body" },
+  ],
+  [
+    "create: a 1 MB text/plain body",
+    { method: "POST", path: CREATE, raw: "x".repeat(MB), contentType: "text/plain", headers: SAME_ORIGIN, status: 413, field: "body" },
+  ],
   ["create: a 1 MB api_key", post(CREATE, credentialBody({ api_key: `sk-${"k".repeat(MB)}` }), 413, "body")],
   // ---- duplicates and conflicts
   ["create: a duplicate name, in another case", post(CREATE, credentialBody({ credential_name: "EXISTING" }), 409, "credential_name")],
@@ -325,8 +451,14 @@ const restRows: Array<[string, Omit<RestRow, "name">]> = [
   ["update: organization_id cannot be changed", put(CRED, { organization_id: "org-busy" }, 400, "organization_id")],
   ["update: an array body", put(CRED, [{ credential_name: "x" }], 400, "body")],
   ["update: truncated JSON", { method: "PUT", path: CRED, raw: '{"credential_name": "x"', status: 400, field: "body" }],
-  ["update: text/plain", { method: "PUT", path: CRED, raw: '{"credential_name": "x"}', contentType: "text/plain", headers: SAME_ORIGIN, status: 415, field: "body" }],
-  ["update: application/xml", { method: "PUT", path: CRED, raw: "<credential_name>x</credential_name>", contentType: "application/xml", status: 415, field: "body" }],
+  [
+    "update: text/plain",
+    { method: "PUT", path: CRED, raw: '{"credential_name": "x"}', contentType: "text/plain", headers: SAME_ORIGIN, status: 415, field: "body" },
+  ],
+  [
+    "update: application/xml",
+    { method: "PUT", path: CRED, raw: "<credential_name>x</credential_name>", contentType: "application/xml", status: 415, field: "body" },
+  ],
   ["update: a 1 MB body", put(CRED, { credential_name: "n".repeat(MB) }, 413, "body")],
   ["update: an unknown credential", put(`/api/provider-credentials/${UNKNOWN_UUID}`, { credential_name: "x" }, 404, new RegExp(UNKNOWN_UUID))],
   // ---- path parameters that are not UUIDs
@@ -344,9 +476,23 @@ const restRows: Array<[string, Omit<RestRow, "name">]> = [
   ["activate: an unknown credential", put(`/api/provider-credentials/${UNKNOWN_UUID}/activate`, undefined, 404, new RegExp(UNKNOWN_UUID))],
   ["activate: an unknown body field", put("/api/provider-credentials/:cred/activate", { force: true }, 400, "force")],
   ["activate: an array body", put("/api/provider-credentials/:cred/activate", [], 400, "body")],
-  ["deactivate: credential_id is SQL", put(`/api/provider-credentials/${encodeURIComponent("1; update provider_credentials set is_active=false")}/deactivate`, undefined, 400, "credential_id")],
+  [
+    "deactivate: credential_id is SQL",
+    put(`/api/provider-credentials/${encodeURIComponent("1; update provider_credentials set is_active=false")}/deactivate`, undefined, 400, "credential_id"),
+  ],
   ["deactivate: an unknown credential", put(`/api/provider-credentials/${UNKNOWN_UUID}/deactivate`, undefined, 404, new RegExp(UNKNOWN_UUID))],
-  ["deactivate: text/plain body", { method: "PUT", path: "/api/provider-credentials/:cred/deactivate", raw: "now", contentType: "text/plain", headers: SAME_ORIGIN, status: 415, field: "body" }],
+  [
+    "deactivate: text/plain body",
+    {
+      method: "PUT",
+      path: "/api/provider-credentials/:cred/deactivate",
+      raw: "now",
+      contentType: "text/plain",
+      headers: SAME_ORIGIN,
+      status: 415,
+      field: "body",
+    },
+  ],
   ["delete: credential_id not a UUID", del("/api/provider-credentials/not-a-uuid", 400, "credential_id")],
   ["delete: credential_id is a wildcard", del("/api/provider-credentials/%25", 400, "credential_id")],
   ["delete: an unknown credential", del(`/api/provider-credentials/${UNKNOWN_UUID}`, 404, new RegExp(UNKNOWN_UUID))],
@@ -393,7 +539,10 @@ const restRows: Array<[string, Omit<RestRow, "name">]> = [
   ["org create: organization_id with a space", post("/api/organizations", { organization_id: "org one", name: "N" }, 400, "organization_id")],
   ["org create: organization_id of 65 characters", post("/api/organizations", { organization_id: "o".repeat(65), name: "N" }, 400, "organization_id")],
   ["org create: organization_id is Unicode", post("/api/organizations", { organization_id: "组织", name: "N" }, 400, "organization_id")],
-  ["org create: organization_id is SQL", post("/api/organizations", { organization_id: "x'); drop table organizations; --", name: "N" }, 400, "organization_id")],
+  [
+    "org create: organization_id is SQL",
+    post("/api/organizations", { organization_id: "x'); drop table organizations; --", name: "N" }, 400, "organization_id"),
+  ],
   ["org create: organization_id is HTML", post("/api/organizations", { organization_id: "<b>org</b>", name: "N" }, 400, "organization_id")],
   ["org create: organization_id is a number", post("/api/organizations", { organization_id: 7, name: "N" }, 400, "organization_id")],
   ["org create: organization_id with a slash", post("/api/organizations", { organization_id: "a/b", name: "N" }, 400, "organization_id")],
@@ -487,7 +636,13 @@ const restRows: Array<[string, Omit<RestRow, "name">]> = [
   ["an unknown bearer token", get(LIST, 401, /token/, { token: "pc_unknown_token_0123456789" })],
   ["a resolve-scope token", post(CREATE, credentialBody({ credential_name: "by resolver" }), 403, /scope/, { token: "resolve" })],
   ["a garbage session cookie", get(LIST, 401, /authentication required/, { token: null, headers: { cookie: "pc_session=garbage" } })],
-  ["a session cookie on a cross-origin change", post(CREATE, credentialBody(), 403, /cross-origin/, { token: null, headers: { cookie: "pc_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", origin: "https://evil.example" } })],
+  [
+    "a session cookie on a cross-origin change",
+    post(CREATE, credentialBody(), 403, /cross-origin/, {
+      token: null,
+      headers: { cookie: "pc_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", origin: "https://evil.example" },
+    }),
+  ],
   ["PATCH on a credential", { method: "PATCH", path: CRED, body: { credential_name: "x" }, status: 405, field: /PATCH/ }],
   ["POST on a credential", post(CRED, { credential_name: "x" }, 405, /POST/)],
   ["DELETE on the create path (create is not a UUID)", del(CREATE, 400, "credential_id")],
@@ -525,39 +680,120 @@ const orgScope = (value: string) => ({ case: "organizationId" as const, value })
 const teamScope = (value: string) => ({ case: "teamId" as const, value });
 
 const grpcRows: Array<[string, GrpcRow]> = [
-  ["CreateCredential: organization_id empty", g((c) => c.credentials.createCredential(createReq({ organizationId: "" })), Code.InvalidArgument, "organization_id")],
-  ["CreateCredential: organization_id with a space", g((c) => c.credentials.createCredential(createReq({ organizationId: "org bad" })), Code.InvalidArgument, "organization_id")],
-  ["CreateCredential: organization_id of 65 characters", g((c) => c.credentials.createCredential(createReq({ organizationId: "o".repeat(65) })), Code.InvalidArgument, "organization_id")],
-  ["CreateCredential: organization_id with a NUL byte", g((c) => c.credentials.createCredential(createReq({ organizationId: "org\u0000" })), Code.InvalidArgument, "organization_id")],
-  ["CreateCredential: organization_id is a traversal", g((c) => c.credentials.createCredential(createReq({ organizationId: "../../etc" })), Code.InvalidArgument, "organization_id")],
-  ["CreateCredential: organization_id is SQL", g((c) => c.credentials.createCredential(createReq({ organizationId: "' or ''='" })), Code.InvalidArgument, "organization_id")],
-  ["CreateCredential: provider unspecified", g((c) => c.credentials.createCredential(createReq({ provider: Provider.UNSPECIFIED })), Code.InvalidArgument, "provider")],
-  ["CreateCredential: provider 99 (unknown enum value)", g((c) => c.credentials.createCredential(createReq({ provider: 99 as Provider })), Code.InvalidArgument, "provider")],
+  [
+    "CreateCredential: organization_id empty",
+    g((c) => c.credentials.createCredential(createReq({ organizationId: "" })), Code.InvalidArgument, "organization_id"),
+  ],
+  [
+    "CreateCredential: organization_id with a space",
+    g((c) => c.credentials.createCredential(createReq({ organizationId: "org bad" })), Code.InvalidArgument, "organization_id"),
+  ],
+  [
+    "CreateCredential: organization_id of 65 characters",
+    g((c) => c.credentials.createCredential(createReq({ organizationId: "o".repeat(65) })), Code.InvalidArgument, "organization_id"),
+  ],
+  [
+    "CreateCredential: organization_id with a NUL byte",
+    g((c) => c.credentials.createCredential(createReq({ organizationId: "org\u0000" })), Code.InvalidArgument, "organization_id"),
+  ],
+  [
+    "CreateCredential: organization_id is a traversal",
+    g((c) => c.credentials.createCredential(createReq({ organizationId: "../../etc" })), Code.InvalidArgument, "organization_id"),
+  ],
+  [
+    "CreateCredential: organization_id is SQL",
+    g((c) => c.credentials.createCredential(createReq({ organizationId: "' or ''='" })), Code.InvalidArgument, "organization_id"),
+  ],
+  [
+    "CreateCredential: provider unspecified",
+    g((c) => c.credentials.createCredential(createReq({ provider: Provider.UNSPECIFIED })), Code.InvalidArgument, "provider"),
+  ],
+  [
+    "CreateCredential: provider 99 (unknown enum value)",
+    g((c) => c.credentials.createCredential(createReq({ provider: 99 as Provider })), Code.InvalidArgument, "provider"),
+  ],
   ["CreateCredential: provider -1", g((c) => c.credentials.createCredential(createReq({ provider: -1 as Provider })), Code.InvalidArgument, "provider")],
-  ["CreateCredential: credential_name empty", g((c) => c.credentials.createCredential(createReq({ credentialName: "" })), Code.InvalidArgument, "credential_name")],
-  ["CreateCredential: credential_name only spaces", g((c) => c.credentials.createCredential(createReq({ credentialName: " \t " })), Code.InvalidArgument, "credential_name")],
-  ["CreateCredential: credential_name of 201 characters", g((c) => c.credentials.createCredential(createReq({ credentialName: "n".repeat(201) })), Code.InvalidArgument, "credential_name")],
-  ["CreateCredential: credential_name of 201 emoji", g((c) => c.credentials.createCredential(createReq({ credentialName: "🔑".repeat(201) })), Code.InvalidArgument, "credential_name")],
-  ["CreateCredential: credential_name with a NUL byte", g((c) => c.credentials.createCredential(createReq({ credentialName: "a\u0000" })), Code.InvalidArgument, "credential_name")],
-  ["CreateCredential: credential_name with a carriage return", g((c) => c.credentials.createCredential(createReq({ credentialName: "a\rb" })), Code.InvalidArgument, "credential_name")],
+  [
+    "CreateCredential: credential_name empty",
+    g((c) => c.credentials.createCredential(createReq({ credentialName: "" })), Code.InvalidArgument, "credential_name"),
+  ],
+  [
+    "CreateCredential: credential_name only spaces",
+    g((c) => c.credentials.createCredential(createReq({ credentialName: " \t " })), Code.InvalidArgument, "credential_name"),
+  ],
+  [
+    "CreateCredential: credential_name of 201 characters",
+    g((c) => c.credentials.createCredential(createReq({ credentialName: "n".repeat(201) })), Code.InvalidArgument, "credential_name"),
+  ],
+  [
+    "CreateCredential: credential_name of 201 emoji",
+    g((c) => c.credentials.createCredential(createReq({ credentialName: "🔑".repeat(201) })), Code.InvalidArgument, "credential_name"),
+  ],
+  [
+    "CreateCredential: credential_name with a NUL byte",
+    g((c) => c.credentials.createCredential(createReq({ credentialName: "a\u0000" })), Code.InvalidArgument, "credential_name"),
+  ],
+  [
+    "CreateCredential: credential_name with a carriage return",
+    g((c) => c.credentials.createCredential(createReq({ credentialName: "a\rb" })), Code.InvalidArgument, "credential_name"),
+  ],
   ["CreateCredential: api_key empty", g((c) => c.credentials.createCredential(createReq({ apiKey: "" })), Code.InvalidArgument, "api_key")],
-  ["CreateCredential: api_key with an inner space", g((c) => c.credentials.createCredential(createReq({ apiKey: "sk-proj abc-0123456789" })), Code.InvalidArgument, "api_key")],
+  [
+    "CreateCredential: api_key with an inner space",
+    g((c) => c.credentials.createCredential(createReq({ apiKey: "sk-proj abc-0123456789" })), Code.InvalidArgument, "api_key"),
+  ],
   ["CreateCredential: api_key too short", g((c) => c.credentials.createCredential(createReq({ apiKey: "sk-1" })), Code.InvalidArgument, "api_key")],
-  ["CreateCredential: api_key of 5000 characters", g((c) => c.credentials.createCredential(createReq({ apiKey: `sk-${"a".repeat(4997)}` })), Code.InvalidArgument, "api_key")],
-  ["CreateCredential: api_key not ASCII", g((c) => c.credentials.createCredential(createReq({ apiKey: "sk-ключ-0123456789" })), Code.InvalidArgument, "api_key")],
-  ["CreateCredential: api_key with emoji", g((c) => c.credentials.createCredential(createReq({ apiKey: "sk-😀😀😀😀0123456789" })), Code.InvalidArgument, "api_key")],
-  ["CreateCredential: api_key with a NUL byte", g((c) => c.credentials.createCredential(createReq({ apiKey: "sk-abc\u0000def0123456" })), Code.InvalidArgument, "api_key")],
+  [
+    "CreateCredential: api_key of 5000 characters",
+    g((c) => c.credentials.createCredential(createReq({ apiKey: `sk-${"a".repeat(4997)}` })), Code.InvalidArgument, "api_key"),
+  ],
+  [
+    "CreateCredential: api_key not ASCII",
+    g((c) => c.credentials.createCredential(createReq({ apiKey: "sk-ключ-0123456789" })), Code.InvalidArgument, "api_key"),
+  ],
+  [
+    "CreateCredential: api_key with emoji",
+    g((c) => c.credentials.createCredential(createReq({ apiKey: "sk-😀😀😀😀0123456789" })), Code.InvalidArgument, "api_key"),
+  ],
+  [
+    "CreateCredential: api_key with a NUL byte",
+    g((c) => c.credentials.createCredential(createReq({ apiKey: "sk-abc\u0000def0123456" })), Code.InvalidArgument, "api_key"),
+  ],
   ["CreateCredential: an Anthropic key as OpenAI", g((c) => c.credentials.createCredential(createReq({ apiKey: ANTHROPIC })), Code.InvalidArgument, "api_key")],
-  ["CreateCredential: a Fireworks key as Gemini", g((c) => c.credentials.createCredential(createReq({ provider: Provider.GEMINI, apiKey: FIREWORKS })), Code.InvalidArgument, "api_key")],
-  ["CreateCredential: api_base javascript:", g((c) => c.credentials.createCredential(createReq({ apiBase: "javascript:alert(1)" })), Code.InvalidArgument, "api_base")],
-  ["CreateCredential: api_base with a password", g((c) => c.credentials.createCredential(createReq({ apiBase: "https://u:p@proxy.example.com" })), Code.InvalidArgument, "api_base")],
-  ["CreateCredential: api_base ftp:", g((c) => c.credentials.createCredential(createReq({ apiBase: "ftp://proxy.example.com" })), Code.InvalidArgument, "api_base")],
+  [
+    "CreateCredential: a Fireworks key as Gemini",
+    g((c) => c.credentials.createCredential(createReq({ provider: Provider.GEMINI, apiKey: FIREWORKS })), Code.InvalidArgument, "api_key"),
+  ],
+  [
+    "CreateCredential: api_base javascript:",
+    g((c) => c.credentials.createCredential(createReq({ apiBase: "javascript:alert(1)" })), Code.InvalidArgument, "api_base"),
+  ],
+  [
+    "CreateCredential: api_base with a password",
+    g((c) => c.credentials.createCredential(createReq({ apiBase: "https://u:p@proxy.example.com" })), Code.InvalidArgument, "api_base"),
+  ],
+  [
+    "CreateCredential: api_base ftp:",
+    g((c) => c.credentials.createCredential(createReq({ apiBase: "ftp://proxy.example.com" })), Code.InvalidArgument, "api_base"),
+  ],
   ["CreateCredential: api_base relative", g((c) => c.credentials.createCredential(createReq({ apiBase: "/v1" })), Code.InvalidArgument, "api_base")],
-  ["CreateCredential: api_base of 2049 characters", g((c) => c.credentials.createCredential(createReq({ apiBase: `https://p.example.com/${"a".repeat(2049 - 22)}` })), Code.InvalidArgument, "api_base")],
-  ["CreateCredential: api_base with whitespace", g((c) => c.credentials.createCredential(createReq({ apiBase: "https://p.example.com/a b" })), Code.InvalidArgument, "api_base")],
+  [
+    "CreateCredential: api_base of 2049 characters",
+    g((c) => c.credentials.createCredential(createReq({ apiBase: `https://p.example.com/${"a".repeat(2049 - 22)}` })), Code.InvalidArgument, "api_base"),
+  ],
+  [
+    "CreateCredential: api_base with whitespace",
+    g((c) => c.credentials.createCredential(createReq({ apiBase: "https://p.example.com/a b" })), Code.InvalidArgument, "api_base"),
+  ],
   ["CreateCredential: an unknown organisation", g((c) => c.credentials.createCredential(createReq({ organizationId: "org-nope" })), Code.NotFound, /org-nope/)],
-  ["CreateCredential: a duplicate name", g((c) => c.credentials.createCredential(createReq({ credentialName: "existing" })), Code.AlreadyExists, "credential_name")],
-  ["CreateCredential: a 1 MB message", g((c) => c.credentials.createCredential(createReq({ credentialName: "n".repeat(MB) })), Code.ResourceExhausted, /larger than/)],
+  [
+    "CreateCredential: a duplicate name",
+    g((c) => c.credentials.createCredential(createReq({ credentialName: "existing" })), Code.AlreadyExists, "credential_name"),
+  ],
+  [
+    "CreateCredential: a 1 MB message",
+    g((c) => c.credentials.createCredential(createReq({ credentialName: "n".repeat(MB) })), Code.ResourceExhausted, /larger than/),
+  ],
   ["GetCredential: empty id", g((c) => c.credentials.getCredential({ credentialId: "" }), Code.InvalidArgument, "credential_id")],
   ["GetCredential: not a UUID", g((c) => c.credentials.getCredential({ credentialId: "123" }), Code.InvalidArgument, "credential_id")],
   ["GetCredential: SQL", g((c) => c.credentials.getCredential({ credentialId: "' or 1=1 --" }), Code.InvalidArgument, "credential_id")],
@@ -565,20 +801,62 @@ const grpcRows: Array<[string, GrpcRow]> = [
   ["ListCredentials: organization_id empty", g((c) => c.credentials.listCredentials({ organizationId: "" }), Code.InvalidArgument, "organization_id")],
   ["ListCredentials: an unknown organisation", g((c) => c.credentials.listCredentials({ organizationId: "org-nope" }), Code.NotFound, /org-nope/)],
   ["ListCredentials: page_size -1", g((c) => c.credentials.listCredentials({ organizationId: ORG, pageSize: -1 }), Code.InvalidArgument, "page_size")],
-  ["ListCredentials: page_size -2^31", g((c) => c.credentials.listCredentials({ organizationId: ORG, pageSize: -(2 ** 31) }), Code.InvalidArgument, "page_size")],
-  ["ListCredentials: page_token not base64url", g((c) => c.credentials.listCredentials({ organizationId: ORG, pageToken: "%%" }), Code.InvalidArgument, "page_token")],
-  ["ListCredentials: page_token of the wrong shape", g((c) => c.credentials.listCredentials({ organizationId: ORG, pageToken: b64(["x"]) }), Code.InvalidArgument, "page_token")],
-  ["ListCredentials: page_token with a huge time", g((c) => c.credentials.listCredentials({ organizationId: ORG, pageToken: b64([1e300, UNKNOWN_UUID]) }), Code.InvalidArgument, "page_token")],
-  ["ListCredentials: provider 99", g((c) => c.credentials.listCredentials({ organizationId: ORG, provider: 99 as Provider }), Code.InvalidArgument, "provider")],
-  ["UpdateCredential: id not a UUID", g((c) => c.credentials.updateCredential({ credentialId: "nope", credentialName: "x" }), Code.InvalidArgument, "credential_id")],
-  ["UpdateCredential: expected_version 0", g((c) => c.credentials.updateCredential({ credentialId: ids.cred, credentialName: "x", expectedVersion: 0 }), Code.InvalidArgument, "expected_version")],
-  ["UpdateCredential: expected_version -5", g((c) => c.credentials.updateCredential({ credentialId: ids.cred, credentialName: "x", expectedVersion: -5 }), Code.InvalidArgument, "expected_version")],
-  ["UpdateCredential: a stale expected_version", g((c) => c.credentials.updateCredential({ credentialId: ids.cred, credentialName: "x", expectedVersion: 99 }), Code.Aborted, "expected_version")],
-  ["UpdateCredential: credential_name empty", g((c) => c.credentials.updateCredential({ credentialId: ids.cred, credentialName: "" }), Code.InvalidArgument, "credential_name")],
-  ["UpdateCredential: api_key with a space", g((c) => c.credentials.updateCredential({ credentialId: ids.cred, apiKey: "sk-a b c d e f g" }), Code.InvalidArgument, "api_key")],
-  ["UpdateCredential: api_base javascript:", g((c) => c.credentials.updateCredential({ credentialId: ids.cred, apiBase: "javascript:void(0)" }), Code.InvalidArgument, "api_base")],
-  ["UpdateCredential: clearing api_base under a proxy key", g((c) => c.credentials.updateCredential({ credentialId: ids.proxy, apiBase: "" }), Code.InvalidArgument, "api_base")],
-  ["UpdateCredential: unknown", g((c) => c.credentials.updateCredential({ credentialId: UNKNOWN_UUID, credentialName: "x" }), Code.NotFound, new RegExp(UNKNOWN_UUID))],
+  [
+    "ListCredentials: page_size -2^31",
+    g((c) => c.credentials.listCredentials({ organizationId: ORG, pageSize: -(2 ** 31) }), Code.InvalidArgument, "page_size"),
+  ],
+  [
+    "ListCredentials: page_token not base64url",
+    g((c) => c.credentials.listCredentials({ organizationId: ORG, pageToken: "%%" }), Code.InvalidArgument, "page_token"),
+  ],
+  [
+    "ListCredentials: page_token of the wrong shape",
+    g((c) => c.credentials.listCredentials({ organizationId: ORG, pageToken: b64(["x"]) }), Code.InvalidArgument, "page_token"),
+  ],
+  [
+    "ListCredentials: page_token with a huge time",
+    g((c) => c.credentials.listCredentials({ organizationId: ORG, pageToken: b64([1e300, UNKNOWN_UUID]) }), Code.InvalidArgument, "page_token"),
+  ],
+  [
+    "ListCredentials: provider 99",
+    g((c) => c.credentials.listCredentials({ organizationId: ORG, provider: 99 as Provider }), Code.InvalidArgument, "provider"),
+  ],
+  [
+    "UpdateCredential: id not a UUID",
+    g((c) => c.credentials.updateCredential({ credentialId: "nope", credentialName: "x" }), Code.InvalidArgument, "credential_id"),
+  ],
+  [
+    "UpdateCredential: expected_version 0",
+    g((c) => c.credentials.updateCredential({ credentialId: ids.cred, credentialName: "x", expectedVersion: 0 }), Code.InvalidArgument, "expected_version"),
+  ],
+  [
+    "UpdateCredential: expected_version -5",
+    g((c) => c.credentials.updateCredential({ credentialId: ids.cred, credentialName: "x", expectedVersion: -5 }), Code.InvalidArgument, "expected_version"),
+  ],
+  [
+    "UpdateCredential: a stale expected_version",
+    g((c) => c.credentials.updateCredential({ credentialId: ids.cred, credentialName: "x", expectedVersion: 99 }), Code.Aborted, "expected_version"),
+  ],
+  [
+    "UpdateCredential: credential_name empty",
+    g((c) => c.credentials.updateCredential({ credentialId: ids.cred, credentialName: "" }), Code.InvalidArgument, "credential_name"),
+  ],
+  [
+    "UpdateCredential: api_key with a space",
+    g((c) => c.credentials.updateCredential({ credentialId: ids.cred, apiKey: "sk-a b c d e f g" }), Code.InvalidArgument, "api_key"),
+  ],
+  [
+    "UpdateCredential: api_base javascript:",
+    g((c) => c.credentials.updateCredential({ credentialId: ids.cred, apiBase: "javascript:void(0)" }), Code.InvalidArgument, "api_base"),
+  ],
+  [
+    "UpdateCredential: clearing api_base under a proxy key",
+    g((c) => c.credentials.updateCredential({ credentialId: ids.proxy, apiBase: "" }), Code.InvalidArgument, "api_base"),
+  ],
+  [
+    "UpdateCredential: unknown",
+    g((c) => c.credentials.updateCredential({ credentialId: UNKNOWN_UUID, credentialName: "x" }), Code.NotFound, new RegExp(UNKNOWN_UUID)),
+  ],
   ["ActivateCredential: not a UUID", g((c) => c.credentials.activateCredential({ credentialId: "x" }), Code.InvalidArgument, "credential_id")],
   ["ActivateCredential: unknown", g((c) => c.credentials.activateCredential({ credentialId: UNKNOWN_UUID }), Code.NotFound, new RegExp(UNKNOWN_UUID))],
   ["DeactivateCredential: empty", g((c) => c.credentials.deactivateCredential({ credentialId: "" }), Code.InvalidArgument, "credential_id")],
@@ -588,38 +866,89 @@ const grpcRows: Array<[string, GrpcRow]> = [
   ["ResolveKey: no scope", g((c) => c.credentials.resolveKey({ provider: Provider.OPENAI }), Code.InvalidArgument, "scope")],
   ["ResolveKey: provider unspecified", g((c) => c.credentials.resolveKey({ scope: orgScope(ORG) }), Code.InvalidArgument, "provider")],
   ["ResolveKey: provider 42", g((c) => c.credentials.resolveKey({ scope: orgScope(ORG), provider: 42 as Provider }), Code.InvalidArgument, "provider")],
-  ["ResolveKey: organization_id empty", g((c) => c.credentials.resolveKey({ scope: orgScope(""), provider: Provider.OPENAI }), Code.InvalidArgument, "organization_id")],
-  ["ResolveKey: team_id with a space", g((c) => c.credentials.resolveKey({ scope: teamScope("team x"), provider: Provider.OPENAI }), Code.InvalidArgument, "team_id")],
-  ["ResolveKey: team_id of 65 characters", g((c) => c.credentials.resolveKey({ scope: teamScope("t".repeat(65)), provider: Provider.OPENAI }), Code.InvalidArgument, "team_id", "resolve")],
-  ["ResolveKey: an unknown team", g((c) => c.credentials.resolveKey({ scope: teamScope("team-nope"), provider: Provider.OPENAI }), Code.NotFound, /team-nope/, "resolve")],
-  ["ResolveKey: an unknown organisation", g((c) => c.credentials.resolveKey({ scope: orgScope("org-nope"), provider: Provider.OPENAI }), Code.NotFound, /org-nope/)],
-  ["ResolveKey: no key and no fallback", g((c) => c.credentials.resolveKey({ scope: orgScope(ORG), provider: Provider.FIREWORKS }), Code.FailedPrecondition, /FIREWORKS_API_KEY/)],
+  [
+    "ResolveKey: organization_id empty",
+    g((c) => c.credentials.resolveKey({ scope: orgScope(""), provider: Provider.OPENAI }), Code.InvalidArgument, "organization_id"),
+  ],
+  [
+    "ResolveKey: team_id with a space",
+    g((c) => c.credentials.resolveKey({ scope: teamScope("team x"), provider: Provider.OPENAI }), Code.InvalidArgument, "team_id"),
+  ],
+  [
+    "ResolveKey: team_id of 65 characters",
+    g((c) => c.credentials.resolveKey({ scope: teamScope("t".repeat(65)), provider: Provider.OPENAI }), Code.InvalidArgument, "team_id", "resolve"),
+  ],
+  [
+    "ResolveKey: an unknown team",
+    g((c) => c.credentials.resolveKey({ scope: teamScope("team-nope"), provider: Provider.OPENAI }), Code.NotFound, /team-nope/, "resolve"),
+  ],
+  [
+    "ResolveKey: an unknown organisation",
+    g((c) => c.credentials.resolveKey({ scope: orgScope("org-nope"), provider: Provider.OPENAI }), Code.NotFound, /org-nope/),
+  ],
+  [
+    "ResolveKey: no key and no fallback",
+    g((c) => c.credentials.resolveKey({ scope: orgScope(ORG), provider: Provider.FIREWORKS }), Code.FailedPrecondition, /FIREWORKS_API_KEY/),
+  ],
   ["CreateOrganization: id empty", g((c) => c.organizations.createOrganization({ organizationId: "", name: "N" }), Code.InvalidArgument, "organization_id")],
-  ["CreateOrganization: id with a bang", g((c) => c.organizations.createOrganization({ organizationId: "org!", name: "N" }), Code.InvalidArgument, "organization_id")],
-  ["CreateOrganization: id is Unicode", g((c) => c.organizations.createOrganization({ organizationId: "ørg", name: "N" }), Code.InvalidArgument, "organization_id")],
-  ["CreateOrganization: id of 65 characters", g((c) => c.organizations.createOrganization({ organizationId: "o".repeat(65), name: "N" }), Code.InvalidArgument, "organization_id")],
+  [
+    "CreateOrganization: id with a bang",
+    g((c) => c.organizations.createOrganization({ organizationId: "org!", name: "N" }), Code.InvalidArgument, "organization_id"),
+  ],
+  [
+    "CreateOrganization: id is Unicode",
+    g((c) => c.organizations.createOrganization({ organizationId: "ørg", name: "N" }), Code.InvalidArgument, "organization_id"),
+  ],
+  [
+    "CreateOrganization: id of 65 characters",
+    g((c) => c.organizations.createOrganization({ organizationId: "o".repeat(65), name: "N" }), Code.InvalidArgument, "organization_id"),
+  ],
   ["CreateOrganization: name empty", g((c) => c.organizations.createOrganization({ organizationId: "org-new", name: "" }), Code.InvalidArgument, "name")],
-  ["CreateOrganization: name of 201 characters", g((c) => c.organizations.createOrganization({ organizationId: "org-new", name: "n".repeat(201) }), Code.InvalidArgument, "name")],
-  ["CreateOrganization: name with a NUL byte", g((c) => c.organizations.createOrganization({ organizationId: "org-new", name: "\u0000" }), Code.InvalidArgument, "name")],
-  ["CreateOrganization: a taken id", g((c) => c.organizations.createOrganization({ organizationId: ORG, name: "again" }), Code.AlreadyExists, "organization_id")],
+  [
+    "CreateOrganization: name of 201 characters",
+    g((c) => c.organizations.createOrganization({ organizationId: "org-new", name: "n".repeat(201) }), Code.InvalidArgument, "name"),
+  ],
+  [
+    "CreateOrganization: name with a NUL byte",
+    g((c) => c.organizations.createOrganization({ organizationId: "org-new", name: "\u0000" }), Code.InvalidArgument, "name"),
+  ],
+  [
+    "CreateOrganization: a taken id",
+    g((c) => c.organizations.createOrganization({ organizationId: ORG, name: "again" }), Code.AlreadyExists, "organization_id"),
+  ],
   ["GetOrganization: id with a slash", g((c) => c.organizations.getOrganization({ organizationId: "a/b" }), Code.InvalidArgument, "organization_id")],
   ["GetOrganization: unknown", g((c) => c.organizations.getOrganization({ organizationId: "org-nope" }), Code.NotFound, /org-nope/)],
   ["ListOrganizations: page_size -1", g((c) => c.organizations.listOrganizations({ pageSize: -1 }), Code.InvalidArgument, "page_size")],
   ["ListOrganizations: page_token malformed", g((c) => c.organizations.listOrganizations({ pageToken: "not a token" }), Code.InvalidArgument, "page_token")],
-  ["ListOrganizations: page_token with a NUL byte", g((c) => c.organizations.listOrganizations({ pageToken: cursorWithNul }), Code.InvalidArgument, "page_token")],
+  [
+    "ListOrganizations: page_token with a NUL byte",
+    g((c) => c.organizations.listOrganizations({ pageToken: cursorWithNul }), Code.InvalidArgument, "page_token"),
+  ],
   ["ListOrganizations: page_token holding a number", g((c) => c.organizations.listOrganizations({ pageToken: b64([1]) }), Code.InvalidArgument, "page_token")],
   ["DeleteOrganization: id empty", g((c) => c.organizations.deleteOrganization({ organizationId: "" }), Code.InvalidArgument, "organization_id")],
   ["DeleteOrganization: unknown", g((c) => c.organizations.deleteOrganization({ organizationId: "org-nope" }), Code.NotFound, /org-nope/)],
   ["DeleteOrganization: one with a team", g((c) => c.organizations.deleteOrganization({ organizationId: "org-busy" }), Code.FailedPrecondition, /team/)],
   ["CreateTeam: team_id empty", g((c) => c.organizations.createTeam({ teamId: "", organizationId: ORG, name: "T" }), Code.InvalidArgument, "team_id")],
-  ["CreateTeam: team_id is HTML", g((c) => c.organizations.createTeam({ teamId: "<i>t</i>", organizationId: ORG, name: "T" }), Code.InvalidArgument, "team_id")],
-  ["CreateTeam: organization_id empty", g((c) => c.organizations.createTeam({ teamId: "team-new", organizationId: "", name: "T" }), Code.InvalidArgument, "organization_id")],
+  [
+    "CreateTeam: team_id is HTML",
+    g((c) => c.organizations.createTeam({ teamId: "<i>t</i>", organizationId: ORG, name: "T" }), Code.InvalidArgument, "team_id"),
+  ],
+  [
+    "CreateTeam: organization_id empty",
+    g((c) => c.organizations.createTeam({ teamId: "team-new", organizationId: "", name: "T" }), Code.InvalidArgument, "organization_id"),
+  ],
   ["CreateTeam: name empty", g((c) => c.organizations.createTeam({ teamId: "team-new", organizationId: ORG, name: "" }), Code.InvalidArgument, "name")],
-  ["CreateTeam: an unknown organisation", g((c) => c.organizations.createTeam({ teamId: "team-new", organizationId: "org-nope", name: "T" }), Code.NotFound, /org-nope/)],
+  [
+    "CreateTeam: an unknown organisation",
+    g((c) => c.organizations.createTeam({ teamId: "team-new", organizationId: "org-nope", name: "T" }), Code.NotFound, /org-nope/),
+  ],
   ["CreateTeam: a taken id", g((c) => c.organizations.createTeam({ teamId: "team-bad", organizationId: ORG, name: "T" }), Code.AlreadyExists, "team_id")],
   ["ListTeams: organization_id with a bang", g((c) => c.organizations.listTeams({ organizationId: "bad!" }), Code.InvalidArgument, "organization_id")],
   ["ListTeams: page_size -1", g((c) => c.organizations.listTeams({ organizationId: ORG, pageSize: -1 }), Code.InvalidArgument, "page_size")],
-  ["ListTeams: page_token with a NUL byte", g((c) => c.organizations.listTeams({ organizationId: ORG, pageToken: cursorWithNul }), Code.InvalidArgument, "page_token")],
+  [
+    "ListTeams: page_token with a NUL byte",
+    g((c) => c.organizations.listTeams({ organizationId: ORG, pageToken: cursorWithNul }), Code.InvalidArgument, "page_token"),
+  ],
   ["ListTeams: an unknown organisation", g((c) => c.organizations.listTeams({ organizationId: "org-nope" }), Code.NotFound, /org-nope/)],
   ["DeleteTeam: id empty", g((c) => c.organizations.deleteTeam({ teamId: "" }), Code.InvalidArgument, "team_id")],
   ["DeleteTeam: unknown", g((c) => c.organizations.deleteTeam({ teamId: "team-nope" }), Code.NotFound, /team-nope/)],
@@ -636,7 +965,10 @@ const grpcRows: Array<[string, GrpcRow]> = [
   ["ListAuditEvents: credential_id not a UUID", g((c) => c.admin.listAuditEvents({ credentialId: "x" }), Code.InvalidArgument, "credential_id")],
   ["ListAuditEvents: page_size -1", g((c) => c.admin.listAuditEvents({ pageSize: -1 }), Code.InvalidArgument, "page_size")],
   ["ListAuditEvents: page_token holding a word", g((c) => c.admin.listAuditEvents({ pageToken: b64(["abc"]) }), Code.InvalidArgument, "page_token")],
-  ["SignIn: a source with a space", g((c) => c.admin.signIn({ email: "a@example.com", password: "whatever-password", source: "1.2.3.4 5.6.7.8" }), Code.InvalidArgument, "source")],
+  [
+    "SignIn: a source with a space",
+    g((c) => c.admin.signIn({ email: "a@example.com", password: "whatever-password", source: "1.2.3.4 5.6.7.8" }), Code.InvalidArgument, "source"),
+  ],
   ["GetSession: garbage", g((c) => c.admin.getSession({ sessionToken: "garbage" }), Code.Unauthenticated, /session/)],
   ["no token", g((c) => c.credentials.listCredentials({ organizationId: ORG }), Code.Unauthenticated, /authorization/, "none")],
   ["an unknown token", g((c) => c.organizations.listOrganizations({}), Code.Unauthenticated, /token/, "unknown")],
@@ -644,28 +976,95 @@ const grpcRows: Array<[string, GrpcRow]> = [
   ["a resolve token listing tokens", g((c) => c.admin.listApiTokens({}), Code.PermissionDenied, /scope/, "resolve")],
   ["CreateCredential: weight -1", g((c) => c.credentials.createCredential(createReq({ weight: -1 })), Code.InvalidArgument, "weight")],
   ["CreateCredential: weight 1001", g((c) => c.credentials.createCredential(createReq({ weight: 1001 })), Code.InvalidArgument, "weight")],
-  ["UpdateCredential: weight -2147483648", g((c) => c.credentials.updateCredential({ credentialId: ids.cred, weight: -2147483648 }), Code.InvalidArgument, "weight")],
+  [
+    "UpdateCredential: weight -2147483648",
+    g((c) => c.credentials.updateCredential({ credentialId: ids.cred, weight: -2147483648 }), Code.InvalidArgument, "weight"),
+  ],
   ["VerifyCredential: credential_id empty", g((c) => c.credentials.verifyCredential({ credentialId: "" }), Code.InvalidArgument, "credential_id")],
   ["VerifyCredential: credential_id is SQL", g((c) => c.credentials.verifyCredential({ credentialId: "' or 1=1 --" }), Code.InvalidArgument, "credential_id")],
   ["VerifyCredential: unknown credential", g((c) => c.credentials.verifyCredential({ credentialId: UNKNOWN_UUID }), Code.NotFound, /not found/)],
   ["ReportKeyFailure: kind unspecified", g((c) => c.credentials.reportKeyFailure({ credentialId: ids.cred }), Code.InvalidArgument, "kind")],
   ["ReportKeyFailure: kind 42", g((c) => c.credentials.reportKeyFailure({ credentialId: ids.cred, kind: 42 as FailureKind }), Code.InvalidArgument, "kind")],
-  ["ReportKeyFailure: credential_id with a NUL", g((c) => c.credentials.reportKeyFailure({ credentialId: "\u0000", kind: FailureKind.QUOTA }), Code.InvalidArgument, "credential_id")],
-  ["ReportKeyFailure: unknown credential", g((c) => c.credentials.reportKeyFailure({ credentialId: UNKNOWN_UUID, kind: FailureKind.QUOTA }), Code.NotFound, /not found/)],
+  [
+    "ReportKeyFailure: credential_id with a NUL",
+    g((c) => c.credentials.reportKeyFailure({ credentialId: "\u0000", kind: FailureKind.QUOTA }), Code.InvalidArgument, "credential_id"),
+  ],
+  [
+    "ReportKeyFailure: unknown credential",
+    g((c) => c.credentials.reportKeyFailure({ credentialId: UNKNOWN_UUID, kind: FailureKind.QUOTA }), Code.NotFound, /not found/),
+  ],
   ["ReportKeySuccess: no ids", g((c) => c.credentials.reportKeySuccess({ credentialIds: [] }), Code.InvalidArgument, "credential_ids")],
-  ["ReportKeySuccess: 1001 ids", g((c) => c.credentials.reportKeySuccess({ credentialIds: Array<string>(1001).fill(UNKNOWN_UUID) }), Code.InvalidArgument, "credential_ids")],
-  ["ReportKeySuccess: one id malformed", g((c) => c.credentials.reportKeySuccess({ credentialIds: [UNKNOWN_UUID, "🔑"] }), Code.InvalidArgument, "credential_ids[1]")],
-  ["ReportKeySuccess: a resolve token, an overlong id", g((c) => c.credentials.reportKeySuccess({ credentialIds: ["a".repeat(10_000)] }), Code.InvalidArgument, "credential_ids[0]", "resolve")],
-  ["SetSelectionStrategy: strategy unspecified", g((c) => c.credentials.setSelectionStrategy({ organizationId: ORG, provider: Provider.OPENAI }), Code.InvalidArgument, "strategy")],
-  ["SetSelectionStrategy: strategy 7", g((c) => c.credentials.setSelectionStrategy({ organizationId: ORG, provider: Provider.OPENAI, strategy: 7 as SelectionStrategy }), Code.InvalidArgument, "strategy")],
-  ["SetSelectionStrategy: provider unspecified", g((c) => c.credentials.setSelectionStrategy({ organizationId: ORG, strategy: SelectionStrategy.WEIGHTED }), Code.InvalidArgument, "provider")],
-  ["SetSelectionStrategy: organization_id with HTML", g((c) => c.credentials.setSelectionStrategy({ organizationId: "<b>x</b>", provider: Provider.OPENAI, strategy: SelectionStrategy.WEIGHTED }), Code.InvalidArgument, "organization_id")],
-  ["SetSelectionStrategy: unknown organisation", g((c) => c.credentials.setSelectionStrategy({ organizationId: "org-nobody", provider: Provider.OPENAI, strategy: SelectionStrategy.WEIGHTED }), Code.NotFound, /not found/)],
-  ["SetSelectionStrategy: a resolve token", g((c) => c.credentials.setSelectionStrategy({ organizationId: ORG, provider: Provider.OPENAI, strategy: SelectionStrategy.WEIGHTED }), Code.PermissionDenied, /scope/, "resolve")],
-  ["ListSelectionStrategies: organization_id empty", g((c) => c.credentials.listSelectionStrategies({ organizationId: "" }), Code.InvalidArgument, "organization_id")],
-  ["ListSelectionStrategies: unknown organisation", g((c) => c.credentials.listSelectionStrategies({ organizationId: "org-nobody" }), Code.NotFound, /not found/)],
-  ["an empty actor header", g((c) => c.credentials.createCredential(createReq()), Code.InvalidArgument, "x-provider-credentials-actor", { "x-provider-credentials-actor": "" })],
-  ["an overlong actor header", g((c) => c.credentials.createCredential(createReq()), Code.InvalidArgument, "x-provider-credentials-actor", { "x-provider-credentials-actor": "a".repeat(200) })],
+  [
+    "ReportKeySuccess: 1001 ids",
+    g((c) => c.credentials.reportKeySuccess({ credentialIds: Array<string>(1001).fill(UNKNOWN_UUID) }), Code.InvalidArgument, "credential_ids"),
+  ],
+  [
+    "ReportKeySuccess: one id malformed",
+    g((c) => c.credentials.reportKeySuccess({ credentialIds: [UNKNOWN_UUID, "🔑"] }), Code.InvalidArgument, "credential_ids[1]"),
+  ],
+  [
+    "ReportKeySuccess: a resolve token, an overlong id",
+    g((c) => c.credentials.reportKeySuccess({ credentialIds: ["a".repeat(10_000)] }), Code.InvalidArgument, "credential_ids[0]", "resolve"),
+  ],
+  [
+    "SetSelectionStrategy: strategy unspecified",
+    g((c) => c.credentials.setSelectionStrategy({ organizationId: ORG, provider: Provider.OPENAI }), Code.InvalidArgument, "strategy"),
+  ],
+  [
+    "SetSelectionStrategy: strategy 7",
+    g(
+      (c) => c.credentials.setSelectionStrategy({ organizationId: ORG, provider: Provider.OPENAI, strategy: 7 as SelectionStrategy }),
+      Code.InvalidArgument,
+      "strategy",
+    ),
+  ],
+  [
+    "SetSelectionStrategy: provider unspecified",
+    g((c) => c.credentials.setSelectionStrategy({ organizationId: ORG, strategy: SelectionStrategy.WEIGHTED }), Code.InvalidArgument, "provider"),
+  ],
+  [
+    "SetSelectionStrategy: organization_id with HTML",
+    g(
+      (c) => c.credentials.setSelectionStrategy({ organizationId: "<b>x</b>", provider: Provider.OPENAI, strategy: SelectionStrategy.WEIGHTED }),
+      Code.InvalidArgument,
+      "organization_id",
+    ),
+  ],
+  [
+    "SetSelectionStrategy: unknown organisation",
+    g(
+      (c) => c.credentials.setSelectionStrategy({ organizationId: "org-nobody", provider: Provider.OPENAI, strategy: SelectionStrategy.WEIGHTED }),
+      Code.NotFound,
+      /not found/,
+    ),
+  ],
+  [
+    "SetSelectionStrategy: a resolve token",
+    g(
+      (c) => c.credentials.setSelectionStrategy({ organizationId: ORG, provider: Provider.OPENAI, strategy: SelectionStrategy.WEIGHTED }),
+      Code.PermissionDenied,
+      /scope/,
+      "resolve",
+    ),
+  ],
+  [
+    "ListSelectionStrategies: organization_id empty",
+    g((c) => c.credentials.listSelectionStrategies({ organizationId: "" }), Code.InvalidArgument, "organization_id"),
+  ],
+  [
+    "ListSelectionStrategies: unknown organisation",
+    g((c) => c.credentials.listSelectionStrategies({ organizationId: "org-nobody" }), Code.NotFound, /not found/),
+  ],
+  [
+    "an empty actor header",
+    g((c) => c.credentials.createCredential(createReq()), Code.InvalidArgument, "x-provider-credentials-actor", { "x-provider-credentials-actor": "" }),
+  ],
+  [
+    "an overlong actor header",
+    g((c) => c.credentials.createCredential(createReq()), Code.InvalidArgument, "x-provider-credentials-actor", {
+      "x-provider-credentials-actor": "a".repeat(200),
+    }),
+  ],
 ];
 
 // ---------------------------------------------------------------- raw grpc-js rows
@@ -692,7 +1091,11 @@ const rawRows: Array<[string, RawRow]> = [
     "CreateCredential with a credential_name that is not UTF-8",
     {
       path: "/credentials.v1.CredentialService/CreateCredential",
-      bytes: () => withBrokenString(toBinary(CreateCredentialRequestSchema, create(CreateCredentialRequestSchema, { ...createReq(), credentialName: "XXnot-utf8" })), "XX"),
+      bytes: () =>
+        withBrokenString(
+          toBinary(CreateCredentialRequestSchema, create(CreateCredentialRequestSchema, { ...createReq(), credentialName: "XXnot-utf8" })),
+          "XX",
+        ),
       code: grpc.status.INVALID_ARGUMENT,
       field: /^request: /,
     },
@@ -701,7 +1104,11 @@ const rawRows: Array<[string, RawRow]> = [
     "CreateCredential with an api_key that is not UTF-8",
     {
       path: "/credentials.v1.CredentialService/CreateCredential",
-      bytes: () => withBrokenString(toBinary(CreateCredentialRequestSchema, create(CreateCredentialRequestSchema, { ...createReq(), apiKey: "sk-XXaaaaaaaaaaaaaaaa" })), "XX"),
+      bytes: () =>
+        withBrokenString(
+          toBinary(CreateCredentialRequestSchema, create(CreateCredentialRequestSchema, { ...createReq(), apiKey: "sk-XXaaaaaaaaaaaaaaaa" })),
+          "XX",
+        ),
       code: grpc.status.INVALID_ARGUMENT,
       field: /^request: /,
     },
@@ -710,20 +1117,52 @@ const rawRows: Array<[string, RawRow]> = [
     "CreateOrganization with a name that is not UTF-8",
     {
       path: "/credentials.v1.OrganizationService/CreateOrganization",
-      bytes: () => withBrokenString(toBinary(CreateOrganizationRequestSchema, create(CreateOrganizationRequestSchema, { organizationId: "org-new", name: "XX" })), "XX"),
+      bytes: () =>
+        withBrokenString(toBinary(CreateOrganizationRequestSchema, create(CreateOrganizationRequestSchema, { organizationId: "org-new", name: "XX" })), "XX"),
       code: grpc.status.INVALID_ARGUMENT,
       field: /^request: /,
     },
   ],
-  ["GetOrganization with a truncated message", { path: "/credentials.v1.OrganizationService/GetOrganization", bytes: () => Buffer.from([0x0a, 0x7f, 0x41]), code: grpc.status.INVALID_ARGUMENT, field: /^request: / }],
-  ["GetOrganization with a wrong wire type", { path: "/credentials.v1.OrganizationService/GetOrganization", bytes: () => Buffer.from([0x08, 0x01]), code: grpc.status.INVALID_ARGUMENT, field: /^request: / }],
-  ["ListCredentials with random bytes", { path: "/credentials.v1.CredentialService/ListCredentials", bytes: () => Buffer.from("ffffffffffffffffffff", "hex"), code: grpc.status.INVALID_ARGUMENT, field: /^request: / }],
-  ["ResolveKey with an invalid tag", { path: "/credentials.v1.CredentialService/ResolveKey", bytes: () => Buffer.from([0x00, 0x00]), code: grpc.status.INVALID_ARGUMENT, field: /^request: / }],
-  ["an unknown method", { path: "/credentials.v1.CredentialService/ExportAllKeys", bytes: () => Buffer.alloc(0), code: grpc.status.UNIMPLEMENTED, field: /ExportAllKeys/ }],
+  [
+    "GetOrganization with a truncated message",
+    {
+      path: "/credentials.v1.OrganizationService/GetOrganization",
+      bytes: () => Buffer.from([0x0a, 0x7f, 0x41]),
+      code: grpc.status.INVALID_ARGUMENT,
+      field: /^request: /,
+    },
+  ],
+  [
+    "GetOrganization with a wrong wire type",
+    {
+      path: "/credentials.v1.OrganizationService/GetOrganization",
+      bytes: () => Buffer.from([0x08, 0x01]),
+      code: grpc.status.INVALID_ARGUMENT,
+      field: /^request: /,
+    },
+  ],
+  [
+    "ListCredentials with random bytes",
+    {
+      path: "/credentials.v1.CredentialService/ListCredentials",
+      bytes: () => Buffer.from("ffffffffffffffffffff", "hex"),
+      code: grpc.status.INVALID_ARGUMENT,
+      field: /^request: /,
+    },
+  ],
+  [
+    "ResolveKey with an invalid tag",
+    { path: "/credentials.v1.CredentialService/ResolveKey", bytes: () => Buffer.from([0x00, 0x00]), code: grpc.status.INVALID_ARGUMENT, field: /^request: / },
+  ],
+  [
+    "an unknown method",
+    { path: "/credentials.v1.CredentialService/ExportAllKeys", bytes: () => Buffer.alloc(0), code: grpc.status.UNIMPLEMENTED, field: /ExportAllKeys/ },
+  ],
   ["an unknown service", { path: "/credentials.v2.CredentialService/GetCredential", bytes: () => Buffer.alloc(0), code: grpc.status.UNIMPLEMENTED }],
 ];
 
-type LoadedClient = grpc.Client & Record<string, (request: object, metadata: grpc.Metadata, callback: (error: grpc.ServiceError | null, response: unknown) => void) => void>;
+type LoadedClient = grpc.Client &
+  Record<string, (request: object, metadata: grpc.Metadata, callback: (error: grpc.ServiceError | null, response: unknown) => void) => void>;
 
 interface LoaderRow {
   method: string;
@@ -733,13 +1172,56 @@ interface LoaderRow {
 }
 
 const loaderRows: Array<[string, LoaderRow]> = [
-  ["CreateCredential with provider 42", { method: "CreateCredential", request: { organization_id: ORG, provider: 42, credential_name: "n", api_key: OPENAI }, code: grpc.status.INVALID_ARGUMENT, field: "provider" }],
-  ["CreateCredential with an unknown provider name", { method: "CreateCredential", request: { organization_id: ORG, provider: "PROVIDER_MISTRAL", credential_name: "n", api_key: OPENAI }, code: grpc.status.INVALID_ARGUMENT, field: "provider" }],
-  ["CreateCredential with camelCase fields only", { method: "CreateCredential", request: { organizationId: ORG, provider: "PROVIDER_OPENAI", credentialName: "n", apiKey: OPENAI }, code: grpc.status.INVALID_ARGUMENT, field: "organization_id" }],
-  ["CreateCredential with an unknown api_key field", { method: "CreateCredential", request: { organization_id: ORG, provider: "PROVIDER_OPENAI", credential_name: "n", key: OPENAI }, code: grpc.status.INVALID_ARGUMENT, field: "api_key" }],
-  ["ListCredentials with page_size -5", { method: "ListCredentials", request: { organization_id: ORG, page_size: -5 }, code: grpc.status.INVALID_ARGUMENT, field: "page_size" }],
+  [
+    "CreateCredential with provider 42",
+    {
+      method: "CreateCredential",
+      request: { organization_id: ORG, provider: 42, credential_name: "n", api_key: OPENAI },
+      code: grpc.status.INVALID_ARGUMENT,
+      field: "provider",
+    },
+  ],
+  [
+    "CreateCredential with an unknown provider name",
+    {
+      method: "CreateCredential",
+      request: { organization_id: ORG, provider: "PROVIDER_MISTRAL", credential_name: "n", api_key: OPENAI },
+      code: grpc.status.INVALID_ARGUMENT,
+      field: "provider",
+    },
+  ],
+  [
+    "CreateCredential with camelCase fields only",
+    {
+      method: "CreateCredential",
+      request: { organizationId: ORG, provider: "PROVIDER_OPENAI", credentialName: "n", apiKey: OPENAI },
+      code: grpc.status.INVALID_ARGUMENT,
+      field: "organization_id",
+    },
+  ],
+  [
+    "CreateCredential with an unknown api_key field",
+    {
+      method: "CreateCredential",
+      request: { organization_id: ORG, provider: "PROVIDER_OPENAI", credential_name: "n", key: OPENAI },
+      code: grpc.status.INVALID_ARGUMENT,
+      field: "api_key",
+    },
+  ],
+  [
+    "ListCredentials with page_size -5",
+    { method: "ListCredentials", request: { organization_id: ORG, page_size: -5 }, code: grpc.status.INVALID_ARGUMENT, field: "page_size" },
+  ],
   ["ResolveKey with no scope", { method: "ResolveKey", request: { provider: "PROVIDER_OPENAI" }, code: grpc.status.INVALID_ARGUMENT, field: "scope" }],
-  ["UpdateCredential with expected_version -1", { method: "UpdateCredential", request: { credential_id: UNKNOWN_UUID, credential_name: "x", expected_version: -1 }, code: grpc.status.INVALID_ARGUMENT, field: "expected_version" }],
+  [
+    "UpdateCredential with expected_version -1",
+    {
+      method: "UpdateCredential",
+      request: { credential_id: UNKNOWN_UUID, credential_name: "x", expected_version: -1 },
+      code: grpc.status.INVALID_ARGUMENT,
+      field: "expected_version",
+    },
+  ],
 ];
 
 // ---------------------------------------------------------------- Connect-protocol rows (JSON over HTTP/2 on the Connect port)
@@ -760,7 +1242,8 @@ const CC = "/credentials.v1.CredentialService/CreateCredential";
 const GO = "/credentials.v1.OrganizationService/GetOrganization";
 const LO = "/credentials.v1.OrganizationService/ListOrganizations";
 const LC = "/credentials.v1.CredentialService/ListCredentials";
-const ccJson = (changes: Record<string, unknown> = {}) => JSON.stringify({ organizationId: ORG, provider: "PROVIDER_OPENAI", credentialName: "fresh", apiKey: OPENAI, ...changes });
+const ccJson = (changes: Record<string, unknown> = {}) =>
+  JSON.stringify({ organizationId: ORG, provider: "PROVIDER_OPENAI", credentialName: "fresh", apiKey: OPENAI, ...changes });
 
 const connectRows: Array<[string, ConnectRow]> = [
   ["malformed JSON", { path: CC, body: '{"organizationId": ', status: 400, code: "invalid_argument", field: /JSON/ }],
@@ -770,20 +1253,53 @@ const connectRows: Array<[string, ConnectRow]> = [
   ["a null body", { path: GO, body: "null", status: 400, code: "invalid_argument" }],
   ["an empty body", { path: CC, body: "", status: 400, code: "invalid_argument" }],
   ["a wrong type for organizationId", { path: GO, body: '{"organizationId": 5}', status: 400, code: "invalid_argument", field: /organization_id/ }],
-  ["a duplicate key", { path: GO, body: '{"organizationId": "org-bad", "organizationId": "org-busy"}', status: 400, code: "invalid_argument", field: /organizationId/ }],
-  ["the same field twice under both names", { path: GO, body: '{"organizationId": "org-bad", "organization_id": "org-busy"}', status: 400, code: "invalid_argument", field: /organization_id/ }],
-  ["an unknown field instead of a required one", { path: CC, body: ccJson({ organizationId: undefined, organizationID: ORG }), status: 400, code: "invalid_argument", field: /organizationID/ }],
+  [
+    "a duplicate key",
+    { path: GO, body: '{"organizationId": "org-bad", "organizationId": "org-busy"}', status: 400, code: "invalid_argument", field: /organizationId/ },
+  ],
+  [
+    "the same field twice under both names",
+    { path: GO, body: '{"organizationId": "org-bad", "organization_id": "org-busy"}', status: 400, code: "invalid_argument", field: /organization_id/ },
+  ],
+  [
+    "an unknown field instead of a required one",
+    { path: CC, body: ccJson({ organizationId: undefined, organizationID: ORG }), status: 400, code: "invalid_argument", field: /organizationID/ },
+  ],
   ["page_size 1e20", { path: LO, body: '{"pageSize": 1e20}', status: 400, code: "invalid_argument", field: /page_size/ }],
   ["page_size as a word", { path: LO, body: '{"pageSize": "ten"}', status: 400, code: "invalid_argument", field: /page_size/ }],
   ["page_size 1.5", { path: LO, body: '{"pageSize": 1.5}', status: 400, code: "invalid_argument", field: /page_size/ }],
   ["page_size -1", { path: LO, body: '{"pageSize": -1}', status: 400, code: "invalid_argument", field: "page_size" }],
   ["page_token with a NUL byte", { path: LO, body: JSON.stringify({ pageToken: cursorWithNul }), status: 400, code: "invalid_argument", field: "page_token" }],
   ["a provider typo", { path: CC, body: ccJson({ provider: "PROVIDER_OPENIA" }), status: 400, code: "invalid_argument", field: /provider/i }],
-  ["a provider in lower case, as a list filter", { path: LC, body: JSON.stringify({ organizationId: ORG, provider: "openai" }), status: 400, code: "invalid_argument", field: /provider/i }],
-  ["an unknown field next to a valid request", { path: GO, body: JSON.stringify({ organizationId: ORG, colour: "blue" }), status: 400, code: "invalid_argument", field: /colour/ }],
+  [
+    "a provider in lower case, as a list filter",
+    { path: LC, body: JSON.stringify({ organizationId: ORG, provider: "openai" }), status: 400, code: "invalid_argument", field: /provider/i },
+  ],
+  [
+    "an unknown field next to a valid request",
+    { path: GO, body: JSON.stringify({ organizationId: ORG, colour: "blue" }), status: 400, code: "invalid_argument", field: /colour/ },
+  ],
   ["provider 99", { path: CC, body: ccJson({ provider: 99 }), status: 400, code: "invalid_argument", field: "provider" }],
-  ["expected_version as a word", { path: "/credentials.v1.CredentialService/UpdateCredential", body: JSON.stringify({ credentialId: UNKNOWN_UUID, expectedVersion: "one" }), status: 400, code: "invalid_argument", field: /expected_version/ }],
-  ["a NUL byte in a name", { path: "/credentials.v1.OrganizationService/CreateOrganization", body: JSON.stringify({ organizationId: "org-new", name: "a\u0000" }), status: 400, code: "invalid_argument", field: "name" }],
+  [
+    "expected_version as a word",
+    {
+      path: "/credentials.v1.CredentialService/UpdateCredential",
+      body: JSON.stringify({ credentialId: UNKNOWN_UUID, expectedVersion: "one" }),
+      status: 400,
+      code: "invalid_argument",
+      field: /expected_version/,
+    },
+  ],
+  [
+    "a NUL byte in a name",
+    {
+      path: "/credentials.v1.OrganizationService/CreateOrganization",
+      body: JSON.stringify({ organizationId: "org-new", name: "a\u0000" }),
+      status: 400,
+      code: "invalid_argument",
+      field: "name",
+    },
+  ],
   ["text/plain", { path: GO, body: '{"organizationId": "org-bad"}', contentType: "text/plain", status: 415 }],
   ["a form", { path: CC, body: "organizationId=org-bad", contentType: "application/x-www-form-urlencoded", status: 415 }],
   ["XML", { path: GO, body: "<organizationId>org-bad</organizationId>", contentType: "application/xml", status: 415 }],
@@ -794,7 +1310,12 @@ const connectRows: Array<[string, ConnectRow]> = [
 
 // ---------------------------------------------------------------- transports
 
-function http2Post(port: number, path: string, body: string | Buffer, headers: Record<string, string>): Promise<{ status: number; headers: http2.IncomingHttpHeaders; text: string }> {
+function http2Post(
+  port: number,
+  path: string,
+  body: string | Buffer,
+  headers: Record<string, string>,
+): Promise<{ status: number; headers: http2.IncomingHttpHeaders; text: string }> {
   return new Promise((resolve, reject) => {
     const session = http2.connect(`http://127.0.0.1:${port}`);
     session.on("error", reject);
@@ -824,10 +1345,17 @@ function rawCall(path: string, bytes: Buffer): Promise<{ code: number; details: 
   const metadata = new grpc.Metadata();
   metadata.set("authorization", `Bearer ${t.adminToken}`);
   return new Promise((resolve) => {
-    client.makeUnaryRequest(path, (b: Buffer) => b, (b: Buffer) => b, bytes, metadata, (error) => {
-      client.close();
-      resolve(error ? { code: error.code, details: error.details } : { code: grpc.status.OK, details: "" });
-    });
+    client.makeUnaryRequest(
+      path,
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      bytes,
+      metadata,
+      (error) => {
+        client.close();
+        resolve(error ? { code: error.code, details: error.details } : { code: grpc.status.OK, details: "" });
+      },
+    );
   });
 }
 
@@ -860,7 +1388,9 @@ beforeAll(async () => {
   await organizations.createTeam({ teamId: "team-busy", organizationId: "org-busy", name: "Team" });
   ids.cred = (await credentials.createCredential(createReq({ credentialName: "Existing" }))).credential!.credentialId;
   ids.proxy = (
-    await credentials.createCredential(createReq({ credentialName: "Via proxy", apiKey: "custom-proxy-key-0123456789", apiBase: "https://proxy.example.com/v1" }))
+    await credentials.createCredential(
+      createReq({ credentialName: "Via proxy", apiKey: "custom-proxy-key-0123456789", apiBase: "https://proxy.example.com/v1" }),
+    )
   ).credential!.credentialId;
   await admin.createApiToken({ name: "tok-bad", scope: "resolve" });
   resolveToken = (await admin.createApiToken({ name: "tok-resolver", scope: "resolve" })).token;
@@ -875,8 +1405,17 @@ beforeAll(async () => {
     )
     .join(" union all ");
 
-  const definition = protoLoader.loadSync(`${PROTO_DIR}credentials.proto`, { longs: String, enums: String, defaults: true, oneofs: true, keepCase: true, includeDirs: [PROTO_DIR] });
-  const pkg = grpc.loadPackageDefinition(definition) as unknown as { credentials: { v1: { CredentialService: new (address: string, creds: grpc.ChannelCredentials) => LoadedClient } } };
+  const definition = protoLoader.loadSync(`${PROTO_DIR}credentials.proto`, {
+    longs: String,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+    keepCase: true,
+    includeDirs: [PROTO_DIR],
+  });
+  const pkg = grpc.loadPackageDefinition(definition) as unknown as {
+    credentials: { v1: { CredentialService: new (address: string, creds: grpc.ChannelCredentials) => LoadedClient } };
+  };
   loadedClient = new pkg.credentials.v1.CredentialService(t.address, grpc.credentials.createInsecure());
 });
 

@@ -136,12 +136,21 @@ async function refused(promise: Promise<unknown>): Promise<Code> {
   throw new Error("expected the call to be refused");
 }
 
-type LoadedClient = grpc.Client & Record<string, (request: object, metadata: grpc.Metadata, callback: (error: grpc.ServiceError | null, response?: Record<string, unknown>) => void) => void>;
+type LoadedClient = grpc.Client &
+  Record<string, (request: object, metadata: grpc.Metadata, callback: (error: grpc.ServiceError | null, response?: Record<string, unknown>) => void) => void>;
 
 /** A plain @grpc/grpc-js call from proto/credentials.proto, recorded. */
 async function grpcJsCall(method: string, request: object): Promise<Record<string, unknown> | grpc.ServiceError> {
-  const definition = protoLoader.loadSync(path.join(ROOT, "proto/credentials.proto"), { longs: String, enums: String, defaults: true, oneofs: true, keepCase: true });
-  const pkg = grpc.loadPackageDefinition(definition) as unknown as { credentials: { v1: { CredentialService: new (address: string, creds: grpc.ChannelCredentials) => LoadedClient } } };
+  const definition = protoLoader.loadSync(path.join(ROOT, "proto/credentials.proto"), {
+    longs: String,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+    keepCase: true,
+  });
+  const pkg = grpc.loadPackageDefinition(definition) as unknown as {
+    credentials: { v1: { CredentialService: new (address: string, creds: grpc.ChannelCredentials) => LoadedClient } };
+  };
   const client = new pkg.credentials.v1.CredentialService(t.address, grpc.credentials.createInsecure());
   const metadata = new grpc.Metadata();
   metadata.set("authorization", `Bearer ${t.adminToken}`);
@@ -167,7 +176,8 @@ beforeAll(async () => {
   t = portal.service;
   await portal.createAdmin(ADMIN.email, ADMIN.password);
   const { organizations, admin } = clients();
-  for (const id of [ORG, "org-canary-grpc", "org-canary-connect", "org-canary-rotated"]) await organizations.createOrganization({ organizationId: id, name: `Canary ${id}` });
+  for (const id of [ORG, "org-canary-grpc", "org-canary-connect", "org-canary-rotated"])
+    await organizations.createOrganization({ organizationId: id, name: `Canary ${id}` });
   await organizations.createTeam({ teamId: TEAM, organizationId: ORG, name: "Canary team" });
   await admin.createApiToken({ name: "canary-token", scope: "resolve" });
 });
@@ -187,7 +197,12 @@ describe("the canary's paths", () => {
     expect(created.status, created.text).toBe(201);
     canaryCredentials.push(created.json.credential_id);
 
-    const viaGrpc = await clients().credentials.createCredential({ organizationId: "org-canary-grpc", provider: Provider.OPENAI, credentialName: "Canary (gRPC)", apiKey: ` ${CANARY}\n` });
+    const viaGrpc = await clients().credentials.createCredential({
+      organizationId: "org-canary-grpc",
+      provider: Provider.OPENAI,
+      credentialName: "Canary (gRPC)",
+      apiKey: ` ${CANARY}\n`,
+    });
     canaryCredentials.push(viaGrpc.credential!.credentialId);
     const viaConnect = await clients({ protocol: "connect" }).credentials.createCredential({
       organizationId: "org-canary-connect",
@@ -201,18 +216,31 @@ describe("the canary's paths", () => {
 
   it("is rotated in with UpdateCredential over REST and gRPC, and edited around", async () => {
     const { credentials } = clients();
-    const old = await credentials.createCredential({ organizationId: "org-canary-rotated", provider: Provider.OPENAI, credentialName: "Rotated (REST)", apiKey: FAKE_KEYS.openai() });
+    const old = await credentials.createCredential({
+      organizationId: "org-canary-rotated",
+      provider: Provider.OPENAI,
+      credentialName: "Rotated (REST)",
+      apiKey: FAKE_KEYS.openai(),
+    });
     const rotated = await rest("PUT", `/api/provider-credentials/${old.credential!.credentialId}`, { body: { api_key: CANARY, expected_version: 1 } });
     expect(rotated.status, rotated.text).toBe(200);
     canaryCredentials.push(old.credential!.credentialId);
 
-    const other = await credentials.createCredential({ organizationId: "org-canary-rotated", provider: Provider.OPENAI, credentialName: "Rotated (gRPC)", apiKey: FAKE_KEYS.openai() });
+    const other = await credentials.createCredential({
+      organizationId: "org-canary-rotated",
+      provider: Provider.OPENAI,
+      credentialName: "Rotated (gRPC)",
+      apiKey: FAKE_KEYS.openai(),
+    });
     await credentials.updateCredential({ credentialId: other.credential!.credentialId, apiKey: CANARY, expectedVersion: 1 });
     canaryCredentials.push(other.credential!.credentialId);
 
     // Changes around the key: rename, proxy on and off, deactivate and activate, list, get.
     const id = canaryCredentials[0];
-    expect((await rest("PUT", `/api/provider-credentials/${id}`, { body: { credential_name: "Canary (REST, renamed)", api_base: "https://proxy.example.com" } })).status).toBe(200);
+    expect(
+      (await rest("PUT", `/api/provider-credentials/${id}`, { body: { credential_name: "Canary (REST, renamed)", api_base: "https://proxy.example.com" } }))
+        .status,
+    ).toBe(200);
     expect((await rest("PUT", `/api/provider-credentials/${id}`, { body: { api_base: null } })).status).toBe(200);
     expect((await rest("PUT", `/api/provider-credentials/${id}/deactivate`)).status).toBe(200);
     expect((await rest("PUT", `/api/provider-credentials/${id}/activate`)).status).toBe(200);
@@ -229,10 +257,21 @@ describe("the canary's paths", () => {
       expect(resolved.apiKey).toBe(CANARY);
     }
     // Without a token: refused.
-    expect(await refused(clients({ token: undefined }).credentials.resolveKey({ scope: { case: "teamId", value: TEAM }, provider: Provider.OPENAI }))).toBe(Code.Unauthenticated);
+    expect(await refused(clients({ token: undefined }).credentials.resolveKey({ scope: { case: "teamId", value: TEAM }, provider: Provider.OPENAI }))).toBe(
+      Code.Unauthenticated,
+    );
     const resolveToken = (await clients().admin.createApiToken({ name: "canary-resolver", scope: "resolve" })).token;
-    expect((await clients({ token: resolveToken }).credentials.resolveKey({ scope: { case: "teamId", value: TEAM }, provider: Provider.OPENAI })).apiKey).toBe(CANARY);
-    expect((await clients({ protocol: "connect", token: resolveToken }).credentials.resolveKey({ scope: { case: "organizationId", value: "org-canary-connect" }, provider: Provider.OPENAI })).apiKey).toBe(CANARY);
+    expect((await clients({ token: resolveToken }).credentials.resolveKey({ scope: { case: "teamId", value: TEAM }, provider: Provider.OPENAI })).apiKey).toBe(
+      CANARY,
+    );
+    expect(
+      (
+        await clients({ protocol: "connect", token: resolveToken }).credentials.resolveKey({
+          scope: { case: "organizationId", value: "org-canary-connect" },
+          provider: Provider.OPENAI,
+        })
+      ).apiKey,
+    ).toBe(CANARY);
     const plain = await grpcJsCall("ResolveKey", { team_id: TEAM, provider: "PROVIDER_OPENAI" });
     expect((plain as Record<string, unknown>).api_key).toBe(CANARY);
     // A resolve token may do nothing else, even with the canary in hand.
@@ -240,7 +279,13 @@ describe("the canary's paths", () => {
   });
 
   it("is refused in every wrong field over REST, and the refusal does not repeat it", async () => {
-    const create = (changes: Record<string, unknown>) => ({ organization_id: ORG, provider: "openai", credential_name: "Wrong field", api_key: FAKE_KEYS.openai(), ...changes });
+    const create = (changes: Record<string, unknown>) => ({
+      organization_id: ORG,
+      provider: "openai",
+      credential_name: "Wrong field",
+      api_key: FAKE_KEYS.openai(),
+      ...changes,
+    });
     const id = canaryCredentials[0];
     const calls: Array<[string, string, RequestOptions?]> = [
       ["POST", "/api/provider-credentials/create", { body: create({ organization_id: CANARY }) }],
@@ -292,10 +337,18 @@ describe("the canary's paths", () => {
       ["PATCH", `/api/provider-credentials/${id}`, { body: { api_key: CANARY } }],
       ["GET", `/api/provider-credentials/organization/${ORG}`, { token: CANARY }],
       ["GET", `/api/provider-credentials/organization/${ORG}`, { token: null, headers: { authorization: `Bearer ${CANARY}` } }],
-      ["GET", `/api/provider-credentials/organization/${ORG}`, { token: null, headers: { authorization: `Basic ${Buffer.from(`admin:${CANARY}`).toString("base64")}` } }],
+      [
+        "GET",
+        `/api/provider-credentials/organization/${ORG}`,
+        { token: null, headers: { authorization: `Basic ${Buffer.from(`admin:${CANARY}`).toString("base64")}` } },
+      ],
       ["GET", `/api/provider-credentials/organization/${ORG}`, { token: null, headers: { authorization: CANARY } }],
       ["GET", `/api/provider-credentials/organization/${ORG}`, { token: null, session: CANARY }],
-      ["POST", "/api/provider-credentials/create", { token: null, session: CANARY, body: create({ api_key: CANARY }), headers: { origin: "https://evil.example" } }],
+      [
+        "POST",
+        "/api/provider-credentials/create",
+        { token: null, session: CANARY, body: create({ api_key: CANARY }), headers: { origin: "https://evil.example" } },
+      ],
       ["GET", `/api/trpc/credentials.list?input=${encodeURIComponent(JSON.stringify({ organization_id: CANARY }))}`],
       ["POST", "/api/trpc/credentials.create", { body: create({ organization_id: "org-nope", api_key: CANARY }) }],
     ];
@@ -308,7 +361,13 @@ describe("the canary's paths", () => {
 
   it("is refused in every wrong field over gRPC, and the refusal does not repeat it", async () => {
     const { credentials, organizations, admin } = clients();
-    const create = (changes: Record<string, unknown>) => ({ organizationId: ORG, provider: Provider.OPENAI, credentialName: "Wrong field", apiKey: FAKE_KEYS.openai(), ...changes });
+    const create = (changes: Record<string, unknown>) => ({
+      organizationId: ORG,
+      provider: Provider.OPENAI,
+      credentialName: "Wrong field",
+      apiKey: FAKE_KEYS.openai(),
+      ...changes,
+    });
     const id = canaryCredentials[0];
     const calls: Array<Promise<unknown>> = [
       credentials.createCredential(create({ organizationId: CANARY })),
@@ -351,7 +410,9 @@ describe("the canary's paths", () => {
       admin.signIn({ email: CANARY, password: CANARY, source: "192.0.2.8" }),
       clients({ token: CANARY }).credentials.listCredentials({ organizationId: ORG }),
       clients({ token: undefined, headers: { authorization: CANARY } }).organizations.listOrganizations({}),
-      clients({ headers: { "x-provider-credentials-actor": `${CANARY}${"x".repeat(200)}` } }).credentials.createCredential(create({ organizationId: "org-nope" })),
+      clients({ headers: { "x-provider-credentials-actor": `${CANARY}${"x".repeat(200)}` } }).credentials.createCredential(
+        create({ organizationId: "org-nope" }),
+      ),
       clients({ headers: { "x-provider-credentials-actor": CANARY } }).credentials.createCredential(create({ organizationId: "org-nope" })),
       clients({ headers: { "x-provider-credentials-source": CANARY } }).credentials.deleteCredential({ credentialId: UNKNOWN_UUID }),
       clients({ protocol: "connect" }).credentials.createCredential(create({ organizationId: CANARY, apiKey: CANARY })),
@@ -381,7 +442,10 @@ describe("the canary's paths", () => {
       });
       expect(response.status).toBe(401);
       if (form.email === CANARY) signInEchoes.push(response.text);
-      seen.push({ where: `HTTP POST /login (${form.email === CANARY ? "canary as email" : "canary as password"})`, text: `${headerText(response.headers)}\n${response.text}` });
+      seen.push({
+        where: `HTTP POST /login (${form.email === CANARY ? "canary as email" : "canary as password"})`,
+        text: `${headerText(response.headers)}\n${response.text}`,
+      });
     }
   });
 
@@ -503,7 +567,9 @@ describe("where the canary may be", () => {
 
   it("the database holds it only as Fernet ciphertext in provider_credentials.encrypted_api_key", async () => {
     const tables = await t.db.query<{ tablename: string }>("select tablename from pg_tables where schemaname = 'public' order by tablename");
-    expect(tables.map((r) => r.tablename)).toEqual(expect.arrayContaining(["admin_sessions", "admin_users", "api_tokens", "audit_events", "organizations", "provider_credentials", "teams"]));
+    expect(tables.map((r) => r.tablename)).toEqual(
+      expect.arrayContaining(["admin_sessions", "admin_users", "api_tokens", "audit_events", "organizations", "provider_credentials", "teams"]),
+    );
     for (const { tablename } of tables) {
       const rows = await t.db.query<{ row: string }>(`select t::text as row from "${tablename}" t`);
       const found = rows.filter((r) => leaks(r.row)).map((r) => around(r.row));

@@ -364,7 +364,11 @@ describe("ListCredentials", () => {
     expect(response.credentials.map((c) => c.credentialName)).toEqual(["c3", "c2", "c1", "c0"]);
     expect(response.credentials).toEqual([...created].reverse());
     expect(response.nextPageToken).toBe("");
-    expectNoSecrets(ListCredentialsResponseSchema, response, keys.flatMap((k) => secretsOf(k, "sk-")));
+    expectNoSecrets(
+      ListCredentialsResponseSchema,
+      response,
+      keys.flatMap((k) => secretsOf(k, "sk-")),
+    );
   });
 
   it("returns an empty list for an organisation without credentials", async () => {
@@ -594,7 +598,13 @@ describe("UpdateCredential", () => {
     const org = await newOrg();
     const { credential } = await createCredential(org, { credentialName: "Same", apiBase: "https://proxy.example.com" });
     const auditsBefore = (await auditRows(credential.credentialId)).length;
-    for (const changes of [{}, { credentialName: "Same" }, { credentialName: "  Same  " }, { apiBase: "https://proxy.example.com" }, { credentialName: "Same", apiBase: "https://proxy.example.com", expectedVersion: 1 }]) {
+    for (const changes of [
+      {},
+      { credentialName: "Same" },
+      { credentialName: "  Same  " },
+      { apiBase: "https://proxy.example.com" },
+      { credentialName: "Same", apiBase: "https://proxy.example.com", expectedVersion: 1 },
+    ]) {
       const { credential: same } = await update({ credentialId: credential.credentialId, ...changes });
       expect(same?.version, JSON.stringify(changes)).toBe(1);
       expect(same?.updatedAt).toEqual(credential.updatedAt);
@@ -609,9 +619,7 @@ describe("UpdateCredential", () => {
     await update({ credentialId: credential.credentialId, credentialName: "Second" });
     const before = await storedRow(credential.credentialId);
     const auditsBefore = (await auditRows(credential.credentialId)).length;
-    const err = await rpcError(
-      update({ credentialId: credential.credentialId, credentialName: "Third", apiKey: FAKE_KEYS.openai(), expectedVersion: 1 }),
-    );
+    const err = await rpcError(update({ credentialId: credential.credentialId, credentialName: "Third", apiKey: FAKE_KEYS.openai(), expectedVersion: 1 }));
     expect(err.code).toBe(Code.Aborted);
     expect(err.message.startsWith("expected_version: "), err.message).toBe(true);
     expect(err.message).toContain("version 2");

@@ -30,7 +30,9 @@ describe.each(["grpc", "grpc-web", "connect"] as const)("error details over %s",
 
   it("bad input: INVALID_ARGUMENT with ErrorInfo and a BadRequest violation naming the field, apart from the message", async () => {
     const wrongKey = FAKE_KEYS.anthropic();
-    const error = await failure(credentials().createCredential({ organizationId: "details-org", provider: Provider.OPENAI, credentialName: "x", apiKey: wrongKey }));
+    const error = await failure(
+      credentials().createCredential({ organizationId: "details-org", provider: Provider.OPENAI, credentialName: "x", apiKey: wrongKey }),
+    );
     expect(error.code).toBe(Code.InvalidArgument);
     const [info] = error.findDetails(ErrorInfoSchema);
     expect({ reason: info.reason, domain: info.domain, metadata: info.metadata }).toEqual({

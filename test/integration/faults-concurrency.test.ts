@@ -76,7 +76,10 @@ function replaySequentially(outcomes: Outcome[], auditActions: string[]): void {
   for (let version = 1; version <= changes.length + 1; version++) {
     if (version > 1) {
       const op = changes[version - 2] === "credential.activate" ? "activate" : "deactivate";
-      expect(take((o) => o.ok && o.op === op && o.version === version), `the call that made version ${version}`).toBe(true);
+      expect(
+        take((o) => o.ok && o.op === op && o.version === version),
+        `the call that made version ${version}`,
+      ).toBe(true);
     }
     while (take((o) => o.ok && o.op !== "delete" && o.version === version));
   }
@@ -149,7 +152,10 @@ describe("concurrent activate, deactivate and delete of one credential", () => {
       expect(outcomes.filter((o) => o.op === "delete" && o.ok).length).toBe(ops.includes("delete") ? 1 : 0);
 
       // The audit log is the history: alternating changes from active, at most one delete, last.
-      const audit = await db.query<{ action: string }>("select action from audit_events where credential_id = $1 and action <> 'credential.create' order by id", [id]);
+      const audit = await db.query<{ action: string }>(
+        "select action from audit_events where credential_id = $1 and action <> 'credential.create' order by id",
+        [id],
+      );
       const actions = audit.map((r) => r.action);
       const changes = actions.filter((x) => x !== "credential.delete");
       changes.forEach((action, i) => expect(action).toBe(i % 2 === 0 ? "credential.deactivate" : "credential.activate"));

@@ -119,7 +119,12 @@ describe("PostgreSQL stopped under ResolveKey load", () => {
     await organizations.createOrganization({ organizationId: "hot-org", name: "Hot" });
     await organizations.createTeam({ teamId: "hot-team", organizationId: "hot-org", name: "Team" });
     const hotKey = FAKE_KEYS.openai();
-    const { credential: hot } = await credentials.createCredential({ organizationId: "hot-org", provider: Provider.OPENAI, credentialName: "hot", apiKey: hotKey });
+    const { credential: hot } = await credentials.createCredential({
+      organizationId: "hot-org",
+      provider: Provider.OPENAI,
+      credentialName: "hot",
+      apiKey: hotKey,
+    });
     await organizations.createOrganization({ organizationId: "cold-org", name: "Cold" });
     const coldKey = FAKE_KEYS.anthropic();
     await credentials.createCredential({ organizationId: "cold-org", provider: Provider.ANTHROPIC, credentialName: "cold", apiKey: coldKey });
@@ -165,12 +170,18 @@ describe("PostgreSQL stopped under ResolveKey load", () => {
         "CreateCredential",
         credentials.createCredential({ organizationId: "hot-org", provider: Provider.OPENAI, credentialName: "during", apiKey: FAKE_KEYS.openai() }),
       );
-      await expectUnavailable("UpdateCredential", credentials.updateCredential({ credentialId: hot!.credentialId, credentialName: "renamed", apiKey: FAKE_KEYS.openai() }));
+      await expectUnavailable(
+        "UpdateCredential",
+        credentials.updateCredential({ credentialId: hot!.credentialId, credentialName: "renamed", apiKey: FAKE_KEYS.openai() }),
+      );
       await expectUnavailable("DeactivateCredential", credentials.deactivateCredential({ credentialId: hot!.credentialId }));
       await expectUnavailable("DeleteCredential", credentials.deleteCredential({ credentialId: hot!.credentialId }));
       await expectUnavailable("DeleteOrganization", organizations.deleteOrganization({ organizationId: "cold-org" }));
       // A key this replica never cached cannot be answered.
-      await expectUnavailable("ResolveKey (never cached)", gateway.resolveKey({ scope: { case: "organizationId", value: "cold-org" }, provider: Provider.ANTHROPIC }));
+      await expectUnavailable(
+        "ResolveKey (never cached)",
+        gateway.resolveKey({ scope: { case: "organizationId", value: "cold-org" }, provider: Provider.ANTHROPIC }),
+      );
 
       // Let the load run past the end of the grace window, then some.
       await waitFor("past the grace window", () => Date.now() > dropped + GRACE_MS + 1_500, GRACE_MS + 10_000);
@@ -221,11 +232,17 @@ describe("PostgreSQL stopped under ResolveKey load", () => {
         // Calls that began well inside the grace window were answered from the cache...
         const inWindow = mine.filter((s) => s.start >= dropped && s.end < dropped + GRACE_MS - 1_000);
         expect(inWindow.length, `${name}: calls inside the grace window`).toBeGreaterThan(0);
-        expect(inWindow.filter((s) => !s.ok), `${name}: failed inside the grace window`).toEqual([]);
+        expect(
+          inWindow.filter((s) => !s.ok),
+          `${name}: failed inside the grace window`,
+        ).toEqual([]);
         // ... and none that began after it, until PostgreSQL was back.
         const afterWindow = mine.filter((s) => s.start >= Math.max(dropped + GRACE_MS, stopped) && s.end <= restartCalled);
         expect(afterWindow.length, `${name}: calls after the grace window`).toBeGreaterThan(0);
-        expect(afterWindow.filter((s) => s.ok), `${name}: answered after the grace window`).toEqual([]);
+        expect(
+          afterWindow.filter((s) => s.ok),
+          `${name}: answered after the grace window`,
+        ).toEqual([]);
       }
       // Uncached calls failed while PostgreSQL was down.
       const uncachedDown = samples.filter((s) => s.loop === "uncached" && s.start >= stopped && s.end <= restartCalled);
@@ -243,7 +260,9 @@ describe("PostgreSQL stopped under ResolveKey load", () => {
       expect(strip(after)).toEqual(strip(before));
       // The writes loop, whose calls ran into the stop: a credential exists exactly when its create
       // succeeded, and each has exactly one audit row (the change and its audit commit together or not at all).
-      const rows = await db.query<{ id: string; credential_name: string }>("select id, credential_name from provider_credentials where organization_id = 'writes-org'");
+      const rows = await db.query<{ id: string; credential_name: string }>(
+        "select id, credential_name from provider_credentials where organization_id = 'writes-org'",
+      );
       expect(rows.map((r) => r.credential_name).sort()).toEqual([...createdNames].sort());
       const audited = await db.query<{ credential_id: string }>(
         "select credential_id from audit_events where organization_id = 'writes-org' and action = 'credential.create'",
@@ -257,69 +276,78 @@ describe("PostgreSQL stopped under ResolveKey load", () => {
 });
 
 describe("PostgreSQL frozen (SIGSTOP: connections open, nothing answers) under ResolveKey load", () => {
-  it("notices within the heartbeat, answers every ResolveKey within its statement timeout, from the cache for the grace window, and recovers when it thaws", { timeout: 120_000 }, async () => {
-    const { organizations, credentials } = t.clients();
-    await organizations.createOrganization({ organizationId: "frozen-org", name: "Frozen" });
-    const apiKey = FAKE_KEYS.openai();
-    await credentials.createCredential({ organizationId: "frozen-org", provider: Provider.OPENAI, credentialName: "k", apiKey });
-    const { token } = await new TokenStore(t.service.orm).create("frozen-gateway", "resolve", "test");
-    const gateway = t.clients(token).credentials;
-    const cache = t.service.parts.cache;
-    await waitFor("cache enabled", () => cache.isEnabled, 20_000);
+  it(
+    "notices within the heartbeat, answers every ResolveKey within its statement timeout, from the cache for the grace window, and recovers when it thaws",
+    { timeout: 120_000 },
+    async () => {
+      const { organizations, credentials } = t.clients();
+      await organizations.createOrganization({ organizationId: "frozen-org", name: "Frozen" });
+      const apiKey = FAKE_KEYS.openai();
+      await credentials.createCredential({ organizationId: "frozen-org", provider: Provider.OPENAI, credentialName: "k", apiKey });
+      const { token } = await new TokenStore(t.service.orm).create("frozen-gateway", "resolve", "test");
+      const gateway = t.clients(token).credentials;
+      const cache = t.service.parts.cache;
+      await waitFor("cache enabled", () => cache.isEnabled, 20_000);
 
-    const samples: Sample[] = [];
-    const stops = [
-      loop("cached", samples, () => gateway.resolveKey({ scope: { case: "organizationId", value: "frozen-org" }, provider: Provider.OPENAI })),
-      loop("uncached", samples, (n) => gateway.resolveKey({ scope: { case: "teamId", value: `frozen-ghost-${n}` }, provider: Provider.OPENAI })),
-    ];
-    let frozenAt = 0;
-    let thawedAt = 0;
-    let suspendedAfterMs = 0;
-    try {
-      await waitFor("warm", () => samples.filter((s) => s.ok && s.loop === "cached").length >= 20, 10_000);
-      await pgServer.freeze();
-      frozenAt = Date.now();
-      // A frozen or partitioned database looks the same from here, and behind a partition other replicas may
-      // go on changing keys: the listener's heartbeat (2 s) notices the silent connection and the cache is bypassed.
-      suspendedAfterMs = await waitFor("the heartbeat notices the frozen connection", () => !cache.isEnabled, 6_000);
-      // Longer than the token cache (5 s), so that tokens are looked up again, and fail, while frozen.
-      await new Promise((r) => setTimeout(r, Math.max(0, frozenAt + 7_000 - Date.now())));
-      thawedAt = Date.now();
-      await pgServer.thaw();
-      // Recovers: a key never resolved before is read from the database again.
-      const fresh = FAKE_KEYS.anthropic();
-      await waitFor(
-        "writes and reads after the thaw",
-        async () => {
-          await credentials.createCredential({ organizationId: "frozen-org", provider: Provider.ANTHROPIC, credentialName: `after-${Date.now()}`, apiKey: fresh });
-          return (await gateway.resolveKey({ scope: { case: "organizationId", value: "frozen-org" }, provider: Provider.ANTHROPIC })).apiKey === fresh;
-        },
-        20_000,
-      );
-      const recovered = Date.now();
-      await waitFor("load after the thaw", () => samples.filter((s) => s.start > recovered && s.ok).length >= 20, 10_000);
-    } finally {
-      await pgServer.thaw();
-      for (const stop of stops) await stop();
-    }
+      const samples: Sample[] = [];
+      const stops = [
+        loop("cached", samples, () => gateway.resolveKey({ scope: { case: "organizationId", value: "frozen-org" }, provider: Provider.OPENAI })),
+        loop("uncached", samples, (n) => gateway.resolveKey({ scope: { case: "teamId", value: `frozen-ghost-${n}` }, provider: Provider.OPENAI })),
+      ];
+      let frozenAt = 0;
+      let thawedAt = 0;
+      let suspendedAfterMs = 0;
+      try {
+        await waitFor("warm", () => samples.filter((s) => s.ok && s.loop === "cached").length >= 20, 10_000);
+        await pgServer.freeze();
+        frozenAt = Date.now();
+        // A frozen or partitioned database looks the same from here, and behind a partition other replicas may
+        // go on changing keys: the listener's heartbeat (2 s) notices the silent connection and the cache is bypassed.
+        suspendedAfterMs = await waitFor("the heartbeat notices the frozen connection", () => !cache.isEnabled, 6_000);
+        // Longer than the token cache (5 s), so that tokens are looked up again, and fail, while frozen.
+        await new Promise((r) => setTimeout(r, Math.max(0, frozenAt + 7_000 - Date.now())));
+        thawedAt = Date.now();
+        await pgServer.thaw();
+        // Recovers: a key never resolved before is read from the database again.
+        const fresh = FAKE_KEYS.anthropic();
+        await waitFor(
+          "writes and reads after the thaw",
+          async () => {
+            await credentials.createCredential({
+              organizationId: "frozen-org",
+              provider: Provider.ANTHROPIC,
+              credentialName: `after-${Date.now()}`,
+              apiKey: fresh,
+            });
+            return (await gateway.resolveKey({ scope: { case: "organizationId", value: "frozen-org" }, provider: Provider.ANTHROPIC })).apiKey === fresh;
+          },
+          20_000,
+        );
+        const recovered = Date.now();
+        await waitFor("load after the thaw", () => samples.filter((s) => s.start > recovered && s.ok).length >= 20, 10_000);
+      } finally {
+        await pgServer.thaw();
+        for (const stop of stops) await stop();
+      }
 
-    // Not one ResolveKey hung: each gave up within the hot path's statement timeout (plus scheduling slack).
-    const slow = samples.filter((s) => s.end - s.start >= DB_HOT_PATH_TIMEOUT_MS + 1_500);
-    expect(slow).toEqual([]);
-    expect(samples.filter((s) => !s.ok && s.code !== Code.Unavailable && s.code !== Code.NotFound)).toEqual([]);
-    // The heartbeat took the cache out of service 2-4 s into the freeze; cached keys still answered, from what was
-    // cached when the connection was given up, for the outage grace window (5 s, longer than the rest of the freeze).
-    expect(suspendedAfterMs).toBeGreaterThanOrEqual(1_500);
-    expect(suspendedAfterMs).toBeLessThan(6_000);
-    expect(t.logs.some((l) => l.includes("did not answer its heartbeat"))).toBe(true);
-    await waitFor("the cache back in service after the thaw", () => cache.isEnabled, 20_000);
-    const cached = samples.filter((s) => s.loop === "cached");
-    expect(cached.filter((s) => !s.ok)).toEqual([]);
-    expect(cached.every((s) => s.apiKey === apiKey)).toBe(true);
-    // What had to come from the database failed with UNAVAILABLE while it was frozen.
-    const uncachedFrozen = samples.filter((s) => s.loop === "uncached" && s.start >= frozenAt + 100 && s.end <= thawedAt);
-    expect(uncachedFrozen.length).toBeGreaterThan(0);
-    expect(uncachedFrozen.filter((s) => s.code !== Code.Unavailable)).toEqual([]);
-    expect(t.logs.filter((l) => (JSON.parse(l) as { level: number }).level >= 50)).toEqual([]);
-  });
+      // Not one ResolveKey hung: each gave up within the hot path's statement timeout (plus scheduling slack).
+      const slow = samples.filter((s) => s.end - s.start >= DB_HOT_PATH_TIMEOUT_MS + 1_500);
+      expect(slow).toEqual([]);
+      expect(samples.filter((s) => !s.ok && s.code !== Code.Unavailable && s.code !== Code.NotFound)).toEqual([]);
+      // The heartbeat took the cache out of service 2-4 s into the freeze; cached keys still answered, from what was
+      // cached when the connection was given up, for the outage grace window (5 s, longer than the rest of the freeze).
+      expect(suspendedAfterMs).toBeGreaterThanOrEqual(1_500);
+      expect(suspendedAfterMs).toBeLessThan(6_000);
+      expect(t.logs.some((l) => l.includes("did not answer its heartbeat"))).toBe(true);
+      await waitFor("the cache back in service after the thaw", () => cache.isEnabled, 20_000);
+      const cached = samples.filter((s) => s.loop === "cached");
+      expect(cached.filter((s) => !s.ok)).toEqual([]);
+      expect(cached.every((s) => s.apiKey === apiKey)).toBe(true);
+      // What had to come from the database failed with UNAVAILABLE while it was frozen.
+      const uncachedFrozen = samples.filter((s) => s.loop === "uncached" && s.start >= frozenAt + 100 && s.end <= thawedAt);
+      expect(uncachedFrozen.length).toBeGreaterThan(0);
+      expect(uncachedFrozen.filter((s) => s.code !== Code.Unavailable)).toEqual([]);
+      expect(t.logs.filter((l) => (JSON.parse(l) as { level: number }).level >= 50)).toEqual([]);
+    },
+  );
 });

@@ -11,7 +11,13 @@ import pg from "pg";
 import * as grpc from "@grpc/grpc-js";
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { CredentialService, OrganizationService, Provider, type ResolveKeyResponse, type UpdateCredentialResponse } from "../../service/src/gen/credentials_pb.js";
+import {
+  CredentialService,
+  OrganizationService,
+  Provider,
+  type ResolveKeyResponse,
+  type UpdateCredentialResponse,
+} from "../../service/src/gen/credentials_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../service/src/gen/grpc/health/v1/health_pb.js";
 import { grpcJsServiceDefinition } from "../../service/src/rpc/grpc-js-server.js";
 import { generateMasterKey } from "../../service/src/keyring/keyring.js";
@@ -101,7 +107,12 @@ describe("SIGTERM to a service process", () => {
     const replica = await startReplica(await freePort(), await freePort());
     const { credentials, organizations, health } = connectClients(replica.grpcPort);
     await organizations.createOrganization({ organizationId: "drain-org", name: "Drain" });
-    const { credential } = await credentials.createCredential({ organizationId: "drain-org", provider: Provider.OPENAI, credentialName: "k", apiKey: FAKE_KEYS.openai() });
+    const { credential } = await credentials.createCredential({
+      organizationId: "drain-org",
+      provider: Provider.OPENAI,
+      credentialName: "k",
+      apiKey: FAKE_KEYS.openai(),
+    });
     const credentialId = credential!.credentialId;
 
     // Health watchers hear the change.
@@ -174,7 +185,12 @@ describe("two replicas under load, each restarted in turn", () => {
     await admin.organizations.createOrganization({ organizationId: "rolling-org", name: "Rolling" });
     await admin.organizations.createTeam({ teamId: "rolling-team", organizationId: "rolling-org", name: "T" });
     const apiKey = FAKE_KEYS.anthropic();
-    const { credential } = await admin.credentials.createCredential({ organizationId: "rolling-org", provider: Provider.ANTHROPIC, credentialName: "k", apiKey });
+    const { credential } = await admin.credentials.createCredential({
+      organizationId: "rolling-org",
+      provider: Provider.ANTHROPIC,
+      credentialName: "k",
+      apiKey,
+    });
 
     const serviceConfig = {
       loadBalancingConfig: [{ round_robin: {} }],

@@ -77,11 +77,21 @@ describe("credentials.v1 with snake_case fields (keepCase: true)", () => {
   let credentialId = "";
 
   it("creates an organisation, a team and an Anthropic credential", async () => {
-    const org = await call<{ organization: Record<string, unknown> }>(organizations, "CreateOrganization", { organization_id: "grpcjs-org", name: "grpc-js Org" }, admin);
+    const org = await call<{ organization: Record<string, unknown> }>(
+      organizations,
+      "CreateOrganization",
+      { organization_id: "grpcjs-org", name: "grpc-js Org" },
+      admin,
+    );
     expect(org.organization).toMatchObject({ organization_id: "grpcjs-org", name: "grpc-js Org" });
     expect(org.organization.created_at).toMatchObject({ seconds: expect.stringMatching(/^\d+$/) });
 
-    const team = await call<{ team: Record<string, unknown> }>(organizations, "CreateTeam", { team_id: "grpcjs-team", organization_id: "grpcjs-org", name: "Team" }, admin);
+    const team = await call<{ team: Record<string, unknown> }>(
+      organizations,
+      "CreateTeam",
+      { team_id: "grpcjs-team", organization_id: "grpcjs-org", name: "Team" },
+      admin,
+    );
     expect(team.team).toMatchObject({ team_id: "grpcjs-team", organization_id: "grpcjs-org", name: "Team" });
 
     const created = await call<{ credential: Record<string, unknown> }>(
@@ -124,7 +134,12 @@ describe("credentials.v1 with snake_case fields (keepCase: true)", () => {
   });
 
   it("lists and gets the credential with all fields, still without the key", async () => {
-    const list = await call<{ credentials: Array<Record<string, unknown>>; next_page_token: string }>(credentials, "ListCredentials", { organization_id: "grpcjs-org" }, admin);
+    const list = await call<{ credentials: Array<Record<string, unknown>>; next_page_token: string }>(
+      credentials,
+      "ListCredentials",
+      { organization_id: "grpcjs-org" },
+      admin,
+    );
     expect(list.credentials.map((c) => c.credential_id)).toEqual([credentialId]);
     expect(list.next_page_token).toBe("");
     const got = await call<{ credential: Record<string, unknown> }>(credentials, "GetCredential", { credential_id: credentialId }, admin);
@@ -139,7 +154,14 @@ describe("credentials.v1 with snake_case fields (keepCase: true)", () => {
     });
     expect(grpc.status.NOT_FOUND).toBe(5);
 
-    const invalid = await status(call(credentials, "CreateCredential", { organization_id: "grpcjs-org", provider: "PROVIDER_ANTHROPIC", credential_name: "Bad", api_key: "sk-proj-not-an-anthropic-key" }, admin));
+    const invalid = await status(
+      call(
+        credentials,
+        "CreateCredential",
+        { organization_id: "grpcjs-org", provider: "PROVIDER_ANTHROPIC", credential_name: "Bad", api_key: "sk-proj-not-an-anthropic-key" },
+        admin,
+      ),
+    );
     expect(invalid.code).toBe(3);
     expect(invalid.details).toMatch(/^api_key: Anthropic keys start with "sk-ant-"/);
 
@@ -157,7 +179,10 @@ describe("credentials.v1 with snake_case fields (keepCase: true)", () => {
     expect(duplicate).toEqual({ code: grpc.status.ALREADY_EXISTS, details: 'team_id: a team with id "grpcjs-team" already exists' });
 
     const noFallback = await status(call(credentials, "ResolveKey", { organization_id: "grpcjs-org", provider: "PROVIDER_OPENAI" }, admin));
-    expect(noFallback).toEqual({ code: grpc.status.FAILED_PRECONDITION, details: 'organization "grpcjs-org" has no active OpenAI credential and OPENAI_API_KEY is not set' });
+    expect(noFallback).toEqual({
+      code: grpc.status.FAILED_PRECONDITION,
+      details: 'organization "grpcjs-org" has no active OpenAI credential and OPENAI_API_KEY is not set',
+    });
   });
 
   it("messages with reserved, non-ASCII and % characters arrive unmangled in grpc-js and Connect alike", async () => {
@@ -165,8 +190,15 @@ describe("credentials.v1 with snake_case fields (keepCase: true)", () => {
     const request = { organization_id: "grpcjs-org", provider: "PROVIDER_ANTHROPIC", credential_name: name, api_key: FAKE_KEYS.anthropic() };
     await call(credentials, "CreateCredential", request, admin);
     const expected = `credential_name: a credential named "${name}" already exists for this organization and provider`;
-    expect(await status(call(credentials, "CreateCredential", { ...request, api_key: FAKE_KEYS.anthropic() }, admin))).toEqual({ code: grpc.status.ALREADY_EXISTS, details: expected });
-    const viaConnect = await rpcError(t.clients().credentials.createCredential({ organizationId: "grpcjs-org", provider: Provider.ANTHROPIC, credentialName: name, apiKey: FAKE_KEYS.anthropic() }));
+    expect(await status(call(credentials, "CreateCredential", { ...request, api_key: FAKE_KEYS.anthropic() }, admin))).toEqual({
+      code: grpc.status.ALREADY_EXISTS,
+      details: expected,
+    });
+    const viaConnect = await rpcError(
+      t
+        .clients()
+        .credentials.createCredential({ organizationId: "grpcjs-org", provider: Provider.ANTHROPIC, credentialName: name, apiKey: FAKE_KEYS.anthropic() }),
+    );
     expect(viaConnect).toEqual({ code: grpc.status.ALREADY_EXISTS, message: expected });
   });
 
@@ -214,6 +246,9 @@ describe("grpc.health.v1 from grpc-js", () => {
     expect(await call(health, "Check", { service: "" })).toEqual({ status: "SERVING" });
     expect(await call(health, "Check", { service: "credentials.v1.CredentialService" })).toEqual({ status: "SERVING" });
     expect(await call(health, "Check", { service: "credentials.v1.OrganizationService" })).toEqual({ status: "SERVING" });
-    expect(await status(call(health, "Check", { service: "no.such.Service" }))).toEqual({ code: grpc.status.NOT_FOUND, details: 'Health status unknown for service no.such.Service' });
+    expect(await status(call(health, "Check", { service: "no.such.Service" }))).toEqual({
+      code: grpc.status.NOT_FOUND,
+      details: "Health status unknown for service no.such.Service",
+    });
   });
 });

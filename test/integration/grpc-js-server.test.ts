@@ -24,14 +24,21 @@ import { ServerReflection } from "../../service/src/gen/grpc/reflection/v1/refle
 
 const PROTO_DIR = fileURLToPath(new URL("../../proto/", import.meta.url));
 const LOADER_OPTIONS = { longs: String, enums: String, defaults: true, oneofs: true, keepCase: true, includeDirs: [PROTO_DIR] };
-const SERVICES = ["credentials.v1.AdminService", "credentials.v1.CredentialService", "credentials.v1.OrganizationService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"];
+const SERVICES = [
+  "credentials.v1.AdminService",
+  "credentials.v1.CredentialService",
+  "credentials.v1.OrganizationService",
+  "grpc.health.v1.Health",
+  "grpc.reflection.v1.ServerReflection",
+];
 
 type Callback = (error: grpc.ServiceError | null, response: unknown) => void;
 type UnaryMethod = (request: object, metadata: grpc.Metadata, options: grpc.CallOptions, callback: Callback) => grpc.ClientUnaryCall;
-type ServiceClient = grpc.Client & Record<string, UnaryMethod> & {
-  Watch(request: object, metadata?: grpc.Metadata): grpc.ClientReadableStream<{ status: string }>;
-  ServerReflectionInfo(metadata?: grpc.Metadata): grpc.ClientDuplexStream<object, Record<string, unknown>>;
-};
+type ServiceClient = grpc.Client &
+  Record<string, UnaryMethod> & {
+    Watch(request: object, metadata?: grpc.Metadata): grpc.ClientReadableStream<{ status: string }>;
+    ServerReflectionInfo(metadata?: grpc.Metadata): grpc.ClientDuplexStream<object, Record<string, unknown>>;
+  };
 type ClientConstructor = new (address: string, credentials: grpc.ChannelCredentials) => ServiceClient;
 
 function clientOf(file: string, service: string, address: string): ServiceClient {
@@ -50,7 +57,13 @@ function bearer(token: string, extra: Record<string, string> = {}): grpc.Metadat
 }
 
 /** A unary call: the response, or the error with its trailers. */
-function call<T = Record<string, unknown>>(client: ServiceClient, method: string, request: object, metadata = new grpc.Metadata(), deadlineMs = 10_000): Promise<T> {
+function call<T = Record<string, unknown>>(
+  client: ServiceClient,
+  method: string,
+  request: object,
+  metadata = new grpc.Metadata(),
+  deadlineMs = 10_000,
+): Promise<T> {
   return new Promise((resolve, reject) => {
     client[method](request, metadata, { deadline: Date.now() + deadlineMs }, (error, response) => (error ? reject(error) : resolve(response as T)));
   });
@@ -134,7 +147,12 @@ describe("a plain grpc-js client (proto-loader, snake_case)", () => {
   let credentialId = "";
 
   it("creates an organisation, a team and a credential; the caller's address reaches the audit log", async () => {
-    const org = await call<{ organization: Record<string, unknown> }>(organizations, "CreateOrganization", { organization_id: "gj-org", name: "grpc-js Org" }, admin);
+    const org = await call<{ organization: Record<string, unknown> }>(
+      organizations,
+      "CreateOrganization",
+      { organization_id: "gj-org", name: "grpc-js Org" },
+      admin,
+    );
     expect(org.organization).toMatchObject({ organization_id: "gj-org", name: "grpc-js Org" });
     await call(organizations, "CreateTeam", { team_id: "gj-team", organization_id: "gj-org", name: "Team" }, admin);
     const created = await call<{ credential: Record<string, unknown> }>(
@@ -143,11 +161,20 @@ describe("a plain grpc-js client (proto-loader, snake_case)", () => {
       { organization_id: "gj-org", provider: "PROVIDER_ANTHROPIC", credential_name: "Claude", api_key: key },
       admin,
     );
-    expect(created.credential).toMatchObject({ organization_id: "gj-org", provider: "PROVIDER_ANTHROPIC", is_active: true, version: 1, created_by: "token:service-admin-token" });
+    expect(created.credential).toMatchObject({
+      organization_id: "gj-org",
+      provider: "PROVIDER_ANTHROPIC",
+      is_active: true,
+      version: 1,
+      created_by: "token:service-admin-token",
+    });
     expect(JSON.stringify(created)).not.toContain(key);
     credentialId = String(created.credential.credential_id);
     // sourceKey comes from the peer address, without "ipv4:" and port.
-    const audit = await db.query<{ actor: string; source: string }>("select actor, source from audit_events where action = 'credential.create' and credential_id = $1", [credentialId]);
+    const audit = await db.query<{ actor: string; source: string }>(
+      "select actor, source from audit_events where action = 'credential.create' and credential_id = $1",
+      [credentialId],
+    );
     expect(audit).toEqual([{ actor: "token:service-admin-token", source: "127.0.0.1" }]);
   });
 
@@ -171,7 +198,10 @@ describe("a plain grpc-js client (proto-loader, snake_case)", () => {
 
   it("UNAUTHENTICATED without a token or with a wrong one; PERMISSION_DENIED for a resolve token on an admin RPC", async () => {
     const none = await status(call(organizations, "ListOrganizations", {}));
-    expect(none).toMatchObject({ code: grpc.status.UNAUTHENTICATED, details: 'missing or malformed authorization header; send "authorization: Bearer <token>"' });
+    expect(none).toMatchObject({
+      code: grpc.status.UNAUTHENTICATED,
+      details: 'missing or malformed authorization header; send "authorization: Bearer <token>"',
+    });
     expect(await status(call(credentials, "ResolveKey", { organization_id: "gj-org", provider: "PROVIDER_ANTHROPIC" }, bearer("garbage")))).toMatchObject({
       code: grpc.status.UNAUTHENTICATED,
       details: "invalid or revoked token",
@@ -181,15 +211,30 @@ describe("a plain grpc-js client (proto-loader, snake_case)", () => {
       code: grpc.status.PERMISSION_DENIED,
       details: 'token "gj-resolver" has scope "resolve", which may not call ListCredentials',
     });
-    expect(await status(call(organizations, "CreateOrganization", { organization_id: "nope", name: "x" }, bearer(token)))).toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    expect(await status(call(organizations, "CreateOrganization", { organization_id: "nope", name: "x" }, bearer(token)))).toMatchObject({
+      code: grpc.status.PERMISSION_DENIED,
+    });
   });
 
   it("domain errors arrive with their code and message intact (colons, commas, quotes, %, non-ASCII)", async () => {
-    expect(await status(call(organizations, "GetOrganization", { organization_id: "nope" }, admin))).toMatchObject({ code: grpc.status.NOT_FOUND, details: 'organization "nope" not found' });
-    const invalid = await status(call(credentials, "CreateCredential", { organization_id: "gj-org", provider: "PROVIDER_ANTHROPIC", credential_name: "Bad", api_key: "sk-proj-not-anthropic" }, admin));
+    expect(await status(call(organizations, "GetOrganization", { organization_id: "nope" }, admin))).toMatchObject({
+      code: grpc.status.NOT_FOUND,
+      details: 'organization "nope" not found',
+    });
+    const invalid = await status(
+      call(
+        credentials,
+        "CreateCredential",
+        { organization_id: "gj-org", provider: "PROVIDER_ANTHROPIC", credential_name: "Bad", api_key: "sk-proj-not-anthropic" },
+        admin,
+      ),
+    );
     expect(invalid.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(invalid.details).toMatch(/^api_key: Anthropic keys start with "sk-ant-"/);
-    expect(await status(call(credentials, "ResolveKey", { provider: "PROVIDER_ANTHROPIC" }, admin))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: "scope: set organization_id or team_id" });
+    expect(await status(call(credentials, "ResolveKey", { provider: "PROVIDER_ANTHROPIC" }, admin))).toMatchObject({
+      code: grpc.status.INVALID_ARGUMENT,
+      details: "scope: set organization_id or team_id",
+    });
     expect(await status(call(credentials, "ResolveKey", { organization_id: "gj-org", provider: "PROVIDER_GEMINI" }, admin))).toMatchObject({
       code: grpc.status.FAILED_PRECONDITION,
       details: expect.stringMatching(/^organization "gj-org" has no active .*Gemini credential and GEMINI_API_KEY.* is not set$/),
@@ -199,9 +244,16 @@ describe("a plain grpc-js client (proto-loader, snake_case)", () => {
     const request = { organization_id: "gj-org", provider: "PROVIDER_ANTHROPIC", credential_name: name, api_key: FAKE_KEYS.anthropic() };
     await call(credentials, "CreateCredential", request, admin);
     const expected = `credential_name: a credential named "${name}" already exists for this organization and provider`;
-    expect(await status(call(credentials, "CreateCredential", { ...request, api_key: FAKE_KEYS.anthropic() }, admin))).toMatchObject({ code: grpc.status.ALREADY_EXISTS, details: expected });
+    expect(await status(call(credentials, "CreateCredential", { ...request, api_key: FAKE_KEYS.anthropic() }, admin))).toMatchObject({
+      code: grpc.status.ALREADY_EXISTS,
+      details: expected,
+    });
     const viaConnect = createClient(CredentialService, s.transport(adminToken));
-    expect(await rpcError(viaConnect.createCredential({ organizationId: "gj-org", provider: Provider.ANTHROPIC, credentialName: name, apiKey: FAKE_KEYS.anthropic() }))).toEqual({
+    expect(
+      await rpcError(
+        viaConnect.createCredential({ organizationId: "gj-org", provider: Provider.ANTHROPIC, credentialName: name, apiKey: FAKE_KEYS.anthropic() }),
+      ),
+    ).toEqual({
       code: Code.AlreadyExists,
       message: expected,
     });
@@ -217,7 +269,14 @@ describe("a plain grpc-js client (proto-loader, snake_case)", () => {
     openClients.push(client);
     const result = await status(
       new Promise((resolve, reject) =>
-        client.makeUnaryRequest("/credentials.v1.CredentialService/NoSuchMethod", () => Buffer.alloc(0), (b) => b, {}, admin, (e, r) => (e ? reject(e) : resolve(r))),
+        client.makeUnaryRequest(
+          "/credentials.v1.CredentialService/NoSuchMethod",
+          () => Buffer.alloc(0),
+          (b) => b,
+          {},
+          admin,
+          (e, r) => (e ? reject(e) : resolve(r)),
+        ),
       ),
     );
     expect(result.code).toBe(grpc.status.UNIMPLEMENTED);
@@ -230,7 +289,13 @@ describe("a Connect-ES client over gRPC (the portal's way)", () => {
     const creds = createClient(CredentialService, s.transport(adminToken));
     await orgs.createOrganization({ organizationId: "connect-org", name: "Connect" });
     const key = FAKE_KEYS.fireworks();
-    await creds.createCredential({ organizationId: "connect-org", provider: Provider.FIREWORKS, credentialName: "FW", apiKey: key, apiBase: "https://proxy.example.com/v1" });
+    await creds.createCredential({
+      organizationId: "connect-org",
+      provider: Provider.FIREWORKS,
+      credentialName: "FW",
+      apiKey: key,
+      apiBase: "https://proxy.example.com/v1",
+    });
     const resolved = await creds.resolveKey({ scope: { case: "organizationId", value: "connect-org" }, provider: Provider.FIREWORKS });
     expect(resolved).toMatchObject({ apiKey: key, apiBase: "https://proxy.example.com/v1", organizationId: "connect-org" });
     expect(await rpcError(createClient(OrganizationService, s.transport()).listOrganizations({}))).toMatchObject({ code: Code.Unauthenticated });
@@ -239,7 +304,10 @@ describe("a Connect-ES client over gRPC (the portal's way)", () => {
   it("health Check answers without a token, even with a bad one; unknown services are NOT_FOUND", async () => {
     expect((await createClient(Health, s.transport()).check({ service: "" })).status).toBe(Status.SERVING);
     expect((await createClient(Health, s.transport("garbage")).check({ service: "credentials.v1.CredentialService" })).status).toBe(Status.SERVING);
-    expect(await rpcError(createClient(Health, s.transport()).check({ service: "no.such.Service" }))).toEqual({ code: Code.NotFound, message: 'Health status unknown for service no.such.Service' });
+    expect(await rpcError(createClient(Health, s.transport()).check({ service: "no.such.Service" }))).toEqual({
+      code: Code.NotFound,
+      message: "Health status unknown for service no.such.Service",
+    });
     const health = clientOf("grpc/health/v1/health.proto", "grpc.health.v1.Health", s.address);
     expect(await call(health, "Check", { service: "" })).toEqual({ status: "SERVING" });
   });
@@ -255,7 +323,13 @@ describe("a Connect-ES client over gRPC (the portal's way)", () => {
     expect([...names].sort()).toEqual(SERVICES);
 
     const denied = createClient(ServerReflection, s.transport()).serverReflectionInfo(listServices());
-    expect(await rpcError((async () => { for await (const _ of denied) void _; })())).toMatchObject({ code: Code.Unauthenticated });
+    expect(
+      await rpcError(
+        (async () => {
+          for await (const _ of denied) void _;
+        })(),
+      ),
+    ).toMatchObject({ code: Code.Unauthenticated });
 
     // grpc-js bidi: several requests on one stream, answered in order.
     const reflection = clientOf("grpc/reflection/v1/reflection.proto", "grpc.reflection.v1.ServerReflection", s.address);
@@ -272,13 +346,18 @@ describe("a Connect-ES client over gRPC (the portal's way)", () => {
     stream.end();
     await done;
     expect(received.map((r) => r.message_response)).toEqual(["list_services_response", "file_descriptor_response", "error_response"]);
-    expect(received[2].error_response).toEqual({ error_code: 5, error_message: 'Proto file not found: nope.proto' });
+    expect(received[2].error_response).toEqual({ error_code: 5, error_message: "Proto file not found: nope.proto" });
   });
 
   it("RESOURCE_EXHAUSTED after 10 failed sign-ins, with the retry-after trailer, for grpc-js and Connect", async () => {
     await parts.admins.create("bob@example.com", "correct horse battery staple", { actor: "test", source: null });
     const adminClient = clientOf("admin.proto", "credentials.v1.AdminService", s.address);
-    const signedIn = await call<{ session_token: string }>(adminClient, "SignIn", { email: "bob@example.com", password: "correct horse battery staple", source: "198.51.100.1" }, admin);
+    const signedIn = await call<{ session_token: string }>(
+      adminClient,
+      "SignIn",
+      { email: "bob@example.com", password: "correct horse battery staple", source: "198.51.100.1" },
+      admin,
+    );
     expect(signedIn.session_token).toMatch(/^[A-Za-z0-9_-]{43}$/);
     for (let i = 0; i < 10; i++) {
       const failed = await status(call(adminClient, "SignIn", { email: "bob@example.com", password: `wrong ${i}`, source: "198.51.100.1" }, admin));
@@ -294,7 +373,10 @@ describe("a Connect-ES client over gRPC (the portal's way)", () => {
 
     const viaConnect = await createClient(AdminService, s.transport(adminToken))
       .signIn({ email: "bob@example.com", password: "wrong", source: "198.51.100.1" })
-      .then(() => undefined, (e: unknown) => ConnectError.from(e));
+      .then(
+        () => undefined,
+        (e: unknown) => ConnectError.from(e),
+      );
     expect(viaConnect?.code).toBe(Code.ResourceExhausted);
     expect(viaConnect?.rawMessage).toBe("too many failed sign-ins; try again in 15 minutes");
     expect(Number(viaConnect?.metadata.get("retry-after"))).toBeGreaterThan(800);
@@ -323,11 +405,15 @@ describe("health Watch (server streaming)", () => {
         stream.on("error", () => undefined);
         stream.on("status", resolve);
       });
-      const seen = (n: number) => new Promise<void>((resolve) => {
-        const check = () => statuses.length >= n && resolve();
-        stream.on("data", (d) => { statuses.push(d.status); check(); });
-        check();
-      });
+      const seen = (n: number) =>
+        new Promise<void>((resolve) => {
+          const check = () => statuses.length >= n && resolve();
+          stream.on("data", (d) => {
+            statuses.push(d.status);
+            check();
+          });
+          check();
+        });
       await seen(1);
       expect(statuses).toEqual(["SERVING"]);
 
@@ -364,7 +450,12 @@ describe("deadlines and shutdown (calls held up by a locked table)", () => {
   /** A fresh organisation with a credential: its first ResolveKey is not in the resolution cache and reads the database. */
   async function freshOrganization(id: string): Promise<void> {
     await call(organizations, "CreateOrganization", { organization_id: id, name: id }, admin);
-    await call(credentials, "CreateCredential", { organization_id: id, provider: "PROVIDER_ANTHROPIC", credential_name: "Claude", api_key: FAKE_KEYS.anthropic() }, admin);
+    await call(
+      credentials,
+      "CreateCredential",
+      { organization_id: id, provider: "PROVIDER_ANTHROPIC", credential_name: "Claude", api_key: FAKE_KEYS.anthropic() },
+      admin,
+    );
   }
 
   /** Holds an exclusive lock on organizations, so ResolveKey by organisation waits. */
@@ -388,12 +479,16 @@ describe("deadlines and shutdown (calls held up by a locked table)", () => {
       expect(expired.code).toBe(grpc.status.DEADLINE_EXCEEDED);
       expect(Date.now() - started).toBeLessThan(3_000);
       const viaConnect = createClient(CredentialService, s.transport(adminToken));
-      expect((await rpcError(viaConnect.resolveKey({ scope: { case: "organizationId", value: "lock-1" }, provider: Provider.ANTHROPIC }, { timeoutMs: 300 }))).code).toBe(Code.DeadlineExceeded);
+      expect(
+        (await rpcError(viaConnect.resolveKey({ scope: { case: "organizationId", value: "lock-1" }, provider: Provider.ANTHROPIC }, { timeoutMs: 300 }))).code,
+      ).toBe(Code.DeadlineExceeded);
     } finally {
       await unlock();
     }
     // The service still answers afterwards.
-    expect(await call(credentials, "ResolveKey", { organization_id: "lock-1", provider: "PROVIDER_ANTHROPIC" }, admin)).toMatchObject({ organization_id: "lock-1" });
+    expect(await call(credentials, "ResolveKey", { organization_id: "lock-1", provider: "PROVIDER_ANTHROPIC" }, admin)).toMatchObject({
+      organization_id: "lock-1",
+    });
   });
 
   it("graceful shutdown lets a call in flight finish and refuses new ones", async () => {
@@ -410,7 +505,10 @@ describe("deadlines and shutdown (calls held up by a locked table)", () => {
       const shutdown = shutdownGrpcJsServer(g.server, 10_000);
       await new Promise((r) => setTimeout(r, 100));
       // New calls are refused (GOAWAY on the open connection, nothing listening for new ones).
-      expect((await status(call(health, "Check", { service: "" }, new grpc.Metadata(), 2_000))).code).toBeOneOf([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED]);
+      expect((await status(call(health, "Check", { service: "" }, new grpc.Metadata(), 2_000))).code).toBeOneOf([
+        grpc.status.UNAVAILABLE,
+        grpc.status.DEADLINE_EXCEEDED,
+      ]);
       await unlock();
       unlocked = true;
       expect(await inFlight).toMatchObject({ organization_id: "lock-2", source: "KEY_SOURCE_ORGANIZATION" });

@@ -10,24 +10,33 @@ import { startTestService, FAKE_KEYS, rpcError, type TestService } from "../supp
 import { TokenStore } from "../../service/src/auth/token-store.js";
 import { CredentialService, Provider } from "../../service/src/gen/credentials_pb.js";
 import { Health, HealthCheckRequestSchema, HealthCheckResponse_ServingStatus as Status } from "../../service/src/gen/grpc/health/v1/health_pb.js";
-import {
-  ServerReflection,
-  type ServerReflectionRequestSchema,
-  type ServerReflectionResponse,
-} from "../../service/src/gen/grpc/reflection/v1/reflection_pb.js";
+import { ServerReflection, type ServerReflectionRequestSchema, type ServerReflectionResponse } from "../../service/src/gen/grpc/reflection/v1/reflection_pb.js";
 import { createHealthService, HealthState } from "../../service/src/rpc/health.js";
 
 let t: TestService;
-beforeAll(async () => { t = await startTestService(); });
-afterAll(async () => { await t?.close(); });
+beforeAll(async () => {
+  t = await startTestService();
+});
+afterAll(async () => {
+  await t?.close();
+});
 
-const SERVICES = ["credentials.v1.AdminService", "credentials.v1.CredentialService", "credentials.v1.OrganizationService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"];
+const SERVICES = [
+  "credentials.v1.AdminService",
+  "credentials.v1.CredentialService",
+  "credentials.v1.OrganizationService",
+  "grpc.health.v1.Health",
+  "grpc.reflection.v1.ServerReflection",
+];
 
 describe("grpc.health.v1.Health/Check", () => {
-  it.each(["", "credentials.v1.CredentialService", "credentials.v1.OrganizationService", "credentials.v1.AdminService"])('is SERVING for "%s" without any token', async (service) => {
-    const health = createClient(Health, t.transport("grpc"));
-    expect((await health.check({ service })).status).toBe(Status.SERVING);
-  });
+  it.each(["", "credentials.v1.CredentialService", "credentials.v1.OrganizationService", "credentials.v1.AdminService"])(
+    'is SERVING for "%s" without any token',
+    async (service) => {
+      const health = createClient(Health, t.transport("grpc"));
+      expect((await health.check({ service })).status).toBe(Status.SERVING);
+    },
+  );
 
   it("answers over gRPC-Web and Connect too, and ignores a bad token", async () => {
     for (const protocol of ["grpc-web", "connect"] as const) {
@@ -38,14 +47,21 @@ describe("grpc.health.v1.Health/Check", () => {
 
   it("is NOT_FOUND for an unknown service", async () => {
     const health = createClient(Health, t.transport("grpc"));
-    expect(await rpcError(health.check({ service: "credentials.v1.NoSuchService" }))).toEqual({ code: Code.NotFound, message: 'Health status unknown for service credentials.v1.NoSuchService' });
+    expect(await rpcError(health.check({ service: "credentials.v1.NoSuchService" }))).toEqual({
+      code: Code.NotFound,
+      message: "Health status unknown for service credentials.v1.NoSuchService",
+    });
   });
 });
 
 describe("health while shutting down (a service of its own)", () => {
   let s: TestService;
-  beforeAll(async () => { s = await startTestService(); });
-  afterAll(async () => { await s?.close(); });
+  beforeAll(async () => {
+    s = await startTestService();
+  });
+  afterAll(async () => {
+    await s?.close();
+  });
 
   it("Watch streams the current status at once, then the change to NOT_SERVING; Check agrees", async () => {
     const health = createClient(Health, s.transport("grpc"));
@@ -77,12 +93,19 @@ describe("health while shutting down (a service of its own)", () => {
 
 describe("Watch implementation against a real HandlerContext", () => {
   const watchContext = () =>
-    createHandlerContext({ service: Health, method: Health.method.watch, protocolName: "grpc", requestMethod: "POST", url: "http://localhost/grpc.health.v1.Health/Watch" });
+    createHandlerContext({
+      service: Health,
+      method: Health.method.watch,
+      protocolName: "grpc",
+      requestMethod: "POST",
+      url: "http://localhost/grpc.health.v1.Health/Watch",
+    });
 
   it("does not miss a change that happens while the caller has not yet read the previous status", async () => {
     const state = new HealthState(["svc"]);
     const ctx = watchContext();
-    const watch = createHealthService(state).watch(create(HealthCheckRequestSchema, { service: "svc" }), ctx)[Symbol.asyncIterator]();
+    const stream = createHealthService(state).watch(create(HealthCheckRequestSchema, { service: "svc" }), ctx);
+    const watch = stream[Symbol.asyncIterator]();
     expect((await watch.next()).value).toEqual({ status: Status.SERVING });
     // The server has yielded SERVING but the transport has not asked for the next message yet.
     state.setNotServing();
@@ -95,7 +118,8 @@ describe("Watch implementation against a real HandlerContext", () => {
   it("ends when the call is cancelled", async () => {
     const state = new HealthState(["svc"]);
     const ctx = watchContext();
-    const watch = createHealthService(state).watch(create(HealthCheckRequestSchema, { service: "" }), ctx)[Symbol.asyncIterator]();
+    const stream = createHealthService(state).watch(create(HealthCheckRequestSchema, { service: "" }), ctx);
+    const watch = stream[Symbol.asyncIterator]();
     expect((await watch.next()).value).toEqual({ status: Status.SERVING });
     const pending = watch.next();
     ctx.abort();
@@ -146,7 +170,9 @@ describe("grpc.reflection.v1.ServerReflection/ServerReflectionInfo", () => {
   });
 
   it("file_containing_symbol returns credentials.proto with its imports, enough to call ResolveKey", async () => {
-    const [response] = await reflect(t.adminToken, [{ host: "localhost", messageRequest: { case: "fileContainingSymbol", value: "credentials.v1.CredentialService" } }]);
+    const [response] = await reflect(t.adminToken, [
+      { host: "localhost", messageRequest: { case: "fileContainingSymbol", value: "credentials.v1.CredentialService" } },
+    ]);
     expect(response.validHost).toBe("localhost");
     expect(response.originalRequest?.messageRequest).toEqual({ case: "fileContainingSymbol", value: "credentials.v1.CredentialService" });
     const files = descriptors(response);
@@ -158,7 +184,10 @@ describe("grpc.reflection.v1.ServerReflection/ServerReflectionInfo", () => {
     expect(file.dependency).toEqual(["google/protobuf/timestamp.proto"]);
     const service = file.service.find((s) => s.name === "CredentialService");
     expect(service?.method.map((m) => m.name)).toContain("ResolveKey");
-    expect(service?.method.find((m) => m.name === "ResolveKey")).toMatchObject({ inputType: ".credentials.v1.ResolveKeyRequest", outputType: ".credentials.v1.ResolveKeyResponse" });
+    expect(service?.method.find((m) => m.name === "ResolveKey")).toMatchObject({
+      inputType: ".credentials.v1.ResolveKeyRequest",
+      outputType: ".credentials.v1.ResolveKeyResponse",
+    });
     expect(file.service.map((s) => s.name).sort()).toEqual(["CredentialService", "OrganizationService"]);
     // What grpcurl / buf curl do with it: build a registry and find the method.
     const registry = createFileRegistry(file, (name) => files.find((f) => f.name === name));
@@ -183,15 +212,19 @@ describe("grpc.reflection.v1.ServerReflection/ServerReflectionInfo", () => {
     expect(descriptors(responses[0]).map((f) => f.name)).toContain("credentials.proto");
     expect(descriptors(responses[1]).map((f) => f.name)).toContain("credentials.proto");
     expect(descriptors(responses[2]).map((f) => f.name)).toEqual(["grpc/health/v1/health.proto"]);
-    expect(descriptors(responses[3]).map((f) => f.name).sort()).toEqual(["credentials.proto", "google/protobuf/timestamp.proto"]);
+    expect(
+      descriptors(responses[3])
+        .map((f) => f.name)
+        .sort(),
+    ).toEqual(["credentials.proto", "google/protobuf/timestamp.proto"]);
     expect(descriptors(responses[4]).map((f) => f.package)).toEqual(["google.protobuf"]);
     expect(responses[5].messageResponse).toEqual({
       case: "errorResponse",
-      value: expect.objectContaining({ errorCode: Code.NotFound, errorMessage: 'Symbol not found: credentials.v1.NoSuchThing' }),
+      value: expect.objectContaining({ errorCode: Code.NotFound, errorMessage: "Symbol not found: credentials.v1.NoSuchThing" }),
     });
     expect(responses[6].messageResponse).toEqual({
       case: "errorResponse",
-      value: expect.objectContaining({ errorCode: 5, errorMessage: 'Proto file not found: nope.proto' }),
+      value: expect.objectContaining({ errorCode: 5, errorMessage: "Proto file not found: nope.proto" }),
     });
     expect(responses[7].messageResponse.case).toBe("listServicesResponse");
   });
@@ -201,7 +234,7 @@ describe("grpc.reflection.v1.ServerReflection/ServerReflectionInfo", () => {
     expect(response.messageResponse.case).toBe("errorResponse");
     if (response.messageResponse.case === "errorResponse") {
       expect(response.messageResponse.value.errorCode).toBe(5);
-      expect(response.messageResponse.value.errorMessage).toBe('Symbol not found: no.such.Symbol');
+      expect(response.messageResponse.value.errorMessage).toBe("Symbol not found: no.such.Symbol");
     }
   });
 });
@@ -213,7 +246,19 @@ describe("grpc.reflection.v1.ServerReflection/ServerReflectionInfo", () => {
 const bufCurl = async (token: string, args: string[]) =>
   promisify(execFile)(
     "npx",
-    ["--no-install", "buf", "curl", "--protocol", "grpc", "--http2-prior-knowledge", "-H", `authorization: Bearer ${token}`, "--reflect-header", `authorization: Bearer ${token}`, ...args],
+    [
+      "--no-install",
+      "buf",
+      "curl",
+      "--protocol",
+      "grpc",
+      "--http2-prior-knowledge",
+      "-H",
+      `authorization: Bearer ${token}`,
+      "--reflect-header",
+      `authorization: Bearer ${token}`,
+      ...args,
+    ],
     { timeout: 30_000 },
   );
 const bufAvailable = await promisify(execFile)("npx", ["--no-install", "buf", "--version"], { timeout: 30_000 }).then(
@@ -228,7 +273,8 @@ describe.skipIf(!bufAvailable)("buf curl through reflection", () => {
     await organizations.createOrganization({ organizationId: "buf-org", name: "Buf" });
     await credentials.createCredential({ organizationId: "buf-org", provider: Provider.OPENAI, credentialName: "Buf", apiKey: key });
     const { stdout } = await bufCurl(t.adminToken, [
-      "-d", JSON.stringify({ organization_id: "buf-org", provider: "PROVIDER_OPENAI" }),
+      "-d",
+      JSON.stringify({ organization_id: "buf-org", provider: "PROVIDER_OPENAI" }),
       `http://${t.address}/${CredentialService.typeName}/ResolveKey`,
     ]);
     expect(JSON.parse(stdout)).toMatchObject({ apiKey: key, source: "KEY_SOURCE_ORGANIZATION", organizationId: "buf-org" });
@@ -236,9 +282,13 @@ describe.skipIf(!bufAvailable)("buf curl through reflection", () => {
 
   it("shows the service's error code and message", async () => {
     const error = await bufCurl(t.adminToken, [
-      "-d", JSON.stringify({ organization_id: "no-such-org", provider: "PROVIDER_OPENAI" }),
+      "-d",
+      JSON.stringify({ organization_id: "no-such-org", provider: "PROVIDER_OPENAI" }),
       `http://${t.address}/${CredentialService.typeName}/ResolveKey`,
-    ]).then(() => undefined, (e: { stderr?: string }) => e);
+    ]).then(
+      () => undefined,
+      (e: { stderr?: string }) => e,
+    );
     expect(error?.stderr).toContain("not_found");
     expect(error?.stderr).toContain('organization \\"no-such-org\\" not found');
   }, 60_000);

@@ -96,8 +96,18 @@ function expectNoSecrets(result: Result): void {
 /** Every table's row count and a hash of its contents. */
 async function checksum(db: TestDatabase): Promise<Record<string, string>> {
   const sums: Record<string, string> = {};
-  for (const table of ["organizations", "teams", "provider_credentials", "provider_credentials_unbound", "audit_events", "selection_strategies", "api_tokens"]) {
-    const [row] = await db.query<{ n: string; h: string }>(`select count(*) as n, md5(coalesce(string_agg(t::text, '|' order by t::text), '')) as h from ${table} t`);
+  for (const table of [
+    "organizations",
+    "teams",
+    "provider_credentials",
+    "provider_credentials_unbound",
+    "audit_events",
+    "selection_strategies",
+    "api_tokens",
+  ]) {
+    const [row] = await db.query<{ n: string; h: string }>(
+      `select count(*) as n, md5(coalesce(string_agg(t::text, '|' order by t::text), '')) as h from ${table} t`,
+    );
     sums[table] = `${row.n}:${row.h}`;
   }
   return sums;
@@ -173,19 +183,36 @@ async function buildLegacyDatabase(): Promise<void> {
       );`);
     for (const o of fixture.organizations) {
       await client.query("insert into organizations (organization_id, name, status, metadata, created_at, updated_at) values ($1, $2, $3, '{}', $4, $5)", [
-        o.organization_id, o.name, o.status, o.created_at, o.updated_at,
+        o.organization_id,
+        o.name,
+        o.status,
+        o.created_at,
+        o.updated_at,
       ]);
     }
     for (const t of fixture.teams) {
-      await client.query("insert into team_credits (team_id, organization_id, credits_allocated, virtual_key, created_at, updated_at) values ($1, $2, 100, $3, $4, $5)", [
-        t.team_id, t.organization_id, fixture.virtual_key, t.created_at, t.updated_at,
-      ]);
+      await client.query(
+        "insert into team_credits (team_id, organization_id, credits_allocated, virtual_key, created_at, updated_at) values ($1, $2, 100, $3, $4, $5)",
+        [t.team_id, t.organization_id, fixture.virtual_key, t.created_at, t.updated_at],
+      );
     }
     for (const c of fixture.credentials) {
       await client.query(
         `insert into provider_credentials (credential_id, organization_id, provider, api_key, api_base, credential_name, is_active, created_at, updated_at, created_by, updated_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-        [c.credential_id, c.organization_id, c.provider, c.api_key, c.api_base, c.credential_name, c.is_active, c.created_at, c.updated_at, c.created_by, c.updated_by],
+        [
+          c.credential_id,
+          c.organization_id,
+          c.provider,
+          c.api_key,
+          c.api_base,
+          c.credential_name,
+          c.is_active,
+          c.created_at,
+          c.updated_at,
+          c.created_by,
+          c.updated_by,
+        ],
       );
     }
   } finally {
@@ -269,10 +296,26 @@ describe("npm run import:saas-litellm", () => {
     );
 
     const rows = await target.query<{
-      id: string; organization_id: string; provider: ProviderName; credential_name: string; encrypted_api_key: string; key_id: string;
-      key_binding: string; key_hint: string; api_base: string | null; is_active: boolean; version: number; created_by: string | null;
-      updated_by: string | null; created: string; updated: string; activated: string | null; key_set: string; last_used_at: Date | null;
-      weight: number; use_count: string;
+      id: string;
+      organization_id: string;
+      provider: ProviderName;
+      credential_name: string;
+      encrypted_api_key: string;
+      key_id: string;
+      key_binding: string;
+      key_hint: string;
+      api_base: string | null;
+      is_active: boolean;
+      version: number;
+      created_by: string | null;
+      updated_by: string | null;
+      created: string;
+      updated: string;
+      activated: string | null;
+      key_set: string;
+      last_used_at: Date | null;
+      weight: number;
+      use_count: string;
     }>(
       `select id, organization_id, provider, credential_name, encrypted_api_key, key_id, key_binding, key_hint, api_base, is_active, version,
          created_by, updated_by, ${UTC("created_at")} as created, ${UTC("updated_at")} as updated, ${UTC("activated_at")} as activated,
@@ -305,7 +348,14 @@ describe("npm run import:saas-litellm", () => {
       });
       // Re-encrypted under MASTER_KEY (not the legacy token), bound to its row, and the same key.
       expect(row.encrypted_api_key).not.toBe(c.api_key);
-      expect(ring.decryptBound({ id: row.id, organizationId: row.organization_id, provider, apiBase: row.api_base }, row.encrypted_api_key, row.key_id, row.key_binding)).toBe(c.plaintext);
+      expect(
+        ring.decryptBound(
+          { id: row.id, organizationId: row.organization_id, provider, apiBase: row.api_base },
+          row.encrypted_api_key,
+          row.key_id,
+          row.key_binding,
+        ),
+      ).toBe(c.plaintext);
     }
     expect(rows.find((r) => r.id === imported.find((c) => c.provider === "google")!.credential_id)!.provider).toBe("gemini");
     expect(rows.find((r) => r.id === imported.find((c) => c.provider === "fireworks_ai")!.credential_id)!.provider).toBe("fireworks");
@@ -313,34 +363,62 @@ describe("npm run import:saas-litellm", () => {
 
     // The report names every row not imported, by id, with why.
     const id = (n: number) => fixture.credentials[n - 1].credential_id;
-    expect(first.stdout).toContain(`organization "bad org!": organization_id: must be 1-64 characters of letters, digits, '.', '_' or '-'; its teams and credentials are skipped with it`);
+    expect(first.stdout).toContain(
+      `organization "bad org!": organization_id: must be 1-64 characters of letters, digits, '.', '_' or '-'; its teams and credentials are skipped with it`,
+    );
     expect(first.stdout).toContain(`team "team with spaces" (organization "acme"): team_id: must be 1-64 characters`);
     expect(first.stdout).toContain(`team "team-of-bad-org" (organization "bad org!"): its organization "bad org!" is skipped`);
     expect(first.stdout).toContain(`team "team-no-org" (organization (none)): it has no organization`);
     expect(first.stdout).toContain(`credential ${id(6)} (organization "acme", provider "cohere"): provider "cohere" is not one this service stores`);
     expect(first.stdout).toContain(`credential ${id(7)} (organization "bad org!", provider "openai"): its organization "bad org!" is skipped`);
-    expect(first.stdout).toContain(`credential ${id(8)} (organization "acme", provider "openai"): credential ${id(1)}, created earlier, has the same name ignoring case ("PRIMARY")`);
-    expect(first.stdout).toContain(`credential ${id(10)} (organization "acme", provider "openai"): the stored key is refused here: api_key: OpenAI keys start with "sk-"`);
+    expect(first.stdout).toContain(
+      `credential ${id(8)} (organization "acme", provider "openai"): credential ${id(1)}, created earlier, has the same name ignoring case ("PRIMARY")`,
+    );
+    expect(first.stdout).toContain(
+      `credential ${id(10)} (organization "acme", provider "openai"): the stored key is refused here: api_key: OpenAI keys start with "sk-"`,
+    );
     expect(first.stdout).toContain(`credential ${id(11)} (organization "acme", provider "openai"): api_base: must use http or https`);
-    expect(first.stdout).toMatch(new RegExp(`Could not decrypt \\(1, not imported\\):\\n  credential ${id(9)} \\(organization "acme", provider "openai"\\): api_key does not decrypt with the key derived from --legacy-encryption-key`));
+    expect(first.stdout).toMatch(
+      new RegExp(
+        `Could not decrypt \\(1, not imported\\):\\n  credential ${id(9)} \\(organization "acme", provider "openai"\\): api_key does not decrypt with the key derived from --legacy-encryption-key`,
+      ),
+    );
     expect(first.stdout).toMatch(/1 organization\(s\) are not active in SaaS LiteLLM; they are imported all the same .*"globex" \(suspended\)/);
     expect(first.stdout).toContain("10 row(s) were not imported.");
   });
 
   it("writes one audit event per imported row and a summary, with no key material", async () => {
-    const events = await target.query<{ actor: string; action: string; organization_id: string | null; credential_id: string | null; target: string | null; details: Record<string, unknown> }>(
-      "select actor, action, organization_id, credential_id, target, details from audit_events order by id",
-    );
+    const events = await target.query<{
+      actor: string;
+      action: string;
+      organization_id: string | null;
+      credential_id: string | null;
+      target: string | null;
+      details: Record<string, unknown>;
+    }>("select actor, action, organization_id, credential_id, target, details from audit_events order by id");
     expect(new Set(events.map((e) => e.actor))).toEqual(new Set(["import:saas-litellm"]));
     const byAction = (action: string) => events.filter((e) => e.action === action);
-    expect(byAction("organization.import").map((e) => e.organization_id).sort()).toEqual(["acme", "globex", "initech"]);
-    expect(byAction("team.import").map((e) => e.target).sort()).toEqual(["team-acme-1", "team-acme-2", "team-globex"]);
+    expect(
+      byAction("organization.import")
+        .map((e) => e.organization_id)
+        .sort(),
+    ).toEqual(["acme", "globex", "initech"]);
+    expect(
+      byAction("team.import")
+        .map((e) => e.target)
+        .sort(),
+    ).toEqual(["team-acme-1", "team-acme-2", "team-globex"]);
     const credentialEvents = byAction("credential.import");
     expect(credentialEvents.map((e) => e.credential_id).sort()).toEqual(imported.map((c) => c.credential_id).sort());
     for (const e of credentialEvents) {
       const c = imported.find((i) => i.credential_id === e.credential_id)!;
       expect(e.organization_id).toBe(c.organization_id);
-      expect(e.details).toMatchObject({ provider: mapLegacyProvider(c.provider), legacy_provider: c.provider, credential_name: c.credential_name, imported_from: "saas-litellm" });
+      expect(e.details).toMatchObject({
+        provider: mapLegacyProvider(c.provider),
+        legacy_provider: c.provider,
+        credential_name: c.credential_name,
+        imported_from: "saas-litellm",
+      });
     }
     const [summary] = byAction("saas_litellm.import");
     expect(summary.target).toMatch(/^saas-litellm:.+\/saas_litellm_/);
@@ -369,7 +447,8 @@ describe("npm run import:saas-litellm", () => {
   it("a service started on the imported database resolves the imported keys", async () => {
     const svc = await startTestService({ db: target, masterKey, cacheMaxEntries: 0 });
     try {
-      const resolve = (scope: { case: "organizationId" | "teamId"; value: string }, provider: Provider) => svc.clients().credentials.resolveKey({ scope, provider });
+      const resolve = (scope: { case: "organizationId" | "teamId"; value: string }, provider: Provider) =>
+        svc.clients().credentials.resolveKey({ scope, provider });
       // acme has two active OpenAI credentials: the most recently activated (legacy updated_at) wins.
       const proxy = fixture.credentials[2];
       const openai = await resolve({ case: "organizationId", value: "acme" }, Provider.OPENAI);
@@ -416,7 +495,11 @@ describe("replicas running during an import", () => {
       expect(result.stdout).toContain("credentials:   1 imported, 5 already present, 5 skipped, 1 could not be decrypted");
       expect(result.stdout + result.stderr).not.toContain(plaintext);
       const after = await resolve();
-      expect({ source: after.source, apiKey: after.apiKey, credentialId: after.credentialId }).toEqual({ source: KeySource.ORGANIZATION, apiKey: plaintext, credentialId: id });
+      expect({ source: after.source, apiKey: after.apiKey, credentialId: after.credentialId }).toEqual({
+        source: KeySource.ORGANIZATION,
+        apiKey: plaintext,
+        credentialId: id,
+      });
     } finally {
       await svc.close();
     }
@@ -436,7 +519,9 @@ describe("npm run import:saas-litellm refuses clearly", () => {
   it("a wrong --legacy-encryption-key: says so, exits 4, and touches neither database", async () => {
     const wrong = await importCli(["--from", legacyUrl, "--legacy-encryption-key", "not-the-encryption-key"], {}, empty.url);
     expect(wrong.code, wrong.stderr).toBe(4);
-    expect(wrong.stderr).toMatch(/none of the 1[12] stored api_key token\(s\) in .+\/saas_litellm_\w+ decrypts with the key derived from --legacy-encryption-key/);
+    expect(wrong.stderr).toMatch(
+      /none of the 1[12] stored api_key token\(s\) in .+\/saas_litellm_\w+ decrypts with the key derived from --legacy-encryption-key/,
+    );
     expect(wrong.stderr).toContain("it is probably not the ENCRYPTION_KEY that SaaS LiteLLM ran with. Nothing was imported.");
     expect(wrong.stdout).toBe("");
     expectNoSecrets(wrong);
@@ -477,7 +562,9 @@ describe("npm run import:saas-litellm refuses clearly", () => {
     expect(unreachable.code).toBe(1);
     expect(unreachable.stderr).toContain("cannot connect to the SaaS LiteLLM database at 127.0.0.1:1/saas: connection refused");
     expect(notLegacy.code).toBe(1);
-    expect(notLegacy.stderr).toMatch(/does not look like a SaaS LiteLLM database: no table team_credits; table organizations has no column organization_id; table provider_credentials has no columns credential_id, api_key/);
+    expect(notLegacy.stderr).toMatch(
+      /does not look like a SaaS LiteLLM database: no table team_credits; table organizations has no column organization_id; table provider_credentials has no columns credential_id, api_key/,
+    );
     for (const r of [notUrl, mysql, noKey, badBatch, unreachable, notLegacy]) {
       expect(r.stdout + r.stderr).not.toContain("hunter2");
       expectNoSecrets(r);

@@ -4,13 +4,7 @@
 // rotation reminders.
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  FailureKind,
-  KeyCheckOutcome,
-  Provider,
-  SelectionStrategy,
-  type Credential,
-} from "../../service/src/gen/credentials_pb.js";
+import { FailureKind, KeyCheckOutcome, Provider, SelectionStrategy, type Credential } from "../../service/src/gen/credentials_pb.js";
 import { refusedUrl, startFakeProvider, type FakeProvider, type FakeProviderName } from "../support/fake-provider.js";
 import { createTestDatabase, FAKE_KEYS, rpcError, startTestService, type TestDatabase, type TestService } from "../support/harness.js";
 
@@ -34,7 +28,10 @@ async function org(): Promise<string> {
   return id;
 }
 
-async function credential(organizationId: string, init: { provider?: FakeProviderName; apiKey?: string; name?: string; apiBase?: string; weight?: number } = {}) {
+async function credential(
+  organizationId: string,
+  init: { provider?: FakeProviderName; apiKey?: string; name?: string; apiBase?: string; weight?: number } = {},
+) {
   const provider = init.provider ?? "openai";
   const { credential } = await t.clients().credentials.createCredential({
     organizationId,
@@ -91,10 +88,15 @@ describe("VerifyCredential", () => {
       const listed = (await t.clients().credentials.listCredentials({ organizationId: o })).credentials[0];
       expect(listed.lastCheck).toMatchObject({ outcome, latencyMs: check!.latencyMs, message: check!.message });
       if (behaviour === "slow") expect(check?.latencyMs).toBeGreaterThanOrEqual(1_000);
-      else expect(check?.httpStatus).toBe({ valid: 200, invalid: provider === "gemini" ? 400 : 401, forbidden: 403, rate_limited: 429, server_error: 500 }[behaviour]);
+      else
+        expect(check?.httpStatus).toBe(
+          { valid: 200, invalid: provider === "gemini" ? 400 : 401, forbidden: 403, rate_limited: 429, server_error: 500 }[behaviour],
+        );
       expect(fake.urlsContaining(apiKey)).toEqual([]);
       expect(await auditActions(created.credentialId)).toEqual(["credential.create", "credential.verify"]);
-      const [audit] = await db.query<{ details: unknown }>("select details from audit_events where credential_id = $1 and action = 'credential.verify'", [created.credentialId]);
+      const [audit] = await db.query<{ details: unknown }>("select details from audit_events where credential_id = $1 and action = 'credential.verify'", [
+        created.credentialId,
+      ]);
       expect(JSON.stringify(audit.details)).not.toContain(apiKey);
     });
   }
@@ -159,9 +161,7 @@ describe("verify before saving", () => {
     const err = await rpcError(t.clients().credentials.updateCredential({ credentialId: created.credentialId, apiKey: bad, verify: true }));
     expect(err.code).toBe(Code.FailedPrecondition);
     expect(err.message).toContain("no permission");
-    const moved = await rpcError(
-      t.clients().credentials.updateCredential({ credentialId: created.credentialId, apiBase: await refusedUrl(), verify: true }),
-    );
+    const moved = await rpcError(t.clients().credentials.updateCredential({ credentialId: created.credentialId, apiBase: await refusedUrl(), verify: true }));
     expect(moved.code).toBe(Code.FailedPrecondition);
     expect(moved.message).toContain("unreachable");
     expect(await db.query("select * from provider_credentials where id = $1", [created.credentialId])).toEqual(before);
@@ -243,9 +243,9 @@ describe("failures reported by callers", () => {
     expect(many.message).toMatch(/^credential_ids: must name at most 1000/);
     const malformed = await rpcError(t.clients().credentials.reportKeySuccess({ credentialIds: [c.credentialId, "x"] }));
     expect(malformed.message).toMatch(/^credential_ids\[1\]: must be a UUID/);
-    expect((await rpcError(t.clients().credentials.reportKeyFailure({ credentialId: "00000000-0000-4000-8000-000000000000", kind: FailureKind.OTHER }))).code).toBe(
-      Code.NotFound,
-    );
+    expect(
+      (await rpcError(t.clients().credentials.reportKeyFailure({ credentialId: "00000000-0000-4000-8000-000000000000", kind: FailureKind.OTHER }))).code,
+    ).toBe(Code.NotFound);
   });
 });
 
@@ -285,7 +285,12 @@ describe("selection strategies", () => {
     for (let i = 0; i < 3; i++) await t.clients().credentials.reportKeyFailure({ credentialId: ids[0], kind: FailureKind.AUTHENTICATION });
     await expect.poll(async () => (await tally(other, o, 10)).has(ids[0]), { timeout: 2_000 }).toBe(false);
     const counts = await tally(other, o, 100);
-    expect(counts).toEqual(new Map([[ids[1], 50], [ids[2], 50]]));
+    expect(counts).toEqual(
+      new Map([
+        [ids[1], 50],
+        [ids[2], 50],
+      ]),
+    );
   });
 
   it("weighted follows the weights (0 is never picked)", async () => {

@@ -35,7 +35,10 @@ async function seed(count: number, organizationId: string): Promise<void> {
   }
   for (let i = 0; i < rows.length; i += 500) {
     const chunk = rows.slice(i, i + 500);
-    const values = chunk.map((_, j) => `($${j * 7 + 1}::uuid, $${j * 7 + 2}, 'openai', $${j * 7 + 3}, $${j * 7 + 4}, $${j * 7 + 5}, $${j * 7 + 6}, $${j * 7 + 7}, true, now(), 1, now(), now())`);
+    const values = chunk.map(
+      (_, j) =>
+        `($${j * 7 + 1}::uuid, $${j * 7 + 2}, 'openai', $${j * 7 + 3}, $${j * 7 + 4}, $${j * 7 + 5}, $${j * 7 + 6}, $${j * 7 + 7}, true, now(), 1, now(), now())`,
+    );
     await db.query(
       `insert into provider_credentials (id, organization_id, provider, credential_name, encrypted_api_key, key_id, key_binding, key_hint, is_active, activated_at, version, created_at, updated_at) values ${values.join(",")}`,
       chunk.flat(),
@@ -75,7 +78,9 @@ describe("npm run rotate-master-key", () => {
     const byKey = await db.query<{ key_id: string; n: string }>("select key_id, count(*) as n from provider_credentials group by key_id");
     expect(byKey).toEqual([{ key_id: ringB.primaryKeyId, n: "30" }]);
     await everyRowReadable(ringB);
-    const audit = await db.query<{ action: string; details: { rewrapped: number } }>("select action, details from audit_events where action = 'master_key.rotate'");
+    const audit = await db.query<{ action: string; details: { rewrapped: number } }>(
+      "select action, details from audit_events where action = 'master_key.rotate'",
+    );
     expect(audit[0].details.rewrapped).toBe(30);
     // Nothing printed a key.
     for (const key of plaintexts.values()) expect(result.stdout + result.stderr).not.toContain(key);
@@ -118,7 +123,14 @@ describe("npm run rotate-master-key", () => {
       stdio: "ignore",
     });
     const exited = new Promise((resolve) => child.once("exit", resolve));
-    const newKeyRows = async () => Number((await db.query<{ n: string }>("select count(*) as n from provider_credentials where key_id = $1 and organization_id = 'kill-org'", [ringB.primaryKeyId]))[0].n);
+    const newKeyRows = async () =>
+      Number(
+        (
+          await db.query<{ n: string }>("select count(*) as n from provider_credentials where key_id = $1 and organization_id = 'kill-org'", [
+            ringB.primaryKeyId,
+          ])
+        )[0].n,
+      );
     const deadline = Date.now() + 60_000;
     while ((await newKeyRows()) < 200) {
       if (Date.now() > deadline) throw new Error("rotation made no progress");

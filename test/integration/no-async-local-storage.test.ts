@@ -92,11 +92,16 @@ describe("no AsyncLocalStorage in the service process", () => {
     );
     const { credentials } = t.clients();
     for (let i = 0; i < 3; i++) {
-      expect(await credentials.resolveKey({ scope: { case: "organizationId", value: organizationId }, provider: Provider.OPENAI })).toMatchObject({ apiKey, credentialId: id });
+      expect(await credentials.resolveKey({ scope: { case: "organizationId", value: organizationId }, provider: Provider.OPENAI })).toMatchObject({
+        apiKey,
+        credentialId: id,
+      });
     }
     await t.service.parts.resolver.flushUsage();
     expect(await t.db.query("select use_count::int as n from provider_credentials where id = $1", [id])).toEqual([{ n: 3 }]);
-    expect((await rpcError(credentials.resolveKey({ scope: { case: "organizationId", value: "nobody" }, provider: Provider.OPENAI }))).code).toBe(Code.NotFound);
+    expect((await rpcError(credentials.resolveKey({ scope: { case: "organizationId", value: "nobody" }, provider: Provider.OPENAI }))).code).toBe(
+      Code.NotFound,
+    );
     expect(await promiseHookEnabled()).toBe(false);
     expect(enabled(TransactionContext["storage"])).toBe(false);
     expect(enabled(RequestContext["storage"])).toBe(false);
@@ -111,7 +116,16 @@ describe("no AsyncLocalStorage in the service process", () => {
     const teamId = `${organizationId}-team`;
     const credentialRow = async (id: string) =>
       (
-        await t.db.query<{ credential_name: string; version: number; updated_by: string; weight: number; is_active: boolean; failure_streak: number; failing: boolean; check_outcome: string | null }>(
+        await t.db.query<{
+          credential_name: string;
+          version: number;
+          updated_by: string;
+          weight: number;
+          is_active: boolean;
+          failure_streak: number;
+          failing: boolean;
+          check_outcome: string | null;
+        }>(
           `select credential_name, version, updated_by, weight, is_active, failure_streak, failing_since is not null as failing, check_outcome
            from provider_credentials where id = $1`,
           [id],
@@ -138,17 +152,23 @@ describe("no AsyncLocalStorage in the service process", () => {
     const credentialId = credential!.credentialId;
     expect(credential).toMatchObject({ version: 1, credentialName: "main", updatedBy: ADMIN_ACTOR });
     await hookStaysOff("CreateCredential");
-    expect((await rpcError(credentials.createCredential({ organizationId, provider: Provider.OPENAI, credentialName: "MAIN", apiKey: FAKE_KEYS.openai() }))).code).toBe(
-      Code.AlreadyExists,
-    );
-    expect((await rpcError(credentials.createCredential({ organizationId: "nobody", provider: Provider.OPENAI, credentialName: "x", apiKey: FAKE_KEYS.openai() }))).code).toBe(
-      Code.NotFound,
-    );
+    expect(
+      (await rpcError(credentials.createCredential({ organizationId, provider: Provider.OPENAI, credentialName: "MAIN", apiKey: FAKE_KEYS.openai() }))).code,
+    ).toBe(Code.AlreadyExists);
+    expect(
+      (await rpcError(credentials.createCredential({ organizationId: "nobody", provider: Provider.OPENAI, credentialName: "x", apiKey: FAKE_KEYS.openai() })))
+        .code,
+    ).toBe(Code.NotFound);
     await hookStaysOff("refused CreateCredential");
 
     // Updates: name and weight at the expected version; a stale expected version; a name taken by another
     // credential; a new key; a new api_base (the stored key rebound).
-    const { credential: other } = await credentials.createCredential({ organizationId, provider: Provider.OPENAI, credentialName: "other", apiKey: FAKE_KEYS.openai() });
+    const { credential: other } = await credentials.createCredential({
+      organizationId,
+      provider: Provider.OPENAI,
+      credentialName: "other",
+      apiKey: FAKE_KEYS.openai(),
+    });
     const renamed = (await credentials.updateCredential({ credentialId, credentialName: "renamed", weight: 7, expectedVersion: 1 })).credential!;
     expect(renamed).toMatchObject({ version: 2, credentialName: "renamed", weight: 7 });
     expect(await credentialRow(credentialId)).toMatchObject({ credential_name: "renamed", version: 2, weight: 7, updated_by: ADMIN_ACTOR });
@@ -274,7 +294,9 @@ describe("inTransaction", () => {
   const organizationRow = (id: string) => ({ id, name: id, createdAt: now(), updatedAt: now() });
   const rows = (id: string) => t.db.query("select id from organizations where id = $1", [id]);
   const insertRaw = (em: EntityManager, id: string) =>
-    em.getConnection().execute("insert into organizations (id, name, created_at, updated_at) values (?, ?, now(), now())", [id, id], "run", em.getTransactionContext());
+    em
+      .getConnection()
+      .execute("insert into organizations (id, name, created_at, updated_at) values (?, ?, now(), now())", [id, id], "run", em.getTransactionContext());
 
   afterEach(async () => {
     expect(await promiseHookEnabled(), "the promise hook is on").toBe(false);
@@ -368,7 +390,23 @@ describe("inTransaction", () => {
         },
         /create Organization/,
       ],
-      ["em.persist", async (em) => void em.persist(em.create(AuditEventEntity, { occurredAt: now(), actor: "test", action: "test.unflushed", organizationId: id, credentialId: null, target: null, source: null, details: {} })), /create AuditEvent/],
+      [
+        "em.persist",
+        async (em) =>
+          void em.persist(
+            em.create(AuditEventEntity, {
+              occurredAt: now(),
+              actor: "test",
+              action: "test.unflushed",
+              organizationId: id,
+              credentialId: null,
+              target: null,
+              source: null,
+              details: {},
+            }),
+          ),
+        /create AuditEvent/,
+      ],
       ["em.remove", async (em) => void em.remove((await em.findOne(OrganizationEntity, { id: `${id}-loaded` }))!), /delete Organization/],
       ["a changed loaded entity", async (em) => void ((await em.findOne(OrganizationEntity, { id: `${id}-loaded` }))!.name = "changed"), /update Organization/],
     ];

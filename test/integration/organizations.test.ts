@@ -9,8 +9,12 @@ import { startTestService, FAKE_KEYS, rpcError, type TestService } from "../supp
 import { Provider } from "../../service/src/gen/credentials_pb.js";
 
 let t: TestService;
-beforeAll(async () => { t = await startTestService(); });
-afterAll(async () => { await t?.close(); });
+beforeAll(async () => {
+  t = await startTestService();
+});
+afterAll(async () => {
+  await t?.close();
+});
 
 const orgs = () => t.clients().organizations;
 const creds = () => t.clients().credentials;
@@ -18,7 +22,10 @@ const ID_RULE = "must be 1-64 characters of letters, digits, '.', '_' or '-'";
 const MALFORMED_TOKEN = "page_token: is malformed; pass the next_page_token of the previous page unchanged";
 
 async function audit(action: string, where: string, params: unknown[]) {
-  return t.db.query(`select actor, action, organization_id, credential_id, target, source, details from audit_events where action = $1 and ${where} order by id`, [action, ...params]);
+  return t.db.query(
+    `select actor, action, organization_id, credential_id, target, source, details from audit_events where action = $1 and ${where} order by id`,
+    [action, ...params],
+  );
 }
 
 describe("CreateOrganization", () => {
@@ -32,7 +39,15 @@ describe("CreateOrganization", () => {
     expect(organization?.updatedAt).toEqual(organization?.createdAt);
     expect(await t.db.query("select id, name from organizations where id = 'acme.corp_1-x'")).toEqual([{ id: "acme.corp_1-x", name: "Acme Corp" }]);
     expect(await audit("organization.create", "organization_id = $2", ["acme.corp_1-x"])).toEqual([
-      { actor: "token:service-admin-token", action: "organization.create", organization_id: "acme.corp_1-x", credential_id: null, target: null, source: "127.0.0.1", details: { name: "Acme Corp" } },
+      {
+        actor: "token:service-admin-token",
+        action: "organization.create",
+        organization_id: "acme.corp_1-x",
+        credential_id: null,
+        target: null,
+        source: "127.0.0.1",
+        details: { name: "Acme Corp" },
+      },
     ]);
   });
 
@@ -81,12 +96,18 @@ describe("GetOrganization", () => {
   });
 
   it("NOT_FOUND for an unknown id", async () => {
-    expect(await rpcError(orgs().getOrganization({ organizationId: "no-such-org" }))).toEqual({ code: Code.NotFound, message: 'organization "no-such-org" not found' });
+    expect(await rpcError(orgs().getOrganization({ organizationId: "no-such-org" }))).toEqual({
+      code: Code.NotFound,
+      message: 'organization "no-such-org" not found',
+    });
   });
 
   it("INVALID_ARGUMENT for a malformed or empty id", async () => {
     expect(await rpcError(orgs().getOrganization({ organizationId: "" }))).toEqual({ code: Code.InvalidArgument, message: "organization_id: is required" });
-    expect(await rpcError(orgs().getOrganization({ organizationId: "no such" }))).toEqual({ code: Code.InvalidArgument, message: `organization_id: ${ID_RULE}` });
+    expect(await rpcError(orgs().getOrganization({ organizationId: "no such" }))).toEqual({
+      code: Code.InvalidArgument,
+      message: `organization_id: ${ID_RULE}`,
+    });
   });
 });
 
@@ -99,7 +120,9 @@ describe("ListOrganizations (on a database of its own)", () => {
       await own.clients().organizations.createOrganization({ organizationId: id, name: id.toUpperCase() });
     }
   });
-  afterAll(async () => { await own?.close(); });
+  afterAll(async () => {
+    await own?.close();
+  });
   const list = (req: { pageSize?: number; pageToken?: string }) => own.clients().organizations.listOrganizations(req);
   const ALL = ["acme", "beta", "delta", "epsilon", "gamma"];
 
@@ -176,11 +199,17 @@ describe("DeleteOrganization", () => {
     const before = await snapshot();
     const reason = (what: string) => `organization "busy" still has ${what}; delete them first, so that nothing is lost by accident`;
 
-    expect(await rpcError(orgs().deleteOrganization({ organizationId: "busy" }))).toEqual({ code: Code.FailedPrecondition, message: reason("2 credentials and 1 team") });
+    expect(await rpcError(orgs().deleteOrganization({ organizationId: "busy" }))).toEqual({
+      code: Code.FailedPrecondition,
+      message: reason("2 credentials and 1 team"),
+    });
     expect(await snapshot()).toEqual(before);
 
     await creds().deleteCredential({ credentialId: a.credential!.credentialId });
-    expect(await rpcError(orgs().deleteOrganization({ organizationId: "busy" }))).toEqual({ code: Code.FailedPrecondition, message: reason("1 credential and 1 team") });
+    expect(await rpcError(orgs().deleteOrganization({ organizationId: "busy" }))).toEqual({
+      code: Code.FailedPrecondition,
+      message: reason("1 credential and 1 team"),
+    });
 
     await orgs().deleteTeam({ teamId: "busy-team" });
     expect(await rpcError(orgs().deleteOrganization({ organizationId: "busy" }))).toEqual({ code: Code.FailedPrecondition, message: reason("1 credential") });
@@ -199,12 +228,23 @@ describe("DeleteOrganization", () => {
     expect(await rpcError(orgs().getOrganization({ organizationId: "busy" }))).toEqual({ code: Code.NotFound, message: 'organization "busy" not found' });
     expect(await t.db.query("select id from organizations where id = 'busy'")).toEqual([]);
     expect(await audit("organization.delete", "organization_id = $2", ["busy"])).toEqual([
-      { actor: "token:service-admin-token", action: "organization.delete", organization_id: "busy", credential_id: null, target: null, source: "127.0.0.1", details: { name: "Busy" } },
+      {
+        actor: "token:service-admin-token",
+        action: "organization.delete",
+        organization_id: "busy",
+        credential_id: null,
+        target: null,
+        source: "127.0.0.1",
+        details: { name: "Busy" },
+      },
     ]);
   });
 
   it("NOT_FOUND for an unknown organisation, INVALID_ARGUMENT for a malformed id", async () => {
-    expect(await rpcError(orgs().deleteOrganization({ organizationId: "never-was" }))).toEqual({ code: Code.NotFound, message: 'organization "never-was" not found' });
+    expect(await rpcError(orgs().deleteOrganization({ organizationId: "never-was" }))).toEqual({
+      code: Code.NotFound,
+      message: 'organization "never-was" not found',
+    });
     expect(await rpcError(orgs().deleteOrganization({ organizationId: "" }))).toEqual({ code: Code.InvalidArgument, message: "organization_id: is required" });
     expect(await audit("organization.delete", "organization_id = $2", ["never-was"])).toEqual([]);
   });
@@ -231,9 +271,19 @@ describe("teams", () => {
     expect(team?.name).toBe("Alpha");
     expect(team?.createdAt).toBeDefined();
     expect(team?.updatedAt).toEqual(team?.createdAt);
-    expect(await t.db.query("select id, organization_id, name from teams where id = 'alpha'")).toEqual([{ id: "alpha", organization_id: "team-org", name: "Alpha" }]);
+    expect(await t.db.query("select id, organization_id, name from teams where id = 'alpha'")).toEqual([
+      { id: "alpha", organization_id: "team-org", name: "Alpha" },
+    ]);
     expect(await audit("team.create", "target = $2", ["alpha"])).toEqual([
-      { actor: "token:service-admin-token", action: "team.create", organization_id: "team-org", credential_id: null, target: "alpha", source: "127.0.0.1", details: { name: "Alpha" } },
+      {
+        actor: "token:service-admin-token",
+        action: "team.create",
+        organization_id: "team-org",
+        credential_id: null,
+        target: "alpha",
+        source: "127.0.0.1",
+        details: { name: "Alpha" },
+      },
     ]);
   });
 
@@ -250,7 +300,10 @@ describe("teams", () => {
     await orgs().createTeam({ teamId: "taken", organizationId: "team-org", name: "Taken" });
     const message = 'team_id: a team with id "taken" already exists';
     expect(await rpcError(orgs().createTeam({ teamId: "taken", organizationId: "team-org", name: "Again" }))).toEqual({ code: Code.AlreadyExists, message });
-    expect(await rpcError(orgs().createTeam({ teamId: "taken", organizationId: "other-org", name: "Elsewhere" }))).toEqual({ code: Code.AlreadyExists, message });
+    expect(await rpcError(orgs().createTeam({ teamId: "taken", organizationId: "other-org", name: "Elsewhere" }))).toEqual({
+      code: Code.AlreadyExists,
+      message,
+    });
     expect(await t.db.query("select organization_id, name from teams where id = 'taken'")).toEqual([{ organization_id: "team-org", name: "Taken" }]);
   });
 
@@ -289,13 +342,22 @@ describe("teams", () => {
 
   it("ListTeams: an organisation without teams has an empty list; an unknown one is NOT_FOUND", async () => {
     expect(await orgs().listTeams({ organizationId: "no-teams" })).toMatchObject({ teams: [], nextPageToken: "" });
-    expect(await rpcError(orgs().listTeams({ organizationId: "no-such-org" }))).toEqual({ code: Code.NotFound, message: 'organization "no-such-org" not found' });
+    expect(await rpcError(orgs().listTeams({ organizationId: "no-such-org" }))).toEqual({
+      code: Code.NotFound,
+      message: 'organization "no-such-org" not found',
+    });
     expect(await rpcError(orgs().listTeams({ organizationId: "" }))).toEqual({ code: Code.InvalidArgument, message: "organization_id: is required" });
   });
 
   it("ListTeams: malformed page_token and negative page_size are INVALID_ARGUMENT", async () => {
-    expect(await rpcError(orgs().listTeams({ organizationId: "team-org", pageToken: "garbage!" }))).toEqual({ code: Code.InvalidArgument, message: MALFORMED_TOKEN });
-    expect(await rpcError(orgs().listTeams({ organizationId: "team-org", pageSize: -5 }))).toEqual({ code: Code.InvalidArgument, message: "page_size: must be zero or a positive integer" });
+    expect(await rpcError(orgs().listTeams({ organizationId: "team-org", pageToken: "garbage!" }))).toEqual({
+      code: Code.InvalidArgument,
+      message: MALFORMED_TOKEN,
+    });
+    expect(await rpcError(orgs().listTeams({ organizationId: "team-org", pageSize: -5 }))).toEqual({
+      code: Code.InvalidArgument,
+      message: "page_size: must be zero or a positive integer",
+    });
   });
 
   it("DeleteTeam deletes and audits; NOT_FOUND for an unknown team", async () => {
@@ -304,7 +366,15 @@ describe("teams", () => {
     expect(await t.db.query("select id from teams where id = 'doomed'")).toEqual([]);
     expect((await orgs().listTeams({ organizationId: "team-org" })).teams.map((x) => x.teamId)).not.toContain("doomed");
     expect(await audit("team.delete", "target = $2", ["doomed"])).toEqual([
-      { actor: "token:service-admin-token", action: "team.delete", organization_id: "team-org", credential_id: null, target: "doomed", source: "127.0.0.1", details: { name: "Doomed" } },
+      {
+        actor: "token:service-admin-token",
+        action: "team.delete",
+        organization_id: "team-org",
+        credential_id: null,
+        target: "doomed",
+        source: "127.0.0.1",
+        details: { name: "Doomed" },
+      },
     ]);
     expect(await rpcError(orgs().deleteTeam({ teamId: "doomed" }))).toEqual({ code: Code.NotFound, message: 'team "doomed" not found' });
     expect(await rpcError(orgs().deleteTeam({ teamId: "never-was" }))).toEqual({ code: Code.NotFound, message: 'team "never-was" not found' });
@@ -335,7 +405,9 @@ describe("teams", () => {
       // Wait until the service's insert is blocked on the deleting transaction.
       const deadline = Date.now() + 10_000;
       for (;;) {
-        const waiting = await t.db.query("select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query ilike 'insert into \"teams\"%'");
+        const waiting = await t.db.query(
+          "select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query ilike 'insert into \"teams\"%'",
+        );
         if (waiting.length > 0) break;
         if (Date.now() > deadline) throw new Error("the service's insert never blocked");
         await new Promise((r) => setTimeout(r, 50));
@@ -359,7 +431,9 @@ describe("teams", () => {
       const pending = rpcError(orgs().deleteOrganization({ organizationId: "gaining" }));
       const deadline = Date.now() + 10_000;
       for (;;) {
-        const waiting = await t.db.query("select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query ilike 'delete from \"organizations\"%'");
+        const waiting = await t.db.query(
+          "select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query ilike 'delete from \"organizations\"%'",
+        );
         if (waiting.length > 0) break;
         if (Date.now() > deadline) throw new Error("the service's delete never blocked");
         await new Promise((r) => setTimeout(r, 50));

@@ -181,7 +181,14 @@ describe("weight and verify-before-saving on create and update", () => {
     for (const behaviour of ["invalid", "rate_limited"] as const) {
       const apiKey = key("openai", behaviour);
       const response = await api("POST", "/api/provider-credentials/create", {
-        body: { organization_id: ORG, provider: "openai", credential_name: `Refused ${behaviour}`, api_key: apiKey, api_base: fake.baseUrl("openai"), verify: true },
+        body: {
+          organization_id: ORG,
+          provider: "openai",
+          credential_name: `Refused ${behaviour}`,
+          api_key: apiKey,
+          api_base: fake.baseUrl("openai"),
+          verify: true,
+        },
       });
       expectError(response, 409, "failed_precondition", /^api_key: the provider check did not pass/);
       expect(response.text).not.toContain(apiKey);
@@ -373,7 +380,14 @@ describe("the pages' form actions (what a browser without JavaScript posts)", ()
   });
 
   it("an empty weight takes the default; the Test action answers with a redirect back and the outcome", async () => {
-    const created = await post("/credentials/new", { organization_id: ORG, provider: "openai", credential_name: "Form default", api_key: key("openai"), api_base: fake.baseUrl("openai"), weight: "" });
+    const created = await post("/credentials/new", {
+      organization_id: ORG,
+      provider: "openai",
+      credential_name: "Form default",
+      api_key: key("openai"),
+      api_base: fake.baseUrl("openai"),
+      weight: "",
+    });
     expect(created.status, created.text).toBe(303);
     const list = await api("GET", `/api/provider-credentials/organization/${ORG}?limit=200`);
     const credential = list.json.credentials.find((c: { credential_name: string }) => c.credential_name === "Form default");
@@ -381,11 +395,23 @@ describe("the pages' form actions (what a browser without JavaScript posts)", ()
     const tested = await post("/?/verify", { credential_id: credential.credential_id, returnTo: `/?organization=${ORG}` });
     expect(tested.status).toBe(303);
     expect(tested.headers.get("location")).toBe(`/?organization=${ORG}`);
-    const flash = decodeURIComponent(tested.headers.getSetCookie().find((c) => c.startsWith("pc_flash="))!.split(";")[0].slice("pc_flash=".length));
+    const flash = decodeURIComponent(
+      tested.headers
+        .getSetCookie()
+        .find((c) => c.startsWith("pc_flash="))!
+        .split(";")[0]
+        .slice("pc_flash=".length),
+    );
     expect(JSON.parse(flash)).toMatchObject({ kind: "success", message: expect.stringMatching(/^Test of “Form default”: Valid\. /) });
     const unknown = await post("/?/verify", { credential_id: MISSING, returnTo: `/?organization=${ORG}` });
     expect(unknown.status).toBe(303);
-    const refusal = decodeURIComponent(unknown.headers.getSetCookie().find((c) => c.startsWith("pc_flash="))!.split(";")[0].slice("pc_flash=".length));
+    const refusal = decodeURIComponent(
+      unknown.headers
+        .getSetCookie()
+        .find((c) => c.startsWith("pc_flash="))!
+        .split(";")[0]
+        .slice("pc_flash=".length),
+    );
     expect(JSON.parse(refusal)).toMatchObject({ kind: "error", message: expect.stringMatching(/^Could not test the credential: /) });
   });
 

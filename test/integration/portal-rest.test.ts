@@ -161,7 +161,12 @@ describe("teams", () => {
     expect(created.json).toMatchObject({ team_id: "team-a", organization_id: "org-rest", name: "Team A" });
     expectError(await api("POST", "/api/organizations/org-rest/teams", { body: { team_id: "team-a", name: "again" } }), 409, "already_exists");
     expectError(await api("POST", "/api/organizations/org-nope/teams", { body: { team_id: "team-b", name: "B" } }), 404, "not_found");
-    expectError(await api("POST", "/api/organizations/org-rest/teams", { body: { teamId: "team-c", name: "C" } }), 400, "bad_request", /teamId: unknown field|team_id: is required/);
+    expectError(
+      await api("POST", "/api/organizations/org-rest/teams", { body: { teamId: "team-c", name: "C" } }),
+      400,
+      "bad_request",
+      /teamId: unknown field|team_id: is required/,
+    );
   });
 
   it("GET /api/organizations/{organization_id}/teams: 200 with paging, 404 for an unknown organisation", async () => {
@@ -388,11 +393,7 @@ describe("provider credentials", () => {
     expectError(await api("PUT", `/api/provider-credentials/${id}`, { body: { expected_version: 0 } }), 400, "bad_request", /^expected_version: /);
     expectError(await api("PUT", `/api/provider-credentials/${id}`, { body: { apiKey: key("openai") } }), 400, "bad_request", /^apiKey: unknown field/);
     expectError(await api("PUT", `/api/provider-credentials/${id}`, { body: { credential_name: "" } }), 400, "bad_request", /^credential_name: /);
-    expectError(
-      await api("PUT", "/api/provider-credentials/00000000-0000-4000-8000-000000000000", { body: { credential_name: "x" } }),
-      404,
-      "not_found",
-    );
+    expectError(await api("PUT", "/api/provider-credentials/00000000-0000-4000-8000-000000000000", { body: { credential_name: "x" } }), 404, "not_found");
   });
 
   it("PUT .../deactivate and .../activate work with no body, with or without a content-type", async () => {
@@ -530,7 +531,10 @@ describe("leaks", () => {
     }
     expect(createdTokens).toHaveLength(1);
     for (const token of createdTokens) {
-      expect(portal.bodies.filter((body) => body.includes(token)), "a token is shown once, when it is created").toHaveLength(1);
+      expect(
+        portal.bodies.filter((body) => body.includes(token)),
+        "a token is shown once, when it is created",
+      ).toHaveLength(1);
       for (const line of portal.output) expect(line.includes(token)).toBe(false);
     }
   });

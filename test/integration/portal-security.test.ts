@@ -133,7 +133,11 @@ describe("deny by default", () => {
     const calls: Array<[string, string, unknown?]> = [
       ["GET", "/api/organizations"],
       ["GET", "/api/provider-credentials/organization/org-sec"],
-      ["POST", "/api/provider-credentials/create", { organization_id: "org-sec", provider: "openai", credential_name: "x", api_key: "sk-proj-abcdefghijklmnop" }],
+      [
+        "POST",
+        "/api/provider-credentials/create",
+        { organization_id: "org-sec", provider: "openai", credential_name: "x", api_key: "sk-proj-abcdefghijklmnop" },
+      ],
       ["PUT", "/api/provider-credentials/00000000-0000-4000-8000-000000000000/activate"],
       ["POST", "/api/provider-credentials/00000000-0000-4000-8000-000000000000/verify"],
       ["GET", "/api/provider-credentials/organization/org-sec/selection-strategies"],
@@ -268,7 +272,9 @@ describe("errors", () => {
   it("never a stack trace, a driver message or an internal address, even for hostile input", async () => {
     const hostile = [
       await api("POST", "/api/provider-credentials/create", { rawBody: "\u0000\u0001{", headers: { "content-type": "application/json" } }),
-      await api("POST", "/api/provider-credentials/create", { body: { organization_id: "x".repeat(300), provider: "openai", credential_name: "x", api_key: "y" } }),
+      await api("POST", "/api/provider-credentials/create", {
+        body: { organization_id: "x".repeat(300), provider: "openai", credential_name: "x", api_key: "y" },
+      }),
       await api("GET", "/api/provider-credentials/organization/org-sec?limit=99999999999999999999999"),
       await api("GET", "/api/provider-credentials/%E0%A4%A"),
       await api("PUT", "/api/provider-credentials/00000000-0000-4000-8000-000000000000", { body: { expected_version: 1e300 } }),

@@ -111,7 +111,12 @@ describe("every change made on one replica is visible on the other", () => {
     await organizations.createOrganization({ organizationId: "x-org", name: "Cross" });
     await organizations.createTeam({ teamId: "x-team", organizationId: "x-org", name: "T" });
     const first = FAKE_KEYS.openai();
-    const { credential: one } = await credentials.createCredential({ organizationId: "x-org", provider: Provider.OPENAI, credentialName: "one", apiKey: first });
+    const { credential: one } = await credentials.createCredential({
+      organizationId: "x-org",
+      provider: Provider.OPENAI,
+      credentialName: "one",
+      apiKey: first,
+    });
     expect((await resolveOn(b, { teamId: "x-team" })).apiKey).toBe(first); // now cached on B
 
     const rotated = FAKE_KEYS.openai();
@@ -122,7 +127,12 @@ describe("every change made on one replica is visible on the other", () => {
     await eventuallyOnB(async () => expect((await resolveOn(b, { teamId: "x-team" })).apiBase).toBe("https://proxy.example.com/v1"));
 
     const second = FAKE_KEYS.openai();
-    const { credential: two } = await credentials.createCredential({ organizationId: "x-org", provider: Provider.OPENAI, credentialName: "two", apiKey: second });
+    const { credential: two } = await credentials.createCredential({
+      organizationId: "x-org",
+      provider: Provider.OPENAI,
+      credentialName: "two",
+      apiKey: second,
+    });
     await eventuallyOnB(async () => expect((await resolveOn(b, { teamId: "x-team" })).apiKey).toBe(second));
 
     await credentials.deactivateCredential({ credentialId: two!.credentialId });
@@ -166,14 +176,23 @@ describe("a dropped notification connection", () => {
   it("clears the cache and bypasses it until the replica has reconnected by itself", async () => {
     const { organizations, credentials } = a.clients();
     await organizations.createOrganization({ organizationId: "drop-org", name: "Drop" });
-    const { credential } = await credentials.createCredential({ organizationId: "drop-org", provider: Provider.OPENAI, credentialName: "k", apiKey: FAKE_KEYS.openai() });
+    const { credential } = await credentials.createCredential({
+      organizationId: "drop-org",
+      provider: Provider.OPENAI,
+      credentialName: "k",
+      apiKey: FAKE_KEYS.openai(),
+    });
     await resolveOn(b, { organizationId: "drop-org" });
     expect(b.service.parts.cache.size).toBeGreaterThan(0);
 
     const listeners = () =>
-      db.query<{ pid: number }>("select pid from pg_stat_activity where datname = current_database() and application_name = 'provider-credentials-invalidation'");
+      db.query<{ pid: number }>(
+        "select pid from pg_stat_activity where datname = current_database() and application_name = 'provider-credentials-invalidation'",
+      );
     expect((await listeners()).length).toBe(2);
-    await db.query("select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and application_name = 'provider-credentials-invalidation'");
+    await db.query(
+      "select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and application_name = 'provider-credentials-invalidation'",
+    );
     // A change that no replica hears about (written behind the service's back): a replica that
     // lost its listener must not serve the old value from its cache.
     const rotated = "sk-rotated-behind-the-service-back-1234";

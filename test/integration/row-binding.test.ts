@@ -168,9 +168,7 @@ describe("tampering in the database", () => {
       victim.id,
     ]);
     const before = await stored(victim.id);
-    const err = await rpcError(
-      t.clients().credentials.updateCredential({ credentialId: victim.id, apiBase: "https://other-gateway.example.com/v1" }),
-    );
+    const err = await rpcError(t.clients().credentials.updateCredential({ credentialId: victim.id, apiBase: "https://other-gateway.example.com/v1" }));
     expect(err.code, err.message).toBe(Code.DataLoss);
     for (const secret of [victim.apiKey, donor.apiKey]) expect(err.message).not.toContain(secret);
     expect(await stored(victim.id)).toEqual(before);
@@ -209,7 +207,11 @@ describe("with the resolution cache on", () => {
       const badKey = await credential(bad);
       const rowGood = await stored(goodKey.id);
       // Bad gets good's ciphertext and binding behind the service's back (no notification: its cache has not seen bad yet).
-      await db.query("update provider_credentials set encrypted_api_key = $1, key_binding = $2 where id = $3", [rowGood.encrypted_api_key, rowGood.key_binding, badKey.id]);
+      await db.query("update provider_credentials set encrypted_api_key = $1, key_binding = $2 where id = $3", [
+        rowGood.encrypted_api_key,
+        rowGood.key_binding,
+        badKey.id,
+      ]);
       for (let i = 0; i < 3; i++) {
         // The first call reads and checks the row, the next ones come from the cache.
         expect((await resolve(good)).apiKey).toBe(goodKey.apiKey);
@@ -278,7 +280,12 @@ describe("npm run verify-keys", () => {
     // Which rows are tampered, decided independently of the service: the binding recomputed from the row.
     const tampered = rows.filter((r) => {
       try {
-        keyring.decryptBound({ id: r.id, organizationId: r.organization_id, provider: r.provider, apiBase: r.api_base }, r.encrypted_api_key, r.key_id, r.key_binding);
+        keyring.decryptBound(
+          { id: r.id, organizationId: r.organization_id, provider: r.provider, apiBase: r.api_base },
+          r.encrypted_api_key,
+          r.key_id,
+          r.key_binding,
+        );
         return false;
       } catch {
         return true;

@@ -27,7 +27,21 @@ describe("soak (bench/soak.ts), a 20-second run", () => {
     const json = path.join(dir, "soak.json");
     const child = spawn(
       process.execPath,
-      ["--import", "tsx", "bench/soak.ts", "--seconds", "20", "--database-url", inject("adminDatabaseUrl"), "--json", json, "--in-flight", "8", "--organizations", "100"],
+      [
+        "--import",
+        "tsx",
+        "bench/soak.ts",
+        "--seconds",
+        "20",
+        "--database-url",
+        inject("adminDatabaseUrl"),
+        "--json",
+        json,
+        "--in-flight",
+        "8",
+        "--organizations",
+        "100",
+      ],
       { cwd: ROOT, env: { ...process.env, SOAK_SERVICE_LOG_LEVEL: "warn" }, stdio: ["ignore", "pipe", "pipe"] },
     );
     let output = "";

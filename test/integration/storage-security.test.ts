@@ -33,7 +33,10 @@ async function dumpDatabase(db: TestDatabase): Promise<Map<string, string[]>> {
   const dump = new Map<string, string[]>();
   for (const { tablename } of tables) {
     const rows = await db.query<{ row: string }>(`select t::text as row from "${tablename}" t`);
-    dump.set(tablename, rows.map((r) => r.row));
+    dump.set(
+      tablename,
+      rows.map((r) => r.row),
+    );
   }
   return dump;
 }
@@ -81,13 +84,17 @@ describe("at rest and in logs", () => {
     await credentials.updateCredential({ credentialId: credential!.credentialId, apiKey: replacement });
     const refused = FAKE_KEYS.anthropic();
     allKeys.push(refused);
-    const err = await rpcError(credentials.createCredential({ organizationId: "sec-org", provider: Provider.OPENAI, credentialName: "wrong", apiKey: refused }));
+    const err = await rpcError(
+      credentials.createCredential({ organizationId: "sec-org", provider: Provider.OPENAI, credentialName: "wrong", apiKey: refused }),
+    );
     expect(err.code).toBe(Code.InvalidArgument);
     expect(err.message).not.toContain(refused);
     // Flush last_used_at now rather than at close, so the dump sees a fully used database.
     await t.service.close().catch(() => undefined);
   });
-  afterAll(async () => { await t?.close(); });
+  afterAll(async () => {
+    await t?.close();
+  });
 
   it("the raw database dump contains no plaintext key, in any common encoding", async () => {
     const dump = await dumpDatabase(t.db);
@@ -165,19 +172,32 @@ describe("MASTER_KEY rotation and start-up checks (one database, several starts)
   const keys = { openai: FAKE_KEYS.openai(), gemini: FAKE_KEYS.gemini(), anthropic: FAKE_KEYS.anthropic(), openaiNew: FAKE_KEYS.openai() };
   const ids: Record<string, string> = {};
 
-  beforeAll(async () => { db = await createTestDatabase(); });
-  afterAll(async () => { await db?.drop(); });
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
 
   const keyIds = async () =>
-    Object.fromEntries((await db.query<{ credential_name: string; key_id: string }>("select credential_name, key_id from provider_credentials")).map((r) => [r.credential_name, r.key_id]));
+    Object.fromEntries(
+      (await db.query<{ credential_name: string; key_id: string }>("select credential_name, key_id from provider_credentials")).map((r) => [
+        r.credential_name,
+        r.key_id,
+      ]),
+    );
 
   it("stores credentials under key A", async () => {
     const s = await startTestService({ db, masterKey: A });
     try {
       const { credentials, organizations } = s.clients();
       await organizations.createOrganization({ organizationId: "rot-org", name: "Rotation" });
-      ids.openai = (await credentials.createCredential({ organizationId: "rot-org", provider: Provider.OPENAI, credentialName: "openai", apiKey: keys.openai })).credential!.credentialId;
-      ids.gemini = (await credentials.createCredential({ organizationId: "rot-org", provider: Provider.GEMINI, credentialName: "gemini", apiKey: keys.gemini })).credential!.credentialId;
+      ids.openai = (
+        await credentials.createCredential({ organizationId: "rot-org", provider: Provider.OPENAI, credentialName: "openai", apiKey: keys.openai })
+      ).credential!.credentialId;
+      ids.gemini = (
+        await credentials.createCredential({ organizationId: "rot-org", provider: Provider.GEMINI, credentialName: "gemini", apiKey: keys.gemini })
+      ).credential!.credentialId;
     } finally {
       await s.close();
     }
@@ -207,7 +227,9 @@ describe("MASTER_KEY rotation and start-up checks (one database, several starts)
 
   it('with only "B" the service refuses to start, naming A\'s fingerprint and how many rows need it', async () => {
     const error = await startTestService({ db, masterKey: B }).then(
-      () => { throw new Error("the service started without the key for stored credentials"); },
+      () => {
+        throw new Error("the service started without the key for stored credentials");
+      },
       (e: unknown) => e,
     );
     expect(error).toBeInstanceOf(StartupError);
@@ -221,7 +243,9 @@ describe("MASTER_KEY rotation and start-up checks (one database, several starts)
   it('with only "A" it names B\'s fingerprint and its 2 credentials', async () => {
     const error = await startTestService({ db, masterKey: A }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(StartupError);
-    expect((error as Error).message).toMatch(new RegExp(`^MASTER_KEY does not hold the key\\(s\\) that encrypted stored credentials: ${fpB} \\(2 credentials\\)\\.`));
+    expect((error as Error).message).toMatch(
+      new RegExp(`^MASTER_KEY does not hold the key\\(s\\) that encrypted stored credentials: ${fpB} \\(2 credentials\\)\\.`),
+    );
     expect((error as Error).message).not.toContain(A);
   });
 
@@ -253,7 +277,9 @@ describe("MASTER_KEY rotation and start-up checks (one database, several starts)
     try {
       const { credentials } = s.clients();
       const resolved = await Promise.all(
-        [Provider.OPENAI, Provider.GEMINI, Provider.ANTHROPIC].map((provider) => credentials.resolveKey({ scope: { case: "organizationId", value: "rot-org" }, provider })),
+        [Provider.OPENAI, Provider.GEMINI, Provider.ANTHROPIC].map((provider) =>
+          credentials.resolveKey({ scope: { case: "organizationId", value: "rot-org" }, provider }),
+        ),
       );
       expect(resolved.map((r) => r.apiKey)).toEqual([keys.openaiNew, keys.gemini, keys.anthropic]);
     } finally {

@@ -31,7 +31,23 @@ function makeCertificates(): void {
   ] as const) {
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", `/CN=${name}`, "-keyout", file(`${name}.key`), "-out", file(`${name}.csr`));
     execFileSync("sh", ["-c", `printf '${ext}\n' > ${file(`${name}.ext`)}`]);
-    openssl("x509", "-req", "-in", file(`${name}.csr`), "-CA", file("ca.pem"), "-CAkey", file("ca.key"), "-CAcreateserial", "-days", "1", "-extfile", file(`${name}.ext`), "-out", file(`${name}.pem`));
+    openssl(
+      "x509",
+      "-req",
+      "-in",
+      file(`${name}.csr`),
+      "-CA",
+      file("ca.pem"),
+      "-CAkey",
+      file("ca.key"),
+      "-CAcreateserial",
+      "-days",
+      "1",
+      "-extfile",
+      file(`${name}.ext`),
+      "-out",
+      file(`${name}.pem`),
+    );
   }
 }
 
@@ -55,7 +71,13 @@ async function start(env: NodeJS.ProcessEnv): Promise<RunningService> {
 }
 
 /** One call over a grpc-js client with the admin token: "ok", or "error <code>: <details>". */
-function callOverGrpcJs(port: number, credentials: grpc.ChannelCredentials, service: "OrganizationService" | "CredentialService", method: string, request: object): Promise<string> {
+function callOverGrpcJs(
+  port: number,
+  credentials: grpc.ChannelCredentials,
+  service: "OrganizationService" | "CredentialService",
+  method: string,
+  request: object,
+): Promise<string> {
   const def = protoLoader.loadSync("proto/credentials.proto", { enums: String, defaults: true, oneofs: true });
   const pkg = grpc.loadPackageDefinition(def) as unknown as { credentials: { v1: Record<typeof service, grpc.ServiceClientConstructor> } };
   const client = new pkg.credentials.v1[service](`127.0.0.1:${port}`, credentials) as grpc.Client & Record<string, (...args: unknown[]) => unknown>;
@@ -69,7 +91,8 @@ function callOverGrpcJs(port: number, credentials: grpc.ChannelCredentials, serv
   });
 }
 
-const listOverGrpcJs = (port: number, credentials: grpc.ChannelCredentials) => callOverGrpcJs(port, credentials, "OrganizationService", "ListOrganizations", {});
+const listOverGrpcJs = (port: number, credentials: grpc.ChannelCredentials) =>
+  callOverGrpcJs(port, credentials, "OrganizationService", "ListOrganizations", {});
 /** ResolveKey for an organisation that does not exist: NOT_FOUND naming it. */
 const resolveOverGrpcJs = (port: number, credentials: grpc.ChannelCredentials) =>
   callOverGrpcJs(port, credentials, "CredentialService", "ResolveKey", { organizationId: "org-over-tls", provider: "PROVIDER_OPENAI" });
@@ -98,7 +121,12 @@ describe("TLS", () => {
         return next(req);
       };
       for (const httpVersion of ["1.1", "2"] as const) {
-        const transport = createConnectTransport({ baseUrl: `https://127.0.0.1:${service.connectPort}`, httpVersion, nodeOptions: { ca }, interceptors: [auth] });
+        const transport = createConnectTransport({
+          baseUrl: `https://127.0.0.1:${service.connectPort}`,
+          httpVersion,
+          nodeOptions: { ca },
+          interceptors: [auth],
+        });
         const res = await createClient(OrganizationService, transport).listOrganizations({});
         expect(res.organizations).toEqual([]);
       }

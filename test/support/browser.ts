@@ -188,7 +188,16 @@ export async function axeScan(page: Page): Promise<AxeViolation[]> {
   const loaded = await page.evaluate(() => typeof (window as unknown as { axe?: unknown }).axe !== "undefined");
   if (!loaded) await page.evaluate(axeSource);
   return page.evaluate(async () => {
-    const axe = (window as unknown as { axe: { run: (context: Document, options: object) => Promise<{ violations: Array<{ id: string; impact: string | null; help: string; nodes: Array<{ target: unknown[] }> }> }> } }).axe;
+    const axe = (
+      window as unknown as {
+        axe: {
+          run: (
+            context: Document,
+            options: object,
+          ) => Promise<{ violations: Array<{ id: string; impact: string | null; help: string; nodes: Array<{ target: unknown[] }> }> }>;
+        };
+      }
+    ).axe;
     const results = await axe.run(document, { resultTypes: ["violations"] });
     return results.violations.map((v) => ({
       id: v.id,
@@ -211,11 +220,7 @@ export function blocking(violations: AxeViolation[]): AxeViolation[] {
  * Writes docs/screenshots/<name>-<desktop|phone>.png at both widths: the
  * whole page, or only the screen (`fullPage: false`, for a modal dialog).
  */
-export async function screenshotBothWidths(
-  page: Page,
-  name: string,
-  options: { prepare?: () => Promise<void>; fullPage?: boolean } = {},
-): Promise<string[]> {
+export async function screenshotBothWidths(page: Page, name: string, options: { prepare?: () => Promise<void>; fullPage?: boolean } = {}): Promise<string[]> {
   const { prepare, fullPage = true } = options;
   await mkdir(SCREENSHOT_DIR, { recursive: true });
   const written: string[] = [];

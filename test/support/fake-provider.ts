@@ -56,17 +56,7 @@ export interface FakeResponse {
  *   what it receives and answers 200 with a model list (so a followed redirect would look valid).
  * - `html`: 200 with an HTML page (a captive portal or a web server at a wrong api_base).
  */
-export type FakeBehaviour =
-  | "valid"
-  | "invalid"
-  | "forbidden"
-  | "rate_limited"
-  | "server_error"
-  | "slow"
-  | "slow_body"
-  | "redirect"
-  | "html"
-  | FakeResponse;
+export type FakeBehaviour = "valid" | "invalid" | "forbidden" | "rate_limited" | "server_error" | "slow" | "slow_body" | "redirect" | "html" | FakeResponse;
 
 export interface RecordedRequest {
   method: string;
@@ -178,7 +168,11 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
     }
     if (req.method !== "GET") return answer(null, "method_not_allowed", { status: 405, body: { error: "method not allowed" } });
     if (provider === "gemini" && query.has("key")) {
-      return answer(query.get("key"), "key_in_url", geminiError(400, "INVALID_ARGUMENT", "API keys in the URL are refused by this fake; use x-goog-api-key.", "API_KEY_IN_URL"));
+      return answer(
+        query.get("key"),
+        "key_in_url",
+        geminiError(400, "INVALID_ARGUMENT", "API keys in the URL are refused by this fake; use x-goog-api-key.", "API_KEY_IN_URL"),
+      );
     }
     const auth = authOf(provider, req.headers);
     if ("missing" in auth) return answer(null, auth.answered, auth.reply);
@@ -238,8 +232,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
     redirectTarget: {
       url: targetUrl,
       requests: targetRequests,
-      received: (text) =>
-        targetRequests.some((r) => r.url.includes(text) || Object.values(r.headers).some((v) => String(v).includes(text))),
+      received: (text) => targetRequests.some((r) => r.url.includes(text) || Object.values(r.headers).some((v) => String(v).includes(text))),
     },
     setKey: (key, behaviour) => void keys.set(key, behaviour),
     clearRequests: () => {
@@ -314,13 +307,7 @@ function bearer(headers: http.IncomingHttpHeaders): string | undefined {
 
 /** Whatever key a request carries, in any provider's style (for the redirect target). */
 function anyKey(req: http.IncomingMessage): string | null {
-  return (
-    bearer(req.headers) ??
-    header(req.headers, "x-api-key") ??
-    header(req.headers, "x-goog-api-key") ??
-    splitUrl(req.url).query.get("key") ??
-    null
-  );
+  return bearer(req.headers) ?? header(req.headers, "x-api-key") ?? header(req.headers, "x-goog-api-key") ?? splitUrl(req.url).query.get("key") ?? null;
 }
 
 type Auth = { key: string } | { missing: true; answered: string; reply: FakeResponse };
@@ -334,7 +321,12 @@ function authOf(provider: FakeProviderName, headers: http.IncomingHttpHeaders): 
         : {
             missing: true,
             answered: "missing_auth",
-            reply: openAIError(401, "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth.", "invalid_request_error", null),
+            reply: openAIError(
+              401,
+              "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth.",
+              "invalid_request_error",
+              null,
+            ),
           };
     }
     case "fireworks": {
@@ -356,7 +348,11 @@ function authOf(provider: FakeProviderName, headers: http.IncomingHttpHeaders): 
         : {
             missing: true,
             answered: "missing_auth",
-            reply: geminiError(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API."),
+            reply: geminiError(
+              403,
+              "PERMISSION_DENIED",
+              "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+            ),
           };
     }
   }

@@ -54,7 +54,10 @@ export interface TestService {
   /** Everything the service logged, one JSON object per line. */
   logs: string[];
   /** Connect-ES clients over the gRPC protocol on a real HTTP/2 socket. */
-  clients(token?: string, extraHeaders?: Record<string, string>): { credentials: Client<typeof CredentialService>; organizations: Client<typeof OrganizationService> };
+  clients(
+    token?: string,
+    extraHeaders?: Record<string, string>,
+  ): { credentials: Client<typeof CredentialService>; organizations: Client<typeof OrganizationService> };
   transport(protocol: "grpc" | "grpc-web" | "connect", token?: string): Transport;
   close(): Promise<void>;
 }

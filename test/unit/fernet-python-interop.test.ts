@@ -6,11 +6,13 @@ import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { decryptFernet, encryptFernet, generateFernetKey, parseFernetKey } from "../../service/src/keyring/fernet.js";
 
-interface Fixture { generated_by: string; key: string; cases: { plaintext: string; token: string }[] }
+interface Fixture {
+  generated_by: string;
+  key: string;
+  cases: { plaintext: string; token: string }[];
+}
 
-const fixture = JSON.parse(
-  readFileSync(new URL("../fixtures/python-fernet/fixture.json", import.meta.url), "utf8"),
-) as Fixture;
+const fixture = JSON.parse(readFileSync(new URL("../fixtures/python-fernet/fixture.json", import.meta.url), "utf8")) as Fixture;
 
 const pythonHasCryptography = (() => {
   try {
@@ -50,12 +52,9 @@ describe("Python cryptography.fernet interop", () => {
     expect(fixture.cases.some((c) => /[^\p{ASCII}]/u.test(c.plaintext))).toBe(true);
   });
 
-  it.each(fixture.cases.map((c, i) => ({ ...c, label: `#${i} (${c.plaintext.length} chars)` })))(
-    "(a) decrypts Python token $label",
-    ({ plaintext, token }) => {
-      expect(decryptFernet(parseFernetKey(fixture.key), token).toString("utf8")).toBe(plaintext);
-    },
-  );
+  it.each(fixture.cases.map((c, i) => ({ ...c, label: `#${i} (${c.plaintext.length} chars)` })))("(a) decrypts Python token $label", ({ plaintext, token }) => {
+    expect(decryptFernet(parseFernetKey(fixture.key), token).toString("utf8")).toBe(plaintext);
+  });
 
   it.skipIf(!pythonHasCryptography)("(b) python3 decrypts tokens made here", () => {
     const key = generateFernetKey();

@@ -1,18 +1,29 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
-import {
-  CheckedFernetDecryptor,
-  decryptFernet,
-  encryptFernet,
-  FernetError,
-  generateFernetKey,
-  parseFernetKey,
-} from "../../service/src/keyring/fernet.js";
+import { CheckedFernetDecryptor, decryptFernet, encryptFernet, FernetError, generateFernetKey, parseFernetKey } from "../../service/src/keyring/fernet.js";
 
-interface GenerateVector { token: string; now: string; iv: number[]; src: string; secret: string }
-interface VerifyVector { token: string; now: string; ttl_sec: number; src: string; secret: string }
-interface InvalidVector { desc: string; token: string; now: string; ttl_sec: number; secret: string }
+interface GenerateVector {
+  token: string;
+  now: string;
+  iv: number[];
+  src: string;
+  secret: string;
+}
+interface VerifyVector {
+  token: string;
+  now: string;
+  ttl_sec: number;
+  src: string;
+  secret: string;
+}
+interface InvalidVector {
+  desc: string;
+  token: string;
+  now: string;
+  ttl_sec: number;
+  secret: string;
+}
 
 function fixture<T>(name: string): T[] {
   return JSON.parse(readFileSync(new URL(`../fixtures/fernet-spec/${name}`, import.meta.url), "utf8")) as T[];
@@ -60,9 +71,7 @@ describe("fernet spec vectors (github.com/fernet/spec)", () => {
   });
 
   it.each(invalid)("invalid: $desc", (v) => {
-    const err = expectFernetError(() =>
-      decryptFernet(parseFernetKey(v.secret), v.token, { ttlSeconds: v.ttl_sec, now: unix(v.now) }),
-    );
+    const err = expectFernetError(() => decryptFernet(parseFernetKey(v.secret), v.token, { ttlSeconds: v.ttl_sec, now: unix(v.now) }));
     expect(err.message).toMatch(/invalid token/);
     expect(err.message).not.toContain(v.token);
     expect(err.message).not.toContain(v.secret);

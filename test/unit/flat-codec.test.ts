@@ -7,9 +7,21 @@ import fc from "fast-check";
 import { create, fromBinary, toBinary, type DescMessage, type Message } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { flatCodec, binaryDeserializer, binarySerializer } from "../../service/src/rpc/flat-codec.js";
-import { file_credentials, ResolveKeyRequestSchema, ResolveKeyResponseSchema, Provider, KeySource, ListCredentialsResponseSchema } from "../../service/src/gen/credentials_pb.js";
+import {
+  file_credentials,
+  ResolveKeyRequestSchema,
+  ResolveKeyResponseSchema,
+  Provider,
+  KeySource,
+  ListCredentialsResponseSchema,
+} from "../../service/src/gen/credentials_pb.js";
 import { file_admin } from "../../service/src/gen/admin_pb.js";
-import { file_grpc_health_v1_health, HealthCheckRequestSchema, HealthCheckResponseSchema, HealthCheckResponse_ServingStatus } from "../../service/src/gen/grpc/health/v1/health_pb.js";
+import {
+  file_grpc_health_v1_health,
+  HealthCheckRequestSchema,
+  HealthCheckResponseSchema,
+  HealthCheckResponse_ServingStatus,
+} from "../../service/src/gen/grpc/health/v1/health_pb.js";
 import { file_grpc_reflection_v1_reflection } from "../../service/src/gen/grpc/reflection/v1/reflection_pb.js";
 
 function allMessages(): DescMessage[] {
@@ -31,7 +43,11 @@ const text = fc.oneof(
   fc.string({ unit: "binary", maxLength: 40 }),
   fc.constantFrom("\ud800", "a\udc00b", "é", "x".repeat(127), "y".repeat(128), "z".repeat(300)),
 );
-const int32 = fc.oneof(fc.integer({ min: 0, max: 5 }), fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), fc.constantFrom(0, 127, 128, 16383, 16384, 2 ** 28 - 1, 2 ** 28, 2 ** 31 - 1, -1));
+const int32 = fc.oneof(
+  fc.integer({ min: 0, max: 5 }),
+  fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }),
+  fc.constantFrom(0, 127, 128, 16383, 16384, 2 ** 28 - 1, 2 ** 28, 2 ** 31 - 1, -1),
+);
 const uint32 = fc.oneof(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.constantFrom(2 ** 28 - 1, 2 ** 28, 2 ** 32 - 1));
 
 /** An init object for a flat message: every field maybe set, oneofs maybe chosen. */
@@ -99,7 +115,12 @@ describe("flat codec", () => {
     }
     expect(notFlat).toContain(ListCredentialsResponseSchema);
     for (const desc of notFlat) {
-      expect(desc.fields.some((f) => f.fieldKind === "message" || f.fieldKind === "list" || f.fieldKind === "map" || (f.fieldKind === "scalar" && ![9, 8, 5, 13].includes(f.scalar)))).toBe(true);
+      expect(
+        desc.fields.some(
+          (f) =>
+            f.fieldKind === "message" || f.fieldKind === "list" || f.fieldKind === "map" || (f.fieldKind === "scalar" && ![9, 8, 5, 13].includes(f.scalar)),
+        ),
+      ).toBe(true);
     }
     expect(flat.length).toBeGreaterThan(10);
     // Made once per message: a service definition asks for each method and direction.
@@ -130,32 +151,38 @@ describe("flat codec", () => {
   it("agrees with fromBinary on damaged and random bytes: the same message or the same error", () => {
     for (const desc of flat) {
       fc.assert(
-        fc.property(
-          messageOf(desc),
-          fc.nat(),
-          fc.integer({ min: 0, max: 255 }),
-          fc.uint8Array({ maxLength: 12 }),
-          (message, at, byte, tail) => {
-            const bytes = toBinary(desc, message);
-            const changed = Uint8Array.from(bytes);
-            if (changed.length > 0) changed[at % changed.length] = byte;
-            sameDecoding(desc, changed);
-            sameDecoding(desc, bytes.subarray(0, bytes.length > 0 ? at % bytes.length : 0));
-            sameDecoding(desc, Buffer.concat([bytes, tail]));
-          },
-        ),
+        fc.property(messageOf(desc), fc.nat(), fc.integer({ min: 0, max: 255 }), fc.uint8Array({ maxLength: 12 }), (message, at, byte, tail) => {
+          const bytes = toBinary(desc, message);
+          const changed = Uint8Array.from(bytes);
+          if (changed.length > 0) changed[at % changed.length] = byte;
+          sameDecoding(desc, changed);
+          sameDecoding(desc, bytes.subarray(0, bytes.length > 0 ? at % bytes.length : 0));
+          sameDecoding(desc, Buffer.concat([bytes, tail]));
+        }),
         { numRuns: 100 },
       );
-      fc.assert(fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => sameDecoding(desc, bytes)), { numRuns: 100 });
+      fc.assert(
+        fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => sameDecoding(desc, bytes)),
+        { numRuns: 100 },
+      );
     }
   });
 
   it("handles the hot path's usual messages itself, and hands the rest to @bufbuild/protobuf", () => {
     const request = flatCodec(ResolveKeyRequestSchema)!;
-    const bytes = toBinary(ResolveKeyRequestSchema, create(ResolveKeyRequestSchema, { scope: { case: "teamId", value: "team-42" }, provider: Provider.ANTHROPIC }));
+    const bytes = toBinary(
+      ResolveKeyRequestSchema,
+      create(ResolveKeyRequestSchema, { scope: { case: "teamId", value: "team-42" }, provider: Provider.ANTHROPIC }),
+    );
     expect(request.tryDecode(bytes)).toStrictEqual(fromBinary(ResolveKeyRequestSchema, bytes));
     const response = flatCodec(ResolveKeyResponseSchema)!;
-    const answer = create(ResolveKeyResponseSchema, { apiKey: "sk-ant-abc", source: KeySource.ORGANIZATION, credentialId: "c-1", organizationId: "org-1", failing: false });
+    const answer = create(ResolveKeyResponseSchema, {
+      apiKey: "sk-ant-abc",
+      source: KeySource.ORGANIZATION,
+      credentialId: "c-1",
+      organizationId: "org-1",
+      failing: false,
+    });
     expect(response.tryEncode(answer)?.equals(toBinary(ResolveKeyResponseSchema, answer))).toBe(true);
     const health = flatCodec(HealthCheckResponseSchema)!;
     const serving = create(HealthCheckResponseSchema, { status: HealthCheckResponse_ServingStatus.SERVING });

@@ -141,7 +141,10 @@ let server: grpc.Server;
 let address: string;
 type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 let client: Client;
-const TestClient = grpc.makeClientConstructor(grpcJsServiceDefinition(TestService), "Test") as unknown as new (address: string, credentials: grpc.ChannelCredentials) => Client;
+const TestClient = grpc.makeClientConstructor(grpcJsServiceDefinition(TestService), "Test") as unknown as new (
+  address: string,
+  credentials: grpc.ChannelCredentials,
+) => Client;
 
 beforeAll(async () => {
   server = createGrpcJsServer(options);
@@ -160,7 +163,12 @@ interface UnaryResult {
   trailer?: grpc.Metadata;
 }
 
-function unary(value: string, metadata = new grpc.Metadata(), callOptions: grpc.CallOptions = { deadline: Date.now() + 5_000 }, onCall?: (call: grpc.ClientUnaryCall) => void): Promise<UnaryResult> {
+function unary(
+  value: string,
+  metadata = new grpc.Metadata(),
+  callOptions: grpc.CallOptions = { deadline: Date.now() + 5_000 },
+  onCall?: (call: grpc.ClientUnaryCall) => void,
+): Promise<UnaryResult> {
   return new Promise((resolve) => {
     const result: UnaryResult = {};
     const call = client.Unary(create(StringValueSchema, { value }), metadata, callOptions, (error: grpc.ServiceError | null, response?: StringValue) => {
@@ -177,12 +185,13 @@ function unary(value: string, metadata = new grpc.Metadata(), callOptions: grpc.
   });
 }
 
-const connect = () => createClient(TestService, createGrpcTransport({ baseUrl: `http://${address}` })) as unknown as {
-  unary(req: { value: string }, options?: { onHeader?(h: Headers): void; onTrailer?(h: Headers): void; timeoutMs?: number }): Promise<StringValue>;
-  serverStream(req: { value: number }): AsyncIterable<Int32Value>;
-  clientStream(requests: AsyncIterable<{ value: number }>): Promise<Int32Value>;
-  bidi(requests: AsyncIterable<{ value: string }>): AsyncIterable<StringValue>;
-};
+const connect = () =>
+  createClient(TestService, createGrpcTransport({ baseUrl: `http://${address}` })) as unknown as {
+    unary(req: { value: string }, options?: { onHeader?(h: Headers): void; onTrailer?(h: Headers): void; timeoutMs?: number }): Promise<StringValue>;
+    serverStream(req: { value: number }): AsyncIterable<Int32Value>;
+    clientStream(requests: AsyncIterable<{ value: number }>): Promise<Int32Value>;
+    bidi(requests: AsyncIterable<{ value: string }>): AsyncIterable<StringValue>;
+  };
 
 describe("peerAddress", () => {
   it.each([
@@ -289,14 +298,17 @@ describe("unary", () => {
 
     const error = await connect()
       .unary({ value: `connect-error ${message}` })
-      .then(() => undefined, (e: unknown) => ConnectError.from(e));
+      .then(
+        () => undefined,
+        (e: unknown) => ConnectError.from(e),
+      );
     expect(error?.code).toBe(Code.ResourceExhausted);
     expect(error?.rawMessage).toBe(message);
     expect(error?.metadata.get("retry-after")).toBe("42");
     expect(error?.findDetails(StringValueSchema)).toEqual([create(StringValueSchema, { value: "detail" })]);
   });
 
-  it("any other error is INTERNAL \"internal error\", never its message", async () => {
+  it('any other error is INTERNAL "internal error", never its message', async () => {
     const result = await unary("plain-error");
     expect({ code: result.error?.code, details: result.error?.details }).toEqual({ code: grpc.status.INTERNAL, details: "internal error" });
     expect(JSON.stringify(result.error?.metadata.toJSON())).not.toContain("SELECT");
@@ -315,7 +327,9 @@ describe("unary", () => {
   });
 
   it("a method left out of the implementation is UNIMPLEMENTED", async () => {
-    const error = await new Promise<grpc.ServiceError | null>((resolve) => client.Missing(create(StringValueSchema, { value: "" }), (e: grpc.ServiceError | null) => resolve(e)));
+    const error = await new Promise<grpc.ServiceError | null>((resolve) =>
+      client.Missing(create(StringValueSchema, { value: "" }), (e: grpc.ServiceError | null) => resolve(e)),
+    );
     expect({ code: error?.code, details: error?.details }).toEqual({ code: grpc.status.UNIMPLEMENTED, details: "test.v1.Test.Missing is not implemented" });
   });
 
@@ -331,7 +345,13 @@ describe("unary", () => {
     try {
       const body = toBinary(StringValueSchema, create(StringValueSchema, { value: "wait raw" }));
       const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, body.length]), body]);
-      const stream = session.request({ ":method": "POST", ":path": "/test.v1.Test/Unary", "content-type": "application/grpc", te: "trailers", "grpc-timeout": "200m" });
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/test.v1.Test/Unary",
+        "content-type": "application/grpc",
+        te: "trailers",
+        "grpc-timeout": "200m",
+      });
       const trailers = new Promise<http2.IncomingHttpHeaders>((resolve) => {
         stream.on("trailers", resolve);
         stream.on("response", (headers) => headers["grpc-status"] !== undefined && resolve(headers));
@@ -352,7 +372,10 @@ describe("unary", () => {
     // Over Connect (grpc-timeout header) too.
     const error = await connect()
       .unary({ value: "wait connect" }, { timeoutMs: 200 })
-      .then(() => undefined, (e: unknown) => ConnectError.from(e));
+      .then(
+        () => undefined,
+        (e: unknown) => ConnectError.from(e),
+      );
     expect(error?.code).toBe(Code.DeadlineExceeded);
     await vi.waitFor(() => expect((waitReasons.get("connect") as ConnectError | undefined)?.code).toBeOneOf([Code.DeadlineExceeded, Code.Canceled]));
   });
@@ -369,23 +392,41 @@ describe("unary", () => {
         stream.end(payload);
         const status = await new Promise<{ code?: string; message?: string }>((resolve) => {
           stream.on("trailers", (t) => resolve({ code: t["grpc-status"] as string, message: decodeURIComponent(t["grpc-message"] as string) }));
-          stream.on("response", (h) => h["grpc-status"] !== undefined && resolve({ code: h["grpc-status"] as string, message: decodeURIComponent(h["grpc-message"] as string) }));
+          stream.on(
+            "response",
+            (h) => h["grpc-status"] !== undefined && resolve({ code: h["grpc-status"] as string, message: decodeURIComponent(h["grpc-message"] as string) }),
+          );
         });
         return { ...status, body: Buffer.concat(data) };
       } finally {
         session.close();
       }
     };
-    expect(await raw(frame(0, body))).toMatchObject({ code: "0", body: frame(0, Buffer.from(toBinary(StringValueSchema, create(StringValueSchema, { value: "raw" })))) });
-    expect(await raw(Buffer.alloc(0))).toMatchObject({ code: String(grpc.status.UNIMPLEMENTED), message: expect.stringMatching(/^Received no request message/) });
-    expect(await raw(Buffer.concat([frame(0, body), frame(0, body)]))).toMatchObject({ code: String(grpc.status.UNIMPLEMENTED), message: expect.stringMatching(/^Received a second request message/) });
+    expect(await raw(frame(0, body))).toMatchObject({
+      code: "0",
+      body: frame(0, Buffer.from(toBinary(StringValueSchema, create(StringValueSchema, { value: "raw" })))),
+    });
+    expect(await raw(Buffer.alloc(0))).toMatchObject({
+      code: String(grpc.status.UNIMPLEMENTED),
+      message: expect.stringMatching(/^Received no request message/),
+    });
+    expect(await raw(Buffer.concat([frame(0, body), frame(0, body)]))).toMatchObject({
+      code: String(grpc.status.UNIMPLEMENTED),
+      message: expect.stringMatching(/^Received a second request message/),
+    });
     expect(await raw(frame(0, Buffer.from([0x0a, 0x05, 0x61])))).toMatchObject({
       code: String(grpc.status.INVALID_ARGUMENT),
       message: expect.stringMatching(/^request: not a valid google\.protobuf\.StringValue/),
     });
     expect(await raw(frame(1, body))).toMatchObject({ code: "0" }); // the compressed flag without an encoding: read as identity
-    expect(await raw(frame(0, body).subarray(0, 6))).toMatchObject({ code: String(grpc.status.UNIMPLEMENTED), message: expect.stringMatching(/^Received no request message/) });
-    expect(await raw(frame(0, body), { "grpc-timeout": "soon" })).toMatchObject({ code: String(grpc.status.INTERNAL), message: 'Invalid grpc-timeout value "soon"' });
+    expect(await raw(frame(0, body).subarray(0, 6))).toMatchObject({
+      code: String(grpc.status.UNIMPLEMENTED),
+      message: expect.stringMatching(/^Received no request message/),
+    });
+    expect(await raw(frame(0, body), { "grpc-timeout": "soon" })).toMatchObject({
+      code: String(grpc.status.INTERNAL),
+      message: 'Invalid grpc-timeout value "soon"',
+    });
     const { gzipSync } = await import("node:zlib");
     expect(await raw(frame(1, gzipSync(body)), { "grpc-encoding": "gzip" })).toMatchObject({ code: "0" });
   });
@@ -411,8 +452,15 @@ describe("methods of other kinds", () => {
     const status = await new Promise<grpc.StatusObject>((resolve) => stream.on("status", resolve));
     expect(status.code).toBe(grpc.status.UNIMPLEMENTED);
     const summed = await connect()
-      .clientStream((async function* () { yield { value: 1 }; })())
-      .then(() => undefined, (e: unknown) => ConnectError.from(e));
+      .clientStream(
+        (async function* () {
+          yield { value: 1 };
+        })(),
+      )
+      .then(
+        () => undefined,
+        (e: unknown) => ConnectError.from(e),
+      );
     expect(summed?.code).toBe(Code.Unimplemented);
   });
 });
@@ -429,7 +477,9 @@ describe("routes and shutdown", () => {
     const c = new TestClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
     try {
       const ask = (method: string) =>
-        new Promise<string>((resolve, reject) => c[method](create(StringValueSchema, { value: "x" }), (e: grpc.ServiceError | null, r?: StringValue) => (e ? reject(e) : resolve(r!.value))));
+        new Promise<string>((resolve, reject) =>
+          c[method](create(StringValueSchema, { value: "x" }), (e: grpc.ServiceError | null, r?: StringValue) => (e ? reject(e) : resolve(r!.value))),
+        );
       expect(await ask("Unary")).toBe("service:x");
       expect(await ask("Missing")).toBe("rpc:x");
       const stream = c.ServerStream(create(Int32ValueSchema, { value: 1 })) as grpc.ClientReadableStream<Int32Value>;
@@ -449,7 +499,9 @@ describe("routes and shutdown", () => {
     const port = await listenGrpcJsServer(s, "127.0.0.1", 0);
     const c = new TestClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
     const ask = (value: string) =>
-      new Promise<string>((resolve, reject) => c.Unary(create(StringValueSchema, { value }), (e: grpc.ServiceError | null, r?: StringValue) => (e ? reject(e) : resolve(r!.value))));
+      new Promise<string>((resolve, reject) =>
+        c.Unary(create(StringValueSchema, { value }), (e: grpc.ServiceError | null, r?: StringValue) => (e ? reject(e) : resolve(r!.value))),
+      );
     try {
       expect(await ask("ping")).toBe("ping");
       gate = createGate();
@@ -469,7 +521,9 @@ describe("routes and shutdown", () => {
     const c2 = new TestClient(`127.0.0.1:${port2}`, grpc.credentials.createInsecure());
     try {
       gate = createGate();
-      const stuck = new Promise<grpc.ServiceError | null>((resolve) => c2.Unary(create(StringValueSchema, { value: "gate" }), (e: grpc.ServiceError | null) => resolve(e)));
+      const stuck = new Promise<grpc.ServiceError | null>((resolve) =>
+        c2.Unary(create(StringValueSchema, { value: "gate" }), (e: grpc.ServiceError | null) => resolve(e)),
+      );
       await new Promise((r) => setTimeout(r, 100));
       expect(await shutdownGrpcJsServer(s2, 200)).toBe("forced");
       expect((await stuck)?.code).toBeOneOf([grpc.status.CANCELLED, grpc.status.UNAVAILABLE, grpc.status.INTERNAL]);

@@ -199,20 +199,14 @@ describe("keyring tamper resistance", () => {
 
   it("byte truncation and byte extension are refused", () => {
     fc.assert(
-      fc.property(
-        keyBytes,
-        plaintexts,
-        fc.nat(),
-        fc.uint8Array({ minLength: 1, maxLength: 48 }),
-        (key, x, cut, extra) => {
-          const ring = createKeyring(masterKeyOf(key));
-          const bytes = Buffer.from(ring.encrypt(x).token, "base64url");
-          const keep = cut % bytes.length; // 0 .. length-1 bytes kept
-          decryptError(() => ring.decrypt(bytes.subarray(0, keep).toString("base64url")));
-          decryptError(() => ring.decrypt(Buffer.concat([bytes, extra]).toString("base64url")));
-          decryptError(() => ring.decrypt(Buffer.concat([extra, bytes]).toString("base64url")));
-        },
-      ),
+      fc.property(keyBytes, plaintexts, fc.nat(), fc.uint8Array({ minLength: 1, maxLength: 48 }), (key, x, cut, extra) => {
+        const ring = createKeyring(masterKeyOf(key));
+        const bytes = Buffer.from(ring.encrypt(x).token, "base64url");
+        const keep = cut % bytes.length; // 0 .. length-1 bytes kept
+        decryptError(() => ring.decrypt(bytes.subarray(0, keep).toString("base64url")));
+        decryptError(() => ring.decrypt(Buffer.concat([bytes, extra]).toString("base64url")));
+        decryptError(() => ring.decrypt(Buffer.concat([extra, bytes]).toString("base64url")));
+      }),
       { numRuns: 500 },
     );
   });
@@ -238,14 +232,12 @@ describe("keyring tamper resistance", () => {
   });
 
   it("garbage and structurally plausible forgeries never decrypt, and only DecryptError is thrown", () => {
-    const forgery = fc
-      .tuple(fc.nat({ max: 6 }), fc.uint8Array({ minLength: 0, maxLength: 200 }))
-      .map(([blocks, random]) => {
-        const bytes = Buffer.alloc(57 + 16 * blocks);
-        Buffer.from(random).copy(bytes);
-        bytes[0] = 0x80;
-        return bytes.toString("base64url");
-      });
+    const forgery = fc.tuple(fc.nat({ max: 6 }), fc.uint8Array({ minLength: 0, maxLength: 200 })).map(([blocks, random]) => {
+      const bytes = Buffer.alloc(57 + 16 * blocks);
+      Buffer.from(random).copy(bytes);
+      bytes[0] = 0x80;
+      return bytes.toString("base64url");
+    });
     fc.assert(
       fc.property(keyBytes, fc.oneof(fc.string(), fc.string({ unit: "binary" }), forgery), fc.option(fc.string()), (key, token, hint) => {
         const ring = createKeyring(masterKeyOf(key));
@@ -313,13 +305,11 @@ describe("keyring with several keys", () => {
       fc.uint8Array({ maxLength: 40 }),
       plaintexts.map((s) => new Uint8Array(Buffer.from(s, "utf8"))),
       // valid UTF-8 with one byte replaced: often invalid, sometimes still valid
-      fc
-        .tuple(fc.string({ unit: "grapheme", minLength: 1, maxLength: 20 }), fc.nat(), fc.integer({ min: 0, max: 255 }))
-        .map(([s, at, byte]) => {
-          const bytes = Buffer.from(s, "utf8");
-          bytes[at % bytes.length] = byte;
-          return new Uint8Array(bytes);
-        }),
+      fc.tuple(fc.string({ unit: "grapheme", minLength: 1, maxLength: 20 }), fc.nat(), fc.integer({ min: 0, max: 255 })).map(([s, at, byte]) => {
+        const bytes = Buffer.from(s, "utf8");
+        bytes[at % bytes.length] = byte;
+        return new Uint8Array(bytes);
+      }),
     );
     fc.assert(
       fc.property(keyBytes, utf8ish, (key, raw) => {
@@ -441,7 +431,11 @@ describe("MASTER_KEY errors never repeat the configured value", () => {
 
   it("near-valid keys and comma-separated lists mixing valid, broken, empty and duplicate entries", () => {
     const list = fc
-      .tuple(fc.array(entry, { minLength: 1, maxLength: 5 }), fc.array(fc.constantFrom("", " ", "\t", "\n"), { minLength: 10, maxLength: 10 }), fc.option(fc.nat()))
+      .tuple(
+        fc.array(entry, { minLength: 1, maxLength: 5 }),
+        fc.array(fc.constantFrom("", " ", "\t", "\n"), { minLength: 10, maxLength: 10 }),
+        fc.option(fc.nat()),
+      )
       .map(([entries, spaces, duplicate]) => {
         // No push: a map must not mutate the generated value, or shrinking goes wrong.
         const all = duplicate === null ? entries : [...entries, entries[duplicate % entries.length]];

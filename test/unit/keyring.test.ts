@@ -1,15 +1,7 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { decryptFernet, encryptFernet, parseFernetKey } from "../../service/src/keyring/fernet.js";
-import {
-  BindingError,
-  createKeyring,
-  DecryptError,
-  generateMasterKey,
-  Keyring,
-  keyFingerprint,
-  MasterKeyError,
-} from "../../service/src/keyring/keyring.js";
+import { BindingError, createKeyring, DecryptError, generateMasterKey, Keyring, keyFingerprint, MasterKeyError } from "../../service/src/keyring/keyring.js";
 
 const K1 = generateMasterKey();
 const K2 = generateMasterKey();
@@ -200,7 +192,10 @@ describe("invalid MASTER_KEY", () => {
     expect(err.message).toMatch(problem);
     for (const g of GUIDANCE) expect(err.message).toContain(g);
     if (typeof value === "string") {
-      for (const part of value.split(",").map((p) => p.trim()).filter((p) => p.length >= 8)) {
+      for (const part of value
+        .split(",")
+        .map((p) => p.trim())
+        .filter((p) => p.length >= 8)) {
         expect(err.message).not.toContain(part);
         expect(err.message).not.toContain(part.slice(0, 12));
       }

@@ -91,12 +91,7 @@ describe("ServiceMetrics", () => {
     expect(value(text, `${DURATION}_count`, 'provider="anthropic"')).toBeUndefined();
     // Every bucket line of a series, in bound order, then +Inf, _sum and _count.
     const openai = text.split("\n").filter((l) => l.startsWith(DURATION) && l.includes('provider="openai"'));
-    expect(openai.map((l) => /le="([^"]+)"/.exec(l)?.[1] ?? l.split("{")[0])).toEqual([
-      ...BUCKETS.map(String),
-      "+Inf",
-      `${DURATION}_sum`,
-      `${DURATION}_count`,
-    ]);
+    expect(openai.map((l) => /le="([^"]+)"/.exec(l)?.[1] ?? l.split("{")[0])).toEqual([...BUCKETS.map(String), "+Inf", `${DURATION}_sum`, `${DURATION}_count`]);
   });
 
   it("keeps counters monotonic across scrapes and adds exactly what happened in between", async () => {
@@ -156,10 +151,7 @@ describe("ServiceMetrics", () => {
     const providers = ["openai", "anthropic", "gemini", "fireworks", "other", ""];
     const sources: Source[] = ["organization", "environment", "none"];
     const results: ResolveResult[] = ["ok", "not_found", "failed_precondition", "data_loss", "unavailable", "invalid_argument", "error"];
-    const seconds = fc.oneof(
-      fc.constantFrom(...BUCKETS, 0, 3, 1e-7),
-      fc.double({ min: 0, max: 5, noNaN: true }),
-    );
+    const seconds = fc.oneof(fc.constantFrom(...BUCKETS, 0, 3, 1e-7), fc.double({ min: 0, max: 5, noNaN: true }));
     const op = fc.oneof(
       fc.tuple(fc.constant("resolved" as const), fc.constantFrom(...providers), fc.constantFrom(...sources), fc.constantFrom(...results), seconds),
       fc.tuple(fc.constantFrom("cacheHit" as const, "cacheMiss" as const, "scrape" as const)),

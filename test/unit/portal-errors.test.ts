@@ -57,7 +57,9 @@ describe("gRPC status → HTTP (portal/src/lib/server/errors.ts)", () => {
   });
 
   it("a refusal about one field (a duplicate name) names it for the form, and keeps the REST body as it was", () => {
-    const error = fromService(new ServiceError("already_exists", 'credential_name: a credential named "A" already exists', "credential_name", undefined, "CREDENTIAL_NAME_TAKEN"));
+    const error = fromService(
+      new ServiceError("already_exists", 'credential_name: a credential named "A" already exists', "credential_name", undefined, "CREDENTIAL_NAME_TAKEN"),
+    );
     expect(error.field).toEqual({ path: "credential_name", message: 'a credential named "A" already exists' });
     expect(error.body).toEqual({ code: "already_exists", message: 'credential_name: a credential named "A" already exists' });
   });

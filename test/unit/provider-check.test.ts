@@ -17,14 +17,7 @@ import {
   type ProviderCheckOutcome,
   type ProviderCheckResult,
 } from "../../service/src/credentials/provider-check.js";
-import {
-  FAKE_PROVIDER_NAMES,
-  refusedUrl,
-  startFakeProvider,
-  type FakeBehaviour,
-  type FakeProvider,
-  type FakeProviderName,
-} from "../support/fake-provider.js";
+import { FAKE_PROVIDER_NAMES, refusedUrl, startFakeProvider, type FakeBehaviour, type FakeProvider, type FakeProviderName } from "../support/fake-provider.js";
 
 const PREFIX: Record<FakeProviderName, string> = { openai: "sk-proj-", anthropic: "sk-ant-api03-", gemini: "AIza", fireworks: "fw_" };
 const LABEL: Record<FakeProviderName, string> = {
@@ -474,8 +467,10 @@ describe("redirects", () => {
 });
 
 describe("network failures", () => {
-  const failing = (code: string): typeof fetch =>
-    () => Promise.reject(Object.assign(new TypeError("fetch failed"), { cause: Object.assign(new Error(`boom ${code}`), { code }) }));
+  const failing =
+    (code: string): typeof fetch =>
+    () =>
+      Promise.reject(Object.assign(new TypeError("fetch failed"), { cause: Object.assign(new Error(`boom ${code}`), { code }) }));
 
   it.each([
     ["ENOTFOUND", "host name not found (DNS)"],
@@ -533,8 +528,23 @@ describe("network failures", () => {
     try {
       execFileSync(
         "openssl",
-        ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-          "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")],
+        [
+          "req",
+          "-x509",
+          "-newkey",
+          "ec",
+          "-pkeyopt",
+          "ec_paramgen_curve:prime256v1",
+          "-nodes",
+          "-days",
+          "1",
+          "-subj",
+          "/CN=127.0.0.1",
+          "-keyout",
+          join(dir, "key.pem"),
+          "-out",
+          join(dir, "cert.pem"),
+        ],
         { stdio: "ignore" },
       );
       let requests = 0;
@@ -566,8 +576,7 @@ describe("timeouts, cancellation, latency and the body cap", () => {
     expect(formatDuration(2_500)).toBe("2.5 s");
     expect(formatDuration(250)).toBe("250 ms");
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
-    const hanging: typeof fetch = (_url, init) =>
-      new Promise((_resolve, reject) => init?.signal?.addEventListener("abort", () => reject(init.signal?.reason)));
+    const hanging: typeof fetch = (_url, init) => new Promise((_resolve, reject) => init?.signal?.addEventListener("abort", () => reject(init.signal?.reason)));
     const pending = checkProviderKey({ provider: "gemini", apiKey: newKey("gemini"), apiBase: null, fetchImpl: hanging });
     await vi.advanceTimersByTimeAsync(9_999);
     let settled = false;

@@ -86,7 +86,10 @@ class ReferenceCache {
   readonly entries = new Map<string, { value: StoredResolution; expiresAt: number }>();
   generation = 0;
 
-  constructor(private readonly maxEntries: number, private readonly ttlMs: number) {}
+  constructor(
+    private readonly maxEntries: number,
+    private readonly ttlMs: number,
+  ) {}
 
   get(key: string, now: number): StoredResolution | undefined {
     const entry = this.entries.get(key);
@@ -154,7 +157,11 @@ describe("ResolutionCache against the reference behaviour", () => {
   const operation = fc.oneof(
     fc.record({ op: fc.constant("set" as const), scope, provider, value: resolution, staleBy: fc.constantFrom(0, 0, 0, 1) }),
     fc.record({ op: fc.constant("get" as const), scope, provider }),
-    fc.record({ op: fc.constant("invalidateOrganization" as const), organizationId: fc.constantFrom(...organizations), provider: fc.option(provider, { nil: undefined }) }),
+    fc.record({
+      op: fc.constant("invalidateOrganization" as const),
+      organizationId: fc.constantFrom(...organizations),
+      provider: fc.option(provider, { nil: undefined }),
+    }),
     fc.record({ op: fc.constant("invalidateTeam" as const), teamId: fc.constantFrom(...teams) }),
     fc.record({ op: fc.constant("clear" as const) }),
     fc.record({ op: fc.constant("wait" as const), ms: fc.integer({ min: 0, max: 600 }) }),
@@ -244,7 +251,11 @@ describe("ResolutionCache against the reference behaviour", () => {
       const r = random();
       const provider = pick(PROVIDER_NAMES);
       const key =
-        random() < 0.6 ? cacheKey({ organizationId: pick(organizationIds) }, provider) : random() < 0.5 ? teamLinkKey(pick(teamIds)) : cacheKey({ teamId: pick(teamIds) }, provider);
+        random() < 0.6
+          ? cacheKey({ organizationId: pick(organizationIds) }, provider)
+          : random() < 0.5
+            ? teamLinkKey(pick(teamIds))
+            : cacheKey({ teamId: pick(teamIds) }, provider);
       if (r < 0.55) {
         const organizationId = key.startsWith("o|") ? key.split("|")[1] : pick(organizationIds);
         const value = resolution(organizationId);
@@ -274,4 +285,3 @@ describe("ResolutionCache against the reference behaviour", () => {
     expect(cache.bytes).toBeGreaterThan(0);
   });
 });
-

@@ -12,7 +12,9 @@ describe("serviceNodeArgs", () => {
 
   it("are flags this node accepts on its command line (an unknown V8 flag would stop it at start-up)", () => {
     for (const cores of [1, 2]) {
-      const run = spawnSync(process.execPath, [...serviceNodeArgs(cores), "-e", "process.stdout.write(JSON.stringify(process.execArgv))"], { encoding: "utf8" });
+      const run = spawnSync(process.execPath, [...serviceNodeArgs(cores), "-e", "process.stdout.write(JSON.stringify(process.execArgv))"], {
+        encoding: "utf8",
+      });
       expect(run.stderr).toBe("");
       expect(run.status).toBe(0);
       expect(JSON.parse(run.stdout)).toEqual([...serviceNodeArgs(cores), "-e", expect.any(String)]);

@@ -87,8 +87,7 @@ describe("validateId (organization_id, team_id): 1-64 of letters, digits, '.', '
   const ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-";
   const idCharacter = fc.constantFrom(...ID_ALPHABET);
   const validId = fc.string({ unit: idCharacter, minLength: 1, maxLength: 64 });
-  const message = (field: string) =>
-    new RegExp(`^${escape(field)}: (?:is required|must be 1-64 characters of letters, digits, '\\.', '_' or '-')$`);
+  const message = (field: string) => new RegExp(`^${escape(field)}: (?:is required|must be 1-64 characters of letters, digits, '\\.', '_' or '-')$`);
 
   it("accepts every id of the grammar unchanged", () => {
     fc.assert(
@@ -149,9 +148,9 @@ describe("validateCredentialId: a UUID, normalised to lower case", () => {
     const groups = s.split("-");
     return groups.length === 5 && groups.map((g) => g.length).join() === "8,4,4,4,12" && [...groups.join("")].every((c) => HEX.includes(c));
   };
-  const anyCase = fc.tuple(fc.uuid(), fc.array(fc.boolean(), { minLength: 36, maxLength: 36 })).map(([u, upper]) =>
-    [...u].map((c, i) => (upper[i] ? c.toUpperCase() : c)).join(""),
-  );
+  const anyCase = fc
+    .tuple(fc.uuid(), fc.array(fc.boolean(), { minLength: 36, maxLength: 36 }))
+    .map(([u, upper]) => [...u].map((c, i) => (upper[i] ? c.toUpperCase() : c)).join(""));
 
   it("accepts any UUID in any case; the result is lower case, idempotent and case-insensitive", () => {
     fc.assert(
@@ -201,7 +200,11 @@ describe("validateName: 1-200 characters after trimming, no control characters",
   /** Names whose first and last characters survive trim(). */
   const solidName = (min: number, max: number) =>
     fc
-      .string({ unit: fc.oneof(fc.string({ unit: "grapheme", minLength: 1, maxLength: 1 }), fc.constantFrom(" ", "🔑", "日", "e\u0301")), minLength: min, maxLength: max })
+      .string({
+        unit: fc.oneof(fc.string({ unit: "grapheme", minLength: 1, maxLength: 1 }), fc.constantFrom(" ", "🔑", "日", "e\u0301")),
+        minLength: min,
+        maxLength: max,
+      })
       .map((s) => s.trim())
       .filter((s) => !/\p{Cc}/u.test(s) && [...s].length >= min && [...s].length <= max);
 
@@ -255,10 +258,15 @@ describe("validateName: 1-200 characters after trimming, no control characters",
   it("refuses more than 200 characters (code points) and accepts 200 of any width", () => {
     const unit = fc.constantFrom("x", "é", "🔑", "日", "𝔘");
     fc.assert(
-      fc.property(fieldName, fc.noShrink(fc.string({ unit, minLength: 201, maxLength: 400 })), fc.noShrink(fc.string({ unit, minLength: 200, maxLength: 200 })), (field, long, exact) => {
-        expect(refusedFor(field, () => validateName(field, long)).message).toBe(`${field}: must be at most ${NAME_MAX_LENGTH} characters`);
-        expect(validateName(field, exact)).toBe(exact);
-      }),
+      fc.property(
+        fieldName,
+        fc.noShrink(fc.string({ unit, minLength: 201, maxLength: 400 })),
+        fc.noShrink(fc.string({ unit, minLength: 200, maxLength: 200 })),
+        (field, long, exact) => {
+          expect(refusedFor(field, () => validateName(field, long)).message).toBe(`${field}: must be at most ${NAME_MAX_LENGTH} characters`);
+          expect(validateName(field, exact)).toBe(exact);
+        },
+      ),
       { numRuns: 300 },
     );
   });
@@ -333,7 +341,9 @@ describe("validateApiKey: printable ASCII, 8-4096 characters, the provider's doc
     const candidate = fc.oneof(
       providerAndKey.map(([, k]) => k),
       fc.string({ unit: printableCharacter, maxLength: 30 }),
-      fc.tuple(fc.constantFrom("sk-", "sk-ant-", "AI", "fw", "sk", "Ai", "FW", "sk_", "ant-", ""), fc.string({ unit: printableCharacter, maxLength: 20 })).map(([a, b]) => a + b),
+      fc
+        .tuple(fc.constantFrom("sk-", "sk-ant-", "AI", "fw", "sk", "Ai", "FW", "sk_", "ant-", ""), fc.string({ unit: printableCharacter, maxLength: 20 }))
+        .map(([a, b]) => a + b),
       fc.tuple(providerAndKey, fc.nat(), notPrintableAscii).map(([[, k], at, c]) => insertAt(k, at % (k.length + 1), c)),
       fc.string(),
       fc.string({ unit: "binary", maxLength: 30 }),
@@ -360,11 +370,17 @@ describe("validateApiKey: printable ASCII, 8-4096 characters, the provider's doc
 
   it("refuses keys over 4096 and under 8 characters, without echoing them", () => {
     fc.assert(
-      fc.property(provider, fc.noShrink(fc.string({ unit: printableCharacter, minLength: 4097, maxLength: 4300 })), fc.string({ unit: printableCharacter, minLength: 1, maxLength: 7 }), apiBase, (p, rest, short, base) => {
-        const long = (DOCUMENTED_PREFIX[p] + rest).slice(0, rest.length); // 4097-4300 characters, with the prefix
-        expect(refusedKey(long, p, base).message).toBe(`api_key: must be at most ${API_KEY_MAX_LENGTH} characters`);
-        expect(refusedKey(short, p, base).message).toBe(`api_key: must be at least ${API_KEY_MIN_LENGTH} characters`);
-      }),
+      fc.property(
+        provider,
+        fc.noShrink(fc.string({ unit: printableCharacter, minLength: 4097, maxLength: 4300 })),
+        fc.string({ unit: printableCharacter, minLength: 1, maxLength: 7 }),
+        apiBase,
+        (p, rest, short, base) => {
+          const long = (DOCUMENTED_PREFIX[p] + rest).slice(0, rest.length); // 4097-4300 characters, with the prefix
+          expect(refusedKey(long, p, base).message).toBe(`api_key: must be at most ${API_KEY_MAX_LENGTH} characters`);
+          expect(refusedKey(short, p, base).message).toBe(`api_key: must be at least ${API_KEY_MIN_LENGTH} characters`);
+        },
+      ),
       { numRuns: 200 },
     );
   });
@@ -433,12 +449,39 @@ describe("validateApiBase: an absolute http(s) URL, at most 2048 characters, no 
 
   it("refuses every other scheme: javascript:, data:, file:, ftp:, ws:, ... and look-alikes", () => {
     const scheme = fc.oneof(
-      fc.constantFrom("javascript", "JavaScript", "data", "file", "ftp", "ws", "wss", "mailto", "blob", "about", "gopher", "vbscript", "chrome-extension", "httpx", "http2", "hxxp", "https+unix", "sftp", "view-source"),
+      fc.constantFrom(
+        "javascript",
+        "JavaScript",
+        "data",
+        "file",
+        "ftp",
+        "ws",
+        "wss",
+        "mailto",
+        "blob",
+        "about",
+        "gopher",
+        "vbscript",
+        "chrome-extension",
+        "httpx",
+        "http2",
+        "hxxp",
+        "https+unix",
+        "sftp",
+        "view-source",
+      ),
       fc.stringMatching(/^[a-zA-Z][a-zA-Z0-9+.-]{0,12}$/),
     );
     const rest = fc.oneof(
       httpUrl.map((u) => u.slice(u.indexOf(":") + 1)), // "//host:port/path"
-      fc.constantFrom("alert(1)", "//%0aalert(1)", "text/html,<script>alert(1)</script>", "///etc/passwd", "//proxy.example.com/v1", "https://proxy.example.com/v1"),
+      fc.constantFrom(
+        "alert(1)",
+        "//%0aalert(1)",
+        "text/html,<script>alert(1)</script>",
+        "///etc/passwd",
+        "//proxy.example.com/v1",
+        "https://proxy.example.com/v1",
+      ),
     );
     fc.assert(
       fc.property(scheme, rest, surrounding, (s, r, ws) => {
@@ -534,12 +577,10 @@ describe("validateApiBase: an absolute http(s) URL, at most 2048 characters, no 
   // Remove .fails once a backslash (or any "@" in the RFC 3986 authority) is refused.
   it("an accepted api_base has no user info as RFC 3986 reads it (no '@' in the authority)", () => {
     const userPart = fc.stringMatching(/^[A-Za-z0-9._~-]{1,12}$/);
-    const smuggled = fc
-      .tuple(httpUrl, fc.constantFrom("\\", "\\\\", "/\\", "\\/"), userPart, userPart, fc.domain())
-      .map(([url, slash, user, pass, host]) => {
-        const u = new URL(url);
-        return `${u.protocol}//${u.host}${slash}${user}:${pass}@${host}/v1`;
-      });
+    const smuggled = fc.tuple(httpUrl, fc.constantFrom("\\", "\\\\", "/\\", "\\/"), userPart, userPart, fc.domain()).map(([url, slash, user, pass, host]) => {
+      const u = new URL(url);
+      return `${u.protocol}//${u.host}${slash}${user}:${pass}@${host}/v1`;
+    });
     fc.assert(
       fc.property(fc.oneof(httpUrl, smuggled), (value) => {
         const result = outcome(() => validateApiBase(value));
@@ -561,23 +602,30 @@ describe("provider names: every typo is refused", () => {
     fc.string(),
     fc.string({ unit: "binary", maxLength: 12 }),
     fc.constantFrom("constructor", "__proto__", "toString", "hasOwnProperty", "valueOf", "prototype", "length", "0"),
-    fc.tuple(fc.constantFrom(...NAMES), fc.nat(), fc.constantFrom("replace", "insert", "delete", "upper", "pad", "prefix"), fc.string({ unit: "binary", minLength: 1, maxLength: 1 })).map(([name, at, edit, c]) => {
-      const i = at % name.length;
-      switch (edit) {
-        case "replace":
-          return name.slice(0, i) + c + name.slice(i + 1);
-        case "insert":
-          return insertAt(name, i, c);
-        case "delete":
-          return name.slice(0, i) + name.slice(i + 1);
-        case "upper":
-          return name.slice(0, i) + name[i].toUpperCase() + name.slice(i + 1);
-        case "pad":
-          return ` ${name}`;
-        default:
-          return `PROVIDER_${name.toUpperCase()}`;
-      }
-    }),
+    fc
+      .tuple(
+        fc.constantFrom(...NAMES),
+        fc.nat(),
+        fc.constantFrom("replace", "insert", "delete", "upper", "pad", "prefix"),
+        fc.string({ unit: "binary", minLength: 1, maxLength: 1 }),
+      )
+      .map(([name, at, edit, c]) => {
+        const i = at % name.length;
+        switch (edit) {
+          case "replace":
+            return name.slice(0, i) + c + name.slice(i + 1);
+          case "insert":
+            return insertAt(name, i, c);
+          case "delete":
+            return name.slice(0, i) + name.slice(i + 1);
+          case "upper":
+            return name.slice(0, i) + name[i].toUpperCase() + name.slice(i + 1);
+          case "pad":
+            return ` ${name}`;
+          default:
+            return `PROVIDER_${name.toUpperCase()}`;
+        }
+      }),
   );
 
   it("the portal and the service list the same providers", () => {
@@ -666,8 +714,12 @@ describe("page size and page tokens", () => {
   });
 
   const keyPart = fc.oneof(
-    fc.oneof(fc.string({ unit: "binary", maxLength: 30 }), fc.string({ unit: fc.constantFrom("\u0000", "a", "é", "🔑", '"', "\\"), maxLength: 8 })).map((s) => ["string", s] as const),
-    fc.oneof(fc.integer(), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.constant(1_700_000_000_000)).map((n) => ["number", Object.is(n, -0) ? 0 : n] as const),
+    fc
+      .oneof(fc.string({ unit: "binary", maxLength: 30 }), fc.string({ unit: fc.constantFrom("\u0000", "a", "é", "🔑", '"', "\\"), maxLength: 8 }))
+      .map((s) => ["string", s] as const),
+    fc
+      .oneof(fc.integer(), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.constant(1_700_000_000_000))
+      .map((n) => ["number", Object.is(n, -0) ? 0 : n] as const),
   );
 
   it("page tokens round-trip any sort key of the expected shape; a NUL in a string is refused", () => {

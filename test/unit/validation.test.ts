@@ -1,13 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ServiceError } from "../../service/src/errors.js";
-import {
-  keyHint,
-  validateApiBase,
-  validateApiKey,
-  validateCredentialId,
-  validateId,
-  validateName,
-} from "../../service/src/credentials/validation.js";
+import { keyHint, validateApiBase, validateApiKey, validateCredentialId, validateId, validateName } from "../../service/src/credentials/validation.js";
 import { pageSize, decodePageToken, encodePageToken, MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE } from "../../service/src/paging.js";
 import { environmentKeys, providerOfKey } from "../../service/src/credentials/providers.js";
 
@@ -156,11 +149,14 @@ describe("environment fallback keys", () => {
 describe("error logging", () => {
   it("keeps a database error's own sentence and SQLSTATE but drops the SQL and its parameters", async () => {
     const { serializeError } = await import("../../service/src/logger.js");
-    const error = Object.assign(new Error(`insert into admin_users (password_hash) values ('scrypt$15$secret') - duplicate key value violates unique constraint "admin_users_email_uq"`), {
-      name: "DatabaseError",
-      code: "23505",
-      detail: "Key (lower(email))=(alice@example.com) already exists.",
-    });
+    const error = Object.assign(
+      new Error(`insert into admin_users (password_hash) values ('scrypt$15$secret') - duplicate key value violates unique constraint "admin_users_email_uq"`),
+      {
+        name: "DatabaseError",
+        code: "23505",
+        detail: "Key (lower(email))=(alice@example.com) already exists.",
+      },
+    );
     const logged = serializeError(error);
     expect(logged).toEqual({ type: "DatabaseError", code: "23505", message: 'duplicate key value violates unique constraint "admin_users_email_uq"' });
     expect(JSON.stringify(logged)).not.toContain("scrypt$15$secret");

@@ -10,7 +10,10 @@ import type { SubmitFunction } from "@sveltejs/kit";
 export class Submission {
   submitting = $state(false);
 
-  constructor(private readonly onSuccess?: () => void, private readonly resetOnSuccess = false) {}
+  constructor(
+    private readonly onSuccess?: () => void,
+    private readonly resetOnSuccess = false,
+  ) {}
 
   enhance: SubmitFunction = ({ formElement }) => {
     this.submitting = true;

@@ -83,12 +83,14 @@ export class AdminStore {
     const passwordHash = await hashPassword(password);
     try {
       await inTransaction(this.orm, async (em) => {
-        await em.getConnection().execute(
-          "insert into admin_users (id, email, password_hash, created_at, updated_at) values (?, ?, ?, ?, ?)",
-          [row.id, email, passwordHash, now, now],
-          "run",
-          em.getTransactionContext(),
-        );
+        await em
+          .getConnection()
+          .execute(
+            "insert into admin_users (id, email, password_hash, created_at, updated_at) values (?, ?, ?, ?, ?)",
+            [row.id, email, passwordHash, now, now],
+            "run",
+            em.getTransactionContext(),
+          );
         await recordAudit(em, { ...by, action: "admin.create", target: email });
       });
     } catch (error) {

@@ -65,10 +65,7 @@ export interface AuditEventView {
 }
 
 /** Reads the audit log, newest first, keyset-paged on the event id. */
-export async function listAuditEvents(
-  em: EntityManager,
-  query: AuditQuery,
-): Promise<{ events: AuditEventView[]; nextPageToken: string }> {
+export async function listAuditEvents(em: EntityManager, query: AuditQuery): Promise<{ events: AuditEventView[]; nextPageToken: string }> {
   const after = decodePageToken<[string]>(query.pageToken, ["string"]);
   if (after && !/^[0-9]{1,19}$/.test(after[0])) throw invalid("page_token", "is malformed; pass the next_page_token of the previous page unchanged");
   const where: FilterQuery<AuditEventRow> = {};

@@ -38,7 +38,8 @@ async function main(): Promise<void> {
     } else {
       const list = await admins.list();
       if (list.length === 0) console.log("No administrators. Create one with: npm run admin -- create --email EMAIL");
-      for (const a of list) console.log(`${a.email.padEnd(40)}  created ${a.createdAt.toISOString()}  last sign-in ${a.lastSignInAt?.toISOString() ?? "never"}`);
+      for (const a of list)
+        console.log(`${a.email.padEnd(40)}  created ${a.createdAt.toISOString()}  last sign-in ${a.lastSignInAt?.toISOString() ?? "never"}`);
     }
   } catch (error) {
     await cli.close();

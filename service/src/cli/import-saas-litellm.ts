@@ -118,7 +118,9 @@ async function openTarget(dryRun: boolean): Promise<Target> {
     const conn = orm.em.getConnection();
     if (dryRun) {
       const [{ present }] = await conn.execute<Array<{ present: boolean }>>("select to_regclass('mikro_orm_migrations') is not null as present");
-      const applied = new Set(present ? (await conn.execute<Array<{ name: string }>>("select name from mikro_orm_migrations")).map((r) => r.name.replace(/\.[jt]s$/, "")) : []);
+      const applied = new Set(
+        present ? (await conn.execute<Array<{ name: string }>>("select name from mikro_orm_migrations")).map((r) => r.name.replace(/\.[jt]s$/, "")) : [],
+      );
       const pending = migrationsList.filter((m) => !applied.has(m.name));
       if (pending.length > 0) {
         throw new TargetError(

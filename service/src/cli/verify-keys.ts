@@ -21,7 +21,9 @@ async function main(): Promise<void> {
   await cli.close();
   console.log(`Checked ${report.checked} credential(s).`);
   for (const [keyId, count] of Object.entries(report.byKeyId)) {
-    console.log(`  ${keyId}: ${count}${keyring.has(keyId) ? (keyId === keyring.primaryKeyId ? " (primary key)" : " (older key: run rotate-master-key)") : " (NOT in MASTER_KEY)"}`);
+    console.log(
+      `  ${keyId}: ${count}${keyring.has(keyId) ? (keyId === keyring.primaryKeyId ? " (primary key)" : " (older key: run rotate-master-key)") : " (NOT in MASTER_KEY)"}`,
+    );
   }
   if (report.unbound > 0) {
     console.log(`  ${report.unbound} written before row binding existed: the service binds them to their rows at its next start.`);

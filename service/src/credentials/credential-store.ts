@@ -123,17 +123,21 @@ export class CredentialStore {
       failureStreak: 0,
       failingSince: null,
     };
-    await this.write(input.credentialName, async (em) => {
-      await em.insert(CredentialEntity, row);
-      await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });
-      await recordAudit(em, {
-        ...by,
-        action: "credential.create",
-        organizationId: row.organizationId,
-        credentialId: row.id,
-        details: { provider: row.provider, credential_name: row.credentialName, key_hint: row.keyHint, api_base: row.apiBase, weight: row.weight },
-      });
-    }, input.organizationId);
+    await this.write(
+      input.credentialName,
+      async (em) => {
+        await em.insert(CredentialEntity, row);
+        await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });
+        await recordAudit(em, {
+          ...by,
+          action: "credential.create",
+          organizationId: row.organizationId,
+          credentialId: row.id,
+          details: { provider: row.provider, credential_name: row.credentialName, key_hint: row.keyHint, api_base: row.apiBase, weight: row.weight },
+        });
+      },
+      input.organizationId,
+    );
     this.onChange({ organizationId: row.organizationId, provider: row.provider });
     return this.view(row);
   }
@@ -409,4 +413,3 @@ function boundRow(row: CredentialRow): BoundRow {
 export function notFound(id: string): ServiceError {
   return new ServiceError("not_found", `credential "${id}" not found`);
 }
-

@@ -10,10 +10,7 @@ import { PROVIDER_NAMES } from "./providers.js";
 export const INVALIDATION_CHANNEL = "provider_credentials_changes";
 
 /** What a committed change makes stale. */
-export type Invalidation =
-  | { organizationId: string; provider?: ProviderName }
-  | { teamId: string }
-  | { all: true };
+export type Invalidation = { organizationId: string; provider?: ProviderName } | { teamId: string } | { all: true };
 
 export function applyInvalidation(cache: ResolutionCache, change: Invalidation, metrics?: ServiceMetrics, origin: "local" | "notify" = "local"): void {
   if ("all" in change) cache.clear();

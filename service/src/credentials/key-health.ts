@@ -126,7 +126,14 @@ export class KeyHealth {
           ...(sameKey ? {} : { stored: false, reason: "the key or api_base changed while the check ran" }),
         },
       });
-      if (recovered) await recordAudit(tx, { ...by, action: "credential.recovered", organizationId: current.organizationId, credentialId: current.id, details: { reason: "verification passed", key_hint: current.keyHint } });
+      if (recovered)
+        await recordAudit(tx, {
+          ...by,
+          action: "credential.recovered",
+          organizationId: current.organizationId,
+          credentialId: current.id,
+          details: { reason: "verification passed", key_hint: current.keyHint },
+        });
       return this.credentials.view(current);
     });
     if (recovered) {
@@ -147,7 +154,11 @@ export class KeyHealth {
       row.failureStreak += 1;
       const marks = row.failingSince === null && row.failureStreak >= this.options.failureThreshold;
       if (marks) row.failingSince = new Date();
-      await em.nativeUpdate(CredentialEntity, { id: row.id }, marks ? { failureStreak: row.failureStreak, failingSince: row.failingSince } : { failureStreak: row.failureStreak });
+      await em.nativeUpdate(
+        CredentialEntity,
+        { id: row.id },
+        marks ? { failureStreak: row.failureStreak, failingSince: row.failingSince } : { failureStreak: row.failureStreak },
+      );
       if (marks) {
         marked = row;
         await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });

@@ -21,14 +21,7 @@ import type { ProviderName } from "../db/entities.js";
 import { PROVIDERS } from "./providers.js";
 import { validateApiBase } from "./validation.js";
 
-export const PROVIDER_CHECK_OUTCOMES = [
-  "valid",
-  "invalid_key",
-  "no_permission",
-  "rate_limited",
-  "unreachable",
-  "unexpected",
-] as const;
+export const PROVIDER_CHECK_OUTCOMES = ["valid", "invalid_key", "no_permission", "rate_limited", "unreachable", "unexpected"] as const;
 
 export type ProviderCheckOutcome = (typeof PROVIDER_CHECK_OUTCOMES)[number];
 
@@ -184,12 +177,7 @@ export async function checkProviderKey(input: ProviderCheckInput): Promise<Provi
   const started = performance.now();
   input.signal?.throwIfAborted();
 
-  const finish = (
-    outcome: ProviderCheckOutcome,
-    httpStatus: number | null,
-    message: string,
-    providerCode?: string,
-  ): ProviderCheckResult => {
+  const finish = (outcome: ProviderCheckOutcome, httpStatus: number | null, message: string, providerCode?: string): ProviderCheckResult => {
     const result: ProviderCheckResult = {
       outcome,
       httpStatus,
@@ -209,11 +197,7 @@ export async function checkProviderKey(input: ProviderCheckInput): Promise<Provi
     return finish("unexpected", null, `${label} was not called: the api_base ${problem}.`);
   }
   if (!HEADER_SAFE_KEY.test(apiKey)) {
-    return finish(
-      "invalid_key",
-      null,
-      `${label} was not called: the key is empty or contains spaces or characters that cannot be sent in a header.`,
-    );
+    return finish("invalid_key", null, `${label} was not called: the key is empty or contains spaces or characters that cannot be sent in a header.`);
   }
   const where = `${label} at ${url.host}`;
 
@@ -226,10 +210,7 @@ export async function checkProviderKey(input: ProviderCheckInput): Promise<Provi
   try {
     let response: Response;
     try {
-      response = await untilAborted(
-        fetchImpl(url, { method: "GET", headers: requestHeaders(provider, apiKey), redirect: "manual", signal }),
-        signal,
-      );
+      response = await untilAborted(fetchImpl(url, { method: "GET", headers: requestHeaders(provider, apiKey), redirect: "manual", signal }), signal);
     } catch (error) {
       if (callerAborted()) throw input.signal?.reason;
       if (controller.signal.aborted) return finish("unreachable", null, timedOut, "TIMEOUT");
@@ -284,12 +265,7 @@ export async function checkProviderKey(input: ProviderCheckInput): Promise<Provi
     }
     if (status === 429) {
       const retry = retryAfter(response.headers.get("retry-after"));
-      return finish(
-        "rate_limited",
-        status,
-        `${label} rate limited the key (${suffix})${retry ? `; retry after ${retry}` : ""}.`,
-        code,
-      );
+      return finish("rate_limited", status, `${label} rate limited the key (${suffix})${retry ? `; retry after ${retry}` : ""}.`, code);
     }
     if (status >= 500) {
       return finish("unexpected", status, `${where} answered with a server error (${suffix}).`, code);
@@ -399,8 +375,7 @@ function errorDetails(bodyText: string, apiKey: string): { code?: string; keyNot
   const details = field(error, "details");
   if (Array.isArray(details)) for (const d of details) reasons.push(field(d, "reason"));
   const message = field(error, "message");
-  const keyNotValid =
-    reasons.includes("API_KEY_INVALID") || (typeof message === "string" && /API key not valid/i.test(message));
+  const keyNotValid = reasons.includes("API_KEY_INVALID") || (typeof message === "string" && /API key not valid/i.test(message));
   const candidates = [...reasons, field(error, "code"), field(error, "status"), field(error, "type"), error];
   for (const candidate of candidates) {
     const code = sanitiseCode(candidate, apiKey);
@@ -410,9 +385,7 @@ function errorDetails(bodyText: string, apiKey: string): { code?: string; keyNot
 }
 
 function field(value: unknown, name: string): unknown {
-  return typeof value === "object" && value !== null && !Array.isArray(value)
-    ? (value as Record<string, unknown>)[name]
-    : undefined;
+  return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>)[name] : undefined;
 }
 
 /** Prefixes of real provider keys (and of a bearer header); a "code" starting so is not shown. */

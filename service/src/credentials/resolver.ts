@@ -76,7 +76,13 @@ function refusalOf(error: unknown): "decrypt" | "binding" | undefined {
 
 function refusalError(refusal: "decrypt" | "binding", credentialId: string, keyId: string): ServiceError {
   return refusal === "decrypt"
-    ? new ServiceError("data_loss", `credential "${credentialId}" cannot be decrypted with the configured MASTER_KEY (it was encrypted under key ${keyId})`, undefined, undefined, "KEY_UNDECRYPTABLE")
+    ? new ServiceError(
+        "data_loss",
+        `credential "${credentialId}" cannot be decrypted with the configured MASTER_KEY (it was encrypted under key ${keyId})`,
+        undefined,
+        undefined,
+        "KEY_UNDECRYPTABLE",
+      )
     : new ServiceError(
         "data_loss",
         `credential "${credentialId}" is refused: its stored key is not bound to its row (the ciphertext, organization, provider or api_base was changed outside the service); run npm run verify-keys and re-enter the key`,
@@ -248,7 +254,8 @@ export class KeyResolver {
     const pending = this.loading.get(key);
     if (pending && pending.generation === generation) return pending.promise;
     const promise = (async () => {
-      const [sql, name, id] = "teamId" in scope ? [BY_TEAM, "pc_resolve_by_team", scope.teamId] : [BY_ORGANIZATION, "pc_resolve_by_organization", scope.organizationId];
+      const [sql, name, id] =
+        "teamId" in scope ? [BY_TEAM, "pc_resolve_by_team", scope.teamId] : [BY_ORGANIZATION, "pc_resolve_by_organization", scope.organizationId];
       // A named statement: each pooled connection parses it once, later calls only bind and execute it.
       const result = await this.orm.em.getConnection().getKnex().raw(sql, [id, provider, provider]).options({ name }).timeout(DB_HOT_PATH_TIMEOUT_MS);
       const rows = (result as { rows: ResolveRow[] }).rows;
@@ -260,7 +267,8 @@ export class KeyResolver {
         candidates.push(this.checked(row as CandidateRow, first.organization_id, provider));
       }
       const stored: StoredResolution = { organizationId: first.organization_id, strategy: first.strategy ?? "newest", candidates };
-      if ("teamId" in scope) this.cache.set(teamLinkKey(scope.teamId), { organizationId: stored.organizationId, strategy: "newest", candidates: [] }, generation);
+      if ("teamId" in scope)
+        this.cache.set(teamLinkKey(scope.teamId), { organizationId: stored.organizationId, strategy: "newest", candidates: [] }, generation);
       this.cache.set(organizationKey(stored.organizationId, provider), stored, generation);
       return stored;
     })().finally(() => {

@@ -85,10 +85,7 @@ export function validateApiKey(value: string, provider: ProviderName, apiBase: s
     const looksLike = providerOfKey(apiKey);
     if (looksLike?.name !== provider) {
       const hint = looksLike ? `; it looks like ${articleFor(looksLike.label)} ${looksLike.label} key` : "";
-      throw invalid(
-        "api_key",
-        `${expected.label} keys start with "${expected.keyPrefix}"${hint} (with an api_base for a proxy, any format is accepted)`,
-      );
+      throw invalid("api_key", `${expected.label} keys start with "${expected.keyPrefix}"${hint} (with an api_base for a proxy, any format is accepted)`);
     }
   }
   return apiKey;

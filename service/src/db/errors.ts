@@ -34,6 +34,8 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   // (nothing here ends a transaction by hand, so that is the only way to get it).
   return (
     typeof e?.message === "string" &&
-    /Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect|^timeout expired$|is not queryable$|Transaction query already complete/.test(e.message)
+    /Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect|^timeout expired$|is not queryable$|Transaction query already complete/.test(
+      e.message,
+    )
   );
 }

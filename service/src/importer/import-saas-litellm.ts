@@ -273,17 +273,21 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
 
   for (const batch of chunks(teamPlans, batchSize)) {
     const existing = new Map(
-      (await sql<{ id: string; organization_id: string }>(readEm(), "select id, organization_id from teams where id in (?)", [batch.map((t) => t.id)])).map((r) => [
-        r.id,
-        r.organization_id,
-      ]),
+      (await sql<{ id: string; organization_id: string }>(readEm(), "select id, organization_id from teams where id in (?)", [batch.map((t) => t.id)])).map(
+        (r) => [r.id, r.organization_id],
+      ),
     );
     const fresh: TeamPlan[] = [];
     for (const t of batch) {
       const there = existing.get(t.id);
       if (there === undefined) fresh.push(t);
       else if (there === t.organizationId) report.teams.alreadyPresent++;
-      else report.teams.skipped.push({ id: t.id, organizationId: t.organizationId, reason: `a team with this id already exists here, in organization ${quote(there)}` });
+      else
+        report.teams.skipped.push({
+          id: t.id,
+          organizationId: t.organizationId,
+          reason: `a team with this id already exists here, in organization ${quote(there)}`,
+        });
     }
     let inserted = new Set<string>(fresh.map((t) => t.id));
     if (!dryRun && fresh.length > 0) {
@@ -299,7 +303,13 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
           em,
           fresh
             .filter((t) => ids.has(t.id))
-            .map((t) => ({ actor: IMPORT_ACTOR, action: "team.import", organizationId: t.organizationId, target: t.id, details: { name: t.name, imported_from: "saas-litellm" } })),
+            .map((t) => ({
+              actor: IMPORT_ACTOR,
+              action: "team.import",
+              organizationId: t.organizationId,
+              target: t.id,
+              details: { name: t.name, imported_from: "saas-litellm" },
+            })),
         );
         return ids;
       });
@@ -324,9 +334,13 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
     const present = new Map(
       ids.length === 0
         ? []
-        : (await sql<{ id: string; organization_id: string; provider: string }>(readEm(), "select id, organization_id, provider from provider_credentials where id in (?)", [ids])).map(
-            (r) => [r.id, r],
-          ),
+        : (
+            await sql<{ id: string; organization_id: string; provider: string }>(
+              readEm(),
+              "select id, organization_id, provider from provider_credentials where id in (?)",
+              [ids],
+            )
+          ).map((r) => [r.id, r]),
     );
 
     const candidates: CredentialPlan[] = [];
@@ -436,15 +450,34 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
       const params: unknown[] = [];
       const hints = new Map<string, string>();
       for (const c of fresh) {
-        const { token, keyId, binding } = keyring.encryptBound(c.apiKey, { id: c.id, organizationId: c.organizationId, provider: c.provider, apiBase: c.apiBase });
+        const { token, keyId, binding } = keyring.encryptBound(c.apiKey, {
+          id: c.id,
+          organizationId: c.organizationId,
+          provider: c.provider,
+          apiBase: c.apiBase,
+        });
         const hint = keyHint(c.apiKey, c.provider);
         hints.set(c.id, hint);
         // key_set_at: the legacy created_at. SaaS LiteLLM's updated_at also moves on renames and (de)activations,
         // so it could make an old key look freshly set; created_at never understates a key's age.
         values.push("(?::uuid, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::timestamptz, 1, ?::timestamptz, ?::timestamptz, ?, ?, null, 1, 0, ?::timestamptz)");
         params.push(
-          c.id, c.organizationId, c.provider, c.name, token, keyId, binding, hint, c.apiBase, c.isActive,
-          c.isActive ? c.updatedAt : null, c.createdAt, c.updatedAt, c.createdBy, c.updatedBy, c.createdAt,
+          c.id,
+          c.organizationId,
+          c.provider,
+          c.name,
+          token,
+          keyId,
+          binding,
+          hint,
+          c.apiBase,
+          c.isActive,
+          c.isActive ? c.updatedAt : null,
+          c.createdAt,
+          c.updatedAt,
+          c.createdBy,
+          c.updatedBy,
+          c.createdAt,
         );
       }
       // No conflict target: a row whose id or name (ignoring case) appeared here meanwhile is not inserted, and is classified below.

@@ -59,8 +59,10 @@ export function parseLegacyUrl(text: string): URL {
   if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
     throw new LegacySourceError(`--from must be a PostgreSQL URL (postgres:// or postgresql://), not ${url.protocol}//...`);
   }
-  if (url.hostname === "" && !url.searchParams.has("host")) throw new LegacySourceError("--from names no host: postgres://user:password@host:5432/saas_litellm");
-  if (url.pathname.replace(/^\//, "") === "") throw new LegacySourceError("--from names no database: add it after the host, as in postgres://user:password@host:5432/saas_litellm");
+  if (url.hostname === "" && !url.searchParams.has("host"))
+    throw new LegacySourceError("--from names no host: postgres://user:password@host:5432/saas_litellm");
+  if (url.pathname.replace(/^\//, "") === "")
+    throw new LegacySourceError("--from names no database: add it after the host, as in postgres://user:password@host:5432/saas_litellm");
   return url;
 }
 

@@ -173,10 +173,7 @@ export async function verifyAll(orm: Orm, keyring: Keyring, onProgress?: (checke
   const report: VerifyReport = { checked: 0, byKeyId: {}, unbound: 0, failures: [] };
   let after = "00000000-0000-0000-0000-000000000000";
   for (;;) {
-    const rows: Row[] = await conn.execute(
-      `select ${ROW_COLUMNS} from provider_credentials c where c.id > ? order by c.id limit 1000`,
-      [after],
-    );
+    const rows: Row[] = await conn.execute(`select ${ROW_COLUMNS} from provider_credentials c where c.id > ? order by c.id limit 1000`, [after]);
     for (const row of rows) {
       report.byKeyId[row.key_id] = (report.byKeyId[row.key_id] ?? 0) + 1;
       const fail = (reason: string) =>

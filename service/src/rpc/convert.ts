@@ -79,7 +79,10 @@ export function strategyName(strategy: SelectionStrategy, field = "strategy"): S
 export function failureKindName(kind: FailureKind, field = "kind"): FailureKindName {
   const name = FAILURE[kind];
   if (!name) {
-    throw invalid(field, "must be one of FAILURE_KIND_AUTHENTICATION, FAILURE_KIND_PERMISSION, FAILURE_KIND_RATE_LIMIT, FAILURE_KIND_QUOTA, FAILURE_KIND_OTHER");
+    throw invalid(
+      field,
+      "must be one of FAILURE_KIND_AUTHENTICATION, FAILURE_KIND_PERMISSION, FAILURE_KIND_RATE_LIMIT, FAILURE_KIND_QUOTA, FAILURE_KIND_OTHER",
+    );
   }
   return name;
 }

@@ -10,22 +10,9 @@ import { pageSize } from "../paging.js";
 import { invalid, ServiceError } from "../errors.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
 import type { ResolveResult, ServiceMetrics } from "../metrics.js";
-import {
-  validateApiBase,
-  validateApiKey,
-  validateCredentialId,
-  validateId,
-  validateName,
-} from "../credentials/validation.js";
+import { validateApiBase, validateApiKey, validateCredentialId, validateId, validateName } from "../credentials/validation.js";
 import { actorOf } from "./context.js";
-import {
-  credentialMessage,
-  failureKindName,
-  keyCheckMessage,
-  providerName,
-  selectionPolicyMessage,
-  strategyName,
-} from "./convert.js";
+import { credentialMessage, failureKindName, keyCheckMessage, providerName, selectionPolicyMessage, strategyName } from "./convert.js";
 
 export interface CredentialServiceDeps {
   credentials: CredentialStore;
@@ -72,7 +59,12 @@ function resolveFailed(metrics: ServiceMetrics | undefined, provider: ProviderNa
 }
 
 /** Records a resolution in the metrics and answers it as the response. */
-function resolved(metrics: ServiceMetrics | undefined, provider: ProviderName, started: number, resolution: Resolution): MessageInitShape<typeof ResolveKeyResponseSchema> {
+function resolved(
+  metrics: ServiceMetrics | undefined,
+  provider: ProviderName,
+  started: number,
+  resolution: Resolution,
+): MessageInitShape<typeof ResolveKeyResponseSchema> {
   metrics?.resolved(provider, resolution.source, "ok", (performance.now() - started) / 1000);
   return {
     apiKey: resolution.apiKey,

@@ -17,16 +17,7 @@
 //   validation), or anything truncated (fromBinary's error).
 // test/unit/flat-codec.test.ts checks both directions against
 // @bufbuild/protobuf byte for byte and field for field.
-import {
-  create,
-  fromBinary,
-  isMessage,
-  ScalarType,
-  toBinary,
-  type DescField,
-  type DescMessage,
-  type Message,
-} from "@bufbuild/protobuf";
+import { create, fromBinary, isMessage, ScalarType, toBinary, type DescField, type DescMessage, type Message } from "@bufbuild/protobuf";
 
 /** FeatureSet.FieldPresence.IMPLICIT: proto3 fields without `optional`. */
 const IMPLICIT = 2;

@@ -125,7 +125,10 @@ export function createGrpcJsServer(options: GrpcJsServerOptions): grpc.Server {
     const handlers: grpc.UntypedServiceImplementation = {};
     for (const spec of methods) {
       if (spec.kind !== "unary") {
-        options.logger?.error({ method: `${service.typeName}/${spec.method.name}`, kind: spec.kind }, "not served over grpc-js (only unary methods are); the Connect port serves it");
+        options.logger?.error(
+          { method: `${service.typeName}/${spec.method.name}`, kind: spec.kind },
+          "not served over grpc-js (only unary methods are); the Connect port serves it",
+        );
         continue;
       }
       handlers[spec.method.name] = unaryHandler(spec, config);
@@ -707,7 +710,11 @@ function run(anyFn: AnyFn, interceptors: Interceptor[], req: UnaryRequest): Prom
 
 const INTERNAL_STATUS = (): grpc.StatusObject => ({ code: grpc.status.INTERNAL, details: "internal error", metadata: new grpc.Metadata() });
 
-const statusOf = (error: ConnectError): grpc.StatusObject => ({ code: error.code as number as grpc.status, details: error.rawMessage, metadata: new grpc.Metadata() });
+const statusOf = (error: ConnectError): grpc.StatusObject => ({
+  code: error.code as number as grpc.status,
+  details: error.rawMessage,
+  metadata: new grpc.Metadata(),
+});
 
 function unaryHandler(spec: MethodImplSpec & { kind: "unary" }, config: CallConfig): grpc.handleUnaryCall<unknown, unknown> {
   const { impl, method } = spec;

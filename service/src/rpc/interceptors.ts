@@ -17,9 +17,11 @@ const SOURCE_PATTERN = /^[\x21-\x7e]{1,128}$/;
 const ACTOR_PATTERN = /^[\x20-\x7e]{1,128}$/;
 
 /** Calls a `resolve` token may make; everything else needs `admin`. */
-const RESOLVE_SCOPE_METHODS: ReadonlySet<DescMethod> = new Set(
-  [CredentialService.method.resolveKey, CredentialService.method.reportKeyFailure, CredentialService.method.reportKeySuccess],
-);
+const RESOLVE_SCOPE_METHODS: ReadonlySet<DescMethod> = new Set([
+  CredentialService.method.resolveKey,
+  CredentialService.method.reportKeyFailure,
+  CredentialService.method.reportKeySuccess,
+]);
 
 const BEARER = /^Bearer +([\x21-\x7e]{1,512})$/i;
 

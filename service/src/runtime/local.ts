@@ -80,7 +80,13 @@ export async function openDatabase(env: NodeJS.ProcessEnv, logger: Logger, optio
           "node -e \"console.log(require('crypto').randomBytes(32).toString('base64url')+'=')\"",
       );
     }
-    return { databaseUrl: env.DATABASE_URL, masterKey: env.MASTER_KEY, serviceAdminToken: env.SERVICE_ADMIN_TOKEN || undefined, embedded: false, stop: async () => {} };
+    return {
+      databaseUrl: env.DATABASE_URL,
+      masterKey: env.MASTER_KEY,
+      serviceAdminToken: env.SERVICE_ADMIN_TOKEN || undefined,
+      embedded: false,
+      stop: async () => {},
+    };
   }
   if (production) {
     throw new ConfigError("NODE_ENV=production needs DATABASE_URL and MASTER_KEY; the embedded database is for local use only");
@@ -140,7 +146,10 @@ async function loadOrCreateSecrets(file: string, logger: Logger): Promise<LocalS
   };
   const text =
     "# Generated on first run for local use. Keep this file secret; losing MASTER_KEY loses every stored key.\n" +
-    Object.entries(secrets).map(([k, v]) => `${k}=${v}`).join("\n") + "\n";
+    Object.entries(secrets)
+      .map(([k, v]) => `${k}=${v}`)
+      .join("\n") +
+    "\n";
   await writeFile(file, text, { mode: 0o600, flag: "wx" });
   logger.info({ file }, `first run: generated MASTER_KEY, SERVICE_ADMIN_TOKEN and a database password into ${file} (mode 0600)`);
   return secrets;

@@ -157,7 +157,10 @@ export function retryAfterOf(error: ConnectError): number | undefined {
 
 function isConnectionFailure(cause: unknown): boolean {
   const code = (cause as { code?: unknown } | undefined)?.code;
-  return typeof code === "string" && (/^ERR_(SSL|TLS)_/.test(code) || ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ERR_HTTP2_GOAWAY_SESSION", "ERR_HTTP2_STREAM_CANCEL"].includes(code));
+  return (
+    typeof code === "string" &&
+    (/^ERR_(SSL|TLS)_/.test(code) || ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ERR_HTTP2_GOAWAY_SESSION", "ERR_HTTP2_STREAM_CANCEL"].includes(code))
+  );
 }
 
 /** A failed call to the credentials service → API error. */
@@ -197,10 +200,7 @@ interface ZodLikeIssue {
 
 function isZodError(error: unknown): error is { issues: ZodLikeIssue[] } {
   return (
-    typeof error === "object" &&
-    error !== null &&
-    (error as { name?: unknown }).name === "ZodError" &&
-    Array.isArray((error as { issues?: unknown }).issues)
+    typeof error === "object" && error !== null && (error as { name?: unknown }).name === "ZodError" && Array.isArray((error as { issues?: unknown }).issues)
   );
 }
 

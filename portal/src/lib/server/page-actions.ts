@@ -16,9 +16,7 @@ import { createCaller } from "./trpc/routers/_app.js";
 export function callerFor(event: Pick<RequestEvent, "locals" | "url" | "getClientAddress">) {
   const admin = event.locals.admin;
   if (!admin) redirect(303, `/login?redirectTo=${encodeURIComponent(`${event.url.pathname}${event.url.search}`)}`);
-  return createCaller(
-    createContextInner({ caller: { kind: "session", admin }, connection: serviceConnection(), source: event.getClientAddress() }),
-  );
+  return createCaller(createContextInner({ caller: { kind: "session", admin }, connection: serviceConnection(), source: event.getClientAddress() }));
 }
 
 export type PageCaller = ReturnType<typeof callerFor>;

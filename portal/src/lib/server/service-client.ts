@@ -50,10 +50,8 @@ function withHeaders(transport: Transport, headers: Record<string, string>): Tra
     return merged;
   };
   return {
-    unary: (method, signal, timeoutMs, header, input, contextValues) =>
-      transport.unary(method, signal, timeoutMs, merge(header), input, contextValues),
-    stream: (method, signal, timeoutMs, header, input, contextValues) =>
-      transport.stream(method, signal, timeoutMs, merge(header), input, contextValues),
+    unary: (method, signal, timeoutMs, header, input, contextValues) => transport.unary(method, signal, timeoutMs, merge(header), input, contextValues),
+    stream: (method, signal, timeoutMs, header, input, contextValues) => transport.stream(method, signal, timeoutMs, merge(header), input, contextValues),
   };
 }
 

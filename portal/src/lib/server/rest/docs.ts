@@ -95,7 +95,7 @@ export function docPage(document: OpenAPIObject): DocPage {
       }));
       const bodySchema = ((op.requestBody as Schema | undefined)?.content as Record<string, Schema> | undefined)?.["application/json"]?.schema;
       const opResponses = Object.entries((op.responses ?? {}) as Record<string, Schema>).map(([status, response]) => {
-        const resolved = typeof response.$ref === "string" ? responses[refName(response.$ref)] ?? response : response;
+        const resolved = typeof response.$ref === "string" ? (responses[refName(response.$ref)] ?? response) : response;
         const schema = (resolved.content as Record<string, Schema> | undefined)?.["application/json"]?.schema as Schema | undefined;
         return { status, description: String(resolved.description ?? ""), body: schema && Object.keys(schema).length > 0 ? render(schema, components) : null };
       });

@@ -61,7 +61,7 @@ function build(): OpenAPIObject {
     description:
       "Organisation-level storage of LLM provider API keys. Every operation needs an admin-scope API token " +
       "(`Authorization: Bearer <token>`) or a signed-in administrator's session cookie. Keys are never returned. " +
-      "Errors are JSON `{\"code\", \"message\"}` (plus `issues` for bad input).",
+      'Errors are JSON `{"code", "message"}` (plus `issues` for bad input).',
     baseUrl: API_BASE,
     securitySchemes: {
       bearerAuth: { type: "http", scheme: "bearer", description: "An admin-scope API token (or SERVICE_ADMIN_TOKEN)." },
@@ -113,7 +113,7 @@ function build(): OpenAPIObject {
     operation.responses = responses;
     // A body whose every field is optional may be left out.
     const body = operation.requestBody as { required?: boolean; content?: Record<string, { schema?: { required?: string[] } }> } | undefined;
-    if (body && !(body.content?.["application/json"]?.schema?.required?.length)) body.required = false;
+    if (body && !body.content?.["application/json"]?.schema?.required?.length) body.required = false;
   }
   return document;
 }

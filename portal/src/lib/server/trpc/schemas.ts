@@ -60,11 +60,7 @@ export const teamIdField = id("Team id: 1-64 of letters, digits, `.`, `_`, `-`."
 export const tokenNameField = id("Token name: 1-64 of letters, digits, `.`, `_`, `-`.");
 
 const paging = {
-  limit: z
-    .int()
-    .min(1)
-    .describe(`Page size: default 50; values above ${MAX_PAGE_SIZE} are capped to ${MAX_PAGE_SIZE}.`)
-    .optional(),
+  limit: z.int().min(1).describe(`Page size: default 50; values above ${MAX_PAGE_SIZE} are capped to ${MAX_PAGE_SIZE}.`).optional(),
   cursor: z
     .string()
     .max(2048)
@@ -108,7 +104,11 @@ export const credentialOutput = z
     weight: z.int().describe(`Relative share of calls under the \`weighted\` selection strategy, 0-${MAX_WEIGHT}.`),
     use_count: z.int().describe("How many times ResolveKey handed it out; counted in batches, so it lags by up to about 10 seconds."),
     last_check: keyCheckOutput.nullable().describe("The last check against the provider; null if never checked."),
-    failing: z.boolean().describe("Marked failing after consecutive authentication or quota failures reported by callers; ResolveKey skips it while a healthy credential exists."),
+    failing: z
+      .boolean()
+      .describe(
+        "Marked failing after consecutive authentication or quota failures reported by callers; ResolveKey skips it while a healthy credential exists.",
+      ),
     failure_streak: z.int().describe("Consecutive authentication or quota failures reported since the last success."),
     key_set_at: timestamp.describe("When the key itself was set (created or replaced): the age rotation reminders go by."),
     rotation_due: z.boolean().describe("The key is older than the service's ROTATION_DAYS (default 90)."),
@@ -171,9 +171,7 @@ export const auditEventOutput = z
   })
   .meta({ id: "AuditEvent" });
 
-export const auditEventListOutput = z
-  .object({ events: z.array(auditEventOutput), next_cursor: z.string().nullable() })
-  .meta({ id: "AuditEventList" });
+export const auditEventListOutput = z.object({ events: z.array(auditEventOutput), next_cursor: z.string().nullable() }).meta({ id: "AuditEventList" });
 
 const tokenScope = z.enum(["resolve", "admin"]).describe("`resolve`: ResolveKey only; `admin`: everything.");
 

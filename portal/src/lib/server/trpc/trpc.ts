@@ -46,8 +46,7 @@ const authenticated = t.middleware(({ ctx, next }) => {
   if (!caller) {
     throw ctx.denial ?? new ApiError("unauthorized", 'authentication required: sign in, or send "Authorization: Bearer <admin token>"');
   }
-  const service =
-    caller.kind === "session" ? ctx.connection.asAdmin(caller.admin.email, ctx.source) : ctx.connection.withToken(caller.token, ctx.source);
+  const service = caller.kind === "session" ? ctx.connection.asAdmin(caller.admin.email, ctx.source) : ctx.connection.withToken(caller.token, ctx.source);
   return next({ ctx: { caller, service } });
 });
 

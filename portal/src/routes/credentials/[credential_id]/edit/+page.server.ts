@@ -45,7 +45,8 @@ export const actions: Actions = {
     const apiKey = field(form, "api_key");
     const version = Number(field(form, "expected_version"));
     const weight = weightField(values.weight);
-    if (!weight.ok) return fail(400, { values, conflict: false, message: `weight: ${weight.problem}`, errors: { weight: weight.problem } as Record<string, string> });
+    if (!weight.ok)
+      return fail(400, { values, conflict: false, message: `weight: ${weight.problem}`, errors: { weight: weight.problem } as Record<string, string> });
     let updated;
     try {
       updated = await callerFor(event).credentials.update({
@@ -64,7 +65,8 @@ export const actions: Actions = {
         return fail(409, {
           values,
           conflict: true,
-          message: "This credential was changed by someone else after you opened it, so your change was not saved. Reload to see the current values, then make your change again.",
+          message:
+            "This credential was changed by someone else after you opened it, so your change was not saved. Reload to see the current values, then make your change again.",
           errors: {} as Record<string, string>,
         });
       }
