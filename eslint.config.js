@@ -20,6 +20,25 @@ export default tseslint.config(
     rules: { "@typescript-eslint/no-floating-promises": "error" },
   },
   {
+    // The keyring's barrier (keyring/index.ts) is the only crypto API of the service: Fernet, the
+    // Keyring's internals and the refusal rule are imported from inside keyring/ only.
+    files: ["service/src/**/*.ts"],
+    ignores: ["service/src/keyring/**", "service/src/gen/**"],
+    rules: {
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            {
+              group: ["**/keyring/keyring*", "**/keyring/fernet*", "**/keyring/refusal*"],
+              message: "Import the keyring's barrier (keyring/index.js) instead: it is the only crypto API of the service.",
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     // Only the command-line entry points print to the console; the service logs through pino.
     files: ["service/src/**/*.ts"],
     ignores: ["service/src/cli/**", "service/src/main.ts"],

@@ -3,7 +3,7 @@ import path from "node:path";
 import os from "node:os";
 import v8 from "node:v8";
 import { createLogger } from "./logger.js";
-import { MasterKeyError } from "./keyring/keyring.js";
+import { MasterKeyError } from "./keyring/index.js";
 import { dataDirFrom, dataDirPrefix, openDatabase, type Database } from "./runtime/local.js";
 import { ConfigError } from "./runtime/config.js";
 import { loadSettings } from "./runtime/settings.js";

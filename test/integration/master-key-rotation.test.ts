@@ -6,7 +6,7 @@ import { promisify } from "node:util";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createKeyring, generateMasterKey } from "../../service/src/keyring/keyring.js";
-import { rewrapAll } from "../../service/src/keyring/rewrap.js";
+import { rewrapAll } from "../../service/src/credentials/rewrap.js";
 import { createOrm, migrate, type Orm } from "../../service/src/db/orm.js";
 import { keyHint } from "../../service/src/credentials/validation.js";
 import { createTestDatabase, type TestDatabase } from "../support/harness.js";

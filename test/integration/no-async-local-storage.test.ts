@@ -23,7 +23,7 @@ import { FailureKind, KeyCheckOutcome, Provider, SelectionStrategy } from "../..
 import { inTransaction } from "../../service/src/db/orm.js";
 import { AuditEventEntity, OrganizationEntity } from "../../service/src/db/entities.js";
 import { recordAudit } from "../../service/src/audit/audit-store.js";
-import { bindLegacyRows } from "../../service/src/keyring/rewrap.js";
+import { bindLegacyRows } from "../../service/src/credentials/rewrap.js";
 
 let t: TestService;
 /** A provider that accepts every key, for VerifyCredential. */

@@ -7,7 +7,7 @@ import { createLogger } from "../logger.js";
 import type { Database } from "../runtime/local.js";
 import { createOrm, migrate, type Orm } from "../db/orm.js";
 import { migrationsList } from "../../../migrations/index.js";
-import { createKeyring, MasterKeyError, type Keyring } from "../keyring/keyring.js";
+import { createKeyring, MasterKeyError, type Keyring } from "../keyring/index.js";
 import { exitCodeOf, importSaasLitellm } from "../importer/import-saas-litellm.js";
 import { explainWrongKey, legacyKeyring, openLegacyToken } from "../importer/legacy-key.js";
 import { LegacySource, LegacySourceError, parseLegacyUrl } from "../importer/legacy-source.js";

@@ -3,8 +3,8 @@
 // kill and rerun. Then drop the old key from MASTER_KEY.
 import os from "node:os";
 import { parseArgs } from "node:util";
-import { createKeyring, MasterKeyError } from "../keyring/keyring.js";
-import { rewrapAll } from "../keyring/rewrap.js";
+import { createKeyring, MasterKeyError } from "../keyring/index.js";
+import { rewrapAll } from "../credentials/rewrap.js";
 import { describeError, exitWith, openForCli } from "./open.js";
 import { progressBar } from "./progress.js";
 

@@ -1,7 +1,7 @@
 // `npm run verify-keys`: decrypts every stored credential and reports the ones that fail
 // (never a key); exits non-zero when any does.
-import { createKeyring, MasterKeyError } from "../keyring/keyring.js";
-import { verifyAll } from "../keyring/rewrap.js";
+import { createKeyring, MasterKeyError } from "../keyring/index.js";
+import { verifyAll } from "../credentials/rewrap.js";
 import { describeError, exitWith, openForCli } from "./open.js";
 import { progressBar } from "./progress.js";
 

@@ -6,8 +6,7 @@ import { inTransaction, type Orm } from "../db/orm.js";
 import { CredentialEntity, OrganizationEntity, type CredentialRow, type ProviderName } from "../db/entities.js";
 import { ServiceError, invalid } from "../errors.js";
 import { recordAudit } from "../audit/audit-store.js";
-import type { BoundRow, Keyring } from "../keyring/keyring.js";
-import { decryptStoredKey } from "./resolver.js";
+import { openStored, type BoundRow, type Keyring } from "../keyring/index.js";
 import { publishInvalidation, type Invalidation } from "./invalidation.js";
 import { decodePageToken, encodePageToken } from "../paging.js";
 import { PROVIDERS } from "./providers.js";
@@ -219,7 +218,7 @@ export class CredentialStore {
         changed.push("api_key");
       } else if (changed.includes("api_base")) {
         // The binding covers api_base: check the stored key against the row as it was, then bind it to the new api_base.
-        const apiKey = decryptStoredKey(this.keyring, before, row.encryptedApiKey, row.keyId, row.keyBinding);
+        const apiKey = openStored(this.keyring, before, row.encryptedApiKey, row.keyId, row.keyBinding);
         // The stored key was accepted for a proxy; without one it goes to the provider, so it must be the provider's kind of key.
         if (row.apiBase === null) this.checkStoredKeyWithoutApiBase(row, apiKey);
         set("keyBinding", this.keyring.rebind(boundRow(row), row.encryptedApiKey, row.keyId));
@@ -303,7 +302,7 @@ export class CredentialStore {
     const apiKey =
       changes.apiKey !== undefined
         ? validateApiKey(changes.apiKey, row.provider, apiBase)
-        : decryptStoredKey(this.keyring, boundRow(row), row.encryptedApiKey, row.keyId, row.keyBinding);
+        : openStored(this.keyring, boundRow(row), row.encryptedApiKey, row.keyId, row.keyBinding);
     await changes.verifyKey!(apiKey, apiBase);
   }
 

@@ -16,12 +16,11 @@ import {
 } from "../db/entities.js";
 import { recordAudit } from "../audit/audit-store.js";
 import { ServiceError } from "../errors.js";
-import type { Keyring } from "../keyring/keyring.js";
+import { openStored, type Keyring } from "../keyring/index.js";
 import { notFound, type Actor, type ChangeListener, type CredentialStore, type CredentialView } from "./credential-store.js";
 import { publishInvalidation } from "./invalidation.js";
 import { checkProviderKey, type ProviderCheckInput, type ProviderCheckResult } from "./provider-check.js";
 import { PROVIDER_NAMES } from "./providers.js";
-import { decryptStoredKey } from "./resolver.js";
 import type { ServiceMetrics } from "../metrics.js";
 
 export type FailureKind = "authentication" | "permission" | "rate_limit" | "quota" | "other";
@@ -83,7 +82,7 @@ export class KeyHealth {
     const em = this.orm.em.fork();
     const row = await em.findOne(CredentialEntity, { id }, { populate: ["encryptedApiKey", "keyBinding"] });
     if (!row) throw notFound(id);
-    const apiKey = decryptStoredKey(
+    const apiKey = openStored(
       this.keyring,
       { id: row.id, organizationId: row.organizationId, provider: row.provider, apiBase: row.apiBase },
       row.encryptedApiKey,

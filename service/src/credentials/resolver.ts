@@ -3,7 +3,7 @@ import { isDatabaseUnavailable } from "../db/errors.js";
 import { Reachability } from "../db/reachability.js";
 import type { ProviderName } from "../db/entities.js";
 import { ServiceError } from "../errors.js";
-import { BindingError, DecryptError, type BoundRow, type Keyring } from "../keyring/keyring.js";
+import { DecryptError, refusalError, refusalOf, type Keyring } from "../keyring/index.js";
 import { PROVIDERS } from "./providers.js";
 import type { ServiceMetrics } from "../metrics.js";
 import { cacheKey, organizationKey, ResolutionCache, teamLinkKey, type Scope, type StoredCandidate, type StoredResolution } from "./resolution-cache.js";
@@ -54,43 +54,6 @@ const BY_TEAM = `select s.organization_id, st.strategy, c.* from (select organiz
 
 /** Round-robin positions kept per (organisation, provider); the map is cleared when it grows past this. */
 const MAX_ROUND_ROBIN_POSITIONS = 100_000;
-
-/**
- * Decrypts a stored key after checking its row binding. A key the master keys
- * cannot open, or one that is not bound to its row (ciphertext moved, copied
- * or edited in the database), is DATA_LOSS, never anything softer.
- */
-export function decryptStoredKey(keyring: Keyring, row: BoundRow, token: string, keyId: string, binding: string | null): string {
-  try {
-    return keyring.decryptBound(row, token, keyId, binding);
-  } catch (error) {
-    const refusal = refusalOf(error);
-    if (refusal !== undefined) throw refusalError(refusal, row.id, keyId);
-    throw error;
-  }
-}
-
-function refusalOf(error: unknown): "decrypt" | "binding" | undefined {
-  return error instanceof DecryptError ? "decrypt" : error instanceof BindingError ? "binding" : undefined;
-}
-
-function refusalError(refusal: "decrypt" | "binding", credentialId: string, keyId: string): ServiceError {
-  return refusal === "decrypt"
-    ? new ServiceError(
-        "data_loss",
-        `credential "${credentialId}" cannot be decrypted with the configured MASTER_KEY (it was encrypted under key ${keyId})`,
-        undefined,
-        undefined,
-        "KEY_UNDECRYPTABLE",
-      )
-    : new ServiceError(
-        "data_loss",
-        `credential "${credentialId}" is refused: its stored key is not bound to its row (the ciphertext, organization, provider or api_base was changed outside the service); run npm run verify-keys and re-enter the key`,
-        undefined,
-        undefined,
-        "KEY_NOT_BOUND",
-      );
-}
 
 /**
  * ResolveKey's rule: the organisation's most recently activated active

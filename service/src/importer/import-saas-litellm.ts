@@ -11,7 +11,7 @@ import { recordAudit, recordAudits, type AuditEvent } from "../audit/audit-store
 import { publishInvalidation } from "../credentials/invalidation.js";
 import { keyHint, validateApiBase, validateApiKey, validateId, validateName, UUID_PATTERN } from "../credentials/validation.js";
 import { ServiceError } from "../errors.js";
-import type { Keyring } from "../keyring/keyring.js";
+import type { Keyring } from "../keyring/index.js";
 import { openLegacyToken } from "./legacy-key.js";
 import type { LegacyCredential, LegacyOrganization, LegacySource } from "./legacy-source.js";
 import { KNOWN_LEGACY_PROVIDERS, mapLegacyProvider } from "./providers.js";

@@ -5,7 +5,7 @@
 // Tokens are opened through a Keyring holding that one key, so that the Fernet
 // code is still called from service/src/keyring/ only.
 import { pbkdf2Sync } from "node:crypto";
-import { DecryptError, Keyring } from "../keyring/keyring.js";
+import { DecryptError, Keyring } from "../keyring/index.js";
 
 export const LEGACY_SALT = "saas-litellm-salt";
 export const LEGACY_ITERATIONS = 100_000;

@@ -4,7 +4,7 @@ import net from "node:net";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import { generateMasterKey } from "../keyring/keyring.js";
+import { generateMasterKey } from "../keyring/index.js";
 import { generateToken } from "../auth/tokens.js";
 import type { Logger } from "../logger.js";
 import { tmpdir } from "node:os";

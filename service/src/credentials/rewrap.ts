@@ -1,9 +1,9 @@
 import { inTransaction, type Orm } from "../db/orm.js";
 import type { ProviderName } from "../db/entities.js";
 import { recordAudit } from "../audit/audit-store.js";
-import { publishInvalidation } from "../credentials/invalidation.js";
+import { publishInvalidation } from "./invalidation.js";
 import type { Logger } from "../logger.js";
-import { BindingError, DecryptError, type BoundRow, type Keyring } from "./keyring.js";
+import { BindingError, DecryptError, type BoundRow, type Keyring } from "../keyring/index.js";
 
 export interface RewrapProgress {
   done: number;
