@@ -5,7 +5,7 @@ import { ensureStampedBuild, findRoot, runNodeTool, type StampedBuild } from "..
 /**
  * Builds the portal (portal/build) only when it is missing or stale: when the
  * hash of everything the build reads (the portal's sources and configs, the
- * service's generated protobuf code, package-lock.json) differs from the one
+ * service's generated protobuf code and provider registry, package-lock.json) differs from the one
  * stamped in the build when it was made.
  */
 
@@ -24,6 +24,7 @@ const PORTAL_BUILD: StampedBuild = {
     "portal/tsconfig.json",
     "portal/package.json",
     "service/src/gen",
+    "service/src/providers.ts",
     "package-lock.json",
   ],
   output: path.join(buildDir, "handler.js"),

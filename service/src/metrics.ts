@@ -13,7 +13,7 @@ import type { AddressInfo } from "node:net";
 import { format } from "node:util";
 import { collectDefaultMetrics, Counter, Gauge, type Metric, Registry } from "prom-client";
 import type { TokenStore } from "./auth/token-store.js";
-import { PROVIDER_NAMES } from "./credentials/providers.js";
+import { PROVIDER_NAMES } from "./providers.js";
 import type { Logger } from "./logger.js";
 
 // "ok" first: the look-ups below scan these lists in order.

@@ -14,7 +14,7 @@ import { KeyHealth } from "./credentials/key-health.js";
 import { ServiceMetrics, startMetricsServer } from "./metrics.js";
 import { DEFAULT_PROVIDER_CHECK_TIMEOUT_MS } from "./credentials/provider-check.js";
 import { KeyResolver } from "./credentials/resolver.js";
-import { environmentKeys } from "./credentials/providers.js";
+import { environmentKeys } from "./providers.js";
 import { ResolutionCache } from "./credentials/resolution-cache.js";
 import { Reachability } from "./db/reachability.js";
 import { applyInvalidation, DEFAULT_HEARTBEAT_MS, InvalidationListener, type Invalidation } from "./credentials/invalidation.js";

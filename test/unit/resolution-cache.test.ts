@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { cacheKey, ResolutionCache, teamLinkKey, type StoredResolution } from "../../service/src/credentials/resolution-cache.js";
 import { applyInvalidation } from "../../service/src/credentials/invalidation.js";
-import { PROVIDER_NAMES } from "../../service/src/credentials/providers.js";
+import { PROVIDER_NAMES } from "../../service/src/providers.js";
 
 const value = (organizationId: string, id = "c1"): StoredResolution => ({
   organizationId,

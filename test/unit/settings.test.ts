@@ -3,7 +3,7 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadSettings, SERVICE_SETTINGS } from "../../service/src/runtime/settings.js";
 import { ConfigError } from "../../service/src/runtime/config.js";
-import { PROVIDERS } from "../../service/src/credentials/providers.js";
+import { PROVIDERS } from "../../service/src/providers.js";
 import { CONFIGURATION_DOC, renderConfigurationDoc } from "../../service/scripts/config-docs.js";
 
 describe("the service's settings (service/src/runtime/settings.ts)", () => {

@@ -18,7 +18,7 @@ import {
   validateId,
   validateName,
 } from "../../service/src/credentials/validation.js";
-import { PROVIDER_NAMES, PROVIDERS } from "../../service/src/credentials/providers.js";
+import { PROVIDER_NAMES, PROVIDERS } from "../../service/src/providers.js";
 import type { ProviderName } from "../../service/src/db/entities.js";
 import { ServiceError } from "../../service/src/errors.js";
 import { decodePageToken, DEFAULT_PAGE_SIZE, encodePageToken, MAX_PAGE_SIZE, pageSize } from "../../service/src/paging.js";

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { ServiceError } from "../../service/src/errors.js";
 import { keyHint, validateApiBase, validateApiKey, validateCredentialId, validateId, validateName } from "../../service/src/credentials/validation.js";
 import { pageSize, decodePageToken, encodePageToken, MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE } from "../../service/src/paging.js";
-import { environmentKeys, providerOfKey } from "../../service/src/credentials/providers.js";
+import { environmentKeys, providerOfKey } from "../../service/src/providers.js";
 
 function failure(fn: () => unknown): ServiceError {
   try {

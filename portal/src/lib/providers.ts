@@ -1,7 +1,11 @@
 /** What the pages show about each provider; safe for the browser (no secrets, no server code). */
 
-export const PROVIDER_NAMES = ["openai", "anthropic", "gemini", "fireworks"] as const;
-export type ProviderName = (typeof PROVIDER_NAMES)[number];
+import { isProviderName, PROVIDER_NAMES as REGISTRY_NAMES, PROVIDERS as REGISTRY, type ProviderName } from "../../../service/src/providers.js";
+
+/** The providers of the service's registry (service/src/providers.ts), in its order. */
+export const PROVIDER_NAMES = REGISTRY_NAMES as readonly ProviderName[];
+export type { ProviderName };
+export { isProviderName };
 
 export interface ProviderDisplay {
   label: string;
@@ -9,16 +13,9 @@ export interface ProviderDisplay {
   keyFormat: string;
 }
 
-export const PROVIDERS: Record<ProviderName, ProviderDisplay> = {
-  openai: { label: "OpenAI", keyFormat: "sk-..." },
-  anthropic: { label: "Anthropic", keyFormat: "sk-ant-..." },
-  gemini: { label: "Google Gemini", keyFormat: "AI..." },
-  fireworks: { label: "Fireworks AI", keyFormat: "fw..." },
-};
-
-export function isProviderName(value: unknown): value is ProviderName {
-  return typeof value === "string" && (PROVIDER_NAMES as readonly string[]).includes(value);
-}
+export const PROVIDERS = Object.fromEntries(
+  PROVIDER_NAMES.map((name) => [name, { label: REGISTRY[name].label, keyFormat: `${REGISTRY[name].keyPrefix}...` }]),
+) as Record<ProviderName, ProviderDisplay>;
 
 export function providerLabel(name: string): string {
   return isProviderName(name) ? PROVIDERS[name].label : name;

@@ -9,7 +9,7 @@ import { recordAudit } from "../audit/audit-store.js";
 import { openStored, type BoundRow, type Keyring } from "../keyring/index.js";
 import { publishInvalidation, type Invalidation } from "./invalidation.js";
 import { decodePageToken, encodePageToken } from "../paging.js";
-import { PROVIDERS } from "./providers.js";
+import { PROVIDERS } from "../providers.js";
 import { keyHint, UUID_PATTERN, validateApiBase, validateApiKey } from "./validation.js";
 
 /** A credential as the API shows it: everything but the ciphertext. */

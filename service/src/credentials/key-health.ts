@@ -20,7 +20,7 @@ import { openStored, type Keyring } from "../keyring/index.js";
 import { notFound, type Actor, type ChangeListener, type CredentialStore, type CredentialView } from "./credential-store.js";
 import { publishInvalidation } from "./invalidation.js";
 import { checkProviderKey, type ProviderCheckInput, type ProviderCheckResult } from "./provider-check.js";
-import { PROVIDER_NAMES } from "./providers.js";
+import { PROVIDER_NAMES } from "../providers.js";
 import type { ServiceMetrics } from "../metrics.js";
 
 export type FailureKind = "authentication" | "permission" | "rate_limit" | "quota" | "other";

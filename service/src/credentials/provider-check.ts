@@ -18,7 +18,7 @@
  *   or any part of it.
  */
 import type { ProviderName } from "../db/entities.js";
-import { PROVIDERS } from "./providers.js";
+import { PROVIDER_NAMES, PROVIDERS, type ProviderInfo } from "../providers.js";
 import { validateApiBase } from "./validation.js";
 
 export const PROVIDER_CHECK_OUTCOMES = ["valid", "invalid_key", "no_permission", "rate_limited", "unreachable", "unexpected"] as const;
@@ -78,12 +78,9 @@ export const DEFAULT_PROVIDER_CHECK_TIMEOUT_MS = 10_000;
 /** How much of a response body is read at most (to find an error code); the rest is discarded. */
 export const MAX_CHECK_BODY_BYTES = 64 * 1024;
 
-export const DEFAULT_API_BASES: Readonly<Record<ProviderName, string>> = {
-  openai: "https://api.openai.com",
-  anthropic: "https://api.anthropic.com",
-  gemini: "https://generativelanguage.googleapis.com",
-  fireworks: "https://api.fireworks.ai",
-};
+export const DEFAULT_API_BASES = Object.fromEntries(PROVIDER_NAMES.map((name) => [name, PROVIDERS[name].defaultApiBase])) as Readonly<
+  Record<ProviderName, string>
+>;
 
 /**
  * How the model-list path is joined to a base, per provider: the first rule
@@ -145,15 +142,9 @@ export function providerModelsUrl(provider: ProviderName, apiBase: string | null
 /** The request headers for a check: the provider's auth style and nothing that identifies the caller's users. */
 function requestHeaders(provider: ProviderName, apiKey: string): Record<string, string> {
   const common = { accept: "application/json", "user-agent": "provider-credentials-key-check/1" };
-  switch (provider) {
-    case "openai":
-    case "fireworks":
-      return { ...common, authorization: `Bearer ${apiKey}` };
-    case "anthropic":
-      return { ...common, "x-api-key": apiKey, "anthropic-version": "2023-06-01" };
-    case "gemini":
-      return { ...common, "x-goog-api-key": apiKey };
-  }
+  const auth: ProviderInfo["auth"] = PROVIDERS[provider].auth;
+  if ("scheme" in auth) return { ...common, [auth.header]: `${auth.scheme} ${apiKey}` };
+  return { ...common, ...auth.extra, [auth.header]: apiKey };
 }
 
 /** What can go in an HTTP header value unchanged; keys are validated to this on save. */

@@ -1,5 +1,5 @@
 import type { ProviderName, SelectionStrategyName } from "../db/entities.js";
-import { PROVIDER_NAMES } from "./providers.js";
+import { PROVIDER_NAMES } from "../providers.js";
 import { NONE, readByte, readDouble, readText, readUInt32, RecordTable, seek, textBytes, writeText } from "./record-table.js";
 
 /**

@@ -4,7 +4,7 @@ import { Reachability } from "../db/reachability.js";
 import type { ProviderName } from "../db/entities.js";
 import { ServiceError } from "../errors.js";
 import { DecryptError, refusalError, refusalOf, type Keyring } from "../keyring/index.js";
-import { PROVIDERS } from "./providers.js";
+import { PROVIDERS } from "../providers.js";
 import type { ServiceMetrics } from "../metrics.js";
 import { cacheKey, organizationKey, ResolutionCache, teamLinkKey, type Scope, type StoredCandidate, type StoredResolution } from "./resolution-cache.js";
 

@@ -1,6 +1,6 @@
 import { invalid } from "../errors.js";
 import type { ProviderName } from "../db/entities.js";
-import { PROVIDERS, providerOfKey } from "./providers.js";
+import { PROVIDERS, providerOfKey } from "../providers.js";
 
 const ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 const CONTROL_CHARACTERS = /\p{Cc}/u;

@@ -1,4 +1,5 @@
 import { BigIntType, EntitySchema } from "@mikro-orm/core";
+import type { ProviderName } from "../providers.js";
 
 // Table rows as MikroORM entities. The schema itself lives in migrations/ (SQL),
 // so that what runs in production is reviewed SQL, not a generated diff.
@@ -41,7 +42,8 @@ export const TeamEntity = new EntitySchema<TeamRow>({
   },
 });
 
-export type ProviderName = "openai" | "anthropic" | "gemini" | "fireworks";
+/** The providers of the registry (providers.ts). */
+export type { ProviderName };
 
 export interface CredentialRow {
   id: string;

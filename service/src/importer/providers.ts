@@ -1,17 +1,11 @@
-import type { ProviderName } from "../db/entities.js";
+import { PROVIDER_NAMES, PROVIDERS, type ProviderName } from "../providers.js";
 
-/** Legacy provider values (compared ignoring case and surrounding spaces) and the provider each one is here. */
-const LEGACY_PROVIDERS: ReadonlyMap<string, ProviderName> = new Map([
-  ["openai", "openai"],
-  ["anthropic", "anthropic"],
-  ["gemini", "gemini"],
-  ["google", "gemini"],
-  ["fireworks", "fireworks"],
-  ["fireworks_ai", "fireworks"],
-]);
+/** Legacy provider values (compared ignoring case and surrounding spaces) and the provider each one is here: the registry's legacyNames. */
+const LEGACY_PROVIDERS: ReadonlyMap<string, ProviderName> = new Map(
+  PROVIDER_NAMES.flatMap((name) => PROVIDERS[name].legacyNames.map((legacy) => [legacy, name] as const)),
+);
 
-export const KNOWN_LEGACY_PROVIDERS = "openai, anthropic, gemini or google, fireworks or fireworks_ai";
-
+export const KNOWN_LEGACY_PROVIDERS = PROVIDER_NAMES.map((name) => PROVIDERS[name].legacyNames.join(" or ")).join(", ");
 /** This service's provider for a SaaS LiteLLM provider value, or undefined when it stores no such provider. */
 export function mapLegacyProvider(value: string | null): ProviderName | undefined {
   if (value === null) return undefined;

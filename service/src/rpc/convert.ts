@@ -6,7 +6,7 @@ import { invalid } from "../errors.js";
 import type { CredentialView } from "../credentials/credential-store.js";
 import type { FailureKind as FailureKindName, SelectionPolicyView } from "../credentials/key-health.js";
 import type { KeyCheckOutcomeName, SelectionStrategyName } from "../db/entities.js";
-import { PROVIDER_NAMES } from "../credentials/providers.js";
+import { PROVIDER_NAMES, PROVIDERS } from "../providers.js";
 import {
   CredentialSchema,
   FailureKind,
@@ -24,22 +24,13 @@ import {
   type Team,
 } from "../gen/credentials_pb.js";
 
-const TO_NAME: Partial<Record<Provider, ProviderName>> = {
-  [Provider.OPENAI]: "openai",
-  [Provider.ANTHROPIC]: "anthropic",
-  [Provider.GEMINI]: "gemini",
-  [Provider.FIREWORKS]: "fireworks",
-};
-const TO_ENUM: Record<ProviderName, Provider> = {
-  openai: Provider.OPENAI,
-  anthropic: Provider.ANTHROPIC,
-  gemini: Provider.GEMINI,
-  fireworks: Provider.FIREWORKS,
-};
+/** The proto enum value of each registry provider (providers.ts), by its enumName. */
+const TO_ENUM = Object.fromEntries(PROVIDER_NAMES.map((name) => [name, Provider[PROVIDERS[name].enumName]])) as Record<ProviderName, Provider>;
+const TO_NAME = new Map<Provider, ProviderName>(PROVIDER_NAMES.map((name) => [TO_ENUM[name], name]));
 
 export function providerName(provider: Provider, field = "provider"): ProviderName {
-  const name = TO_NAME[provider];
-  if (!name) throw invalid(field, `must be one of ${PROVIDER_NAMES.map((p) => `PROVIDER_${p.toUpperCase()}`).join(", ")}`);
+  const name = TO_NAME.get(provider);
+  if (!name) throw invalid(field, `must be one of ${PROVIDER_NAMES.map((p) => `PROVIDER_${PROVIDERS[p].enumName}`).join(", ")}`);
   return name;
 }
 

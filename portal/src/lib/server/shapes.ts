@@ -10,6 +10,7 @@ import {
   type Team,
 } from "../../../../service/src/gen/credentials_pb.js";
 import type { ApiToken, AuditEvent } from "../../../../service/src/gen/admin_pb.js";
+import { PROVIDER_NAMES, PROVIDERS } from "../../../../service/src/providers.js";
 import type { KeyCheckOutcomeName, ProviderName, SelectionStrategyName } from "./trpc/schemas.js";
 
 /**
@@ -18,26 +19,16 @@ import type { KeyCheckOutcomeName, ProviderName, SelectionStrategyName } from ".
  * explicitly, so a field added to a message never leaks by accident.
  */
 
-const TO_NAME: Partial<Record<Provider, ProviderName>> = {
-  [Provider.OPENAI]: "openai",
-  [Provider.ANTHROPIC]: "anthropic",
-  [Provider.GEMINI]: "gemini",
-  [Provider.FIREWORKS]: "fireworks",
-};
-
-const TO_ENUM: Record<ProviderName, Provider> = {
-  openai: Provider.OPENAI,
-  anthropic: Provider.ANTHROPIC,
-  gemini: Provider.GEMINI,
-  fireworks: Provider.FIREWORKS,
-};
+/** The proto enum value of each registry provider (service/src/providers.ts), by its enumName. */
+const TO_ENUM = Object.fromEntries(PROVIDER_NAMES.map((name) => [name, Provider[PROVIDERS[name].enumName]])) as Record<ProviderName, Provider>;
+const TO_NAME = new Map<Provider, ProviderName>(PROVIDER_NAMES.map((name) => [TO_ENUM[name], name]));
 
 export function providerEnum(name: ProviderName): Provider {
   return TO_ENUM[name];
 }
 
 function providerName(provider: Provider): ProviderName {
-  const name = TO_NAME[provider];
+  const name = TO_NAME.get(provider);
   if (!name) throw new Error(`the service returned an unknown provider (${provider})`);
   return name;
 }

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { PROVIDER_NAMES, type ProviderName } from "../../../../../service/src/providers.js";
 
 /**
  * Request and response shapes of the API, in the REST API's snake_case. Inputs
@@ -9,8 +10,9 @@ import { z } from "zod";
  * (id patterns, key prefixes, URL rules) and names the field in its errors.
  */
 
-export const PROVIDERS = ["openai", "anthropic", "gemini", "fireworks"] as const;
-export type ProviderName = (typeof PROVIDERS)[number];
+/** The registry's providers (service/src/providers.ts), as the REST API names them. */
+export const PROVIDERS = PROVIDER_NAMES as unknown as readonly [ProviderName, ...ProviderName[]];
+export type { ProviderName };
 
 /** The largest page a list returns; larger `limit`s are capped to it. */
 export const MAX_PAGE_SIZE = 200;
