@@ -1,14 +1,11 @@
 // The benchmark's PostgreSQL: BENCH_DATABASE_URL (a user that may create
 // databases) or an embedded PostgreSQL in a temporary folder; either way a
 // fresh database, migrated, and removed at the end.
-import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { createOrm, migrate } from "../service/src/db/orm.js";
-import { importEmbeddedPostgres } from "../service/src/runtime/embedded-postgres.js";
-import { freePort, onCleanup } from "./processes.js";
+import { startEmbeddedCluster } from "../test/support/kit.js";
+import { onCleanup } from "./processes.js";
 
 export interface BenchDatabase {
   url: string;
@@ -24,35 +21,14 @@ export async function openBenchDatabase(log: (line: string) => void): Promise<Be
   const embedded = !adminUrl;
   let postmasterPid: number | undefined;
   if (!adminUrl) {
-    const dir = await mkdtemp(path.join(tmpdir(), "pc-bench-pg-"));
-    // PostgreSQL runs as its own user when we are root and must reach its folder inside.
-    await chmod(dir, 0o711);
-    onCleanup(() => rm(dir, { recursive: true, force: true }));
-    const port = await freePort();
-    const password = randomBytes(18).toString("base64url");
-    const EmbeddedPostgres = await importEmbeddedPostgres();
-    const postgres = new EmbeddedPostgres({
-      databaseDir: path.join(dir, "data"),
-      port,
-      user: "postgres",
-      password,
-      persistent: false,
-      createPostgresUser: process.getuid?.() === 0,
-      // A benchmark database: durability buys nothing here.
-      postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "fsync=off", "-c", "full_page_writes=off"],
-      onLog: () => {},
-      onError: () => {},
-    });
     const started = Date.now();
     log("starting an embedded PostgreSQL (set BENCH_DATABASE_URL to use another server)");
-    await postgres.initialise();
-    onCleanup(async () => {
-      await postgres.stop().catch(() => undefined);
-    });
-    await postgres.start();
-    postmasterPid = Number((await readFile(path.join(dir, "data", "postmaster.pid"), "utf8").catch(() => "")).split("\n")[0]) || undefined;
-    log(`embedded PostgreSQL on 127.0.0.1:${port} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-    adminUrl = `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
+    // A benchmark database: durability buys nothing here. The benchmark stops it itself on a signal.
+    const cluster = await startEmbeddedCluster({ prefix: "pc-bench-pg-", extraFlags: ["-c", "full_page_writes=off"], signals: "caller" });
+    onCleanup(() => cluster.destroy());
+    postmasterPid = await cluster.postmasterPid();
+    log(`embedded PostgreSQL on 127.0.0.1:${cluster.port} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    adminUrl = cluster.adminUrl;
   }
 
   const name = `pc_bench_${randomBytes(5).toString("hex")}`;

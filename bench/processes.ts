@@ -199,17 +199,7 @@ export function installExitHandlers(): void {
   process.on("unhandledRejection", (error) => bail(1, `benchmark failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`));
 }
 
-/** A port that was free a moment ago on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from "../test/support/kit.js";
 
 export function isListening(port: number, host = "127.0.0.1"): Promise<boolean> {
   return new Promise((resolve) => {

@@ -23,7 +23,7 @@ import { grpcJsServiceDefinition } from "../../service/src/rpc/grpc-js-server.js
 import { generateMasterKey } from "../../service/src/keyring/keyring.js";
 import { generateToken } from "../../service/src/auth/tokens.js";
 import { createTestDatabase, FAKE_KEYS, type TestDatabase } from "../support/harness.js";
-import { freePort } from "../support/dedicated-postgres.js";
+import { freePort } from "../support/kit.js";
 
 interface Replica {
   grpcPort: number;

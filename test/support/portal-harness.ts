@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ensurePortalBuild } from "../../portal/scripts/ensure-build.js";
 import { startTestService, type TestService, type TestServiceOptions } from "./harness.js";
+import { freePort } from "./kit.js";
 
 const rootDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -46,17 +46,6 @@ export interface TestPortal {
   /** Signs in through the /login form; returns the session id from the cookie (and the raw response). */
   signIn(email: string, password: string, options?: { redirectTo?: string }): Promise<{ session: string | undefined; response: PortalResponse }>;
   close(): Promise<void>;
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** The value of one cookie in a response's Set-Cookie headers. */
