@@ -61,6 +61,21 @@ describe("command-line tools never create an installation", () => {
     expect(existsSync(dataDir)).toBe(false);
   });
 
+  it.each(["migrate", "verify-keys"])(
+    "npm run %s refuses an unknown option with its usage (exit 2) before looking for anything, and --help prints it",
+    async (script) => {
+      const dataDir = path.join(scratch, `args-${script}`);
+      const bad = await outcome(TSX, [`service/src/cli/${script}.ts`, "--force"], { env: { ...baseEnv(), DATA_DIR: dataDir } });
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toContain("Unknown option '--force'");
+      expect(bad.stderr).toContain(`Usage: npm run ${script}`);
+      const help = await outcome(TSX, [`service/src/cli/${script}.ts`, "--help"], { env: { ...baseEnv(), DATA_DIR: dataDir } });
+      expect(help.code).toBe(0);
+      expect(help.stderr).toContain(`Usage: npm run ${script}`);
+      expect(existsSync(dataDir)).toBe(false);
+    },
+  );
+
   it("without DATA_DIR looks in .data of the working directory, and says so", async () => {
     const cwd = path.join(scratch, "elsewhere");
     await mkdir(cwd);

@@ -1,9 +1,15 @@
 // `npm run migrate`: applies pending migrations to DATABASE_URL (or the embedded database).
 import { createLogger } from "../logger.js";
 import { createOrm, migrate } from "../db/orm.js";
-import { exitWith, openExistingDatabase } from "./open.js";
+import { exitWith, openExistingDatabase, takeNoArguments } from "./open.js";
+
+const USAGE = `Usage: npm run migrate
+
+Applies the pending migrations to DATABASE_URL, or to the embedded database in DATA_DIR (default .data).
+The service also applies them at start-up.`;
 
 async function main(): Promise<void> {
+  takeNoArguments(USAGE);
   const logger = createLogger(process.env.LOG_LEVEL ?? "warn");
   const database = await openExistingDatabase(logger);
   const orm = await createOrm({ databaseUrl: database.databaseUrl, poolSize: 2 });

@@ -1,4 +1,5 @@
 import path from "node:path";
+import { parseArgs } from "node:util";
 import { createLogger, serializeError, type Logger } from "../logger.js";
 import { maskKeys } from "../errors.js";
 import { NoInstallationError, openDatabase, type Database } from "../runtime/local.js";
@@ -26,6 +27,19 @@ export async function openForCli(): Promise<{ orm: Orm; database: Database; logg
       await database.stop();
     },
   };
+}
+
+/** For a command that takes no arguments: --help prints its usage; anything else exits 2 with it, before anything is opened. */
+export function takeNoArguments(usage: string): void {
+  let help: boolean | undefined;
+  try {
+    ({
+      values: { help },
+    } = parseArgs({ options: { help: { type: "boolean", short: "h" } }, allowPositionals: false }));
+  } catch (error) {
+    exitWith(`${(error as Error).message}\n\n${usage}`, 2);
+  }
+  if (help) exitWith(usage, 0);
 }
 
 /** How this command was run, for messages that show it again ("npm run admin -- list"). */

@@ -2,10 +2,16 @@
 // (never a key); exits non-zero when any does.
 import { createKeyring, MasterKeyError } from "../keyring/index.js";
 import { verifyAll } from "../credentials/rewrap.js";
-import { describeError, exitWith, openForCli } from "./open.js";
+import { describeError, exitWith, openForCli, takeNoArguments } from "./open.js";
 import { progressBar } from "./progress.js";
 
+const USAGE = `Usage: npm run verify-keys
+
+Decrypts every stored credential with MASTER_KEY, checks its row binding, and reports the ones that fail
+(never a key). Exits non-zero when any does.`;
+
 async function main(): Promise<void> {
+  takeNoArguments(USAGE);
   const cli = await openForCli();
   let keyring;
   try {
