@@ -13,7 +13,7 @@ import {
   type Int32Value,
   type StringValue,
 } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, createContextKey, createContextValues, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   createGrpcJsServer,
@@ -22,7 +22,6 @@ import {
   peerAddress,
   shutdownGrpcJsServer,
   type GrpcJsServerOptions,
-  type GrpcJsServiceBinding,
 } from "../../service/src/rpc/grpc-js-server.js";
 
 const registry = createFileRegistry(
@@ -126,15 +125,11 @@ const reshaping: Interceptor = (next) => async (req) => {
 const reported: Array<{ details: object; message: string }> = [];
 
 const options: GrpcJsServerOptions = {
-  services: [{ service: TestService, impl: impl as unknown as GrpcJsServiceBinding["impl"] }],
+  routes: (router) => void router.service(TestService, impl as never),
   logger: { error: (details, message) => void reported.push({ details, message }) },
   interceptors: [recording, denying, reshaping],
   maxReceiveMessageLength: 1024,
-  contextValues: (address) => {
-    const values = createContextValues();
-    values.set(callerKey, address);
-    return values;
-  },
+  addressKey: callerKey,
 };
 
 let server: grpc.Server;
@@ -469,7 +464,7 @@ describe("routes and shutdown", () => {
   it("takes a ConnectRouter routes function (service and rpc) like connect-node", async () => {
     const s = createGrpcJsServer({
       routes: (router) => {
-        router.service(TestService, { unary: (req: StringValue) => ({ value: `service:${req.value}` }) } as unknown as GrpcJsServiceBinding["impl"]);
+        router.service(TestService, { unary: (req: StringValue) => ({ value: `service:${req.value}` }) } as never);
         router.rpc(TestService.method.missing, ((req: StringValue) => ({ value: `rpc:${req.value}` })) as never);
       },
     });

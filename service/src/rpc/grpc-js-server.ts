@@ -40,47 +40,25 @@ import {
   type Interceptor,
   type MethodImpl,
   type MethodImplSpec,
-  type ServiceImpl,
   type UnaryRequest,
   type UnaryResponse,
 } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { binaryDeserializer, binarySerializer } from "./flat-codec.js";
 
-/** One service and its Connect implementation (methods left out answer UNIMPLEMENTED). */
-export interface GrpcJsServiceBinding {
-  readonly service: DescService;
-  // The implementation's type depends on `service`; use grpcJsService() to have it checked.
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  readonly impl: Partial<ServiceImpl<any>>;
-}
-
-/** A service binding whose implementation is type-checked against the service. */
-export function grpcJsService<S extends DescService>(service: S, impl: Partial<ServiceImpl<S>>): GrpcJsServiceBinding {
-  return { service, impl };
-}
-
 export interface GrpcJsServerOptions {
-  /** The services to serve. */
-  services?: readonly GrpcJsServiceBinding[];
   /**
    * The same routes function connect-node takes (`(router) => router.service(...)`):
    * pass it to both servers and they answer the same RPCs from the same
    * implementations. Per-service handler options are not supported.
    */
-  routes?: (router: ConnectRouter) => void;
+  routes: (router: ConnectRouter) => void;
   /** Connect interceptors, outermost first, as for connect-node. */
   interceptors?: readonly Interceptor[];
   /**
-   * Fresh context values for each call (interceptors mutate them). `address` is
-   * the caller's IP address without port (null when unknown), as connect-node's
-   * `req.socket.remoteAddress`; `metadata` is the call's request metadata.
-   */
-  contextValues?: (address: string | null, metadata: grpc.Metadata) => ContextValues;
-  /**
-   * Instead of `contextValues`: fresh context values for each call in which this
-   * key holds the caller's IP address (as `contextValues` gets it), read from the
-   * connection only if something asks for it.
+   * The key of each call's fresh context values that holds the caller's IP
+   * address without port (null when unknown), as connect-node's
+   * `req.socket.remoteAddress`, read from the connection only if something asks.
    */
   addressKey?: ContextKey<string | null>;
   /** Largest request message accepted, in bytes (grpc-js default: 4 MiB); larger ones are RESOURCE_EXHAUSTED. */
@@ -103,22 +81,15 @@ export function createGrpcJsServer(options: GrpcJsServerOptions): grpc.Server {
     ...(options.maxReceiveMessageLength === undefined ? {} : { "grpc.max_receive_message_length": options.maxReceiveMessageLength }),
     ...options.serverOptions,
   });
-  if (options.contextValues && options.addressKey) throw new Error("createGrpcJsServer: pass contextValues or addressKey, not both");
   const config: CallConfig = {
     interceptors: [...(options.interceptors ?? [])].reverse(),
-    contextValues: options.contextValues,
     addressKey: options.addressKey,
     logger: options.logger,
   };
   const specs = new Map<DescService, MethodImplSpec[]>();
-  for (const { service, impl } of options.services ?? []) {
-    specs.set(service, Object.values(createServiceImplSpec(service, impl).methods));
-  }
-  if (options.routes) {
-    for (const spec of collectRoutes(options.routes)) {
-      const list = specs.get(spec.method.parent) ?? [];
-      specs.set(spec.method.parent, [...list.filter((s) => s.method !== spec.method), spec]);
-    }
+  for (const spec of collectRoutes(options.routes)) {
+    const list = specs.get(spec.method.parent) ?? [];
+    specs.set(spec.method.parent, [...list.filter((s) => s.method !== spec.method), spec]);
   }
   for (const [service, methods] of specs) {
     const full = grpcJsServiceDefinition(service);
@@ -225,7 +196,6 @@ export function peerAddress(peer: string): string | null {
 interface CallConfig {
   /** Innermost first, ready to wrap. */
   interceptors: Interceptor[];
-  contextValues: GrpcJsServerOptions["contextValues"];
   addressKey: GrpcJsServerOptions["addressKey"];
   logger: GrpcJsServerOptions["logger"];
 }
@@ -539,11 +509,7 @@ class Call implements HandlerContext {
   ) {
     this.service = method.parent;
     this.requestHeader = new MetadataHeaders(grpcCall.metadata);
-    this.values = config.addressKey
-      ? new CallValues(grpcCall, config.addressKey)
-      : config.contextValues
-        ? config.contextValues(peerAddress(grpcCall.getPeer()), grpcCall.metadata)
-        : createContextValues();
+    this.values = config.addressKey ? new CallValues(grpcCall, config.addressKey) : createContextValues();
     this.url = `http://${grpcCall.getHost()}${path}`;
     // A plain literal (accessors in object literals cost ~0.7 µs each to create), plus the
     // signal as a shared accessor: spread copies of the request read it.
