@@ -1,4 +1,5 @@
-import { createOpenApiFetchHandler } from "trpc-to-openapi";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { createOpenApiNodeHttpHandler } from "trpc-to-openapi";
 import { appRouter } from "../trpc/routers/_app.js";
 import type { Context } from "../trpc/context.js";
 import { ApiError, errorResponse, toApiError } from "../errors.js";
@@ -7,14 +8,29 @@ import { log } from "../log.js";
 import { API_BASE, restRoutes } from "./openapi.js";
 
 /**
- * The REST API: trpc-to-openapi's fetch adapter routes each documented path to
- * its procedure. This adds what that library does not do: it reads the body
- * itself (capped, JSON only, no body = `{}`, so a body-less PUT works with or
- * without a content-type), and formats every error itself (the library's own
- * error bodies can carry stacks).
+ * The REST API: trpc-to-openapi routes each documented path to its procedure.
+ * This adapter does what that library does not: it reads the body itself
+ * (capped, JSON only, no body = `{}`, so a body-less PUT works with or without
+ * a content-type), strips the /api prefix, and formats every error itself
+ * (the library's own error bodies can carry stacks).
  */
 
+const contexts = new WeakMap<object, Context>();
+const failures = new WeakMap<object, { error: unknown; matched: boolean }>();
 const successStatus = new Map(restRoutes.map((route) => [route.procedure, route.meta.successStatus ?? 200]));
+
+const handleNode = createOpenApiNodeHttpHandler<typeof appRouter, IncomingMessage, ServerResponse>({
+  router: appRouter,
+  createContext: ({ req }) => {
+    const context = contexts.get(req);
+    if (!context) throw new Error("REST request without a context");
+    return context;
+  },
+  responseMeta: ({ paths, errors }) => (errors.length === 0 && paths?.[0] ? { status: successStatus.get(paths[0]) ?? 200 } : {}),
+  onError: ({ error, req, path }) => {
+    failures.set(req, { error, matched: path !== undefined });
+  },
+});
 
 const BODY_METHODS = new Set(["POST", "PUT", "PATCH"]);
 
@@ -24,8 +40,8 @@ function isJsonContentType(value: string | null): boolean {
   return type === "application/json" || /^application\/[a-z0-9.+-]+\+json$/.test(type);
 }
 
-/** The JSON body of a POST/PUT/PATCH, checked to be a JSON object: `{}` when there is none. Its text as it came (a deep value need not be serialized again). */
-async function jsonBody(request: Request): Promise<string> {
+/** The parsed JSON body of a POST/PUT/PATCH: `{}` when there is none. */
+async function jsonBody(request: Request): Promise<Record<string, unknown>> {
   const raw = await readBody(request);
   let text: string;
   try {
@@ -34,7 +50,7 @@ async function jsonBody(request: Request): Promise<string> {
   } catch {
     throw new ApiError("bad_request", "body: is not valid UTF-8", { issues: [{ path: "body", message: "is not valid UTF-8" }] });
   }
-  if (text.trim() === "") return "{}";
+  if (text.trim() === "") return {};
   if (!isJsonContentType(request.headers.get("content-type"))) {
     throw new ApiError("unsupported_media_type", 'body: send JSON with "content-type: application/json"');
   }
@@ -47,7 +63,7 @@ async function jsonBody(request: Request): Promise<string> {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new ApiError("bad_request", "body: must be a JSON object", { issues: [{ path: "body", message: "must be a JSON object" }] });
   }
-  return text;
+  return value as Record<string, unknown>;
 }
 
 function routeError(method: string, path: string): ApiError {
@@ -65,33 +81,42 @@ export async function handleRestRequest(request: Request, context: Context): Pro
   const path = url.pathname.slice(API_BASE.length) || "/";
   const method = request.method === "HEAD" ? "GET" : request.method;
   try {
-    // The body as we accept it (capped, UTF-8, a JSON object, none = {}), handed on as JSON.
     const body = BODY_METHODS.has(method) ? await jsonBody(request) : undefined;
-    const inner = new Request(new URL(`${API_BASE}${path}${url.search}`, "http://portal.internal"), {
+    const inner = new Request(new URL(`${path}${url.search}`, "http://portal.internal"), {
       method,
       headers: body === undefined ? {} : { "content-type": "application/json" },
-      body,
       signal: request.signal,
     });
-    let failure: { error: unknown; matched: boolean } | undefined;
-    const response = await createOpenApiFetchHandler({
-      router: appRouter,
-      req: inner,
-      endpoint: API_BASE as `/${string}`,
-      createContext: () => context,
-      responseMeta: ({ paths, errors }) => (errors.length === 0 && paths?.[0] ? { status: successStatus.get(paths[0]) ?? 200 } : {}),
-      onError: ({ error, path: procedure }) => {
-        failure = { error, matched: procedure !== undefined };
-      },
+    // trpc-to-openapi takes a pre-parsed `body` when the request has one.
+    const req = new Proxy(inner, {
+      get: (target, property) => (property === "body" ? body : Reflect.get(target, property, target)),
+      set: (target, property, value) => Reflect.set(target, property, value, target),
     });
+    contexts.set(req, context);
+
+    const { status, payload } = await new Promise<{ status: number; payload: string }>((resolve, reject) => {
+      let statusCode = 200;
+      const res = {
+        setHeader: () => res,
+        get statusCode() {
+          return statusCode;
+        },
+        set statusCode(code: number) {
+          statusCode = code;
+        },
+        end: (chunk?: string) => resolve({ status: statusCode, payload: chunk ?? "" }),
+      };
+      handleNode(req as unknown as IncomingMessage, res as unknown as ServerResponse).catch(reject);
+    });
+
+    const failure = failures.get(req);
     if (failure) {
       const error = failure.matched ? toApiError(failure.error) : routeError(method, path);
       if (error.status >= 500) log("error", "API request failed", { method, path, code: error.apiCode, err: error.cause ?? failure.error });
       const allow = (error as ApiError & { allow?: string }).allow;
       return errorResponse(error, allow ? { allow } : {});
     }
-    // Only what the procedure answered, as JSON: none of the library's own headers.
-    return new Response(await response.text(), { status: response.status, headers: { "content-type": "application/json" } });
+    return new Response(payload, { status, headers: { "content-type": "application/json" } });
   } catch (thrown) {
     const error = toApiError(thrown);
     if (error.status >= 500) log("error", "API request failed", { method, path, code: error.apiCode, err: thrown });
