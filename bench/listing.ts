@@ -1,11 +1,12 @@
 // Listing latency for an organisation with 10,000 credentials: the first page
 // and the 200th page (50 per page), through the portal's REST path when the
 // portal can be built and started, else through the gRPC ListCredentials RPC.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { bearer, call, credentialClient } from "./clients.js";
 import { percentile } from "./invalidation.js";
 import { freePort, isListening, sleep, startProcess, type Managed } from "./processes.js";
+import { ensurePortalBuild } from "../portal/scripts/ensure-build.js";
 
 export interface ListingResult {
   /** "rest" = GET /api/provider-credentials/organization/{id} on the portal; "grpc" = ListCredentials on the service. */
@@ -30,18 +31,16 @@ export interface Portal {
 }
 
 /**
- * Builds (when portal/build is missing and a build:portal script exists) and
- * starts the portal. Returns the reason instead when it cannot.
+ * Builds the portal when it is missing or stale (as npm start does) and starts
+ * it. Returns the reason instead when it cannot.
  */
 export async function startPortal(serviceUrl: string, adminToken: string, log: (line: string) => void): Promise<Portal | { unavailable: string }> {
   if (!existsSync("portal/server.js")) return { unavailable: "portal/server.js does not exist yet" };
-  if (!existsSync("portal/build")) {
-    const scripts = (JSON.parse(readFileSync("package.json", "utf8")) as { scripts?: Record<string, string> }).scripts ?? {};
-    if (!scripts["build:portal"]) return { unavailable: "portal/build is missing and package.json has no build:portal script" };
-    log("building the portal (npm run build:portal)");
-    const build = startProcess("portal build", "npm", ["run", "build:portal"], {});
-    const exit = await build.exited;
-    if (exit.code !== 0) return { unavailable: `npm run build:portal failed (exit ${exit.code})${build.tail(10)}` };
+  // Built when missing or stale (a build of other sources would measure other code).
+  try {
+    await ensurePortalBuild(log);
+  } catch (error) {
+    return { unavailable: `the portal could not be built: ${error instanceof Error ? error.message : String(error)}` };
   }
   const port = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
