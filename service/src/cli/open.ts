@@ -2,7 +2,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { createLogger, serializeError, type Logger } from "../logger.js";
 import { maskKeys } from "../errors.js";
-import { NoInstallationError, openDatabase, type Database } from "../runtime/local.js";
+import { NoInstallationError, openDatabase, shellWord, type Database } from "../runtime/local.js";
 import { createOrm, migrate, type Orm } from "../db/orm.js";
 
 /** The database the service would use (DATABASE_URL or the embedded one), migrated, for a command-line tool. */
@@ -44,7 +44,7 @@ export function takeNoArguments(usage: string): void {
 
 /** How this command was run, for messages that show it again ("npm run admin -- list"). */
 export function commandLine(): string {
-  const args = process.argv.slice(2).map((arg) => (/^[\w./:=@,+-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`));
+  const args = process.argv.slice(2).map(shellWord);
   const script = process.env.npm_lifecycle_event;
   if (script) return `npm run ${script}${args.length > 0 ? ` -- ${args.join(" ")}` : ""}`;
   return [path.relative(process.cwd(), process.argv[1] ?? "") || "the command", ...args].join(" ");

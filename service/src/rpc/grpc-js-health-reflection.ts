@@ -6,7 +6,7 @@ import type { MessageTypeDefinition, PackageDefinition } from "@grpc/proto-loade
 import { ReflectionService } from "@grpc/reflection";
 import { toBinary, type DescFile, type DescMessage } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { HealthImplementation, type ServingStatus } from "grpc-health-check";
 import { HealthCheckResponse_ServingStatus as Status } from "../gen/grpc/health/v1/health_pb.js";
 import type { HealthState } from "./health.js";
@@ -96,7 +96,7 @@ export function addGrpcJsReflection(server: grpc.Server, files: readonly DescFil
           check(authorization, path.slice(path.lastIndexOf("/") + 1)).then(
             () => (handler as grpc.handleBidiStreamingCall<unknown, unknown>)(call),
             (error: unknown) => {
-              const e = error instanceof ConnectError ? error : new ConnectError("internal error", 13);
+              const e = error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal);
               call.emit("error", { code: e.code as number as grpc.status, details: e.rawMessage, metadata: new grpc.Metadata() });
             },
           );

@@ -50,7 +50,12 @@ export function dataDirFrom(env: NodeJS.ProcessEnv): string {
 export function dataDirPrefix(env: NodeJS.ProcessEnv): string {
   const dir = dataDirFrom(env);
   if (env.DATABASE_URL || dir === path.resolve(DEFAULT_DATA_DIR)) return "";
-  return `DATA_DIR=${/^[\w./+-]+$/.test(dir) ? dir : `'${dir.replaceAll("'", "'\\''")}'`} `;
+  return `DATA_DIR=${shellWord(dir)} `;
+}
+
+/** A value as a POSIX shell word: as it is when it needs no quoting, else single-quoted. */
+export function shellWord(value: string): string {
+  return /^[\w./:=@,+-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`;
 }
 
 /**
