@@ -1,10 +1,8 @@
 // The benchmark's PostgreSQL: BENCH_DATABASE_URL (a user that may create
 // databases) or an embedded PostgreSQL in a temporary folder; either way a
 // fresh database, migrated, and removed at the end.
-import { randomBytes } from "node:crypto";
-import pg from "pg";
 import { createOrm, migrate } from "../service/src/db/orm.js";
-import { startEmbeddedCluster } from "../test/support/kit.js";
+import { createDatabase, startEmbeddedCluster } from "../test/support/kit.js";
 import { onCleanup } from "./processes.js";
 
 export interface BenchDatabase {
@@ -31,38 +29,19 @@ export async function openBenchDatabase(log: (line: string) => void): Promise<Be
     adminUrl = cluster.adminUrl;
   }
 
-  const name = `pc_bench_${randomBytes(5).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  let version: string;
-  try {
-    await admin.query(`create database ${name}`);
-    const { rows } = await admin.query<{ server_version: string }>("show server_version");
-    version = `PostgreSQL ${rows[0].server_version}`;
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  if (!embedded) {
-    // Another server outlives us: drop what we created (the embedded one goes away with its folder).
-    onCleanup(async () => {
-      const client = new pg.Client({ connectionString: adminUrl });
-      await client.connect();
-      try {
-        await client.query(`drop database if exists ${name} with (force)`);
-      } finally {
-        await client.end();
-      }
-    });
-  }
+  const db = await createDatabase(adminUrl, { prefix: "pc_bench_" });
+  // Another server outlives us: drop what we created (the embedded one goes away with its folder).
+  onCleanup(() => (embedded ? Promise.resolve() : db.drop()));
+  const [{ server_version }] = await db.query<{ server_version: string }>("show server_version");
+  const version = `PostgreSQL ${server_version}`;
+  const { name, url } = db;
 
-  const orm = await createOrm({ databaseUrl: url.toString(), poolSize: 2 });
+  const orm = await createOrm({ databaseUrl: url, poolSize: 2 });
   try {
-    const applied = await migrate(orm, url.toString());
+    const applied = await migrate(orm, url);
     log(`database ${name}: applied ${applied.length} migration(s)`);
   } finally {
     await orm.close(true);
   }
-  return { url: url.toString(), embedded, version, postmasterPid };
+  return { url, embedded, version, postmasterPid };
 }

@@ -16,7 +16,7 @@ import { performance } from "node:perf_hooks";
 import type * as grpc from "@grpc/grpc-js";
 import { createClient, ConnectError, Code, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { CredentialService, Provider } from "../service/src/gen/credentials_pb.js";
+import { CredentialService, Provider } from "@provider-credentials/wire/gen/credentials_pb";
 import { bearer, codeName, credentialClient, healthClient, type ServiceClient } from "./clients.js";
 import { Histogram } from "./histogram.js";
 import { allPairs, DISTINCT_PERMUTATION_SEED, fillPairs, hotPairs, random, shuffled, type ResolveRequest, type Workload } from "./workload.js";

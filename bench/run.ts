@@ -28,7 +28,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { CredentialService, KeySource, Provider } from "../service/src/gen/credentials_pb.js";
+import { CredentialService, KeySource, Provider } from "@provider-credentials/wire/gen/credentials_pb";
 import { generateMasterKey } from "../service/src/keyring/keyring.js";
 import { generateToken } from "../service/src/auth/tokens.js";
 import { bearer, call, credentialClient, healthClient } from "./clients.js";

@@ -2,6 +2,8 @@ import { Migration20261126000000_initial } from "./Migration20261126000000_initi
 import { Migration20261126010000_admins } from "./Migration20261126010000_admins.js";
 import { Migration20261127000000_row_binding } from "./Migration20261127000000_row_binding.js";
 import { Migration20261127010000_key_health } from "./Migration20261127010000_key_health.js";
+import { Migration20261206000000_sign_in_attempts } from "./Migration20261206000000_sign_in_attempts.js";
+import { Migration20261206120000_credential_name_key } from "./Migration20261206120000_credential_name_key.js";
 
 // Every migration, in order. Listed explicitly so that the migrator needs no
 // file-system discovery (which cannot import .ts files under some loaders).
@@ -10,4 +12,6 @@ export const migrationsList = [
   { name: "Migration20261126010000_admins", class: Migration20261126010000_admins },
   { name: "Migration20261127000000_row_binding", class: Migration20261127000000_row_binding },
   { name: "Migration20261127010000_key_health", class: Migration20261127010000_key_health },
+  { name: "Migration20261206000000_sign_in_attempts", class: Migration20261206000000_sign_in_attempts },
+  { name: "Migration20261206120000_credential_name_key", class: Migration20261206120000_credential_name_key },
 ];

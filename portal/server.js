@@ -1,39 +1,37 @@
 // The portal's production entry: `node portal/server.js` (after `npm run build:portal`).
-// Maps PORTAL_PORT to the port, listens on 127.0.0.1 unless HOST says otherwise, adds the
-// security headers to every response (static files included), and stops cleanly on SIGTERM.
+// Checks the environment against the portal's settings (src/lib/server/settings.js), maps
+// PORTAL_PORT to the port, listens on 127.0.0.1 unless HOST says otherwise, adds the security
+// headers to every response (static files included), and stops cleanly on SIGTERM.
 /* global process, URL, setTimeout */
 import http from "node:http";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { createPortalLogger } from "./src/lib/server/log.js";
+import { DEFAULT_SERVICE_URL, loadPortalSettings } from "./src/lib/server/settings.js";
 
 const buildDir = fileURLToPath(new URL("./build/", import.meta.url));
 
-function log(level, msg, fields = {}) {
-  const line = JSON.stringify({ level, time: new Date().toISOString(), name: "portal", msg, ...fields });
-  (level === "error" ? process.stderr : process.stdout).write(`${line}\n`);
+let settings;
+try {
+  settings = loadPortalSettings(process.env);
+} catch (error) {
+  createPortalLogger("info").error({ code: "config" }, error instanceof Error ? error.message : String(error));
+  process.exit(2);
 }
+const logger = createPortalLogger(settings.LOG_LEVEL);
 
-function port(value, fallback) {
-  if (value === undefined || value === "") return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) {
-    log("error", `PORTAL_PORT must be a port number (0-65535), got "${value}"`);
-    process.exit(2);
-  }
-  return n;
-}
-
-const listenPort = port(process.env.PORTAL_PORT, 3000);
-const host = process.env.HOST || "127.0.0.1";
+const listenPort = settings.PORTAL_PORT;
+const host = settings.HOST ?? "127.0.0.1";
+// adapter-node's own names for them.
 process.env.PORT = String(listenPort);
 process.env.HOST = host;
 
 if (!existsSync(`${buildDir}handler.js`)) {
-  log("error", "the portal is not built: run `npm run build:portal` (or `npm start`, which builds it when needed)");
+  logger.error("the portal is not built: run `npm run build:portal` (or `npm start`, which builds it when needed)");
   process.exit(1);
 }
-if (!process.env.SERVICE_ADMIN_TOKEN) {
-  log("warn", "SERVICE_ADMIN_TOKEN is not set: sign-in and the API cannot reach the credentials service");
+if (!settings.SERVICE_ADMIN_TOKEN) {
+  logger.warn("SERVICE_ADMIN_TOKEN is not set: sign-in and the API cannot reach the credentials service");
 }
 
 // Baseline headers; SvelteKit's own (a page's Content-Security-Policy, say) replace them.
@@ -50,8 +48,8 @@ const BASELINE_HEADERS = {
 // http, so it says so itself (overwriting whatever a client sent in that header).
 // Behind a TLS proxy set ORIGIN (or PROTOCOL_HEADER, HOST_HEADER) instead.
 const OWN_PROTOCOL_HEADER = "x-provider-credentials-portal-protocol";
-if (process.env.ORIGIN === "") delete process.env.ORIGIN;
-const sayProtocol = !process.env.ORIGIN && !process.env.PROTOCOL_HEADER;
+if (!settings.ORIGIN) delete process.env.ORIGIN;
+const sayProtocol = !settings.ORIGIN && !settings.PROTOCOL_HEADER;
 if (sayProtocol) process.env.PROTOCOL_HEADER = OWN_PROTOCOL_HEADER;
 
 // adapter-node reads ORIGIN, PROTOCOL_HEADER, BODY_SIZE_LIMIT, ... when its handler is imported.
@@ -67,7 +65,7 @@ const server = http.createServer((req, res) => {
 });
 
 server.on("error", (error) => {
-  log("error", `the portal cannot listen on ${host}:${listenPort}: ${error.message}`, { code: error.code });
+  logger.error({ code: error.code }, `the portal cannot listen on ${host}:${listenPort}: ${error.message}`);
   process.exit(1);
 });
 
@@ -75,23 +73,23 @@ server.listen(listenPort, host, () => {
   const address = server.address();
   const shown = address.address.includes(":") ? `[${address.address}]` : address.address;
   const url = `http://${shown}:${address.port}`;
-  log("info", `portal listening on ${url}`, { url, service: process.env.CREDENTIALS_SERVICE_URL || "http://127.0.0.1:50051" });
+  logger.info({ url, serviceUrl: settings.CREDENTIALS_SERVICE_URL ?? DEFAULT_SERVICE_URL }, `portal listening on ${url}`);
 });
 
 let stopping = false;
 function shutdown(signal) {
   if (stopping) return;
   stopping = true;
-  log("info", "portal shutting down: finishing requests in flight", { signal });
-  const timeoutMs = Number(process.env.SHUTDOWN_TIMEOUT_MS) > 0 ? Number(process.env.SHUTDOWN_TIMEOUT_MS) : 10_000;
+  logger.info({ signal }, "portal shutting down: finishing requests in flight");
+  const timeoutMs = settings.SHUTDOWN_TIMEOUT_MS;
   const force = setTimeout(() => {
     server.closeAllConnections();
-    log("info", "portal stopped (connections closed after the timeout)");
+    logger.info("portal stopped (connections closed after the timeout)");
     process.exit(0);
   }, timeoutMs);
   force.unref();
   server.close(() => {
-    log("info", "portal stopped");
+    logger.info("portal stopped");
     // The HTTP/2 connection to the service would keep the process alive: exit now.
     process.exit(0);
   });

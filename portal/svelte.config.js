@@ -40,8 +40,10 @@ const config = {
     // Output in portal/build; the launcher runs it through portal/server.js.
     adapter: adapter({ out: "build", precompress: false }),
     csp,
-    // SvelteKit's own check: cross-origin form posts are refused (on by default; stated for the record).
-    csrf: { trustedOrigins: [] },
+    // SvelteKit's own origin check is off: it runs before the hooks and refused bearer-token API calls
+    // with a form content type in plain text. hooks.server.ts refuses cross-origin changes to pages and
+    // cookie-authenticated changes to /api instead (test/integration/portal-request-guards.test.ts).
+    csrf: { trustedOrigins: ["*"] },
   },
 };
 

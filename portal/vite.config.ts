@@ -3,7 +3,7 @@ import { defineConfig } from "vite";
 
 export default defineConfig({
   plugins: [sveltekit()],
-  // The portal imports the service's generated protobuf code from ../service/src/gen.
-  server: { fs: { allow: [".."] } },
+  // server.fs.allow is left at Vite's default, the npm workspace's root (the repository, found by
+  // package.json's "workspaces"): the portal imports @provider-credentials/wire from packages/wire.
   build: { reportCompressedSize: false },
 });

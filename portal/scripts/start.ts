@@ -4,9 +4,10 @@
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { ensurePortalBuild } from "./ensure-build.js";
+import { loadPortalSettings, PortalConfigError } from "../src/lib/server/settings.js";
 
-function tokenFromLocalSecrets(): string | undefined {
-  const file = path.resolve(process.env.DATA_DIR || ".data", "secrets.env");
+function tokenFromLocalSecrets(dataDir: string): string | undefined {
+  const file = path.resolve(dataDir, "secrets.env");
   if (!existsSync(file)) return undefined;
   const line = readFileSync(file, "utf8")
     .split("\n")
@@ -14,8 +15,15 @@ function tokenFromLocalSecrets(): string | undefined {
   return line?.slice("SERVICE_ADMIN_TOKEN=".length).trim() || undefined;
 }
 
-if (!process.env.SERVICE_ADMIN_TOKEN && !process.env.DATABASE_URL) {
-  const token = tokenFromLocalSecrets();
+let settings;
+try {
+  settings = loadPortalSettings(process.env);
+} catch (error) {
+  console.error(error instanceof PortalConfigError ? error.message : error);
+  process.exit(2);
+}
+if (!settings.SERVICE_ADMIN_TOKEN && !settings.DATABASE_URL) {
+  const token = tokenFromLocalSecrets(settings.DATA_DIR ?? ".data");
   if (token) process.env.SERVICE_ADMIN_TOKEN = token;
 }
 

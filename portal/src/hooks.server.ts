@@ -1,4 +1,5 @@
 import { error, redirect, type Handle, type HandleServerError, type RequestEvent } from "@sveltejs/kit";
+import { AUTHORIZATION_HEADER, bearerToken } from "@provider-credentials/wire/auth";
 import { ApiError, errorResponse, toApiError } from "$lib/server/errors";
 import { declaredTooLarge, refuseTooLarge } from "$lib/server/http/body";
 import { secure } from "$lib/server/http/security-headers";
@@ -53,11 +54,11 @@ async function handleApi(event: RequestEvent, resolve: (event: RequestEvent) => 
     return resolve(event);
   };
 
-  const authorization = request.headers.get("authorization");
+  const authorization = request.headers.get(AUTHORIZATION_HEADER);
   if (authorization !== null) {
-    const match = /^Bearer +([\x21-\x7e]{1,512})$/i.exec(authorization.trim());
-    if (!match) return deny(new ApiError("unauthorized", 'Authorization: malformed; send "Authorization: Bearer <token>"'));
-    event.locals.caller = { kind: "token", token: match[1] };
+    const token = bearerToken(authorization.trim());
+    if (token === undefined) return deny(new ApiError("unauthorized", 'Authorization: malformed; send "Authorization: Bearer <token>"'));
+    event.locals.caller = { kind: "token", token };
     return resolve(event);
   }
 
@@ -82,8 +83,25 @@ async function handleApi(event: RequestEvent, resolve: (event: RequestEvent) => 
   return deny(new ApiError("unauthorized", 'authentication required: sign in, or send "Authorization: Bearer <admin token>"'));
 }
 
+/**
+ * A change to a page (a form action, sign-in, sign-out) must come from this
+ * origin: cross-site form posts are refused, with or without a session (a
+ * cross-site sign-in would sign the victim in as the attacker). SvelteKit's own
+ * check is off (svelte.config.js) because it ran before these hooks and so
+ * also refused /api calls authenticated by a bearer token; /api has its own
+ * origin check for cookie-authenticated changes (handleApi).
+ */
+function crossSitePageChange(event: RequestEvent): Response | null {
+  const { request, url } = event;
+  if (!MUTATIONS.has(request.method) || request.headers.get("origin") === url.origin) return null;
+  const message = `Cross-site ${request.method} form submissions are forbidden`;
+  return request.headers.get("accept") === "application/json" ? Response.json({ message }, { status: 403 }) : new Response(message, { status: 403 });
+}
+
 /** Pages: resolve the session; without one, anything but the public pages goes to /login. */
 async function handlePage(event: RequestEvent, resolve: (event: RequestEvent) => Promise<Response>): Promise<Response> {
+  const refused = crossSitePageChange(event);
+  if (refused) return refused;
   const path = event.url.pathname;
   const isPublic = PUBLIC_PAGES.has(path);
   try {

@@ -1,7 +1,8 @@
+import { mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { ensureStampedBuild, findRoot, runNodeTool, type StampedBuild } from "./stamped-build.js";
+import { ensureStampedBuild, findRoot, runNodeTool, type StampedBuild } from "@provider-credentials/wire/build/stamped-build";
 
 /**
  * Builds the service ahead of time (`tsc -p tsconfig.build.json`: JavaScript
@@ -35,23 +36,55 @@ export function serviceNodeArgs(cores = os.availableParallelism()): string[] {
 const SERVICE_BUILD: StampedBuild = {
   label: "service",
   rootDir,
-  // tsconfig.build.json's includes, the files service/src/cli/start.ts imports from outside them,
-  // the compiler settings, and package-lock.json (the TypeScript version, @types).
-  inputs: ["service/src", "migrations", "service/scripts", "portal/scripts/ensure-build.ts", "tsconfig.json", "tsconfig.build.json", "package-lock.json"],
+  // tsconfig.build.json's includes (the wire package among them), the files service/src/cli/start.ts
+  // imports from outside them, the compiler settings, and package-lock.json (the TypeScript version, @types).
+  inputs: [
+    "service/src",
+    "migrations",
+    "service/scripts",
+    "packages/wire/src",
+    "packages/wire/package.json",
+    "tsconfig.json",
+    "tsconfig.build.json",
+    "package-lock.json",
+  ],
   output: serviceEntry,
   stampFile: path.join(distDir, ".service-build-stamp"),
   lockDir: path.join(distDir, ".service-build-lock"),
-  build: () =>
-    runNodeTool(path.join(rootDir, "node_modules", "typescript", "bin", "tsc"), ["-p", "tsconfig.build.json"], {
+  build: async () => {
+    await runNodeTool(path.join(rootDir, "node_modules", "typescript", "bin", "tsc"), ["-p", "tsconfig.build.json"], {
       cwd: rootDir,
       what: "the service build (tsc -p tsconfig.build.json)",
-    }),
+    });
+    await linkCompiledWire();
+  },
   messages: {
     force: "building the service (tsc -p tsconfig.build.json)…",
     stale: "sources changed, rebuilding the service (tsc)…",
     first: "building the service (tsc; about 10-20 s)…",
   },
 };
+
+/**
+ * @provider-credentials/wire's package.json points at its TypeScript sources (read as they are by
+ * tsx, Vite and tsc), which plain node cannot load. So dist/ gets a package of the same name over
+ * the compiled copy (dist/packages/wire): dist/node_modules/@provider-credentials/wire links to it,
+ * and its package.json maps the same subpaths to .js files. Node looks in dist/node_modules before
+ * the repository's node_modules for every module under dist/.
+ */
+async function linkCompiledWire(): Promise<void> {
+  const source = JSON.parse(await readFile(path.join(rootDir, "packages", "wire", "package.json"), "utf8")) as {
+    name: string;
+    exports: Record<string, string>;
+  };
+  const compiled = path.join(distDir, "packages", "wire");
+  const exports = Object.fromEntries(Object.entries(source.exports).map(([subpath, target]) => [subpath, target.replace(/\.ts$/, ".js")]));
+  await writeFile(path.join(compiled, "package.json"), `${JSON.stringify({ name: source.name, private: true, type: "module", exports }, null, 2)}\n`);
+  const link = path.join(distDir, "node_modules", ...source.name.split("/"));
+  await mkdir(path.dirname(link), { recursive: true });
+  await rm(link, { recursive: true, force: true });
+  await symlink(path.relative(path.dirname(link), compiled), link, "dir");
+}
 
 /** Makes sure dist/ holds the current compiled service, building it if not; progress through `log` (default: the console). */
 export function ensureServiceBuild(log: (msg: string) => void = (msg) => console.log(msg), options: { force?: boolean } = {}): Promise<void> {

@@ -1,3 +1,7 @@
+import { maskKeys } from "@provider-credentials/wire/masking";
+
+export { maskKeys };
+
 /**
  * Domain errors. Services throw these; one function (rpc/errors.ts) maps them
  * to gRPC status codes, and the portal maps those codes to HTTP.
@@ -38,19 +42,6 @@ export class ServiceError extends Error {
     const prefix = `${this.field}: `;
     return this.field !== undefined && this.message.startsWith(prefix) ? this.message.slice(prefix.length) : this.message;
   }
-}
-
-/**
- * A provider key prefix (sk-, AI, fw: credentials/providers.ts) followed by at
- * least 16 more key characters: the shape of an API key, not of an identifier
- * anyone would choose. Such a run in a message is most likely a key pasted
- * into the wrong field.
- */
-const KEY_SHAPED = /(?<![A-Za-z0-9._-])(sk-|AI|fw)[A-Za-z0-9._~+/=-]{16,}/g;
-
-/** The text with everything shaped like a provider API key cut down to its hint (`sk-…Ab12`), as key_hint shows keys. */
-export function maskKeys(text: string): string {
-  return text.replace(KEY_SHAPED, (match, prefix: string) => `${prefix}…${match.slice(-4)}`);
 }
 
 /** Bad input: the message starts with the field's name. */

@@ -19,13 +19,10 @@ import { tlsFromEnv } from "./runtime/tls.js";
  *   decides). V8 allows up to 4x on a machine with memory to spare, and under
  *   load @grpc/grpc-js's HTTP/2 streams leave a few kB a call to the old
  *   generation. The cache lives outside the JavaScript heap (RecordTable), so
- *   the heap holds ~33 MB after a full collection with 100,000 entries cached:
- *   +100% keeps the service near 200 MiB resident after that fill, for a full
- *   collection every ~1.5 s under load (at +30%, every ~0.5 s, ~25% more
- *   server CPU a call); the trade-off is measured in docs/performance.md.
+ *   the heap stays small with a full cache; the trade-off between resident
+ *   memory and collections under load is in docs/performance.md.
  * - With a single core (a pinned or 1-CPU container), concurrent marking's
- *   helper threads only preempt the event loop: the p99 latency under load
- *   dropped from 45-60 ms to ~39 ms without them.
+ *   helper threads only preempt the event loop.
  */
 function tuneGarbageCollector(growingPercent: number): void {
   const flagName = (arg: string) =>
@@ -68,6 +65,7 @@ async function main(): Promise<void> {
       failureThreshold: settings.FAILURE_THRESHOLD,
       rotationDays: settings.ROTATION_DAYS,
       keyCheckTimeoutMs: settings.KEY_CHECK_TIMEOUT_MS,
+      sessionLifetimeHours: settings.ADMIN_SESSION_LIFETIME_HOURS,
       metricsPort: settings.METRICS_PORT,
     });
   } catch (error) {

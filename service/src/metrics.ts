@@ -3,17 +3,17 @@
 // scope: deny by default, like every other entry point. Labels carry
 // providers, sources, outcomes and kinds, never ids or keys.
 //
-// ResolveKey is the hot path (thousands of calls a second per core), so what it
-// records — resolutions, their duration and cache look-ups — is kept in plain
-// preallocated numbers and handed to prom-client only when scraped: recording
-// allocates nothing and hashes no labels. Labels outside the known providers,
-// sources and results still count, through a slower path.
+// ResolveKey is the hot path (thousands of calls a second per core), so its
+// counts — resolutions and cache look-ups — are kept in plain preallocated
+// numbers and handed to prom-client only when scraped: counting allocates
+// nothing and hashes no labels. Its duration goes to a prom-client Histogram
+// through a child bound once per known provider. Labels outside the known
+// providers, sources and results still count, through a slower path.
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { format } from "node:util";
-import { collectDefaultMetrics, Counter, Gauge, type Metric, Registry } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { TokenStore } from "./auth/token-store.js";
-import { PROVIDER_NAMES } from "./providers.js";
+import { PROVIDER_NAMES } from "@provider-credentials/wire/providers";
 import type { Logger } from "./logger.js";
 
 // "ok" first: the look-ups below scan these lists in order.
@@ -25,6 +25,7 @@ const RESOLVE_SOURCES: readonly ResolveSource[] = ["organization", "environment"
 const RESOLVE_SECONDS_BUCKETS: readonly number[] = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
 type CounterChild = ReturnType<Counter<string>["labels"]>;
+type HistogramChild = ReturnType<Histogram<string>["labels"]>;
 
 /** The position of `value` in `list`, or -1. */
 function indexIn(list: readonly string[], value: string): number {
@@ -35,7 +36,9 @@ function indexIn(list: readonly string[], value: string): number {
 export class ServiceMetrics {
   readonly registry = new Registry();
   private readonly resolutions: Counter<"provider" | "source" | "result">;
-  private readonly resolveSeconds: DurationHistogram;
+  private readonly resolveSeconds: Histogram<"provider">;
+  /** The duration histogram's child of each known provider, by its index in PROVIDER_NAMES. */
+  private readonly resolveSecondsByProvider: HistogramChild[];
   private readonly cacheLookups: Counter<"result">;
   private readonly invalidations: Counter<"kind" | "origin">;
   private readonly verifications: Counter<"provider" | "outcome">;
@@ -66,13 +69,15 @@ export class ServiceMetrics {
       registers,
       collect: () => this.publishResolutions(),
     });
-    this.resolveSeconds = new DurationHistogram(
-      "provider_credentials_resolve_duration_seconds",
-      "Time ResolveKey spent in the service (cache look-up, database on a miss, decryption), by provider.",
-      RESOLVE_SECONDS_BUCKETS,
-      PROVIDER_NAMES,
-    );
-    this.registry.registerMetric(this.resolveSeconds as unknown as Metric);
+    this.resolveSeconds = new Histogram({
+      name: "provider_credentials_resolve_duration_seconds",
+      help: "Time ResolveKey spent in the service (cache look-up, database on a miss, decryption), by provider.",
+      labelNames: ["provider"],
+      buckets: [...RESOLVE_SECONDS_BUCKETS],
+      registers,
+    });
+    // A child makes no series until its first observation: series keep the order they were first observed in.
+    this.resolveSecondsByProvider = PROVIDER_NAMES.map((provider) => this.resolveSeconds.labels(provider));
     this.cacheLookups = new Counter({
       name: "provider_credentials_cache_lookups_total",
       help: "Resolution cache look-ups by result (hit or miss).",
@@ -139,7 +144,8 @@ export class ServiceMetrics {
       if (!counter) this.resolutionChildren.set(key, (counter = this.resolutions.labels(provider, source, result)));
       counter.inc();
     }
-    this.resolveSeconds.observe(p, provider, seconds);
+    if (p >= 0) this.resolveSecondsByProvider[p].observe(seconds);
+    else this.resolveSeconds.observe({ provider }, seconds);
   }
 
   cacheHit(): void {
@@ -249,91 +255,6 @@ export async function startMetricsServer(options: {
         server.closeAllConnections();
       }),
   };
-}
-
-/** The observations of one provider: a count per bucket (not cumulative), then the sum and the count. */
-interface HistogramSeries {
-  readonly labels: { readonly provider: string };
-  readonly values: Float64Array;
-}
-
-/**
- * A histogram labelled by provider that prom-client's Registry exposes like its own
- * Histogram (same series, bucket, _sum and _count semantics, series in the order of
- * their first observation), built from plain counts at scrape time. The known
- * providers have preallocated series; others get theirs on first use.
- */
-class DurationHistogram {
-  readonly type = "histogram";
-  readonly aggregator = "sum";
-  private readonly known: HistogramSeries[];
-  private readonly others = new Map<string, HistogramSeries>();
-  /** Series observed at least once, in the order of their first observation. */
-  private order: HistogramSeries[] = [];
-  private readonly sumIndex: number;
-  private readonly countIndex: number;
-
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    private readonly upperBounds: readonly number[],
-    providers: readonly string[],
-  ) {
-    this.sumIndex = upperBounds.length;
-    this.countIndex = upperBounds.length + 1;
-    this.known = providers.map((provider) => this.series(provider));
-  }
-
-  /** Observes `seconds` for `provider`, whose index among the known providers is `known` (-1: another). */
-  observe(known: number, provider: string, seconds: number): void {
-    if (!Number.isFinite(seconds)) throw new TypeError(`Value is not a valid number: ${format(seconds)}`);
-    let series = known >= 0 ? this.known[known] : this.others.get(provider);
-    if (!series) this.others.set(provider, (series = this.series(provider)));
-    const values = series.values;
-    if (values[this.countIndex]++ === 0) this.order.push(series);
-    values[this.sumIndex] += seconds;
-    const bounds = this.upperBounds;
-    for (let i = 0; i < bounds.length; i++) {
-      if (seconds <= bounds[i]) {
-        values[i]++;
-        break;
-      }
-    }
-  }
-
-  /** What Registry reads on a scrape (the shape of prom-client's Histogram#get). */
-  async get(): Promise<{
-    name: string;
-    help: string;
-    type: "histogram";
-    values: { value: number; metricName: string; exemplar?: null; labels: Record<string, string | number> }[];
-    aggregator: "sum";
-  }> {
-    const bucket = `${this.name}_bucket`;
-    const values = [];
-    for (const { labels, values: counts } of this.order) {
-      let cumulative = 0;
-      for (let i = 0; i < this.upperBounds.length; i++) {
-        cumulative += counts[i];
-        values.push({ value: cumulative, metricName: bucket, exemplar: null, labels: { le: this.upperBounds[i], ...labels } });
-      }
-      values.push({ value: counts[this.countIndex], metricName: bucket, exemplar: null, labels: { le: "+Inf", ...labels } });
-      values.push({ value: counts[this.sumIndex], metricName: `${this.name}_sum`, labels: { ...labels } });
-      values.push({ value: counts[this.countIndex], metricName: `${this.name}_count`, labels: { ...labels } });
-    }
-    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
-  }
-
-  /** Registry#resetMetrics: forgets every series, like prom-client's Histogram#reset. */
-  reset(): void {
-    for (const series of this.known) series.values.fill(0);
-    this.others.clear();
-    this.order = [];
-  }
-
-  private series(provider: string): HistogramSeries {
-    return { labels: { provider }, values: new Float64Array(this.upperBounds.length + 2) };
-  }
 }
 
 function send(res: http.ServerResponse, status: number, body: string): void {

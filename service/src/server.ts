@@ -5,7 +5,8 @@ import { createRegistry } from "@bufbuild/protobuf";
 import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createKeyring, type Keyring } from "./keyring/index.js";
-import { bindLegacyRows } from "./credentials/rewrap.js";
+import { PageTokens } from "./paging.js";
+import { countLegacyRows } from "./credentials/rewrap.js";
 import { createOrm, migrate, type Orm } from "./db/orm.js";
 import type { Logger } from "./logger.js";
 import { TokenStore } from "./auth/token-store.js";
@@ -14,17 +15,17 @@ import { KeyHealth } from "./credentials/key-health.js";
 import { ServiceMetrics, startMetricsServer } from "./metrics.js";
 import { DEFAULT_PROVIDER_CHECK_TIMEOUT_MS } from "./credentials/provider-check.js";
 import { KeyResolver } from "./credentials/resolver.js";
-import { environmentKeys } from "./providers.js";
+import { environmentKeys } from "@provider-credentials/wire/providers";
 import { ResolutionCache } from "./credentials/resolution-cache.js";
 import { Reachability } from "./db/reachability.js";
 import { applyInvalidation, DEFAULT_HEARTBEAT_MS, InvalidationListener, type Invalidation } from "./credentials/invalidation.js";
 import { OrganizationStore } from "./organizations/organization-store.js";
 import { AdminStore } from "./admins/admin-store.js";
-import { AdminService, file_admin } from "./gen/admin_pb.js";
+import { AdminService, file_admin } from "@provider-credentials/wire/gen/admin_pb";
 import { createAdminService } from "./rpc/admin-service.js";
-import { CredentialService, OrganizationService, file_credentials } from "./gen/credentials_pb.js";
-import { file_grpc_health_v1_health } from "./gen/grpc/health/v1/health_pb.js";
-import { file_grpc_reflection_v1_reflection } from "./gen/grpc/reflection/v1/reflection_pb.js";
+import { CredentialService, OrganizationService, file_credentials } from "@provider-credentials/wire/gen/credentials_pb";
+import { file_grpc_health_v1_health } from "@provider-credentials/wire/gen/grpc/health/v1/health_pb";
+import { file_grpc_reflection_v1_reflection } from "@provider-credentials/wire/gen/grpc/reflection/v1/reflection_pb";
 import { createCredentialService } from "./rpc/credential-service.js";
 import { createOrganizationService } from "./rpc/organization-service.js";
 import { createHealthService, HealthService, HealthState } from "./rpc/health.js";
@@ -76,6 +77,8 @@ export interface ServiceOptions {
   rotationDays?: number;
   /** Budget of one key check against a provider, ms (KEY_CHECK_TIMEOUT_MS, default 10 000). */
   keyCheckTimeoutMs?: number;
+  /** How long a portal session lasts after sign-in, used or not (ADMIN_SESSION_LIFETIME_HOURS, default 7 days). */
+  sessionLifetimeHours?: number;
 }
 
 export interface RunningService {
@@ -100,6 +103,8 @@ export class StartupError extends Error {
 
 export interface ServiceParts {
   keyring: Keyring;
+  /** Page tokens of every list, authenticated with a key derived from MASTER_KEY (the same on every replica). */
+  pages: PageTokens;
   cache: ResolutionCache;
   tokens: TokenStore;
   credentials: CredentialStore;
@@ -131,9 +136,11 @@ export function createParts(
     | "failureThreshold"
     | "rotationDays"
     | "keyCheckTimeoutMs"
+    | "sessionLifetimeHours"
   >,
 ): ServiceParts {
   const keyring = createKeyring(options.masterKey);
+  const pages = new PageTokens(keyring);
   const outageGraceMs = options.cacheOutageGraceMs ?? DEFAULT_CACHE_OUTAGE_GRACE_MS;
   const cache = new ResolutionCache({
     maxEntries: options.cacheMaxEntries ?? DEFAULT_CACHE_MAX_ENTRIES,
@@ -160,13 +167,14 @@ export function createParts(
   resolver.metrics = metrics;
   return {
     keyring,
+    pages,
     cache,
     tokens: new TokenStore(orm, { serviceAdminToken: options.serviceAdminToken, outageGraceMs, reachability }),
     credentials,
     keyHealth,
     metrics,
-    organizations: new OrganizationStore(orm, onChange),
-    admins: new AdminStore(orm),
+    organizations: new OrganizationStore(orm, pages, onChange),
+    admins: new AdminStore(orm, { sessionLifetimeMs: options.sessionLifetimeHours === undefined ? undefined : options.sessionLifetimeHours * 3_600_000 }),
     resolver,
     health: new HealthState([CredentialService.typeName, OrganizationService.typeName, AdminService.typeName]),
   };
@@ -187,7 +195,7 @@ export function apiRoutes(orm: Orm, parts: ServiceParts) {
   return (router: ConnectRouter) => {
     router.service(CredentialService, createCredentialService(parts));
     router.service(OrganizationService, createOrganizationService(parts.organizations));
-    router.service(AdminService, createAdminService({ orm, admins: parts.admins, tokens: parts.tokens }));
+    router.service(AdminService, createAdminService({ orm, admins: parts.admins, tokens: parts.tokens, pages: parts.pages }));
   };
 }
 
@@ -273,7 +281,13 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     const applied = await migrate(orm, options.databaseUrl);
     if (applied.length > 0) logger.info({ migrations: applied }, `applied ${applied.length} migration(s)`);
     await checkKeysCoverData(orm, parts.keyring);
-    await bindLegacyRows(orm, parts.keyring, logger);
+    const legacy = await countLegacyRows(orm);
+    if (legacy > 0) {
+      logger.warn(
+        { unbound: legacy },
+        `${legacy} stored key(s) written before row binding existed are refused until an operator binds them: npm run bind-legacy-keys`,
+      );
+    }
   } catch (error) {
     await orm.close(true);
     throw error;

@@ -2,7 +2,7 @@ import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
-import { FailureKind } from "../../service/src/gen/credentials_pb.js";
+import { FailureKind } from "@provider-credentials/wire/gen/credentials_pb";
 import { startTestPortal, type TestPortal } from "../support/portal-harness.js";
 import {
   axeScan,
@@ -30,7 +30,7 @@ import {
 
 const chromiumPath = inject("chromiumPath");
 
-const ADMIN = { email: "admin@example.com", password: "a long admin passphrase" };
+const ADMIN = { email: "admin@example.com", password: "harbour lights and paper boats" };
 
 /** Example keys in each provider's format: only their hints appear anywhere. */
 const EXAMPLE_KEYS = {

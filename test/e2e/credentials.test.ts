@@ -9,7 +9,7 @@ import { e2eEnabled, expectNoSecrets, hydrated, launchChromium, newContext, open
 
 const chromiumPath = inject("chromiumPath");
 
-const ADMIN = { email: "ada@example.com", password: "ada's long passphrase" };
+const ADMIN = { email: "ada@example.com", password: "quiet engine of numbers" };
 const ORG = { id: "org-e2e", name: "E2E Corp" };
 
 let portal: TestPortal;

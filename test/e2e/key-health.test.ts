@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { Browser, BrowserContext, Locator, Page } from "playwright-core";
-import { FailureKind } from "../../service/src/gen/credentials_pb.js";
+import { FailureKind } from "@provider-credentials/wire/gen/credentials_pb";
 import { FAKE_KEYS } from "../support/harness.js";
 import { refusedUrl, startFakeProvider, type FakeBehaviour, type FakeProvider } from "../support/fake-provider.js";
 import { startTestPortal, type TestPortal } from "../support/portal-harness.js";
@@ -27,7 +27,7 @@ import {
 
 const chromiumPath = inject("chromiumPath");
 
-const ADMIN = { email: "kim@example.com", password: "kim's long passphrase" };
+const ADMIN = { email: "kim@example.com", password: "seven green umbrellas sway" };
 const ORG = { id: "org-health", name: "Health Check Ltd" };
 
 const GREEN_BADGE = "rgb(209, 231, 221)";

@@ -9,7 +9,7 @@ import { e2eEnabled, expectNoSecrets, launchChromium, newContext, signInOnPage, 
 
 const chromiumPath = inject("chromiumPath");
 
-const ADMIN = { email: "grace@example.com", password: "grace's long passphrase" };
+const ADMIN = { email: "grace@example.com", password: "compiler moths at midnight" };
 
 let portal: TestPortal;
 let browser: Browser;

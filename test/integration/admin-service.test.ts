@@ -2,9 +2,9 @@ import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { toJsonString } from "@bufbuild/protobuf";
-import { AdminService, ListApiTokensResponseSchema } from "../../service/src/gen/admin_pb.js";
-import { Provider } from "../../service/src/gen/credentials_pb.js";
-import { AdminStore } from "../../service/src/admins/admin-store.js";
+import { AdminService, ListApiTokensResponseSchema } from "@provider-credentials/wire/gen/admin_pb";
+import { Provider } from "@provider-credentials/wire/gen/credentials_pb";
+import { AdminStore, SIGN_IN_ACCOUNT_MAX_FAILURES, SIGN_IN_MAX_FAILURES } from "../../service/src/admins/admin-store.js";
 import { ensureFirstAdmin } from "../../service/src/admins/first-admin.js";
 import { ConfigError } from "../../service/src/runtime/config.js";
 import { FAKE_KEYS, rpcError, startTestService, type TestService } from "../support/harness.js";
@@ -36,6 +36,26 @@ describe("administrators", () => {
   it("refuses weak passwords and malformed emails when creating", async () => {
     const store = new AdminStore(t.service.orm);
     await expect(store.create("bob@example.com", "short", { actor: "test", source: null })).rejects.toThrow("password: must be at least 12 characters");
+    // Long enough, but guessable or made of the account's own name: refused, saying why, never repeating the password.
+    const refusals: Array<[string, string]> = [
+      ["aaaaaaaaaaaa", "password: is too easy to guess"],
+      ["password1234", "password: is too easy to guess"],
+      ["qwertyuiop12", "password: is too easy to guess"],
+      ["bob@example.com", "password: must not contain the administrator's email address or the part of it before the @"],
+      ["my BOB@Example.com secret!", "password: must not contain the administrator's email address or the part of it before the @"],
+      ["Bobby tables' long secret", "password: must not contain the administrator's email address or the part of it before the @"],
+    ];
+    for (const [weak, message] of refusals) {
+      const error = await store.create("bob@example.com", weak, { actor: "test", source: null }).then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      expect(error?.message, weak).toContain(message);
+      expect(error?.message, weak).not.toContain(weak);
+      expect((error as { kind?: string }).kind).toBe("invalid_argument");
+    }
+    await expect(store.resetPassword("alice@example.com", "aaaaaaaaaaaa", { actor: "test", source: null })).rejects.toThrow("password: is too easy to guess");
+    expect(await t.db.query("select email from admin_users where email = 'bob@example.com'")).toEqual([]);
     await expect(store.create("not-an-email", PASSWORD, { actor: "test", source: null })).rejects.toThrow("email: must be an email address");
     await expect(store.create("ALICE@example.com", PASSWORD, { actor: "test", source: null })).rejects.toThrow(
       'email: an administrator with email "alice@example.com" already exists',
@@ -94,6 +114,42 @@ describe("sign-in and sessions", () => {
     expect((await rpcError(admin.getSession({ sessionToken }))).code).toBe(Code.Unauthenticated);
   });
 
+  // Issue #19, item 16: a session used every day never ended (one 400 days old still worked).
+  it("ends a session 7 days after sign-in however much it is used, and says so in expires_at", async () => {
+    const { sessionToken } = await admin.signIn({ email: "alice@example.com", password: PASSWORD, source: "127.0.0.1" });
+    const hash = createHash("sha256").update(sessionToken).digest("hex");
+    // Signed in 6 days 23 hours ago and used just now: alive, ending at the 7-day mark, not 12 hours from now.
+    await t.db.query("update admin_sessions set created_at = now() - interval '6 days 23 hours', last_seen_at = now() where id_hash = $1", [hash]);
+    const kept = await admin.getSession({ sessionToken });
+    const left = Number(kept.expiresAt!.seconds) * 1000 - Date.now();
+    expect(left).toBeGreaterThan(58 * 60_000);
+    expect(left).toBeLessThanOrEqual(60 * 60_000);
+    await t.db.query("update admin_sessions set created_at = now() - interval '7 days 1 minute', last_seen_at = now() where id_hash = $1", [hash]);
+    expect(await rpcError(admin.getSession({ sessionToken }))).toEqual({ code: Code.Unauthenticated, message: "session expired or signed out" });
+    const old = (await admin.signIn({ email: "alice@example.com", password: PASSWORD, source: "127.0.0.1" })).sessionToken;
+    await t.db.query("update admin_sessions set created_at = now() - interval '400 days', last_seen_at = now() where id_hash = $1", [
+      createHash("sha256").update(old).digest("hex"),
+    ]);
+    expect((await rpcError(admin.getSession({ sessionToken: old }))).code).toBe(Code.Unauthenticated);
+  });
+
+  it("takes the session lifetime from ADMIN_SESSION_LIFETIME_HOURS", async () => {
+    const short = await startTestService({ sessionLifetimeHours: 1 });
+    try {
+      await new AdminStore(short.service.orm).create("hal@example.com", PASSWORD, { actor: "test", source: null });
+      const client = createClient(AdminService, short.transport("grpc", short.adminToken));
+      const res = await client.signIn({ email: "hal@example.com", password: PASSWORD, source: "127.0.0.1" });
+      const left = Number(res.expiresAt!.seconds) * 1000 - Date.now();
+      expect(left).toBeGreaterThan(59 * 60_000);
+      expect(left).toBeLessThanOrEqual(60 * 60_000);
+      expect((await client.getSession({ sessionToken: res.sessionToken })).admin?.email).toBe("hal@example.com");
+      await short.db.query("update admin_sessions set created_at = now() - interval '61 minutes', last_seen_at = now()");
+      expect((await rpcError(client.getSession({ sessionToken: res.sessionToken }))).code).toBe(Code.Unauthenticated);
+    } finally {
+      await short.close();
+    }
+  });
+
   it("resetting a password signs out every session of that administrator", async () => {
     const store = new AdminStore(t.service.orm);
     await store.create("carol@example.com", PASSWORD, { actor: "test", source: null });
@@ -107,18 +163,18 @@ describe("sign-in and sessions", () => {
 });
 
 describe("sign-in rate limiting", () => {
-  it("after 10 failures in 15 minutes for an account, refuses even the right password, with Retry-After", async () => {
+  it("after 10 failures in 15 minutes for an account, refuses the addresses that failed, with Retry-After, but not an address that did not", async () => {
     const store = new AdminStore(t.service.orm);
     await store.create("dave@example.com", PASSWORD, { actor: "test", source: null });
-    for (let i = 0; i < 10; i++) {
-      // Each from a different address: the account limit is what trips.
+    for (let i = 0; i < SIGN_IN_ACCOUNT_MAX_FAILURES; i++) {
+      // Each from a different address: only the account's count reaches its limit.
       expect((await rpcError(admin.signIn({ email: "dave@example.com", password: `wrong-${i}-password`, source: `192.0.2.${i}` }))).code).toBe(
         Code.Unauthenticated,
       );
     }
     let error: ConnectError | undefined;
     try {
-      await admin.signIn({ email: "dave@example.com", password: PASSWORD, source: "192.0.2.200" });
+      await admin.signIn({ email: "dave@example.com", password: PASSWORD, source: "192.0.2.3" });
     } catch (e) {
       error = ConnectError.from(e);
     }
@@ -131,20 +187,93 @@ describe("sign-in rate limiting", () => {
     const [{ n }] = await t.db.query<{ n: string }>(
       "select count(*) as n from audit_events where action = 'admin.sign_in_failed' and target = 'dave@example.com'",
     );
-    expect(Number(n)).toBe(10);
-    // Once the failures age out of the window, the right password works again.
-    await t.db.query("update audit_events set occurred_at = occurred_at - interval '15 minutes' where target = 'dave@example.com'");
+    expect(Number(n)).toBe(SIGN_IN_ACCOUNT_MAX_FAILURES);
+    // An address without a failure for the account is still judged: the right password works, a wrong one is counted there.
     const ok = await admin.signIn({ email: "dave@example.com", password: PASSWORD, source: "192.0.2.200" });
     expect(ok.admin?.email).toBe("dave@example.com");
+    expect((await rpcError(admin.signIn({ email: "dave@example.com", password: "wrong-again-password", source: "192.0.2.201" }))).code).toBe(
+      Code.Unauthenticated,
+    );
+    expect((await rpcError(admin.signIn({ email: "dave@example.com", password: PASSWORD, source: "192.0.2.201" }))).code).toBe(Code.ResourceExhausted);
+    // Once the failures age out of the window, the right password works again from an address that failed.
+    await t.db.query("update admin_sign_in_attempts set started_at = started_at - interval '15 minutes' where account = 'dave@example.com'");
+    const again = await admin.signIn({ email: "dave@example.com", password: PASSWORD, source: "192.0.2.3" });
+    expect(again.admin?.email).toBe("dave@example.com");
   });
 
   it("after 10 failures from one address, refuses that address for any account but not others", async () => {
-    for (let i = 0; i < 10; i++) {
+    for (let i = 0; i < SIGN_IN_MAX_FAILURES; i++) {
       await rpcError(admin.signIn({ email: `guess${i}@example.com`, password: "whatever-password", source: "198.18.0.9" }));
     }
     expect((await rpcError(admin.signIn({ email: "alice@example.com", password: PASSWORD, source: "198.18.0.9" }))).code).toBe(Code.ResourceExhausted);
     const elsewhere = await admin.signIn({ email: "alice@example.com", password: PASSWORD, source: "198.18.0.10" });
     expect(elsewhere.admin?.email).toBe("alice@example.com");
+  });
+
+  // Issue #19, item 3: 200 wrong passwords at once from one address were all judged (401), and the right one was
+  // accepted after 30 failures of the same burst.
+  it("judges no more attempts than the limit however many arrive at once, and then refuses the right password", async () => {
+    const store = new AdminStore(t.service.orm);
+    await store.create("erin@example.com", PASSWORD, { actor: "test", source: null });
+    const source = "198.51.100.77";
+    const burst = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => rpcError(admin.signIn({ email: "erin@example.com", password: `wrong password number ${i}`, source }))),
+    );
+    const codes = burst.map((e) => e.code);
+    const judged = codes.filter((c) => c === Code.Unauthenticated).length;
+    expect(judged).toBeLessThanOrEqual(SIGN_IN_MAX_FAILURES);
+    expect(judged).toBeGreaterThan(0);
+    // Every other attempt is refused as too many, none fails otherwise.
+    expect(burst.filter((e) => e.code !== Code.Unauthenticated && e.code !== Code.ResourceExhausted)).toEqual([]);
+    const [{ n }] = await t.db.query<{ n: string }>(
+      "select count(*) as n from audit_events where action = 'admin.sign_in_failed' and target = 'erin@example.com'",
+    );
+    expect(Number(n)).toBe(judged);
+    // The right password, in the same burst of attempts from that address, is refused now that the limit is reached.
+    const right = await rpcError(admin.signIn({ email: "erin@example.com", password: PASSWORD, source }));
+    expect(right.code).toBe(Code.ResourceExhausted);
+    // Both ports answer from the same count.
+    const overConnect = createClient(AdminService, t.transport("connect", t.adminToken));
+    expect((await rpcError(overConnect.signIn({ email: "erin@example.com", password: PASSWORD, source }))).code).toBe(Code.ResourceExhausted);
+  });
+
+  it("a burst mixing the right password with wrong ones never judges more than the limit, and the right one wins only if judged", async () => {
+    const store = new AdminStore(t.service.orm);
+    await store.create("frank@example.com", PASSWORD, { actor: "test", source: null });
+    const source = "198.51.100.78";
+    const attempts = Array.from({ length: 60 }, (_, i) => (i === 30 ? PASSWORD : `wrong password number ${i}`));
+    const outcomes = await Promise.all(
+      attempts.map((password) =>
+        admin.signIn({ email: "frank@example.com", password, source }).then(
+          () => "signed in",
+          (e) => ConnectError.from(e).code,
+        ),
+      ),
+    );
+    const failures = outcomes.filter((o) => o === Code.Unauthenticated).length;
+    expect(failures).toBeLessThanOrEqual(SIGN_IN_MAX_FAILURES);
+    expect(outcomes.filter((o) => o === "signed in").length).toBeLessThanOrEqual(1);
+    // A success was an attempt judged like the others, and only the right password's.
+    if (outcomes[30] !== "signed in") expect(outcomes[30]).toBe(Code.ResourceExhausted);
+    expect(outcomes.filter((o, i) => i !== 30 && o === "signed in")).toEqual([]);
+  });
+
+  // Issue #19, item 4: knowing an administrator's email was enough to keep them locked out from every address.
+  it("an attacker who exhausts their address's limit for an account does not lock its owner out from another address", async () => {
+    const store = new AdminStore(t.service.orm);
+    await store.create("grace@example.com", PASSWORD, { actor: "test", source: null });
+    const attacker = "203.0.113.66";
+    for (let i = 0; i < SIGN_IN_MAX_FAILURES + 5; i++) {
+      await rpcError(admin.signIn({ email: "grace@example.com", password: `attacker guess ${i}`, source: attacker }));
+    }
+    expect((await rpcError(admin.signIn({ email: "grace@example.com", password: PASSWORD, source: attacker }))).code).toBe(Code.ResourceExhausted);
+    // The owner, from their own address, with the right password.
+    const owner = await admin.signIn({ email: "grace@example.com", password: PASSWORD, source: "203.0.113.5" });
+    expect(owner.admin?.email).toBe("grace@example.com");
+    expect((await admin.getSession({ sessionToken: owner.sessionToken })).admin?.email).toBe("grace@example.com");
+    // And still after more failures from more addresses, from an address that has not failed.
+    for (let i = 0; i < 5; i++) await rpcError(admin.signIn({ email: "grace@example.com", password: "another guess!!", source: `203.0.113.${100 + i}` }));
+    expect((await admin.signIn({ email: "grace@example.com", password: PASSWORD, source: "203.0.113.6" })).admin?.email).toBe("grace@example.com");
   });
 });
 
@@ -234,8 +363,19 @@ describe("first administrator", () => {
       const store = new AdminStore(other.service.orm);
       await expect(ensureFirstAdmin(store, { ADMIN_EMAIL: "root@example.com" }, false)).rejects.toBeInstanceOf(ConfigError);
       await expect(ensureFirstAdmin(store, { ADMIN_EMAIL: "root@example.com", ADMIN_PASSWORD: "short" }, false)).rejects.toThrow(
-        "ADMIN_EMAIL / ADMIN_PASSWORD: password: must be at least 12 characters",
+        "ADMIN_PASSWORD: must be at least 12 characters",
       );
+      for (const [weak, why] of [
+        ["aaaaaaaaaaaa", "ADMIN_PASSWORD: is too easy to guess"],
+        ["root@example.com", "ADMIN_PASSWORD: must not contain the administrator's email address"],
+      ]) {
+        const error = await ensureFirstAdmin(store, { ADMIN_EMAIL: "root@example.com", ADMIN_PASSWORD: weak }, false).catch((e: Error) => e);
+        expect(error).toBeInstanceOf(ConfigError);
+        expect((error as Error).message).toContain(why);
+        expect((error as Error).message).not.toContain(weak);
+      }
+      await expect(ensureFirstAdmin(store, { ADMIN_EMAIL: "root", ADMIN_PASSWORD: PASSWORD }, false)).rejects.toThrow("ADMIN_EMAIL: must be an email address");
+      expect(await store.count()).toBe(0);
       expect(await ensureFirstAdmin(store, {}, false)).toBeUndefined();
       const generated = await ensureFirstAdmin(store, {}, true);
       expect(generated?.email).toBe("admin@localhost");
@@ -264,5 +404,41 @@ describe("the caller's address in the audit log", () => {
       { organization_id: "src-org", source: "203.0.113.9" },
       { organization_id: "src-org-2", source: "127.0.0.1" },
     ]);
+  });
+});
+
+describe("removing an administrator", () => {
+  it("ends their sessions at once, is audited, and never removes the last administrator", async () => {
+    const other = await startTestService();
+    try {
+      const store = new AdminStore(other.service.orm);
+      const client = createClient(AdminService, other.transport("grpc", other.adminToken));
+      const by = { actor: "cli:operator", source: null };
+      await store.create("ivan@example.com", PASSWORD, by);
+      await store.create("judy@example.com", PASSWORD, by);
+      const { sessionToken } = await client.signIn({ email: "judy@example.com", password: PASSWORD, source: "127.0.0.1" });
+      const second = await client.signIn({ email: "judy@example.com", password: PASSWORD, source: "127.0.0.2" });
+      expect((await client.getSession({ sessionToken })).admin?.email).toBe("judy@example.com");
+
+      expect(await store.remove(" JUDY@example.com ", by)).toEqual({ sessionsEnded: 2 });
+      for (const token of [sessionToken, second.sessionToken])
+        expect((await rpcError(client.getSession({ sessionToken: token }))).code).toBe(Code.Unauthenticated);
+      expect((await rpcError(client.signIn({ email: "judy@example.com", password: PASSWORD, source: "127.0.0.1" }))).code).toBe(Code.Unauthenticated);
+      expect((await client.listAdmins({})).admins.map((a) => a.email)).toEqual(["ivan@example.com"]);
+      const audit = await other.db.query("select actor, action, target, details from audit_events where action = 'admin.remove'");
+      expect(audit).toEqual([{ actor: "cli:operator", action: "admin.remove", target: "judy@example.com", details: { sessions_ended: 2 } }]);
+
+      await expect(store.remove("judy@example.com", by)).rejects.toThrow('email: no administrator with email "judy@example.com"');
+      await expect(store.remove("ivan@example.com", by)).rejects.toThrow('email: "ivan@example.com" is the last administrator and cannot be removed');
+      expect((await client.listAdmins({})).admins.map((a) => a.email)).toEqual(["ivan@example.com"]);
+
+      // Two removals at once cannot leave none.
+      await store.create("kate@example.com", PASSWORD, by);
+      const both = await Promise.allSettled([store.remove("ivan@example.com", by), store.remove("kate@example.com", by)]);
+      expect(both.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+      expect((await client.listAdmins({})).admins).toHaveLength(1);
+    } finally {
+      await other.close();
+    }
   });
 });

@@ -14,7 +14,7 @@ import {
   OrganizationService,
   Provider,
   SelectionStrategy,
-} from "../../service/src/gen/credentials_pb.js";
+} from "@provider-credentials/wire/gen/credentials_pb";
 import { TokenStore } from "../../service/src/auth/token-store.js";
 
 type Clients = { credentials: Client<typeof CredentialService>; organizations: Client<typeof OrganizationService> };

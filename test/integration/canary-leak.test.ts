@@ -19,8 +19,8 @@ import { toBinary, toJson } from "@bufbuild/protobuf";
 import { FAKE_KEYS, startTestService, type TestService } from "../support/harness.js";
 import { startTestPortal, type PortalResponse, type RequestOptions, type TestPortal } from "../support/portal-harness.js";
 import { createKeyring, generateMasterKey } from "../../service/src/keyring/keyring.js";
-import { CredentialService, OrganizationService, Provider } from "../../service/src/gen/credentials_pb.js";
-import { AdminService } from "../../service/src/gen/admin_pb.js";
+import { CredentialService, OrganizationService, Provider } from "@provider-credentials/wire/gen/credentials_pb";
+import { AdminService } from "@provider-credentials/wire/gen/admin_pb";
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -45,7 +45,7 @@ function around(text: string): string {
 
 const ORG = "org-canary";
 const TEAM = "team-canary";
-const ADMIN = { email: "canary-admin@example.com", password: "canary-admin-password-1" };
+const ADMIN = { email: "canary-admin@example.com", password: "plum orchard at dusk 41" };
 const UNKNOWN_UUID = "00000000-0000-4000-8000-000000000000";
 const keyA = generateMasterKey();
 const keyB = generateMasterKey();

@@ -16,7 +16,7 @@ import {
   Provider,
   UpdateCredentialResponseSchema,
   type Credential,
-} from "../../service/src/gen/credentials_pb.js";
+} from "@provider-credentials/wire/gen/credentials_pb";
 
 const ADMIN_ACTOR = "token:service-admin-token";
 const ACTOR_HEADER = "x-provider-credentials-actor";

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { startTestService, FAKE_KEYS, type TestService } from "../support/harness.js";
-import { CredentialService, OrganizationService, Provider } from "../../service/src/gen/credentials_pb.js";
-import { BadRequestSchema, ErrorInfoSchema } from "../../service/src/gen/google/rpc/error_details_pb.js";
+import { CredentialService, OrganizationService, Provider } from "@provider-credentials/wire/gen/credentials_pb";
+import { BadRequestSchema, ErrorInfoSchema } from "@provider-credentials/wire/gen/google/rpc/error_details_pb";
 
 // Errors as data: every domain error carries google.rpc.ErrorInfo (a stable reason, the field at
 // fault), bad input a google.rpc.BadRequest field violation, on every port and protocol alike.

@@ -5,7 +5,7 @@
 // the key within its invalidation window.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
-import { KeySource, Provider, type Credential } from "../../service/src/gen/credentials_pb.js";
+import { KeySource, Provider, type Credential } from "@provider-credentials/wire/gen/credentials_pb";
 import { createTestDatabase, FAKE_KEYS, startTestService, type TestDatabase, type TestService } from "../support/harness.js";
 
 /** Invalidation reaches the other replica in milliseconds; this is the cap the test allows it. */

@@ -14,7 +14,7 @@
 // the drop. Cached resolve-scope tokens are honoured as long (token-store.ts).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
-import { Provider } from "../../service/src/gen/credentials_pb.js";
+import { Provider } from "@provider-credentials/wire/gen/credentials_pb";
 import { DEFAULT_CACHE_OUTAGE_GRACE_MS } from "../../service/src/server.js";
 import { DB_HOT_PATH_TIMEOUT_MS } from "../../service/src/db/orm.js";
 import { TokenStore } from "../../service/src/auth/token-store.js";

@@ -17,8 +17,8 @@ import {
   Provider,
   type ResolveKeyResponse,
   type UpdateCredentialResponse,
-} from "../../service/src/gen/credentials_pb.js";
-import { Health, HealthCheckResponse_ServingStatus as Status } from "../../service/src/gen/grpc/health/v1/health_pb.js";
+} from "@provider-credentials/wire/gen/credentials_pb";
+import { Health, HealthCheckResponse_ServingStatus as Status } from "@provider-credentials/wire/gen/grpc/health/v1/health_pb";
 import { grpcJsServiceDefinition } from "../../service/src/rpc/grpc-js-server.js";
 import { generateMasterKey } from "../../service/src/keyring/keyring.js";
 import { generateToken } from "../../service/src/auth/tokens.js";

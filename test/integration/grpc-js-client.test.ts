@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { startTestService, FAKE_KEYS, rpcError, type TestService } from "../support/harness.js";
-import { Provider } from "../../service/src/gen/credentials_pb.js";
+import { Provider } from "@provider-credentials/wire/gen/credentials_pb";
 import { TokenStore } from "../../service/src/auth/token-store.js";
 
 const PROTO_DIR = fileURLToPath(new URL("../../proto/", import.meta.url));

@@ -17,10 +17,10 @@ import { generateMasterKey } from "../../service/src/keyring/keyring.js";
 import { generateToken } from "../../service/src/auth/tokens.js";
 import { createInternalGrpcServer, createParts, MAX_REQUEST_BYTES, type ServiceParts } from "../../service/src/server.js";
 import { listenGrpcJsServer, shutdownGrpcJsServer } from "../../service/src/rpc/grpc-js-server.js";
-import { CredentialService, OrganizationService, Provider } from "../../service/src/gen/credentials_pb.js";
-import { AdminService } from "../../service/src/gen/admin_pb.js";
-import { Health, HealthCheckResponse_ServingStatus as Status } from "../../service/src/gen/grpc/health/v1/health_pb.js";
-import { ServerReflection } from "../../service/src/gen/grpc/reflection/v1/reflection_pb.js";
+import { CredentialService, OrganizationService, Provider } from "@provider-credentials/wire/gen/credentials_pb";
+import { AdminService } from "@provider-credentials/wire/gen/admin_pb";
+import { Health, HealthCheckResponse_ServingStatus as Status } from "@provider-credentials/wire/gen/grpc/health/v1/health_pb";
+import { ServerReflection } from "@provider-credentials/wire/gen/grpc/reflection/v1/reflection_pb";
 
 const PROTO_DIR = fileURLToPath(new URL("../../proto/", import.meta.url));
 const LOADER_OPTIONS = { longs: String, enums: String, defaults: true, oneofs: true, keepCase: true, includeDirs: [PROTO_DIR] };

@@ -8,9 +8,13 @@ import { FileDescriptorProtoSchema, type FileDescriptorProto } from "@bufbuild/p
 import { Code, createClient, createHandlerContext } from "@connectrpc/connect";
 import { startTestService, FAKE_KEYS, rpcError, type TestService } from "../support/harness.js";
 import { TokenStore } from "../../service/src/auth/token-store.js";
-import { CredentialService, Provider } from "../../service/src/gen/credentials_pb.js";
-import { Health, HealthCheckRequestSchema, HealthCheckResponse_ServingStatus as Status } from "../../service/src/gen/grpc/health/v1/health_pb.js";
-import { ServerReflection, type ServerReflectionRequestSchema, type ServerReflectionResponse } from "../../service/src/gen/grpc/reflection/v1/reflection_pb.js";
+import { CredentialService, Provider } from "@provider-credentials/wire/gen/credentials_pb";
+import { Health, HealthCheckRequestSchema, HealthCheckResponse_ServingStatus as Status } from "@provider-credentials/wire/gen/grpc/health/v1/health_pb";
+import {
+  ServerReflection,
+  type ServerReflectionRequestSchema,
+  type ServerReflectionResponse,
+} from "@provider-credentials/wire/gen/grpc/reflection/v1/reflection_pb";
 import { createHealthService, HealthState } from "../../service/src/rpc/health.js";
 
 let t: TestService;

@@ -11,7 +11,7 @@ import { promisify } from "node:util";
 import pg from "pg";
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { KeySource, Provider } from "../../service/src/gen/credentials_pb.js";
+import { KeySource, Provider } from "@provider-credentials/wire/gen/credentials_pb";
 import { createKeyring, generateMasterKey } from "../../service/src/keyring/keyring.js";
 import { keyHint } from "../../service/src/credentials/validation.js";
 import { createOrm, migrate } from "../../service/src/db/orm.js";

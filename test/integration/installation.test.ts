@@ -44,6 +44,7 @@ describe("command-line tools never create an installation", () => {
   const commands: Array<[string, string[]]> = [
     ["admin", ["list"]],
     ["admin", ["reset-password", "--email", "admin@localhost"]],
+    ["admin", ["remove", "--email", "admin@localhost"]],
     ["token", ["list"]],
     ["migrate", []],
     ["verify-keys", []],

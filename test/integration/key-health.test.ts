@@ -4,7 +4,7 @@
 // rotation reminders.
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FailureKind, KeyCheckOutcome, Provider, SelectionStrategy, type Credential } from "../../service/src/gen/credentials_pb.js";
+import { FailureKind, KeyCheckOutcome, Provider, SelectionStrategy, type Credential } from "@provider-credentials/wire/gen/credentials_pb";
 import { refusedUrl, startFakeProvider, type FakeProvider, type FakeProviderName } from "../support/fake-provider.js";
 import { createTestDatabase, FAKE_KEYS, rpcError, startTestService, type TestDatabase, type TestService } from "../support/harness.js";
 

@@ -1,7 +1,7 @@
 // Prometheus metrics on METRICS_PORT: authenticated, counting what the
 // service does, and never carrying a key or an id.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FailureKind, KeySource, Provider } from "../../service/src/gen/credentials_pb.js";
+import { FailureKind, KeySource, Provider } from "@provider-credentials/wire/gen/credentials_pb";
 import { TokenStore } from "../../service/src/auth/token-store.js";
 import { startFakeProvider, type FakeProvider } from "../support/fake-provider.js";
 import { FAKE_KEYS, rpcError, startTestService, type TestService } from "../support/harness.js";

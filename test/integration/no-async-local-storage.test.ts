@@ -18,12 +18,12 @@ import { RequestContext, TransactionContext } from "@mikro-orm/core";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { startTestService, FAKE_KEYS, rpcError, type TestService } from "../support/harness.js";
 import { startFakeProvider, type FakeProvider } from "../support/fake-provider.js";
-import { AdminService } from "../../service/src/gen/admin_pb.js";
-import { FailureKind, KeyCheckOutcome, Provider, SelectionStrategy } from "../../service/src/gen/credentials_pb.js";
+import { AdminService } from "@provider-credentials/wire/gen/admin_pb";
+import { FailureKind, KeyCheckOutcome, Provider, SelectionStrategy } from "@provider-credentials/wire/gen/credentials_pb";
 import { inTransaction } from "../../service/src/db/orm.js";
 import { AuditEventEntity, OrganizationEntity } from "../../service/src/db/entities.js";
 import { recordAudit } from "../../service/src/audit/audit-store.js";
-import { bindLegacyRows } from "../../service/src/credentials/rewrap.js";
+import { bindLegacyRows, listLegacyRows } from "../../service/src/credentials/rewrap.js";
 
 let t: TestService;
 /** A provider that accepts every key, for VerifyCredential. */
@@ -67,12 +67,15 @@ const ADMIN_ACTOR = "token:service-admin-token";
 
 describe("no AsyncLocalStorage in the service process", () => {
   // First in the file: whatever turned the hook on would leave it on for the rest of the process.
-  it("starts (migrations, binding legacy rows in a transaction), resolves keys and runs plain-SQL transactions without a promise hook", async () => {
+  it("starts (migrations, counting legacy rows), resolves keys and runs plain-SQL transactions without a promise hook", async () => {
     expect(hookBeforeStart, "the test process had a promise hook before the service started").toBe(false);
     expect(await promiseHookEnabled()).toBe(false);
-    // Transactions of plain SQL statements: binding legacy rows (also run at start-up), a success report with
+    // Transactions of plain SQL statements: binding legacy rows (none listed), a success report with
     // nothing to reset, and one through the helper directly.
-    expect(await bindLegacyRows(t.service.orm, t.service.parts.keyring)).toBe(0);
+    expect(await bindLegacyRows(t.service.orm, t.service.parts.keyring, await listLegacyRows(t.service.orm, t.service.parts.keyring), "test")).toEqual({
+      bound: [],
+      skipped: [],
+    });
     expect(await t.clients().credentials.reportKeySuccess({ credentialIds: [randomUUID()] })).toMatchObject({ recovered: 0 });
     await inTransaction(t.service.orm, async (em) => {
       await em.getConnection().execute("select pg_notify('no-als-test', 'x')", [], "run", em.getTransactionContext());

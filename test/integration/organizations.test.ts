@@ -6,7 +6,7 @@ import { Code } from "@connectrpc/connect";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import pg from "pg";
 import { startTestService, FAKE_KEYS, rpcError, type TestService } from "../support/harness.js";
-import { Provider } from "../../service/src/gen/credentials_pb.js";
+import { Provider } from "@provider-credentials/wire/gen/credentials_pb";
 
 let t: TestService;
 beforeAll(async () => {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FailureKind, Provider } from "../../service/src/gen/credentials_pb.js";
+import { FailureKind, Provider } from "@provider-credentials/wire/gen/credentials_pb";
 import { FAKE_KEYS } from "../support/harness.js";
 import { refusedUrl, startFakeProvider, type FakeProvider } from "../support/fake-provider.js";
 import { startTestPortal, type PortalResponse, type TestPortal } from "../support/portal-harness.js";

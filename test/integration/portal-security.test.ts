@@ -205,7 +205,7 @@ describe("CSRF", () => {
     expect(response.status).toBe(201);
   });
 
-  it("SvelteKit's own check refuses a cross-origin form post", async () => {
+  it("a cross-origin form post to a page (sign-in) is refused", async () => {
     const response = await api("POST", "/login", {
       token: null,
       rawBody: new URLSearchParams({ email: ADMIN.email, password: ADMIN.password }).toString(),

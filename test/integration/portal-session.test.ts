@@ -6,8 +6,8 @@ import { cookieValue, setCookieLine, startTestPortal, type TestPortal } from "..
 // they do through the portal is recorded under their own name.
 
 let portal: TestPortal;
-const ALICE = { email: "alice@example.com", password: "alice's long passphrase" };
-const BOB = { email: "bob@example.com", password: "bob's long passphrase!" };
+const ALICE = { email: "alice@example.com", password: "tin lantern over quiet fields" };
+const BOB = { email: "bob@example.com", password: "copper kettle, seven ravens!" };
 
 const api = (method: string, path: string, options?: Parameters<TestPortal["request"]>[2]) => portal.request(method, path, options);
 /** A same-origin call with a session cookie, as the portal's own pages make it. */
@@ -93,12 +93,69 @@ describe("sign-in page", () => {
       ["/\\evil.example", "/"],
       ["javascript:alert(1)", "/"],
       ["/login", "/"],
+      // Dot segments and encodings that a URL parser turns into "//evil.example/x" (issue #19, item 2).
+      ["/..//evil.example/x", "/"],
+      ["/.//evil.example/x", "/"],
+      ["/%2e%2e//evil.example/x", "/"],
+      ["/%2E%2E//evil.example/x", "/"],
+      ["/%2f%2fevil.example/x", "/"],
+      ["/%5cevil.example/x", "/"],
+      ["/%252e%252e//evil.example/x", "/"],
+      ["/\t/evil.example", "/"],
+      ["https:", "/"],
     ];
     for (const [redirectTo, expected] of cases) {
       const { response } = await portal.signIn(BOB.email, BOB.password, { redirectTo });
       expect(response.status, redirectTo).toBe(303);
       expect(response.headers.get("location"), redirectTo).toBe(expected);
+      // As a browser follows it: still this portal.
+      expect(new URL(response.headers.get("location")!, portal.url).origin, redirectTo).toBe(portal.url);
     }
+    // Signed in already, /login sends the visitor on at once: the same rule.
+    const { session } = await portal.signIn(BOB.email, BOB.password);
+    for (const redirectTo of ["/..//evil.example/x", "/%2e%2e//evil.example/x", "/.//evil.example/x"]) {
+      const login = await api("GET", `/login?redirectTo=${encodeURIComponent(redirectTo)}`, { token: null, session });
+      expect(login.status, redirectTo).toBe(303);
+      expect(login.headers.get("location"), redirectTo).toBe("/");
+    }
+  });
+
+  it("a form's Cancel link and its redirect after saving go back only to a path on this site", async () => {
+    const { session } = await portal.signIn(ALICE.email, ALICE.password);
+    const created = await asAdmin(session!, "POST", "/api/provider-credentials/create", {
+      organization_id: "org-people",
+      provider: "openai",
+      credential_name: "Cancel-link key",
+      api_key: FAKE_KEYS.openai(),
+    });
+    expect(created.status, created.text).toBe(201);
+    const id = created.json.credential_id as string;
+    const cancelHref = (html: string) => /<a\b[^>]*\bhref="([^"]*)"[^>]*>\s*Cancel\s*<\/a>/.exec(html)?.[1];
+    for (const page of [`/credentials/${id}/edit`, `/credentials/${id}/delete`]) {
+      const honest = await api("GET", `${page}?returnTo=${encodeURIComponent("/?organization=org-people")}`, { token: null, session });
+      expect(honest.status, honest.text.slice(0, 300)).toBe(200);
+      expect(cancelHref(honest.text)).toBe("/?organization=org-people");
+      for (const attack of ["/..//evil.example/x", "/.//evil.example/x", "/%2e%2e//evil.example/x", "//evil.example/x"]) {
+        const opened = await api("GET", `${page}?returnTo=${encodeURIComponent(attack)}`, { token: null, session });
+        expect(opened.status, attack).toBe(200);
+        expect(cancelHref(opened.text), `${page}: ${attack}`).toBe("/");
+        expect(opened.text, attack).not.toContain("evil.example");
+      }
+    }
+    // The form posts its returnTo back; the redirect after saving follows the same rule.
+    const saved = await api("POST", `/credentials/${id}/edit`, {
+      token: null,
+      session,
+      rawBody: new URLSearchParams({
+        returnTo: "/..//evil.example/x",
+        credential_name: "Cancel-link key",
+        expected_version: String(created.json.version),
+      }).toString(),
+      headers: { "content-type": "application/x-www-form-urlencoded", origin: portal.url, accept: "text/html" },
+    });
+    expect(saved.status, saved.text.slice(0, 300)).toBe(303);
+    expect(new URL(saved.headers.get("location")!, portal.url).origin).toBe(portal.url);
+    expect(saved.headers.get("location")).not.toContain("evil.example");
   });
 
   it("without ORIGIN the portal takes its origin from the Host header, over plain http", async () => {
@@ -234,6 +291,20 @@ describe("session end", () => {
     const response = await api("GET", "/api/organizations", { token: null, session });
     expect(response.status).toBe(401);
     expect(response.json.code).toBe("unauthorized");
+  });
+
+  it("a session signed in more than 7 days ago has ended, however recently it was used", async () => {
+    const { session } = await portal.signIn(BOB.email, BOB.password);
+    expect((await api("GET", "/", { token: null, session })).status).toBe(200);
+    await portal.service.db.query("update admin_sessions set created_at = now() - interval '400 days', last_seen_at = now() where revoked_at is null");
+    const page = await api("GET", "/", { token: null, session });
+    expect(page.status).toBe(303);
+    expect(page.headers.get("location")).toBe("/login?redirectTo=%2F");
+    expect(cookieValue(page.headers, "pc_session")).toBe("");
+    expect((await api("GET", "/api/organizations", { token: null, session })).status).toBe(401);
+    // Signing in again opens a new session.
+    const again = await portal.signIn(BOB.email, BOB.password);
+    expect((await api("GET", "/", { token: null, session: again.session })).status).toBe(200);
   });
 
   it("a session in use within 12 hours stays alive (sliding expiry)", async () => {

@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../support/harness.js";
 import { createOrm, migrate } from "../../service/src/db/orm.js";
-import { Provider } from "../../service/src/gen/credentials_pb.js";
-import { PROVIDER_NAMES, PROVIDERS } from "../../service/src/providers.js";
+import { Provider } from "@provider-credentials/wire/gen/credentials_pb";
+import { PROVIDER_NAMES, PROVIDERS } from "@provider-credentials/wire/providers";
 import { PROVIDER_NAMES as PORTAL_NAMES, PROVIDERS as PORTAL_DISPLAY } from "../../portal/src/lib/providers.js";
 import { PROVIDERS as REST_PROVIDERS } from "../../portal/src/lib/server/trpc/schemas.js";
 
-// Adding a provider means the registry (service/src/providers.ts), the proto enum and a
+// Adding a provider means the registry (@provider-credentials/wire/providers), the proto enum and a
 // migration; this fails when any of them names a provider the others do not.
 
 let db: TestDatabase;

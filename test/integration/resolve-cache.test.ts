@@ -1,7 +1,7 @@
 // The ResolveKey cache: correctness across replicas, never timings.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
-import { KeySource, Provider } from "../../service/src/gen/credentials_pb.js";
+import { KeySource, Provider } from "@provider-credentials/wire/gen/credentials_pb";
 import { createTestDatabase, FAKE_KEYS, rpcError, startTestService, type TestDatabase, type TestService } from "../support/harness.js";
 
 let db: TestDatabase;

@@ -6,7 +6,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { createTestDatabase, startTestService, FAKE_KEYS, rpcError, type TestService } from "../support/harness.js";
 import { createKeyring, generateMasterKey } from "../../service/src/keyring/keyring.js";
 import { TokenStore } from "../../service/src/auth/token-store.js";
-import { CredentialService, KeySource, Provider } from "../../service/src/gen/credentials_pb.js";
+import { CredentialService, KeySource, Provider } from "@provider-credentials/wire/gen/credentials_pb";
 
 const ENV = {
   OPENAI_API_KEY: `sk-env-${randomBytes(20).toString("base64url")}`,

@@ -7,9 +7,10 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Provider } from "../../service/src/gen/credentials_pb.js";
+import { Provider } from "@provider-credentials/wire/gen/credentials_pb";
 import { createKeyring, generateMasterKey, type Keyring } from "../../service/src/keyring/keyring.js";
 import { keyHint } from "../../service/src/credentials/validation.js";
+import { bindLegacyRows, listLegacyRows } from "../../service/src/credentials/rewrap.js";
 import { createTestDatabase, FAKE_KEYS, rpcError, startTestService, type TestDatabase, type TestService } from "../support/harness.js";
 
 const run = promisify(execFile);
@@ -229,42 +230,107 @@ describe("with the resolution cache on", () => {
 });
 
 describe("rows written before row binding existed", () => {
-  it("are bound at the next start when the migration listed them; unlisted unbound rows stay refused", async () => {
+  const insertUnbound = async (id: string, organizationId: string, provider: "openai" | "anthropic", apiKey: string) => {
+    const { token, keyId } = keyring.encrypt(apiKey);
+    await db.query(
+      `insert into provider_credentials (id, organization_id, provider, credential_name, encrypted_api_key, key_id, key_hint,
+         is_active, activated_at, version, created_at, updated_at) values ($1, $2, $3, 'legacy', $4, $5, $6, true, now(), 1, now(), now())`,
+      [id, organizationId, provider, token, keyId, keyHint(apiKey, provider)],
+    );
+  };
+  const bindCli = (args: string[]) =>
+    run(TSX, ["service/src/cli/bind-legacy-keys.ts", ...args], { env: { PATH: process.env.PATH, DATABASE_URL: db.url, MASTER_KEY: t.masterKey } }).then(
+      (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+      (e: { code: number; stdout: string; stderr: string }) => e,
+    );
+
+  it("are refused, never bound by a start, until an operator binds the listed rows with bind-legacy-keys", async () => {
     const o = await org("rb-legacy");
     const legacyKey = FAKE_KEYS.openai();
     const strayKey = FAKE_KEYS.anthropic();
-    const insert = async (id: string, provider: "openai" | "anthropic", apiKey: string) => {
-      const { token, keyId } = keyring.encrypt(apiKey);
-      await db.query(
-        `insert into provider_credentials (id, organization_id, provider, credential_name, encrypted_api_key, key_id, key_hint,
-           is_active, activated_at, version, created_at, updated_at) values ($1, $2, $3, 'legacy', $4, $5, $6, true, now(), 1, now(), now())`,
-        [id, o, provider, token, keyId, keyHint(apiKey, provider)],
-      );
-    };
     const legacyId = "00000000-0000-4000-8000-00000000aaaa";
     const strayId = "00000000-0000-4000-8000-00000000bbbb";
-    await insert(legacyId, "openai", legacyKey);
-    await insert(strayId, "anthropic", strayKey);
+    await insertUnbound(legacyId, o, "openai", legacyKey);
+    await insertUnbound(strayId, o, "anthropic", strayKey);
     // As the migration does for every row that exists when it runs; the stray row is not listed.
     await db.query("insert into provider_credentials_unbound (id) values ($1)", [legacyId]);
 
     const verify = await cli("verify-keys", t.masterKey);
     expect(verify.code).toBe(1);
-    expect(verify.stdout).toContain("1 written before row binding existed");
+    expect(verify.stdout).toContain("1 written before row binding existed: refused until you bind them");
     expect(verify.stdout).toContain(`${strayId}  organization ${o}  anthropic: not bound to its row`);
     expect(verify.stdout).not.toContain(legacyId);
 
-    // A replica starting on this database binds the listed row before it serves.
+    // A replica starting on this database says so and binds nothing: the row stays refused.
     const replica = await startTestService({ db, masterKey: t.masterKey, adminToken: t.adminToken, cacheMaxEntries: 0 });
     try {
-      expect(replica.logs.some((l) => l.includes("bound 1 stored key(s) written before row binding"))).toBe(true);
-      expect((await stored(legacyId)).key_binding).toMatch(/^rb1\./);
-      expect(await db.query("select id from provider_credentials_unbound")).toEqual([]);
-      expect((await resolveOrg(o)).apiKey).toBe(legacyKey);
-      await expectRefused(resolveOrg(o, Provider.ANTHROPIC), strayId, [strayKey]);
+      expect(replica.logs.some((l) => l.includes("1 stored key(s) written before row binding existed are refused until an operator binds them"))).toBe(true);
+      expect((await stored(legacyId)).key_binding).toBeNull();
+      await expectRefused(resolveOrg(o), legacyId, [legacyKey]);
     } finally {
       await replica.close();
     }
+
+    // Without a terminal to ask on, and without --yes, nothing happens.
+    const unasked = await bindCli([]);
+    expect(unasked.code).toBe(2);
+    expect(unasked.stderr).toContain("pass --yes after checking the list");
+    expect((await stored(legacyId)).key_binding).toBeNull();
+
+    // With --yes: the listed row, described without its key, is bound and audited; the stray row is not listed.
+    const bound = await bindCli(["--yes"]);
+    expect(bound.code, bound.stderr).toBe(0);
+    expect(bound.stdout).toContain(`${legacyId}  organization ${o}  openai  "legacy"  key ${keyHint(legacyKey, "openai")}`);
+    expect(bound.stdout).toContain("Bound 1 key(s) to their rows.");
+    expect(bound.stdout).not.toContain(strayId);
+    expect(bound.stdout + bound.stderr).not.toContain(legacyKey);
+    expect((await stored(legacyId)).key_binding).toMatch(/^rb1\./);
+    expect(await db.query("select id from provider_credentials_unbound")).toEqual([]);
+    const [audit] = await db.query<{ actor: string; details: Record<string, unknown> }>(
+      "select actor, details from audit_events where action = 'credential.bind' and credential_id = $1",
+      [legacyId],
+    );
+    expect(audit.actor).toMatch(/^cli:/);
+    expect(JSON.stringify(audit.details)).not.toContain(legacyKey);
+    expect((await resolveOrg(o)).apiKey).toBe(legacyKey);
+    await expectRefused(resolveOrg(o, Provider.ANTHROPIC), strayId, [strayKey]);
+    expect((await bindCli(["--yes"])).stdout).toContain("No stored key is waiting to be bound.");
+  });
+
+  it("a database writer cannot make the service accept another organisation's key by listing a row as unbound", async () => {
+    // The attack of the security review: A's ciphertext copied into B's row, B's binding cleared and B's
+    // row added to the list of rows that predate binding. No start and no key rotation binds it.
+    const a = await org("rb-victim");
+    const b = await org("rb-attacker");
+    const victim = await credential(a);
+    const target = await credential(b);
+    const source = await stored(victim.id);
+    await db.query("update provider_credentials set encrypted_api_key = $1, key_id = $2, key_binding = null where id = $3", [
+      source.encrypted_api_key,
+      source.key_id,
+      target.id,
+    ]);
+    await db.query("insert into provider_credentials_unbound (id) values ($1)", [target.id]);
+    const replica = await startTestService({ db, masterKey: t.masterKey, adminToken: t.adminToken, cacheMaxEntries: 0 });
+    try {
+      await expectRefused(replica.clients().credentials.resolveKey({ scope: { case: "organizationId", value: b }, provider: Provider.OPENAI }), target.id, [
+        victim.apiKey,
+      ]);
+    } finally {
+      await replica.close();
+    }
+    expect((await stored(target.id)).key_binding).toBeNull();
+    await expectRefused(resolveOrg(b), target.id, [victim.apiKey]);
+    // The victim keeps working.
+    expect((await resolveOrg(a)).apiKey).toBe(victim.apiKey);
+    // Binding is the operator's decision: the row is listed for them to see (organisation, provider, hint), and a
+    // row changed after it was listed is not bound.
+    const listed = (await listLegacyRows(t.service.orm, keyring)).find((r) => r.id === target.id);
+    expect(listed).toMatchObject({ organizationId: b, provider: "openai", decrypts: true });
+    await db.query("update provider_credentials set api_base = 'https://elsewhere.example/v1' where id = $1", [target.id]);
+    expect(await bindLegacyRows(t.service.orm, keyring, [listed!], "test")).toEqual({ bound: [], skipped: [target.id] });
+    expect((await stored(target.id)).key_binding).toBeNull();
+    await db.query("delete from provider_credentials_unbound where id = $1", [target.id]);
   });
 });
 

@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestService, createTestDatabase, FAKE_KEYS, rpcError, type TestDatabase, type TestService } from "../support/harness.js";
 import { Code } from "@connectrpc/connect";
-import { Provider, KeySource } from "../../service/src/gen/credentials_pb.js";
+import { Provider, KeySource } from "@provider-credentials/wire/gen/credentials_pb";
 import { createKeyring, generateMasterKey, MasterKeyError } from "../../service/src/keyring/keyring.js";
 import { StartupError } from "../../service/src/server.js";
 

@@ -15,7 +15,7 @@ import { generateToken } from "../../service/src/auth/tokens.js";
 import { startService, type RunningService } from "../../service/src/server.js";
 import { tlsFromEnv } from "../../service/src/runtime/tls.js";
 import { ConfigError } from "../../service/src/runtime/config.js";
-import { OrganizationService } from "../../service/src/gen/credentials_pb.js";
+import { OrganizationService } from "@provider-credentials/wire/gen/credentials_pb";
 import { createTestDatabase, type TestDatabase } from "../support/harness.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "pc-tls-"));

@@ -1,11 +1,8 @@
 // A PostgreSQL of a test's own, for tests that stop and start it (fault
 // injection): the shared test PostgreSQL (global-setup.ts) must never go down.
-import { randomBytes } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
-import pg from "pg";
-import type { TestDatabase } from "./harness.js";
-import { startEmbeddedCluster } from "./kit.js";
+import { createDatabase, startEmbeddedCluster, type TestDatabase } from "./kit.js";
 
 export interface DedicatedPostgres {
   /** A URL whose user may create databases. */
@@ -82,31 +79,7 @@ export async function startDedicatedPostgres(): Promise<DedicatedPostgres> {
   };
 }
 
-/**
- * A fresh database on the given server, as harness.ts's createTestDatabase does
- * on the shared one. Its pool survives the server going away (idle clients that
- * lose their connection are dropped, not thrown), so `query` fails while the
- * server is down and works again when it is back.
- */
-export async function createDatabaseOn(adminUrl: string): Promise<TestDatabase> {
-  const name = `pc_fault_${randomBytes(6).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  const pool = new pg.Pool({ connectionString: url.toString(), max: 2, connectionTimeoutMillis: 2_000 });
-  pool.on("error", () => undefined);
-  return {
-    url: url.toString(),
-    query: async (sql, params) => (await pool.query(sql, params as unknown[])).rows,
-    drop: async () => {
-      await pool.end();
-      const client = new pg.Client({ connectionString: adminUrl });
-      await client.connect();
-      await client.query(`drop database if exists ${name} with (force)`);
-      await client.end();
-    },
-  };
+/** A fresh database on the given server (the kit's createDatabase), whose `query` gives up on a connection after 2 s. */
+export function createDatabaseOn(adminUrl: string): Promise<TestDatabase> {
+  return createDatabase(adminUrl, { prefix: "pc_fault_", connectionTimeoutMillis: 2_000 });
 }

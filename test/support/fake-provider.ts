@@ -27,6 +27,7 @@
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { freePort } from "./kit.js";
 
 export type FakeProviderName = "openai" | "anthropic" | "gemini" | "fireworks";
 
@@ -254,10 +255,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
  * between; on a test machine that is rare enough.
  */
 export async function refusedUrl(): Promise<string> {
-  const server = http.createServer();
-  const url = await listen(server);
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return url;
+  return `http://127.0.0.1:${await freePort()}`;
 }
 
 function listen(server: http.Server): Promise<string> {

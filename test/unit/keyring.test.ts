@@ -1,7 +1,16 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { decryptFernet, encryptFernet, parseFernetKey } from "../../service/src/keyring/fernet.js";
-import { BindingError, createKeyring, DecryptError, generateMasterKey, Keyring, keyFingerprint, MasterKeyError } from "../../service/src/keyring/keyring.js";
+import {
+  BindingError,
+  createKeyring,
+  type Admitted,
+  DecryptError,
+  generateMasterKey,
+  Keyring,
+  keyFingerprint,
+  MasterKeyError,
+} from "../../service/src/keyring/keyring.js";
 
 const K1 = generateMasterKey();
 const K2 = generateMasterKey();
@@ -240,28 +249,29 @@ describe("row binding", () => {
     expect(() => createKeyring(`${K1},${generateMasterKey()}`).decryptBound(row, forged.token, forged.keyId, forged.binding)).toThrow(DecryptError);
   });
 
-  it("checkBound checks like decryptBound and names the key that opened the token; decryptChecked then opens it", () => {
+  it("admit checks like decryptBound and names the key that opened the token; openAdmitted then opens it", () => {
     const old = createKeyring(K1).encryptBound("sk-old-ünïcode", row);
     const rotated = createKeyring(`${K2},${K1}`);
     // A wrong or stale key id hint: the key that actually opened the token is answered.
-    const opened = rotated.checkBound(row, old.token, rotated.primaryKeyId, old.binding);
-    expect(opened).toBe(old.keyId);
-    expect(opened).not.toBe(rotated.primaryKeyId);
-    expect(rotated.decryptChecked(old.token, opened)).toBe("sk-old-ünïcode");
-    // Or from the token's decoded bytes, as the ResolveKey cache keeps it.
-    expect(rotated.decryptChecked(Buffer.from(old.token, "base64url"), opened)).toBe("sk-old-ünïcode");
-    expect(() => rotated.checkBound({ ...row, organizationId: "other" }, old.token, old.keyId, old.binding)).toThrow(BindingError);
-    expect(() => rotated.checkBound(row, old.token, old.keyId, null)).toThrow(BindingError);
-    expect(() => createKeyring(K2).checkBound(row, old.token, old.keyId, old.binding)).toThrow(DecryptError);
+    const admitted = rotated.admit(row, old.token, rotated.primaryKeyId, old.binding);
+    expect(admitted.keyId).toBe(old.keyId);
+    expect(admitted.keyId).not.toBe(rotated.primaryKeyId);
+    // The token's bytes, as the ResolveKey cache keeps them, not its text.
+    expect(Buffer.from(admitted.sealed, "latin1")).toEqual(Buffer.from(old.token, "base64url"));
+    expect(rotated.openAdmitted(admitted)).toBe("sk-old-ünïcode");
+    expect(() => rotated.admit({ ...row, organizationId: "other" }, old.token, old.keyId, old.binding)).toThrow(BindingError);
+    expect(() => rotated.admit(row, old.token, old.keyId, null)).toThrow(BindingError);
+    expect(() => createKeyring(K2).admit(row, old.token, old.keyId, old.binding)).toThrow(DecryptError);
     // A key id that is not configured (MASTER_KEY changed since the check) is a DecryptError, never a guess.
-    expect(() => createKeyring(K2).decryptChecked(old.token, old.keyId)).toThrow(DecryptError);
-    // Under another configured key the padding check fails (or, rarely, the bytes are not UTF-8): refused, never served as a key.
+    expect(() => createKeyring(K2).openAdmitted(admitted)).toThrow(DecryptError);
+    // Forged past the type (as a defect elsewhere would): under another configured key the padding
+    // check fails (or, rarely, the bytes are not UTF-8): refused, never served as a key.
     const wrong = createKeyring(`${K2},${K1}`);
     let refused = 0;
     for (let i = 0; i < 50; i++) {
-      const t = createKeyring(K1).encrypt(`sk-${i}`).token;
+      const sealed = Buffer.from(createKeyring(K1).encrypt(`sk-${i}`).token, "base64url").toString("latin1");
       try {
-        const text = wrong.decryptChecked(t, wrong.primaryKeyId);
+        const text = wrong.openAdmitted({ sealed, keyId: wrong.primaryKeyId } as Admitted);
         expect(text).not.toBe(`sk-${i}`);
       } catch (error) {
         expect(error).toBeInstanceOf(DecryptError);

@@ -6,11 +6,14 @@ import { ResolutionCache, type StoredResolution } from "../../service/src/creden
 import { isDatabaseUnavailable } from "../../service/src/db/errors.js";
 import { TokenStore } from "../../service/src/auth/token-store.js";
 import type { Orm } from "../../service/src/db/orm.js";
+import type { Admitted } from "../../service/src/keyring/index.js";
 
 const value = (organizationId: string): StoredResolution => ({
   organizationId,
   strategy: "newest",
-  candidates: [{ id: "c1", sealed: "\x80\x00sealed-bytes\xff", keyId: "fk_1", refusal: null, apiBase: null, weight: 1, failing: false }],
+  candidates: [
+    { id: "c1", admitted: { sealed: "\x80\x00sealed-bytes\xff", keyId: "fk_1" } as Admitted, refusal: null, apiBase: null, weight: 1, failing: false },
+  ],
 });
 
 describe("ResolutionCache while suspended (invalidation connection down)", () => {

@@ -1,13 +1,30 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { cacheKey, ResolutionCache, teamLinkKey, type StoredResolution } from "../../service/src/credentials/resolution-cache.js";
+import { cacheKey, ResolutionCache, teamLinkKey, type StoredCandidate, type StoredResolution } from "../../service/src/credentials/resolution-cache.js";
+import type { Admitted } from "../../service/src/keyring/index.js";
 import { applyInvalidation } from "../../service/src/credentials/invalidation.js";
-import { PROVIDER_NAMES } from "../../service/src/providers.js";
+import { PROVIDER_NAMES } from "@provider-credentials/wire/providers";
+
+/** A candidate as the resolver makes one: admitted (the cache keeps its bytes and key id) or refused (its stored key id). */
+function candidateOf(c: {
+  id: string;
+  sealed: string;
+  keyId: string;
+  refusal: StoredCandidate["refusal"];
+  apiBase: string | null;
+  weight: number;
+  failing: boolean;
+}): StoredCandidate {
+  const facts = { id: c.id, apiBase: c.apiBase, weight: c.weight, failing: c.failing };
+  return c.refusal === null
+    ? { ...facts, admitted: { sealed: c.sealed, keyId: c.keyId } as Admitted, refusal: null }
+    : { ...facts, admitted: null, refusal: c.refusal, keyId: c.keyId };
+}
 
 const value = (organizationId: string, id = "c1"): StoredResolution => ({
   organizationId,
   strategy: "newest",
-  candidates: [{ id, sealed: "\x80\x00sealed-bytes\xff", keyId: "fk_1", refusal: null, apiBase: null, weight: 1, failing: false }],
+  candidates: [candidateOf({ id, sealed: "\x80\x00sealed-bytes\xff", keyId: "fk_1", refusal: null, apiBase: null, weight: 1, failing: false })],
 });
 
 describe("ResolutionCache", () => {
@@ -140,15 +157,17 @@ describe("ResolutionCache against the reference behaviour", () => {
   const provider = fc.constantFrom(...PROVIDER_NAMES);
   // Any text, so that the cache's packing of a candidate into one string is tried on separators, digits and non-Latin-1.
   const text = fc.oneof(fc.constantFrom("c1", "gAAAA-one", "fk_1", "", "12:3", "-:", "-"), fc.string({ unit: "binary", maxLength: 12 }));
-  const candidate = fc.record({
-    id: text,
-    sealed: text,
-    keyId: text,
-    refusal: fc.constantFrom(null, "decrypt" as const, "binding" as const),
-    apiBase: fc.option(text, { nil: null }),
-    weight: fc.oneof(fc.integer({ min: 0, max: 1000 }), fc.constantFrom(0.5, 1e21, 2 ** 31, Number.MAX_SAFE_INTEGER)),
-    failing: fc.boolean(),
-  });
+  const candidate = fc
+    .record({
+      id: text,
+      sealed: text,
+      keyId: text,
+      refusal: fc.constantFrom(null, "decrypt" as const, "binding" as const),
+      apiBase: fc.option(text, { nil: null }),
+      weight: fc.oneof(fc.integer({ min: 0, max: 1000 }), fc.constantFrom(0.5, 1e21, 2 ** 31, Number.MAX_SAFE_INTEGER)),
+      failing: fc.boolean(),
+    })
+    .map(candidateOf);
   const resolution = fc.record({
     organizationId: fc.constantFrom(...organizations),
     strategy: fc.constantFrom("newest" as const, "round_robin" as const, "weighted" as const),
@@ -233,15 +252,17 @@ describe("ResolutionCache against the reference behaviour", () => {
     const resolution = (organizationId: string): StoredResolution => ({
       organizationId,
       strategy: pick(["newest", "round_robin", "weighted"] as const),
-      candidates: Array.from({ length: pick([0, 1, 1, 1, 2, 5]) }, (_, i) => ({
-        id: `c-${i}-${Math.floor(random() * 1e6)}`,
-        sealed: random() < 0.999 ? pick(texts) : huge,
-        keyId: pick(["fk_1", "fk_2"]),
-        refusal: pick([null, null, "decrypt", "binding"] as const),
-        apiBase: pick([null, "https://gateway.example/v1", "https://ünïcode.example"]),
-        weight: Math.floor(random() * 100),
-        failing: random() < 0.1,
-      })),
+      candidates: Array.from({ length: pick([0, 1, 1, 1, 2, 5]) }, (_, i) =>
+        candidateOf({
+          id: `c-${i}-${Math.floor(random() * 1e6)}`,
+          sealed: random() < 0.999 ? pick(texts) : huge,
+          keyId: pick(["fk_1", "fk_2"]),
+          refusal: pick([null, null, "decrypt", "binding"] as const),
+          apiBase: pick([null, "https://gateway.example/v1", "https://ünïcode.example"]),
+          weight: Math.floor(random() * 100),
+          failing: random() < 0.1,
+        }),
+      ),
     });
     const maxEntries = 2_000;
     const cache = new ResolutionCache({ maxEntries, ttlMs: 60_000 });

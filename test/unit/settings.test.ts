@@ -3,8 +3,9 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadSettings, SERVICE_SETTINGS } from "../../service/src/runtime/settings.js";
 import { ConfigError } from "../../service/src/runtime/config.js";
-import { PROVIDERS } from "../../service/src/providers.js";
-import { CONFIGURATION_DOC, renderConfigurationDoc } from "../../service/scripts/config-docs.js";
+import { PROVIDERS } from "@provider-credentials/wire/providers";
+import { CONFIGURATION_DOC, renderConfigurationDoc } from "../../scripts/config-docs.js";
+import { loadPortalSettings, PORTAL_SETTINGS, PortalConfigError } from "../../portal/src/lib/server/settings.js";
 
 describe("the service's settings (service/src/runtime/settings.ts)", () => {
   it("docs/configuration.md is what the schema generates (npm run docs:config)", async () => {
@@ -23,6 +24,9 @@ describe("the service's settings (service/src/runtime/settings.ts)", () => {
       undefined,
       undefined,
     ]);
+    // A portal session lasts at most 7 days after sign-in unless configured otherwise.
+    expect(s.ADMIN_SESSION_LIFETIME_HOURS).toBe(168);
+    expect(loadSettings({ ADMIN_SESSION_LIFETIME_HOURS: "24" }).ADMIN_SESSION_LIFETIME_HOURS).toBe(24);
     expect(loadSettings({ GRPC_PORT: "", METRICS_PORT: "0", RESOLVE_CACHE_MAX_ENTRIES: "0" })).toMatchObject({
       GRPC_PORT: 50051,
       METRICS_PORT: 0,
@@ -37,6 +41,8 @@ describe("the service's settings (service/src/runtime/settings.ts)", () => {
     [{ SHUTDOWN_TIMEOUT_MS: "1.5" }, "SHUTDOWN_TIMEOUT_MS must be a positive integer"],
     [{ RESOLVE_CACHE_OUTAGE_GRACE_MS: "-1" }, "RESOLVE_CACHE_OUTAGE_GRACE_MS must be zero or a positive integer"],
     [{ LOG_LEVEL: "loud" }, "LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent"],
+    [{ ADMIN_SESSION_LIFETIME_HOURS: "0" }, "ADMIN_SESSION_LIFETIME_HOURS must be a whole number of hours between 1 and 8784"],
+    [{ ADMIN_SESSION_LIFETIME_HOURS: "7d" }, "ADMIN_SESSION_LIFETIME_HOURS must be a whole number of hours between 1 and 8784"],
   ])("refuses %o, naming the variable and its rule", (env, message) => {
     expect(() => loadSettings(env)).toThrow(ConfigError);
     expect(() => loadSettings(env)).toThrow(message);
@@ -56,5 +62,61 @@ describe("the service's settings (service/src/runtime/settings.ts)", () => {
     expect(names.size).toBeGreaterThan(10);
     const missing = [...names].filter((name) => !(name in SERVICE_SETTINGS));
     expect(missing, "read by the service but not in SERVICE_SETTINGS (so not documented)").toEqual([]);
+  });
+});
+
+describe("the portal's settings (portal/src/lib/server/settings.js)", () => {
+  it("docs/configuration.md carries the portal's table as the schema generates it", async () => {
+    const current = await readFile(CONFIGURATION_DOC, "utf8");
+    expect(current).toContain("| `CREDENTIALS_SERVICE_URL` | `http://127.0.0.1:50051` |");
+    expect(renderConfigurationDoc(current), "docs/configuration.md is stale: run npm run docs:config").toBe(current);
+  });
+
+  it("gives the documented defaults when nothing is set", () => {
+    const s = loadPortalSettings({});
+    expect([s.PORTAL_PORT, s.HOST, s.CREDENTIALS_SERVICE_URL, s.SHUTDOWN_TIMEOUT_MS, s.LOG_LEVEL, s.ORIGIN]).toEqual([
+      3000,
+      undefined,
+      undefined,
+      10_000,
+      "info",
+      undefined,
+    ]);
+    expect(loadPortalSettings({ PORTAL_PORT: "0", ORIGIN: "", CREDENTIALS_SERVICE_URL: "https://credentials.internal:50051" })).toMatchObject({
+      PORTAL_PORT: 0,
+      ORIGIN: undefined,
+      CREDENTIALS_SERVICE_URL: "https://credentials.internal:50051",
+    });
+  });
+
+  it.each([
+    [{ PORTAL_PORT: "http" }, "PORTAL_PORT must be a port number between 0 and 65535"],
+    [{ SHUTDOWN_TIMEOUT_MS: "0" }, "SHUTDOWN_TIMEOUT_MS must be a positive integer"],
+    [{ XFF_DEPTH: "two" }, "XFF_DEPTH must be a positive integer"],
+    [{ CREDENTIALS_SERVICE_URL: "127.0.0.1:50051" }, "CREDENTIALS_SERVICE_URL must be an http:// or https:// URL"],
+    [{ ORIGIN: "credentials.example.com" }, "ORIGIN must be an http:// or https:// URL"],
+    [{ LOG_LEVEL: "verbose" }, "LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent"],
+  ])("refuses %o, naming the variable and its rule", (env, message) => {
+    expect(() => loadPortalSettings(env)).toThrow(PortalConfigError);
+    expect(() => loadPortalSettings(env)).toThrow(message);
+  });
+
+  it("documents every variable the portal reads (portal/server.js, its sources and scripts)", async () => {
+    const names = new Set<string>();
+    const files = [path.resolve("portal/server.js")];
+    for (const dir of ["portal/src", "portal/scripts"]) {
+      for (const entry of await readdir(path.resolve(dir), { recursive: true, withFileTypes: true })) {
+        if (entry.isFile() && /\.(ts|js|svelte)$/.test(entry.name)) files.push(path.join(entry.parentPath, entry.name));
+      }
+    }
+    for (const file of files) {
+      const source = await readFile(file, "utf8");
+      // Reads only: `process.env.PORT = ...` hands a value to adapter-node.
+      for (const match of source.matchAll(/\benv\.([A-Z][A-Z0-9_]+)\b(?!\s*=[^=])/g)) names.add(match[1]);
+      for (const match of source.matchAll(/\$env\/(?:static|dynamic)\/(?:private|public)/g)) names.add(match[0]);
+    }
+    expect(names.size).toBeGreaterThan(0);
+    const missing = [...names].filter((name) => !(name in PORTAL_SETTINGS));
+    expect(missing, "read by the portal but not in PORTAL_SETTINGS (so not documented)").toEqual([]);
   });
 });

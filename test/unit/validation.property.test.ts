@@ -18,15 +18,22 @@ import {
   validateId,
   validateName,
 } from "../../service/src/credentials/validation.js";
-import { PROVIDER_NAMES, PROVIDERS } from "../../service/src/providers.js";
+import { PROVIDER_NAMES, PROVIDERS } from "@provider-credentials/wire/providers";
 import type { ProviderName } from "../../service/src/db/entities.js";
 import { ServiceError } from "../../service/src/errors.js";
-import { decodePageToken, DEFAULT_PAGE_SIZE, encodePageToken, MAX_PAGE_SIZE, pageSize } from "../../service/src/paging.js";
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageTokens, pageSize } from "../../service/src/paging.js";
+import { createKeyring, generateMasterKey } from "../../service/src/keyring/index.js";
 import { providerEnum, providerName } from "../../service/src/rpc/convert.js";
 import { isProviderName, PROVIDER_NAMES as PORTAL_PROVIDER_NAMES } from "../../portal/src/lib/providers.js";
 import { createCredentialInput, listCredentialsInput } from "../../portal/src/lib/server/trpc/schemas.js";
 
 // ---------------------------------------------------------------- helpers
+
+/** Page tokens of one list and scope, under a fresh MASTER_KEY (as every list's tokens are made). */
+const pageTokens = new PageTokens(createKeyring(generateMasterKey()));
+const encodePageToken = (key: Array<string | number>) => pageTokens.encode("list", "scope", key);
+const decodePageToken = <T extends Array<string | number>>(token: string, shape: Array<"string" | "number">, field?: string) =>
+  pageTokens.decode<T>("list", "scope", token, shape, field);
 
 /** The ServiceError fn throws; anything else (a return value, another error type) fails the property. */
 function refusal(fn: () => unknown): ServiceError {
@@ -194,9 +201,13 @@ describe("validateCredentialId: a UUID, normalised to lower case", () => {
 
 // ---------------------------------------------------------------- display names
 
-describe("validateName: 1-200 characters after trimming, no control characters", () => {
+describe("validateName: 1-200 characters after trimming, no control or invisible formatting characters", () => {
   const message = (field: string) =>
-    new RegExp(`^${escape(field)}: (?:is required|must be at most ${NAME_MAX_LENGTH} characters|must not contain control characters)$`);
+    new RegExp(
+      `^${escape(field)}: (?:is required|must be at most ${NAME_MAX_LENGTH} characters|must not contain control characters|must not contain invisible formatting characters \\(found U\\+[0-9A-F]{4,6}\\), which can make text show as something else)$`,
+    );
+  /** Format characters (Cf), lone surrogates, line and paragraph separators: refused like controls. */
+  const INVISIBLE = /[\p{Cf}\p{Cs}\p{Zl}\p{Zp}]/u;
   /** Names whose first and last characters survive trim(). */
   const solidName = (min: number, max: number) =>
     fc
@@ -206,7 +217,7 @@ describe("validateName: 1-200 characters after trimming, no control characters",
         maxLength: max,
       })
       .map((s) => s.trim())
-      .filter((s) => !/\p{Cc}/u.test(s) && [...s].length >= min && [...s].length <= max);
+      .filter((s) => !/\p{Cc}/u.test(s) && !INVISIBLE.test(s) && [...s].length >= min && [...s].length <= max);
 
   it("matches the documented rule exactly (oracle: trim, count code points, look for Cc)", () => {
     const candidate = fc.oneof(
@@ -221,7 +232,8 @@ describe("validateName: 1-200 characters after trimming, no control characters",
       fc.property(fieldName, candidate, (field, value) => {
         const trimmed = value.trim();
         const codePoints = [...trimmed];
-        const documented = codePoints.length >= 1 && codePoints.length <= NAME_MAX_LENGTH && !codePoints.some(isControl);
+        const documented =
+          codePoints.length >= 1 && codePoints.length <= NAME_MAX_LENGTH && !codePoints.some(isControl) && !codePoints.some((c) => INVISIBLE.test(c));
         if (documented) {
           expect(validateName(field, value)).toBe(trimmed);
         } else {

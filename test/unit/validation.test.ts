@@ -1,8 +1,24 @@
 import { describe, expect, it } from "vitest";
 import { ServiceError } from "../../service/src/errors.js";
-import { keyHint, validateApiBase, validateApiKey, validateCredentialId, validateId, validateName } from "../../service/src/credentials/validation.js";
-import { pageSize, decodePageToken, encodePageToken, MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE } from "../../service/src/paging.js";
-import { environmentKeys, providerOfKey } from "../../service/src/providers.js";
+import {
+  comparableName,
+  keyHint,
+  validateApiBase,
+  validateApiKey,
+  validateCredentialId,
+  validateId,
+  validateName,
+  validateNewId,
+} from "../../service/src/credentials/validation.js";
+import { pageSize, PageTokens, MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE } from "../../service/src/paging.js";
+import { createKeyring, generateMasterKey } from "../../service/src/keyring/index.js";
+import { environmentKeys, providerOfKey } from "@provider-credentials/wire/providers";
+
+// Fixed, key-shaped values (never real keys): random fakes would make a test that can fail by chance.
+const OPENAI_SHAPED = "sk-proj-Zq3vN8xR2mT7bK1wY6pL4sD9fG0hJ5cA";
+const ANTHROPIC_SHAPED = "sk-ant-api03-Xw7Lq2Nz9Rb4Tk8Ym1Vc6Pd3Sg5Hj0Fa-AA";
+const GEMINI_SHAPED = "AIzaSyB3kQ9mX2vT7nL1pR8wC4dF6gH0jK5sZ";
+const FIREWORKS_SHAPED = "fw_3Zq8Lm2Xc9Rt4Vb7Nk1Pq6Ws";
 
 function failure(fn: () => unknown): ServiceError {
   try {
@@ -44,6 +60,44 @@ describe("names", () => {
     ["a\u0000b", "control characters"],
     ["a\nb", "control characters"],
   ])("refuses %j", (name, message) => expect(failure(() => validateName("credential_name", name)).message).toContain(message));
+
+  it.each([
+    ["photo\u202egnp.exe", "U+202E"], // right-to-left override: shows as "photoexe.png"
+    ["prod\u200bkey", "U+200B"], // zero-width space
+    ["a\u2066b", "U+2066"], // left-to-right isolate
+    ["soft\u00adhyphen", "U+00AD"],
+    ["line\u2028break", "U+2028"],
+    ["half\ud800", "U+D800"], // a lone surrogate
+  ])("refuses the invisible formatting character in %j, naming the field and the character", (name, code) => {
+    const error = failure(() => validateName("credential_name", name));
+    expect(error.field).toBe("credential_name");
+    expect(error.message).toBe(`credential_name: must not contain invisible formatting characters (found ${code}), which can make text show as something else`);
+  });
+  it.each([OPENAI_SHAPED, ANTHROPIC_SHAPED, GEMINI_SHAPED, FIREWORKS_SHAPED, `my key: ${OPENAI_SHAPED}`, `(${GEMINI_SHAPED})`])(
+    "refuses a name holding a provider key (%#) without repeating it",
+    (name) => {
+      const error = failure(() => validateName("name", name));
+      expect(error.message).toMatch(/^name: looks like a provider API key; keys go only in api_key/);
+      expect(error.message).not.toContain(name.slice(-8));
+    },
+  );
+  it.each(["sk-team-prod-2024-backup-eu", "AIRFLOW-Production-2", "fw-production-key-for-eu-west-1", "Prod key (sk-…Ab12)", "日本のキー", "Straße ✨"])(
+    "accepts the honest name %j",
+    (name) => expect(validateName("credential_name", name)).toBe(name),
+  );
+  it("compares names after NFKC and case folding", () => {
+    expect(comparableName("ｐｒｏｄ")).toBe(comparableName("PROD"));
+    expect(comparableName("Straße")).toBe(comparableName("STRASSE"));
+    expect(comparableName("ﬁle")).toBe(comparableName("FILE"));
+    expect(comparableName("Ⅻ")).toBe(comparableName("xii"));
+    expect(comparableName("prod")).not.toBe(comparableName("prod2"));
+  });
+  it("refuses a key shaped id for a new organisation or team, and a key shaped api_base", () => {
+    expect(failure(() => validateNewId("team_id", "sk-4fQ9zLm2Xc8Rt1Vb7Nk3Pq6Ws")).message).toMatch(/^team_id: looks like a provider API key/);
+    expect(validateNewId("team_id", "sk-team-2024")).toBe("sk-team-2024");
+    expect(failure(() => validateApiBase(`https://proxy.example.com/v1/${OPENAI_SHAPED}`)).message).toMatch(/^api_base: looks like a provider API key/);
+    expect(failure(() => validateApiBase("https://proxy.example.com/\u202ev1")).message).toMatch(/^api_base: must not contain invisible/);
+  });
 });
 
 describe("api keys", () => {
@@ -126,13 +180,36 @@ describe("paging", () => {
     expect(pageSize(100_000)).toBe(MAX_PAGE_SIZE);
     expect(failure(() => pageSize(-1)).message).toBe("page_size: must be zero or a positive integer");
   });
-  it("round-trips page tokens and refuses malformed ones", () => {
-    const token = encodePageToken([1700000000000, "abc"]);
-    expect(decodePageToken(token, ["number", "string"])).toEqual([1700000000000, "abc"]);
-    expect(decodePageToken("", ["number"])).toBeUndefined();
-    for (const bad of ["%%%", "bm90IGpzb24", encodePageToken(["x", "y"]), encodePageToken([1])]) {
-      expect(failure(() => decodePageToken(bad, ["number", "string"])).field).toBe("page_token");
+  it("round-trips page tokens and refuses malformed, forged, edited and foreign ones", () => {
+    const masterKey = generateMasterKey();
+    const pages = new PageTokens(createKeyring(masterKey));
+    const token = pages.encode("credentials", "org-a", [1700000000000, "abc"]);
+    expect(pages.decode("credentials", "org-a", token, ["number", "string"])).toEqual([1700000000000, "abc"]);
+    expect(pages.decode("credentials", "org-a", "", ["number"])).toBeUndefined();
+    // Another process with the same MASTER_KEY (a replica, a restart) accepts it; one with another key does not.
+    expect(new PageTokens(createKeyring(masterKey)).decode("credentials", "org-a", token, ["number", "string"])).toEqual([1700000000000, "abc"]);
+    expect(new PageTokens(createKeyring(`${generateMasterKey()},${masterKey}`)).decode("credentials", "org-a", token, ["number", "string"])).toEqual([
+      1700000000000,
+      "abc",
+    ]);
+    const edited = Buffer.from(token, "base64url");
+    edited[edited.length - 3] ^= 1;
+    const forged = Buffer.from(JSON.stringify(["credentials", "org-a", [1700000000000, "abc"]])).toString("base64url");
+    for (const bad of [
+      "%%%",
+      "bm90IGpzb24",
+      forged,
+      edited.toString("base64url"),
+      new PageTokens(createKeyring(generateMasterKey())).encode("credentials", "org-a", [1700000000000, "abc"]),
+      pages.encode("credentials", "org-a", ["x", "y"]),
+      pages.encode("credentials", "org-a", [1]),
+      pages.encode("teams", "org-a", [1700000000000, "abc"]),
+    ]) {
+      expect(failure(() => pages.decode("credentials", "org-a", bad, ["number", "string"])).message).toBe(
+        "page_token: is malformed; pass the next_page_token of the previous page unchanged",
+      );
     }
+    expect(failure(() => pages.decode("credentials", "org-b", token, ["number", "string"])).message).toMatch(/^page_token: was made for another organization/);
   });
 });
 

@@ -1,8 +1,8 @@
 /** What the pages show about each provider; safe for the browser (no secrets, no server code). */
 
-import { isProviderName, PROVIDER_NAMES as REGISTRY_NAMES, PROVIDERS as REGISTRY, type ProviderName } from "../../../service/src/providers.js";
+import { isProviderName, PROVIDER_NAMES as REGISTRY_NAMES, PROVIDERS as REGISTRY, type ProviderName } from "@provider-credentials/wire/providers";
 
-/** The providers of the service's registry (service/src/providers.ts), in its order. */
+/** The providers of the registry (@provider-credentials/wire/providers), in its order. */
 export const PROVIDER_NAMES = REGISTRY_NAMES as readonly ProviderName[];
 export type { ProviderName };
 export { isProviderName };

@@ -27,3 +27,14 @@ export class Submission {
     };
   };
 }
+
+/** A row's form that holds the row's `key` in `pending` while its action runs, so that the row can show it at once. */
+export function pendingWhile(pending: { add(key: string): unknown; delete(key: string): unknown }, key: string): SubmitFunction {
+  return () => {
+    pending.add(key);
+    return async ({ update }) => {
+      await update();
+      pending.delete(key);
+    };
+  };
+}

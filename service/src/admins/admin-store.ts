@@ -1,10 +1,10 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { inTransaction, type Orm } from "../db/orm.js";
-import { isUniqueViolation, toDate } from "../db/errors.js";
+import type { Orm } from "../db/orm.js";
+import { runChange } from "../db/change.js";
+import { toDate } from "../db/errors.js";
 import { ServiceError, invalid } from "../errors.js";
-import { recordAudit } from "../audit/audit-store.js";
 import type { Actor } from "../credentials/credential-store.js";
-import { dummyPasswordHash, generatePassword, hashPassword, PASSWORD_MIN_LENGTH, verifyPassword } from "./passwords.js";
+import { dummyPasswordHash, generatePassword, hashPassword, PASSWORD_MAX_LENGTH, passwordProblem, verifyPassword } from "./passwords.js";
 
 export interface AdminView {
   id: string;
@@ -19,8 +19,20 @@ export interface SessionView {
 }
 
 export const SESSION_IDLE_MS = 12 * 60 * 60 * 1000;
+/** A session ends this long after sign-in however much it is used (ADMIN_SESSION_LIFETIME_HOURS). */
+export const DEFAULT_SESSION_LIFETIME_HOURS = 7 * 24;
 export const SIGN_IN_WINDOW_MS = 15 * 60 * 1000;
+/** Failures (and attempts being judged) from one address, for any accounts, within the window. */
 export const SIGN_IN_MAX_FAILURES = 10;
+/** Failures for one account from all addresses within the window, after which only addresses without a failure for it are judged. */
+export const SIGN_IN_ACCOUNT_MAX_FAILURES = 10;
+
+/** Sign-in admissions in flight at once in one process: the others wait in memory, not holding database connections. */
+const ADMISSIONS_AT_ONCE = 2;
+
+// Advisory lock classes (the first key of pg_advisory_xact_lock(int, int)) serialising the sign-in limits.
+const LOCK_SIGN_IN_ACCOUNT = 0x5349_4101;
+const LOCK_SIGN_IN_ADDRESS = 0x5349_4102;
 
 // Printable ASCII only: an email doubles as the actor name sent in a header on every change.
 const EMAIL_PATTERN = /^[\x21-\x3f\x41-\x7e]{1,64}@[\x21-\x3f\x41-\x7e]{1,189}$/;
@@ -34,9 +46,10 @@ export function validateEmail(value: string): string {
   return email;
 }
 
-export function validatePassword(password: string): string {
-  if ([...password].length < PASSWORD_MIN_LENGTH) throw invalid("password", `must be at least ${PASSWORD_MIN_LENGTH} characters`);
-  if (password.length > 1024) throw invalid("password", "must be at most 1024 characters");
+/** A password chosen for the account `email` (validated): refused, naming `field`, when too short or long, containing the email or too easy to guess. */
+export function validatePassword(password: string, email: string, field = "password"): string {
+  const problem = passwordProblem(password, email);
+  if (problem !== undefined) throw invalid(field, problem);
   return password;
 }
 
@@ -62,8 +75,22 @@ const view = (row: AdminRow): AdminView => ({
  * failures are rate-limited per account and per address from the audit log,
  * so the limit holds across replicas.
  */
+export interface AdminStoreOptions {
+  /** How long a session lasts after sign-in, used or not (ms; default DEFAULT_SESSION_LIFETIME_HOURS). */
+  sessionLifetimeMs?: number;
+}
+
 export class AdminStore {
-  constructor(private readonly orm: Orm) {}
+  private readonly sessionLifetimeMs: number;
+  private admissions = 0;
+  private readonly admissionQueue: Array<() => void> = [];
+
+  constructor(
+    private readonly orm: Orm,
+    options: AdminStoreOptions = {},
+  ) {
+    this.sessionLifetimeMs = options.sessionLifetimeMs ?? DEFAULT_SESSION_LIFETIME_HOURS * 60 * 60 * 1000;
+  }
 
   private sql<T>(query: string, params: unknown[] = []): Promise<T[]> {
     return this.orm.em.getConnection().execute(query, params);
@@ -74,15 +101,19 @@ export class AdminStore {
     return Number(row.n);
   }
 
-  /** Creates an administrator; without a password one is generated. Returns the password (shown once). */
-  async create(emailInput: string, passwordInput: string | undefined, by: Actor): Promise<{ admin: AdminView; password: string }> {
+  /**
+   * Creates an administrator; without a password one is generated. Returns the password (shown once).
+   * A chosen password that validatePassword refuses is INVALID_ARGUMENT naming `passwordField`.
+   */
+  async create(emailInput: string, passwordInput: string | undefined, by: Actor, passwordField = "password"): Promise<{ admin: AdminView; password: string }> {
     const email = validateEmail(emailInput);
-    const password = passwordInput === undefined ? generatePassword() : validatePassword(passwordInput);
+    const password = passwordInput === undefined ? generatePassword() : validatePassword(passwordInput, email, passwordField);
     const now = new Date();
     const row: AdminRow = { id: randomUUID(), email, created_at: now, last_sign_in_at: null };
     const passwordHash = await hashPassword(password);
-    try {
-      await inTransaction(this.orm, async (em) => {
+    await runChange(
+      this.orm,
+      async ({ em, audit }) => {
         await em
           .getConnection()
           .execute(
@@ -91,23 +122,19 @@ export class AdminStore {
             "run",
             em.getTransactionContext(),
           );
-        await recordAudit(em, { ...by, action: "admin.create", target: email });
-      });
-    } catch (error) {
-      if (isUniqueViolation(error)) {
-        throw new ServiceError("already_exists", `email: an administrator with email "${email}" already exists`, "email");
-      }
-      throw error;
-    }
+        audit({ ...by, action: "admin.create", target: email });
+      },
+      { constraints: { unique: () => new ServiceError("already_exists", `email: an administrator with email "${email}" already exists`, "email") } },
+    );
     return { admin: view(row), password };
   }
 
   /** Sets a new password (generated when not given) and revokes every session of the administrator. */
-  async resetPassword(emailInput: string, passwordInput: string | undefined, by: Actor): Promise<string> {
+  async resetPassword(emailInput: string, passwordInput: string | undefined, by: Actor, passwordField = "password"): Promise<string> {
     const email = validateEmail(emailInput);
-    const password = passwordInput === undefined ? generatePassword() : validatePassword(passwordInput);
+    const password = passwordInput === undefined ? generatePassword() : validatePassword(passwordInput, email, passwordField);
     const passwordHash = await hashPassword(password);
-    await inTransaction(this.orm, async (em) => {
+    await runChange(this.orm, async ({ em, audit }) => {
       const conn = em.getConnection();
       const ctx = em.getTransactionContext();
       const rows: Array<{ id: string }> = await conn.execute(
@@ -118,9 +145,42 @@ export class AdminStore {
       );
       if (rows.length === 0) throw new ServiceError("not_found", `no administrator with email "${email}"`);
       await conn.execute("update admin_sessions set revoked_at = now() where admin_id = ? and revoked_at is null", [rows[0].id], "run", ctx);
-      await recordAudit(em, { ...by, action: "admin.reset_password", target: email });
+      audit({ ...by, action: "admin.reset_password", target: email });
     });
     return password;
+  }
+
+  /**
+   * Removes an administrator and ends every session of theirs, audited. Refused (FAILED_PRECONDITION) for the
+   * last administrator: every administrator's row is locked first, so concurrent removals cannot leave none.
+   */
+  async remove(emailInput: string, by: Actor): Promise<{ sessionsEnded: number }> {
+    const email = validateEmail(emailInput);
+    return runChange(this.orm, async ({ em, audit }) => {
+      const conn = em.getConnection();
+      const ctx = em.getTransactionContext();
+      const admins: Array<{ id: string; email: string }> = await conn.execute("select id, email from admin_users order by id for update", [], "all", ctx);
+      const target = admins.find((a) => a.email.toLowerCase() === email);
+      if (!target) throw new ServiceError("not_found", `email: no administrator with email "${email}"`, "email");
+      if (admins.length === 1) {
+        throw new ServiceError(
+          "failed_precondition",
+          `email: "${email}" is the last administrator and cannot be removed; create another one first`,
+          "email",
+          undefined,
+          "LAST_ADMINISTRATOR",
+        );
+      }
+      const ended: Array<{ id_hash: string }> = await conn.execute(
+        "delete from admin_sessions where admin_id = ? and revoked_at is null returning id_hash",
+        [target.id],
+        "all",
+        ctx,
+      );
+      await conn.execute("delete from admin_users where id = ?", [target.id], "run", ctx);
+      audit({ ...by, action: "admin.remove", target: email, details: { sessions_ended: ended.length } });
+      return { sessionsEnded: ended.length };
+    });
   }
 
   async list(): Promise<AdminView[]> {
@@ -133,7 +193,7 @@ export class AdminStore {
     // Only an email address can name an account. Anything else typed into the field (a password,
     // an API key) is neither looked up nor written to the audit log.
     const account = email.length <= 128 && EMAIL_PATTERN.test(email) ? email : null;
-    await this.refuseWhenRateLimited(account, source);
+    const attempt = await this.admitAttempt(account, source ?? "");
     const [row] =
       account === null
         ? []
@@ -141,17 +201,16 @@ export class AdminStore {
             "select id, email, created_at, last_sign_in_at, password_hash from admin_users where lower(email) = ?",
             [account],
           );
-    const ok = await verifyPassword(password.slice(0, 1024), row?.password_hash ?? (await dummyPasswordHash()));
+    const ok = await verifyPassword(password.slice(0, PASSWORD_MAX_LENGTH), row?.password_hash ?? (await dummyPasswordHash()));
     if (!row || !ok) {
+      // The attempt's row stays: it now counts as a failure until it leaves the window.
       const actor = account ?? (email === "" ? "(empty)" : "(not an email address)");
-      await inTransaction(this.orm, async (em) => {
-        await recordAudit(em, { actor, action: "admin.sign_in_failed", target: account, source });
-      });
+      await runChange(this.orm, async ({ audit }) => audit({ actor, action: "admin.sign_in_failed", target: account, source }));
       throw new ServiceError("unauthenticated", "invalid email or password");
     }
     const token = randomBytes(32).toString("base64url");
     const now = new Date();
-    await inTransaction(this.orm, async (em) => {
+    await runChange(this.orm, async ({ em, audit }) => {
       const conn = em.getConnection();
       const ctx = em.getTransactionContext();
       await conn.execute(
@@ -161,57 +220,65 @@ export class AdminStore {
         ctx,
       );
       await conn.execute("update admin_users set last_sign_in_at = ? where id = ?", [now, row.id], "run", ctx);
-      await recordAudit(em, { actor: row.email, action: "admin.sign_in", target: row.email, source });
+      await conn.execute("delete from admin_sign_in_attempts where id = ?", [attempt], "run", ctx);
+      audit({ actor: row.email, action: "admin.sign_in", target: row.email, source });
     });
-    return { token, session: { admin: view({ ...row, last_sign_in_at: now }), expiresAt: new Date(now.getTime() + SESSION_IDLE_MS) } };
+    const expiresAt = new Date(now.getTime() + Math.min(SESSION_IDLE_MS, this.sessionLifetimeMs));
+    return { token, session: { admin: view({ ...row, last_sign_in_at: now }), expiresAt } };
   }
 
-  /** The session's administrator, extending its idle expiry; unauthenticated when unknown, idle too long or revoked. */
+  /**
+   * The session's administrator, extending its idle expiry; unauthenticated when unknown, revoked, idle too long,
+   * or signed in longer ago than the session lifetime (however much it was used).
+   */
   async getSession(token: string): Promise<SessionView> {
     if (!/^[A-Za-z0-9_-]{43}$/.test(token)) throw new ServiceError("unauthenticated", "session expired or signed out");
-    const [row] = await this.sql<AdminRow & { last_seen_at: string }>(
+    const [row] = await this.sql<AdminRow & { last_seen_at: string; session_created_at: string }>(
       `with s as (
          update admin_sessions set last_seen_at = now()
          where id_hash = ? and revoked_at is null and last_seen_at > now() - ? * interval '1 millisecond'
-         returning admin_id, last_seen_at
+           and created_at > now() - ? * interval '1 millisecond'
+         returning admin_id, last_seen_at, created_at
        )
-       select a.id, a.email, a.created_at, a.last_sign_in_at, s.last_seen_at from s join admin_users a on a.id = s.admin_id`,
-      [hashSession(token), SESSION_IDLE_MS],
+       select a.id, a.email, a.created_at, a.last_sign_in_at, s.last_seen_at, s.created_at as session_created_at
+       from s join admin_users a on a.id = s.admin_id`,
+      [hashSession(token), SESSION_IDLE_MS, this.sessionLifetimeMs],
     );
     if (!row) throw new ServiceError("unauthenticated", "session expired or signed out");
-    return { admin: view(row), expiresAt: new Date(toDate(row.last_seen_at).getTime() + SESSION_IDLE_MS) };
+    const idleEnd = toDate(row.last_seen_at).getTime() + SESSION_IDLE_MS;
+    const lifetimeEnd = toDate(row.session_created_at).getTime() + this.sessionLifetimeMs;
+    return { admin: view(row), expiresAt: new Date(Math.min(idleEnd, lifetimeEnd)) };
   }
 
   async signOut(token: string): Promise<void> {
-    const rows = await this.sql<{ email: string; source: string | null }>(
-      `update admin_sessions s set revoked_at = now() from admin_users a
-       where s.id_hash = ? and s.revoked_at is null and a.id = s.admin_id returning a.email, s.source`,
-      [hashSession(token)],
-    );
-    if (rows[0]) {
-      await inTransaction(this.orm, async (em) => {
-        await recordAudit(em, { actor: rows[0].email, action: "admin.sign_out", target: rows[0].email, source: rows[0].source });
-      });
-    }
+    await runChange(this.orm, async ({ em, audit }) => {
+      const [row]: Array<{ email: string; source: string | null }> = await em.getConnection().execute(
+        `update admin_sessions s set revoked_at = now() from admin_users a
+         where s.id_hash = ? and s.revoked_at is null and a.id = s.admin_id returning a.email, s.source`,
+        [hashSession(token)],
+        "all",
+        em.getTransactionContext(),
+      );
+      if (row) audit({ actor: row.email, action: "admin.sign_out", target: row.email, source: row.source });
+    });
   }
 
-  /** Ten failures in fifteen minutes for the account, or for the address, closes the door until the oldest of them ages out. */
-  private async refuseWhenRateLimited(email: string | null, source: string | null): Promise<void> {
-    const tenthNewest = async (column: "target" | "source", value: string) => {
-      const [row] = await this.sql<{ occurred_at: string }>(
-        `select occurred_at from audit_events
-         where action = 'admin.sign_in_failed' and ${column} = ? and occurred_at > now() - ? * interval '1 millisecond'
-         order by occurred_at desc offset ? limit 1`,
-        [value, SIGN_IN_WINDOW_MS, SIGN_IN_MAX_FAILURES - 1],
-      );
-      return row ? toDate(row.occurred_at) : undefined;
-    };
-    const blockers = [email ? await tenthNewest("target", email) : undefined, source ? await tenthNewest("source", source) : undefined].filter(
-      (d): d is Date => d !== undefined,
-    );
-    if (blockers.length === 0) return;
-    const until = Math.max(...blockers.map((d) => d.getTime() + SIGN_IN_WINDOW_MS));
-    const seconds = Math.max(1, Math.ceil((until - Date.now()) / 1000));
+  /**
+   * Admits one sign-in attempt under the limits, or refuses it (RESOURCE_EXHAUSTED with when to try again) without
+   * counting it. An admitted attempt is a row of admin_sign_in_attempts, written before its password is judged and
+   * deleted only when it was right, so an attempt being judged counts as a failure: counting and admitting happen
+   * under advisory locks on the account and the address, so however many attempts arrive at once, no more are
+   * judged than the limits allow. The limits, over the last SIGN_IN_WINDOW_MS:
+   * - an address with SIGN_IN_MAX_FAILURES failures (for any accounts) is refused;
+   * - an account with SIGN_IN_ACCOUNT_MAX_FAILURES failures (from any addresses) is refused to the addresses that
+   *   have a failure for it, never to an address without one: knowing an administrator's email is not enough to
+   *   lock them out.
+   */
+  private async admitAttempt(account: string | null, source: string): Promise<string> {
+    const id = randomUUID();
+    const refusedFor = await this.oneOfFewAdmissions(() => this.admitOrRefuse(id, account, source));
+    if (refusedFor === undefined) return id;
+    const seconds = Math.max(1, Math.ceil(refusedFor / 1000));
     throw new ServiceError(
       "resource_exhausted",
       `too many failed sign-ins; try again in ${Math.ceil(seconds / 60)} minute${seconds > 60 ? "s" : ""}`,
@@ -219,5 +286,72 @@ export class AdminStore {
       seconds,
       "TOO_MANY_SIGN_INS",
     );
+  }
+
+  /**
+   * Runs `admit` when fewer than ADMISSIONS_AT_ONCE run, in arrival order: a burst of sign-ins waits for the
+   * advisory locks with at most that many of the pool's connections, so other calls keep theirs.
+   */
+  private async oneOfFewAdmissions<T>(admit: () => Promise<T>): Promise<T> {
+    if (this.admissions >= ADMISSIONS_AT_ONCE) await new Promise<void>((resolve) => this.admissionQueue.push(resolve));
+    else this.admissions += 1;
+    try {
+      return await admit();
+    } finally {
+      // The slot passes straight to the next in line, or is given back.
+      const next = this.admissionQueue.shift();
+      if (next) next();
+      else this.admissions -= 1;
+    }
+  }
+
+  /** In one transaction: how long the limits still refuse this attempt (ms), or undefined once its row is written. */
+  private admitOrRefuse(id: string, account: string | null, source: string): Promise<number | undefined> {
+    return runChange(this.orm, async ({ em }) => {
+      const conn = em.getConnection();
+      const ctx = em.getTransactionContext();
+      // The account's lock before the address's, always: a transaction waiting for one holds no lock of its kind, so no deadlock.
+      if (account !== null) await conn.execute("select pg_advisory_xact_lock(?, hashtext(?))", [LOCK_SIGN_IN_ACCOUNT, account], "all", ctx);
+      await conn.execute("select pg_advisory_xact_lock(?, hashtext(?))", [LOCK_SIGN_IN_ADDRESS, source], "all", ctx);
+      const window = "now() - ? * interval '1 millisecond'";
+      const [state]: Array<{ now: Date | string; address_full: Date | string | null; account_full: Date | string | null; pair_latest: Date | string | null }> =
+        await conn.execute(
+          `select now() as now,
+             (select started_at from admin_sign_in_attempts where source = ? and started_at > ${window}
+              order by started_at desc offset ? limit 1) as address_full,
+             (select started_at from admin_sign_in_attempts where account = ? and started_at > ${window}
+              order by started_at desc offset ? limit 1) as account_full,
+             (select max(started_at) from admin_sign_in_attempts where account = ? and source = ? and started_at > ${window}) as pair_latest`,
+          [
+            source,
+            SIGN_IN_WINDOW_MS,
+            SIGN_IN_MAX_FAILURES - 1,
+            account,
+            SIGN_IN_WINDOW_MS,
+            SIGN_IN_ACCOUNT_MAX_FAILURES - 1,
+            account,
+            source,
+            SIGN_IN_WINDOW_MS,
+          ],
+          "all",
+          ctx,
+        );
+      const at = (value: Date | string | null) => (value === null ? undefined : toDate(value).getTime());
+      // When each limit that holds lets go: as the failure that filled it leaves the window.
+      const until = [
+        at(state.address_full),
+        state.account_full !== null && state.pair_latest !== null ? Math.min(at(state.account_full)!, at(state.pair_latest)!) : undefined,
+      ].filter((t): t is number => t !== undefined);
+      if (until.length > 0) return Math.max(...until) + SIGN_IN_WINDOW_MS - toDate(state.now).getTime();
+      await conn.execute(
+        `delete from admin_sign_in_attempts where id in (
+           select id from admin_sign_in_attempts where started_at <= ${window} order by started_at limit 100 for update skip locked)`,
+        [SIGN_IN_WINDOW_MS],
+        "run",
+        ctx,
+      );
+      await conn.execute("insert into admin_sign_in_attempts (id, account, source, started_at) values (?, ?, ?, now())", [id, account, source], "run", ctx);
+      return undefined;
+    });
   }
 }

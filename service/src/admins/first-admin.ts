@@ -19,10 +19,13 @@ export async function ensureFirstAdmin(
   if (env.ADMIN_EMAIL || env.ADMIN_PASSWORD) {
     if (!env.ADMIN_EMAIL || !env.ADMIN_PASSWORD) throw new ConfigError("set both ADMIN_EMAIL and ADMIN_PASSWORD to create the first administrator");
     try {
-      const { admin } = await admins.create(env.ADMIN_EMAIL, env.ADMIN_PASSWORD, by);
+      const { admin } = await admins.create(env.ADMIN_EMAIL, env.ADMIN_PASSWORD, by, "ADMIN_PASSWORD");
       return { email: admin.email };
     } catch (error) {
-      if (error instanceof ServiceError && error.kind === "invalid_argument") throw new ConfigError(`ADMIN_EMAIL / ADMIN_PASSWORD: ${error.message}`);
+      if (error instanceof ServiceError && error.kind === "invalid_argument") {
+        // Named by the variable at fault; the message never repeats the password.
+        throw new ConfigError(error.field === "ADMIN_PASSWORD" ? error.message : `ADMIN_EMAIL: ${error.description}`);
+      }
       throw error;
     }
   }

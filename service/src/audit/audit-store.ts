@@ -1,8 +1,7 @@
 import type { FilterQuery } from "@mikro-orm/core";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { AuditEventEntity, type AuditEventRow } from "../db/entities.js";
-import { invalid } from "../errors.js";
-import { decodePageToken, encodePageToken } from "../paging.js";
+import { malformedPageToken, type PageTokens } from "../paging.js";
 
 export interface AuditEvent {
   actor: string;
@@ -64,10 +63,14 @@ export interface AuditEventView {
   details: Record<string, unknown>;
 }
 
+/** The largest audit event id (bigint). */
+const MAX_EVENT_ID = 2n ** 63n - 1n;
+
 /** Reads the audit log, newest first, keyset-paged on the event id. */
-export async function listAuditEvents(em: EntityManager, query: AuditQuery): Promise<{ events: AuditEventView[]; nextPageToken: string }> {
-  const after = decodePageToken<[string]>(query.pageToken, ["string"]);
-  if (after && !/^[0-9]{1,19}$/.test(after[0])) throw invalid("page_token", "is malformed; pass the next_page_token of the previous page unchanged");
+export async function listAuditEvents(em: EntityManager, pages: PageTokens, query: AuditQuery): Promise<{ events: AuditEventView[]; nextPageToken: string }> {
+  const after = pages.decode<[string]>("audit_events", "", query.pageToken, ["string"]);
+  // Authenticated tokens carry what this service wrote; still, never hand the query a value a bigint cannot hold.
+  if (after && (!/^[0-9]{1,19}$/.test(after[0]) || BigInt(after[0]) > MAX_EVENT_ID)) throw malformedPageToken();
   const where: FilterQuery<AuditEventRow> = {};
   if (query.organizationId !== undefined) where.organizationId = query.organizationId;
   if (query.credentialId !== undefined) where.credentialId = query.credentialId;
@@ -88,6 +91,6 @@ export async function listAuditEvents(em: EntityManager, query: AuditQuery): Pro
       source: r.source,
       details: r.details,
     })),
-    nextPageToken: rows.length > query.limit && last ? encodePageToken([String(last.id)]) : "",
+    nextPageToken: rows.length > query.limit && last ? pages.encode("audit_events", "", [String(last.id)]) : "",
   };
 }

@@ -1,10 +1,12 @@
-import { DB_HOT_PATH_TIMEOUT_MS, inTransaction, type Orm } from "../db/orm.js";
+import { LRUCache } from "lru-cache";
+import { DB_HOT_PATH_TIMEOUT_MS, type Orm } from "../db/orm.js";
+import { runChange } from "../db/change.js";
 import { Reachability } from "../db/reachability.js";
-import { isDatabaseUnavailable, isUniqueViolation } from "../db/errors.js";
+import { isDatabaseUnavailable } from "../db/errors.js";
 import { ApiTokenEntity, type TokenScope } from "../db/entities.js";
 import { ServiceError, invalid } from "../errors.js";
-import { recordAudit } from "../audit/audit-store.js";
 import { generateToken, hashToken, sameHash, TOKEN_SCOPES } from "./tokens.js";
+import { refuseKeyShaped } from "../credentials/validation.js";
 
 const NAME_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 export const ENV_ADMIN_TOKEN_NAME = "service-admin-token";
@@ -17,14 +19,21 @@ export interface TokenInfo {
   lastUsedAt: Date | null;
 }
 
+type TokenAnswer = { name: string; scope: TokenScope } | undefined;
+
 interface CachedToken {
-  info: { name: string; scope: TokenScope };
+  /** Undefined: the look-up found no such token (such an entry never answers, and is dropped at once). */
+  info: TokenAnswer;
   expiresAt: number;
   /** From then on, a use starts one look-up in the background (the entry still answers until expiresAt). */
   refreshAt: number;
 }
 
-type TokenAnswer = { name: string; scope: TokenScope } | undefined;
+/** A look-up's answer for a token that does not exist: expired from the start. */
+const UNKNOWN: CachedToken = { info: undefined, expiresAt: 0, refreshAt: Number.POSITIVE_INFINITY };
+
+/** Tokens cached per replica; past it the least recently used one goes. */
+export const TOKEN_CACHE_MAX_ENTRIES = 10_000;
 
 export interface TokenStoreOptions {
   /** SERVICE_ADMIN_TOKEN, accepted as an admin token when set. */
@@ -54,11 +63,13 @@ export interface TokenStoreOptions {
  * token: 64 calls in flight when an entry expires make one statement, not 64.
  */
 export class TokenStore {
-  private readonly cache = new Map<string, CachedToken>();
-  /** Look-ups in progress, by token: concurrent callers share one statement. */
-  private readonly loading = new Map<string, Promise<TokenAnswer>>();
-  /** Bumped by revoke(): a look-up that started before it must not put its answer back in the cache. */
-  private generation = 0;
+  /**
+   * Looked-up tokens, keyed by the token itself: a hit costs no SHA-256. An entry's
+   * expiresAt decides whether it answers; lru-cache bounds the count
+   * (TOKEN_CACHE_MAX_ENTRIES), drops an entry once the outage grace window after its
+   * expiry is over too, and shares one look-up per token among concurrent callers (fetch).
+   */
+  private readonly cache: LRUCache<string, CachedToken>;
   private readonly envAdminHash: string | undefined;
   private readonly cacheTtlMs: number;
   private readonly refreshAfterMs: number;
@@ -74,6 +85,16 @@ export class TokenStore {
     this.refreshAfterMs = Math.floor((this.cacheTtlMs * 3) / 4);
     this.outageGraceMs = options.outageGraceMs ?? 0;
     this.reachability = options.reachability ?? new Reachability();
+    this.cache = new LRUCache<string, CachedToken>({
+      max: TOKEN_CACHE_MAX_ENTRIES,
+      ttl: this.cacheTtlMs + this.outageGraceMs,
+      fetchMethod: (token, _stale, { options: set }) => this.load(token, set),
+      // A failed look-up leaves the entry it was renewing in place, for the outage grace window.
+      noDeleteOnFetchRejection: true,
+      // revoke() clears the cache while look-ups may be running: their callers still get
+      // what the look-up found, the cache does not keep it.
+      ignoreFetchAbort: true,
+    });
   }
 
   /**
@@ -82,7 +103,6 @@ export class TokenStore {
    * `authenticate`.
    */
   cached(token: string): { name: string; scope: TokenScope } | undefined {
-    // Keyed by the token itself: a cached token costs a Map lookup, no SHA-256 on every call.
     const cached = this.cache.get(token);
     if (cached === undefined) return undefined;
     const now = Date.now();
@@ -117,22 +137,19 @@ export class TokenStore {
    * Looks the token up, recording its use (one statement), and caches the
    * answer; callers asking for the same token meanwhile share the look-up.
    */
-  private lookUp(token: string): Promise<TokenAnswer> {
-    const pending = this.loading.get(token);
-    if (pending !== undefined) return pending;
-    const load = this.load(token, this.generation).finally(() => {
-      if (this.loading.get(token) === load) this.loading.delete(token);
-    });
-    this.loading.set(token, load);
-    return load;
+  private async lookUp(token: string): Promise<TokenAnswer> {
+    // forceRefresh: an entry still cached is renewed, not returned.
+    const entry = await this.cache.fetch(token, { forceRefresh: true });
+    if (entry === UNKNOWN && this.cache.peek(token) === UNKNOWN) this.cache.delete(token);
+    return entry?.info;
   }
 
-  private async load(token: string, generation: number): Promise<TokenAnswer> {
+  /** The cache entry for `token`, from one statement; `set` is how the cache will store it. */
+  private async load(token: string, set: LRUCache.FetcherFetchOptions<string, CachedToken>): Promise<CachedToken> {
     const hash = hashToken(token);
     if (this.envAdminHash !== undefined && sameHash(hash, this.envAdminHash)) {
-      const info = { name: ENV_ADMIN_TOKEN_NAME, scope: "admin" as const };
-      this.cache.set(token, { info, expiresAt: Number.POSITIVE_INFINITY, refreshAt: Number.POSITIVE_INFINITY });
-      return info;
+      set.ttl = 0; // kept until revoke() or eviction
+      return { info: { name: ENV_ADMIN_TOKEN_NAME, scope: "admin" }, expiresAt: Number.POSITIVE_INFINITY, refreshAt: Number.POSITIVE_INFINITY };
     }
     let rows: Array<{ name: string; scope: TokenScope }>;
     try {
@@ -148,37 +165,27 @@ export class TokenStore {
       throw error;
     }
     const row = rows[0];
-    // Revoked on this replica while the statement ran: answer this caller, cache nothing.
-    if (generation !== this.generation) return row && { name: row.name, scope: row.scope };
-    if (!row) {
-      this.cache.delete(token);
-      return undefined;
-    }
-    const info = { name: row.name, scope: row.scope };
+    if (!row) return UNKNOWN;
     const now = Date.now();
-    if (this.cache.size >= 10_000 && !this.cache.has(token)) this.cache.clear();
-    this.cache.set(token, { info, expiresAt: now + this.cacheTtlMs, refreshAt: now + this.refreshAfterMs });
-    return info;
+    return { info: { name: row.name, scope: row.scope }, expiresAt: now + this.cacheTtlMs, refreshAt: now + this.refreshAfterMs };
   }
 
   /** Creates a token and returns it: the only time it is ever shown. */
   async create(name: string, scope: string, actor: string): Promise<{ token: string; info: TokenInfo }> {
     if (!NAME_PATTERN.test(name)) throw invalid("name", "must be 1-64 characters of letters, digits, '.', '_' or '-'");
     if (name === ENV_ADMIN_TOKEN_NAME) throw invalid("name", `"${ENV_ADMIN_TOKEN_NAME}" is reserved`);
+    refuseKeyShaped("name", name);
     if (!TOKEN_SCOPES.includes(scope as TokenScope)) throw invalid("scope", `must be one of: ${TOKEN_SCOPES.join(", ")}`);
     const token = generateToken();
     const info: TokenInfo = { name, scope: scope as TokenScope, createdAt: new Date(), createdBy: actor, lastUsedAt: null };
-    try {
-      await inTransaction(this.orm, async (em) => {
+    await runChange(
+      this.orm,
+      async ({ em, audit }) => {
         await em.insert(ApiTokenEntity, { ...info, tokenHash: hashToken(token) });
-        await recordAudit(em, { actor, action: "token.create", target: name, details: { scope } });
-      });
-    } catch (error) {
-      if (isUniqueViolation(error)) {
-        throw new ServiceError("already_exists", `name: a token named "${name}" already exists`, "name");
-      }
-      throw error;
-    }
+        audit({ actor, action: "token.create", target: name, details: { scope } });
+      },
+      { constraints: { unique: () => new ServiceError("already_exists", `name: a token named "${name}" already exists`, "name") } },
+    );
     return { token, info };
   }
 
@@ -189,12 +196,12 @@ export class TokenStore {
 
   async revoke(name: string, actor: string): Promise<void> {
     if (!NAME_PATTERN.test(name)) throw invalid("name", "must be 1-64 characters of letters, digits, '.', '_' or '-'");
-    await inTransaction(this.orm, async (em) => {
+    await runChange(this.orm, async ({ em, audit }) => {
       const deleted = await em.nativeDelete(ApiTokenEntity, { name });
       if (deleted === 0) throw new ServiceError("not_found", `no token named "${name}"`);
-      await recordAudit(em, { actor, action: "token.revoke", target: name });
+      audit({ actor, action: "token.revoke", target: name });
     });
-    this.generation++;
+    // Also cuts off look-ups in flight from the cache (ignoreFetchAbort above).
     this.cache.clear();
   }
 }

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { TokenScope } from "../db/entities.js";
 
-export const TOKEN_SCOPES: readonly TokenScope[] = ["resolve", "admin"];
+export { TOKEN_SCOPES } from "@provider-credentials/wire/auth";
 const TOKEN_PREFIX = "pct_";
 
 /** A new API token: a recognisable prefix and 256 random bits. Shown once, stored only as its hash. */

@@ -4,6 +4,7 @@ import { createLogger, serializeError, type Logger } from "../logger.js";
 import { maskKeys } from "../errors.js";
 import { NoInstallationError, openDatabase, shellWord, type Database } from "../runtime/local.js";
 import { createOrm, migrate, type Orm } from "../db/orm.js";
+import { createKeyring, MasterKeyError, type Keyring } from "../keyring/index.js";
 
 /** The database the service would use (DATABASE_URL or the embedded one), migrated, for a command-line tool. */
 export async function openForCli(): Promise<{ orm: Orm; database: Database; logger: Logger; close(): Promise<void> }> {
@@ -27,6 +28,18 @@ export async function openForCli(): Promise<{ orm: Orm; database: Database; logg
       await database.stop();
     },
   };
+}
+
+/** openForCli, and a keyring from its MASTER_KEY; a MASTER_KEY that does not parse closes the database and exits 1 saying why. */
+export async function openWithKeyring(): Promise<{ cli: Awaited<ReturnType<typeof openForCli>>; keyring: Keyring }> {
+  const cli = await openForCli();
+  try {
+    return { cli, keyring: createKeyring(cli.database.masterKey) };
+  } catch (error) {
+    await cli.close();
+    if (error instanceof MasterKeyError) exitWith(error.message);
+    throw error;
+  }
 }
 
 /** For a command that takes no arguments: --help prints its usage; anything else exits 2 with it, before anything is opened. */

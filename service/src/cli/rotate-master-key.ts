@@ -3,9 +3,8 @@
 // kill and rerun. Then drop the old key from MASTER_KEY.
 import os from "node:os";
 import { parseArgs } from "node:util";
-import { createKeyring, MasterKeyError } from "../keyring/index.js";
 import { rewrapAll } from "../credentials/rewrap.js";
-import { describeError, exitWith, openForCli } from "./open.js";
+import { describeError, exitWith, openWithKeyring } from "./open.js";
 import { progressBar } from "./progress.js";
 
 async function main(): Promise<void> {
@@ -21,15 +20,7 @@ async function main(): Promise<void> {
   const batchSize = values["batch-size"] === undefined ? 500 : Number(values["batch-size"]);
   if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) exitWith("--batch-size must be an integer from 1 to 10000", 2);
 
-  const cli = await openForCli();
-  let keyring;
-  try {
-    keyring = createKeyring(cli.database.masterKey);
-  } catch (error) {
-    await cli.close();
-    if (error instanceof MasterKeyError) exitWith(error.message);
-    throw error;
-  }
+  const { cli, keyring } = await openWithKeyring();
   if (keyring.keyIds.length < 2) {
     console.error(`MASTER_KEY holds one key (${keyring.primaryKeyId}); rows under other keys cannot be read. Set MASTER_KEY="<new>,<old>".`);
   }

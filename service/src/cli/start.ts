@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { ensurePortalBuild } from "../../../portal/scripts/ensure-build.js";
+import { ensurePortalBuild } from "@provider-credentials/wire/build/portal-build";
 import { ensureServiceBuild, rootDir as root, serviceEntry, serviceNodeArgs } from "../../scripts/ensure-build.js";
 import { portFrom } from "../runtime/config.js";
 import { assertEmbeddedCanReach, dataDirFrom } from "../runtime/local.js";
@@ -130,8 +130,16 @@ async function main(): Promise<void> {
   // ORIGIN only when the operator sets it (behind a TLS proxy); otherwise the portal takes it from the Host header.
   const origin = process.env.ORIGIN || `http://127.0.0.1:${portalPort}`;
   say("starting the admin portal");
+  // The portal holds no database connection and no master key: it gets only the variables it reads
+  // (docs/configuration.md) and the runtime's own, never the rest of this process's environment
+  // (MASTER_KEY, DATABASE_URL, fallback provider keys, ADMIN_PASSWORD, ...).
+  const portalVariables = [
+    ...["PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_ALL", "NODE_ENV", "NODE_OPTIONS", "NODE_EXTRA_CA_CERTS"],
+    ...["ORIGIN", "PROTOCOL_HEADER", "HOST_HEADER", "PORT_HEADER", "ADDRESS_HEADER", "XFF_DEPTH", "BODY_SIZE_LIMIT", "SHUTDOWN_TIMEOUT_MS", "LOG_LEVEL"],
+    ...["CREDENTIALS_SERVICE_CA_FILE", "CREDENTIALS_SERVICE_CERT_FILE", "CREDENTIALS_SERVICE_KEY_FILE"],
+  ];
   const portalEnv: NodeJS.ProcessEnv = {
-    ...process.env,
+    ...Object.fromEntries(portalVariables.filter((name) => process.env[name] !== undefined).map((name) => [name, process.env[name]])),
     PORTAL_PORT: String(portalPort),
     HOST: process.env.PORTAL_HOST || "127.0.0.1",
     CREDENTIALS_SERVICE_URL: process.env.CREDENTIALS_SERVICE_URL || `http://127.0.0.1:${grpcPort}`,

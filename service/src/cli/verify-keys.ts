@@ -1,8 +1,7 @@
 // `npm run verify-keys`: decrypts every stored credential and reports the ones that fail
 // (never a key); exits non-zero when any does.
-import { createKeyring, MasterKeyError } from "../keyring/index.js";
 import { verifyAll } from "../credentials/rewrap.js";
-import { describeError, exitWith, openForCli, takeNoArguments } from "./open.js";
+import { describeError, exitWith, openWithKeyring, takeNoArguments } from "./open.js";
 import { progressBar } from "./progress.js";
 
 const USAGE = `Usage: npm run verify-keys
@@ -12,15 +11,7 @@ Decrypts every stored credential with MASTER_KEY, checks its row binding, and re
 
 async function main(): Promise<void> {
   takeNoArguments(USAGE);
-  const cli = await openForCli();
-  let keyring;
-  try {
-    keyring = createKeyring(cli.database.masterKey);
-  } catch (error) {
-    await cli.close();
-    if (error instanceof MasterKeyError) exitWith(error.message);
-    throw error;
-  }
+  const { cli, keyring } = await openWithKeyring();
   const bar = progressBar("verifying");
   const report = await verifyAll(cli.orm, keyring, (checked, total) => bar.update(checked, total));
   bar.finish();
@@ -32,10 +23,13 @@ async function main(): Promise<void> {
     );
   }
   if (report.unbound > 0) {
-    console.log(`  ${report.unbound} written before row binding existed: the service binds them to their rows at its next start.`);
+    console.log(
+      `  ${report.unbound} written before row binding existed: refused until you bind them to their rows (npm run bind-legacy-keys lists them and asks).`,
+    );
   }
+  if (report.failures.length === 0 && report.unbound > 0) process.exitCode = 1;
   if (report.failures.length === 0) {
-    console.log("Every credential decrypts with the configured MASTER_KEY and is bound to its row.");
+    if (report.unbound === 0) console.log("Every credential decrypts with the configured MASTER_KEY and is bound to its row.");
     return;
   }
   console.log(`${report.failures.length} credential(s) FAILED:`);

@@ -1,19 +1,17 @@
 import { randomUUID } from "node:crypto";
 import { LockMode, type FilterQuery } from "@mikro-orm/core";
-import { isForeignKeyViolation, isUniqueViolation } from "../db/errors.js";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { inTransaction, type Orm } from "../db/orm.js";
+import type { Orm } from "../db/orm.js";
+import { runChange, type Change, type ChangeListener } from "../db/change.js";
 import { CredentialEntity, OrganizationEntity, type CredentialRow, type ProviderName } from "../db/entities.js";
 import { ServiceError, invalid } from "../errors.js";
-import { recordAudit } from "../audit/audit-store.js";
 import { openStored, type BoundRow, type Keyring } from "../keyring/index.js";
-import { publishInvalidation, type Invalidation } from "./invalidation.js";
-import { decodePageToken, encodePageToken } from "../paging.js";
-import { PROVIDERS } from "../providers.js";
-import { keyHint, UUID_PATTERN, validateApiBase, validateApiKey } from "./validation.js";
+import { malformedPageToken, PageTokens } from "../paging.js";
+import { PROVIDERS } from "@provider-credentials/wire/providers";
+import { comparableName, keyHint, UUID_PATTERN, validateApiBase, validateApiKey } from "./validation.js";
 
 /** A credential as the API shows it: everything but the ciphertext. */
-export type CredentialView = Omit<CredentialRow, "encryptedApiKey" | "keyId" | "keyBinding" | "activatedAt"> & {
+export type CredentialView = Omit<CredentialRow, "credentialNameKey" | "encryptedApiKey" | "keyId" | "keyBinding" | "activatedAt"> & {
   /** The key is older than ROTATION_DAYS. */
   rotationDue: boolean;
 };
@@ -65,24 +63,27 @@ export interface ListQuery {
   pageToken: string;
 }
 
-// The range of created_at times a page token may carry: 0001-01-01 to the largest JS Date.
+// The range of created_at times a page token may carry: 0001-01-01 to 9999-12-31 (what a timestamp parameter can hold).
 const MIN_PAGE_TIME = -62_135_596_800_000;
-const MAX_PAGE_TIME = 8.64e15;
+const MAX_PAGE_TIME = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
 
-/** Called after a change commits with what it makes stale (this replica's cache; other replicas hear it via NOTIFY). */
-export type ChangeListener = (change: Invalidation) => void;
+export type { ChangeListener } from "../db/change.js";
 
 /**
- * Stored credentials. Every mutation runs in one transaction with its audit
+ * Stored credentials. Every mutation is one change (runChange) with its audit
  * row; keys pass through the keyring and nothing else.
  */
 export class CredentialStore {
+  private readonly pages: PageTokens;
+
   constructor(
     private readonly orm: Orm,
     private readonly keyring: Keyring,
     private readonly onChange: ChangeListener = () => undefined,
     private readonly rotationDays = DEFAULT_ROTATION_DAYS,
-  ) {}
+  ) {
+    this.pages = new PageTokens(keyring);
+  }
 
   async create(input: NewCredential, by: Actor): Promise<CredentialView> {
     const id = randomUUID();
@@ -98,6 +99,7 @@ export class CredentialStore {
       organizationId: input.organizationId,
       provider: input.provider,
       credentialName: input.credentialName,
+      credentialNameKey: comparableName(input.credentialName),
       encryptedApiKey: token,
       keyId,
       keyBinding: binding,
@@ -124,10 +126,11 @@ export class CredentialStore {
     };
     await this.write(
       input.credentialName,
-      async (em) => {
+      async ({ em, audit, invalidate }) => {
+        await this.refuseNameOfKeptRow(em, row);
         await em.insert(CredentialEntity, row);
-        await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });
-        await recordAudit(em, {
+        invalidate({ organizationId: row.organizationId, provider: row.provider });
+        audit({
           ...by,
           action: "credential.create",
           organizationId: row.organizationId,
@@ -137,7 +140,6 @@ export class CredentialStore {
       },
       input.organizationId,
     );
-    this.onChange({ organizationId: row.organizationId, provider: row.provider });
     return this.view(row);
   }
 
@@ -149,10 +151,10 @@ export class CredentialStore {
 
   async list(query: ListQuery): Promise<{ credentials: CredentialView[]; nextPageToken: string }> {
     const em = this.orm.em.fork();
-    const after = decodePageToken<[number, string]>(query.pageToken, ["number", "string"]);
-    // A token of the right shape can still carry values the query cannot use.
+    const after = this.pages.decode<[number, string]>("credentials", query.organizationId, query.pageToken, ["number", "string"]);
+    // Authenticated tokens carry what this service wrote; still, never hand the query a value it cannot take.
     if (after && (!Number.isSafeInteger(after[0]) || after[0] < MIN_PAGE_TIME || after[0] > MAX_PAGE_TIME || !UUID_PATTERN.test(after[1]))) {
-      throw invalid("page_token", "is malformed; pass the next_page_token of the previous page unchanged");
+      throw malformedPageToken();
     }
     const where: FilterQuery<CredentialRow> = { organizationId: query.organizationId };
     if (query.provider) where.provider = query.provider;
@@ -171,14 +173,13 @@ export class CredentialStore {
     });
     const page = rows.slice(0, query.limit);
     const last = page[page.length - 1];
-    const nextPageToken = rows.length > query.limit && last ? encodePageToken([last.createdAt.getTime(), last.id]) : "";
+    const nextPageToken = rows.length > query.limit && last ? this.pages.encode("credentials", query.organizationId, [last.createdAt.getTime(), last.id]) : "";
     return { credentials: page.map((row) => this.view(row)), nextPageToken };
   }
 
   async update(id: string, changes: CredentialChanges, by: Actor): Promise<CredentialView> {
     if (changes.verifyKey && (changes.apiKey !== undefined || changes.apiBase !== undefined)) await this.verifyBeforeUpdate(id, changes);
-    let affected: CredentialRow | undefined;
-    const result = await this.write(changes.credentialName ?? "", async (em) => {
+    return this.write(changes.credentialName ?? "", async ({ em, audit, invalidate }) => {
       // A detached copy (see lock): changed here as the row will be, written below with exactly what changed.
       const row = await this.lock(em, id, changes.expectedVersion, changes.apiKey !== undefined || changes.apiBase !== undefined);
       const before = boundRow(row);
@@ -190,6 +191,8 @@ export class CredentialStore {
       };
       if (changes.credentialName !== undefined && changes.credentialName !== row.credentialName) {
         set("credentialName", changes.credentialName);
+        set("credentialNameKey", comparableName(changes.credentialName));
+        await this.refuseNameOfKeptRow(em, row);
         changed.push("credential_name");
       }
       if (changes.apiBase !== undefined) {
@@ -230,25 +233,21 @@ export class CredentialStore {
       if (changed.length > 0) {
         Object.assign(patch, touch(row, by));
         await em.nativeUpdate(CredentialEntity, { id: row.id }, patch);
-        await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });
-        await recordAudit(em, {
+        invalidate({ organizationId: row.organizationId, provider: row.provider });
+        audit({
           ...by,
           action: "credential.update",
           organizationId: row.organizationId,
           credentialId: row.id,
           details: { changed, key_hint: row.keyHint, credential_name: row.credentialName, api_base: row.apiBase, weight: row.weight },
         });
-        affected = row;
       }
       return this.view(row);
     });
-    if (affected) this.onChange({ organizationId: affected.organizationId, provider: affected.provider });
-    return result;
   }
 
   async setActive(id: string, active: boolean, by: Actor): Promise<CredentialView> {
-    let affected: CredentialRow | undefined;
-    const result = await this.write("", async (em) => {
+    return this.write("", async ({ em, audit, invalidate }) => {
       const row = await this.lock(em, id);
       if (row.isActive !== active) {
         row.isActive = active;
@@ -257,37 +256,32 @@ export class CredentialStore {
         if (active) patch.activatedAt = row.activatedAt = new Date();
         Object.assign(patch, touch(row, by));
         await em.nativeUpdate(CredentialEntity, { id: row.id }, patch);
-        await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });
-        await recordAudit(em, {
+        invalidate({ organizationId: row.organizationId, provider: row.provider });
+        audit({
           ...by,
           action: active ? "credential.activate" : "credential.deactivate",
           organizationId: row.organizationId,
           credentialId: row.id,
           details: { credential_name: row.credentialName, key_hint: row.keyHint },
         });
-        affected = row;
       }
       return this.view(row);
     });
-    if (affected) this.onChange({ organizationId: affected.organizationId, provider: affected.provider });
-    return result;
   }
 
   async delete(id: string, by: Actor): Promise<void> {
-    const row = await this.write("", async (em) => {
+    await this.write("", async ({ em, audit, invalidate }) => {
       const row = await this.lock(em, id);
       await em.nativeDelete(CredentialEntity, { id: row.id });
-      await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });
-      await recordAudit(em, {
+      invalidate({ organizationId: row.organizationId, provider: row.provider });
+      audit({
         ...by,
         action: "credential.delete",
         organizationId: row.organizationId,
         credentialId: row.id,
         details: { provider: row.provider, credential_name: row.credentialName, key_hint: row.keyHint },
       });
-      return row;
     });
-    this.onChange({ organizationId: row.organizationId, provider: row.provider });
   }
 
   /**
@@ -354,7 +348,7 @@ export class CredentialStore {
   /**
    * Loads a row for update, holding its lock until the transaction ends (also used by KeyHealth). The row is a
    * detached copy (`disableIdentityMap`): `em` does not manage it, so changing its fields writes nothing; callers
-   * write their changes with em.nativeUpdate (inTransaction never flushes).
+   * write their changes with em.nativeUpdate (runChange's transaction never flushes).
    */
   async lock(em: EntityManager, id: string, expectedVersion?: number, withKey = false): Promise<CredentialRow> {
     const row = await em.findOne(
@@ -375,25 +369,29 @@ export class CredentialStore {
     return row;
   }
 
-  /** Runs a mutation in a transaction, turning constraint violations into domain errors. */
-  private async write<T>(name: string, work: (em: EntityManager) => Promise<T>, organizationId?: string): Promise<T> {
-    try {
-      return await inTransaction(this.orm, work);
-    } catch (error) {
-      if (isUniqueViolation(error)) {
-        throw new ServiceError(
-          "already_exists",
-          `credential_name: a credential named "${name}" already exists for this organization and provider`,
-          "credential_name",
-          undefined,
-          "CREDENTIAL_NAME_TAKEN",
-        );
-      }
-      if (isForeignKeyViolation(error)) {
-        throw new ServiceError("not_found", `organization "${organizationId}" not found`);
-      }
-      throw error;
-    }
+  /**
+   * Refuses the row's name when it meets (in comparable form) the name of another row of its organisation and
+   * provider that has no credential_name_key: rows kept by the credential_name_key migration, or written by a
+   * replica that predates it. The unique index on credential_name_key covers every other row.
+   */
+  private async refuseNameOfKeptRow(em: EntityManager, row: CredentialRow): Promise<void> {
+    const kept = await em.find(
+      CredentialEntity,
+      { organizationId: row.organizationId, provider: row.provider, credentialNameKey: null, id: { $ne: row.id } },
+      { fields: ["id", "credentialName"], disableIdentityMap: true },
+    );
+    if (kept.some((other) => comparableName(other.credentialName) === row.credentialNameKey)) throw nameTaken(row.credentialName);
+  }
+
+  /** Runs a mutation as one change (runChange), turning constraint violations into domain errors. */
+  private write<T>(name: string, work: (change: Change) => Promise<T>, organizationId?: string): Promise<T> {
+    return runChange(this.orm, work, {
+      onChange: this.onChange,
+      constraints: {
+        unique: () => nameTaken(name),
+        foreignKey: () => new ServiceError("not_found", `organization "${organizationId}" not found`),
+      },
+    });
   }
 }
 
@@ -407,6 +405,17 @@ function touch(row: CredentialRow, by: Actor): Pick<CredentialRow, "version" | "
 
 function boundRow(row: CredentialRow): BoundRow {
   return { id: row.id, organizationId: row.organizationId, provider: row.provider, apiBase: row.apiBase };
+}
+
+/** A name that meets another credential's of the organisation and provider (ignoring case and compatibility forms). */
+function nameTaken(name: string): ServiceError {
+  return new ServiceError(
+    "already_exists",
+    `credential_name: a credential named "${name}" already exists for this organization and provider`,
+    "credential_name",
+    undefined,
+    "CREDENTIAL_NAME_TAKEN",
+  );
 }
 
 export function notFound(id: string): ServiceError {

@@ -4,7 +4,7 @@ import type { ProviderName } from "../db/entities.js";
 import type { Logger } from "../logger.js";
 import type { ServiceMetrics } from "../metrics.js";
 import type { ResolutionCache } from "./resolution-cache.js";
-import { PROVIDER_NAMES } from "../providers.js";
+import { PROVIDER_NAMES } from "@provider-credentials/wire/providers";
 
 /** The PostgreSQL channel every replica listens on. */
 export const INVALIDATION_CHANNEL = "provider_credentials_changes";

@@ -5,7 +5,9 @@
 // strategy set) is audited and invalidates caches on every replica in the
 // transaction that makes it.
 import { LockMode } from "@mikro-orm/core";
-import { inTransaction, type Orm } from "../db/orm.js";
+import type { Orm } from "../db/orm.js";
+import type { EntityManager } from "@mikro-orm/postgresql";
+import { runChange, type Change } from "../db/change.js";
 import {
   CredentialEntity,
   OrganizationEntity,
@@ -14,13 +16,11 @@ import {
   type ProviderName,
   type SelectionStrategyName,
 } from "../db/entities.js";
-import { recordAudit } from "../audit/audit-store.js";
 import { ServiceError } from "../errors.js";
 import { openStored, type Keyring } from "../keyring/index.js";
 import { notFound, type Actor, type ChangeListener, type CredentialStore, type CredentialView } from "./credential-store.js";
-import { publishInvalidation } from "./invalidation.js";
 import { checkProviderKey, type ProviderCheckInput, type ProviderCheckResult } from "./provider-check.js";
-import { PROVIDER_NAMES } from "../providers.js";
+import { PROVIDER_NAMES } from "@provider-credentials/wire/providers";
 import type { ServiceMetrics } from "../metrics.js";
 
 export type FailureKind = "authentication" | "permission" | "rate_limit" | "quota" | "other";
@@ -62,6 +62,11 @@ export class KeyHealth {
     this.check = options.check ?? checkProviderKey;
   }
 
+  /** Runs a change (runChange); this replica's cache forgets what it made stale once it commits. */
+  private change<T>(source: Orm | EntityManager, work: (change: Change) => Promise<T>): Promise<T> {
+    return runChange(source, work, { onChange: this.onChange });
+  }
+
   /**
    * Checks a key that is not stored yet (verify before saving); the caller
    * refuses the write unless the outcome is `valid`.
@@ -91,7 +96,7 @@ export class KeyHealth {
     );
     const check = await this.checkKey(row.provider, apiKey, row.apiBase, signal);
     let recovered = false;
-    const credential = await inTransaction(em, async (tx) => {
+    const credential = await this.change(em, async ({ em: tx, audit, invalidate }) => {
       // A detached copy (see CredentialStore.lock): what changes on it is written with one UPDATE.
       const current = await this.credentials.lock(tx, id);
       const sameKey = current.keySetAt.getTime() === row.keySetAt.getTime() && current.apiBase === row.apiBase;
@@ -110,9 +115,9 @@ export class KeyHealth {
         }
         Object.assign(current, patch);
         await tx.nativeUpdate(CredentialEntity, { id: current.id }, patch);
-        if (recovered) await publishInvalidation(tx, { organizationId: current.organizationId, provider: current.provider });
+        if (recovered) invalidate({ organizationId: current.organizationId, provider: current.provider });
       }
-      await recordAudit(tx, {
+      audit({
         ...by,
         action: "credential.verify",
         organizationId: current.organizationId,
@@ -126,7 +131,7 @@ export class KeyHealth {
         },
       });
       if (recovered)
-        await recordAudit(tx, {
+        audit({
           ...by,
           action: "credential.recovered",
           organizationId: current.organizationId,
@@ -135,18 +140,15 @@ export class KeyHealth {
         });
       return this.credentials.view(current);
     });
-    if (recovered) {
-      this.metrics?.healthChanged("recovered");
-      this.onChange({ organizationId: row.organizationId, provider: row.provider });
-    }
+    if (recovered) this.metrics?.healthChanged("recovered");
     return { check, credential };
   }
 
   /** A caller's call with this credential failed. */
   async reportFailure(id: string, kind: FailureKind, by: Actor): Promise<{ failureStreak: number; failing: boolean }> {
     this.metrics?.failureReported(kind);
-    let marked: CredentialRow | undefined;
-    const result = await inTransaction(this.orm, async (em) => {
+    let marked = false;
+    const result = await this.change(this.orm, async ({ em, audit, invalidate }) => {
       // A detached copy (see CredentialStore.lock): its changes are written with one UPDATE.
       const row = await this.credentials.lock(em, id);
       if (!COUNTED.has(kind)) return { failureStreak: row.failureStreak, failing: row.failingSince !== null };
@@ -159,9 +161,9 @@ export class KeyHealth {
         marks ? { failureStreak: row.failureStreak, failingSince: row.failingSince } : { failureStreak: row.failureStreak },
       );
       if (marks) {
-        marked = row;
-        await publishInvalidation(em, { organizationId: row.organizationId, provider: row.provider });
-        await recordAudit(em, {
+        marked = true;
+        invalidate({ organizationId: row.organizationId, provider: row.provider });
+        audit({
           ...by,
           action: "credential.failing",
           organizationId: row.organizationId,
@@ -171,10 +173,7 @@ export class KeyHealth {
       }
       return { failureStreak: row.failureStreak, failing: row.failingSince !== null };
     });
-    if (marked) {
-      this.metrics?.healthChanged("failing");
-      this.onChange({ organizationId: marked.organizationId, provider: marked.provider });
-    }
+    if (marked) this.metrics?.healthChanged("failing");
     return result;
   }
 
@@ -185,7 +184,7 @@ export class KeyHealth {
    */
   async reportSuccess(ids: readonly string[], by: Actor): Promise<{ recovered: number }> {
     const unique = [...new Set(ids)];
-    const changed = await inTransaction(this.orm, async (em) => {
+    const changed = await this.change(this.orm, async ({ em, audit, invalidate }) => {
       const rows: Array<{ id: string; organization_id: string; provider: ProviderName; was_failing: boolean; key_hint: string }> = await em
         .getConnection()
         .execute(
@@ -202,8 +201,8 @@ export class KeyHealth {
         );
       const recovered = rows.filter((r) => r.was_failing);
       for (const r of recovered) {
-        await publishInvalidation(em, { organizationId: r.organization_id, provider: r.provider });
-        await recordAudit(em, {
+        invalidate({ organizationId: r.organization_id, provider: r.provider });
+        audit({
           ...by,
           action: "credential.recovered",
           organizationId: r.organization_id,
@@ -213,13 +212,12 @@ export class KeyHealth {
       }
       return recovered;
     });
-    for (const r of changed) this.onChange({ organizationId: r.organization_id, provider: r.provider });
     this.metrics?.healthChanged("recovered", changed.length);
     return { recovered: changed.length };
   }
 
   async setStrategy(organizationId: string, provider: ProviderName, strategy: SelectionStrategyName, by: Actor): Promise<SelectionPolicyView> {
-    const policy = await inTransaction(this.orm, async (em) => {
+    return this.change(this.orm, async ({ em, audit, invalidate }) => {
       if ((await em.count(OrganizationEntity, { id: organizationId })) === 0) {
         throw new ServiceError("not_found", `organization "${organizationId}" not found`);
       }
@@ -231,12 +229,10 @@ export class KeyHealth {
       } else {
         await em.insert(SelectionStrategyEntity, { organizationId, provider, strategy, updatedAt: now, updatedBy: by.actor });
       }
-      await publishInvalidation(em, { organizationId, provider });
-      await recordAudit(em, { ...by, action: "selection_strategy.set", organizationId, target: provider, details: { provider, from: before, to: strategy } });
+      invalidate({ organizationId, provider });
+      audit({ ...by, action: "selection_strategy.set", organizationId, target: provider, details: { provider, from: before, to: strategy } });
       return { organizationId, provider, strategy, updatedAt: now, updatedBy: by.actor };
     });
-    this.onChange({ organizationId, provider });
-    return policy;
   }
 
   async listStrategies(organizationId: string): Promise<SelectionPolicyView[]> {

@@ -18,7 +18,7 @@
  *   or any part of it.
  */
 import type { ProviderName } from "../db/entities.js";
-import { PROVIDER_NAMES, PROVIDERS, type ProviderInfo } from "../providers.js";
+import { PROVIDER_NAMES, PROVIDERS, type ProviderInfo } from "@provider-credentials/wire/providers";
 import { validateApiBase } from "./validation.js";
 
 export const PROVIDER_CHECK_OUTCOMES = ["valid", "invalid_key", "no_permission", "rate_limited", "unreachable", "unexpected"] as const;

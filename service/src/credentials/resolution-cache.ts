@@ -1,25 +1,35 @@
 import type { ProviderName, SelectionStrategyName } from "../db/entities.js";
-import { PROVIDER_NAMES } from "../providers.js";
+import type { Admitted } from "../keyring/index.js";
+import { PROVIDER_NAMES } from "@provider-credentials/wire/providers";
 import { NONE, readByte, readDouble, readText, readUInt32, RecordTable, seek, textBytes, writeText } from "./record-table.js";
 
 /**
  * One active credential of the organisation for the provider, still
- * encrypted. Its token was checked when read from the database (it opens
- * under `keyId` and is bound to its row), or `refusal` says why it cannot be
- * served.
+ * encrypted: admitted (its token was checked when read from the database: it
+ * opens under a configured master key and is bound to its row), or refused
+ * with the reason it cannot be served.
  */
-export interface StoredCandidate {
+export type StoredCandidate = CandidateFacts &
+  (
+    | {
+        /**
+         * The token's bytes (one character per byte) and the key that opened it: a hit opens them
+         * without decoding base64, and they take 121 characters where the token's text takes 164.
+         */
+        admitted: Admitted;
+        refusal: null;
+      }
+    | {
+        admitted: null;
+        /** No configured master key opens it, or it is not bound to its row. */
+        refusal: "decrypt" | "binding";
+        /** The key id stored with the row, for the refusal's message. */
+        keyId: string;
+      }
+  );
+
+interface CandidateFacts {
   id: string;
-  /**
-   * The Fernet token's bytes, one character per byte (a latin1 string): a hit
-   * decrypts them without decoding base64 (1.6 µs a call under load), and
-   * they take 121 characters where the token's text takes 164.
-   */
-  sealed: string;
-  /** The master key that opened the token when it was checked. */
-  keyId: string;
-  /** Why the stored key cannot be served: no configured master key opens it, or it is not bound to its row. */
-  refusal: "decrypt" | "binding" | null;
   apiBase: string | null;
   /** Share under the weighted selection strategy. */
   weight: number;
@@ -79,6 +89,14 @@ export interface CacheOptions {
 
 const STRATEGIES: readonly SelectionStrategyName[] = ["newest", "round_robin", "weighted"];
 const REFUSALS: ReadonlyArray<StoredCandidate["refusal"]> = [null, "decrypt", "binding"];
+
+function sealedOf(c: StoredCandidate): string {
+  return c.admitted === null ? "" : c.admitted.sealed;
+}
+
+function keyIdOf(c: StoredCandidate): string {
+  return c.admitted === null ? c.keyId : c.admitted.keyId;
+}
 
 /** Record kinds in the table: a cached resolution (or a team's link), and an organisation heading the list of its entries. */
 const ENTRY = 1;
@@ -175,7 +193,7 @@ export class ResolutionCache {
     if (organization === NONE) organization = table.add(ORGANIZATION, value.organizationId, textBytes(value.organizationId));
     const { candidates } = value;
     let bytes = textBytes(key) + 1 + 4;
-    for (const c of candidates) bytes += textBytes(c.id) + textBytes(c.sealed) + textBytes(c.keyId) + textBytes(c.apiBase) + 8 + 1 + 1;
+    for (const c of candidates) bytes += textBytes(c.id) + textBytes(sealedOf(c)) + textBytes(keyIdOf(c)) + textBytes(c.apiBase) + 8 + 1 + 1;
     const slot = table.add(ENTRY, key, bytes);
     const buffer = table.buffer(slot);
     let at = table.bodyStart(slot);
@@ -183,8 +201,8 @@ export class ResolutionCache {
     at = buffer.writeUInt32LE(candidates.length, at);
     for (const c of candidates) {
       at = writeText(buffer, at, c.id);
-      at = writeText(buffer, at, c.sealed);
-      at = writeText(buffer, at, c.keyId);
+      at = writeText(buffer, at, sealedOf(c));
+      at = writeText(buffer, at, keyIdOf(c));
       at = writeText(buffer, at, c.apiBase);
       at = buffer.writeDoubleLE(c.weight, at);
       at = buffer.writeUInt8(c.failing ? 1 : 0, at);
@@ -305,7 +323,9 @@ export class ResolutionCache {
       const weight = readDouble(buffer);
       const failing = readByte(buffer) === 1;
       const refusal = REFUSALS[readByte(buffer)];
-      candidates.push({ id, sealed, keyId, refusal, apiBase, weight, failing });
+      // The table holds only what set() was given: admitted candidates were admitted by the keyring.
+      if (refusal === null) candidates.push({ id, admitted: { sealed, keyId } as Admitted, refusal, apiBase, weight, failing });
+      else candidates.push({ id, admitted: null, refusal, keyId, apiBase, weight, failing });
     }
     return { organizationId: this.organizationId(slot), strategy, candidates };
   }

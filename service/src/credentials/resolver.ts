@@ -4,7 +4,7 @@ import { Reachability } from "../db/reachability.js";
 import type { ProviderName } from "../db/entities.js";
 import { ServiceError } from "../errors.js";
 import { DecryptError, refusalError, refusalOf, type Keyring } from "../keyring/index.js";
-import { PROVIDERS } from "../providers.js";
+import { PROVIDERS } from "@provider-credentials/wire/providers";
 import type { ServiceMetrics } from "../metrics.js";
 import { cacheKey, organizationKey, ResolutionCache, teamLinkKey, type Scope, type StoredCandidate, type StoredResolution } from "./resolution-cache.js";
 
@@ -110,12 +110,12 @@ export class KeyResolver {
     const credential = this.pick(stored, provider);
     if (credential) {
       // The token's HMAC and row binding were checked when it was read from the database (load).
-      if (credential.refusal !== null) throw refusalError(credential.refusal, credential.id, credential.keyId);
+      if (credential.admitted === null) throw refusalError(credential.refusal, credential.id, credential.keyId);
       let apiKey: string;
       try {
-        apiKey = this.keyring.decryptChecked(Buffer.from(credential.sealed, "latin1"), credential.keyId);
+        apiKey = this.keyring.openAdmitted(credential.admitted);
       } catch (error) {
-        if (error instanceof DecryptError) throw refusalError("decrypt", credential.id, credential.keyId);
+        if (error instanceof DecryptError) throw refusalError("decrypt", credential.id, credential.admitted.keyId);
         throw error;
       }
       this.noteUse(credential.id);
@@ -248,17 +248,15 @@ export class KeyResolver {
    * MAC, made once per row read rather than once per call.
    */
   private checked(row: CandidateRow, organizationId: string, provider: ProviderName): StoredCandidate {
-    let keyId = row.key_id;
-    let refusal: StoredCandidate["refusal"] = null;
+    const facts = { id: row.id, apiBase: row.api_base, weight: row.weight ?? 1, failing: row.failing === true };
     try {
-      keyId = this.keyring.checkBound({ id: row.id, organizationId, provider, apiBase: row.api_base }, row.encrypted_api_key, row.key_id, row.key_binding);
+      const admitted = this.keyring.admit({ id: row.id, organizationId, provider, apiBase: row.api_base }, row.encrypted_api_key, row.key_id, row.key_binding);
+      return { ...facts, admitted, refusal: null };
     } catch (error) {
-      const why = refusalOf(error);
-      if (why === undefined) throw error;
-      refusal = why;
+      const refusal = refusalOf(error);
+      if (refusal === undefined) throw error;
+      return { ...facts, admitted: null, refusal, keyId: row.key_id };
     }
-    const sealed = Buffer.from(row.encrypted_api_key, "base64url").toString("latin1");
-    return { id: row.id, sealed, keyId, refusal, apiBase: row.api_base, weight: row.weight ?? 1, failing: row.failing === true };
   }
 
   private noteUse(credentialId: string): void {

@@ -1,8 +1,6 @@
-import { inTransaction, type Orm } from "../db/orm.js";
+import type { Orm } from "../db/orm.js";
+import { runChange } from "../db/change.js";
 import type { ProviderName } from "../db/entities.js";
-import { recordAudit } from "../audit/audit-store.js";
-import { publishInvalidation } from "./invalidation.js";
-import type { Logger } from "../logger.js";
 import { BindingError, DecryptError, type BoundRow, type Keyring } from "../keyring/index.js";
 
 export interface RewrapProgress {
@@ -48,17 +46,20 @@ function boundRow(row: Row): BoundRow {
   return { id: row.id, organizationId: row.organization_id, provider: row.provider, apiBase: row.api_base };
 }
 
-/**
- * The plaintext of a stored row: its binding checked, except for rows written
- * before row binding existed (still on the unbound list), which are only
- * decrypted. Throws DecryptError or BindingError.
- */
+/** The plaintext of a stored row, its binding checked. Throws DecryptError or BindingError. */
 function openRow(keyring: Keyring, row: Row): string {
-  if (row.unbound && row.key_binding === null) return keyring.decrypt(row.encrypted_api_key, row.key_id);
   return keyring.decryptBound(boundRow(row), row.encrypted_api_key, row.key_id, row.key_binding);
 }
 
-function failureReason(error: unknown): string {
+/** Written before row binding existed, listed by the migration that introduced it, and not bound since. */
+function waitingToBeBound(row: Row): boolean {
+  return row.unbound && row.key_binding === null;
+}
+
+function failureReason(error: unknown, row: Row): string {
+  if (error instanceof BindingError && waitingToBeBound(row)) {
+    return "written before row binding existed and not bound yet: run npm run bind-legacy-keys first";
+  }
   if (error instanceof BindingError) {
     return "not bound to its row: the ciphertext, organization, provider or api_base was changed outside the service (moved, copied or edited)";
   }
@@ -90,7 +91,7 @@ export async function rewrapAll(orm: Orm, keyring: Keyring, options: RewrapOptio
     passes++;
     let after = "00000000-0000-0000-0000-000000000000";
     for (;;) {
-      const result = await inTransaction(orm, async (em) => {
+      const result = await runChange(orm, async ({ em, invalidate }) => {
         const tx = em.getConnection();
         const ctx = em.getTransactionContext();
         const rows: Row[] = await tx.execute(
@@ -100,7 +101,6 @@ export async function rewrapAll(orm: Orm, keyring: Keyring, options: RewrapOptio
           "all",
           ctx,
         );
-        const changed = new Set<string>();
         let count = 0;
         for (const row of rows) {
           if (failed.has(row.id)) continue;
@@ -109,7 +109,7 @@ export async function rewrapAll(orm: Orm, keyring: Keyring, options: RewrapOptio
             plaintext = openRow(keyring, row);
           } catch (error) {
             if (!(error instanceof DecryptError) && !(error instanceof BindingError)) throw error;
-            failed.set(row.id, { keyId: row.key_id, reason: failureReason(error) });
+            failed.set(row.id, { keyId: row.key_id, reason: failureReason(error, row) });
             continue;
           }
           const { token, keyId, binding } = keyring.encryptBound(plaintext, boundRow(row));
@@ -119,13 +119,8 @@ export async function rewrapAll(orm: Orm, keyring: Keyring, options: RewrapOptio
             "run",
             ctx,
           );
-          if (row.unbound) await tx.execute("delete from provider_credentials_unbound where id = ?", [row.id], "run", ctx);
-          changed.add(`${row.organization_id}\u0000${row.provider}`);
+          invalidate({ organizationId: row.organization_id, provider: row.provider });
           count++;
-        }
-        for (const pair of changed) {
-          const [organizationId, provider] = pair.split("\u0000") as [string, ProviderName];
-          await publishInvalidation(em, { organizationId, provider });
         }
         return { count, last: rows[rows.length - 1]?.id, size: rows.length };
       });
@@ -146,21 +141,21 @@ export async function rewrapAll(orm: Orm, keyring: Keyring, options: RewrapOptio
     passes,
     ms: Date.now() - started,
   };
-  await inTransaction(orm, async (em) => {
-    await recordAudit(em, {
+  await runChange(orm, async ({ audit }) =>
+    audit({
       actor: options.actor,
       action: "master_key.rotate",
       target: keyring.primaryKeyId,
       details: { rewrapped: report.rewrapped, failed: report.failed.length, still_locked: report.stillLocked, total },
-    });
-  });
+    }),
+  );
   return report;
 }
 
 export interface VerifyReport {
   checked: number;
   byKeyId: Record<string, number>;
-  /** Rows written before row binding existed that the service has not bound yet (it does at start-up). */
+  /** Rows written before row binding existed, waiting for an operator to bind them (npm run bind-legacy-keys); refused until then. */
   unbound: number;
   failures: Array<{ id: string; organizationId: string; provider: string; keyId: string; reason: string }>;
 }
@@ -178,13 +173,17 @@ export async function verifyAll(orm: Orm, keyring: Keyring, onProgress?: (checke
       report.byKeyId[row.key_id] = (report.byKeyId[row.key_id] ?? 0) + 1;
       const fail = (reason: string) =>
         report.failures.push({ id: row.id, organizationId: row.organization_id, provider: row.provider, keyId: row.key_id, reason });
-      if (row.unbound && row.key_binding === null) report.unbound++;
       if (!keyring.has(row.key_id)) fail(`encrypted under key ${row.key_id}, which MASTER_KEY does not hold`);
       try {
-        openRow(keyring, row);
+        if (waitingToBeBound(row)) {
+          keyring.decrypt(row.encrypted_api_key, row.key_id);
+          report.unbound++;
+        } else {
+          openRow(keyring, row);
+        }
       } catch (error) {
         if (!(error instanceof DecryptError) && !(error instanceof BindingError)) throw error;
-        if (keyring.has(row.key_id) || error instanceof BindingError) fail(failureReason(error));
+        if (keyring.has(row.key_id) || error instanceof BindingError) fail(failureReason(error, row));
       }
       report.checked++;
     }
@@ -195,48 +194,119 @@ export async function verifyAll(orm: Orm, keyring: Keyring, onProgress?: (checke
   return report;
 }
 
+/** A stored key written before row binding existed, as bind-legacy-keys lists it (never the key). */
+export interface LegacyRow {
+  id: string;
+  organizationId: string;
+  provider: ProviderName;
+  apiBase: string | null;
+  credentialName: string;
+  keyHint: string;
+  createdAt: Date;
+  /** Whether a configured master key opens it; one that does not cannot be bound. */
+  decrypts: boolean;
+  /** The ciphertext as listed: binding refuses a row whose ciphertext or bound fields changed since. */
+  encryptedApiKey: string;
+}
+
+interface LegacyQueryRow extends Row {
+  credential_name: string;
+  key_hint: string;
+  created_at: Date;
+}
+
+const LEGACY_SELECT = `select ${ROW_COLUMNS}, c.credential_name, c.key_hint, c.created_at
+  from provider_credentials c join provider_credentials_unbound u on u.id = c.id where c.key_binding is null`;
+
+/** How many stored keys wait for an operator to bind them (the service logs it at start). */
+export async function countLegacyRows(orm: Orm): Promise<number> {
+  const [{ n }] = await orm.em
+    .getConnection()
+    .execute<Array<{ n: string }>>(
+      "select count(*) as n from provider_credentials c join provider_credentials_unbound u on u.id = c.id where c.key_binding is null",
+    );
+  return Number(n);
+}
+
+/** The stored keys waiting to be bound: listed by the migration that introduced binding, still without a binding. */
+export async function listLegacyRows(orm: Orm, keyring: Keyring): Promise<LegacyRow[]> {
+  const rows: LegacyQueryRow[] = await orm.em.getConnection().execute(`${LEGACY_SELECT} order by c.organization_id, c.provider, c.id`);
+  return rows.map((row) => {
+    let decrypts = true;
+    try {
+      keyring.decrypt(row.encrypted_api_key, row.key_id);
+    } catch (error) {
+      if (!(error instanceof DecryptError)) throw error;
+      decrypts = false;
+    }
+    return {
+      id: row.id,
+      organizationId: row.organization_id,
+      provider: row.provider,
+      apiBase: row.api_base,
+      credentialName: row.credential_name,
+      keyHint: row.key_hint,
+      createdAt: new Date(row.created_at),
+      decrypts,
+      encryptedApiKey: row.encrypted_api_key,
+    };
+  });
+}
+
 /**
- * Binds the rows written before row binding existed (listed in
- * provider_credentials_unbound by the migration that introduced it), in
- * batches, at start-up. Rows that do not decrypt stay listed and unbound;
- * verify-keys reports them. Returns how many were bound.
+ * Binds the listed rows to their rows (an operator's decision: bind-legacy-keys lists them and
+ * asks first), each audited as credential.bind. A row is bound only if it is still waiting and
+ * its ciphertext, organisation, provider and api_base are what was listed; otherwise it is
+ * skipped and left refused.
  */
-export async function bindLegacyRows(orm: Orm, keyring: Keyring, logger?: Logger): Promise<number> {
-  let bound = 0;
-  let after = "00000000-0000-0000-0000-000000000000";
-  for (;;) {
-    // Plain FOR UPDATE (no SKIP LOCKED): a replica starting beside another one waits for its batch instead of serving unbound rows.
-    const { count, last } = await inTransaction(orm, async (em) => {
+export async function bindLegacyRows(orm: Orm, keyring: Keyring, listed: readonly LegacyRow[], actor: string): Promise<{ bound: string[]; skipped: string[] }> {
+  const bound: string[] = [];
+  const skipped: string[] = [];
+  for (let at = 0; at < listed.length; at += 500) {
+    const batch = listed.slice(at, at + 500);
+    const byId = new Map(batch.map((row) => [row.id, row]));
+    await runChange(orm, async ({ em, audit, invalidate }) => {
       const tx = em.getConnection();
       const ctx = em.getTransactionContext();
-      const rows: Row[] = await tx.execute(
-        `select ${ROW_COLUMNS} from provider_credentials c join provider_credentials_unbound u on u.id = c.id
-         where c.id > ? order by c.id limit 500 for update of c`,
-        [after],
+      const ids = [...byId.keys()];
+      const rows: LegacyQueryRow[] = await tx.execute(
+        `${LEGACY_SELECT} and c.id in (${ids.map(() => "?").join(", ")}) order by c.id for update of c`,
+        ids,
         "all",
         ctx,
       );
-      let count = 0;
+      const found = new Set<string>();
       for (const row of rows) {
-        if (row.key_binding === null) {
-          let binding: string;
-          try {
-            binding = keyring.rebind(boundRow(row), row.encrypted_api_key, row.key_id);
-          } catch (error) {
-            if (!(error instanceof DecryptError)) throw error;
-            continue; // stays listed; verify-keys reports it
-          }
-          await tx.execute("update provider_credentials set key_binding = ? where id = ?", [binding, row.id], "run", ctx);
-          count++;
+        const was = byId.get(row.id)!;
+        if (
+          row.encrypted_api_key !== was.encryptedApiKey ||
+          row.organization_id !== was.organizationId ||
+          row.provider !== was.provider ||
+          row.api_base !== was.apiBase
+        ) {
+          continue;
         }
+        let binding: string;
+        try {
+          binding = keyring.rebind(boundRow(row), row.encrypted_api_key, row.key_id);
+        } catch (error) {
+          if (!(error instanceof DecryptError)) throw error;
+          continue;
+        }
+        await tx.execute("update provider_credentials set key_binding = ? where id = ?", [binding, row.id], "run", ctx);
         await tx.execute("delete from provider_credentials_unbound where id = ?", [row.id], "run", ctx);
+        audit({
+          actor,
+          action: "credential.bind",
+          organizationId: row.organization_id,
+          credentialId: row.id,
+          details: { provider: row.provider, credential_name: row.credential_name, key_hint: row.key_hint, api_base: row.api_base },
+        });
+        invalidate({ organizationId: row.organization_id, provider: row.provider });
+        found.add(row.id);
       }
-      return { count, last: rows.length === 500 ? rows[rows.length - 1].id : undefined };
+      for (const id of byId.keys()) (found.has(id) ? bound : skipped).push(id);
     });
-    bound += count;
-    if (!last) break;
-    after = last;
   }
-  if (bound > 0) logger?.info({ bound }, `bound ${bound} stored key(s) written before row binding to their rows`);
-  return bound;
+  return { bound, skipped };
 }

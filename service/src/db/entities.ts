@@ -1,5 +1,6 @@
 import { BigIntType, EntitySchema } from "@mikro-orm/core";
-import type { ProviderName } from "../providers.js";
+import type { TokenScope } from "@provider-credentials/wire/auth";
+import type { ProviderName } from "@provider-credentials/wire/providers";
 
 // Table rows as MikroORM entities. The schema itself lives in migrations/ (SQL),
 // so that what runs in production is reviewed SQL, not a generated diff.
@@ -50,6 +51,12 @@ export interface CredentialRow {
   organizationId: string;
   provider: ProviderName;
   credentialName: string;
+  /**
+   * comparableName(credentialName), unique per organisation and provider. Null on rows written before it existed
+   * (or by a replica that did not know it yet) whose name collided with an older row's: see migrations
+   * Migration20261206120000_credential_name_key.
+   */
+  credentialNameKey: string | null;
   /** A Fernet token; only the keyring can read it. */
   encryptedApiKey: string;
   /** Fingerprint of the master key that made encryptedApiKey. */
@@ -97,6 +104,7 @@ export const CredentialEntity = new EntitySchema<CredentialRow>({
     organizationId: { type: "text" },
     provider: { type: "text" },
     credentialName: { type: "text" },
+    credentialNameKey: { type: "text", nullable: true },
     encryptedApiKey: { type: "text", lazy: true },
     keyId: { type: "text" },
     keyBinding: { type: "text", nullable: true, lazy: true },
@@ -145,7 +153,7 @@ export const SelectionStrategyEntity = new EntitySchema<SelectionStrategyRow>({
   },
 });
 
-export type TokenScope = "resolve" | "admin";
+export type { TokenScope };
 
 export interface ApiTokenRow {
   name: string;

@@ -1,4 +1,9 @@
-import { ConnectionException, ForeignKeyConstraintViolationException, UniqueConstraintViolationException } from "@mikro-orm/core";
+import {
+  CheckConstraintViolationException,
+  ConnectionException,
+  ForeignKeyConstraintViolationException,
+  UniqueConstraintViolationException,
+} from "@mikro-orm/core";
 
 // Raw queries (em.getConnection().execute) throw pg's errors unconverted, so
 // check the SQLSTATE as well as MikroORM's classes.
@@ -11,6 +16,10 @@ export function isUniqueViolation(error: unknown): boolean {
 export function isForeignKeyViolation(error: unknown): boolean {
   const code = (error as { code?: unknown })?.code;
   return error instanceof ForeignKeyConstraintViolationException || code === "23503" || code === "23001";
+}
+
+export function isCheckViolation(error: unknown): boolean {
+  return error instanceof CheckConstraintViolationException || (error as { code?: unknown })?.code === "23514";
 }
 
 /** Raw queries return timestamps as text; entities get Dates. */

@@ -5,11 +5,10 @@
 // here (same id) are left alone, so a rerun changes nothing. Nothing here ever
 // returns or logs a key or a token.
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { inTransaction, type Orm } from "../db/orm.js";
+import type { Orm } from "../db/orm.js";
+import { runChange } from "../db/change.js";
 import type { ProviderName } from "../db/entities.js";
-import { recordAudit, recordAudits, type AuditEvent } from "../audit/audit-store.js";
-import { publishInvalidation } from "../credentials/invalidation.js";
-import { keyHint, validateApiBase, validateApiKey, validateId, validateName, UUID_PATTERN } from "../credentials/validation.js";
+import { comparableName, keyHint, validateApiBase, validateApiKey, validateId, validateName, UUID_PATTERN } from "../credentials/validation.js";
 import { ServiceError } from "../errors.js";
 import type { Keyring } from "../keyring/index.js";
 import { openLegacyToken } from "./legacy-key.js";
@@ -203,7 +202,7 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
     const fresh = batch.filter((o) => !present.has(o.id));
     let inserted = new Set<string>(fresh.map((o) => o.id));
     if (!dryRun && fresh.length > 0) {
-      inserted = await inTransaction(orm, async (em) => {
+      inserted = await runChange(orm, async ({ em, audit }) => {
         const values = fresh.map(() => "(?, ?, ?::timestamptz, ?::timestamptz)").join(", ");
         const rows = await sql<{ id: string }>(
           em,
@@ -211,17 +210,14 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
           fresh.flatMap((o) => [o.id, o.name, o.createdAt, o.updatedAt]),
         );
         const ids = new Set(rows.map((r) => r.id));
-        await recordAudits(
-          em,
-          fresh
-            .filter((o) => ids.has(o.id))
-            .map((o) => ({
-              actor: IMPORT_ACTOR,
-              action: "organization.import",
-              organizationId: o.id,
-              details: { name: o.name, imported_from: "saas-litellm", legacy_status: o.legacy.status },
-            })),
-        );
+        for (const o of fresh.filter((o) => ids.has(o.id))) {
+          audit({
+            actor: IMPORT_ACTOR,
+            action: "organization.import",
+            organizationId: o.id,
+            details: { name: o.name, imported_from: "saas-litellm", legacy_status: o.legacy.status },
+          });
+        }
         return ids;
       });
     }
@@ -291,7 +287,7 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
     }
     let inserted = new Set<string>(fresh.map((t) => t.id));
     if (!dryRun && fresh.length > 0) {
-      inserted = await inTransaction(orm, async (em) => {
+      inserted = await runChange(orm, async ({ em, audit }) => {
         const values = fresh.map(() => "(?, ?, ?, ?::timestamptz, ?::timestamptz)").join(", ");
         const rows = await sql<{ id: string }>(
           em,
@@ -299,18 +295,15 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
           fresh.flatMap((t) => [t.id, t.organizationId, t.name, t.createdAt, t.updatedAt]),
         );
         const ids = new Set(rows.map((r) => r.id));
-        await recordAudits(
-          em,
-          fresh
-            .filter((t) => ids.has(t.id))
-            .map((t) => ({
-              actor: IMPORT_ACTOR,
-              action: "team.import",
-              organizationId: t.organizationId,
-              target: t.id,
-              details: { name: t.name, imported_from: "saas-litellm" },
-            })),
-        );
+        for (const t of fresh.filter((t) => ids.has(t.id))) {
+          audit({
+            actor: IMPORT_ACTOR,
+            action: "team.import",
+            organizationId: t.organizationId,
+            target: t.id,
+            details: { name: t.name, imported_from: "saas-litellm" },
+          });
+        }
         return ids;
       });
     }
@@ -321,10 +314,10 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
     progress(batch.length);
   }
 
-  // Credentials, oldest first: of two with one name (ignoring case) in an organisation and provider, the earlier keeps it.
-  /** (organisation, provider, lower-case name) → the credential that holds the name in this run. */
+  // Credentials, oldest first: of two with one name (ignoring case and compatibility forms) in an organisation and provider, the earlier keeps it.
+  /** (organisation, provider, comparable name) → the credential that holds the name in this run. */
   const claimed = new Map<string, string>();
-  const nameKey = (organizationId: string, provider: ProviderName, name: string) => `${organizationId}\u0000${provider}\u0000${name.toLowerCase()}`;
+  const nameKey = (organizationId: string, provider: ProviderName, name: string) => `${organizationId}\u0000${provider}\u0000${comparableName(name)}`;
   async function importCredentialBatch(rows: LegacyCredential[]): Promise<void> {
     const tally = report.credentials;
     const skip = (row: LegacyCredential, reason: string) =>
@@ -420,8 +413,8 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
     if (candidates.length > 0) {
       const rowsHere = await sql<{ id: string; organization_id: string; provider: ProviderName; credential_name: string }>(
         readEm(),
-        "select id, organization_id, provider, credential_name from provider_credentials where organization_id in (?) and lower(credential_name) in (?)",
-        [[...new Set(candidates.map((c) => c.organizationId))], [...new Set(candidates.map((c) => c.name.toLowerCase()))]],
+        "select id, organization_id, provider, credential_name from provider_credentials where organization_id in (?) and (credential_name_key in (?) or credential_name_key is null)",
+        [[...new Set(candidates.map((c) => c.organizationId))], [...new Set(candidates.map((c) => comparableName(c.name)))]],
       );
       for (const r of rowsHere) taken.set(nameKey(r.organization_id, r.provider, r.credential_name), r.id);
     }
@@ -445,7 +438,7 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
       return;
     }
 
-    const inserted = await inTransaction(orm, async (em) => {
+    const inserted = await runChange(orm, async ({ em, audit, invalidate }) => {
       const values: string[] = [];
       const params: unknown[] = [];
       const hints = new Map<string, string>();
@@ -460,12 +453,13 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
         hints.set(c.id, hint);
         // key_set_at: the legacy created_at. SaaS LiteLLM's updated_at also moves on renames and (de)activations,
         // so it could make an old key look freshly set; created_at never understates a key's age.
-        values.push("(?::uuid, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::timestamptz, 1, ?::timestamptz, ?::timestamptz, ?, ?, null, 1, 0, ?::timestamptz)");
+        values.push("(?::uuid, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::timestamptz, 1, ?::timestamptz, ?::timestamptz, ?, ?, null, 1, 0, ?::timestamptz)");
         params.push(
           c.id,
           c.organizationId,
           c.provider,
           c.name,
+          comparableName(c.name),
           token,
           keyId,
           binding,
@@ -483,18 +477,17 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
       // No conflict target: a row whose id or name (ignoring case) appeared here meanwhile is not inserted, and is classified below.
       const rows = await sql<{ id: string }>(
         em,
-        `insert into provider_credentials (id, organization_id, provider, credential_name, encrypted_api_key, key_id, key_binding, key_hint,
+        `insert into provider_credentials (id, organization_id, provider, credential_name, credential_name_key, encrypted_api_key, key_id, key_binding, key_hint,
            api_base, is_active, activated_at, version, created_at, updated_at, created_by, updated_by, last_used_at, weight, use_count, key_set_at)
          values ${values.join(", ")} on conflict do nothing returning id`,
         params,
       );
       const ids = new Set(rows.map((r) => r.id));
-      const changed = new Set<string>();
-      const audits: AuditEvent[] = [];
       for (const c of fresh) {
         if (!ids.has(c.id)) continue;
-        changed.add(`${c.organizationId}\u0000${c.provider}`);
-        audits.push({
+        // Running replicas drop what they cached for this (organisation, provider) pair when this commits.
+        invalidate({ organizationId: c.organizationId, provider: c.provider });
+        audit({
           actor: IMPORT_ACTOR,
           action: "credential.import",
           organizationId: c.organizationId,
@@ -509,12 +502,6 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
             imported_from: "saas-litellm",
           },
         });
-      }
-      await recordAudits(em, audits);
-      // Running replicas drop what they cached for these (organisation, provider) pairs when this commits.
-      for (const pair of changed) {
-        const [organizationId, provider] = pair.split("\u0000") as [string, ProviderName];
-        await publishInvalidation(em, { organizationId, provider });
       }
       return ids;
     });
@@ -551,14 +538,14 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
   const imported = report.organizations.imported + report.teams.imported + report.credentials.imported;
   // A run that imports nothing writes nothing, not even this summary: a rerun leaves every table as it was.
   if (!dryRun && imported > 0) {
-    await inTransaction(orm, async (em) => {
-      await recordAudit(em, {
+    await runChange(orm, async ({ audit }) =>
+      audit({
         actor: IMPORT_ACTOR,
         action: "saas_litellm.import",
         target: `saas-litellm:${source.where}`,
         details: summaryDetails(report),
-      });
-    });
+      }),
+    );
   }
   return report;
 }

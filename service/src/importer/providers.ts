@@ -1,4 +1,4 @@
-import { PROVIDER_NAMES, PROVIDERS, type ProviderName } from "../providers.js";
+import { PROVIDER_NAMES, PROVIDERS, type ProviderName } from "@provider-credentials/wire/providers";
 
 /** Legacy provider values (compared ignoring case and surrounding spaces) and the provider each one is here: the registry's legacyNames. */
 const LEGACY_PROVIDERS: ReadonlyMap<string, ProviderName> = new Map(

@@ -4,5 +4,5 @@
 // binding to the row, opening with every configured key after checking the binding, and the one
 // DATA_LOSS answer for a key that is refused. Jobs that read and write the database with it
 // (re-encryption, verification, binding) live outside this folder (credentials/rewrap.ts).
-export { BindingError, createKeyring, DecryptError, generateMasterKey, Keyring, MasterKeyError, type BoundRow } from "./keyring.js";
+export { BindingError, createKeyring, DecryptError, generateMasterKey, Keyring, MasterKeyError, type Admitted, type BoundRow } from "./keyring.js";
 export { openStored, refusalError, refusalOf, type Refusal } from "./refusal.js";

@@ -44,6 +44,10 @@ const BINDING_PREFIX = "rb1.";
 
 const FINGERPRINT_PREFIX = Buffer.from("provider-credentials key-id v1\0", "utf8");
 
+const PAGE_TOKEN_INFO = "provider-credentials page-token v1";
+/** Bytes of a page token's MAC (truncated HMAC-SHA256). */
+export const PAGE_TOKEN_MAC_BYTES = 16;
+
 /** Public identifier of a key: "fk_" + 16 hex chars of a domain-separated SHA-256. */
 export function keyFingerprint(key: Buffer): string {
   return "fk_" + createHash("sha256").update(FINGERPRINT_PREFIX).update(key).digest("hex").slice(0, 16);
@@ -58,12 +62,28 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
+declare const ADMITTED: unique symbol;
+
+/**
+ * A stored token that Keyring.admit checked in this process (its HMAC under a
+ * configured master key and its row binding): the token's bytes, one
+ * character per byte, and the id of the key that opened it. Only admit makes
+ * one; the ResolveKey cache keeps them; openAdmitted accepts nothing else.
+ */
+export interface Admitted {
+  readonly sealed: string;
+  readonly keyId: string;
+  readonly [ADMITTED]: true;
+}
+
 export class Keyring {
   readonly primaryKeyId: string;
   readonly keyIds: readonly string[];
   readonly #keys: ReadonlyMap<string, Buffer>; // insertion order = configured order
   /** Per master key, the HMAC key that binds ciphertext to its row (HKDF-SHA256 of the Fernet key, domain-separated). */
   readonly #bindingKeys = new Map<Buffer, KeyObject>();
+  /** Per master key, in configured order, the HMAC key of page tokens (HKDF-SHA256 of the Fernet key, domain-separated). */
+  readonly #pageTokenKeys: readonly KeyObject[];
 
   /** Use createKeyring(); keys must be distinct 32-byte Fernet keys, first = primary. */
   constructor(keys: readonly Buffer[]) {
@@ -76,6 +96,26 @@ export class Keyring {
     for (const key of map.values()) {
       this.#bindingKeys.set(key, createSecretKey(Buffer.from(hkdfSync("sha256", key, Buffer.alloc(0), BINDING_INFO, 32))));
     }
+    this.#pageTokenKeys = [...map.values()].map((key) => createSecretKey(Buffer.from(hkdfSync("sha256", key, Buffer.alloc(0), PAGE_TOKEN_INFO, 32))));
+  }
+
+  /**
+   * The MAC that authenticates a page token's content, under the primary key. Derived from MASTER_KEY, so
+   * every replica, before and after a restart, makes and accepts the same tokens.
+   */
+  pageTokenMac(content: Buffer): Buffer {
+    return createHmac("sha256", this.#pageTokenKeys[0]).update(content).digest().subarray(0, PAGE_TOKEN_MAC_BYTES);
+  }
+
+  /** Whether `mac` authenticates `content` under any configured key (a token made before a primary-key rotation still pages). */
+  checkPageTokenMac(content: Buffer, mac: Buffer): boolean {
+    if (mac.length !== PAGE_TOKEN_MAC_BYTES) return false;
+    let ok = false;
+    for (const key of this.#pageTokenKeys) {
+      const expected = createHmac("sha256", key).update(content).digest().subarray(0, PAGE_TOKEN_MAC_BYTES);
+      ok = timingSafeEqual(expected, mac) || ok;
+    }
+    return ok;
   }
 
   has(keyId: string): boolean {
@@ -101,7 +141,7 @@ export class Keyring {
   /**
    * The binding of an existing token to a (possibly changed) row, under the
    * key that encrypted it. Callers must have checked the old binding first
-   * (`decryptBound`), or they would bless a swapped token.
+   * (`decryptBound` or `admit`), or they would bless a swapped token.
    */
   rebind(row: BoundRow, token: string, keyId?: string): string {
     const [key] = this.#open(token, keyId);
@@ -124,26 +164,26 @@ export class Keyring {
 
   /**
    * Checks a stored token as decryptBound does (it opens under a configured
-   * key, is UTF-8, and is bound to this row) and answers the id of the key
-   * that opened it, for decryptChecked; the plaintext is not kept.
+   * key, is UTF-8, and is bound to this row) and admits it: its bytes and the
+   * id of the key that opened it, for openAdmitted. The plaintext is not kept.
    */
-  checkBound(row: BoundRow, token: string, keyId: string | undefined, binding: string | null): string {
-    return this.#openBound(row, token, keyId, binding)[2];
+  admit(row: BoundRow, token: string, keyId: string | undefined, binding: string | null): Admitted {
+    const [, , openedKeyId] = this.#openBound(row, token, keyId, binding);
+    return { sealed: Buffer.from(token, "base64url").toString("latin1"), keyId: openedKeyId } as Admitted;
   }
 
   /**
-   * Decrypts a token that checkBound (or decryptBound) accepted in this
-   * process under `openedKeyId`, without checking its HMAC and binding again:
-   * for tokens kept in this process's memory since (the ResolveKey cache),
-   * never for one read from the database or received from outside. The
-   * token as its text or as its decoded bytes.
+   * Opens a token that admit accepted in this process, without checking its
+   * HMAC and binding again (the ResolveKey cache's hit). By type it takes only
+   * what admit made; a key id that is no longer configured, or bytes that do
+   * not open under it, are a DecryptError, never a guess.
    */
-  decryptChecked(token: string | Uint8Array, openedKeyId: string): string {
-    const key = this.#keys.get(openedKeyId);
+  openAdmitted(admitted: Admitted): string {
+    const key = this.#keys.get(admitted.keyId);
     if (key === undefined) throw new DecryptError("the key that opened this token is no longer configured");
     let plaintext: Buffer;
     try {
-      plaintext = decryptCheckedFernet(key, token);
+      plaintext = decryptCheckedFernet(key, Buffer.from(admitted.sealed, "latin1"));
     } catch {
       throw new DecryptError("token could not be decrypted with the key that opened it");
     }

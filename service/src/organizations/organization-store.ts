@@ -1,13 +1,10 @@
 import type { FilterQuery } from "@mikro-orm/core";
-import { isForeignKeyViolation, isUniqueViolation } from "../db/errors.js";
-import type { EntityManager } from "@mikro-orm/postgresql";
-import { inTransaction, type Orm } from "../db/orm.js";
+import type { Orm } from "../db/orm.js";
+import { runChange, type Change, type ChangeListener } from "../db/change.js";
 import { CredentialEntity, OrganizationEntity, TeamEntity, type OrganizationRow, type TeamRow } from "../db/entities.js";
 import { ServiceError } from "../errors.js";
-import { recordAudit } from "../audit/audit-store.js";
-import type { Actor, ChangeListener } from "../credentials/credential-store.js";
-import { publishInvalidation } from "../credentials/invalidation.js";
-import { decodePageToken, encodePageToken } from "../paging.js";
+import type { Actor } from "../credentials/credential-store.js";
+import type { PageTokens } from "../paging.js";
 
 export interface Page<T> {
   items: T[];
@@ -18,6 +15,8 @@ export interface Page<T> {
 export class OrganizationStore {
   constructor(
     private readonly orm: Orm,
+    /** Makes and checks the lists' page tokens. */
+    private readonly pages: PageTokens,
     /** Called after a change that affects resolutions commits. */
     private readonly onChange: ChangeListener = () => undefined,
   ) {}
@@ -26,11 +25,11 @@ export class OrganizationStore {
     const now = new Date();
     const row: OrganizationRow = { id, name, createdAt: now, updatedAt: now };
     await this.write(
-      async (em) => {
+      async ({ em, audit }) => {
         await em.insert(OrganizationEntity, row);
-        await recordAudit(em, { ...by, action: "organization.create", organizationId: id, details: { name } });
+        audit({ ...by, action: "organization.create", organizationId: id, details: { name } });
       },
-      alreadyExists("organization_id", `an organization with id "${id}" already exists`),
+      () => alreadyExists("organization_id", `an organization with id "${id}" already exists`),
     );
     return row;
   }
@@ -42,81 +41,78 @@ export class OrganizationStore {
   }
 
   async listOrganizations(limit: number, pageToken: string): Promise<Page<OrganizationRow>> {
-    const after = decodePageToken<[string]>(pageToken, ["string"]);
+    const after = this.pages.decode<[string]>("organizations", "", pageToken, ["string"]);
     const where: FilterQuery<OrganizationRow> = after ? { id: { $gt: after[0] } } : {};
-    return page(await this.orm.em.fork().find(OrganizationEntity, where, { orderBy: { id: "asc" }, limit: limit + 1 }), limit);
+    const rows = await this.orm.em.fork().find(OrganizationEntity, where, { orderBy: { id: "asc" }, limit: limit + 1 });
+    return page(rows, limit, (last) => this.pages.encode("organizations", "", [last]));
   }
 
   async deleteOrganization(id: string, by: Actor): Promise<void> {
-    await this.write(async (em) => {
+    await this.write(async ({ em, audit, invalidate }) => {
       const row = await em.findOne(OrganizationEntity, { id });
       if (!row) throw organizationNotFound(id);
       const credentials = await em.count(CredentialEntity, { organizationId: id });
       const teams = await em.count(TeamEntity, { organizationId: id });
       if (credentials > 0 || teams > 0) throw stillInUse(id, credentials, teams);
       await em.nativeDelete(OrganizationEntity, { id });
-      await publishInvalidation(em, { organizationId: id });
-      await recordAudit(em, { ...by, action: "organization.delete", organizationId: id, details: { name: row.name } });
+      invalidate({ organizationId: id });
+      audit({ ...by, action: "organization.delete", organizationId: id, details: { name: row.name } });
     });
-    this.onChange({ organizationId: id });
   }
 
   async createTeam(id: string, organizationId: string, name: string, by: Actor): Promise<TeamRow> {
     const now = new Date();
     const row: TeamRow = { id, organizationId, name, createdAt: now, updatedAt: now };
     await this.write(
-      async (em) => {
+      async ({ em, audit }) => {
         if ((await em.count(OrganizationEntity, { id: organizationId })) === 0) throw organizationNotFound(organizationId);
         await em.insert(TeamEntity, row);
-        await recordAudit(em, { ...by, action: "team.create", organizationId, target: id, details: { name } });
+        audit({ ...by, action: "team.create", organizationId, target: id, details: { name } });
       },
-      alreadyExists("team_id", `a team with id "${id}" already exists`),
-      organizationNotFound(organizationId),
+      () => alreadyExists("team_id", `a team with id "${id}" already exists`),
+      () => organizationNotFound(organizationId),
     );
     return row;
   }
 
   async listTeams(organizationId: string, limit: number, pageToken: string): Promise<Page<TeamRow>> {
     const em = this.orm.em.fork();
-    const after = decodePageToken<[string]>(pageToken, ["string"]);
+    const after = this.pages.decode<[string]>("teams", organizationId, pageToken, ["string"]);
     if (!after && (await em.count(OrganizationEntity, { id: organizationId })) === 0) throw organizationNotFound(organizationId);
     const where: FilterQuery<TeamRow> = after ? { organizationId, id: { $gt: after[0] } } : { organizationId };
-    return page(await em.find(TeamEntity, where, { orderBy: { id: "asc" }, limit: limit + 1 }), limit);
+    const rows = await em.find(TeamEntity, where, { orderBy: { id: "asc" }, limit: limit + 1 });
+    return page(rows, limit, (last) => this.pages.encode("teams", organizationId, [last]));
   }
 
   async deleteTeam(id: string, by: Actor): Promise<TeamRow> {
-    const deleted = await this.write(async (em) => {
+    return this.write(async ({ em, audit, invalidate }) => {
       const row = await em.findOne(TeamEntity, { id });
       if (!row) throw new ServiceError("not_found", `team "${id}" not found`);
       await em.nativeDelete(TeamEntity, { id });
-      await publishInvalidation(em, { teamId: id });
-      await recordAudit(em, { ...by, action: "team.delete", organizationId: row.organizationId, target: id, details: { name: row.name } });
+      invalidate({ teamId: id });
+      audit({ ...by, action: "team.delete", organizationId: row.organizationId, target: id, details: { name: row.name } });
       return row;
     });
-    this.onChange({ teamId: id });
-    return deleted;
   }
 
-  private async write<T>(work: (em: EntityManager) => Promise<T>, duplicate?: ServiceError, foreignKeyError?: ServiceError): Promise<T> {
-    try {
-      return await inTransaction(this.orm, work);
-    } catch (error) {
-      if (duplicate && isUniqueViolation(error)) throw duplicate;
-      if (isForeignKeyViolation(error)) {
-        // createTeam: the organisation was deleted meanwhile.
-        if (foreignKeyError) throw foreignKeyError;
-        // A credential or team was added while the organisation was being deleted.
-        throw new ServiceError("failed_precondition", "the organization still has credentials or teams; delete them first");
-      }
-      throw error;
-    }
+  /** Runs a mutation as one change (runChange), turning constraint violations into domain errors. */
+  private write<T>(work: (change: Change) => Promise<T>, duplicate?: () => ServiceError, foreignKeyError?: () => ServiceError): Promise<T> {
+    return runChange(this.orm, work, {
+      onChange: this.onChange,
+      constraints: {
+        unique: duplicate,
+        // createTeam: the organisation was deleted meanwhile. Otherwise a credential or team was added while the organisation was being deleted.
+        foreignKey: foreignKeyError ?? (() => new ServiceError("failed_precondition", "the organization still has credentials or teams; delete them first")),
+      },
+    });
   }
 }
 
-function page<T extends { id: string }>(rows: T[], limit: number): Page<T> {
+/** The first `limit` rows, and the token of the page after them when there is one (`token` of the last row's id). */
+function page<T extends { id: string }>(rows: T[], limit: number, token: (lastId: string) => string): Page<T> {
   const items = rows.slice(0, limit);
   const last = items[items.length - 1];
-  return { items, nextPageToken: rows.length > limit && last ? encodePageToken([last.id]) : "" };
+  return { items, nextPageToken: rows.length > limit && last ? token(last.id) : "" };
 }
 
 /** A duplicate id, named at its field. */

@@ -1,11 +1,11 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { AdminSchema, AdminService, ApiTokenSchema, type AuditEventSchema } from "../gen/admin_pb.js";
+import { AdminSchema, AdminService, ApiTokenSchema, type AuditEventSchema } from "@provider-credentials/wire/gen/admin_pb";
 import type { AdminStore, AdminView } from "../admins/admin-store.js";
 import type { TokenInfo, TokenStore } from "../auth/token-store.js";
 import { listAuditEvents } from "../audit/audit-store.js";
-import { pageSize } from "../paging.js";
+import { pageSize, type PageTokens } from "../paging.js";
 import { validateCredentialId, validateId } from "../credentials/validation.js";
 import type { Orm } from "../db/orm.js";
 import { invalid } from "../errors.js";
@@ -15,6 +15,8 @@ export interface AdminServiceDeps {
   orm: Orm;
   admins: AdminStore;
   tokens: TokenStore;
+  /** Makes and checks the audit log's page tokens. */
+  pages: PageTokens;
 }
 
 const adminMessage = (a: AdminView) =>
@@ -37,7 +39,7 @@ const tokenMessage = (t: TokenInfo) =>
 const SOURCE_PATTERN = /^[\x21-\x7e]{0,128}$/;
 
 /** credentials.v1.AdminService: what the portal needs from the service besides credentials. */
-export function createAdminService({ orm, admins, tokens }: AdminServiceDeps): ServiceImpl<typeof AdminService> {
+export function createAdminService({ orm, admins, tokens, pages }: AdminServiceDeps): ServiceImpl<typeof AdminService> {
   return {
     async signIn(req) {
       if (!SOURCE_PATTERN.test(req.source)) throw invalid("source", "must be an address of at most 128 printable characters");
@@ -77,7 +79,7 @@ export function createAdminService({ orm, admins, tokens }: AdminServiceDeps): S
       if (req.action !== undefined && !/^[a-z_]{1,32}\.[a-z_]{1,32}$/.test(req.action)) {
         throw invalid("action", "must look like credential.update or organization.delete");
       }
-      const page = await listAuditEvents(orm.em.fork(), {
+      const page = await listAuditEvents(orm.em.fork(), pages, {
         organizationId: req.organizationId === undefined ? undefined : validateId("organization_id", req.organizationId),
         credentialId: req.credentialId === undefined ? undefined : validateCredentialId(req.credentialId),
         action: req.action,

@@ -6,7 +6,7 @@ import { invalid } from "../errors.js";
 import type { CredentialView } from "../credentials/credential-store.js";
 import type { FailureKind as FailureKindName, SelectionPolicyView } from "../credentials/key-health.js";
 import type { KeyCheckOutcomeName, SelectionStrategyName } from "../db/entities.js";
-import { PROVIDER_NAMES, PROVIDERS } from "../providers.js";
+import { PROVIDER_NAMES, PROVIDERS } from "@provider-credentials/wire/providers";
 import {
   CredentialSchema,
   FailureKind,
@@ -22,7 +22,7 @@ import {
   type Credential,
   type Organization,
   type Team,
-} from "../gen/credentials_pb.js";
+} from "@provider-credentials/wire/gen/credentials_pb";
 
 /** The proto enum value of each registry provider (providers.ts), by its enumName. */
 const TO_ENUM = Object.fromEntries(PROVIDER_NAMES.map((name) => [name, Provider[PROVIDERS[name].enumName]])) as Record<ProviderName, Provider>;

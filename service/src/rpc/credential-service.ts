@@ -1,6 +1,6 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { CredentialService, KeySource, type ResolveKeyResponseSchema } from "../gen/credentials_pb.js";
+import { CredentialService, KeySource, type ResolveKeyResponseSchema } from "@provider-credentials/wire/gen/credentials_pb";
 import type { CredentialStore } from "../credentials/credential-store.js";
 import type { KeyResolver, Resolution } from "../credentials/resolver.js";
 import { MAX_SUCCESS_REPORT, type KeyHealth } from "../credentials/key-health.js";

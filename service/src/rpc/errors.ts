@@ -2,7 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { isDatabaseUnavailable } from "../db/errors.js";
 import { ServiceError, type ErrorKind } from "../errors.js";
 import type { Logger } from "../logger.js";
-import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "@provider-credentials/wire/gen/google/rpc/error_details_pb";
 
 /** google.rpc.ErrorInfo's domain for every error this service raises. */
 export const ERROR_DOMAIN = "provider-credentials";

@@ -8,7 +8,8 @@ import { toBinary, type DescFile, type DescMessage } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { HealthImplementation, type ServingStatus } from "grpc-health-check";
-import { HealthCheckResponse_ServingStatus as Status } from "../gen/grpc/health/v1/health_pb.js";
+import { HealthCheckResponse_ServingStatus as Status } from "@provider-credentials/wire/gen/grpc/health/v1/health_pb";
+import { AUTHORIZATION_HEADER } from "@provider-credentials/wire/auth";
 import type { HealthState } from "./health.js";
 import { binaryDeserializer, binarySerializer } from "./flat-codec.js";
 
@@ -91,7 +92,7 @@ export function addGrpcJsReflection(server: grpc.Server, files: readonly DescFil
       for (const [name, handler] of Object.entries(implementation)) {
         const path = service[name]?.path ?? name;
         guarded[name] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
-          const authorization = call.metadata.get("authorization").map(String).join(", ") || null;
+          const authorization = call.metadata.get(AUTHORIZATION_HEADER).map(String).join(", ") || null;
           // Requests that arrive meanwhile wait in the stream until the handler reads them.
           check(authorization, path.slice(path.lastIndexOf("/") + 1)).then(
             () => (handler as grpc.handleBidiStreamingCall<unknown, unknown>)(call),

@@ -487,7 +487,7 @@ class CallValues implements ContextValues {
 class Call implements HandlerContext {
   readonly requestHeader: Headers;
   readonly values: ContextValues;
-  /** Made on first use: most calls send neither (undici Headers cost ~1 µs to make and to walk). */
+  /** Made on first use: most calls send neither. */
   #responseHeader: Headers | undefined;
   #responseTrailer: Headers | undefined;
   readonly url: string;
@@ -511,8 +511,8 @@ class Call implements HandlerContext {
     this.requestHeader = new MetadataHeaders(grpcCall.metadata);
     this.values = config.addressKey ? new CallValues(grpcCall, config.addressKey) : createContextValues();
     this.url = `http://${grpcCall.getHost()}${path}`;
-    // A plain literal (accessors in object literals cost ~0.7 µs each to create), plus the
-    // signal as a shared accessor: spread copies of the request read it.
+    // A plain literal without per-object accessors, plus the signal as a shared accessor:
+    // spread copies of the request read it.
     const request = {
       stream: false,
       message,
@@ -538,9 +538,8 @@ class Call implements HandlerContext {
 
   /**
    * Aborts when the call is cancelled (by the client, its deadline or
-   * shutdown). At the normal end only if something listens: an abort costs
-   * microseconds, more than the rest of this adapter's work for a call. Made
-   * on first use: the first read of an AbortController's signal costs ~3 µs.
+   * shutdown). At the normal end only if something listens. Made on first
+   * use: most handlers never read it.
    */
   get signal(): AbortSignal {
     if (this.#controller !== undefined) return this.#controller.signal;

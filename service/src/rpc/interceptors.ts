@@ -2,19 +2,21 @@ import { Code, ConnectError, type ContextValues, type Interceptor, type StreamRe
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { TokenStore } from "../auth/token-store.js";
 import type { Principal } from "../auth/tokens.js";
-import type { TokenScope } from "../db/entities.js";
 import type { Logger } from "../logger.js";
 import { principalKey, sourceKey } from "./context.js";
 import { toConnectError } from "./errors.js";
 import { HealthService } from "./health.js";
-import { CredentialService } from "../gen/credentials_pb.js";
-
-/** Header an admin-scope caller (the portal) sets to name the administrator it acts for. */
-export const ACTOR_HEADER = "x-provider-credentials-actor";
-/** Header an admin-scope caller (the portal) sets to pass on its own client's address for the audit log. */
-export const SOURCE_HEADER = "x-provider-credentials-source";
-const SOURCE_PATTERN = /^[\x21-\x7e]{1,128}$/;
-const ACTOR_PATTERN = /^[\x20-\x7e]{1,128}$/;
+import { looksLikeProviderKey } from "../credentials/validation.js";
+import {
+  ACTOR_HEADER,
+  ACTOR_PATTERN,
+  AUTHORIZATION_HEADER,
+  bearerToken as bearerOf,
+  SOURCE_HEADER,
+  SOURCE_PATTERN,
+  type TokenScope,
+} from "@provider-credentials/wire/auth";
+import { CredentialService } from "@provider-credentials/wire/gen/credentials_pb";
 
 /** Calls a `resolve` token may make; everything else needs `admin`. */
 const RESOLVE_SCOPE_METHODS: ReadonlySet<DescMethod> = new Set([
@@ -22,8 +24,6 @@ const RESOLVE_SCOPE_METHODS: ReadonlySet<DescMethod> = new Set([
   CredentialService.method.reportKeyFailure,
   CredentialService.method.reportKeySuccess,
 ]);
-
-const BEARER = /^Bearer +([\x21-\x7e]{1,512})$/i;
 
 /**
  * The authenticated caller. `actor` and `source` are worked out when first
@@ -54,9 +54,9 @@ type Token = { name: string; scope: TokenScope };
 
 /** The token in an authorization header; UNAUTHENTICATED when there is none. */
 function bearerToken(authorization: string | null): string {
-  const match = BEARER.exec(authorization ?? "");
-  if (!match) throw new ConnectError('missing or malformed authorization header; send "authorization: Bearer <token>"', Code.Unauthenticated);
-  return match[1];
+  const token = bearerOf(authorization);
+  if (token === undefined) throw new ConnectError('missing or malformed authorization header; send "authorization: Bearer <token>"', Code.Unauthenticated);
+  return token;
 }
 
 /** A known token (UNAUTHENTICATED otherwise) that may call the method (PERMISSION_DENIED otherwise). */
@@ -90,6 +90,9 @@ function authorize(req: UnaryRequest | StreamRequest, found: Token | undefined):
     const claimed = req.header.get(ACTOR_HEADER);
     if (claimed !== null) {
       if (!ACTOR_PATTERN.test(claimed)) throw new ConnectError(`${ACTOR_HEADER}: must be 1-128 printable ASCII characters`, Code.InvalidArgument);
+      // Stored in audit rows and created_by/updated_by, and shown: never a key pasted into the wrong place.
+      if (looksLikeProviderKey(claimed))
+        throw new ConnectError(`${ACTOR_HEADER}: looks like a provider API key (the value is not repeated here)`, Code.InvalidArgument);
       actor = claimed;
     }
     const forwarded = req.header.get(SOURCE_HEADER);
@@ -108,7 +111,7 @@ export function authInterceptor(tokens: TokenStore): Interceptor {
   return (next) => (req) => {
     try {
       if (req.service.typeName === HealthService.typeName) return next(req);
-      const secret = bearerToken(req.header.get("authorization"));
+      const secret = bearerToken(req.header.get(AUTHORIZATION_HEADER));
       const cached = tokens.cached(secret);
       if (cached) return next(authorize(req, cached));
       return tokens.authenticate(secret).then((token) => next(authorize(req, token)));

@@ -1,8 +1,8 @@
 import type { ServiceImpl } from "@connectrpc/connect";
-import { OrganizationService } from "../gen/credentials_pb.js";
+import { OrganizationService } from "@provider-credentials/wire/gen/credentials_pb";
 import type { OrganizationStore } from "../organizations/organization-store.js";
 import { pageSize } from "../paging.js";
-import { validateId, validateName } from "../credentials/validation.js";
+import { validateId, validateName, validateNewId } from "../credentials/validation.js";
 import { actorOf } from "./context.js";
 import { organizationMessage, teamMessage } from "./convert.js";
 
@@ -10,7 +10,7 @@ import { organizationMessage, teamMessage } from "./convert.js";
 export function createOrganizationService(organizations: OrganizationStore): ServiceImpl<typeof OrganizationService> {
   return {
     async createOrganization(req, ctx) {
-      const id = validateId("organization_id", req.organizationId);
+      const id = validateNewId("organization_id", req.organizationId);
       const name = validateName("name", req.name);
       return { organization: organizationMessage(await organizations.createOrganization(id, name, actorOf(ctx.values))) };
     },
@@ -31,7 +31,7 @@ export function createOrganizationService(organizations: OrganizationStore): Ser
     },
 
     async createTeam(req, ctx) {
-      const id = validateId("team_id", req.teamId);
+      const id = validateNewId("team_id", req.teamId);
       const organizationId = validateId("organization_id", req.organizationId);
       const name = validateName("name", req.name);
       return { team: teamMessage(await organizations.createTeam(id, organizationId, name, actorOf(ctx.values))) };

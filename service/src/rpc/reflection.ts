@@ -1,7 +1,11 @@
 import { create, toBinary, type DescFile, type MessageInitShape, type Registry } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, type ServiceImpl } from "@connectrpc/connect";
-import { ServerReflection, type ServerReflectionRequest, ServerReflectionResponseSchema } from "../gen/grpc/reflection/v1/reflection_pb.js";
+import {
+  ServerReflection,
+  type ServerReflectionRequest,
+  ServerReflectionResponseSchema,
+} from "@provider-credentials/wire/gen/grpc/reflection/v1/reflection_pb";
 
 export { ServerReflection };
 

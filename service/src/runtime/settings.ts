@@ -8,6 +8,7 @@ import { DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_OUTAGE_GRACE_MS, DEFAULT_CACHE
 import { DEFAULT_ROTATION_DAYS } from "../credentials/credential-store.js";
 import { DEFAULT_HEARTBEAT_MS } from "../credentials/invalidation.js";
 import { DEFAULT_PROVIDER_CHECK_TIMEOUT_MS } from "../credentials/provider-check.js";
+import { DEFAULT_SESSION_LIFETIME_HOURS } from "../admins/admin-store.js";
 
 /** A default as the docs show it. */
 const shown = (value: number) => `\`${value}\``;
@@ -118,8 +119,17 @@ export const SERVICE_SETTINGS = {
     shown(DEFAULT_CACHE_OUTAGE_GRACE_MS),
     "While PostgreSQL is unreachable, how long cached resolutions (and tokens) go on being served after the outage began; `0` serves nothing from the cache during an outage.",
   ),
-  ADMIN_EMAIL: setting(text(), "unset", "Create the first portal administrator at start-up when there is none (password at least 12 characters)."),
+  ADMIN_EMAIL: setting(
+    text(),
+    "unset",
+    "Create the first portal administrator at start-up when there is none. The password must have at least 12 characters, must not contain the email or the part before its `@`, and must not be easy to guess (several unrelated words); the service refuses to start otherwise.",
+  ),
   ADMIN_PASSWORD: partOf("ADMIN_EMAIL", text()),
+  ADMIN_SESSION_LIFETIME_HOURS: setting(
+    integer("ADMIN_SESSION_LIFETIME_HOURS", 1, 24 * 366, DEFAULT_SESSION_LIFETIME_HOURS, "must be a whole number of hours between 1 and 8784"),
+    shown(DEFAULT_SESSION_LIFETIME_HOURS),
+    "How long a portal session lasts after sign-in, however much it is used (7 days); a session unused for 12 hours ends sooner.",
+  ),
   METRICS_PORT: setting(
     port("METRICS_PORT", undefined),
     "unset (`9464` with `npm start`)",

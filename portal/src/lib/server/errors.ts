@@ -1,7 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { TRPCError } from "@trpc/server";
 import type { TRPC_ERROR_CODE_KEY } from "@trpc/server/rpc";
-import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "../../../../service/src/gen/google/rpc/error_details_pb.js";
+import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "@provider-credentials/wire/gen/google/rpc/error_details_pb";
+import { maskKeys } from "@provider-credentials/wire/masking";
 
 /**
  * API errors: the one place where failures become HTTP statuses and JSON
@@ -74,18 +75,6 @@ const FIXED_MESSAGES: Partial<Record<ApiErrorCode, string>> = {
   not_implemented: "the credentials service does not support this operation yet",
   client_closed_request: "the request was cancelled",
 };
-
-/**
- * A provider key prefix followed by at least 16 more key characters: the shape
- * of an API key pasted into the wrong place (the service masks its own
- * messages with the same rule, service/src/errors.ts).
- */
-const KEY_SHAPED = /(?<![A-Za-z0-9._-])(sk-|AI|fw)[A-Za-z0-9._~+/=-]{16,}/g;
-
-/** The text with everything shaped like a provider API key cut down to its hint (`sk-…Ab12`). */
-export function maskKeys(text: string): string {
-  return text.replace(KEY_SHAPED, (match, prefix: string) => `${prefix}…${match.slice(-4)}`);
-}
 
 /** The service's field names where the REST API names them differently. */
 const FIELD_NAMES: Record<string, string> = { page_token: "cursor", page_size: "limit" };

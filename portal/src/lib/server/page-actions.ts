@@ -1,4 +1,4 @@
-import { error, redirect, type RequestEvent } from "@sveltejs/kit";
+import { error, fail, redirect, type RequestEvent } from "@sveltejs/kit";
 import { toApiError, type ApiErrorCode } from "./errors.js";
 import { log } from "./log.js";
 import { serviceConnection } from "./service-client.js";
@@ -124,6 +124,28 @@ export function returnTo(form: FormData, fallback: string): string {
   return value === "" ? fallback : safeRedirectTarget(value);
 }
 
+/** Where a page was opened from (its `returnTo` query parameter, a path on this site only), or `fallback`. */
+export function returnToParam(url: URL, fallback: string): string {
+  const value = url.searchParams.get("returnTo");
+  return value ? safeRedirectTarget(value) : fallback;
+}
+
+/** A refused form: its status, and what the form shows again (the values, the whole message, each named field's problem). */
+export function refuseForm<V>(thrown: unknown, fields: readonly string[], values: V) {
+  const failure = describeFailure(thrown, fields);
+  return fail(failure.status, { values, message: failure.message, errors: failure.errors });
+}
+
+/** Makes a change; null when it was made, else the service's reason (for the feedback after the redirect). */
+export async function refusalOf(change: () => Promise<unknown>): Promise<string | null> {
+  try {
+    await change();
+    return null;
+  } catch (thrown) {
+    return describeFailure(thrown).message;
+  }
+}
+
 // ---------------------------------------------------------------- lists for filters
 
 /** Every organisation (for the filters), up to `max`; `truncated` when there are more. */
@@ -155,4 +177,38 @@ export function pageNumberParam(url: URL): number {
 export function loadFailed(thrown: unknown): never {
   const failure = describeFailure(thrown);
   error(failure.status >= 500 ? 503 : failure.status, failure.status >= 500 ? "The credentials service is unavailable; try again shortly." : failure.message);
+}
+
+/** The data a load waits for; when it cannot be had, the error page (loadFailed). */
+export async function loading<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (thrown) {
+    loadFailed(thrown);
+  }
+}
+
+/**
+ * The credential a page about one credential shows (nothing of its key but
+ * the hint) and where its Cancel goes back to: the `returnTo` parameter, else
+ * the list of the credential's organisation.
+ */
+export async function loadCredentialPage(event: Pick<RequestEvent, "locals" | "url" | "getClientAddress">, credentialId: string) {
+  const credential = await loading(() => callerFor(event).credentials.get({ credential_id: credentialId }));
+  return {
+    credential: {
+      credential_id: credential.credential_id,
+      organization_id: credential.organization_id,
+      provider: credential.provider,
+      credential_name: credential.credential_name,
+      api_base: credential.api_base,
+      is_active: credential.is_active,
+      key_hint: credential.key_hint,
+      version: credential.version,
+      weight: credential.weight,
+      updated_at: credential.updated_at,
+      updated_by: credential.updated_by,
+    },
+    returnTo: returnToParam(event.url, `/?organization=${encodeURIComponent(credential.organization_id)}`),
+  };
 }

@@ -1,16 +1,11 @@
 import { readFileSync } from "node:fs";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-// Relative imports (not a Kit alias) so that tests and the root `tsc` can load this module too.
-import { CredentialService, OrganizationService } from "../../../../service/src/gen/credentials_pb.js";
-import { AdminService } from "../../../../service/src/gen/admin_pb.js";
-
-/** Header with which an admin-scope caller names the administrator it acts for (service/src/rpc/interceptors.ts). */
-export const ACTOR_HEADER = "x-provider-credentials-actor";
-/** Header with which an admin-scope caller passes its client's address for the audit log. */
-export const SOURCE_HEADER = "x-provider-credentials-source";
-
-export const DEFAULT_SERVICE_URL = "http://127.0.0.1:50051";
+// No Kit alias ($lib) here, so that tests and the root `tsc` can load this module too.
+import { ACTOR_HEADER, bearer, SOURCE_HEADER, SOURCE_PATTERN } from "@provider-credentials/wire/auth";
+import { CredentialService, OrganizationService } from "@provider-credentials/wire/gen/credentials_pb";
+import { AdminService } from "@provider-credentials/wire/gen/admin_pb";
+import { DEFAULT_SERVICE_URL, portalSettings, type PortalSettings } from "./settings.js";
 
 export interface ServiceClients {
   credentials: Client<typeof CredentialService>;
@@ -79,35 +74,43 @@ export function createServiceConnection(options: ServiceConnectionOptions): Serv
     ...(options.tls ? { nodeOptions: options.tls } : {}),
   });
   const token = options.serviceAdminToken;
-  const portalTransport = token ? withHeaders(shared, { authorization: `Bearer ${token}` }) : missingTokenTransport;
+  const portalTransport = token ? withHeaders(shared, { authorization: bearer(token) }) : missingTokenTransport;
   const portalClients = clientsOver(portalTransport);
   return {
     asPortal: () => portalClients,
     asAdmin: (email, source) =>
-      token ? clientsOver(withHeaders(shared, { authorization: `Bearer ${token}`, [ACTOR_HEADER]: email, ...sourceHeader(source) })) : portalClients,
-    withToken: (callerToken, source) => clientsOver(withHeaders(shared, { authorization: `Bearer ${callerToken}`, ...sourceHeader(source) })),
+      token ? clientsOver(withHeaders(shared, { authorization: bearer(token), [ACTOR_HEADER]: email, ...sourceHeader(source) })) : portalClients,
+    withToken: (callerToken, source) => clientsOver(withHeaders(shared, { authorization: bearer(callerToken), ...sourceHeader(source) })),
   };
 }
 
 function sourceHeader(source: string | null | undefined): Record<string, string> {
-  return source && /^[\x21-\x7e]{1,128}$/.test(source) ? { [SOURCE_HEADER]: source } : {};
+  return source && SOURCE_PATTERN.test(source) ? { [SOURCE_HEADER]: source } : {};
 }
 
 /** CREDENTIALS_SERVICE_CA_FILE, and CREDENTIALS_SERVICE_CERT_FILE with CREDENTIALS_SERVICE_KEY_FILE for mutual TLS. */
-function tlsFromEnvironment(env: NodeJS.ProcessEnv): ServiceConnectionOptions["tls"] {
-  const read = (name: string) => (env[name] ? readFileSync(env[name]!) : undefined);
-  const tls = { ca: read("CREDENTIALS_SERVICE_CA_FILE"), cert: read("CREDENTIALS_SERVICE_CERT_FILE"), key: read("CREDENTIALS_SERVICE_KEY_FILE") };
+function tlsFromSettings(settings: PortalSettings): ServiceConnectionOptions["tls"] {
+  const read = (file: string | undefined) => (file ? readFileSync(file) : undefined);
+  const tls = {
+    ca: read(settings.CREDENTIALS_SERVICE_CA_FILE),
+    cert: read(settings.CREDENTIALS_SERVICE_CERT_FILE),
+    key: read(settings.CREDENTIALS_SERVICE_KEY_FILE),
+  };
   return tls.ca || tls.cert || tls.key ? tls : undefined;
 }
 
-let fromEnvironment: ServiceConnection | undefined;
+let fromSettings: ServiceConnection | undefined;
 
 /** The process-wide connection, configured from CREDENTIALS_SERVICE_URL and SERVICE_ADMIN_TOKEN. */
-export function serviceConnection(env: NodeJS.ProcessEnv = process.env): ServiceConnection {
-  fromEnvironment ??= createServiceConnection({
-    baseUrl: env.CREDENTIALS_SERVICE_URL || DEFAULT_SERVICE_URL,
-    serviceAdminToken: env.SERVICE_ADMIN_TOKEN || undefined,
-    tls: tlsFromEnvironment(env),
+export function serviceConnection(): ServiceConnection {
+  fromSettings ??= connectionFrom(portalSettings());
+  return fromSettings;
+}
+
+function connectionFrom(settings: PortalSettings): ServiceConnection {
+  return createServiceConnection({
+    baseUrl: settings.CREDENTIALS_SERVICE_URL ?? DEFAULT_SERVICE_URL,
+    serviceAdminToken: settings.SERVICE_ADMIN_TOKEN,
+    tls: tlsFromSettings(settings),
   });
-  return fromEnvironment;
 }

@@ -46,21 +46,55 @@ export async function lookUpSession(connection: ServiceConnection, token: string
   }
 }
 
-/**
- * Where to go after signing in: only a path on this site (`/x?y`), never
- * another origin (`//evil`, `/\evil`, `https://...`), never back to /login.
- */
-export function safeRedirectTarget(value: string | null | undefined): string {
-  if (!value || value.length > 2048) return "/";
-  const hasControl = [...value].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f);
-  if (!value.startsWith("/") || value.startsWith("//") || value.includes("\\") || hasControl) return "/";
+/** Candidates are resolved against this origin; only "the same origin or not" matters, so any origin would do. */
+const HERE = "http://portal.invalid";
+const MAX_TARGET_LENGTH = 2048;
+/** How many rounds of percent-decoding a target must survive (a proxy or a later hop may decode it again). */
+const DECODE_ROUNDS = 3;
+
+/** The URL a browser reaches from `candidate` on this site, or null when that is another origin or a path a browser would read as one (`//host`). */
+function landsHere(candidate: string): URL | null {
   let url: URL;
   try {
-    url = new URL(value, "http://portal.invalid");
+    url = new URL(candidate, HERE);
   } catch {
-    return "/";
+    return null;
   }
-  if (url.origin !== "http://portal.invalid") return "/";
-  if (url.pathname === "/login" || url.pathname === "/logout") return "/";
-  return `${url.pathname}${url.search}${url.hash}`;
+  return url.origin === HERE && !url.pathname.startsWith("//") ? url : null;
+}
+
+/**
+ * Where to go after signing in, and where a form's Cancel link and post-submit
+ * redirect go back to: only a path on this site (`/x?y#z`), else `/`. Never
+ * another origin, whether written directly (`//evil`, `/\evil`, `https:`,
+ * `javascript:`), hidden by characters browsers drop (`/<TAB>/evil`), made by
+ * dot segments (`/..//evil`, `/%2e%2e//evil` both resolve to `//evil`), or by
+ * percent-encoding that a later decode turns into one (`/%2f%2fevil`,
+ * `/%252e%252e//evil`); never back to /login or /logout.
+ */
+export function safeRedirectTarget(value: string | null | undefined): string {
+  if (typeof value !== "string" || value === "" || value.length > MAX_TARGET_LENGTH) return "/";
+  // A path, as typed: control characters (browsers drop tabs and newlines) and "\" (read as "/") are refused outright.
+  const hasControl = [...value].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f);
+  if (!value.startsWith("/") || value.includes("\\") || hasControl) return "/";
+  const url = landsHere(value);
+  if (!url) return "/";
+  const target = `${url.pathname}${url.search}${url.hash}`;
+  // What is sent must itself resolve to the same place (dot segments are already gone from it).
+  if (landsHere(target)?.href !== url.href) return "/";
+  let path = url.pathname;
+  for (let round = 0; round < DECODE_ROUNDS; round++) {
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(path);
+    } catch {
+      return "/";
+    }
+    if (decoded === path) break;
+    const decodedUrl = landsHere(decoded);
+    if (!decodedUrl) return "/";
+    path = decodedUrl.pathname;
+  }
+  if ([url.pathname, path].some((p) => p === "/login" || p === "/logout")) return "/";
+  return target;
 }

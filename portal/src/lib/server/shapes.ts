@@ -8,9 +8,10 @@ import {
   type Organization,
   type SelectionPolicy,
   type Team,
-} from "../../../../service/src/gen/credentials_pb.js";
-import type { ApiToken, AuditEvent } from "../../../../service/src/gen/admin_pb.js";
-import { PROVIDER_NAMES, PROVIDERS } from "../../../../service/src/providers.js";
+} from "@provider-credentials/wire/gen/credentials_pb";
+import type { TokenScope } from "@provider-credentials/wire/auth";
+import type { ApiToken, AuditEvent } from "@provider-credentials/wire/gen/admin_pb";
+import { PROVIDER_NAMES, PROVIDERS } from "@provider-credentials/wire/providers";
 import type { KeyCheckOutcomeName, ProviderName, SelectionStrategyName } from "./trpc/schemas.js";
 
 /**
@@ -19,7 +20,7 @@ import type { KeyCheckOutcomeName, ProviderName, SelectionStrategyName } from ".
  * explicitly, so a field added to a message never leaks by accident.
  */
 
-/** The proto enum value of each registry provider (service/src/providers.ts), by its enumName. */
+/** The proto enum value of each registry provider (@provider-credentials/wire/providers), by its enumName. */
 const TO_ENUM = Object.fromEntries(PROVIDER_NAMES.map((name) => [name, Provider[PROVIDERS[name].enumName]])) as Record<ProviderName, Provider>;
 const TO_NAME = new Map<Provider, ProviderName>(PROVIDER_NAMES.map((name) => [TO_ENUM[name], name]));
 
@@ -161,7 +162,7 @@ export function auditEventJson(e: AuditEvent) {
 export function apiTokenJson(t: ApiToken) {
   return {
     name: t.name,
-    scope: t.scope as "resolve" | "admin",
+    scope: t.scope as TokenScope,
     created_at: iso(t.createdAt),
     created_by: t.createdBy ?? null,
     last_used_at: isoOrNull(t.lastUsedAt),

@@ -21,6 +21,7 @@ const ACTIONS = [
   "admin.sign_in_failed",
   "admin.sign_out",
   "admin.reset_password",
+  "admin.remove",
   "master_key.rotate",
 ];
 

@@ -1,16 +1,11 @@
-import { fail } from "@sveltejs/kit";
 import type { Actions, PageServerLoad } from "./$types";
-import { callerFor, cursorParam, describeFailure, field, loadFailed, pageNumberParam, redirectWithFlash } from "$lib/server/page-actions";
+import { callerFor, cursorParam, field, loading, pageNumberParam, redirectWithFlash, refuseForm } from "$lib/server/page-actions";
 
 const PAGE_SIZE = 50;
 
 export const load: PageServerLoad = async (event) => {
-  try {
-    const page = await callerFor(event).organizations.list({ limit: PAGE_SIZE, cursor: cursorParam(event.url) });
-    return { organizations: page.organizations, next_cursor: page.next_cursor, pageNumber: pageNumberParam(event.url) };
-  } catch (thrown) {
-    loadFailed(thrown);
-  }
+  const page = await loading(() => callerFor(event).organizations.list({ limit: PAGE_SIZE, cursor: cursorParam(event.url) }));
+  return { organizations: page.organizations, next_cursor: page.next_cursor, pageNumber: pageNumberParam(event.url) };
 };
 
 export const actions: Actions = {
@@ -21,8 +16,7 @@ export const actions: Actions = {
     try {
       created = await callerFor(event).organizations.create(values);
     } catch (thrown) {
-      const failure = describeFailure(thrown, ["organization_id", "name"]);
-      return fail(failure.status, { values, message: failure.message, errors: failure.errors });
+      return refuseForm(thrown, ["organization_id", "name"], values);
     }
     redirectWithFlash(event, "/organizations", {
       kind: "success",

@@ -5,6 +5,7 @@ import type { Context } from "../trpc/context.js";
 import { ApiError, errorResponse, toApiError } from "../errors.js";
 import { readBody } from "../http/body.js";
 import { log } from "../log.js";
+import { afterAuthentication } from "../token-check.js";
 import { API_BASE, restRoutes } from "./openapi.js";
 
 /**
@@ -12,7 +13,8 @@ import { API_BASE, restRoutes } from "./openapi.js";
  * This adapter does what that library does not: it reads the body itself
  * (capped, JSON only, no body = `{}`, so a body-less PUT works with or without
  * a content-type), strips the /api prefix, and formats every error itself
- * (the library's own error bodies can carry stacks).
+ * (the library's own error bodies can carry stacks). A bearer-token request it
+ * refuses is answered only after the token is checked (token-check.ts).
  */
 
 const contexts = new WeakMap<object, Context>();
@@ -40,19 +42,26 @@ function isJsonContentType(value: string | null): boolean {
   return type === "application/json" || /^application\/[a-z0-9.+-]+\+json$/.test(type);
 }
 
+/** The media type of a content-type header as it may be quoted back: printable ASCII, bounded. */
+function quotedMediaType(value: string): string {
+  const type = value.split(";")[0].trim().toLowerCase();
+  return /^[\x21-\x7e]{1,100}$/.test(type) ? `"${type.replaceAll('"', "")}"` : "this content type";
+}
+
 /** The parsed JSON body of a POST/PUT/PATCH: `{}` when there is none. */
 async function jsonBody(request: Request): Promise<Record<string, unknown>> {
   const raw = await readBody(request);
+  if (raw.every((byte) => byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d)) return {};
+  const contentType = request.headers.get("content-type");
+  if (!isJsonContentType(contentType)) {
+    throw new ApiError("unsupported_media_type", `body: ${quotedMediaType(contentType!)} is not accepted; send JSON with "content-type: application/json"`);
+  }
   let text: string;
   try {
     // Not a lenient decode: bytes that are not UTF-8 would be stored as U+FFFD.
     text = new TextDecoder("utf-8", { fatal: true }).decode(raw);
   } catch {
     throw new ApiError("bad_request", "body: is not valid UTF-8", { issues: [{ path: "body", message: "is not valid UTF-8" }] });
-  }
-  if (text.trim() === "") return {};
-  if (!isJsonContentType(request.headers.get("content-type"))) {
-    throw new ApiError("unsupported_media_type", 'body: send JSON with "content-type: application/json"');
   }
   let value: unknown;
   try {
@@ -111,14 +120,14 @@ export async function handleRestRequest(request: Request, context: Context): Pro
 
     const failure = failures.get(req);
     if (failure) {
-      const error = failure.matched ? toApiError(failure.error) : routeError(method, path);
+      const error = await afterAuthentication(context, failure.matched ? toApiError(failure.error) : routeError(method, path));
       if (error.status >= 500) log("error", "API request failed", { method, path, code: error.apiCode, err: error.cause ?? failure.error });
       const allow = (error as ApiError & { allow?: string }).allow;
       return errorResponse(error, allow ? { allow } : {});
     }
     return new Response(payload, { status, headers: { "content-type": "application/json" } });
   } catch (thrown) {
-    const error = toApiError(thrown);
+    const error = await afterAuthentication(context, toApiError(thrown));
     if (error.status >= 500) log("error", "API request failed", { method, path, code: error.apiCode, err: thrown });
     return errorResponse(error);
   }

@@ -1,5 +1,6 @@
 import { z } from "zod";
-import { PROVIDER_NAMES, type ProviderName } from "../../../../../service/src/providers.js";
+import { TOKEN_SCOPES } from "@provider-credentials/wire/auth";
+import { PROVIDER_NAMES, type ProviderName } from "@provider-credentials/wire/providers";
 
 /**
  * Request and response shapes of the API, in the REST API's snake_case. Inputs
@@ -10,7 +11,7 @@ import { PROVIDER_NAMES, type ProviderName } from "../../../../../service/src/pr
  * (id patterns, key prefixes, URL rules) and names the field in its errors.
  */
 
-/** The registry's providers (service/src/providers.ts), as the REST API names them. */
+/** The registry's providers (@provider-credentials/wire/providers), as the REST API names them. */
 export const PROVIDERS = PROVIDER_NAMES as unknown as readonly [ProviderName, ...ProviderName[]];
 export type { ProviderName };
 
@@ -175,7 +176,7 @@ export const auditEventOutput = z
 
 export const auditEventListOutput = z.object({ events: z.array(auditEventOutput), next_cursor: z.string().nullable() }).meta({ id: "AuditEventList" });
 
-const tokenScope = z.enum(["resolve", "admin"]).describe("`resolve`: ResolveKey only; `admin`: everything.");
+const tokenScope = z.enum(TOKEN_SCOPES).describe("`resolve`: ResolveKey only; `admin`: everything.");
 
 export const apiTokenOutput = z
   .object({

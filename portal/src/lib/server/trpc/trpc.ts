@@ -2,6 +2,7 @@ import { initTRPC } from "@trpc/server";
 import type { OpenApiMeta } from "trpc-to-openapi";
 import { ApiError, toApiError } from "../errors.js";
 import { log } from "../log.js";
+import { afterAuthentication } from "../token-check.js";
 import type { Context } from "./context.js";
 
 /** Procedure metadata: the REST mapping, and the status of a success (201 for creations). */
@@ -40,14 +41,23 @@ const apiErrors = t.middleware(async ({ ctx, next }) => {
   throw error;
 });
 
-/** Deny by default: no caller, no call. Gives the procedure service clients that act for the caller. */
-const authenticated = t.middleware(({ ctx, next }) => {
+/**
+ * Deny by default: no caller, no call. Gives the procedure service clients that act for the caller.
+ * Input is validated after this (the procedures' .input() comes later in the chain); a bearer
+ * token's request refused by that validation is answered only once the token is known good.
+ */
+const authenticated = t.middleware(async ({ ctx, next }) => {
   const { caller } = ctx;
   if (!caller) {
     throw ctx.denial ?? new ApiError("unauthorized", 'authentication required: sign in, or send "Authorization: Bearer <admin token>"');
   }
   const service = caller.kind === "session" ? ctx.connection.asAdmin(caller.admin.email, ctx.source) : ctx.connection.withToken(caller.token, ctx.source);
-  return next({ ctx: { caller, service } });
+  const result = await next({ ctx: { caller, service } });
+  if (result.ok || caller.kind !== "token") return result;
+  const error = toApiError(result.error);
+  const answer = await afterAuthentication(ctx, error);
+  if (answer !== error) throw answer;
+  return result;
 });
 
 /**

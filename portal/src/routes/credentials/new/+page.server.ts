@@ -1,19 +1,14 @@
 import { fail } from "@sveltejs/kit";
 import type { Actions, PageServerLoad } from "./$types";
 import { isProviderName, PROVIDERS, type ProviderName } from "$lib/providers";
-import { allOrganizations, callerFor, checkbox, describeFailure, field, loadFailed, redirectWithFlash, returnTo, weightField } from "$lib/server/page-actions";
+import { allOrganizations, callerFor, checkbox, field, loading, redirectWithFlash, refuseForm, returnTo, weightField } from "$lib/server/page-actions";
 import { safeRedirectTarget } from "$lib/server/session";
 
 const FIELDS = ["organization_id", "provider", "credential_name", "api_key", "api_base", "weight"] as const;
 
 export const load: PageServerLoad = async (event) => {
   const { url } = event;
-  let organizations;
-  try {
-    organizations = (await allOrganizations(callerFor(event))).organizations;
-  } catch (thrown) {
-    loadFailed(thrown);
-  }
+  const { organizations } = await loading(() => allOrganizations(callerFor(event)));
   const provider = url.searchParams.get("provider");
   const organization = url.searchParams.get("organization") ?? "";
   return {
@@ -57,8 +52,7 @@ export const actions: Actions = {
         verify: values.verify,
       });
     } catch (thrown) {
-      const failure = describeFailure(thrown, FIELDS);
-      return fail(failure.status, { values, message: failure.message, errors: failure.errors });
+      return refuseForm(thrown, FIELDS, values);
     }
     const back = returnTo(form, "/");
     const target = new URL(back, event.url);

@@ -1,29 +1,20 @@
-import { fail } from "@sveltejs/kit";
 import type { Actions, PageServerLoad } from "./$types";
 import { isStrategyName, STRATEGIES } from "$lib/key-health";
 import { isProviderName, providerLabel } from "$lib/providers";
-import { callerFor, cursorParam, describeFailure, field, loadFailed, pageNumberParam, redirectWithFlash } from "$lib/server/page-actions";
+import { callerFor, cursorParam, field, loading, pageNumberParam, redirectWithFlash, refusalOf, refuseForm } from "$lib/server/page-actions";
 
 const PAGE_SIZE = 50;
 
 export const load: PageServerLoad = async (event) => {
   const caller = callerFor(event);
-  try {
-    const [organization, teams, strategies] = await Promise.all([
+  const [organization, teams, strategies] = await loading(() =>
+    Promise.all([
       caller.organizations.get({ organization_id: event.params.organization_id }),
       caller.teams.list({ organization_id: event.params.organization_id, limit: PAGE_SIZE, cursor: cursorParam(event.url) }),
       caller.selectionStrategies.list({ organization_id: event.params.organization_id }),
-    ]);
-    return {
-      organization,
-      teams: teams.teams,
-      next_cursor: teams.next_cursor,
-      pageNumber: pageNumberParam(event.url),
-      policies: strategies.policies,
-    };
-  } catch (thrown) {
-    loadFailed(thrown);
-  }
+    ]),
+  );
+  return { organization, teams: teams.teams, next_cursor: teams.next_cursor, pageNumber: pageNumberParam(event.url), policies: strategies.policies };
 };
 
 export const actions: Actions = {
@@ -37,15 +28,9 @@ export const actions: Actions = {
     if (!isProviderName(provider) || !isStrategyName(strategy)) {
       redirectWithFlash(event, back, { kind: "error", message: "The key selection was not changed: choose a provider and a strategy from the lists." });
     }
-    let outcome: { ok: true } | { ok: false; message: string };
-    try {
-      await callerFor(event).selectionStrategies.set({ organization_id: organizationId, provider, strategy });
-      outcome = { ok: true };
-    } catch (thrown) {
-      outcome = { ok: false, message: describeFailure(thrown).message };
-    }
-    if (!outcome.ok) {
-      redirectWithFlash(event, back, { kind: "error", message: `The ${providerLabel(provider)} key selection was not changed: ${outcome.message}` });
+    const refusal = await refusalOf(() => callerFor(event).selectionStrategies.set({ organization_id: organizationId, provider, strategy }));
+    if (refusal !== null) {
+      redirectWithFlash(event, back, { kind: "error", message: `The ${providerLabel(provider)} key selection was not changed: ${refusal}` });
     }
     redirectWithFlash(event, back, {
       kind: "success",
@@ -60,8 +45,7 @@ export const actions: Actions = {
     try {
       created = await callerFor(event).teams.create({ organization_id: event.params.organization_id, ...values });
     } catch (thrown) {
-      const failure = describeFailure(thrown, ["team_id", "name"]);
-      return fail(failure.status, { values, message: failure.message, errors: failure.errors });
+      return refuseForm(thrown, ["team_id", "name"], values);
     }
     redirectWithFlash(event, `/organizations/${encodeURIComponent(created.organization_id)}`, {
       kind: "success",

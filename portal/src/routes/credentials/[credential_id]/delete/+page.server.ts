@@ -1,32 +1,12 @@
 import type { Actions, PageServerLoad } from "./$types";
 import { providerLabel } from "$lib/providers";
-import { callerFor, describeFailure, loadFailed, redirectWithFlash, returnTo } from "$lib/server/page-actions";
-import { safeRedirectTarget } from "$lib/server/session";
+import { callerFor, describeFailure, loadCredentialPage, redirectWithFlash, returnTo } from "$lib/server/page-actions";
 
 /**
  * Deleting a credential: this page asks for confirmation when JavaScript is
  * off; with it, the list's dialog posts to the same action.
  */
-export const load: PageServerLoad = async (event) => {
-  let credential;
-  try {
-    credential = await callerFor(event).credentials.get({ credential_id: event.params.credential_id });
-  } catch (thrown) {
-    loadFailed(thrown);
-  }
-  const back = event.url.searchParams.get("returnTo");
-  return {
-    credential: {
-      credential_id: credential.credential_id,
-      credential_name: credential.credential_name,
-      organization_id: credential.organization_id,
-      provider: credential.provider,
-      key_hint: credential.key_hint,
-      is_active: credential.is_active,
-    },
-    returnTo: back ? safeRedirectTarget(back) : `/?organization=${encodeURIComponent(credential.organization_id)}`,
-  };
-};
+export const load: PageServerLoad = (event) => loadCredentialPage(event, event.params.credential_id);
 
 export const actions: Actions = {
   default: async (event) => {

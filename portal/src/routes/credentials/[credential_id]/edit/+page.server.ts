@@ -1,37 +1,11 @@
 import { fail } from "@sveltejs/kit";
 import type { Actions, PageServerLoad } from "./$types";
 import { PROVIDERS } from "$lib/providers";
-import { callerFor, checkbox, describeFailure, field, loadFailed, redirectWithFlash, returnTo, weightField } from "$lib/server/page-actions";
-import { safeRedirectTarget } from "$lib/server/session";
+import { callerFor, checkbox, describeFailure, field, loadCredentialPage, redirectWithFlash, returnTo, weightField } from "$lib/server/page-actions";
 
 const FIELDS = ["credential_name", "api_key", "api_base", "expected_version", "weight"] as const;
 
-export const load: PageServerLoad = async (event) => {
-  let credential;
-  try {
-    credential = await callerFor(event).credentials.get({ credential_id: event.params.credential_id });
-  } catch (thrown) {
-    loadFailed(thrown);
-  }
-  const back = event.url.searchParams.get("returnTo");
-  // Everything the form needs, and nothing of the key but its hint.
-  return {
-    credential: {
-      credential_id: credential.credential_id,
-      organization_id: credential.organization_id,
-      provider: credential.provider,
-      credential_name: credential.credential_name,
-      api_base: credential.api_base,
-      is_active: credential.is_active,
-      key_hint: credential.key_hint,
-      version: credential.version,
-      weight: credential.weight,
-      updated_at: credential.updated_at,
-      updated_by: credential.updated_by,
-    },
-    returnTo: back ? safeRedirectTarget(back) : `/?organization=${encodeURIComponent(credential.organization_id)}`,
-  };
-};
+export const load: PageServerLoad = (event) => loadCredentialPage(event, event.params.credential_id);
 
 export const actions: Actions = {
   default: async (event) => {

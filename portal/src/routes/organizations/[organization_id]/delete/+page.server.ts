@@ -1,25 +1,16 @@
 import type { Actions, PageServerLoad } from "./$types";
-import { callerFor, describeFailure, loadFailed, redirectWithFlash, returnTo } from "$lib/server/page-actions";
+import { callerFor, loading, redirectWithFlash, refusalOf, returnTo } from "$lib/server/page-actions";
 
 /** Deleting an organisation: the confirmation without JavaScript; the list's dialog posts to the same action. */
-export const load: PageServerLoad = async (event) => {
-  try {
-    return { organization: await callerFor(event).organizations.get({ organization_id: event.params.organization_id }) };
-  } catch (thrown) {
-    loadFailed(thrown);
-  }
-};
+export const load: PageServerLoad = async (event) => ({
+  organization: await loading(() => callerFor(event).organizations.get({ organization_id: event.params.organization_id })),
+});
 
 export const actions: Actions = {
   default: async (event) => {
     const form = await event.request.formData();
     const id = event.params.organization_id;
-    let refusal: string | null = null;
-    try {
-      await callerFor(event).organizations.delete({ organization_id: id });
-    } catch (thrown) {
-      refusal = describeFailure(thrown).message;
-    }
+    const refusal = await refusalOf(() => callerFor(event).organizations.delete({ organization_id: id }));
     if (refusal !== null) {
       redirectWithFlash(event, returnTo(form, "/organizations"), { kind: "error", message: `Organization ${id} was not deleted: ${refusal}` });
     }

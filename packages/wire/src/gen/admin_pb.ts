@@ -252,7 +252,8 @@ export type SignInResponse = Message<"credentials.v1.SignInResponse"> & {
   admin?: Admin | undefined;
 
   /**
-   * When the session expires unless used before (idle expiry, 12 hours).
+   * When the session expires unless used before (idle expiry, 12 hours, or
+   * the session lifetime if that comes first).
    *
    * @generated from field: google.protobuf.Timestamp expires_at = 3;
    */
@@ -301,7 +302,8 @@ export type GetSessionResponse = Message<"credentials.v1.GetSessionResponse"> & 
   admin?: Admin | undefined;
 
   /**
-   * When the session expires unless used before.
+   * When the session expires unless used before (never after the end of its
+   * lifetime).
    *
    * @generated from field: google.protobuf.Timestamp expires_at = 2;
    */
@@ -602,9 +604,11 @@ export const AdminService: GenService<{
   /**
    * Checks an administrator's email and password and opens a session.
    * UNAUTHENTICATED "invalid email or password" for any mismatch (never
-   * saying which); RESOURCE_EXHAUSTED after 10 failures in 15 minutes for the
-   * account or for the source address, with the seconds to wait in the
-   * `retry-after` response trailer.
+   * saying which); RESOURCE_EXHAUSTED, with the seconds to wait in the
+   * `retry-after` response trailer, after 10 failures in 15 minutes from the
+   * source address, or after 10 for the account from any addresses to a
+   * source address that has a failure for it (never to one that has none).
+   * Attempts being judged count, so concurrent attempts cannot exceed the limits.
    *
    * @generated from rpc credentials.v1.AdminService.SignIn
    */
@@ -615,7 +619,8 @@ export const AdminService: GenService<{
   },
   /**
    * Returns the administrator of a live session and extends its idle expiry.
-   * UNAUTHENTICATED if the session is unknown, expired or revoked.
+   * UNAUTHENTICATED if the session is unknown, revoked, unused for 12 hours, or
+   * older than the session lifetime (ADMIN_SESSION_LIFETIME_HOURS, 7 days).
    *
    * @generated from rpc credentials.v1.AdminService.GetSession
    */

@@ -1,0 +1,134 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateMasterKey } from "../../service/src/keyring/keyring.js";
+import { createTestDatabase, type TestDatabase } from "../support/harness.js";
+import { freePort } from "../support/kit.js";
+
+// `npm start` runs the service and the portal as two processes. The portal holds no database
+// connection and no master key: its environment, as the kernel shows it in /proc/<pid>/environ,
+// carries none of the service's secrets.
+
+const TSX = path.resolve("node_modules/.bin/tsx");
+
+/** The environment of a process, as anyone who may read /proc/<pid>/environ sees it. */
+async function environmentOf(pid: number): Promise<Map<string, string>> {
+  const raw = await readFile(`/proc/${pid}/environ`, "utf8");
+  return new Map(
+    raw
+      .split("\0")
+      .filter(Boolean)
+      .map((entry) => [entry.slice(0, entry.indexOf("=")), entry.slice(entry.indexOf("=") + 1)]),
+  );
+}
+
+async function parentOf(pid: number): Promise<number | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    // pid (comm) state ppid ...: comm may hold spaces and parentheses, so read after its last ")".
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The processes whose command line runs portal/server.js and that descend from `ancestor`. */
+async function portalProcessesUnder(ancestor: number): Promise<number[]> {
+  const found: number[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+    if (!cmdline.split("\0").some((arg) => arg.endsWith(path.join("portal", "server.js")))) continue;
+    for (let p: number | undefined = pid, depth = 0; p !== undefined && p > 1 && depth < 10; p = await parentOf(p), depth++) {
+      if (p === ancestor) {
+        found.push(pid);
+        break;
+      }
+    }
+  }
+  return found;
+}
+
+describe("npm start: the portal's environment", () => {
+  let db: TestDatabase;
+  let dataDir: string;
+  let child: ChildProcess | undefined;
+  let exited: Promise<void> | undefined;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    dataDir = await mkdtemp(path.join(tmpdir(), "pc-start-env-"));
+  });
+  afterAll(async () => {
+    if (child && child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child?.kill("SIGKILL"), 20_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    await db?.drop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it("holds neither MASTER_KEY nor DATABASE_URL nor any other secret of the service, only what the portal reads", async () => {
+    const secrets: Record<string, string> = {
+      DATABASE_URL: db.url,
+      MASTER_KEY: generateMasterKey(),
+      OPENAI_API_KEY: `sk-proj-${"fallbackkey".repeat(4)}`,
+      ANTHROPIC_API_KEY: `sk-ant-api03-${"fallbackkey".repeat(4)}`,
+      ADMIN_EMAIL: "first-admin@example.com",
+      ADMIN_PASSWORD: "first admin's long passphrase",
+      PGPASSWORD: "a libpq password",
+    };
+    const [grpcPort, connectPort, portalPort, metricsPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+    const serviceAdminToken = `pc_admin_${"t".repeat(40)}`;
+    // As an operator runs it: the whole environment of the shell, secrets included, handed to `npm start`.
+    child = spawn(TSX, ["service/src/cli/start.ts"], {
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        DATA_DIR: dataDir,
+        GRPC_PORT: String(grpcPort),
+        CONNECT_PORT: String(connectPort),
+        PORTAL_PORT: String(portalPort),
+        METRICS_PORT: String(metricsPort),
+        SERVICE_ADMIN_TOKEN: serviceAdminToken,
+        ...secrets,
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    exited = new Promise((resolve) => child!.once("exit", () => resolve()));
+    let output = "";
+    child.stdout!.on("data", (d) => (output += d));
+    child.stderr!.on("data", (d) => (output += d));
+    const deadline = Date.now() + 170_000;
+    while (!output.includes("Provider Credentials is running.")) {
+      if (child.exitCode !== null) throw new Error(`npm start exited early:\n${output}`);
+      if (Date.now() > deadline) throw new Error(`npm start was not ready in time:\n${output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+
+    const portals = await portalProcessesUnder(child.pid!);
+    expect(portals, "one portal process under npm start").toHaveLength(1);
+    const environment = await environmentOf(portals[0]);
+
+    // What it needs is there (so this reads the right process) ...
+    expect(environment.get("SERVICE_ADMIN_TOKEN")).toBe(serviceAdminToken);
+    expect(environment.get("PORTAL_PORT")).toBe(String(portalPort));
+    expect(environment.get("CREDENTIALS_SERVICE_URL")).toBe(`http://127.0.0.1:${grpcPort}`);
+    // ... and nothing of the service's: no name, and no value anywhere.
+    const text = [...environment].map(([name, value]) => `${name}=${value}`).join("\n");
+    for (const [name, value] of Object.entries(secrets)) {
+      expect(environment.has(name), name).toBe(false);
+      expect(text, `the value of ${name}`).not.toContain(value);
+    }
+    for (const name of ["DATA_DIR", "GRPC_PORT", "CONNECT_PORT", "METRICS_PORT"]) expect(environment.has(name), name).toBe(false);
+
+    // And the portal works with what it has.
+    const health = await fetch(`http://127.0.0.1:${portalPort}/healthz`);
+    expect(health.status).toBe(200);
+  }, 200_000);
+});
