@@ -255,6 +255,8 @@ async function startService(
     MASTER_KEY: options.masterKey,
     SERVICE_ADMIN_TOKEN: options.adminToken,
     HOST: "127.0.0.1",
+    // The fake providers listen on loopback.
+    API_BASE_ALLOW: "127.0.0.1",
     GRPC_PORT: String(grpcPort),
     CONNECT_PORT: String(connectPort),
     RESOLVE_CACHE_MAX_ENTRIES: String(options.cacheMaxEntries),

@@ -306,7 +306,8 @@ export class Mutator {
       case "set_api_base": {
         const cred = this.pick(pair.creds);
         const apiBase = cred.apiBase ? null : PROXY_BASE;
-        const response = await update(cred, { api_base: apiBase ?? "" });
+        // Changing api_base takes the key again (the service never re-sends a stored key to a new destination).
+        const response = await update(cred, { api_base: apiBase ?? "", api_key: cred.key });
         this.checkVersion(op, cred, response.credential, cred.version + 1);
         cred.apiBase = apiBase;
         break;

@@ -47,6 +47,8 @@ export async function startReplica(
     MASTER_KEY: options.masterKey,
     SERVICE_ADMIN_TOKEN: options.adminToken,
     HOST: "127.0.0.1",
+    // The fake providers listen on loopback.
+    API_BASE_ALLOW: "127.0.0.1",
     GRPC_PORT: String(grpcPort),
     CONNECT_PORT: String(connectPort),
     LOG_LEVEL: process.env.SOAK_SERVICE_LOG_LEVEL || "warn",

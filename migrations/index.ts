@@ -4,6 +4,7 @@ import { Migration20261127000000_row_binding } from "./Migration20261127000000_r
 import { Migration20261127010000_key_health } from "./Migration20261127010000_key_health.js";
 import { Migration20261206000000_sign_in_attempts } from "./Migration20261206000000_sign_in_attempts.js";
 import { Migration20261206120000_credential_name_key } from "./Migration20261206120000_credential_name_key.js";
+import { Migration20261206140000_metrics_scope } from "./Migration20261206140000_metrics_scope.js";
 
 // Every migration, in order. Listed explicitly so that the migrator needs no
 // file-system discovery (which cannot import .ts files under some loaders).
@@ -14,4 +15,5 @@ export const migrationsList = [
   { name: "Migration20261127010000_key_health", class: Migration20261127010000_key_health },
   { name: "Migration20261206000000_sign_in_attempts", class: Migration20261206000000_sign_in_attempts },
   { name: "Migration20261206120000_credential_name_key", class: Migration20261206120000_credential_name_key },
+  { name: "Migration20261206140000_metrics_scope", class: Migration20261206140000_metrics_scope },
 ];

@@ -1,6 +1,38 @@
 import { pino, type Logger } from "pino";
+import * as grpc from "@grpc/grpc-js";
+import { maskKeys } from "@provider-credentials/wire/masking";
 
 export type { Logger };
+
+/** The longest a logged string (a message or a string field) may be, in characters; past it, cut with a marker. */
+export const LOG_STRING_MAX_CHARS = 2048;
+
+const BEARER_TEXT = /\b(bearer)\s+[^\s,;"']+/gi;
+const API_TOKEN_TEXT = /\bpct_[A-Za-z0-9_-]+/g;
+
+/**
+ * Text fit for a log line: bearer credentials and API tokens redacted, anything shaped
+ * like a provider key cut to its hint, and at most LOG_STRING_MAX_CHARS characters
+ * (the redaction runs before the cut, so a cut never leaves part of a token).
+ */
+export function logSafeText(text: string): string {
+  let safe = text;
+  if (/bearer|pct_|sk-|AI|fw/i.test(safe)) safe = maskKeys(safe.replace(BEARER_TEXT, "$1 [redacted]").replace(API_TOKEN_TEXT, "pct_[redacted]"));
+  if (safe.length > LOG_STRING_MAX_CHARS) safe = `${safe.slice(0, LOG_STRING_MAX_CHARS)}…[cut: ${safe.length - LOG_STRING_MAX_CHARS} more characters]`;
+  return safe;
+}
+
+/** The log object with its top-level string fields made log-safe (nested objects are left to the redaction paths). */
+function logSafeFields(object: Record<string, unknown>): Record<string, unknown> {
+  let copy: Record<string, unknown> | undefined;
+  for (const key in object) {
+    const value = object[key];
+    if (typeof value !== "string") continue;
+    const safe = logSafeText(value);
+    if (safe !== value) (copy ??= { ...object })[key] = safe;
+  }
+  return copy ?? object;
+}
 
 /**
  * Structured JSON logs. Nothing logs request bodies or keys; the redaction
@@ -35,6 +67,14 @@ export function createLogger(level = process.env.LOG_LEVEL ?? "info", destinatio
         censor: "[redacted]",
       },
       serializers: { err: serializeError },
+      formatters: { log: logSafeFields },
+      hooks: {
+        // Every message (the string argument of a log call) is log-safe.
+        logMethod(args, method) {
+          for (let i = 0; i < args.length; i++) if (typeof args[i] === "string") (args as unknown[])[i] = logSafeText(args[i] as string);
+          return method.apply(this, args);
+        },
+      },
     },
     destination,
   );
@@ -59,4 +99,19 @@ export function serializeError(error: unknown): Record<string, unknown> {
     };
   }
   return { type: error.name, code: typeof code === "string" ? code : undefined, message: error.message, stack: error.stack };
+}
+
+/**
+ * grpc-js logs through a process-wide logger of its own (to stderr by default), and some of its
+ * lines quote request headers whole (an invalid metadata value, authorization included) before
+ * any authentication. Its lines go to `logger` instead, log-safe like every other line.
+ */
+export function routeGrpcJsLogs(logger: Logger): void {
+  const line =
+    (level: "error" | "info" | "debug") =>
+    (message?: unknown, ...rest: unknown[]) => {
+      const text = [message, ...rest].map((part) => (typeof part === "string" ? part : String(part))).join(" ");
+      logger[level]({ component: "grpc-js" }, text);
+    };
+  grpc.setLogger({ error: line("error"), info: line("info"), debug: line("debug") });
 }

@@ -39,22 +39,46 @@ function tuneGarbageCollector(growingPercent: number): void {
 const logger = createLogger();
 const started = Date.now();
 
+/** Whether `host` is a loopback address (reachable from this machine only). */
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127(\.\d{1,3}){3}$/.test(host);
+}
+
+/**
+ * In production, tokens and keys never cross a network in cleartext by default: listening on
+ * an address other than loopback needs TLS, or ALLOW_PLAINTEXT=1 (logged as a warning).
+ */
+function refuseCleartext(host: string, tls: boolean, production: boolean, allowPlaintext: boolean): void {
+  if (!production || tls || isLoopback(host)) return;
+  const what = `listening on ${host} without TLS: API tokens, provider keys and metrics would cross the network in cleartext`;
+  if (!allowPlaintext) {
+    throw new ConfigError(
+      `NODE_ENV=production refuses ${what}. Set TLS_CERT_FILE and TLS_KEY_FILE (every port then serves TLS), ` +
+        `or HOST=127.0.0.1 behind a proxy that terminates TLS, or ALLOW_PLAINTEXT=1 when the network itself is encrypted.`,
+    );
+  }
+  logger.warn({ host }, `ALLOW_PLAINTEXT=1: ${what}`);
+}
+
 async function main(): Promise<void> {
   let database: Database | undefined;
   let service: RunningService | undefined;
   try {
     const settings = loadSettings(process.env);
     tuneGarbageCollector(settings.HEAP_GROWING_PERCENT);
+    const tls = tlsFromEnv(process.env);
     database = await openDatabase(process.env, logger, { createInstallation: true });
+    const host = settings.HOST ?? (database.embedded ? "127.0.0.1" : "0.0.0.0");
+    refuseCleartext(host, tls !== undefined, process.env.NODE_ENV === "production", settings.ALLOW_PLAINTEXT);
     service = await startService({
       databaseUrl: database.databaseUrl,
       masterKey: database.masterKey,
       serviceAdminToken: database.serviceAdminToken,
       env: process.env,
-      host: settings.HOST ?? (database.embedded ? "127.0.0.1" : "0.0.0.0"),
+      host,
       port: settings.GRPC_PORT,
       connectPort: settings.CONNECT_PORT,
-      tls: tlsFromEnv(process.env),
+      tls,
       logger,
       poolSize: settings.DB_POOL_SIZE,
       drainTimeoutMs: settings.SHUTDOWN_TIMEOUT_MS,
@@ -65,6 +89,7 @@ async function main(): Promise<void> {
       failureThreshold: settings.FAILURE_THRESHOLD,
       rotationDays: settings.ROTATION_DAYS,
       keyCheckTimeoutMs: settings.KEY_CHECK_TIMEOUT_MS,
+      apiBaseAllow: settings.API_BASE_ALLOW,
       sessionLifetimeHours: settings.ADMIN_SESSION_LIFETIME_HOURS,
       metricsPort: settings.METRICS_PORT,
     });
@@ -88,7 +113,7 @@ async function main(): Promise<void> {
     `credentials service ready in ${Date.now() - started} ms: gRPC on ${grpcAddress}; Connect and gRPC-Web on ${connectAddress} (${service.tls ? (service.tls.clientCa ? "mutual TLS" : "TLS, HTTP/2 and HTTP/1.1") : "h2c"})` +
       (service.metricsPort === undefined
         ? "; metrics off (set METRICS_PORT)"
-        : `; Prometheus metrics on http://${service.host}:${service.metricsPort}/metrics`),
+        : `; Prometheus metrics on ${service.tls ? "https" : "http"}://${service.host}:${service.metricsPort}/metrics`),
   );
   if (database.embedded) {
     const secrets = path.join(dataDirFrom(process.env), "secrets.env");

@@ -1,6 +1,7 @@
 // Prometheus metrics of the service (prom-client), served on their own HTTP
-// port (METRICS_PORT) at /metrics to callers holding an API token of any
-// scope: deny by default, like every other entry point. Labels carry
+// port (METRICS_PORT, over TLS when the service serves TLS) at /metrics to
+// callers holding a `metrics` or `admin` token: deny by default, like every
+// other entry point, and never to a `resolve` token. Labels carry
 // providers, sources, outcomes and kinds, never ids or keys.
 //
 // ResolveKey is the hot path (thousands of calls a second per core), so its
@@ -10,11 +11,13 @@
 // through a child bound once per known provider. Labels outside the known
 // providers, sources and results still count, through a slower path.
 import http from "node:http";
+import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { TokenStore } from "./auth/token-store.js";
 import { PROVIDER_NAMES } from "@provider-credentials/wire/providers";
 import type { Logger } from "./logger.js";
+import type { TlsConfig } from "./runtime/tls.js";
 
 // "ok" first: the look-ups below scan these lists in order.
 const RESOLVE_RESULTS = ["ok", "not_found", "failed_precondition", "data_loss", "unavailable", "invalid_argument", "error"] as const;
@@ -206,9 +209,13 @@ export class ServiceMetrics {
   }
 }
 
+/** Scopes that may scrape. */
+const SCRAPE_SCOPES: readonly string[] = ["metrics", "admin"];
+
 /**
- * GET /metrics in the Prometheus text format, for a bearer token of any
- * scope (`authorization: Bearer <token>` in the scrape configuration).
+ * GET /metrics in the Prometheus text format, for a bearer token of scope
+ * `metrics` or `admin` (`authorization: Bearer <token>` in the scrape
+ * configuration); over TLS (mutual TLS with a client CA) when `tls` is set.
  */
 export async function startMetricsServer(options: {
   host: string;
@@ -216,8 +223,10 @@ export async function startMetricsServer(options: {
   metrics: ServiceMetrics;
   tokens: TokenStore;
   logger: Logger;
+  tls?: TlsConfig;
 }): Promise<{ port: number; close(): Promise<void> }> {
-  const server = http.createServer((req, res) => {
+  const tls = options.tls;
+  const handler: http.RequestListener = (req, res) => {
     void (async () => {
       const path = (req.url ?? "/").split("?")[0];
       if (path !== "/metrics") return send(res, 404, "not found: metrics are served at /metrics\n");
@@ -229,7 +238,10 @@ export async function startMetricsServer(options: {
       const principal = match ? await options.tokens.authenticate(match[1]).catch(() => undefined) : undefined;
       if (!principal) {
         res.setHeader("www-authenticate", 'Bearer realm="provider-credentials metrics"');
-        return send(res, 401, "unauthenticated: send authorization: Bearer <an API token of any scope>\n");
+        return send(res, 401, "unauthenticated: send authorization: Bearer <a token of scope metrics or admin>\n");
+      }
+      if (!SCRAPE_SCOPES.includes(principal.scope)) {
+        return send(res, 403, `permission denied: token "${principal.name}" has scope "${principal.scope}"; metrics need a token of scope metrics or admin\n`);
       }
       const body = await options.metrics.registry.metrics();
       res.setHeader("content-type", options.metrics.registry.contentType);
@@ -239,7 +251,10 @@ export async function startMetricsServer(options: {
       if (!res.headersSent) send(res, 500, "internal error\n");
       else res.destroy();
     });
-  });
+  };
+  const server = tls
+    ? https.createServer({ cert: tls.cert, key: tls.key, ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}) }, handler)
+    : http.createServer(handler);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port, options.host, () => {

@@ -1,4 +1,5 @@
 import http2 from "node:http2";
+import { ApiBaseGuard, parseApiBaseAllow } from "./credentials/api-base-guard.js";
 import type * as grpc from "@grpc/grpc-js";
 import type { AddressInfo } from "node:net";
 import { createRegistry } from "@bufbuild/protobuf";
@@ -8,7 +9,7 @@ import { createKeyring, type Keyring } from "./keyring/index.js";
 import { PageTokens } from "./paging.js";
 import { countLegacyRows } from "./credentials/rewrap.js";
 import { createOrm, migrate, type Orm } from "./db/orm.js";
-import type { Logger } from "./logger.js";
+import { routeGrpcJsLogs, type Logger } from "./logger.js";
 import { TokenStore } from "./auth/token-store.js";
 import { CredentialStore, DEFAULT_ROTATION_DAYS } from "./credentials/credential-store.js";
 import { KeyHealth } from "./credentials/key-health.js";
@@ -79,6 +80,8 @@ export interface ServiceOptions {
   keyCheckTimeoutMs?: number;
   /** How long a portal session lasts after sign-in, used or not (ADMIN_SESSION_LIFETIME_HOURS, default 7 days). */
   sessionLifetimeHours?: number;
+  /** Hosts and networks an api_base may point at although private (API_BASE_ALLOW: host names, addresses, CIDR networks, comma-separated). */
+  apiBaseAllow?: string;
 }
 
 export interface RunningService {
@@ -137,6 +140,7 @@ export function createParts(
     | "rotationDays"
     | "keyCheckTimeoutMs"
     | "sessionLifetimeHours"
+    | "apiBaseAllow"
   >,
 ): ServiceParts {
   const keyring = createKeyring(options.masterKey);
@@ -158,6 +162,7 @@ export function createParts(
     {
       failureThreshold: options.failureThreshold ?? DEFAULT_FAILURE_THRESHOLD,
       checkTimeoutMs: options.keyCheckTimeoutMs ?? DEFAULT_PROVIDER_CHECK_TIMEOUT_MS,
+      apiBaseGuard: new ApiBaseGuard(parseApiBaseAllow(options.apiBaseAllow)),
     },
     onChange,
   );
@@ -257,6 +262,28 @@ function encodeGrpcMessageTrailer(res: http2.Http2ServerResponse): void {
   };
 }
 
+/** The longest delay a Node.js timer takes (ms); a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const GRPC_TIMEOUT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
+
+/**
+ * A valid deadline longer than a Node.js timer can wait (about 24.8 days: `grpc-timeout: 2147484S`,
+ * `99999999M`, `connect-timeout-ms: 9999999999`) is a long deadline, not an immediate one:
+ * connect-node arms a plain setTimeout, so such a header is lowered to the longest a timer
+ * waits before connect-node reads it. Malformed values are left for connect-node to refuse.
+ */
+function clampTimeoutHeaders(req: http2.Http2ServerRequest): void {
+  const grpcTimeout = req.headers["grpc-timeout"];
+  if (typeof grpcTimeout === "string") {
+    const match = /^(\d{1,8})([HMSmun])$/.exec(grpcTimeout);
+    if (match && Number(match[1]) * GRPC_TIMEOUT_MS[match[2]] > MAX_TIMER_MS) req.headers["grpc-timeout"] = `${Math.floor(MAX_TIMER_MS / 1000)}S`;
+  }
+  const connectTimeout = req.headers["connect-timeout-ms"];
+  if (typeof connectTimeout === "string" && /^\d{1,10}$/.test(connectTimeout) && Number(connectTimeout) > MAX_TIMER_MS) {
+    req.headers["connect-timeout-ms"] = String(MAX_TIMER_MS);
+  }
+}
+
 /** Refuses to start when stored rows were encrypted under keys MASTER_KEY does not hold. */
 async function checkKeysCoverData(orm: Orm, keyring: Keyring): Promise<void> {
   const rows: Array<{ key_id: string; count: string }> = await orm.em
@@ -274,6 +301,7 @@ async function checkKeysCoverData(orm: Orm, keyring: Keyring): Promise<void> {
 
 export async function startService(options: ServiceOptions): Promise<RunningService> {
   const { logger } = options;
+  routeGrpcJsLogs(logger);
   const orm = await createOrm({ databaseUrl: options.databaseUrl, poolSize: options.poolSize });
   let parts: ServiceParts;
   try {
@@ -327,6 +355,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   });
   const serve = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
     encodeGrpcMessageTrailer(res);
+    clampTimeoutHeaders(req);
     handler(req, res);
   };
   // With TLS, HTTP/1.1 is served too (ALPN picks), so Connect's JSON over plain HTTPS works from any client.
@@ -361,7 +390,14 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   let metricsServer: { port: number; close(): Promise<void> } | undefined;
   if (options.metricsPort !== undefined) {
     try {
-      metricsServer = await startMetricsServer({ host: options.host, port: options.metricsPort, metrics: parts.metrics, tokens: parts.tokens, logger });
+      metricsServer = await startMetricsServer({
+        host: options.host,
+        port: options.metricsPort,
+        metrics: parts.metrics,
+        tokens: parts.tokens,
+        logger,
+        tls: options.tls,
+      });
     } catch (error) {
       grpcServer.forceShutdown();
       server.close();

@@ -245,6 +245,25 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
     await expectNoSecrets(page, watch, secrets);
   });
 
+  it("asks for the key again to change the API base, and changes nothing without it", async () => {
+    await row("Primary OpenAI Key").getByRole("link", { name: "Edit Primary OpenAI Key" }).click();
+    await page.getByRole("heading", { name: "Edit “Primary OpenAI Key”" }).waitFor();
+    expect(await text(page.locator("#api_base-hint"))).toContain("To change it, enter the key again in New API Key");
+    const id = new URL(page.url()).pathname.split("/")[2];
+    await page.getByLabel("API Base URL (optional)", { exact: true }).fill("https://proxy.example.com/v1");
+    await page.getByRole("button", { name: "Update" }).click();
+    expect(await text(page.locator("#api_key-error"))).toContain("enter the key again to change api_base");
+    expect((await api("GET", `/api/provider-credentials/${id}`)).api_base ?? null).toBeNull();
+    // With the key entered again, the change is saved; then moved back the same way.
+    const again = key("openai");
+    await page.getByLabel("New API Key (optional)", { exact: true }).fill(again);
+    await page.getByRole("button", { name: "Update" }).click();
+    await page.waitForURL((url) => url.pathname === "/");
+    expect((await api("GET", `/api/provider-credentials/${id}`)).api_base).toBe("https://proxy.example.com/v1");
+    expect((await api("PUT", `/api/provider-credentials/${id}`, { api_base: null, api_key: again })).api_base ?? null).toBeNull();
+    await expectNoSecrets(page, watch, secrets);
+  });
+
   it("explains a stale edit: someone else changed the credential meanwhile", async () => {
     await row("Primary OpenAI Key").getByRole("link", { name: "Edit Primary OpenAI Key" }).click();
     await page.getByRole("heading", { name: "Edit “Primary OpenAI Key”" }).waitFor();
@@ -275,9 +294,9 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
     expect(await success("is active")).toContain("“Renamed elsewhere” is active");
     expect(await text(credential.locator('[data-label="Status"] .badge').first())).toBe("Active");
     expect(await backgroundOf(credential.locator('[data-label="Status"] .badge').first())).toBe(GREEN_BADGE);
-    // The audit log names the person.
+    // The audit log names the person, and the portal's token that acted for them.
     const events = await api("GET", `/api/audit-events?organization_id=${ORG.id}&action=credential.deactivate`);
-    expect(events.events[0].actor).toBe(ADMIN.email);
+    expect(events.events[0].actor).toBe(`${ADMIN.email} via token:service-admin-token`);
   });
 
   it("deletes through a confirmation dialog that moves focus in and back", async () => {

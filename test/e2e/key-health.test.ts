@@ -386,9 +386,9 @@ describe.skipIf(!e2eEnabled(chromiumPath))("key health in the browser", () => {
     // Google Gemini was set without JavaScript, above.
     expect(policies.policies.map((p: { strategy: string }) => p.strategy)).toEqual(["round_robin", "weighted", "weighted", "newest"]);
     expect(policies.policies[0].updated_by).toBe(ADMIN.email);
-    // The audit log names the person.
+    // The audit log names the person, and the portal's token that acted for them.
     const events = await api("GET", `/api/audit-events?organization_id=${ORG.id}&action=selection_strategy.set`);
-    expect(events.events[0].actor).toBe(ADMIN.email);
+    expect(events.events[0].actor).toBe(`${ADMIN.email} via token:service-admin-token`);
   });
 
   it("no key material ever left the portal, and no page broke its Content-Security-Policy", async () => {

@@ -296,7 +296,7 @@ describe("API tokens over RPC", () => {
     expect((await rpcError(admin.createApiToken({ name: "gateway", scope: "admin" }))).code).toBe(Code.AlreadyExists);
     expect(await rpcError(admin.createApiToken({ name: "x", scope: "root" }))).toEqual({
       code: Code.InvalidArgument,
-      message: "scope: must be one of: resolve, admin",
+      message: "scope: must be one of: resolve, admin, metrics",
     });
 
     await admin.revokeApiToken({ name: "gateway" });
@@ -338,7 +338,7 @@ describe("audit log over RPC", () => {
       "credential.create",
       "organization.create",
     ]);
-    expect(byOrg.events.every((e) => e.actor === "bob@example.com")).toBe(true);
+    expect(byOrg.events.every((e) => e.actor === "bob@example.com via token:service-admin-token")).toBe(true);
     expect(JSON.parse(byOrg.events[0].detailsJson)).toMatchObject({ changed: ["credential_name"], credential_name: "renamed" });
 
     const byCredential = await admin.listAuditEvents({ credentialId: id, action: "credential.activate" });

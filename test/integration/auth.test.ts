@@ -244,7 +244,7 @@ describe("an admin token from TokenStore", () => {
       SelectionStrategy.NEWEST,
     ]);
     // Pointed at a closed loopback port, the check reports the provider unreachable (a result, not an error).
-    await credentials.updateCredential({ credentialId: id, apiBase: "http://127.0.0.1:9/gemini" });
+    await credentials.updateCredential({ credentialId: id, apiBase: "http://127.0.0.1:9/gemini", apiKey: key });
     const verified = await ok("VerifyCredential", credentials.verifyCredential({ credentialId: id }));
     expect(verified.check?.outcome).toBe(KeyCheckOutcome.UNREACHABLE);
     expect(verified.credential?.lastCheck?.outcome).toBe(KeyCheckOutcome.UNREACHABLE);
@@ -295,8 +295,10 @@ describe("revocation", () => {
 });
 
 describe(`the ${ACTOR_HEADER} header`, () => {
-  it("is honoured for admin tokens: created_by, updated_by and the audit actor", async () => {
+  it("is honoured for admin tokens: created_by and updated_by name the administrator, the audit actor names them and the token", async () => {
     const actor = "alice@example.com";
+    // An admin token can claim any name: the audit row always records the token that made the claim.
+    const audited = "alice@example.com via token:portal";
     const { credentials, organizations } = t.clients(adminToken, { [ACTOR_HEADER]: actor });
     await organizations.createOrganization({ organizationId: "org-actor", name: "Actor Org" });
     const created = await credentials.createCredential({
@@ -311,14 +313,17 @@ describe(`the ${ACTOR_HEADER} header`, () => {
     expect(row).toEqual([{ created_by: actor, updated_by: actor }]);
     const audit = await t.db.query("select action, actor, source from audit_events where organization_id = 'org-actor' order by id");
     expect(audit).toEqual([
-      { action: "organization.create", actor, source: "127.0.0.1" },
-      { action: "credential.create", actor, source: "127.0.0.1" },
+      { action: "organization.create", actor: audited, source: "127.0.0.1" },
+      { action: "credential.create", actor: audited, source: "127.0.0.1" },
     ]);
     // Another administrator updates it: updated_by follows, created_by stays.
     const bob = t.clients(adminToken, { [ACTOR_HEADER]: "bob" }).credentials;
     const updated = await bob.updateCredential({ credentialId: created.credential!.credentialId, credentialName: "F2" });
     expect(updated.credential?.createdBy).toBe(actor);
     expect(updated.credential?.updatedBy).toBe("bob");
+    expect(await t.db.query("select actor from audit_events where action = 'credential.update' and organization_id = 'org-actor'")).toEqual([
+      { actor: "bob via token:portal" },
+    ]);
   });
 
   it("without it, the admin token's own name is the actor", async () => {

@@ -254,6 +254,12 @@ const restRows: Array<[string, Omit<RestRow, "name">]> = [
   ["create: an HTML name with a bad key", post(CREATE, credentialBody({ credential_name: "<img src=x onerror=alert(1)>", api_key: "nope" }), 400, "api_key")],
   // ---- api_base
   ["create: api_base javascript:", post(CREATE, credentialBody({ api_base: "javascript:alert(1)" }), 400, "api_base")],
+  // Not the service's own network (API_BASE_ALLOW here lists only 127.0.0.1, where the fake providers listen).
+  ["create: api_base at the metadata address", post(CREATE, credentialBody({ api_base: "http://169.254.169.254/latest" }), 400, "api_base")],
+  ["create: api_base at a private address", post(CREATE, credentialBody({ api_base: "http://10.0.0.1:8080/v1" }), 400, "api_base")],
+  ["create: api_base at IPv6 loopback", post(CREATE, credentialBody({ api_base: "http://[::1]:8080/v1" }), 400, "api_base")],
+  ["create: api_base at IPv4-mapped metadata", post(CREATE, credentialBody({ api_base: "http://[::ffff:a9fe:a9fe]/v1" }), 400, "api_base")],
+  ["create: api_base at a unique-local address", post(CREATE, credentialBody({ api_base: "http://[fd00::1]/v1" }), 400, "api_base")],
   ["create: api_base with user and password", post(CREATE, credentialBody({ api_base: "https://user:hunter2@proxy.example.com/v1" }), 400, "api_base")],
   ["create: api_base with a password only", post(CREATE, credentialBody({ api_base: "https://:hunter2@proxy.example.com/v1" }), 400, "api_base")],
   ["create: api_base with a user only", post(CREATE, credentialBody({ api_base: "https://admin@proxy.example.com/v1" }), 400, "api_base")],
@@ -459,7 +465,10 @@ const restRows: Array<[string, Omit<RestRow, "name">]> = [
   ["update: api_base javascript:", put(CRED, { api_base: "javascript:alert(1)" }, 400, "api_base")],
   ["update: api_base with a password", put(CRED, { api_base: "https://u:p@proxy.example.com" }, 400, "api_base")],
   ["update: api_base is a number", put(CRED, { api_base: 42 }, 400, "api_base")],
-  ["update: clearing api_base under a non-OpenAI key", put("/api/provider-credentials/:proxy", { api_base: null }, 400, "api_base")],
+  // Changing api_base needs the key again: the stored key is never sent to a new destination.
+  ["update: clearing api_base without the key", put("/api/provider-credentials/:proxy", { api_base: null }, 400, "api_key")],
+  ["update: a new api_base without the key", put(CRED, { api_base: "https://attacker.example.com/v1" }, 400, "api_key")],
+  ["update: api_base at a private address, with the key", put(CRED, { api_key: FAKE_KEYS.openai(), api_base: "http://192.168.0.1/v1" }, 400, "api_base")],
   ["update: a new key and a bad api_base together", put(CRED, { api_key: FAKE_KEYS.openai(), api_base: "ftp://x" }, 400, "api_base")],
   ["update: an unknown field version", put(CRED, { version: 3 }, 400, "version")],
   ["update: an unknown field is_active", put(CRED, { is_active: false }, 400, "is_active")],
@@ -814,6 +823,14 @@ const grpcRows: Array<[string, GrpcRow]> = [
     "CreateCredential: api_base ftp:",
     g((c) => c.credentials.createCredential(createReq({ apiBase: "ftp://proxy.example.com" })), Code.InvalidArgument, "api_base"),
   ],
+  [
+    "CreateCredential: api_base at a loopback address (0x7f.0.0.2)",
+    g((c) => c.credentials.createCredential(createReq({ apiBase: "http://0x7f.0.0.2:9/v1" })), Code.InvalidArgument, "api_base"),
+  ],
+  [
+    "CreateCredential: api_base 0.0.0.0",
+    g((c) => c.credentials.createCredential(createReq({ apiBase: "http://0.0.0.0:9/v1" })), Code.InvalidArgument, "api_base"),
+  ],
   ["CreateCredential: api_base relative", g((c) => c.credentials.createCredential(createReq({ apiBase: "/v1" })), Code.InvalidArgument, "api_base")],
   [
     "CreateCredential: api_base of 2049 characters",
@@ -945,8 +962,24 @@ const grpcRows: Array<[string, GrpcRow]> = [
     g((c) => c.credentials.updateCredential({ credentialId: ids.cred, apiBase: "javascript:void(0)" }), Code.InvalidArgument, "api_base"),
   ],
   [
-    "UpdateCredential: clearing api_base under a proxy key",
-    g((c) => c.credentials.updateCredential({ credentialId: ids.proxy, apiBase: "" }), Code.InvalidArgument, "api_base"),
+    "UpdateCredential: clearing api_base without the key",
+    g((c) => c.credentials.updateCredential({ credentialId: ids.proxy, apiBase: "" }), Code.InvalidArgument, "api_key"),
+  ],
+  [
+    "UpdateCredential: a new api_base without the key, verified",
+    g(
+      (c) => c.credentials.updateCredential({ credentialId: ids.cred, apiBase: "https://attacker.example.com/v1", verify: true }),
+      Code.InvalidArgument,
+      "api_key",
+    ),
+  ],
+  [
+    "UpdateCredential: api_base at the metadata address, with the key",
+    g(
+      (c) => c.credentials.updateCredential({ credentialId: ids.cred, apiKey: FAKE_KEYS.openai(), apiBase: "http://169.254.169.254/latest" }),
+      Code.InvalidArgument,
+      "api_base",
+    ),
   ],
   [
     "UpdateCredential: unknown",

@@ -238,10 +238,13 @@ describe("the canary's paths", () => {
     // Changes around the key: rename, proxy on and off, deactivate and activate, list, get.
     const id = canaryCredentials[0];
     expect(
-      (await rest("PUT", `/api/provider-credentials/${id}`, { body: { credential_name: "Canary (REST, renamed)", api_base: "https://proxy.example.com" } }))
-        .status,
+      (
+        await rest("PUT", `/api/provider-credentials/${id}`, {
+          body: { credential_name: "Canary (REST, renamed)", api_base: "https://proxy.example.com", api_key: CANARY },
+        })
+      ).status,
     ).toBe(200);
-    expect((await rest("PUT", `/api/provider-credentials/${id}`, { body: { api_base: null } })).status).toBe(200);
+    expect((await rest("PUT", `/api/provider-credentials/${id}`, { body: { api_base: null, api_key: CANARY } })).status).toBe(200);
     expect((await rest("PUT", `/api/provider-credentials/${id}/deactivate`)).status).toBe(200);
     expect((await rest("PUT", `/api/provider-credentials/${id}/activate`)).status).toBe(200);
     expect((await rest("GET", `/api/provider-credentials/${id}`)).status).toBe(200);

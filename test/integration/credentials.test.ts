@@ -170,7 +170,7 @@ describe("CreateCredential", () => {
     expect(credential.createdBy).toBe("admin:alice");
     expect(credential.updatedBy).toBe("admin:alice");
     const [audit] = await auditRows(credential.credentialId);
-    expect(audit.actor).toBe("admin:alice");
+    expect(audit.actor).toBe("admin:alice via token:service-admin-token");
   });
 
   it("refuses an unknown organisation with NOT_FOUND and writes nothing", async () => {
@@ -289,7 +289,7 @@ describe("CreateCredential", () => {
       expect(resolved.apiKey).toBe(proxyKey);
       expect(resolved.apiBase).toBe("https://proxy.example.com/v1");
       // An Anthropic-looking key for OpenAI is fine behind a proxy too.
-      const other = await createCredential(org, { apiKey: anthropic, apiBase: "http://10.0.0.1:8080" });
+      const other = await createCredential(org, { apiKey: anthropic, apiBase: "http://203.0.113.10:8080" });
       expect(other.credential.isActive).toBe(true);
     });
 
@@ -564,12 +564,13 @@ describe("UpdateCredential", () => {
 
   it("sets api_base, then clears it with an empty string", async () => {
     const org = await newOrg();
-    const { credential } = await createCredential(org);
-    const set = await update({ credentialId: credential.credentialId, apiBase: "https://proxy.example.com/v1" });
+    const { credential, apiKey } = await createCredential(org);
+    // The key is entered again with every api_base change.
+    const set = await update({ credentialId: credential.credentialId, apiBase: "https://proxy.example.com/v1", apiKey });
     expect(set.credential?.apiBase).toBe("https://proxy.example.com/v1");
     expect(set.credential?.version).toBe(2);
     expect((await resolve(org)).apiBase).toBe("https://proxy.example.com/v1");
-    const cleared = await update({ credentialId: credential.credentialId, apiBase: "" });
+    const cleared = await update({ credentialId: credential.credentialId, apiBase: "", apiKey });
     expect(cleared.credential?.apiBase).toBeUndefined();
     expect(cleared.credential?.version).toBe(3);
     expect((await storedRow(credential.credentialId)).api_base).toBeNull();
@@ -681,15 +682,18 @@ describe("UpdateCredential", () => {
       expect(row.version).toBe(1);
     });
 
-    it("refuses clearing the api_base while the stored key lacks the provider prefix, changing nothing", async () => {
+    it("refuses changing or clearing the api_base without the key, changing nothing", async () => {
       const org = await newOrg();
       const proxyKey = "proxy-key-0123456789ab";
       const { credential } = await createCredential(org, { apiKey: proxyKey, apiBase: "https://proxy.example.com" });
-      const err = await rpcError(update({ credentialId: credential.credentialId, apiBase: "" }));
-      expect(err.code).toBe(Code.InvalidArgument);
-      expect(err.message.startsWith("api_base: "), err.message).toBe(true);
-      expect(err.message).toContain("sk-");
-      expect(err.message).not.toContain(proxyKey);
+      for (const apiBase of ["", "https://elsewhere.example.com/v1"]) {
+        for (const verify of [false, true]) {
+          const err = await rpcError(update({ credentialId: credential.credentialId, apiBase, verify }));
+          expect(err.code).toBe(Code.InvalidArgument);
+          expect(err.message, err.message).toMatch(/^api_key: enter the key again to change api_base/);
+          expect(err.message).not.toContain(proxyKey);
+        }
+      }
       const row = await storedRow(credential.credentialId);
       expect(row.api_base).toBe("https://proxy.example.com");
       expect(row.version).toBe(1);
@@ -699,19 +703,20 @@ describe("UpdateCredential", () => {
       expect(resolved.apiBase).toBe("https://proxy.example.com");
     });
 
-    it("refuses clearing the api_base when the stored key is another provider's", async () => {
+    it("refuses clearing the api_base when the key entered again is another provider's", async () => {
       const org = await newOrg();
-      const { credential } = await createCredential(org, { apiKey: FAKE_KEYS.anthropic(), apiBase: "https://proxy.example.com" });
-      const err = await rpcError(update({ credentialId: credential.credentialId, apiBase: "" }));
+      const anthropic = FAKE_KEYS.anthropic();
+      const { credential } = await createCredential(org, { apiKey: anthropic, apiBase: "https://proxy.example.com" });
+      const err = await rpcError(update({ credentialId: credential.credentialId, apiBase: "", apiKey: anthropic }));
       expect(err.code).toBe(Code.InvalidArgument);
-      expect(err.message.startsWith("api_base: "), err.message).toBe(true);
+      expect(err.message.startsWith("api_key: "), err.message).toBe(true);
       expect((await storedRow(credential.credentialId)).api_base).toBe("https://proxy.example.com");
     });
 
-    it("allows clearing the api_base when the stored key has the provider prefix", async () => {
+    it("allows clearing the api_base when the key, with the provider prefix, is entered again", async () => {
       const org = await newOrg();
       const { credential, apiKey } = await createCredential(org, { apiBase: "https://proxy.example.com" });
-      const { credential: updated } = await update({ credentialId: credential.credentialId, apiBase: "" });
+      const { credential: updated } = await update({ credentialId: credential.credentialId, apiBase: "", apiKey });
       expect(updated?.apiBase).toBeUndefined();
       expect(updated?.version).toBe(2);
       expect((await resolve(org)).apiKey).toBe(apiKey);
@@ -845,11 +850,11 @@ describe("audit trail", () => {
 
     const rows = await auditRows(id);
     expect(rows.map((r) => [r.action, r.actor])).toEqual([
-      ["credential.create", "admin:alice"],
-      ["credential.update", "admin:alice"],
+      ["credential.create", "admin:alice via token:service-admin-token"],
+      ["credential.update", "admin:alice via token:service-admin-token"],
       ["credential.deactivate", ADMIN_ACTOR],
-      ["credential.activate", "admin:alice"],
-      ["credential.delete", "admin:alice"],
+      ["credential.activate", "admin:alice via token:service-admin-token"],
+      ["credential.delete", "admin:alice via token:service-admin-token"],
     ]);
     for (const row of rows) {
       expect(row.organization_id).toBe(org);

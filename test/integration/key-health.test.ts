@@ -161,13 +161,16 @@ describe("verify before saving", () => {
     const err = await rpcError(t.clients().credentials.updateCredential({ credentialId: created.credentialId, apiKey: bad, verify: true }));
     expect(err.code).toBe(Code.FailedPrecondition);
     expect(err.message).toContain("no permission");
-    const moved = await rpcError(t.clients().credentials.updateCredential({ credentialId: created.credentialId, apiBase: await refusedUrl(), verify: true }));
+    const moved = await rpcError(
+      t.clients().credentials.updateCredential({ credentialId: created.credentialId, apiKey: good, apiBase: await refusedUrl(), verify: true }),
+    );
     expect(moved.code).toBe(Code.FailedPrecondition);
     expect(moved.message).toContain("unreachable");
     expect(await db.query("select * from provider_credentials where id = $1", [created.credentialId])).toEqual(before);
-    // The stored key checked against a new api_base that works: saved.
+    // The key (entered again, as an api_base change requires) checked against a new api_base that works: saved.
     const { credential: after } = await t.clients().credentials.updateCredential({
       credentialId: created.credentialId,
+      apiKey: good,
       apiBase: `${fake.url}/anthropic/`,
       verify: true,
     });

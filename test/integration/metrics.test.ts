@@ -1,6 +1,7 @@
 // Prometheus metrics on METRICS_PORT: authenticated, counting what the
 // service does, and never carrying a key or an id.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Code } from "@connectrpc/connect";
 import { FailureKind, KeySource, Provider } from "@provider-credentials/wire/gen/credentials_pb";
 import { TokenStore } from "../../service/src/auth/token-store.js";
 import { startFakeProvider, type FakeProvider } from "../support/fake-provider.js";
@@ -9,10 +10,11 @@ import { FAKE_KEYS, rpcError, startTestService, type TestService } from "../supp
 let t: TestService;
 let fake: FakeProvider;
 let resolveToken: string;
+let metricsToken: string;
 let url: string;
 
 /** A scrape with the given bearer token (null: none). */
-async function scrape(token: string | null = resolveToken, init: RequestInit = {}): Promise<Response> {
+async function scrape(token: string | null = metricsToken, init: RequestInit = {}): Promise<Response> {
   return fetch(url, { ...init, headers: token === null ? {} : { authorization: `Bearer ${token}` } });
 }
 
@@ -32,7 +34,8 @@ beforeAll(async () => {
   fake = await startFakeProvider();
   t = await startTestService({ metricsPort: 0, env: { FIREWORKS_API_KEY: "fw_environment_fallback_key_0000" } });
   url = `http://127.0.0.1:${t.service.metricsPort}/metrics`;
-  resolveToken = (await new TokenStore(t.service.orm).create("scraper", "resolve", "test")).token;
+  resolveToken = (await new TokenStore(t.service.orm).create("gateway", "resolve", "test")).token;
+  metricsToken = (await new TokenStore(t.service.orm).create("scraper", "metrics", "test")).token;
 });
 
 afterAll(async () => {
@@ -47,10 +50,28 @@ describe("GET /metrics", () => {
     expect(none.headers.get("www-authenticate")).toMatch(/^Bearer /);
     expect(await none.text()).not.toContain("provider_credentials_");
     expect((await scrape("pct_not-a-token")).status).toBe(401);
-    expect((await fetch(url.replace("/metrics", "/"), { headers: { authorization: `Bearer ${resolveToken}` } })).status).toBe(404);
-    const post = await scrape(resolveToken, { method: "POST" });
+    expect((await fetch(url.replace("/metrics", "/"), { headers: { authorization: `Bearer ${metricsToken}` } })).status).toBe(404);
+    const post = await scrape(metricsToken, { method: "POST" });
     expect(post.status).toBe(405);
     expect(post.headers.get("allow")).toBe("GET, HEAD");
+  });
+
+  it("needs a metrics or admin token: a resolve token is refused (403), and a metrics token may call no RPC", async () => {
+    const asResolve = await scrape(resolveToken);
+    expect(asResolve.status).toBe(403);
+    const refusal = await asResolve.text();
+    expect(refusal).toContain('scope "resolve"');
+    expect(refusal).not.toContain("provider_credentials_");
+    for (const token of [metricsToken, t.adminToken]) {
+      const ok = await scrape(token);
+      expect(ok.status).toBe(200);
+      expect(await ok.text()).toContain("provider_credentials_resolutions_total");
+    }
+    const { organizations, credentials } = t.clients(metricsToken);
+    expect(await rpcError(organizations.listOrganizations({}))).toMatchObject({ code: Code.PermissionDenied });
+    expect(await rpcError(credentials.resolveKey({ scope: { case: "organizationId", value: "metrics-org" }, provider: Provider.OPENAI }))).toMatchObject({
+      code: Code.PermissionDenied,
+    });
   });
 
   it("counts resolutions by provider, source and result, cache hits and misses, and times them", async () => {
@@ -81,7 +102,7 @@ describe("GET /metrics", () => {
     expect(value(text, "provider_credentials_cache_bytes")).toBeGreaterThan(1024 * 1024); // at least one 1 MiB record buffer
     expect(value(text, "provider_credentials_process_resident_memory_bytes")).toBeGreaterThan(0);
     // Labels name providers and outcomes only: never a key, an id or an organisation.
-    for (const secret of [apiKey, credential!.credentialId, "metrics-org", t.adminToken, resolveToken]) expect(text).not.toContain(secret);
+    for (const secret of [apiKey, credential!.credentialId, "metrics-org", t.adminToken, resolveToken, metricsToken]) expect(text).not.toContain(secret);
   });
 
   it("counts invalidations, key checks, reported failures and health transitions", async () => {

@@ -185,7 +185,7 @@ describe("no AsyncLocalStorage in the service process", () => {
     const rekeyed = (await credentials.updateCredential({ credentialId, apiKey: newKey })).credential!;
     expect(rekeyed.version).toBe(3);
     const newBase = `${fake.baseUrl("openai")}/v1`;
-    const rebased = (await credentials.updateCredential({ credentialId, apiBase: newBase })).credential!;
+    const rebased = (await credentials.updateCredential({ credentialId, apiBase: newBase, apiKey: newKey })).credential!;
     expect(rebased).toMatchObject({ version: 4, apiBase: newBase });
     await hookStaysOff("UpdateCredential with a new key and api_base");
     await credentials.deleteCredential({ credentialId: other!.credentialId });

@@ -380,8 +380,13 @@ describe("provider credentials", () => {
     expect(rotated.json.version).toBe(3);
     expect(rotated.json.key_hint).toBe(`sk-…${newKey.slice(-4)}`);
 
-    const proxied = await createCredential("org-rest", "Via proxy", "fireworks", { api_base: "https://proxy.example.com" });
-    const cleared = await api("PUT", `/api/provider-credentials/${proxied.credential_id}`, { body: { api_base: null } });
+    const fireworksKey = key("fireworks");
+    const proxied = await createCredential("org-rest", "Via proxy", "fireworks", { api_base: "https://proxy.example.com", api_key: fireworksKey });
+    // Changing api_base needs the key again.
+    const withoutKey = await api("PUT", `/api/provider-credentials/${proxied.credential_id}`, { body: { api_base: null } });
+    expect(withoutKey.status, withoutKey.text).toBe(400);
+    expect(withoutKey.json.message).toMatch(/^api_key: enter the key again to change api_base/);
+    const cleared = await api("PUT", `/api/provider-credentials/${proxied.credential_id}`, { body: { api_base: null, api_key: fireworksKey } });
     expect(cleared.status, cleared.text).toBe(200);
     expect(cleared.json.api_base).toBeNull();
   });

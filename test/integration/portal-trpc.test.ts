@@ -86,7 +86,7 @@ describe("tRPC procedures via createCaller", () => {
     });
     expect(credential.created_by).toBe("dana@example.com");
     const events = await api.audit.list({ credential_id: credential.credential_id });
-    expect(events.events[0]).toMatchObject({ action: "credential.create", actor: "dana@example.com" });
+    expect(events.events[0]).toMatchObject({ action: "credential.create", actor: "dana@example.com via token:service-admin-token" });
   });
 
   it("key health for a session caller: a check refused before saving is 409 naming api_key; checks and strategies name the person", async () => {
@@ -124,7 +124,7 @@ describe("tRPC procedures via createCaller", () => {
       expect(check.outcome).toBe("valid");
       expect(credential.last_check).toEqual(check);
       const events = await api.audit.list({ credential_id: created.credential_id, action: "credential.verify" });
-      expect(events.events[0].actor).toBe("dana@example.com");
+      expect(events.events[0].actor).toBe("dana@example.com via token:service-admin-token");
 
       const policy = await api.selectionStrategies.set({ organization_id: "org-trpc", provider: "openai", strategy: "weighted" });
       expect(policy).toMatchObject({ strategy: "weighted", updated_by: "dana@example.com" });

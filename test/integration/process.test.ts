@@ -125,6 +125,38 @@ describe("npm start with DATABASE_URL", () => {
     expect(result.stderr).toContain("NODE_ENV=production needs DATABASE_URL and MASTER_KEY");
   });
 
+  it("in production, refuses to listen on 0.0.0.0 without TLS, naming the settings; ALLOW_PLAINTEXT=1 starts with a warning", async () => {
+    const env = {
+      PATH: process.env.PATH,
+      NODE_ENV: "production",
+      DATABASE_URL: db.url,
+      MASTER_KEY: generateMasterKey(),
+      HOST: "0.0.0.0",
+      GRPC_PORT: String(await freePort()),
+      CONNECT_PORT: String(await freePort()),
+    };
+    const refused = await run(TSX, ["service/src/main.ts"], { env }).catch((e) => e);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("NODE_ENV=production refuses listening on 0.0.0.0 without TLS");
+    for (const setting of ["TLS_CERT_FILE", "TLS_KEY_FILE", "HOST=127.0.0.1", "ALLOW_PLAINTEXT=1"]) expect(refused.stderr).toContain(setting);
+
+    const started = await startProcess({ ...env, ALLOW_PLAINTEXT: "1" });
+    try {
+      const warning = started
+        .output()
+        .split("\n")
+        .filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line) as { level: number; msg: string })
+        .find((line) => line.msg.startsWith("ALLOW_PLAINTEXT=1"));
+      expect(warning).toMatchObject({ level: 40, msg: expect.stringContaining("without TLS") });
+      const { status } = await health(Number(env.GRPC_PORT)).check({});
+      expect(status).toBe(HealthCheckResponse_ServingStatus.SERVING);
+    } finally {
+      started.child.kill("SIGTERM");
+      expect(await started.exited).toBe(0);
+    }
+  });
+
   it("manages tokens from the command line, printing a token once and never again", async () => {
     const env = { PATH: process.env.PATH, DATABASE_URL: db.url, MASTER_KEY: generateMasterKey() };
     const created = await run(TSX, ["service/src/cli/token.ts", "create", "--name", "gateway", "--scope", "resolve"], { env });

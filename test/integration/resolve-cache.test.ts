@@ -123,7 +123,7 @@ describe("every change made on one replica is visible on the other", () => {
     await credentials.updateCredential({ credentialId: one!.credentialId, apiKey: rotated });
     await eventuallyOnB(async () => expect((await resolveOn(b, { teamId: "x-team" })).apiKey).toBe(rotated));
 
-    await credentials.updateCredential({ credentialId: one!.credentialId, apiBase: "https://proxy.example.com/v1" });
+    await credentials.updateCredential({ credentialId: one!.credentialId, apiBase: "https://proxy.example.com/v1", apiKey: rotated });
     await eventuallyOnB(async () => expect((await resolveOn(b, { teamId: "x-team" })).apiBase).toBe("https://proxy.example.com/v1"));
 
     const second = FAKE_KEYS.openai();

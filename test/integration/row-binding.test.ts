@@ -158,7 +158,7 @@ describe("tampering in the database", () => {
     await expectRefused(resolveOrg(o), id, [apiKey]);
   });
 
-  it("refuses to re-bind a tampered row through an api_base update, and writes nothing", async () => {
+  it("does not move a tampered row to another api_base without the key, and writes nothing", async () => {
     const o = await org("rb-rebind");
     const victim = await credential(o, FAKE_KEYS.openai(), { apiBase: "https://gateway.example.com/v1" });
     const donor = await credential(await org("rb-donor"));
@@ -169,26 +169,37 @@ describe("tampering in the database", () => {
       victim.id,
     ]);
     const before = await stored(victim.id);
-    const err = await rpcError(t.clients().credentials.updateCredential({ credentialId: victim.id, apiBase: "https://other-gateway.example.com/v1" }));
-    expect(err.code, err.message).toBe(Code.DataLoss);
-    for (const secret of [victim.apiKey, donor.apiKey]) expect(err.message).not.toContain(secret);
-    expect(await stored(victim.id)).toEqual(before);
-    // Entering the key again (a new api_key) is how an administrator repairs it.
+    for (const verify of [false, true]) {
+      const err = await rpcError(
+        t.clients().credentials.updateCredential({ credentialId: victim.id, apiBase: "https://other-gateway.example.com/v1", verify }),
+      );
+      expect(err.code, err.message).toBe(Code.InvalidArgument);
+      expect(err.message).toMatch(/^api_key: enter the key again to change api_base/);
+      for (const secret of [victim.apiKey, donor.apiKey]) expect(err.message).not.toContain(secret);
+      expect(await stored(victim.id)).toEqual(before);
+    }
+    // Entering the key again (a new api_key) is how an administrator repairs it, and moves it.
     const fresh = FAKE_KEYS.openai();
-    await t.clients().credentials.updateCredential({ credentialId: victim.id, apiKey: fresh });
+    await t.clients().credentials.updateCredential({ credentialId: victim.id, apiKey: fresh, apiBase: "https://other-gateway.example.com/v1" });
     expect((await resolveOrg(o)).apiKey).toBe(fresh);
   });
 
-  it("re-binds when api_base changes through the service", async () => {
+  it("changes api_base through the service only with the key entered again, sealing it anew", async () => {
     const o = await org("rb-legit");
     const { id, apiKey } = await credential(o, FAKE_KEYS.openai(), { apiBase: "https://gateway.example.com/v1" });
     const before = await stored(id);
-    await t.clients().credentials.updateCredential({ credentialId: id, apiBase: "https://gateway-2.example.com/v1" });
+    // Without the key, the stored key is not re-bound to (and so never sent to) the new api_base.
+    const refused = await rpcError(t.clients().credentials.updateCredential({ credentialId: id, apiBase: "https://gateway-2.example.com/v1" }));
+    expect(refused.code).toBe(Code.InvalidArgument);
+    expect(refused.message).toMatch(/^api_key: enter the key again to change api_base/);
+    expect(await stored(id)).toEqual(before);
+    await t.clients().credentials.updateCredential({ credentialId: id, apiBase: "https://gateway-2.example.com/v1", apiKey });
     const after = await stored(id);
-    expect(after.encrypted_api_key).toBe(before.encrypted_api_key);
+    expect(after.api_base).toBe("https://gateway-2.example.com/v1");
+    expect(after.encrypted_api_key).not.toBe(before.encrypted_api_key);
     expect(after.key_binding).not.toBe(before.key_binding);
     expect((await resolveOrg(o)).apiKey).toBe(apiKey);
-    await t.clients().credentials.updateCredential({ credentialId: id, apiBase: "" });
+    await t.clients().credentials.updateCredential({ credentialId: id, apiBase: "", apiKey });
     const cleared = await resolveOrg(o);
     expect(cleared.apiKey).toBe(apiKey);
     expect(cleared.apiBase ?? "").toBe("");

@@ -3,6 +3,8 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import http from "node:http";
+import https from "node:https";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { Writable } from "node:stream";
@@ -67,6 +69,19 @@ async function start(env: NodeJS.ProcessEnv): Promise<RunningService> {
     tls: tlsFromEnv(env),
     logger: createLogger("warn", new Writable({ write: (_c, _e, done) => done() })),
     poolSize: 2,
+    metricsPort: 0,
+  });
+}
+
+/** GET /metrics with the admin token over `https` (trusting `ca`) or `http`: the status, or the error's code. */
+function scrapeMetrics(protocol: "https" | "http", port: number, ca?: Buffer): Promise<number | string> {
+  const client = protocol === "https" ? https : http;
+  return new Promise((resolve) => {
+    const req = client.get({ host: "127.0.0.1", port, path: "/metrics", ca, headers: { authorization: `Bearer ${adminToken}` } }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode ?? 0));
+    });
+    req.on("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
   });
 }
 
@@ -132,6 +147,9 @@ describe("TLS", () => {
       }
       const grpcOverConnectPort = createGrpcTransport({ baseUrl: `https://127.0.0.1:${service.connectPort}`, nodeOptions: { ca }, interceptors: [auth] });
       expect((await createClient(OrganizationService, grpcOverConnectPort).listOrganizations({})).organizations).toEqual([]);
+      // Metrics too: over TLS, and not in cleartext.
+      expect(await scrapeMetrics("https", service.metricsPort!, ca)).toBe(200);
+      expect(await scrapeMetrics("http", service.metricsPort!)).not.toBe(200);
     } finally {
       await service.close();
     }
@@ -158,6 +176,8 @@ describe("TLS", () => {
         ).listOrganizations({});
       await expect(connect({ cert: readFileSync(file("client.pem")), key: readFileSync(file("client.key")) })).resolves.toBeDefined();
       await expect(connect({})).rejects.toThrow();
+      // Metrics need the client certificate too.
+      expect(await scrapeMetrics("https", service.metricsPort!, ca)).not.toBe(200);
     } finally {
       await service.close();
     }

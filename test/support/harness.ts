@@ -54,6 +54,8 @@ export interface TestServiceOptions {
   sessionLifetimeHours?: number;
   /** Serve Prometheus metrics (0: a free port). */
   metricsPort?: number;
+  /** API_BASE_ALLOW; default `127.0.0.1`, where the fake providers listen. `""` allows nothing. */
+  apiBaseAllow?: string;
 }
 
 /** Starts the real service on a free loopback port against a fresh database. */
@@ -87,6 +89,7 @@ export async function startTestService(options: TestServiceOptions = {}): Promis
     keyCheckTimeoutMs: options.keyCheckTimeoutMs,
     sessionLifetimeHours: options.sessionLifetimeHours,
     metricsPort: options.metricsPort,
+    apiBaseAllow: options.apiBaseAllow ?? "127.0.0.1",
   });
   const address = `127.0.0.1:${service.port}`;
   const transport = (protocol: "grpc" | "grpc-web" | "connect", token?: string, extra: Record<string, string> = {}) => {

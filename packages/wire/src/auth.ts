@@ -3,8 +3,8 @@
 // bearer grammar, written once for the service (which checks them) and the portal (which sends
 // them, and accepts the same bearer grammar on its REST API).
 
-/** Token scopes: `resolve` may call ResolveKey and report on keys only; `admin` may call every RPC. */
-export const TOKEN_SCOPES = ["resolve", "admin"] as const;
+/** Token scopes: `resolve` may call ResolveKey and report on keys only; `admin` may call every RPC; `metrics` may only scrape METRICS_PORT. */
+export const TOKEN_SCOPES = ["resolve", "admin", "metrics"] as const;
 export type TokenScope = (typeof TOKEN_SCOPES)[number];
 
 export function isTokenScope(value: string): value is TokenScope {

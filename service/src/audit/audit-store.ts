@@ -5,6 +5,8 @@ import { malformedPageToken, type PageTokens } from "../paging.js";
 
 export interface AuditEvent {
   actor: string;
+  /** The token `actor` acted through when an admin token named them ("token:portal"); the row's actor names both. */
+  via?: string | null;
   /** e.g. credential.create, credential.update, organization.delete, token.revoke */
   action: string;
   organizationId?: string | null;
@@ -33,7 +35,7 @@ export async function recordAudits(em: EntityManager, events: readonly AuditEven
 function auditRow(event: AuditEvent): AuditEventRow {
   return {
     occurredAt: new Date(),
-    actor: event.actor,
+    actor: event.via ? `${event.actor} via ${event.via}` : event.actor,
     action: event.action,
     organizationId: event.organizationId ?? null,
     credentialId: event.credentialId ?? null,

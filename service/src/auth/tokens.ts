@@ -26,6 +26,8 @@ export interface Principal {
   scope: TokenScope;
   /** What audit records and created_by/updated_by name: the token, or the administrator an admin token acts for. */
   actor: string;
+  /** When `actor` is an administrator an admin token named (the actor header): that token, "token:<name>"; else null. Audit rows record both. */
+  via: string | null;
   /** The caller's address. */
   source: string | null;
 }

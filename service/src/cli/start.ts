@@ -160,7 +160,7 @@ async function main(): Promise<void> {
     "Provider Credentials is running.",
     `  Admin portal:         ${origin}  (REST API under ${origin}/api, docs at ${origin}/api/docs)`,
     `  Credentials service:  gRPC on 127.0.0.1:${grpcPort}; Connect and gRPC-Web on 127.0.0.1:${connectPort}`,
-    `  Metrics (Prometheus): http://127.0.0.1:${metricsPort}/metrics  (authorization: Bearer <an API token>)`,
+    `  Metrics (Prometheus): http://127.0.0.1:${metricsPort}/metrics  (authorization: Bearer <a metrics or admin token>)`,
     ...(firstAdmin.length > 0 ? ["", ...firstAdmin.map((l) => `  ${l}`)] : []),
     "",
     "Press Ctrl-C to stop.",

@@ -1,4 +1,4 @@
-// `npm run token -- create --name NAME --scope resolve|admin` | `list` | `revoke NAME`
+// `npm run token -- create --name NAME --scope resolve|admin|metrics` | `list` | `revoke NAME`
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { TokenStore } from "../auth/token-store.js";
@@ -6,11 +6,11 @@ import { ServiceError } from "../errors.js";
 import { describeError, exitWith, openForCli } from "./open.js";
 
 const USAGE = `Usage:
-  npm run token -- create --name NAME --scope resolve|admin   create a token and print it (once)
-  npm run token -- list                                       list tokens (never the tokens themselves)
-  npm run token -- revoke NAME                                revoke a token
+  npm run token -- create --name NAME --scope resolve|admin|metrics   create a token and print it (once)
+  npm run token -- list                                               list tokens (never the tokens themselves)
+  npm run token -- revoke NAME                                        revoke a token
 
-Scopes: "resolve" may call ResolveKey only; "admin" may call every RPC.`;
+Scopes: "resolve" may call ResolveKey only; "admin" may call every RPC; "metrics" may only scrape METRICS_PORT.`;
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({

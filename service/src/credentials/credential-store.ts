@@ -7,7 +7,6 @@ import { CredentialEntity, OrganizationEntity, type CredentialRow, type Provider
 import { ServiceError, invalid } from "../errors.js";
 import { openStored, type BoundRow, type Keyring } from "../keyring/index.js";
 import { malformedPageToken, PageTokens } from "../paging.js";
-import { PROVIDERS } from "@provider-credentials/wire/providers";
 import { comparableName, keyHint, UUID_PATTERN, validateApiBase, validateApiKey } from "./validation.js";
 
 /** A credential as the API shows it: everything but the ciphertext. */
@@ -23,6 +22,8 @@ const DAY_MS = 86_400_000;
 export interface Actor {
   actor: string;
   source: string | null;
+  /** The token `actor` acted through, when an admin token named them: audit rows record both. */
+  via?: string | null;
 }
 
 export interface NewCredential {
@@ -182,7 +183,6 @@ export class CredentialStore {
     return this.write(changes.credentialName ?? "", async ({ em, audit, invalidate }) => {
       // A detached copy (see lock): changed here as the row will be, written below with exactly what changed.
       const row = await this.lock(em, id, changes.expectedVersion, changes.apiKey !== undefined || changes.apiBase !== undefined);
-      const before = boundRow(row);
       const changed: string[] = [];
       const patch: Partial<CredentialRow> = {};
       const set = <K extends keyof CredentialRow>(field: K, value: CredentialRow[K]) => {
@@ -220,11 +220,8 @@ export class CredentialStore {
         set("failingSince", null);
         changed.push("api_key");
       } else if (changed.includes("api_base")) {
-        // The binding covers api_base: check the stored key against the row as it was, then bind it to the new api_base.
-        const apiKey = openStored(this.keyring, before, row.encryptedApiKey, row.keyId, row.keyBinding);
-        // The stored key was accepted for a proxy; without one it goes to the provider, so it must be the provider's kind of key.
-        if (row.apiBase === null) this.checkStoredKeyWithoutApiBase(row, apiKey);
-        set("keyBinding", this.keyring.rebind(boundRow(row), row.encryptedApiKey, row.keyId));
+        // The stored key is never sent to a new destination: whoever moves it must know it.
+        throw keyRequiredForApiBase();
       }
       if (changes.weight !== undefined && changes.weight !== row.weight) {
         set("weight", changes.weight);
@@ -293,6 +290,7 @@ export class CredentialStore {
     const row = await this.orm.em.fork().findOne(CredentialEntity, { id }, { populate: ["encryptedApiKey", "keyBinding"] });
     if (!row) throw notFound(id);
     const apiBase = changes.apiBase === undefined ? row.apiBase : validateApiBase(changes.apiBase);
+    if (apiBase !== row.apiBase && changes.apiKey === undefined) throw keyRequiredForApiBase();
     const apiKey =
       changes.apiKey !== undefined
         ? validateApiKey(changes.apiKey, row.provider, apiBase)
@@ -328,21 +326,6 @@ export class CredentialStore {
       failingSince: row.failingSince,
       rotationDue: row.keySetAt.getTime() < now - this.rotationDays * DAY_MS,
     };
-  }
-
-  private checkStoredKeyWithoutApiBase(row: CredentialRow, apiKey: string): void {
-    try {
-      validateApiKey(apiKey, row.provider, null);
-    } catch (error) {
-      if (error instanceof ServiceError) {
-        const { label, keyPrefix } = PROVIDERS[row.provider];
-        throw invalid(
-          "api_base",
-          `cannot be cleared: the stored key is not in the ${label} format (starting with "${keyPrefix}") and works only through an api_base; send a new api_key in the same update`,
-        );
-      }
-      throw error;
-    }
   }
 
   /**
@@ -420,4 +403,9 @@ function nameTaken(name: string): ServiceError {
 
 export function notFound(id: string): ServiceError {
   return new ServiceError("not_found", `credential "${id}" not found`);
+}
+
+/** An update that changes api_base without the key: the stored key is not re-sent to another destination. */
+function keyRequiredForApiBase(): ServiceError {
+  return invalid("api_key", "enter the key again to change api_base: a stored key is never sent to a new api_base without it");
 }

@@ -4,6 +4,7 @@
 // what ResolveKey hands out (a credential marked failing or recovered, a
 // strategy set) is audited and invalidates caches on every replica in the
 // transaction that makes it.
+import { ApiBaseGuard } from "./api-base-guard.js";
 import { LockMode } from "@mikro-orm/core";
 import type { Orm } from "../db/orm.js";
 import type { EntityManager } from "@mikro-orm/postgresql";
@@ -33,6 +34,8 @@ export interface KeyHealthOptions {
   failureThreshold: number;
   /** Budget of one check against a provider (KEY_CHECK_TIMEOUT_MS, default 10 s). */
   checkTimeoutMs: number;
+  /** Where an api_base may point (API_BASE_ALLOW); default: no loopback, link-local, private, unique-local or unspecified address. */
+  apiBaseGuard?: ApiBaseGuard;
   /** The check itself; tests and the benchmark keep the default. */
   check?: (input: ProviderCheckInput) => Promise<ProviderCheckResult>;
 }
@@ -60,6 +63,14 @@ export class KeyHealth {
     private readonly onChange: ChangeListener = () => undefined,
   ) {
     this.check = options.check ?? checkProviderKey;
+    this.guard = options.apiBaseGuard ?? new ApiBaseGuard();
+  }
+
+  private readonly guard: ApiBaseGuard;
+
+  /** On save: refuses (INVALID_ARGUMENT naming api_base) an api_base a check would refuse to call. */
+  async refuseApiBase(apiBase: string | null): Promise<void> {
+    await this.guard.checkOnSave(apiBase);
   }
 
   /** Runs a change (runChange); this replica's cache forgets what it made stale once it commits. */
@@ -72,7 +83,7 @@ export class KeyHealth {
    * refuses the write unless the outcome is `valid`.
    */
   async checkKey(provider: ProviderName, apiKey: string, apiBase: string | null, signal?: AbortSignal): Promise<ProviderCheckResult> {
-    const result = await this.check({ provider, apiKey, apiBase, timeoutMs: this.options.checkTimeoutMs, signal });
+    const result = await this.check({ provider, apiKey, apiBase, timeoutMs: this.options.checkTimeoutMs, signal, guard: this.guard });
     this.metrics?.checked(provider, result.outcome);
     return result;
   }

@@ -11,8 +11,11 @@
  * - Redirects are not followed (`redirect: "manual"`): a redirect is reported as
  *   "unexpected", so the key is never forwarded to another host.
  * - At most 64 KiB of the response body is read, used only to pick out a short
- *   error code, and dropped. Provider messages are never echoed (OpenAI's own
- *   401 message repeats the start and end of the key).
+ *   error code (`providerCode`, never stored or shown), and dropped. Messages are
+ *   fixed text per outcome with the HTTP status: nothing from the target's body
+ *   or headers is echoed (OpenAI's own 401 message repeats the start and end of the key).
+ * - With a guard (ApiBaseGuard), the api_base's host is resolved once, every
+ *   address vetted, and the request connects only to a vetted address.
  * - Every message is built from fixed text plus sanitised fragments, then
  *   scrubbed of anything that overlaps the key, so no message contains the key
  *   or any part of it.
@@ -20,6 +23,7 @@
 import type { ProviderName } from "../db/entities.js";
 import { PROVIDER_NAMES, PROVIDERS, type ProviderInfo } from "@provider-credentials/wire/providers";
 import { validateApiBase } from "./validation.js";
+import { pinnedFetch, refusal, type ApiBaseGuard } from "./api-base-guard.js";
 
 export const PROVIDER_CHECK_OUTCOMES = ["valid", "invalid_key", "no_permission", "rate_limited", "unreachable", "unexpected"] as const;
 
@@ -69,7 +73,12 @@ export interface ProviderCheckInput {
    * was learnt about the key, so there is no result to store.
    */
   signal?: AbortSignal;
-  /** For tests; defaults to the global fetch. */
+  /**
+   * Where the request may go: without one, anywhere (tests of the check itself).
+   * With one, a refused api_base is not called and the connection is pinned to the vetted address.
+   */
+  guard?: ApiBaseGuard;
+  /** For tests; defaults to the global fetch (or, with a guard, a fetch pinned to the vetted address). */
   fetchImpl?: typeof fetch;
 }
 
@@ -163,7 +172,7 @@ export async function checkProviderKey(input: ProviderCheckInput): Promise<Provi
   const { provider, apiKey } = input;
   const label = PROVIDERS[provider].label;
   const timeoutMs = input.timeoutMs ?? DEFAULT_PROVIDER_CHECK_TIMEOUT_MS;
-  const fetchImpl = input.fetchImpl ?? globalThis.fetch;
+  let fetchImpl = input.fetchImpl ?? globalThis.fetch;
   const checkedAt = new Date();
   const started = performance.now();
   input.signal?.throwIfAborted();
@@ -191,6 +200,16 @@ export async function checkProviderKey(input: ProviderCheckInput): Promise<Provi
     return finish("invalid_key", null, `${label} was not called: the key is empty or contains spaces or characters that cannot be sent in a header.`);
   }
   const where = `${label} at ${url.host}`;
+  if (input.guard) {
+    const vetted = await input.guard.vet(url);
+    input.signal?.throwIfAborted();
+    if (!vetted.ok && vetted.refused) return finish("unexpected", null, `${label} was not called: the api_base ${refusal(vetted.refused, vetted.literal)}.`);
+    if (!vetted.ok) {
+      const { reason, code } = networkFailure(vetted.error);
+      return finish("unreachable", null, `Could not reach ${where}: ${reason}.`, code);
+    }
+    if (!input.fetchImpl) fetchImpl = pinnedFetch(vetted.addresses);
+  }
 
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(new CheckTimeout()), timeoutMs);
@@ -213,12 +232,10 @@ export async function checkProviderKey(input: ProviderCheckInput): Promise<Provi
     // Node's fetch hands back the 3xx itself; a browser-style fetch an opaque redirect with status 0.
     if (response.type === "opaqueredirect" || (status >= 300 && status < 400)) {
       await discard(response);
-      const target = redirectHost(response.headers.get("location"), url);
       return finish(
         "unexpected",
         status === 0 ? null : status,
-        `${where} answered with a redirect (HTTP ${status || "3xx"})${target ? ` to ${target}` : ""}; ` +
-          `it was not followed, so the key was not sent there. Check the api_base.`,
+        `${where} answered with a redirect (HTTP ${status || "3xx"}); it was not followed, so the key was not sent on. Check the api_base.`,
       );
     }
 
@@ -235,18 +252,16 @@ export async function checkProviderKey(input: ProviderCheckInput): Promise<Provi
     if (status >= 200 && status < 300) {
       // Some servers omit the content type; a JSON body is still the API.
       if (/^\s*[[{]/.test(bodyText)) return finish("valid", status, `${label} accepted the key (HTTP ${status}).`);
-      const kind = sanitiseContentType(contentType);
       return finish(
         "unexpected",
         status,
-        `${where} answered HTTP ${status} but not with JSON${kind ? ` (${kind})` : ""}; ` +
-          `the api_base may point at a web page or proxy rather than the ${label} API.`,
+        `${where} answered HTTP ${status} but not with JSON; ` + `the api_base may point at a web page or proxy rather than the ${label} API.`,
       );
     }
 
     const details = errorDetails(bodyText, apiKey);
     const code = details.code;
-    const suffix = code ? `HTTP ${status}, ${code}` : `HTTP ${status}`;
+    const suffix = `HTTP ${status}`;
 
     if (status === 401 || (provider === "gemini" && (status === 400 || status === 403) && details.keyNotValid)) {
       return finish("invalid_key", status, `${label} rejected the key as invalid (${suffix}).`, code);
@@ -255,8 +270,7 @@ export async function checkProviderKey(input: ProviderCheckInput): Promise<Provi
       return finish("no_permission", status, `${label} refused the key access to the model list (${suffix}).`, code);
     }
     if (status === 429) {
-      const retry = retryAfter(response.headers.get("retry-after"));
-      return finish("rate_limited", status, `${label} rate limited the key (${suffix})${retry ? `; retry after ${retry}` : ""}.`, code);
+      return finish("rate_limited", status, `${label} rate limited the key (${suffix}).`, code);
     }
     if (status >= 500) {
       return finish("unexpected", status, `${where} answered with a server error (${suffix}).`, code);
@@ -435,34 +449,6 @@ export function scrub(message: string, apiKey: string): string {
     }
   }
   return text;
-}
-
-/** `Retry-After` as text to show: delta-seconds or an HTTP date; anything else is ignored. */
-function retryAfter(value: string | null): string | undefined {
-  if (value === null) return undefined;
-  const text = value.trim();
-  if (/^\d{1,7}$/.test(text)) return `${Number(text)} s`;
-  if (text.length <= 40 && /^[A-Za-z0-9 ,:-]+$/.test(text)) {
-    const when = Date.parse(text);
-    if (!Number.isNaN(when)) return new Date(when).toISOString();
-  }
-  return undefined;
-}
-
-/** The host a redirect pointed at (relative locations resolve against the request), for the message. */
-function redirectHost(location: string | null, from: URL): string | undefined {
-  if (!location) return undefined;
-  try {
-    const target = new URL(location, from);
-    return target.host === from.host ? `${target.host} (same host)` : target.host;
-  } catch {
-    return undefined;
-  }
-}
-
-function sanitiseContentType(value: string): string | undefined {
-  const type = value.split(";")[0]?.trim().toLowerCase() ?? "";
-  return /^[a-z0-9.+-]{1,40}\/[a-z0-9.+-]{1,60}$/.test(type) ? type : undefined;
 }
 
 /** `10 s`, `2.5 s`, `250 ms`. */

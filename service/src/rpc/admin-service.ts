@@ -9,7 +9,7 @@ import { pageSize, type PageTokens } from "../paging.js";
 import { validateCredentialId, validateId } from "../credentials/validation.js";
 import type { Orm } from "../db/orm.js";
 import { invalid } from "../errors.js";
-import { actorOf } from "./context.js";
+import { actorOf, auditActor } from "./context.js";
 
 export interface AdminServiceDeps {
   orm: Orm;
@@ -62,7 +62,7 @@ export function createAdminService({ orm, admins, tokens, pages }: AdminServiceD
     },
 
     async createApiToken(req, ctx) {
-      const { token, info } = await tokens.create(req.name, req.scope, actorOf(ctx.values).actor);
+      const { token, info } = await tokens.create(req.name, req.scope, auditActor(actorOf(ctx.values)));
       return { token, apiToken: tokenMessage(info) };
     },
 
@@ -71,7 +71,7 @@ export function createAdminService({ orm, admins, tokens, pages }: AdminServiceD
     },
 
     async revokeApiToken(req, ctx) {
-      await tokens.revoke(req.name, actorOf(ctx.values).actor);
+      await tokens.revoke(req.name, auditActor(actorOf(ctx.values)));
       return {};
     },
 

@@ -12,5 +12,10 @@ export function actorOf(values: { get<T>(key: { id: symbol; defaultValue: T }): 
   const principal = values.get(principalKey);
   // The auth interceptor denies by default; reaching a handler without a principal is a bug.
   if (!principal) throw new Error("handler reached without an authenticated principal");
-  return { actor: principal.actor, source: principal.source };
+  return { actor: principal.actor, source: principal.source, via: principal.via };
+}
+
+/** Who acted, as an audit row names them: "alice@example.com via token:portal", or the token alone. */
+export function auditActor(actor: Actor): string {
+  return actor.via ? `${actor.actor} via ${actor.via}` : actor.actor;
 }

@@ -86,6 +86,7 @@ export function createCredentialService({ credentials, resolver, keyHealth: heal
       const apiBase = req.apiBase === undefined ? null : validateApiBase(req.apiBase);
       const apiKey = validateApiKey(req.apiKey, provider, apiBase);
       const weight = validateWeight(req.weight);
+      await health.refuseApiBase(apiBase);
       if (req.verify) requireValid(await health.checkKey(provider, apiKey, apiBase, ctx.signal));
       const view = await credentials.create({ organizationId, provider, credentialName, apiKey, apiBase, weight }, actorOf(ctx.values));
       return { credential: credentialMessage(view) };
@@ -115,6 +116,7 @@ export function createCredentialService({ credentials, resolver, keyHealth: heal
         throw invalid("expected_version", "must be a positive integer (the credential's current version)");
       }
       const weight = validateWeight(req.weight);
+      if (req.apiBase !== undefined) await health.refuseApiBase(validateApiBase(req.apiBase));
       let provider: ProviderName | undefined;
       const view = await credentials.update(
         id,

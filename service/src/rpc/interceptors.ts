@@ -18,7 +18,7 @@ import {
 } from "@provider-credentials/wire/auth";
 import { CredentialService } from "@provider-credentials/wire/gen/credentials_pb";
 
-/** Calls a `resolve` token may make; everything else needs `admin`. */
+/** Calls a `resolve` token may make; everything else needs `admin` (a `metrics` token may call none). */
 const RESOLVE_SCOPE_METHODS: ReadonlySet<DescMethod> = new Set([
   CredentialService.method.resolveKey,
   CredentialService.method.reportKeyFailure,
@@ -45,6 +45,10 @@ class CallPrincipal implements Principal {
     return this.claimedActor ?? `token:${this.tokenName}`;
   }
 
+  get via(): string | null {
+    return this.claimedActor === null ? null : `token:${this.tokenName}`;
+  }
+
   get source(): string | null {
     return this.forwardedSource ?? this.values.get(sourceKey);
   }
@@ -62,7 +66,7 @@ function bearerToken(authorization: string | null): string {
 /** A known token (UNAUTHENTICATED otherwise) that may call the method (PERMISSION_DENIED otherwise). */
 function permitted(token: Token | undefined, method: DescMethod | string): Token {
   if (!token) throw new ConnectError("invalid or revoked token", Code.Unauthenticated);
-  if (token.scope !== "admin" && !(typeof method !== "string" && RESOLVE_SCOPE_METHODS.has(method))) {
+  if (token.scope !== "admin" && !(token.scope === "resolve" && typeof method !== "string" && RESOLVE_SCOPE_METHODS.has(method))) {
     const name = typeof method === "string" ? method : method.name;
     throw new ConnectError(`token "${token.name}" has scope "${token.scope}", which may not call ${name}`, Code.PermissionDenied);
   }

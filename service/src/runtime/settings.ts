@@ -8,6 +8,7 @@ import { DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_OUTAGE_GRACE_MS, DEFAULT_CACHE
 import { DEFAULT_ROTATION_DAYS } from "../credentials/credential-store.js";
 import { DEFAULT_HEARTBEAT_MS } from "../credentials/invalidation.js";
 import { DEFAULT_PROVIDER_CHECK_TIMEOUT_MS } from "../credentials/provider-check.js";
+import { parseApiBaseAllow } from "../credentials/api-base-guard.js";
 import { DEFAULT_SESSION_LIFETIME_HOURS } from "../admins/admin-store.js";
 
 /** A default as the docs show it. */
@@ -72,7 +73,24 @@ export const SERVICE_SETTINGS = {
   TLS_CERT_FILE: setting(text(), "unset", "PEM certificate and key: both ports then serve TLS (the Connect port HTTP/1.1 as well as HTTP/2)."),
   TLS_KEY_FILE: partOf("TLS_CERT_FILE", text()),
   TLS_CLIENT_CA_FILE: setting(text(), "unset", "With the two above: mutual TLS, clients must present a certificate signed by this CA."),
-  NODE_ENV: setting(text(), "unset", "`production` refuses to start without `DATABASE_URL` and `MASTER_KEY`, and never generates anything."),
+  NODE_ENV: setting(
+    text(),
+    "unset",
+    "`production` refuses to start without `DATABASE_URL` and `MASTER_KEY`, never generates anything, and refuses to listen on an address other than loopback without TLS (unless `ALLOW_PLAINTEXT=1`).",
+  ),
+  ALLOW_PLAINTEXT: setting(
+    z
+      .string()
+      .optional()
+      .transform((raw, ctx): boolean => {
+        if (unset(raw) || raw === "0") return false;
+        if (raw === "1") return true;
+        ctx.addIssue({ code: "custom", message: "ALLOW_PLAINTEXT must be 1 (or 0, or unset)" });
+        return z.NEVER;
+      }),
+    "unset",
+    "`1`: with `NODE_ENV=production`, listen without TLS on an address other than loopback (a warning is logged), e.g. behind a proxy or mesh that encrypts the traffic.",
+  ),
   DATA_DIR: setting(text(), "`.data`", "Where the embedded database and local secrets live; the command-line tools need the same value."),
   EMBEDDED_PG_PORT: setting(port("EMBEDDED_PG_PORT", undefined), "54329 or a free port", "Port of the embedded PostgreSQL."),
   DB_POOL_SIZE: setting(positive("DB_POOL_SIZE", 10), shown(10), "Database connections per process."),
@@ -154,6 +172,23 @@ export const SERVICE_SETTINGS = {
     positive("KEY_CHECK_TIMEOUT_MS", DEFAULT_PROVIDER_CHECK_TIMEOUT_MS),
     shown(DEFAULT_PROVIDER_CHECK_TIMEOUT_MS),
     "Budget of one check of a key against its provider (`VerifyCredential`, verify before saving).",
+  ),
+  API_BASE_ALLOW: setting(
+    z
+      .string()
+      .optional()
+      .transform((raw, ctx): string | undefined => {
+        if (unset(raw)) return undefined;
+        try {
+          parseApiBaseAllow(raw);
+        } catch (error) {
+          ctx.addIssue({ code: "custom", message: (error as Error).message });
+          return z.NEVER;
+        }
+        return raw;
+      }),
+    "unset",
+    "Host names, IP addresses and CIDR networks (comma-separated, e.g. `127.0.0.1,10.0.0.0/8,llm-proxy.internal`) an `api_base` may point at although they are loopback, link-local, private, unique-local or unspecified; unset, such an `api_base` is refused on save and never called by a key check.",
   ),
 };
 

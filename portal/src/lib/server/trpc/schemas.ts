@@ -176,7 +176,7 @@ export const auditEventOutput = z
 
 export const auditEventListOutput = z.object({ events: z.array(auditEventOutput), next_cursor: z.string().nullable() }).meta({ id: "AuditEventList" });
 
-const tokenScope = z.enum(TOKEN_SCOPES).describe("`resolve`: ResolveKey only; `admin`: everything.");
+const tokenScope = z.enum(TOKEN_SCOPES).describe("`resolve`: ResolveKey only; `admin`: everything; `metrics`: the service's metrics port only.");
 
 export const apiTokenOutput = z
   .object({
@@ -220,7 +220,14 @@ export const createCredentialInput = z
     provider,
     credential_name: z.string().max(1000).describe("1-200 characters, unique per organisation and provider (ignoring case)."),
     api_key: z.string().max(8192).describe("The provider API key. Stored encrypted; never returned."),
-    api_base: z.string().max(4096).nullable().describe("Absolute http(s) URL of a custom endpoint; null or omitted for the default.").optional(),
+    api_base: z
+      .string()
+      .max(4096)
+      .nullable()
+      .describe(
+        "Absolute http(s) URL of a custom endpoint; null or omitted for the default. Not a loopback, link-local, private or unique-local address unless the service's API_BASE_ALLOW lists it.",
+      )
+      .optional(),
     weight: weight().describe(`Relative share of calls under the \`weighted\` selection strategy, 0-${MAX_WEIGHT}; default 1.`).optional(),
     verify: exactBoolean()
       .describe("Check the key with the provider first and store nothing unless it passes (else 409 naming `api_key`). Default false.")
@@ -233,7 +240,12 @@ export const updateCredentialInput = z
     credential_id: credentialIdField,
     credential_name: z.string().max(1000).describe("A new name.").optional(),
     api_key: z.string().max(8192).describe("A new key (rotation in place).").optional(),
-    api_base: z.string().max(4096).nullable().describe("A new custom endpoint; null or empty clears it.").optional(),
+    api_base: z
+      .string()
+      .max(4096)
+      .nullable()
+      .describe("A new custom endpoint; null or empty clears it. Changing it requires api_key in the same request.")
+      .optional(),
     expected_version: exactPositiveInteger().describe("Apply only if the credential's version is still this (else 409).").optional(),
     weight: weight().describe(`A new weight, 0-${MAX_WEIGHT}.`).optional(),
     verify: exactBoolean()
