@@ -17,7 +17,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { TokenStore } from "./auth/token-store.js";
 import { PROVIDER_NAMES } from "@provider-credentials/wire/providers";
 import type { Logger } from "./logger.js";
-import type { TlsConfig } from "./runtime/tls.js";
+import { tlsServerOptions, type TlsConfig } from "./runtime/tls.js";
 
 // "ok" first: the look-ups below scan these lists in order.
 const RESOLVE_RESULTS = ["ok", "not_found", "failed_precondition", "data_loss", "unavailable", "invalid_argument", "error"] as const;
@@ -252,9 +252,7 @@ export async function startMetricsServer(options: {
       else res.destroy();
     });
   };
-  const server = tls
-    ? https.createServer({ cert: tls.cert, key: tls.key, ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}) }, handler)
-    : http.createServer(handler);
+  const server = tls ? https.createServer(tlsServerOptions(tls), handler) : http.createServer(handler);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port, options.host, () => {

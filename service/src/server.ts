@@ -35,7 +35,7 @@ import { authInterceptor, errorInterceptor, tokenCheck } from "./rpc/interceptor
 import { sourceKey } from "./rpc/context.js";
 import { createGrpcJsServer, listenGrpcJsServer, shutdownGrpcJsServer } from "./rpc/grpc-js-server.js";
 import { addGrpcJsHealth, addGrpcJsReflection } from "./rpc/grpc-js-health-reflection.js";
-import { grpcServerCredentials, type TlsConfig } from "./runtime/tls.js";
+import { grpcServerCredentials, tlsServerOptions, type TlsConfig } from "./runtime/tls.js";
 
 /** Largest request message accepted, in bytes: keys are at most 4 KiB. */
 export const MAX_REQUEST_BYTES = 64 * 1024;
@@ -360,12 +360,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   };
   // With TLS, HTTP/1.1 is served too (ALPN picks), so Connect's JSON over plain HTTPS works from any client.
   const tls = options.tls;
-  const server = tls
-    ? http2.createSecureServer(
-        { cert: tls.cert, key: tls.key, allowHTTP1: true, ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}) },
-        serve as never,
-      )
-    : http2.createServer(serve);
+  const server = tls ? http2.createSecureServer({ ...tlsServerOptions(tls), allowHTTP1: true }, serve as never) : http2.createServer(serve);
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session) => {
     sessions.add(session);

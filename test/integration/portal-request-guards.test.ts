@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestPortal, type TestPortal } from "../support/portal-harness.js";
+import { concretePath, documentedOperations, startTestPortal, type DocumentedOperation, type TestPortal } from "../support/portal-harness.js";
 
 // Issue #19, items 18 and 19: a REST call is authenticated before its input is judged (a wrong
 // token never learns how its request would have been validated), /api answers every error in
@@ -16,32 +16,13 @@ const MARKER = "not_a_field_zq";
 
 const api = (method: string, path: string, options?: Parameters<TestPortal["request"]>[2]) => portal.request(method, path, options);
 
-interface Operation {
-  method: string;
-  path: string;
-}
-
-/** Every operation of the OpenAPI document the portal serves: a route added later is covered too. */
-async function operations(): Promise<Operation[]> {
-  const document = (await api("GET", "/api/openapi.json", { token: null })).json;
-  const list: Operation[] = [];
-  for (const [path, item] of Object.entries(document.paths as Record<string, Record<string, unknown>>)) {
-    for (const method of Object.keys(item)) list.push({ method: method.toUpperCase(), path });
-  }
-  return list;
-}
-
-/** A concrete URL for a documented path: its parameters filled with well-formed values. */
-function concrete(path: string): string {
-  return `/api${path.replace(/\{([a-z_]+)\}/g, (_, name: string) =>
-    name === "credential_id" ? "00000000-0000-4000-8000-000000000000" : name === "provider" ? "openai" : `guards-${name.replace(/_/g, "-")}`,
-  )}`;
-}
+const operations = () => documentedOperations(portal);
+const concrete = (path: string) => concretePath(path, "guards");
 
 const takesBody = (method: string) => method === "POST" || method === "PUT" || method === "PATCH";
 
 /** The operation with invalid input: an unknown field in its body, or in its query when it takes no body. */
-function invalidRequest(op: Operation, token: string | null) {
+function invalidRequest(op: DocumentedOperation, token: string | null) {
   const url = concrete(op.path);
   return takesBody(op.method) ? api(op.method, url, { token, body: { [MARKER]: 1, organization_id: 42 } }) : api(op.method, `${url}?${MARKER}=1`, { token });
 }

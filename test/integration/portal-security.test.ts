@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestPortal, type PortalResponse, type TestPortal } from "../support/portal-harness.js";
+import { concretePath, documentedOperations, startTestPortal, type PortalResponse, type TestPortal } from "../support/portal-harness.js";
 
 // Deny by default, CSRF, security headers, caching and error hygiene of the portal,
 // over real HTTP against the built portal and a real service.
@@ -10,29 +10,8 @@ let session: string;
 
 const api = (method: string, path: string, options?: Parameters<TestPortal["request"]>[2]) => portal.request(method, path, options);
 
-interface Operation {
-  method: string;
-  path: string;
-}
-
-async function operations(): Promise<Operation[]> {
-  const document = (await api("GET", "/api/openapi.json", { token: null })).json;
-  const list: Operation[] = [];
-  for (const [path, item] of Object.entries(document.paths as Record<string, Record<string, unknown>>)) {
-    for (const method of Object.keys(item)) list.push({ method: method.toUpperCase(), path });
-  }
-  return list;
-}
-
-/** A concrete URL for a documented path: parameters filled with plausible values. */
-function concrete(path: string): string {
-  return `/api${path
-    .replace("{credential_id}", "00000000-0000-4000-8000-000000000000")
-    .replace("{organization_id}", "org-sec")
-    .replace("{team_id}", "team-sec")
-    .replace("{name}", "some-token")
-    .replace("{provider}", "openai")}`;
-}
+const operations = () => documentedOperations(portal);
+const concrete = (path: string) => concretePath(path, "sec");
 
 function expectSecurityHeaders(response: PortalResponse, kind: "page" | "api") {
   const csp = response.headers.get("content-security-policy");

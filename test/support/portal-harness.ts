@@ -175,3 +175,29 @@ export async function startTestPortal(options: TestPortalOptions = {}): Promise<
     },
   };
 }
+
+/** One operation of the OpenAPI document the portal serves. */
+export interface DocumentedOperation {
+  method: string;
+  path: string;
+}
+
+/** Every operation of the OpenAPI document the portal serves: a route added later is covered too. */
+export async function documentedOperations(portal: TestPortal): Promise<DocumentedOperation[]> {
+  const document = (await portal.request("GET", "/api/openapi.json", { token: null })).json;
+  const list: DocumentedOperation[] = [];
+  for (const [path, item] of Object.entries(document.paths as Record<string, Record<string, unknown>>)) {
+    for (const method of Object.keys(item)) list.push({ method: method.toUpperCase(), path });
+  }
+  return list;
+}
+
+/**
+ * A concrete URL for a documented path, its parameters filled with well-formed values: a UUID for
+ * credential_id, "openai" for provider, `${prefix}-<name>` for the others (names, ids).
+ */
+export function concretePath(path: string, prefix: string): string {
+  return `/api${path.replace(/\{([a-z_]+)\}/g, (_, name: string) =>
+    name === "credential_id" ? "00000000-0000-4000-8000-000000000000" : name === "provider" ? "openai" : `${prefix}-${name.replace(/_/g, "-")}`,
+  )}`;
+}

@@ -35,6 +35,11 @@ export function tlsFromEnv(env: NodeJS.ProcessEnv): TlsConfig | undefined {
   };
 }
 
+/** Node's TLS server options for `tls`: its certificate and key, and with a client CA, client certificates required. */
+export function tlsServerOptions(tls: TlsConfig): { cert: Buffer; key: Buffer; ca?: Buffer; requestCert?: boolean; rejectUnauthorized?: boolean } {
+  return { cert: tls.cert, key: tls.key, ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}) };
+}
+
 export function grpcServerCredentials(tls: TlsConfig | undefined): grpc.ServerCredentials {
   if (!tls) return grpc.ServerCredentials.createInsecure();
   return grpc.ServerCredentials.createSsl(tls.clientCa ?? null, [{ private_key: tls.key, cert_chain: tls.cert }], tls.clientCa !== undefined);
