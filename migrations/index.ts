@@ -5,6 +5,8 @@ import { Migration20261127010000_key_health } from "./Migration20261127010000_ke
 import { Migration20261206000000_sign_in_attempts } from "./Migration20261206000000_sign_in_attempts.js";
 import { Migration20261206120000_credential_name_key } from "./Migration20261206120000_credential_name_key.js";
 import { Migration20261206140000_metrics_scope } from "./Migration20261206140000_metrics_scope.js";
+import { Migration20261206150000_token_limits } from "./Migration20261206150000_token_limits.js";
+import { Migration20261206160000_admin_roles } from "./Migration20261206160000_admin_roles.js";
 
 // Every migration, in order. Listed explicitly so that the migrator needs no
 // file-system discovery (which cannot import .ts files under some loaders).
@@ -16,4 +18,6 @@ export const migrationsList = [
   { name: "Migration20261206000000_sign_in_attempts", class: Migration20261206000000_sign_in_attempts },
   { name: "Migration20261206120000_credential_name_key", class: Migration20261206120000_credential_name_key },
   { name: "Migration20261206140000_metrics_scope", class: Migration20261206140000_metrics_scope },
+  { name: "Migration20261206150000_token_limits", class: Migration20261206150000_token_limits },
+  { name: "Migration20261206160000_admin_roles", class: Migration20261206160000_admin_roles },
 ];

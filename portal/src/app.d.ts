@@ -1,3 +1,4 @@
+import type { PageAccount } from "$lib/roles";
 import type { ApiError } from "$lib/server/errors";
 import type { Caller, SignedInAdmin } from "$lib/server/trpc/context";
 
@@ -15,7 +16,7 @@ declare global {
       message: string;
     }
     interface PageData {
-      admin?: { email: string } | null;
+      admin?: PageAccount | null;
     }
   }
 }

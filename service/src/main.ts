@@ -92,6 +92,12 @@ async function main(): Promise<void> {
       apiBaseAllow: settings.API_BASE_ALLOW,
       sessionLifetimeHours: settings.ADMIN_SESSION_LIFETIME_HOURS,
       metricsPort: settings.METRICS_PORT,
+      connectionLimits: {
+        maxConnections: settings.RPC_MAX_CONNECTIONS,
+        maxStreamsPerConnection: settings.RPC_MAX_STREAMS_PER_CONNECTION,
+        idleTimeoutMs: settings.RPC_IDLE_TIMEOUT_MS,
+      },
+      healthMaxWatchers: settings.HEALTH_MAX_WATCHERS,
     });
   } catch (error) {
     await database?.stop().catch(() => undefined);

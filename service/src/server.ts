@@ -32,9 +32,19 @@ import { createOrganizationService } from "./rpc/organization-service.js";
 import { createHealthService, HealthService, HealthState } from "./rpc/health.js";
 import { createReflectionService, ServerReflection } from "./rpc/reflection.js";
 import { authInterceptor, errorInterceptor, tokenCheck } from "./rpc/interceptors.js";
+import { targetPolicyFor } from "./auth/policy.js";
 import { sourceKey } from "./rpc/context.js";
 import { createGrpcJsServer, listenGrpcJsServer, shutdownGrpcJsServer } from "./rpc/grpc-js-server.js";
 import { addGrpcJsHealth, addGrpcJsReflection } from "./rpc/grpc-js-health-reflection.js";
+import {
+  authenticateBeforeBody,
+  beforeBodyCheck,
+  closeWhenIdle,
+  grpcJsAuthenticateBeforeBody,
+  DEFAULT_CONNECTION_LIMITS,
+  DEFAULT_HEALTH_MAX_WATCHERS,
+  type ConnectionLimits,
+} from "./rpc/connection-limits.js";
 import { grpcServerCredentials, tlsServerOptions, type TlsConfig } from "./runtime/tls.js";
 
 /** Largest request message accepted, in bytes: keys are at most 4 KiB. */
@@ -82,6 +92,14 @@ export interface ServiceOptions {
   sessionLifetimeHours?: number;
   /** Hosts and networks an api_base may point at although private (API_BASE_ALLOW: host names, addresses, CIDR networks, comma-separated). */
   apiBaseAllow?: string;
+  /**
+   * Per port: open connections (RPC_MAX_CONNECTIONS), concurrent streams per connection
+   * (RPC_MAX_STREAMS_PER_CONNECTION), and how long a connection without a stream stays open
+   * (RPC_IDLE_TIMEOUT_MS). Defaults in rpc/connection-limits.ts.
+   */
+  connectionLimits?: Partial<ConnectionLimits>;
+  /** Open health Watch streams, both ports together (HEALTH_MAX_WATCHERS). */
+  healthMaxWatchers?: number;
 }
 
 export interface RunningService {
@@ -187,13 +205,15 @@ export function createParts(
 
 /** Both ports' Connect interceptors, outermost first: errors mapped in one place, then authentication. */
 function interceptorsFor(parts: ServiceParts, logger: Logger) {
-  return [errorInterceptor(logger), authInterceptor(parts.tokens)];
+  return [errorInterceptor(logger), authInterceptor(parts.tokens, parts.admins, targetPolicyFor(parts.credentials, parts.organizations, parts.cache))];
 }
 
 /** The files that describe what both ports answer (for reflection). */
 const SERVED_FILES = [file_credentials, file_admin, file_grpc_health_v1_health, file_grpc_reflection_v1_reflection];
 /** Every service both ports answer, health and reflection included (reflection lists these). */
 const SERVED_SERVICES = [CredentialService, OrganizationService, AdminService, HealthService, ServerReflection].map((s) => s.typeName);
+/** The services that need a token: all but health. */
+const GUARDED_SERVICES: ReadonlySet<string> = new Set(SERVED_SERVICES.filter((name) => name !== HealthService.typeName));
 
 /** The product's own services: the one place that says which implementation answers which RPC, on both ports. */
 export function apiRoutes(orm: Orm, parts: ServiceParts) {
@@ -219,11 +239,18 @@ export function routes(orm: Orm, parts: ServiceParts) {
  * The grpc-js server for internal callers: the product's services (all unary) through the
  * Connect implementations, health and reflection from grpc-health-check and @grpc/reflection.
  */
-export function createInternalGrpcServer(orm: Orm, parts: ServiceParts, logger: Logger): grpc.Server {
+export function createInternalGrpcServer(orm: Orm, parts: ServiceParts, logger: Logger, limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS): grpc.Server {
   const server = createGrpcJsServer({
     routes: apiRoutes(orm, parts),
     interceptors: interceptorsFor(parts, logger),
     maxReceiveMessageLength: MAX_REQUEST_BYTES,
+    serverOptions: {
+      // No request message is read before its token is accepted (health needs none).
+      interceptors: [grpcJsAuthenticateBeforeBody(GUARDED_SERVICES, beforeBodyCheck(parts.tokens, tokenCheck(parts.tokens)))],
+      // SETTINGS_MAX_CONCURRENT_STREAMS; a connection with no open stream is closed (GOAWAY) after the idle timeout.
+      "grpc.max_concurrent_streams": limits.maxStreamsPerConnection,
+      "grpc.max_connection_idle_ms": limits.idleTimeoutMs,
+    },
     // The caller's address (sourceKey) is read from the connection only when a handler audits.
     addressKey: sourceKey,
     logger,
@@ -327,12 +354,14 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
 
   const interceptors = interceptorsFor(parts, logger);
   const serviceRoutes = routes(orm, parts);
+  const limits: ConnectionLimits = { ...DEFAULT_CONNECTION_LIMITS, ...options.connectionLimits };
+  parts.health.maxWatchers = options.healthMaxWatchers ?? DEFAULT_HEALTH_MAX_WATCHERS;
 
   // gRPC on grpc-js: a fraction of connect-node's CPU per call (docs/performance.md).
-  const grpcServer = createInternalGrpcServer(orm, parts, logger);
+  const grpcServer = createInternalGrpcServer(orm, parts, logger, limits);
   let grpcPort: number;
   try {
-    grpcPort = await listenGrpcJsServer(grpcServer, options.host, options.port, grpcServerCredentials(options.tls));
+    grpcPort = await listenGrpcJsServer(grpcServer, options.host, options.port, grpcServerCredentials(options.tls), limits.maxConnections);
   } catch (error) {
     await listener.stop();
     await orm.close(true);
@@ -353,18 +382,25 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       return values;
     },
   });
-  const serve = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+  // No request body is read before its token is known to be good (connection-limits.ts); health needs none.
+  const serve = authenticateBeforeBody(GUARDED_SERVICES, beforeBodyCheck(parts.tokens, tokenCheck(parts.tokens)), (req, res) => {
     encodeGrpcMessageTrailer(res);
     clampTimeoutHeaders(req);
     handler(req, res);
-  };
+  });
   // With TLS, HTTP/1.1 is served too (ALPN picks), so Connect's JSON over plain HTTPS works from any client.
   const tls = options.tls;
-  const server = tls ? http2.createSecureServer({ ...tlsServerOptions(tls), allowHTTP1: true }, serve as never) : http2.createServer(serve);
+  const http2Options = { settings: { maxConcurrentStreams: limits.maxStreamsPerConnection } };
+  const server = tls
+    ? http2.createSecureServer({ ...tlsServerOptions(tls), ...http2Options, allowHTTP1: true, handshakeTimeout: limits.idleTimeoutMs }, serve as never)
+    : http2.createServer(http2Options, serve);
+  // A connection past the bound is closed at once; HTTP/1.1 connections (TLS only) count too.
+  server.maxConnections = limits.maxConnections;
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
+    closeWhenIdle(session, limits.idleTimeoutMs);
   });
   try {
     await new Promise<void>((resolve, reject) => {
@@ -375,7 +411,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       });
     });
   } catch (error) {
-    grpcServer.forceShutdown();
+    await shutdownGrpcJsServer(grpcServer, 0);
     await listener.stop();
     await orm.close(true);
     throw new StartupError(`cannot listen for Connect on ${options.host}:${options.connectPort}: ${(error as Error).message}`);
@@ -394,7 +430,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
         tls: options.tls,
       });
     } catch (error) {
-      grpcServer.forceShutdown();
+      await shutdownGrpcJsServer(grpcServer, 0);
       server.close();
       await listener.stop();
       await orm.close(true);

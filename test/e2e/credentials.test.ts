@@ -109,7 +109,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
     await page.getByRole("heading", { level: 1, name: "Provider Credentials" }).waitFor();
     // The sidebar: Provider Credentials first, the current page marked.
     const links = await page.getByRole("navigation", { name: "Main" }).getByRole("link").allInnerTexts();
-    expect(links).toEqual(["Provider Credentials", "Organizations & Teams", "Audit Log", "API Tokens"]);
+    expect(links).toEqual(["Provider Credentials", "Organizations & Teams", "Audit Log", "API Tokens", "Accounts"]);
     expect(await sidebar("Provider Credentials").getAttribute("aria-current")).toBe("page");
     // There is no organisation yet: said plainly, with the way out.
     expect(await text(page.getByRole("heading", { name: "No organizations yet" }))).toBe("No organizations yet");
@@ -294,9 +294,9 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
     expect(await success("is active")).toContain("“Renamed elsewhere” is active");
     expect(await text(credential.locator('[data-label="Status"] .badge').first())).toBe("Active");
     expect(await backgroundOf(credential.locator('[data-label="Status"] .badge').first())).toBe(GREEN_BADGE);
-    // The audit log names the person, and the portal's token that acted for them.
+    // The audit log names the person, their role, and the portal's token that acted for them.
     const events = await api("GET", `/api/audit-events?organization_id=${ORG.id}&action=credential.deactivate`);
-    expect(events.events[0].actor).toBe(`${ADMIN.email} via token:service-admin-token`);
+    expect(events.events[0].actor).toBe(`${ADMIN.email} (owner) via token:service-admin-token`);
   });
 
   it("deletes through a confirmation dialog that moves focus in and back", async () => {

@@ -388,7 +388,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("key health in the browser", () => {
     expect(policies.policies[0].updated_by).toBe(ADMIN.email);
     // The audit log names the person, and the portal's token that acted for them.
     const events = await api("GET", `/api/audit-events?organization_id=${ORG.id}&action=selection_strategy.set`);
-    expect(events.events[0].actor).toBe(`${ADMIN.email} via token:service-admin-token`);
+    expect(events.events[0].actor).toBe(`${ADMIN.email} (owner) via token:service-admin-token`);
   });
 
   it("no key material ever left the portal, and no page broke its Content-Security-Policy", async () => {

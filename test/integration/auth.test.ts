@@ -288,7 +288,7 @@ describe("revocation", () => {
   it("the store that revokes stops accepting the token at once", async () => {
     const store = new TokenStore(t.service.orm);
     const { token } = await store.create("instant", "resolve", "test");
-    expect(await store.authenticate(token)).toEqual({ name: "instant", scope: "resolve" });
+    expect(await store.authenticate(token)).toEqual({ name: "instant", scope: "resolve", organizations: null });
     await store.revoke("instant", "test");
     expect(await store.authenticate(token)).toBeUndefined();
   });
@@ -427,7 +427,7 @@ describe("token look-ups on the hot path", () => {
   });
 
   it("an unknown token asked for by many calls at once is one look-up, and every call is refused", async () => {
-    const { credentials } = t.clients("pc_unknown_token_for_the_stampede_test_000000");
+    const { credentials } = t.clients(`pct_${"U".repeat(43)}`);
     const counter = countTokenLookUps();
     try {
       const errors = await Promise.all(
@@ -448,26 +448,26 @@ describe("token look-ups on the hot path", () => {
     const counter = countTokenLookUps();
     try {
       const t0 = Date.now();
-      expect(await store.authenticate(token)).toEqual({ name: "renewed", scope: "resolve" });
+      expect(await store.authenticate(token)).toEqual({ name: "renewed", scope: "resolve", organizations: null });
       expect(counter.count).toBe(1);
       // Before three quarters of the window: answered from the cache, nothing sent.
       vi.setSystemTime(t0 + 3_000);
-      expect(store.cached(token)).toEqual({ name: "renewed", scope: "resolve" });
+      expect(store.cached(token)).toEqual({ name: "renewed", scope: "resolve", organizations: null });
       expect(counter.count).toBe(1);
       // After: still answered at once, and one renewal starts (not one per call).
       vi.setSystemTime(t0 + 4_000);
-      expect(store.cached(token)).toEqual({ name: "renewed", scope: "resolve" });
-      expect(store.cached(token)).toEqual({ name: "renewed", scope: "resolve" });
+      expect(store.cached(token)).toEqual({ name: "renewed", scope: "resolve", organizations: null });
+      expect(store.cached(token)).toEqual({ name: "renewed", scope: "resolve", organizations: null });
       await vi.waitFor(() => expect(counter.count).toBe(2), { timeout: 5_000, interval: 10 });
       // Past the first window's end the renewed entry answers without a look-up.
       vi.setSystemTime(t0 + 6_000);
       await new Promise((r) => setTimeout(r, 50));
-      expect(store.cached(token)).toEqual({ name: "renewed", scope: "resolve" });
+      expect(store.cached(token)).toEqual({ name: "renewed", scope: "resolve", organizations: null });
       expect(counter.count).toBe(2);
       // Revoked elsewhere (another replica): the next renewal finds it gone and drops it at once.
       await new TokenStore(t.service.orm).revoke("renewed", "test");
       vi.setSystemTime(t0 + 8_000);
-      expect(store.cached(token)).toEqual({ name: "renewed", scope: "resolve" });
+      expect(store.cached(token)).toEqual({ name: "renewed", scope: "resolve", organizations: null });
       await vi.waitFor(() => expect(store.cached(token)).toBeUndefined(), { timeout: 5_000, interval: 10 });
       expect(await store.authenticate(token)).toBeUndefined();
     } finally {

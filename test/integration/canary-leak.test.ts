@@ -469,7 +469,7 @@ describe("the canary's paths", () => {
     expect(signedIn.session).toBeDefined();
     session = signedIn.session!;
     const token = (await clients().admin.listApiTokens({})).apiTokens[0].name;
-    const params: Record<string, string> = { credential_id: canaryCredentials[0], organization_id: ORG, team_id: TEAM, name: token };
+    const params: Record<string, string> = { credential_id: canaryCredentials[0], organization_id: ORG, team_id: TEAM, name: token, email: ADMIN.email };
     const unknownParams = new Set<string>();
     const routes = discoverRoutes(path.join(ROOT, "portal/src/routes"));
     expect(routes.length).toBeGreaterThanOrEqual(10);

@@ -295,7 +295,15 @@ const MUTATING: Record<string, Case> = {
   "AdminService.CreateApiToken": async () => async () => {
     const name = unique("token");
     await admin.createApiToken({ name, scope: "resolve" });
-    return { audits: [audit("token.create", { target: name, details: ["scope"] })], notifications: [] };
+    return { audits: [audit("token.create", { target: name, details: ["scope", "organization_ids", "expires_at", "prefix"] })], notifications: [] };
+  },
+  "AdminService.RotateApiToken": async () => {
+    const name = unique("token");
+    await admin.createApiToken({ name, scope: "resolve" });
+    return async () => {
+      await admin.rotateApiToken({ name, overlapSeconds: 60 });
+      return { audits: [audit("token.rotate", { target: name, details: ["overlap_seconds", "previous_valid_until", "prefix"] })], notifications: [] };
+    };
   },
   "AdminService.RevokeApiToken": async () => {
     const name = unique("token");
@@ -303,6 +311,40 @@ const MUTATING: Record<string, Case> = {
     return async () => {
       await admin.revokeApiToken({ name });
       return { audits: [audit("token.revoke", { target: name })], notifications: [] };
+    };
+  },
+  "AdminService.CreateAdmin": async () => async () => {
+    const email = `${unique("account")}@example.com`;
+    await admin.createAdmin({ email, role: "viewer" });
+    return { audits: [audit("admin.create", { target: email, details: ["role", "organization_ids"] })], notifications: [] };
+  },
+  "AdminService.UpdateAdmin": async () => {
+    const email = `${unique("account")}@example.com`;
+    await admin.createAdmin({ email, role: "viewer" });
+    return async () => {
+      await admin.updateAdmin({ email, role: "editor" });
+      return { audits: [audit("admin.update", { target: email, details: ["role", "sessions_ended"] })], notifications: [] };
+    };
+  },
+  "AdminService.DeleteAdmin": async () => {
+    const email = `${unique("account")}@example.com`;
+    await admin.createAdmin({ email, role: "viewer" });
+    return async () => {
+      await admin.deleteAdmin({ email });
+      return { audits: [audit("admin.remove", { target: email, details: ["sessions_ended"] })], notifications: [] };
+    };
+  },
+  "AdminService.RevokeAdminSessions": async () => async () => {
+    await admin.revokeAdminSessions({ email: EMAIL });
+    return { audits: [audit("admin.sessions_revoked", { target: EMAIL, details: ["sessions_ended"] })], notifications: [] };
+  },
+  "AdminService.ChangePassword": async () => {
+    const email = `${unique("account")}@example.com`;
+    await admin.createAdmin({ email, role: "viewer", password: PASSWORD });
+    const { sessionToken } = await admin.signIn({ email, password: PASSWORD, source: "192.0.2.1" });
+    return async () => {
+      await admin.changePassword({ sessionToken, currentPassword: PASSWORD, newPassword: "seven quiet herons fold their maps" });
+      return { audits: [audit("admin.password_changed", { target: email, details: ["sessions_ended"] })], notifications: [] };
     };
   },
 };

@@ -470,7 +470,18 @@ describe("API tokens", () => {
   it("POST /api/tokens: 201 with the token once; it then works as a bearer token; 409 duplicate; 400 bad scope", async () => {
     const created = await api("POST", "/api/tokens", { body: { name: "automation", scope: "admin" } });
     expect(created.status, created.text).toBe(201);
-    expect(Object.keys(created.json).sort()).toEqual(["created_at", "created_by", "last_used_at", "name", "scope", "token"]);
+    expect(Object.keys(created.json).sort()).toEqual([
+      "created_at",
+      "created_by",
+      "expires_at",
+      "last_used_at",
+      "name",
+      "organization_ids",
+      "prefix",
+      "previous_valid_until",
+      "scope",
+      "token",
+    ]);
     expect(created.json).toMatchObject({ name: "automation", scope: "admin", created_by: "token:service-admin-token", last_used_at: null });
     const token = created.json.token as string;
     createdTokens.push(token);
@@ -487,7 +498,17 @@ describe("API tokens", () => {
     expect(list.status).toBe(200);
     expect(Object.keys(list.json)).toEqual(["tokens"]);
     const entry = list.json.tokens.find((t: { name: string }) => t.name === "automation");
-    expect(Object.keys(entry).sort()).toEqual(["created_at", "created_by", "last_used_at", "name", "scope"]);
+    expect(Object.keys(entry).sort()).toEqual([
+      "created_at",
+      "created_by",
+      "expires_at",
+      "last_used_at",
+      "name",
+      "organization_ids",
+      "prefix",
+      "previous_valid_until",
+      "scope",
+    ]);
 
     const revoked = await api("DELETE", "/api/tokens/automation");
     expect(revoked.status).toBe(200);

@@ -68,6 +68,12 @@ describe("deny by default", () => {
         "GET /tokens",
         "POST /tokens",
         "DELETE /tokens/{name}",
+        "POST /tokens/{name}/rotate",
+        "GET /accounts",
+        "POST /accounts",
+        "PUT /accounts/{email}",
+        "DELETE /accounts/{email}",
+        "POST /accounts/{email}/sign-out",
       ].sort(),
     );
     for (const item of Object.values(response.json.paths as Record<string, Record<string, { security?: unknown[] }>>)) {
@@ -77,7 +83,7 @@ describe("deny by default", () => {
 
   it("every operation in the OpenAPI document answers 401 without credentials, with a bad token, or a malformed header", async () => {
     const ops = await operations();
-    expect(ops.length).toBe(21);
+    expect(ops.length).toBe(27);
     // Valid input for each operation that takes a body, so that only authentication can fail.
     const bodies: Record<string, unknown> = {
       "POST /provider-credentials/create": { organization_id: "org-sec", provider: "openai", credential_name: "x", api_key: "sk-proj-abcdefghijkl" },
@@ -86,6 +92,8 @@ describe("deny by default", () => {
       "POST /organizations": { organization_id: "org-walk", name: "Walk" },
       "POST /organizations/{organization_id}/teams": { team_id: "team-walk", name: "Walk" },
       "POST /tokens": { name: "walk", scope: "admin" },
+      "POST /accounts": { email: "walk@example.com", role: "viewer" },
+      "PUT /accounts/{email}": { role: "viewer" },
     };
     for (const op of ops) {
       const variants: Array<Record<string, string>> = [{}, { authorization: "Bearer pct_not-a-real-token" }, { authorization: "Basic dXNlcjpwYXNz" }];

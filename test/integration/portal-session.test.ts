@@ -232,10 +232,10 @@ describe("what a signed-in administrator does is recorded under their name", () 
 
     const events = await api("GET", `/api/audit-events?credential_id=${created.json.credential_id}`);
     expect(events.json.events.map((e: { action: string; actor: string }) => [e.action, e.actor])).toEqual([
-      // The portal acts with its own token for the signed-in administrator: the audit log names both.
-      ["credential.deactivate", `${BOB.email} via token:service-admin-token`],
-      ["credential.update", `${BOB.email} via token:service-admin-token`],
-      ["credential.create", `${ALICE.email} via token:service-admin-token`],
+      // The portal acts with its own token for the signed-in administrator: the audit log names both, and the account's role.
+      ["credential.deactivate", `${BOB.email} (owner) via token:service-admin-token`],
+      ["credential.update", `${BOB.email} (owner) via token:service-admin-token`],
+      ["credential.create", `${ALICE.email} (owner) via token:service-admin-token`],
     ]);
   });
 

@@ -77,7 +77,10 @@ describe("tRPC procedures via createCaller", () => {
   });
 
   it("a session caller acts through the portal's token, and the service records the administrator", async () => {
-    const api = callerFor({ kind: "session", admin: { adminId: "00000000-0000-4000-8000-000000000001", email: "dana@example.com" } });
+    const api = callerFor({
+      kind: "session",
+      admin: { adminId: "00000000-0000-4000-8000-000000000001", email: "dana@example.com", role: "owner", organizationIds: [] },
+    });
     const credential = await api.credentials.create({
       organization_id: "org-trpc",
       provider: "openai",
@@ -92,7 +95,10 @@ describe("tRPC procedures via createCaller", () => {
   it("key health for a session caller: a check refused before saving is 409 naming api_key; checks and strategies name the person", async () => {
     const fake = await startFakeProvider({ keys: { "sk-good-0123456789abcdef": "valid" } });
     try {
-      const api = callerFor({ kind: "session", admin: { adminId: "00000000-0000-4000-8000-000000000001", email: "dana@example.com" } });
+      const api = callerFor({
+        kind: "session",
+        admin: { adminId: "00000000-0000-4000-8000-000000000001", email: "dana@example.com", role: "owner", organizationIds: [] },
+      });
       const refused = await failure(
         api.credentials.create({
           organization_id: "org-trpc",

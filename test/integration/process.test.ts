@@ -80,7 +80,7 @@ describe("npm start on the embedded default", () => {
     expect(first.output()).toContain(`set a new one with: DATA_DIR=${dataDir} npm run admin -- reset-password --email admin@localhost`);
     expect(first.output()).toContain(`create more with: DATA_DIR=${dataDir} npm run token -- create`);
     const listed = await run(TSX, ["service/src/cli/admin.ts", "list"], { env: { PATH: process.env.PATH, HOME: process.env.HOME, DATA_DIR: dataDir } });
-    expect(listed.stdout).toMatch(/^admin@localhost\s+created /m);
+    expect(listed.stdout).toMatch(/^admin@localhost\s+owner\s+all organisations\s+enabled\s+last sign-in never\s+created /m);
 
     first.child.kill("SIGTERM");
     expect(await first.exited).toBe(0);
@@ -164,7 +164,8 @@ describe("npm start with DATABASE_URL", () => {
     expect(token).toMatch(/^pct_[A-Za-z0-9_-]{43}$/);
     expect(created.stderr).toContain('Created resolve token "gateway"');
     const listed = await run(TSX, ["service/src/cli/token.ts", "list"], { env });
-    expect(listed.stdout).toMatch(/gateway\s+resolve/);
+    expect(listed.stdout).toMatch(/^gateway\s+pct_[A-Za-z0-9_-]{6}…\s+resolve\s+organisations all\s+never expires\s+last used never$/m);
+    expect(listed.stdout).toContain(`${token.slice(0, 10)}…`); // its prefix, to tell which token a leaked secret is
     expect(listed.stdout).not.toContain(token);
     const duplicate = await run(TSX, ["service/src/cli/token.ts", "create", "--name", "gateway", "--scope", "admin"], { env }).catch((e) => e);
     expect(duplicate.code).toBe(1);

@@ -9,7 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { createLogger } from "../../service/src/logger.js";
 import { generateMasterKey } from "../../service/src/keyring/keyring.js";
@@ -144,6 +144,9 @@ describe("TLS", () => {
         });
         const res = await createClient(OrganizationService, transport).listOrganizations({});
         expect(res.organizations).toEqual([]);
+        // Without a token: refused before the body is read, over HTTP/1.1 as over HTTP/2 (docs/security.md).
+        const anonymous = createConnectTransport({ baseUrl: `https://127.0.0.1:${service.connectPort}`, httpVersion, nodeOptions: { ca } });
+        await expect(createClient(OrganizationService, anonymous).listOrganizations({})).rejects.toMatchObject({ code: Code.Unauthenticated });
       }
       const grpcOverConnectPort = createGrpcTransport({ baseUrl: `https://127.0.0.1:${service.connectPort}`, nodeOptions: { ca }, interceptors: [auth] });
       expect((await createClient(OrganizationService, grpcOverConnectPort).listOrganizations({})).organizations).toEqual([]);

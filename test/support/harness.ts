@@ -92,7 +92,19 @@ export async function startTestService(options: TestServiceOptions = {}): Promis
     apiBaseAllow: options.apiBaseAllow ?? "127.0.0.1",
   });
   const address = `127.0.0.1:${service.port}`;
+  // One transport (one HTTP/2 connection) per protocol, token and headers, as a real client keeps: a test that
+  // makes thousands of calls must not open thousands of connections (the service caps them, RPC_MAX_CONNECTIONS).
+  const transports = new Map<string, Transport>();
   const transport = (protocol: "grpc" | "grpc-web" | "connect", token?: string, extra: Record<string, string> = {}) => {
+    const key = JSON.stringify([protocol, token ?? null, extra]);
+    let made = transports.get(key);
+    if (!made) {
+      made = newTransport(protocol, token, extra);
+      transports.set(key, made);
+    }
+    return made;
+  };
+  const newTransport = (protocol: "grpc" | "grpc-web" | "connect", token?: string, extra: Record<string, string> = {}): Transport => {
     // gRPC goes to the grpc-js port, as internal callers do; Connect and gRPC-Web to connect-node's.
     const baseUrl = protocol === "grpc" ? `http://${address}` : `http://127.0.0.1:${service.connectPort}`;
     const auth: Interceptor = (next) => (req) => {

@@ -89,35 +89,39 @@ describe("TokenStore when the database cannot be reached", () => {
     const statement = {
       timeout: async () => {
         if (fail) throw fail;
-        return { rows: [{ name: "gateway", scope: "resolve" }] };
+        return { rows: [{ name: "gateway", scope: "resolve", organization_ids: null, expires_at: null, current: true, previous_valid_until: null }] };
       },
     };
     const orm = { em: { getConnection: () => ({ getKnex: () => ({ raw: () => statement }) }) } } as unknown as Orm;
     return { tokens: new TokenStore(orm, { cacheTtlMs: 50, outageGraceMs }), down: (e?: Error) => (fail = e) };
   }
   const refused = Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" });
+  // Shaped like real tokens: anything else is refused without asking the database.
+  const KNOWN = `pct_${"k".repeat(43)}`;
+  const UNKNOWN = `pct_${"u".repeat(43)}`;
+  const GATEWAY = { name: "gateway", scope: "resolve", organizations: null };
 
   it("accepts a token it looked up recently for the grace window past its cache entry, and no longer", async () => {
     const { tokens, down } = store(200);
-    expect(await tokens.authenticate("pct_known")).toEqual({ name: "gateway", scope: "resolve" });
+    expect(await tokens.authenticate(KNOWN)).toEqual(GATEWAY);
     down(refused);
     wait(80); // cache entry expired, grace not
-    expect(await tokens.authenticate("pct_known")).toEqual({ name: "gateway", scope: "resolve" });
-    await expect(tokens.authenticate("pct_unknown")).rejects.toBe(refused);
+    expect(await tokens.authenticate(KNOWN)).toEqual(GATEWAY);
+    await expect(tokens.authenticate(UNKNOWN)).rejects.toBe(refused);
     wait(250); // grace over
-    await expect(tokens.authenticate("pct_known")).rejects.toBe(refused);
+    await expect(tokens.authenticate(KNOWN)).rejects.toBe(refused);
   });
 
   it("never for errors other than an unreachable database, nor without a grace window", async () => {
     const other = store(10_000);
-    await other.tokens.authenticate("pct_known");
+    await other.tokens.authenticate(KNOWN);
     other.down(new Error("syntax error"));
     wait(80);
-    await expect(other.tokens.authenticate("pct_known")).rejects.toThrow("syntax error");
+    await expect(other.tokens.authenticate(KNOWN)).rejects.toThrow("syntax error");
     const none = store(0);
-    await none.tokens.authenticate("pct_known");
+    await none.tokens.authenticate(KNOWN);
     none.down(refused);
     wait(80);
-    await expect(none.tokens.authenticate("pct_known")).rejects.toBe(refused);
+    await expect(none.tokens.authenticate(KNOWN)).rejects.toBe(refused);
   });
 });

@@ -1,11 +1,19 @@
 import { takeFlash } from "$lib/server/page-actions";
+import type { PageAccount } from "$lib/roles";
+import type { SignedInAdmin } from "$lib/server/trpc/context";
 import type { LayoutServerLoad } from "./$types";
+
+/** What the pages know of the signed-in account: enough to hide the buttons its role cannot use. */
+function pageAccount(admin: SignedInAdmin | null): PageAccount | null {
+  if (!admin) return null;
+  return { email: admin.email, role: admin.role, organization_ids: admin.organizationIds.length === 0 ? null : [...admin.organizationIds] };
+}
 
 export const load: LayoutServerLoad = (event) => {
   // Runs again on every navigation (it reads the URL), so a message is shown on the next page only.
   void event.url.href;
   return {
-    admin: event.locals.admin ? { email: event.locals.admin.email } : null,
+    admin: pageAccount(event.locals.admin),
     flash: takeFlash(event),
   };
 };

@@ -1,9 +1,13 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { LRUCache } from "lru-cache";
+import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Orm } from "../db/orm.js";
 import { runChange } from "../db/change.js";
 import { toDate } from "../db/errors.js";
 import { ServiceError, invalid } from "../errors.js";
 import type { Actor } from "../credentials/credential-store.js";
+import { validateId } from "../credentials/validation.js";
+import type { AccountDirectory, AccountGrant, AccountRole } from "../auth/tokens.js";
 import { dummyPasswordHash, generatePassword, hashPassword, PASSWORD_MAX_LENGTH, passwordProblem, verifyPassword } from "./passwords.js";
 
 export interface AdminView {
@@ -11,6 +15,10 @@ export interface AdminView {
   email: string;
   createdAt: Date;
   lastSignInAt: Date | null;
+  role: AccountRole;
+  /** The organisations the account is limited to; null: every organisation. */
+  organizations: string[] | null;
+  disabled: boolean;
 }
 
 export interface SessionView {
@@ -26,6 +34,15 @@ export const SIGN_IN_WINDOW_MS = 15 * 60 * 1000;
 export const SIGN_IN_MAX_FAILURES = 10;
 /** Failures for one account from all addresses within the window, after which only addresses without a failure for it are judged. */
 export const SIGN_IN_ACCOUNT_MAX_FAILURES = 10;
+
+export const ACCOUNT_ROLES: readonly AccountRole[] = ["owner", "editor", "viewer"];
+/** The most organisations one account may be limited to. */
+export const MAX_ACCOUNT_ORGANIZATIONS = 1000;
+/** How long this replica trusts an account's role, organisations and disabled flag read for the policy (ms). */
+export const ACCOUNT_CACHE_TTL_MS = 5_000;
+/** The most accounts whose grants one replica keeps at once. */
+const ACCOUNT_CACHE_MAX = 10_000;
+const ROLE_RANK: Record<AccountRole, number> = { viewer: 0, editor: 1, owner: 2 };
 
 /** Sign-in admissions in flight at once in one process: the others wait in memory, not holding database connections. */
 const ADMISSIONS_AT_ONCE = 2;
@@ -53,13 +70,57 @@ export function validatePassword(password: string, email: string, field = "passw
   return password;
 }
 
+export function validateRole(value: string, field = "role"): AccountRole {
+  if (value === "") throw invalid(field, "is required: owner, editor or viewer");
+  const role = ACCOUNT_ROLES.find((r) => r === value);
+  if (!role) throw invalid(field, "must be owner, editor or viewer");
+  return role;
+}
+
+/** An account's organisations as given (syntax only, duplicates dropped): null when empty, meaning every organisation. */
+export function validateOrganizationIds(values: readonly string[], field = "organization_ids"): string[] | null {
+  if (values.length > MAX_ACCOUNT_ORGANIZATIONS) throw invalid(field, `must list at most ${MAX_ACCOUNT_ORGANIZATIONS} organisations`);
+  const ids = values.map((v, i) => validateId(`${field}[${i}]`, v));
+  return ids.length === 0 ? null : [...new Set(ids)];
+}
+
+/** What create and update call the request's fields in their errors (the RPC's by default; the CLI names its flags). */
+export interface AccountFields {
+  role?: string;
+  organizations?: string;
+}
+
+export interface CreateAccountOptions {
+  /** Default owner. */
+  role?: string;
+  /** Empty or null: every organisation (the only choice for an owner). */
+  organizations?: readonly string[] | null;
+  fields?: AccountFields;
+}
+
+export interface AccountChanges {
+  role?: string;
+  /** A new list (empty or null: every organisation); undefined leaves it as it is. */
+  organizations?: readonly string[] | null;
+  disabled?: boolean;
+}
+
 const hashSession = (token: string) => createHash("sha256").update(token, "utf8").digest("hex");
+
+const ADMIN_COLUMNS = ["id", "email", "created_at", "last_sign_in_at", "role", "organization_ids", "disabled_at"];
+const columns = (alias = "") => ADMIN_COLUMNS.map((c) => alias + c).join(", ");
+/** A JSON array of text bound as one parameter, as text[] (null stays null). */
+const TEXT_ARRAY = "(select array_agg(x order by n) from jsonb_array_elements_text(?::jsonb) with ordinality as t(x, n))";
+const textArray = (ids: readonly string[] | null) => (ids === null ? null : JSON.stringify(ids));
 
 interface AdminRow {
   id: string;
   email: string;
   created_at: Date | string;
   last_sign_in_at: Date | string | null;
+  role: AccountRole;
+  organization_ids: string[] | null;
+  disabled_at: Date | string | null;
 }
 
 const view = (row: AdminRow): AdminView => ({
@@ -67,23 +128,66 @@ const view = (row: AdminRow): AdminView => ({
   email: row.email,
   createdAt: toDate(row.created_at),
   lastSignInAt: toDate(row.last_sign_in_at),
+  role: row.role,
+  organizations: row.organization_ids,
+  disabled: row.disabled_at !== null,
 });
 
+const ownerNeverLimited = (field: string) =>
+  invalid(field, "an owner is never limited to organisations: leave the list empty, or choose the editor or viewer role");
+
+/** Whether going from `before` to `after` takes any organisation away. */
+function narrows(before: readonly string[] | null, after: readonly string[] | null): boolean {
+  if (after === null) return false;
+  if (before === null) return true;
+  return before.some((id) => !after.includes(id));
+}
+
+/** The first of `ids` that names no organisation, refused naming its index in `field`. */
+async function requireOrganizations(em: EntityManager, ids: readonly string[], all: readonly string[], field: string): Promise<void> {
+  if (ids.length === 0) return;
+  const [missing]: Array<{ id: string }> = await em
+    .getConnection()
+    .execute(
+      "select x as id from jsonb_array_elements_text(?::jsonb) with ordinality as t(x, n) where not exists (select 1 from organizations o where o.id = t.x) order by n limit 1",
+      [JSON.stringify(ids)],
+      "all",
+      em.getTransactionContext(),
+    );
+  if (missing) {
+    const name = `${field}[${all.indexOf(missing.id)}]`;
+    throw new ServiceError("not_found", `${name}: organization "${missing.id}" not found`, name);
+  }
+}
+
+const lastOwner = (email: string, what: string) =>
+  new ServiceError(
+    "failed_precondition",
+    `email: "${email}" is the last enabled owner and cannot be ${what}; make another account an owner first`,
+    "email",
+    undefined,
+    "LAST_OWNER",
+  );
+
 /**
- * Administrators and their server-side sessions. Passwords are scrypt hashes;
+ * Administrators (portal accounts) and their server-side sessions. Passwords are scrypt hashes;
  * sessions are random 256-bit ids of which only a SHA-256 is stored; sign-in
- * failures are rate-limited per account and per address from the audit log,
- * so the limit holds across replicas.
+ * failures are rate-limited per account and per address, so the limit holds across replicas.
+ * As an AccountDirectory it tells the policy an account's role, organisations and disabled flag,
+ * cached for at most ACCOUNT_CACHE_TTL_MS (forgotten at once on this replica when changed here).
  */
 export interface AdminStoreOptions {
   /** How long a session lasts after sign-in, used or not (ms; default DEFAULT_SESSION_LIFETIME_HOURS). */
   sessionLifetimeMs?: number;
 }
 
-export class AdminStore {
+export class AdminStore implements AccountDirectory {
   private readonly sessionLifetimeMs: number;
   private admissions = 0;
   private readonly admissionQueue: Array<() => void> = [];
+  private readonly grants = new LRUCache<string, { grant: AccountGrant | undefined }>({ max: ACCOUNT_CACHE_MAX, ttl: ACCOUNT_CACHE_TTL_MS });
+  /** Bumped by every change here: a read that started before it is not cached. */
+  private grantGeneration = 0;
 
   constructor(
     private readonly orm: Orm,
@@ -96,37 +200,177 @@ export class AdminStore {
     return this.orm.em.getConnection().execute(query, params);
   }
 
+  /** AccountDirectory: the account `email` names as the policy needs it, or undefined when there is none. */
+  account(emailInput: string): AccountGrant | undefined | Promise<AccountGrant | undefined> {
+    const email = emailInput.trim().toLowerCase();
+    if (email.length > 128 || !EMAIL_PATTERN.test(email)) return undefined;
+    const cached = this.grants.get(email);
+    if (cached) return cached.grant;
+    return this.loadGrant(email);
+  }
+
+  private async loadGrant(email: string): Promise<AccountGrant | undefined> {
+    const generation = this.grantGeneration;
+    const [row] = await this.sql<Pick<AdminRow, "email" | "role" | "organization_ids" | "disabled_at">>(
+      "select email, role, organization_ids, disabled_at from admin_users where lower(email) = ?",
+      [email],
+    );
+    const grant: AccountGrant | undefined = row
+      ? Object.freeze({
+          email: row.email,
+          role: row.role,
+          organizations: row.organization_ids === null ? null : new Set(row.organization_ids),
+          disabled: row.disabled_at !== null,
+        })
+      : undefined;
+    if (generation === this.grantGeneration) this.grants.set(email, { grant });
+    return grant;
+  }
+
+  /** Forgets what this replica cached about `email` (after a change commits, and as it starts). */
+  private forget(email: string): void {
+    this.grantGeneration += 1;
+    this.grants.delete(email);
+  }
+
   async count(): Promise<number> {
     const [row] = await this.sql<{ n: string }>("select count(*) as n from admin_users");
     return Number(row.n);
   }
 
   /**
-   * Creates an administrator; without a password one is generated. Returns the password (shown once).
-   * A chosen password that validatePassword refuses is INVALID_ARGUMENT naming `passwordField`.
+   * Creates an account (an owner unless `options.role` says otherwise); without a password one is generated.
+   * Returns the password (shown once). A chosen password that validatePassword refuses is INVALID_ARGUMENT naming
+   * `passwordField`; organisations must exist and are refused for an owner.
    */
-  async create(emailInput: string, passwordInput: string | undefined, by: Actor, passwordField = "password"): Promise<{ admin: AdminView; password: string }> {
+  async create(
+    emailInput: string,
+    passwordInput: string | undefined,
+    by: Actor,
+    passwordField = "password",
+    options: CreateAccountOptions = {},
+  ): Promise<{ admin: AdminView; password: string }> {
+    const roleField = options.fields?.role ?? "role";
+    const organizationsField = options.fields?.organizations ?? "organization_ids";
     const email = validateEmail(emailInput);
+    const role = options.role === undefined ? "owner" : validateRole(options.role, roleField);
+    const organizations = validateOrganizationIds(options.organizations ?? [], organizationsField);
+    if (role === "owner" && organizations !== null) throw ownerNeverLimited(organizationsField);
     const password = passwordInput === undefined ? generatePassword() : validatePassword(passwordInput, email, passwordField);
     const now = new Date();
-    const row: AdminRow = { id: randomUUID(), email, created_at: now, last_sign_in_at: null };
+    const row: AdminRow = { id: randomUUID(), email, created_at: now, last_sign_in_at: null, role, organization_ids: organizations, disabled_at: null };
     const passwordHash = await hashPassword(password);
-    await runChange(
-      this.orm,
-      async ({ em, audit }) => {
-        await em
-          .getConnection()
-          .execute(
-            "insert into admin_users (id, email, password_hash, created_at, updated_at) values (?, ?, ?, ?, ?)",
-            [row.id, email, passwordHash, now, now],
-            "run",
-            em.getTransactionContext(),
-          );
-        audit({ ...by, action: "admin.create", target: email });
-      },
-      { constraints: { unique: () => new ServiceError("already_exists", `email: an administrator with email "${email}" already exists`, "email") } },
-    );
+    try {
+      await runChange(
+        this.orm,
+        async ({ em, audit }) => {
+          if (organizations) await requireOrganizations(em, organizations, organizations, organizationsField);
+          await em
+            .getConnection()
+            .execute(
+              `insert into admin_users (id, email, password_hash, created_at, updated_at, role, organization_ids) values (?, ?, ?, ?, ?, ?, ${TEXT_ARRAY})`,
+              [row.id, email, passwordHash, now, now, role, textArray(organizations)],
+              "run",
+              em.getTransactionContext(),
+            );
+          audit({ ...by, action: "admin.create", target: email, details: { role, organization_ids: organizations } });
+        },
+        { constraints: { unique: () => new ServiceError("already_exists", `email: an administrator with email "${email}" already exists`, "email") } },
+      );
+    } finally {
+      this.forget(email);
+    }
     return { admin: view(row), password };
+  }
+
+  /**
+   * Changes an account's role, organisations or disabled flag. A change that takes rights away (a lower role,
+   * fewer organisations, disabling) ends every session of the account. The last enabled owner cannot be
+   * demoted or disabled: every account's row is locked first, so concurrent changes cannot leave none.
+   */
+  async update(emailInput: string, changes: AccountChanges, by: Actor, fields: AccountFields = {}): Promise<{ admin: AdminView; sessionsEnded: number }> {
+    const roleField = fields.role ?? "role";
+    const organizationsField = fields.organizations ?? "organization_ids";
+    const email = validateEmail(emailInput);
+    const newRole = changes.role === undefined ? undefined : validateRole(changes.role, roleField);
+    const newOrganizations = changes.organizations === undefined ? undefined : validateOrganizationIds(changes.organizations ?? [], organizationsField);
+    if (newRole === "owner" && newOrganizations !== undefined && newOrganizations !== null) throw ownerNeverLimited(organizationsField);
+    try {
+      return await runChange(this.orm, async ({ em, audit }) => {
+        const conn = em.getConnection();
+        const ctx = em.getTransactionContext();
+        const rows: AdminRow[] = await conn.execute(`select ${columns()} from admin_users order by id for update`, [], "all", ctx);
+        const current = rows.find((a) => a.email.toLowerCase() === email);
+        if (!current) throw new ServiceError("not_found", `email: no administrator with email "${email}"`, "email");
+        const role = newRole ?? current.role;
+        const organizations = newOrganizations === undefined ? current.organization_ids : newOrganizations;
+        const wasDisabled = current.disabled_at !== null;
+        const disabled = changes.disabled ?? wasDisabled;
+        if (role === "owner" && organizations !== null) {
+          throw newOrganizations === undefined
+            ? invalid(roleField, `"${email}" is limited to organisations and an owner never is: also give an empty list of organisations`)
+            : ownerNeverLimited(organizationsField);
+        }
+        const otherOwners = rows.filter((a) => a.id !== current.id && a.role === "owner" && a.disabled_at === null).length;
+        if (current.role === "owner" && !wasDisabled && otherOwners === 0) {
+          if (role !== "owner") throw lastOwner(email, "demoted");
+          if (disabled) throw lastOwner(email, "disabled");
+        }
+        const changed: Record<string, { from: unknown; to: unknown }> = {};
+        if (role !== current.role) changed.role = { from: current.role, to: role };
+        if (JSON.stringify(organizations) !== JSON.stringify(current.organization_ids)) {
+          changed.organization_ids = { from: current.organization_ids, to: organizations };
+        }
+        if (disabled !== wasDisabled) changed.disabled = { from: wasDisabled, to: disabled };
+        if (Object.keys(changed).length === 0) return { admin: view(current), sessionsEnded: 0 };
+        if (newOrganizations) {
+          const added = newOrganizations.filter((id) => !(current.organization_ids ?? []).includes(id));
+          await requireOrganizations(em, added, newOrganizations, organizationsField);
+        }
+        const [row]: AdminRow[] = await conn.execute(
+          `update admin_users set role = ?, organization_ids = ${TEXT_ARRAY},
+             disabled_at = case when ? then coalesce(disabled_at, now()) else null end, updated_at = now()
+           where id = ? returning ${columns()}`,
+          [role, textArray(organizations), disabled, current.id],
+          "all",
+          ctx,
+        );
+        const reduces = ROLE_RANK[role] < ROLE_RANK[current.role] || (disabled && !wasDisabled) || narrows(current.organization_ids, organizations);
+        let sessionsEnded = 0;
+        if (reduces) {
+          const ended: Array<{ id_hash: string }> = await conn.execute(
+            "update admin_sessions set revoked_at = now() where admin_id = ? and revoked_at is null returning id_hash",
+            [current.id],
+            "all",
+            ctx,
+          );
+          sessionsEnded = ended.length;
+        }
+        audit({ ...by, action: "admin.update", target: email, details: { ...changed, sessions_ended: sessionsEnded } });
+        return { admin: view(row), sessionsEnded };
+      });
+    } finally {
+      this.forget(email);
+    }
+  }
+
+  /** Ends every session of the account, audited. */
+  async revokeSessions(emailInput: string, by: Actor): Promise<{ sessionsEnded: number }> {
+    const email = validateEmail(emailInput);
+    return runChange(this.orm, async ({ em, audit }) => {
+      const conn = em.getConnection();
+      const ctx = em.getTransactionContext();
+      const [account]: Array<{ id: string }> = await conn.execute("select id from admin_users where lower(email) = ?", [email], "all", ctx);
+      if (!account) throw new ServiceError("not_found", `email: no administrator with email "${email}"`, "email");
+      const ended: Array<{ id_hash: string }> = await conn.execute(
+        "update admin_sessions set revoked_at = now() where admin_id = ? and revoked_at is null returning id_hash",
+        [account.id],
+        "all",
+        ctx,
+      );
+      audit({ ...by, action: "admin.sessions_revoked", target: email, details: { sessions_ended: ended.length } });
+      return { sessionsEnded: ended.length };
+    });
   }
 
   /** Sets a new password (generated when not given) and revokes every session of the administrator. */
@@ -151,43 +395,89 @@ export class AdminStore {
   }
 
   /**
-   * Removes an administrator and ends every session of theirs, audited. Refused (FAILED_PRECONDITION) for the
-   * last administrator: every administrator's row is locked first, so concurrent removals cannot leave none.
+   * The session's own account changes its password, given the current one. A wrong current password gets the
+   * same answer as a failed sign-in and counts against the same limits. Every other session of the account ends.
    */
-  async remove(emailInput: string, by: Actor): Promise<{ sessionsEnded: number }> {
-    const email = validateEmail(emailInput);
+  async changePassword(sessionToken: string, currentPassword: string, newPassword: string, source: string | null): Promise<{ sessionsEnded: number }> {
+    const { admin } = await this.getSession(sessionToken);
+    validatePassword(newPassword, admin.email, "new_password");
+    const attempt = await this.admitAttempt(admin.email, source ?? "");
+    const [row] = await this.sql<{ password_hash: string }>("select password_hash from admin_users where id = ? and disabled_at is null", [admin.id]);
+    const ok = await verifyPassword(currentPassword.slice(0, PASSWORD_MAX_LENGTH), row?.password_hash ?? (await dummyPasswordHash()));
+    if (!row || !ok) {
+      await runChange(this.orm, async ({ audit }) =>
+        audit({ actor: admin.email, action: "admin.sign_in_failed", target: admin.email, source, details: { during: "change_password" } }),
+      );
+      throw new ServiceError("unauthenticated", "invalid email or password");
+    }
+    const passwordHash = await hashPassword(newPassword);
     return runChange(this.orm, async ({ em, audit }) => {
       const conn = em.getConnection();
       const ctx = em.getTransactionContext();
-      const admins: Array<{ id: string; email: string }> = await conn.execute("select id, email from admin_users order by id for update", [], "all", ctx);
-      const target = admins.find((a) => a.email.toLowerCase() === email);
-      if (!target) throw new ServiceError("not_found", `email: no administrator with email "${email}"`, "email");
-      if (admins.length === 1) {
-        throw new ServiceError(
-          "failed_precondition",
-          `email: "${email}" is the last administrator and cannot be removed; create another one first`,
-          "email",
-          undefined,
-          "LAST_ADMINISTRATOR",
-        );
-      }
-      const ended: Array<{ id_hash: string }> = await conn.execute(
-        "delete from admin_sessions where admin_id = ? and revoked_at is null returning id_hash",
-        [target.id],
+      const updated: Array<{ id: string }> = await conn.execute(
+        "update admin_users set password_hash = ?, updated_at = now() where id = ? and disabled_at is null returning id",
+        [passwordHash, admin.id],
         "all",
         ctx,
       );
-      await conn.execute("delete from admin_users where id = ?", [target.id], "run", ctx);
-      audit({ ...by, action: "admin.remove", target: email, details: { sessions_ended: ended.length } });
+      if (updated.length === 0) throw new ServiceError("unauthenticated", "session expired or signed out");
+      const ended: Array<{ id_hash: string }> = await conn.execute(
+        "update admin_sessions set revoked_at = now() where admin_id = ? and id_hash <> ? and revoked_at is null returning id_hash",
+        [admin.id, hashSession(sessionToken)],
+        "all",
+        ctx,
+      );
+      await conn.execute("delete from admin_sign_in_attempts where id = ?", [attempt], "run", ctx);
+      audit({ actor: admin.email, action: "admin.password_changed", target: admin.email, source, details: { sessions_ended: ended.length } });
       return { sessionsEnded: ended.length };
     });
   }
 
-  async list(): Promise<AdminView[]> {
-    return (await this.sql<AdminRow>("select id, email, created_at, last_sign_in_at from admin_users order by email")).map(view);
+  /**
+   * Removes an administrator and ends every session of theirs, audited. Refused (FAILED_PRECONDITION) for the
+   * last administrator and for the last enabled owner: every administrator's row is locked first, so concurrent
+   * removals cannot leave none.
+   */
+  async remove(emailInput: string, by: Actor): Promise<{ sessionsEnded: number }> {
+    const email = validateEmail(emailInput);
+    try {
+      return await runChange(this.orm, async ({ em, audit }) => {
+        const conn = em.getConnection();
+        const ctx = em.getTransactionContext();
+        const admins: AdminRow[] = await conn.execute(`select ${columns()} from admin_users order by id for update`, [], "all", ctx);
+        const target = admins.find((a) => a.email.toLowerCase() === email);
+        if (!target) throw new ServiceError("not_found", `email: no administrator with email "${email}"`, "email");
+        if (admins.length === 1) {
+          throw new ServiceError(
+            "failed_precondition",
+            `email: "${email}" is the last administrator and cannot be removed; create another one first`,
+            "email",
+            undefined,
+            "LAST_ADMINISTRATOR",
+          );
+        }
+        const enabledOwner = (a: AdminRow) => a.role === "owner" && a.disabled_at === null;
+        if (enabledOwner(target) && !admins.some((a) => a.id !== target.id && enabledOwner(a))) throw lastOwner(email, "removed");
+        const ended: Array<{ id_hash: string }> = await conn.execute(
+          "delete from admin_sessions where admin_id = ? and revoked_at is null returning id_hash",
+          [target.id],
+          "all",
+          ctx,
+        );
+        await conn.execute("delete from admin_users where id = ?", [target.id], "run", ctx);
+        audit({ ...by, action: "admin.remove", target: email, details: { sessions_ended: ended.length } });
+        return { sessionsEnded: ended.length };
+      });
+    } finally {
+      this.forget(email);
+    }
   }
 
-  /** Checks the password and opens a session. Every failure looks the same to the caller. */
+  async list(): Promise<AdminView[]> {
+    return (await this.sql<AdminRow>(`select ${columns()} from admin_users order by email`)).map(view);
+  }
+
+  /** Checks the password and opens a session. Every failure looks the same to the caller, a disabled account's too. */
   async signIn(emailInput: string, password: string, source: string | null, userAgent: string | null): Promise<{ token: string; session: SessionView }> {
     const email = emailInput.trim().toLowerCase().slice(0, 254);
     // Only an email address can name an account. Anything else typed into the field (a password,
@@ -197,15 +487,13 @@ export class AdminStore {
     const [row] =
       account === null
         ? []
-        : await this.sql<AdminRow & { password_hash: string }>(
-            "select id, email, created_at, last_sign_in_at, password_hash from admin_users where lower(email) = ?",
-            [account],
-          );
+        : await this.sql<AdminRow & { password_hash: string }>(`select ${columns()}, password_hash from admin_users where lower(email) = ?`, [account]);
     const ok = await verifyPassword(password.slice(0, PASSWORD_MAX_LENGTH), row?.password_hash ?? (await dummyPasswordHash()));
-    if (!row || !ok) {
+    if (!row || !ok || row.disabled_at !== null) {
       // The attempt's row stays: it now counts as a failure until it leaves the window.
       const actor = account ?? (email === "" ? "(empty)" : "(not an email address)");
-      await runChange(this.orm, async ({ audit }) => audit({ actor, action: "admin.sign_in_failed", target: account, source }));
+      const details = row && ok ? { account_disabled: true } : undefined;
+      await runChange(this.orm, async ({ audit }) => audit({ actor, action: "admin.sign_in_failed", target: account, source, details }));
       throw new ServiceError("unauthenticated", "invalid email or password");
     }
     const token = randomBytes(32).toString("base64url");
@@ -229,7 +517,7 @@ export class AdminStore {
 
   /**
    * The session's administrator, extending its idle expiry; unauthenticated when unknown, revoked, idle too long,
-   * or signed in longer ago than the session lifetime (however much it was used).
+   * signed in longer ago than the session lifetime (however much it was used), or the account is disabled.
    */
   async getSession(token: string): Promise<SessionView> {
     if (!/^[A-Za-z0-9_-]{43}$/.test(token)) throw new ServiceError("unauthenticated", "session expired or signed out");
@@ -240,8 +528,9 @@ export class AdminStore {
            and created_at > now() - ? * interval '1 millisecond'
          returning admin_id, last_seen_at, created_at
        )
-       select a.id, a.email, a.created_at, a.last_sign_in_at, s.last_seen_at, s.created_at as session_created_at
-       from s join admin_users a on a.id = s.admin_id`,
+       select ${columns("a.")}, s.last_seen_at, s.created_at as session_created_at
+       from s join admin_users a on a.id = s.admin_id
+       where a.disabled_at is null`,
       [hashSession(token), SESSION_IDLE_MS, this.sessionLifetimeMs],
     );
     if (!row) throw new ServiceError("unauthenticated", "session expired or signed out");

@@ -6,7 +6,7 @@ export const LOCAL_ADMIN_EMAIL = "admin@localhost";
 
 /**
  * With no administrator yet: ADMIN_EMAIL and ADMIN_PASSWORD create the first
- * one; on the embedded default with neither, admin@localhost is created with a
+ * one, an owner; on the embedded default with neither, admin@localhost is created with a
  * generated password, returned so the caller can print it once.
  */
 export async function ensureFirstAdmin(
@@ -19,7 +19,7 @@ export async function ensureFirstAdmin(
   if (env.ADMIN_EMAIL || env.ADMIN_PASSWORD) {
     if (!env.ADMIN_EMAIL || !env.ADMIN_PASSWORD) throw new ConfigError("set both ADMIN_EMAIL and ADMIN_PASSWORD to create the first administrator");
     try {
-      const { admin } = await admins.create(env.ADMIN_EMAIL, env.ADMIN_PASSWORD, by, "ADMIN_PASSWORD");
+      const { admin } = await admins.create(env.ADMIN_EMAIL, env.ADMIN_PASSWORD, by, "ADMIN_PASSWORD", { role: "owner" });
       return { email: admin.email };
     } catch (error) {
       if (error instanceof ServiceError && error.kind === "invalid_argument") {
@@ -30,6 +30,6 @@ export async function ensureFirstAdmin(
     }
   }
   if (!embedded) return undefined;
-  const { admin, password } = await admins.create(LOCAL_ADMIN_EMAIL, undefined, by);
+  const { admin, password } = await admins.create(LOCAL_ADMIN_EMAIL, undefined, by, "password", { role: "owner" });
   return { email: admin.email, generatedPassword: password };
 }

@@ -7,6 +7,8 @@ export interface AuditEvent {
   actor: string;
   /** The token `actor` acted through when an admin token named them ("token:portal"); the row's actor names both. */
   via?: string | null;
+  /** The portal account's role when `actor` is one; the row's actor shows it ("alice@example.com (editor) via token:portal"). */
+  role?: string | null;
   /** e.g. credential.create, credential.update, organization.delete, token.revoke */
   action: string;
   organizationId?: string | null;
@@ -31,11 +33,16 @@ export async function recordAudits(em: EntityManager, events: readonly AuditEven
   if (events.length > 0) await em.insertMany(AuditEventEntity, events.map(auditRow));
 }
 
+/** Who acted, as an audit row names them: "alice@example.com (editor) via token:portal", "token:gw", "cli:root". */
+export function auditActorText({ actor, role, via }: { actor: string; role?: string | null; via?: string | null }): string {
+  return `${actor}${role ? ` (${role})` : ""}${via ? ` via ${via}` : ""}`;
+}
+
 /** The row an event becomes: every column but the id, which the database assigns. */
 function auditRow(event: AuditEvent): AuditEventRow {
   return {
     occurredAt: new Date(),
-    actor: event.via ? `${event.actor} via ${event.via}` : event.actor,
+    actor: auditActorText(event),
     action: event.action,
     organizationId: event.organizationId ?? null,
     credentialId: event.credentialId ?? null,
@@ -47,6 +54,8 @@ function auditRow(event: AuditEvent): AuditEventRow {
 
 export interface AuditQuery {
   organizationId?: string;
+  /** Only events of these organisations (a caller limited to some); events of no organisation are left out too. */
+  organizationIds?: ReadonlySet<string> | null;
   credentialId?: string;
   action?: string;
   limit: number;
@@ -75,6 +84,7 @@ export async function listAuditEvents(em: EntityManager, pages: PageTokens, quer
   if (after && (!/^[0-9]{1,19}$/.test(after[0]) || BigInt(after[0]) > MAX_EVENT_ID)) throw malformedPageToken();
   const where: FilterQuery<AuditEventRow> = {};
   if (query.organizationId !== undefined) where.organizationId = query.organizationId;
+  else if (query.organizationIds) where.organizationId = { $in: [...query.organizationIds] };
   if (query.credentialId !== undefined) where.credentialId = query.credentialId;
   if (query.action !== undefined) where.action = query.action;
   if (after) where.id = { $lt: after[0] };

@@ -24,6 +24,8 @@ export interface Actor {
   source: string | null;
   /** The token `actor` acted through, when an admin token named them: audit rows record both. */
   via?: string | null;
+  /** The role of the portal account `actor` is, when an admin token acts for one: audit rows record it. */
+  role?: string | null;
 }
 
 export interface NewCredential {
@@ -148,6 +150,12 @@ export class CredentialStore {
     const row = await this.orm.em.fork().findOne(CredentialEntity, { id });
     if (!row) throw notFound(id);
     return this.view(row);
+  }
+
+  /** The organisation of each of these credentials that exists (the access policy's look-up; one statement). */
+  async organizationsOf(ids: readonly string[]): Promise<Map<string, string>> {
+    const rows = await this.orm.em.fork().find(CredentialEntity, { id: { $in: [...ids] } }, { fields: ["id", "organizationId"] });
+    return new Map(rows.map((r) => [r.id, r.organizationId]));
   }
 
   async list(query: ListQuery): Promise<{ credentials: CredentialView[]; nextPageToken: string }> {

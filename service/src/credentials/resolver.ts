@@ -6,6 +6,8 @@ import { ServiceError } from "../errors.js";
 import { DecryptError, refusalError, refusalOf, type Keyring } from "../keyring/index.js";
 import { PROVIDERS } from "@provider-credentials/wire/providers";
 import type { ServiceMetrics } from "../metrics.js";
+import { outside } from "../auth/policy.js";
+import type { OrganizationLimit } from "../auth/tokens.js";
 import { cacheKey, organizationKey, ResolutionCache, teamLinkKey, type Scope, type StoredCandidate, type StoredResolution } from "./resolution-cache.js";
 
 export type ResolveScope = Scope;
@@ -89,20 +91,24 @@ export class KeyResolver {
    * look-up); a miss answers with a promise. Refusals are thrown on a hit and
    * rejected on a miss.
    */
-  resolve(scope: ResolveScope, provider: ProviderName): Resolution | Promise<Resolution> {
+  resolve(scope: ResolveScope, provider: ProviderName, organizations: OrganizationLimit = null): Resolution | Promise<Resolution> {
     // The resolution is cached per organisation and provider, shared by the organisation and all its
     // teams; a team is cached as a link to its organisation (looked up once per call).
     const linked = "organizationId" in scope ? scope.organizationId : this.cache.organizationOf(teamLinkKey(scope.teamId));
     const cached = linked === undefined ? undefined : this.cache.get(organizationKey(linked, provider));
     if (cached) {
       this.metrics?.cacheHit();
-      return this.answer(scope, provider, cached);
+      return this.answer(scope, provider, cached, organizations);
     }
     this.metrics?.cacheMiss();
-    return this.loadOrStale(scope, provider, linked).then((stored) => this.answer(scope, provider, stored));
+    return this.loadOrStale(scope, provider, linked).then((stored) => this.answer(scope, provider, stored, organizations));
   }
 
-  private answer(scope: ResolveScope, provider: ProviderName, stored: StoredResolution | undefined): Resolution {
+  private answer(scope: ResolveScope, provider: ProviderName, stored: StoredResolution | undefined, organizations: OrganizationLimit): Resolution {
+    // A caller limited to some organisations: anything else (whether or not it exists) is refused alike, before anything is handed out or counted.
+    if (organizations !== null && (!stored || !organizations.has(stored.organizationId))) {
+      throw "teamId" in scope ? outside("team_id", "team", scope.teamId) : outside("organization_id", "organization", scope.organizationId);
+    }
     if (!stored) {
       throw new ServiceError("not_found", "teamId" in scope ? `team "${scope.teamId}" not found` : `organization "${scope.organizationId}" not found`);
     }

@@ -163,6 +163,15 @@ export interface ApiTokenRow {
   createdAt: Date;
   createdBy: string | null;
   lastUsedAt: Date | null;
+  /** The organisations the token may act on; null: every organisation. */
+  organizationIds: string[] | null;
+  /** When the token stops working; null: never. */
+  expiresAt: Date | null;
+  /** `pct_` and the secret's next six characters; null for tokens created before prefixes were stored. */
+  prefix: string | null;
+  /** After a rotation with an overlap: the previous secret's hash, accepted until previousValidUntil. */
+  previousTokenHash: string | null;
+  previousValidUntil: Date | null;
 }
 
 export const ApiTokenEntity = new EntitySchema<ApiTokenRow>({
@@ -175,6 +184,11 @@ export const ApiTokenEntity = new EntitySchema<ApiTokenRow>({
     createdAt: { type: "Date", columnType: "timestamptz" },
     createdBy: { type: "text", nullable: true },
     lastUsedAt: { type: "Date", columnType: "timestamptz", nullable: true },
+    organizationIds: { type: "string[]", columnType: "text[]", nullable: true },
+    expiresAt: { type: "Date", columnType: "timestamptz", nullable: true },
+    prefix: { type: "text", nullable: true },
+    previousTokenHash: { type: "text", nullable: true },
+    previousValidUntil: { type: "Date", columnType: "timestamptz", nullable: true },
   },
 });
 

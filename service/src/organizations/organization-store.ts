@@ -40,11 +40,19 @@ export class OrganizationStore {
     return row;
   }
 
-  async listOrganizations(limit: number, pageToken: string): Promise<Page<OrganizationRow>> {
+  /** The organisations, by id; only those in `within` when given (a caller limited to some). */
+  async listOrganizations(limit: number, pageToken: string, within: ReadonlySet<string> | null = null): Promise<Page<OrganizationRow>> {
     const after = this.pages.decode<[string]>("organizations", "", pageToken, ["string"]);
     const where: FilterQuery<OrganizationRow> = after ? { id: { $gt: after[0] } } : {};
+    if (within !== null) where.id = after ? { $gt: after[0], $in: [...within] } : { $in: [...within] };
     const rows = await this.orm.em.fork().find(OrganizationEntity, where, { orderBy: { id: "asc" }, limit: limit + 1 });
     return page(rows, limit, (last) => this.pages.encode("organizations", "", [last]));
+  }
+
+  /** The organisation of a team, or undefined when there is none (the access policy's look-up). */
+  async teamOrganization(id: string): Promise<string | undefined> {
+    const row = await this.orm.em.fork().findOne(TeamEntity, { id }, { fields: ["organizationId"] });
+    return row?.organizationId;
   }
 
   async deleteOrganization(id: string, by: Actor): Promise<void> {

@@ -1,15 +1,17 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { AdminSchema, AdminService, ApiTokenSchema, type AuditEventSchema } from "@provider-credentials/wire/gen/admin_pb";
 import type { AdminStore, AdminView } from "../admins/admin-store.js";
 import type { TokenInfo, TokenStore } from "../auth/token-store.js";
+import type { Principal } from "../auth/tokens.js";
 import { listAuditEvents } from "../audit/audit-store.js";
 import { pageSize, type PageTokens } from "../paging.js";
 import { validateCredentialId, validateId } from "../credentials/validation.js";
 import type { Orm } from "../db/orm.js";
 import { invalid } from "../errors.js";
-import { actorOf, auditActor } from "./context.js";
+import { outside, requireOrganization, requireTokenOrganizations, withinLimit } from "../auth/policy.js";
+import { actorOf, auditActor, principalOf } from "./context.js";
 
 export interface AdminServiceDeps {
   orm: Orm;
@@ -25,6 +27,9 @@ const adminMessage = (a: AdminView) =>
     email: a.email,
     createdAt: timestampFromDate(a.createdAt),
     lastSignInAt: a.lastSignInAt ? timestampFromDate(a.lastSignInAt) : undefined,
+    role: a.role,
+    organizationIds: a.organizations ?? [],
+    disabled: a.disabled,
   });
 
 const tokenMessage = (t: TokenInfo) =>
@@ -34,7 +39,18 @@ const tokenMessage = (t: TokenInfo) =>
     createdAt: timestampFromDate(t.createdAt),
     createdBy: t.createdBy ?? undefined,
     lastUsedAt: t.lastUsedAt ? timestampFromDate(t.lastUsedAt) : undefined,
+    organizationIds: t.organizationIds ?? [],
+    expiresAt: t.expiresAt ? timestampFromDate(t.expiresAt) : undefined,
+    prefix: t.prefix ?? "",
+    previousValidUntil: t.previousValidUntil ? timestampFromDate(t.previousValidUntil) : undefined,
   });
+
+/** A caller limited to organisations manages only tokens limited to some of them; any other name (or none) is refused alike. */
+async function requireManageableToken(tokens: TokenStore, principal: Principal, name: string): Promise<void> {
+  if (principal.organizations === null) return;
+  const token = (await tokens.list()).find((t) => t.name === name);
+  if (!token || !withinLimit(principal.organizations, token.organizationIds)) throw outside("name", "token", name);
+}
 
 const SOURCE_PATTERN = /^[\x21-\x7e]{0,128}$/;
 
@@ -57,31 +73,74 @@ export function createAdminService({ orm, admins, tokens, pages }: AdminServiceD
       return {};
     },
 
-    async listAdmins() {
-      return { admins: (await admins.list()).map(adminMessage) };
+    async listAdmins(_req, ctx) {
+      const { organizations } = principalOf(ctx.values);
+      return { admins: (await admins.list()).filter((a) => withinLimit(organizations, a.organizations)).map(adminMessage) };
+    },
+
+    async createAdmin(req, ctx) {
+      const { admin, password } = await admins.create(req.email, req.password, actorOf(ctx.values), "password", {
+        role: req.role,
+        organizations: req.organizationIds,
+      });
+      return { admin: adminMessage(admin), password: req.password === undefined ? password : "" };
+    },
+
+    async updateAdmin(req, ctx) {
+      const changes = { role: req.role, organizations: req.organizations?.organizationIds, disabled: req.disabled };
+      const { admin } = await admins.update(req.email, changes, actorOf(ctx.values), { organizations: "organizations.organization_ids" });
+      return { admin: adminMessage(admin) };
+    },
+
+    async deleteAdmin(req, ctx) {
+      return await admins.remove(req.email, actorOf(ctx.values));
+    },
+
+    async revokeAdminSessions(req, ctx) {
+      return await admins.revokeSessions(req.email, actorOf(ctx.values));
+    },
+
+    async changePassword(req, ctx) {
+      await admins.changePassword(req.sessionToken, req.currentPassword, req.newPassword, actorOf(ctx.values).source);
+      return {};
     },
 
     async createApiToken(req, ctx) {
-      const { token, info } = await tokens.create(req.name, req.scope, auditActor(actorOf(ctx.values)));
+      requireTokenOrganizations(principalOf(ctx.values), req.organizationIds);
+      const { token, info } = await tokens.create(req.name, req.scope, auditActor(actorOf(ctx.values)), {
+        organizationIds: req.organizationIds,
+        expiresAt: req.expiresAt ? timestampDate(req.expiresAt) : null,
+      });
       return { token, apiToken: tokenMessage(info) };
     },
 
-    async listApiTokens() {
-      return { apiTokens: (await tokens.list()).map(tokenMessage) };
+    async listApiTokens(_req, ctx) {
+      const { organizations } = principalOf(ctx.values);
+      return { apiTokens: (await tokens.list()).filter((t) => withinLimit(organizations, t.organizationIds)).map(tokenMessage) };
     },
 
     async revokeApiToken(req, ctx) {
+      await requireManageableToken(tokens, principalOf(ctx.values), req.name);
       await tokens.revoke(req.name, auditActor(actorOf(ctx.values)));
       return {};
     },
 
-    async listAuditEvents(req) {
+    async rotateApiToken(req, ctx) {
+      await requireManageableToken(tokens, principalOf(ctx.values), req.name);
+      const { token, info } = await tokens.rotate(req.name, req.overlapSeconds, auditActor(actorOf(ctx.values)));
+      return { token, apiToken: tokenMessage(info) };
+    },
+
+    async listAuditEvents(req, ctx) {
+      const { organizations } = principalOf(ctx.values);
+      if (req.organizationId !== undefined) requireOrganization(principalOf(ctx.values), validateId("organization_id", req.organizationId));
       if (req.action !== undefined && !/^[a-z_]{1,32}\.[a-z_]{1,32}$/.test(req.action)) {
         throw invalid("action", "must look like credential.update or organization.delete");
       }
       const page = await listAuditEvents(orm.em.fork(), pages, {
         organizationId: req.organizationId === undefined ? undefined : validateId("organization_id", req.organizationId),
         credentialId: req.credentialId === undefined ? undefined : validateCredentialId(req.credentialId),
+        organizationIds: organizations,
         action: req.action,
         limit: pageSize(req.pageSize),
         pageToken: req.pageToken,

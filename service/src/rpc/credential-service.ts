@@ -11,7 +11,8 @@ import { invalid, ServiceError } from "../errors.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
 import type { ResolveResult, ServiceMetrics } from "../metrics.js";
 import { validateApiBase, validateApiKey, validateCredentialId, validateId, validateName } from "../credentials/validation.js";
-import { actorOf } from "./context.js";
+import { outside, requireOrganization } from "../auth/policy.js";
+import { actorOf, principalOf } from "./context.js";
 import { credentialMessage, failureKindName, keyCheckMessage, providerName, selectionPolicyMessage, strategyName } from "./convert.js";
 
 export interface CredentialServiceDeps {
@@ -76,7 +77,13 @@ function resolved(
   };
 }
 
-/** credentials.v1.CredentialService: validation and mapping only; the stores do the work. */
+/** Refuses a credential outside the caller's organisations (auth/policy.ts), looked up once per call and only for a limited caller. */
+function allowCredential(values: Parameters<typeof principalOf>[0], id: string): void | Promise<void> {
+  const principal = principalOf(values);
+  return principal.targets.credential(principal, id);
+}
+
+/** credentials.v1.CredentialService: validation and mapping only; the stores do the work. Who may call what: auth/policy.ts. */
 export function createCredentialService({ credentials, resolver, keyHealth: health, metrics }: CredentialServiceDeps): ServiceImpl<typeof CredentialService> {
   return {
     async createCredential(req, ctx) {
@@ -86,19 +93,24 @@ export function createCredentialService({ credentials, resolver, keyHealth: heal
       const apiBase = req.apiBase === undefined ? null : validateApiBase(req.apiBase);
       const apiKey = validateApiKey(req.apiKey, provider, apiBase);
       const weight = validateWeight(req.weight);
+      requireOrganization(principalOf(ctx.values), organizationId);
       await health.refuseApiBase(apiBase);
       if (req.verify) requireValid(await health.checkKey(provider, apiKey, apiBase, ctx.signal));
       const view = await credentials.create({ organizationId, provider, credentialName, apiKey, apiBase, weight }, actorOf(ctx.values));
       return { credential: credentialMessage(view) };
     },
 
-    async getCredential(req) {
-      return { credential: credentialMessage(await credentials.get(validateCredentialId(req.credentialId))) };
+    async getCredential(req, ctx) {
+      const id = validateCredentialId(req.credentialId);
+      await allowCredential(ctx.values, id);
+      return { credential: credentialMessage(await credentials.get(id)) };
     },
 
-    async listCredentials(req) {
+    async listCredentials(req, ctx) {
+      const organizationId = validateId("organization_id", req.organizationId);
+      requireOrganization(principalOf(ctx.values), organizationId);
       const page = await credentials.list({
-        organizationId: validateId("organization_id", req.organizationId),
+        organizationId,
         provider: req.provider === undefined ? undefined : providerName(req.provider),
         activeOnly: req.activeOnly,
         rotationDueOnly: req.rotationDueOnly,
@@ -116,6 +128,7 @@ export function createCredentialService({ credentials, resolver, keyHealth: heal
         throw invalid("expected_version", "must be a positive integer (the credential's current version)");
       }
       const weight = validateWeight(req.weight);
+      await allowCredential(ctx.values, id);
       if (req.apiBase !== undefined) await health.refuseApiBase(validateApiBase(req.apiBase));
       let provider: ProviderName | undefined;
       const view = await credentials.update(
@@ -139,28 +152,37 @@ export function createCredentialService({ credentials, resolver, keyHealth: heal
     },
 
     async activateCredential(req, ctx) {
-      const view = await credentials.setActive(validateCredentialId(req.credentialId), true, actorOf(ctx.values));
+      const id = validateCredentialId(req.credentialId);
+      await allowCredential(ctx.values, id);
+      const view = await credentials.setActive(id, true, actorOf(ctx.values));
       return { credential: credentialMessage(view) };
     },
 
     async deactivateCredential(req, ctx) {
-      const view = await credentials.setActive(validateCredentialId(req.credentialId), false, actorOf(ctx.values));
+      const id = validateCredentialId(req.credentialId);
+      await allowCredential(ctx.values, id);
+      const view = await credentials.setActive(id, false, actorOf(ctx.values));
       return { credential: credentialMessage(view) };
     },
 
     async deleteCredential(req, ctx) {
-      await credentials.delete(validateCredentialId(req.credentialId), actorOf(ctx.values));
+      const id = validateCredentialId(req.credentialId);
+      await allowCredential(ctx.values, id);
+      await credentials.delete(id, actorOf(ctx.values));
       return {};
     },
 
     async verifyCredential(req, ctx) {
-      const { check, credential } = await health.verify(validateCredentialId(req.credentialId), actorOf(ctx.values), ctx.signal);
+      const id = validateCredentialId(req.credentialId);
+      await allowCredential(ctx.values, id);
+      const { check, credential } = await health.verify(id, actorOf(ctx.values), ctx.signal);
       return { check: keyCheckMessage(check), credential: credentialMessage(credential) };
     },
 
     async reportKeyFailure(req, ctx) {
       const id = validateCredentialId(req.credentialId);
       const kind = failureKindName(req.kind);
+      await allowCredential(ctx.values, id);
       return health.reportFailure(id, kind, actorOf(ctx.values));
     },
 
@@ -168,6 +190,8 @@ export function createCredentialService({ credentials, resolver, keyHealth: heal
       if (req.credentialIds.length === 0) throw invalid("credential_ids", "must name at least one credential");
       if (req.credentialIds.length > MAX_SUCCESS_REPORT) throw invalid("credential_ids", `must name at most ${MAX_SUCCESS_REPORT} credentials per report`);
       const ids = req.credentialIds.map((id, i) => validateCredentialId(id, `credential_ids[${i}]`));
+      const principal = principalOf(ctx.values);
+      await principal.targets.credentials(principal, ids, (i) => `credential_ids[${i}]`);
       return health.reportSuccess(ids, actorOf(ctx.values));
     },
 
@@ -175,17 +199,22 @@ export function createCredentialService({ credentials, resolver, keyHealth: heal
       const organizationId = validateId("organization_id", req.organizationId);
       const provider = providerName(req.provider);
       const strategy = strategyName(req.strategy);
+      requireOrganization(principalOf(ctx.values), organizationId);
       return { policy: selectionPolicyMessage(await health.setStrategy(organizationId, provider, strategy, actorOf(ctx.values))) };
     },
 
-    async listSelectionStrategies(req) {
-      const policies = await health.listStrategies(validateId("organization_id", req.organizationId));
+    async listSelectionStrategies(req, ctx) {
+      const organizationId = validateId("organization_id", req.organizationId);
+      requireOrganization(principalOf(ctx.values), organizationId);
+      const policies = await health.listStrategies(organizationId);
       return { policies: policies.map(selectionPolicyMessage) };
     },
 
     // Not an async function: a cache hit answers without a promise (see KeyResolver.resolve).
-    resolveKey(req) {
+    resolveKey(req, ctx) {
       const provider = providerName(req.provider);
+      // The caller's organisations: a set look-up here for an organisation, in the resolver for a team (its organisation is cached there).
+      const { organizations } = principalOf(ctx.values);
       const scope =
         req.scope.case === "organizationId"
           ? { organizationId: validateId("organization_id", req.scope.value) }
@@ -193,10 +222,13 @@ export function createCredentialService({ credentials, resolver, keyHealth: heal
             ? { teamId: validateId("team_id", req.scope.value) }
             : undefined;
       if (!scope) throw invalid("scope", "set organization_id or team_id");
+      if (organizations !== null && scope.organizationId !== undefined && !organizations.has(scope.organizationId)) {
+        throw resolveFailed(metrics, provider, metrics ? performance.now() : 0, outside("organization_id", "organization", scope.organizationId));
+      }
       const started = metrics ? performance.now() : 0;
       let resolution: Resolution | Promise<Resolution>;
       try {
-        resolution = resolver.resolve(scope, provider);
+        resolution = resolver.resolve(scope, provider, organizations);
       } catch (error) {
         throw resolveFailed(metrics, provider, started, error);
       }

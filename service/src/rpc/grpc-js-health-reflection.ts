@@ -42,9 +42,19 @@ export function addGrpcJsHealth(server: grpc.Server, state: HealthState): void {
       const tracked: Handlers = {
         ...implementation,
         watch: (call: grpc.ServerWritableStream<unknown, unknown>) => {
+          const release = state.admitWatcher();
+          if (release instanceof ConnectError) {
+            call.emit("error", { code: grpc.status.RESOURCE_EXHAUSTED, details: release.rawMessage, metadata: new grpc.Metadata() });
+            return;
+          }
           watches.add(call);
-          call.once("cancelled", () => watches.delete(call));
-          call.once("finish", () => watches.delete(call));
+          const ended = () => {
+            watches.delete(call);
+            release();
+          };
+          call.once("cancelled", ended);
+          call.once("finish", ended);
+          call.once("close", ended);
           watch(call);
           if (state.isShutDown) call.end();
         },

@@ -24,7 +24,7 @@
 //   do not go through the interceptors; nor does the INVALID_ARGUMENT for a
 //   request that does not decode (grpc-js itself would answer INTERNAL).
 import { getEventListeners } from "node:events";
-import { isIP } from "node:net";
+import net, { isIP } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { create, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import {
@@ -133,16 +133,44 @@ export function grpcJsServiceDefinition(service: DescService): grpc.ServiceDefin
   return definition;
 }
 
-/** Binds to host:port (0 picks a free port) without TLS; resolves with the port. grpc-js starts serving at once. */
+/** The listeners listenGrpcJsServer opened itself (with maxConnections), closed by shutdownGrpcJsServer. */
+const ownListeners = new WeakMap<grpc.Server, net.Server>();
+
+/**
+ * Binds to host:port (0 picks a free port), without TLS unless `credentials` say otherwise;
+ * resolves with the port. grpc-js starts serving at once.
+ *
+ * With `maxConnections`, the port is a node:net server that holds at most that many connections
+ * open (a connection past it is closed at once) and hands each one to grpc-js through its
+ * connection injector (`Server.createConnectionInjector`): grpc-js has no such bound of its own.
+ */
 export function listenGrpcJsServer(
   server: grpc.Server,
   host: string,
   port: number,
   credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(),
+  maxConnections?: number,
 ): Promise<number> {
-  const address = isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+  if (maxConnections === undefined) {
+    const address = isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+    return new Promise((resolve, reject) => {
+      server.bindAsync(address, credentials, (error, boundPort) => (error ? reject(error) : resolve(boundPort)));
+    });
+  }
+  const injector = server.createConnectionInjector(credentials);
+  const listener = net.createServer({ noDelay: true }, (socket) => injector.injectConnection(socket));
+  listener.maxConnections = maxConnections;
   return new Promise((resolve, reject) => {
-    server.bindAsync(address, credentials, (error, boundPort) => (error ? reject(error) : resolve(boundPort)));
+    listener.once("error", (error) => {
+      injector.destroy();
+      reject(error);
+    });
+    listener.listen(port, host, () => {
+      listener.removeAllListeners("error");
+      listener.on("error", () => undefined);
+      ownListeners.set(server, listener);
+      resolve((listener.address() as net.AddressInfo).port);
+    });
   });
 }
 
@@ -153,6 +181,8 @@ export function listenGrpcJsServer(
  * Resolves with how it ended.
  */
 export function shutdownGrpcJsServer(server: grpc.Server, timeoutMs: number): Promise<"graceful" | "forced"> {
+  ownListeners.get(server)?.close();
+  ownListeners.delete(server);
   return new Promise((resolve) => {
     let settled = false;
     const timer = setTimeout(() => {

@@ -1,5 +1,6 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "@provider-credentials/wire/gen/grpc/health/v1/health_pb";
+import { DEFAULT_HEALTH_MAX_WATCHERS } from "./connection-limits.js";
 
 export { Health as HealthService };
 
@@ -12,9 +13,42 @@ export class HealthState {
   private ended = false;
   private readonly watchers = new Set<() => void>();
   private readonly listeners = new Set<() => void>();
+  private watching = 0;
 
-  /** The services with a status of their own; "" (the whole server) has one too. */
-  constructor(readonly services: readonly string[]) {}
+  /**
+   * The services with a status of their own; "" (the whole server) has one too. `maxWatchers`
+   * bounds the Watch streams open at once on both ports together (HEALTH_MAX_WATCHERS): health
+   * needs no token, so without a bound anyone could hold any number of streams open.
+   */
+  constructor(
+    readonly services: readonly string[],
+    public maxWatchers = DEFAULT_HEALTH_MAX_WATCHERS,
+  ) {}
+
+  /** Watch streams open now (both ports). */
+  get watcherCount(): number {
+    return this.watching;
+  }
+
+  /**
+   * Admits one more Watch stream: a function to call (once) when it ends, or a RESOURCE_EXHAUSTED
+   * ConnectError when `maxWatchers` streams are already open.
+   */
+  admitWatcher(): (() => void) | ConnectError {
+    if (this.watching >= this.maxWatchers) {
+      return new ConnectError(
+        `too many health watchers: ${this.maxWatchers} Watch streams are open (HEALTH_MAX_WATCHERS); use Check, or Watch again later`,
+        Code.ResourceExhausted,
+      );
+    }
+    this.watching++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.watching--;
+    };
+  }
 
   status(service: string): Status | undefined {
     if (service !== "" && !this.services.includes(service)) return undefined;
@@ -65,19 +99,25 @@ export function createHealthService(state: HealthState): ServiceImpl<typeof Heal
       return { status };
     },
     async *watch(req, ctx) {
-      let last: Status | undefined;
-      while (!ctx.signal.aborted) {
-        // Read the status again after every yield: it may have changed while the
-        // caller was still taking the previous one, before we waited for changes.
-        const status = state.status(req.service) ?? Status.SERVICE_UNKNOWN;
-        if (status !== last) {
-          last = status;
-          yield { status };
-          continue;
+      const release = state.admitWatcher();
+      if (release instanceof ConnectError) throw release;
+      try {
+        let last: Status | undefined;
+        while (!ctx.signal.aborted) {
+          // Read the status again after every yield: it may have changed while the
+          // caller was still taking the previous one, before we waited for changes.
+          const status = state.status(req.service) ?? Status.SERVICE_UNKNOWN;
+          if (status !== last) {
+            last = status;
+            yield { status };
+            continue;
+          }
+          // Shutting down: the client has heard NOT_SERVING; end the stream so it does not hold the drain.
+          if (state.isShutDown) return;
+          await state.changed(ctx.signal);
         }
-        // Shutting down: the client has heard NOT_SERVING; end the stream so it does not hold the drain.
-        if (state.isShutDown) return;
-        await state.changed(ctx.signal);
+      } finally {
+        release();
       }
     },
   };

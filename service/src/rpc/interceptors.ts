@@ -1,9 +1,10 @@
 import { Code, ConnectError, type ContextValues, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { TokenStore } from "../auth/token-store.js";
-import type { Principal } from "../auth/tokens.js";
+import type { AccountDirectory, AccountGrant, AccountRole, OrganizationLimit } from "../auth/tokens.js";
+import { checkCall, checkScope, intersect, type TargetPolicy } from "../auth/policy.js";
 import type { Logger } from "../logger.js";
-import { principalKey, sourceKey } from "./context.js";
+import { principalKey, sourceKey, type CallPrincipal } from "./context.js";
 import { toConnectError } from "./errors.js";
 import { HealthService } from "./health.js";
 import { looksLikeProviderKey } from "../credentials/validation.js";
@@ -16,21 +17,13 @@ import {
   SOURCE_PATTERN,
   type TokenScope,
 } from "@provider-credentials/wire/auth";
-import { CredentialService } from "@provider-credentials/wire/gen/credentials_pb";
-
-/** Calls a `resolve` token may make; everything else needs `admin` (a `metrics` token may call none). */
-const RESOLVE_SCOPE_METHODS: ReadonlySet<DescMethod> = new Set([
-  CredentialService.method.resolveKey,
-  CredentialService.method.reportKeyFailure,
-  CredentialService.method.reportKeySuccess,
-]);
 
 /**
  * The authenticated caller. `actor` and `source` are worked out when first
  * read (by handlers that audit): ResolveKey never reads them, and the caller's
  * address may not even be looked up (see the grpc-js server's `addressKey`).
  */
-class CallPrincipal implements Principal {
+class AuthenticatedPrincipal implements CallPrincipal {
   constructor(
     readonly tokenName: string,
     readonly scope: TokenScope,
@@ -39,6 +32,9 @@ class CallPrincipal implements Principal {
     /** An admin token's forwarded source (validated), else null. */
     private readonly forwardedSource: string | null,
     private readonly values: ContextValues,
+    readonly organizations: OrganizationLimit,
+    readonly role: AccountRole | null,
+    readonly targets: TargetPolicy,
   ) {}
 
   get actor(): string {
@@ -54,7 +50,8 @@ class CallPrincipal implements Principal {
   }
 }
 
-type Token = { name: string; scope: TokenScope };
+/** A token as authentication finds it; `organizations` missing: every organisation. */
+type Token = { name: string; scope: TokenScope; organizations?: OrganizationLimit };
 
 /** The token in an authorization header; UNAUTHENTICATED when there is none. */
 function bearerToken(authorization: string | null): string {
@@ -63,13 +60,10 @@ function bearerToken(authorization: string | null): string {
   return token;
 }
 
-/** A known token (UNAUTHENTICATED otherwise) that may call the method (PERMISSION_DENIED otherwise). */
+/** A known token (UNAUTHENTICATED otherwise) whose scope allows the method (PERMISSION_DENIED otherwise). */
 function permitted(token: Token | undefined, method: DescMethod | string): Token {
   if (!token) throw new ConnectError("invalid or revoked token", Code.Unauthenticated);
-  if (token.scope !== "admin" && !(token.scope === "resolve" && typeof method !== "string" && RESOLVE_SCOPE_METHODS.has(method))) {
-    const name = typeof method === "string" ? method : method.name;
-    throw new ConnectError(`token "${token.name}" has scope "${token.scope}", which may not call ${name}`, Code.PermissionDenied);
-  }
+  checkScope(token.name, token.scope, method);
   return token;
 }
 
@@ -85,8 +79,14 @@ export function tokenCheck(tokens: TokenStore): (authorization: string | null, m
   };
 }
 
-/** Checks what the token may call, and records who calls in the request's context values. */
-function authorize(req: UnaryRequest | StreamRequest, found: Token | undefined): UnaryRequest | StreamRequest {
+type Request = UnaryRequest | StreamRequest;
+
+/**
+ * Checks what the token may call, and records who calls in the request's context values. When an
+ * admin token's actor header names a portal account, the account's role and organisations apply
+ * too (waiting for the directory only then).
+ */
+function authorize(req: Request, found: Token | undefined, accounts: AccountDirectory | undefined, targets: TargetPolicy): Request | Promise<Request> {
   const token = permitted(found, req.method);
   let actor: string | null = null;
   let source: string | null = null;
@@ -102,23 +102,51 @@ function authorize(req: UnaryRequest | StreamRequest, found: Token | undefined):
     const forwarded = req.header.get(SOURCE_HEADER);
     if (forwarded !== null && SOURCE_PATTERN.test(forwarded)) source = forwarded;
   }
-  req.contextValues.set(principalKey, new CallPrincipal(token.name, token.scope, actor, source, req.contextValues));
+  if (actor !== null && accounts !== undefined) {
+    const account = accounts.account(actor);
+    if (account instanceof Promise) return account.then((found) => admit(req, token, actor, source, found, targets));
+    return admit(req, token, actor, source, account, targets);
+  }
+  return admit(req, token, actor, source, undefined, targets);
+}
+
+/** The caller's rights (the token's, narrowed by the account it acts for), checked against the method and recorded. */
+function admit(req: Request, token: Token, actor: string | null, source: string | null, account: AccountGrant | undefined, targets: TargetPolicy): Request {
+  // An actor that is no account (an automation's label) keeps the token's own rights.
+  if (account?.disabled) throw new ConnectError(`account "${account.email}" is disabled`, Code.Unauthenticated);
+  const tokenOrganizations = token.organizations ?? null;
+  const organizations = account ? intersect(tokenOrganizations, account.organizations) : tokenOrganizations;
+  const role = account?.role ?? null;
+  const name = account?.email ?? actor;
+  checkCall({ tokenName: token.name, scope: token.scope, account: name, role, organizations }, req.method);
+  req.contextValues.set(
+    principalKey,
+    new AuthenticatedPrincipal(token.name, token.scope, account ? account.email : actor, source, req.contextValues, organizations, role, targets),
+  );
   return req;
 }
 
 /**
  * Authentication and authorisation: every procedure except health needs a
- * bearer token; deny by default. A token this replica looked up recently is
- * checked without waiting for anything (no promise of its own on the hot path).
+ * bearer token; deny by default (auth/policy.ts decides). A token this replica
+ * looked up recently is checked without waiting for anything (no promise of
+ * its own on the hot path); an admin token acting for a portal account waits
+ * for the account directory (which caches briefly).
  */
-export function authInterceptor(tokens: TokenStore): Interceptor {
+export function authInterceptor(tokens: TokenStore, accounts: AccountDirectory | undefined, targets: TargetPolicy): Interceptor {
   return (next) => (req) => {
     try {
       if (req.service.typeName === HealthService.typeName) return next(req);
       const secret = bearerToken(req.header.get(AUTHORIZATION_HEADER));
       const cached = tokens.cached(secret);
-      if (cached) return next(authorize(req, cached));
-      return tokens.authenticate(secret).then((token) => next(authorize(req, token)));
+      if (cached) {
+        const authorized = authorize(req, cached, accounts, targets);
+        return authorized instanceof Promise ? authorized.then(next) : next(authorized);
+      }
+      return tokens
+        .authenticate(secret)
+        .then((token) => authorize(req, token, accounts, targets))
+        .then(next);
     } catch (error) {
       return Promise.reject(error);
     }

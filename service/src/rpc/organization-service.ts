@@ -3,30 +3,35 @@ import { OrganizationService } from "@provider-credentials/wire/gen/credentials_
 import type { OrganizationStore } from "../organizations/organization-store.js";
 import { pageSize } from "../paging.js";
 import { validateId, validateName, validateNewId } from "../credentials/validation.js";
-import { actorOf } from "./context.js";
+import { requireOrganization, requireUnlimited } from "../auth/policy.js";
+import { actorOf, principalOf } from "./context.js";
 import { organizationMessage, teamMessage } from "./convert.js";
 
-/** credentials.v1.OrganizationService. */
+/** credentials.v1.OrganizationService. Who may call what: auth/policy.ts (the interceptor, and the target checks here). */
 export function createOrganizationService(organizations: OrganizationStore): ServiceImpl<typeof OrganizationService> {
   return {
     async createOrganization(req, ctx) {
       const id = validateNewId("organization_id", req.organizationId);
       const name = validateName("name", req.name);
+      requireUnlimited(principalOf(ctx.values), "organization_id", "create organizations");
       return { organization: organizationMessage(await organizations.createOrganization(id, name, actorOf(ctx.values))) };
     },
 
-    async getOrganization(req) {
+    async getOrganization(req, ctx) {
       const id = validateId("organization_id", req.organizationId);
+      requireOrganization(principalOf(ctx.values), id);
       return { organization: organizationMessage(await organizations.getOrganization(id)) };
     },
 
-    async listOrganizations(req) {
-      const page = await organizations.listOrganizations(pageSize(req.pageSize), req.pageToken);
+    async listOrganizations(req, ctx) {
+      const page = await organizations.listOrganizations(pageSize(req.pageSize), req.pageToken, principalOf(ctx.values).organizations);
       return { organizations: page.items.map(organizationMessage), nextPageToken: page.nextPageToken };
     },
 
     async deleteOrganization(req, ctx) {
-      await organizations.deleteOrganization(validateId("organization_id", req.organizationId), actorOf(ctx.values));
+      const id = validateId("organization_id", req.organizationId);
+      requireOrganization(principalOf(ctx.values), id);
+      await organizations.deleteOrganization(id, actorOf(ctx.values));
       return {};
     },
 
@@ -34,17 +39,22 @@ export function createOrganizationService(organizations: OrganizationStore): Ser
       const id = validateNewId("team_id", req.teamId);
       const organizationId = validateId("organization_id", req.organizationId);
       const name = validateName("name", req.name);
+      requireOrganization(principalOf(ctx.values), organizationId);
       return { team: teamMessage(await organizations.createTeam(id, organizationId, name, actorOf(ctx.values))) };
     },
 
-    async listTeams(req) {
+    async listTeams(req, ctx) {
       const organizationId = validateId("organization_id", req.organizationId);
+      requireOrganization(principalOf(ctx.values), organizationId);
       const page = await organizations.listTeams(organizationId, pageSize(req.pageSize), req.pageToken);
       return { teams: page.items.map(teamMessage), nextPageToken: page.nextPageToken };
     },
 
     async deleteTeam(req, ctx) {
-      await organizations.deleteTeam(validateId("team_id", req.teamId), actorOf(ctx.values));
+      const id = validateId("team_id", req.teamId);
+      const principal = principalOf(ctx.values);
+      await principal.targets.team(principal, id);
+      await organizations.deleteTeam(id, actorOf(ctx.values));
       return {};
     },
   };

@@ -10,6 +10,7 @@ import { DEFAULT_HEARTBEAT_MS } from "../credentials/invalidation.js";
 import { DEFAULT_PROVIDER_CHECK_TIMEOUT_MS } from "../credentials/provider-check.js";
 import { parseApiBaseAllow } from "../credentials/api-base-guard.js";
 import { DEFAULT_SESSION_LIFETIME_HOURS } from "../admins/admin-store.js";
+import { DEFAULT_HEALTH_MAX_WATCHERS, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_STREAMS_PER_CONNECTION } from "../rpc/connection-limits.js";
 
 /** A default as the docs show it. */
 const shown = (value: number) => `\`${value}\``;
@@ -98,6 +99,26 @@ export const SERVICE_SETTINGS = {
     positive("SHUTDOWN_TIMEOUT_MS", 10_000),
     shown(10_000),
     "How long SIGTERM waits for calls in flight before closing connections.",
+  ),
+  RPC_MAX_CONNECTIONS: setting(
+    positive("RPC_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS),
+    shown(DEFAULT_MAX_CONNECTIONS),
+    "Open connections on each RPC port (gRPC and Connect); a connection past it is closed at once. See [security](security.md#exhaustion-before-authentication).",
+  ),
+  RPC_MAX_STREAMS_PER_CONNECTION: setting(
+    integer("RPC_MAX_STREAMS_PER_CONNECTION", 1, 2 ** 31 - 1, DEFAULT_MAX_STREAMS_PER_CONNECTION, "must be a whole number between 1 and 2147483647"),
+    shown(DEFAULT_MAX_STREAMS_PER_CONNECTION),
+    "Concurrent calls (HTTP/2 streams) on one connection, on both RPC ports (advertised as `SETTINGS_MAX_CONCURRENT_STREAMS`; clients queue or open another connection).",
+  ),
+  RPC_IDLE_TIMEOUT_MS: setting(
+    positive("RPC_IDLE_TIMEOUT_MS", DEFAULT_IDLE_TIMEOUT_MS),
+    shown(DEFAULT_IDLE_TIMEOUT_MS),
+    "A connection to either RPC port with no call open for this long is closed (HTTP/2 `GOAWAY`; clients reconnect on their next call). A health `Watch` counts as an open call.",
+  ),
+  HEALTH_MAX_WATCHERS: setting(
+    positive("HEALTH_MAX_WATCHERS", DEFAULT_HEALTH_MAX_WATCHERS),
+    shown(DEFAULT_HEALTH_MAX_WATCHERS),
+    "Open `grpc.health.v1.Health/Watch` streams, both ports together (health needs no token); one more is refused `RESOURCE_EXHAUSTED`. `Check` is not limited.",
   ),
   LOG_LEVEL: setting(
     z

@@ -1740,6 +1740,9 @@ export const FailureKindSchema: GenEnum<FailureKind> = /*@__PURE__*/
  * Every error carries a google.rpc.ErrorInfo (domain "provider-credentials",
  * a stable reason, metadata "field" when one field is at fault) in its status
  * details; bad input adds a google.rpc.BadRequest field violation.
+ * A caller limited to some organisations (a token's organization_ids, or a
+ * portal account's) gets PERMISSION_DENIED for an organisation, team or
+ * credential outside them, with the same message whether or not it exists.
  *
  * @generated from service credentials.v1.CredentialService
  */
@@ -1851,7 +1854,9 @@ export const CredentialService: GenService<{
    * For internal callers (a `resolve` or `admin` token): calls made with
    * these credentials succeeded. Resets their failure streaks and clears the
    * failing mark (audited). Batch them: one report may name up to 1000
-   * credentials; unknown ids are ignored.
+   * credentials; unknown ids are ignored, except that a caller limited to
+   * some organisations is refused (PERMISSION_DENIED) for any id that is not a
+   * credential of its organisations.
    *
    * @generated from rpc credentials.v1.CredentialService.ReportKeySuccess
    */
@@ -1903,7 +1908,9 @@ export const CredentialService: GenService<{
   serviceDesc(file_credentials, 0);
 
 /**
- * Manages organisations and their teams. Admin scope only.
+ * Manages organisations and their teams. Admin scope only; a limited caller
+ * lists only its organisations, cannot create one, and gets PERMISSION_DENIED
+ * for others, the same whether or not they exist.
  *
  * @generated from service credentials.v1.OrganizationService
  */

@@ -77,7 +77,7 @@ const FIXED_MESSAGES: Partial<Record<ApiErrorCode, string>> = {
 };
 
 /** The service's field names where the REST API names them differently. */
-const FIELD_NAMES: Record<string, string> = { page_token: "cursor", page_size: "limit" };
+const FIELD_NAMES: Record<string, string> = { page_token: "cursor", page_size: "limit", "organizations.organization_ids": "organization_ids" };
 
 export interface ApiIssue {
   /** The field at fault, dotted (`api_key`), or `body` for the request as a whole. */

@@ -18,8 +18,8 @@ export interface ServiceClients {
  * HTTP/2 connection. Every call says who it is for through its headers.
  */
 export interface ServiceConnection {
-  /** Calls made by the portal itself with SERVICE_ADMIN_TOKEN: sign-in, session checks, sign-out. */
-  asPortal(): ServiceClients;
+  /** Calls made by the portal itself with SERVICE_ADMIN_TOKEN: sign-in, session checks, sign-out, password changes; `source` is the browser's address, for the audit log. */
+  asPortal(source?: string | null): ServiceClients;
   /** Calls for a signed-in administrator: SERVICE_ADMIN_TOKEN, naming the person so that the service records them. */
   asAdmin(email: string, source?: string | null): ServiceClients;
   /** Calls for a REST caller: their own bearer token, which the service authenticates and authorises. */
@@ -77,7 +77,7 @@ export function createServiceConnection(options: ServiceConnectionOptions): Serv
   const portalTransport = token ? withHeaders(shared, { authorization: bearer(token) }) : missingTokenTransport;
   const portalClients = clientsOver(portalTransport);
   return {
-    asPortal: () => portalClients,
+    asPortal: (source) => (token && source ? clientsOver(withHeaders(shared, { authorization: bearer(token), ...sourceHeader(source) })) : portalClients),
     asAdmin: (email, source) =>
       token ? clientsOver(withHeaders(shared, { authorization: bearer(token), [ACTOR_HEADER]: email, ...sourceHeader(source) })) : portalClients,
     withToken: (callerToken, source) => clientsOver(withHeaders(shared, { authorization: bearer(callerToken), ...sourceHeader(source) })),

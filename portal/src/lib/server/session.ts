@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { fromConnectError } from "./errors.js";
 import type { ServiceConnection } from "./service-client.js";
-import type { SignedInAdmin } from "./trpc/context.js";
+import type { AccountRole, SignedInAdmin } from "./trpc/context.js";
 
 /** The session cookie: an opaque id that only the service can resolve. */
 export const SESSION_COOKIE = "pc_session";
@@ -26,6 +26,14 @@ export function clearedCookieOptions(url: URL): CookieOptions {
   return { path: "/", httpOnly: true, sameSite: "lax", secure: url.protocol === "https:" };
 }
 
+/**
+ * The role the service reports, for showing buttons only. An unknown or
+ * missing role shows the least (a viewer's pages); the service decides anyway.
+ */
+export function accountRole(role: string): AccountRole {
+  return role === "owner" || role === "editor" ? role : "viewer";
+}
+
 /** Session ids are 256 random bits in base64url; anything else is not looked up. */
 const SESSION_TOKEN_PATTERN = /^[A-Za-z0-9_-]{16,128}$/;
 
@@ -39,7 +47,7 @@ export async function lookUpSession(connection: ServiceConnection, token: string
   try {
     const { admin } = await connection.asPortal().admin.getSession({ sessionToken: token });
     if (!admin) return null;
-    return { adminId: admin.adminId, email: admin.email };
+    return { adminId: admin.adminId, email: admin.email, role: accountRole(admin.role), organizationIds: [...admin.organizationIds] };
   } catch (error) {
     if (error instanceof ConnectError && (error.code === Code.Unauthenticated || error.code === Code.NotFound)) return null;
     throw error instanceof ConnectError ? fromConnectError(error) : error;

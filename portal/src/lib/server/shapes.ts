@@ -10,9 +10,10 @@ import {
   type Team,
 } from "@provider-credentials/wire/gen/credentials_pb";
 import type { TokenScope } from "@provider-credentials/wire/auth";
-import type { ApiToken, AuditEvent } from "@provider-credentials/wire/gen/admin_pb";
+import type { Admin, ApiToken, AuditEvent } from "@provider-credentials/wire/gen/admin_pb";
 import { PROVIDER_NAMES, PROVIDERS } from "@provider-credentials/wire/providers";
 import type { KeyCheckOutcomeName, ProviderName, SelectionStrategyName } from "./trpc/schemas.js";
+import { accountRole } from "./session.js";
 
 /**
  * Service messages → the JSON the API returns: snake_case, every field present,
@@ -159,13 +160,33 @@ export function auditEventJson(e: AuditEvent) {
   };
 }
 
+/** A repeated organisation list → null when empty (proto3: every organisation). */
+function organizations(ids: readonly string[]): string[] | null {
+  return ids.length === 0 ? null : [...ids];
+}
+
 export function apiTokenJson(t: ApiToken) {
   return {
     name: t.name,
     scope: t.scope as TokenScope,
+    organization_ids: organizations(t.organizationIds),
+    expires_at: isoOrNull(t.expiresAt),
+    prefix: t.prefix,
     created_at: iso(t.createdAt),
     created_by: t.createdBy ?? null,
     last_used_at: isoOrNull(t.lastUsedAt),
+    previous_valid_until: isoOrNull(t.previousValidUntil),
+  };
+}
+
+export function accountJson(a: Admin) {
+  return {
+    email: a.email,
+    role: accountRole(a.role),
+    organization_ids: organizations(a.organizationIds),
+    disabled: a.disabled,
+    created_at: iso(a.createdAt),
+    last_sign_in_at: isoOrNull(a.lastSignInAt),
   };
 }
 

@@ -28,11 +28,13 @@ export const restRoutes: RestRoute[] = Object.entries(appRouter._def.procedures 
 const ERROR_RESPONSES: Record<string, string> = {
   "400": "Bad input: the message names the field; `issues` lists each problem.",
   "401": "No credentials, or a token or session that is not valid.",
-  "403": "Not allowed: a `resolve`-scope token, or a cross-origin request with a session cookie.",
-  "404": "No such organisation, credential, team or token.",
+  "403":
+    "Not allowed: a `resolve`- or `metrics`-scope token, a token or account whose organisations or role do not allow it, " +
+    "or a cross-origin request with a session cookie.",
+  "404": "No such organisation, credential, team, token or account.",
   "409":
-    "Conflict: a duplicate name or id, a stale `expected_version`, an organisation that still has credentials or teams, " +
-    "or (with `verify: true`) a key the provider did not accept (`failed_precondition`, naming `api_key`).",
+    "Conflict: a duplicate name, id or email, a stale `expected_version`, an organisation that still has credentials or teams, " +
+    "the last enabled owner, or (with `verify: true`) a key the provider did not accept (`failed_precondition`, naming `api_key`).",
   "413": `The body is larger than ${MAX_BODY_BYTES / 1024} KiB.`,
   "503": "The credentials service is unavailable; try again shortly.",
 };
@@ -41,8 +43,11 @@ const ERROR_RESPONSES: Record<string, string> = {
 function errorsFor(route: RestRoute): string[] {
   const names = route.path.includes("{") || route.path === "/provider-credentials/create";
   // Checking a key and setting a strategy change nothing that can conflict; activation is idempotent.
-  const conflictFree = /\/(activate|deactivate|verify)$|\/selection-strategies\//.test(route.path);
-  const conflicts = ((route.method === "POST" || route.method === "PUT") && !conflictFree) || route.path === "/organizations/{organization_id}";
+  const conflictFree = /\/(activate|deactivate|verify|rotate|sign-out)$|\/selection-strategies\//.test(route.path);
+  const conflicts =
+    ((route.method === "POST" || route.method === "PUT") && !conflictFree) ||
+    route.path === "/organizations/{organization_id}" ||
+    route.path === "/accounts/{email}";
   return [
     "400",
     "401",

@@ -1,10 +1,21 @@
 import type { ApiError } from "../errors.js";
 import type { ServiceConnection } from "../service-client.js";
 
-/** An administrator signed in to the portal (from AdminService.GetSession). */
+import type { AccountRole } from "../../roles.js";
+
+export type { AccountRole };
+
+/**
+ * An administrator signed in to the portal (from AdminService.GetSession).
+ * The role and organisations only decide which buttons the pages show: the
+ * service decides every call itself, from the account the email names.
+ */
 export interface SignedInAdmin {
   adminId: string;
   email: string;
+  role: AccountRole;
+  /** The organisations the account is limited to; empty: every organisation. */
+  organizationIds: string[];
 }
 
 /**

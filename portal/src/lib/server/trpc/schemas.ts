@@ -176,23 +176,68 @@ export const auditEventOutput = z
 
 export const auditEventListOutput = z.object({ events: z.array(auditEventOutput), next_cursor: z.string().nullable() }).meta({ id: "AuditEventList" });
 
-const tokenScope = z.enum(TOKEN_SCOPES).describe("`resolve`: ResolveKey only; `admin`: everything; `metrics`: the service's metrics port only.");
+const tokenScope = z
+  .enum(TOKEN_SCOPES)
+  .describe("`resolve`: ResolveKey, ReportKeyFailure and ReportKeySuccess; `admin`: every operation; `metrics`: the service's metrics port only.");
+
+/** The most organisations one token or account may list. */
+export const MAX_ORGANIZATIONS = 100;
+
+/** The longest overlap of a rotation: one day. */
+export const MAX_OVERLAP_SECONDS = 86_400;
+
+const organizationsOutput = z.array(z.string()).nullable().describe("The organisations it is limited to; null: every organisation.");
 
 export const apiTokenOutput = z
   .object({
     name: z.string(),
     scope: tokenScope,
+    organization_ids: organizationsOutput,
+    expires_at: timestamp.nullable().describe("When the token stops working; null: never."),
+    prefix: z.string().describe("The token's first characters (`pct_` and six more): enough to tell which token a leaked secret is, never enough to use it."),
     created_at: timestamp,
     created_by: z.string().nullable(),
     last_used_at: timestamp.nullable(),
+    previous_valid_until: timestamp.nullable().describe("After a rotation with an overlap: until when the previous secret still works; null otherwise."),
   })
-  .meta({ id: "ApiToken" });
+  .meta({ id: "ApiToken", description: "An API token as listed: never the token itself." });
 
 export const apiTokenListOutput = z.object({ tokens: z.array(apiTokenOutput) }).meta({ id: "ApiTokenList" });
 
 export const createdApiTokenOutput = apiTokenOutput
   .extend({ token: z.string().describe("The token: shown only in this response. Store it now.") })
   .meta({ id: "CreatedApiToken" });
+
+export const ACCOUNT_ROLES = ["owner", "editor", "viewer"] as const;
+const accountRole = z
+  .enum(ACCOUNT_ROLES)
+  .describe("`owner`: everything, including accounts and tokens; `editor`: organisations' credentials, teams and selection strategies; `viewer`: read only.");
+
+export const accountOutput = z
+  .object({
+    email: z.string(),
+    role: accountRole,
+    organization_ids: organizationsOutput,
+    disabled: z.boolean().describe("A disabled account cannot sign in."),
+    created_at: timestamp,
+    last_sign_in_at: timestamp.nullable(),
+  })
+  .meta({ id: "Account", description: "A portal account. Never carries its password." });
+
+export const accountListOutput = z.object({ accounts: z.array(accountOutput) }).meta({ id: "AccountList" });
+
+export const createdAccountOutput = accountOutput
+  .extend({
+    password: z.string().nullable().describe("The generated one-time password when none was sent: shown only in this response. null when a password was sent."),
+  })
+  .meta({ id: "CreatedAccount" });
+
+export const deletedAccountOutput = z
+  .object({ email: z.string(), deleted: z.literal(true), sessions_ended: z.int().describe("How many live sessions were ended.") })
+  .meta({ id: "DeletedAccount" });
+export const accountSessionsEndedOutput = z
+  .object({ email: z.string(), sessions_ended: z.int().describe("How many live sessions were ended.") })
+  .meta({ id: "AccountSessionsEnded" });
 
 export const deletedCredentialOutput = z.object({ credential_id: z.string(), deleted: z.literal(true) }).meta({ id: "DeletedCredential" });
 export const deletedOrganizationOutput = z.object({ organization_id: z.string(), deleted: z.literal(true) }).meta({ id: "DeletedOrganization" });
@@ -286,5 +331,60 @@ export const listAuditEventsInput = z
   .strict();
 
 export const noInput = z.object({}).strict();
-export const createApiTokenInput = z.object({ name: tokenNameField, scope: tokenScope }).strict();
+
+/** A list of organisations (at least one; leave the field out, or send null, for every organisation). */
+const organizationsInput = (what: string) =>
+  z
+    .array(organizationIdField)
+    .min(1, "must list at least one organisation; leave it out (or send null) for every organisation")
+    .max(MAX_ORGANIZATIONS)
+    .nullable()
+    .describe(what);
+
+export const createApiTokenInput = z
+  .object({
+    name: tokenNameField,
+    scope: tokenScope,
+    organization_ids: organizationsInput(
+      "The organisations the token may act on; omitted or null: every organisation (refused when the caller is itself limited).",
+    ).optional(),
+    expires_at: timestamp.nullable().describe("When the token stops working (in the future); omitted or null: never.").optional(),
+  })
+  .strict();
 export const tokenNameInput = z.object({ name: tokenNameField }).strict();
+export const rotateApiTokenInput = z
+  .object({
+    name: tokenNameField,
+    overlap_seconds: z
+      .int()
+      .min(0)
+      .max(MAX_OVERLAP_SECONDS)
+      .pipe(z.int())
+      .describe(`How long the previous secret keeps working, in seconds: 0 (the default: it stops at once) to ${MAX_OVERLAP_SECONDS}.`)
+      .optional(),
+  })
+  .strict();
+
+const emailField = z.string().min(1).max(320).describe("The account's sign-in email.");
+
+export const accountEmailInput = z.object({ email: emailField }).strict();
+
+export const createAccountInput = z
+  .object({
+    email: emailField,
+    role: accountRole,
+    organization_ids: organizationsInput(
+      "The organisations the account may see and change; omitted or null: every organisation. Refused for an owner.",
+    ).optional(),
+    password: z.string().max(1024).describe("The password (at least 12 characters); omitted: the service generates one and returns it once.").optional(),
+  })
+  .strict();
+
+export const updateAccountInput = z
+  .object({
+    email: emailField,
+    role: accountRole.optional(),
+    organization_ids: organizationsInput("A new list of organisations; null: every organisation.").optional(),
+    disabled: exactBoolean().describe("`true` disables the account and ends its sessions; `false` enables it again.").optional(),
+  })
+  .strict();

@@ -33,11 +33,14 @@ const apiErrors = t.middleware(async ({ ctx, next }) => {
   const result = await next();
   if (result.ok) return result;
   const error = toApiError(result.error);
-  if (ctx.caller?.kind === "session" && (error.apiCode === "unauthorized" || error.apiCode === "forbidden")) {
-    // The service refused the portal's own token: a deployment problem, not the person's.
+  if (ctx.caller?.kind === "session" && error.apiCode === "unauthorized") {
+    // The account was disabled after this session was looked up: the person's to sort out, with an owner.
+    if (/^account ".*" is disabled$/.test(error.message)) throw new ApiError("unauthorized", "your account is disabled; ask an owner");
+    // Otherwise the service refused the portal's own token: a deployment problem, not the person's.
     log("error", "the credentials service refused SERVICE_ADMIN_TOKEN", { code: error.apiCode });
     throw new ApiError("service_unavailable", "the credentials service is unavailable; try again shortly");
   }
+  // A refusal (403) is the service's rule for the signed-in account's role and organisations: passed on as it is.
   throw error;
 });
 

@@ -1,4 +1,5 @@
 import { createCallerFactory, router } from "../trpc.js";
+import { accountsRouter } from "./accounts.js";
 import { auditRouter } from "./audit.js";
 import { credentialsRouter } from "./credentials.js";
 import { organizationsRouter } from "./organizations.js";
@@ -14,6 +15,7 @@ export const appRouter = router({
   teams: teamsRouter,
   audit: auditRouter,
   tokens: tokensRouter,
+  accounts: accountsRouter,
 });
 
 export type AppRouter = typeof appRouter;

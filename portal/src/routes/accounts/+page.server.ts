@@ -1,0 +1,37 @@
+import { fail } from "@sveltejs/kit";
+import type { Actions, PageServerLoad } from "./$types";
+import { organizationList } from "$lib/server/form-lists";
+import { callerFor, field, loading, refuseForm } from "$lib/server/page-actions";
+import { ACCOUNT_ROLES } from "$lib/server/trpc/schemas";
+
+export const load: PageServerLoad = async (event) => ({ accounts: (await loading(() => callerFor(event).accounts.list({}))).accounts });
+
+type Role = (typeof ACCOUNT_ROLES)[number];
+const isRole = (value: string): value is Role => (ACCOUNT_ROLES as readonly string[]).includes(value);
+
+export const actions: Actions = {
+  /**
+   * Creates an account and answers with its one-time password: the only time
+   * it is shown (not a redirect, so it never travels in a cookie or a URL).
+   */
+  create: async (event) => {
+    const form = await event.request.formData();
+    const values = { email: field(form, "email").trim(), role: field(form, "role"), organization_ids: field(form, "organization_ids").trim() };
+    if (!isRole(values.role)) {
+      return fail(400, { values, message: "role: choose the account's role", errors: { role: "choose the account's role" } as Record<string, string> });
+    }
+    try {
+      const created = await callerFor(event).accounts.create({
+        email: values.email,
+        role: values.role,
+        organization_ids: organizationList(values.organization_ids),
+      });
+      return {
+        created: { email: created.email, role: created.role, organization_ids: created.organization_ids, password: created.password ?? "" },
+        values: { ...values, email: "" },
+      };
+    } catch (thrown) {
+      return refuseForm(thrown, ["email", "role", "organization_ids"], values);
+    }
+  },
+};
