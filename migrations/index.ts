@@ -7,6 +7,7 @@ import { Migration20261206120000_credential_name_key } from "./Migration20261206
 import { Migration20261206140000_metrics_scope } from "./Migration20261206140000_metrics_scope.js";
 import { Migration20261206150000_token_limits } from "./Migration20261206150000_token_limits.js";
 import { Migration20261206160000_admin_roles } from "./Migration20261206160000_admin_roles.js";
+import { Migration20261206170000_two_factor } from "./Migration20261206170000_two_factor.js";
 
 // Every migration, in order. Listed explicitly so that the migrator needs no
 // file-system discovery (which cannot import .ts files under some loaders).
@@ -20,4 +21,5 @@ export const migrationsList = [
   { name: "Migration20261206140000_metrics_scope", class: Migration20261206140000_metrics_scope },
   { name: "Migration20261206150000_token_limits", class: Migration20261206150000_token_limits },
   { name: "Migration20261206160000_admin_roles", class: Migration20261206160000_admin_roles },
+  { name: "Migration20261206170000_two_factor", class: Migration20261206170000_two_factor },
 ];

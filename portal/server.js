@@ -7,18 +7,23 @@ import http from "node:http";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { createPortalLogger } from "./src/lib/server/log.js";
-import { DEFAULT_SERVICE_URL, loadPortalSettings } from "./src/lib/server/settings.js";
+import { DEFAULT_SERVICE_URL, loadPortalSettings, PORTAL_SECRET_SETTINGS } from "./src/lib/server/settings.js";
+import { applySecretFiles } from "./src/lib/server/secret-files.js";
 
 const buildDir = fileURLToPath(new URL("./build/", import.meta.url));
 
 let settings;
+let secretFileWarnings;
 try {
+  // Secrets given as NAME_FILE (SERVICE_ADMIN_TOKEN_FILE) become NAME, for the app too (it reads process.env).
+  secretFileWarnings = applySecretFiles(process.env, PORTAL_SECRET_SETTINGS);
   settings = loadPortalSettings(process.env);
 } catch (error) {
   createPortalLogger("info").error({ code: "config" }, error instanceof Error ? error.message : String(error));
   process.exit(2);
 }
 const logger = createPortalLogger(settings.LOG_LEVEL);
+for (const { message, variable, file, mode } of secretFileWarnings) logger.warn({ variable, file, mode }, message);
 
 const listenPort = settings.PORTAL_PORT;
 const host = settings.HOST ?? "127.0.0.1";

@@ -12,6 +12,8 @@ import type { SignedInAdmin } from "$lib/server/trpc/context";
 const PUBLIC_PAGES = new Set(["/login", "/logout", "/healthz"]);
 /** API paths without authentication: the API's own description. */
 const PUBLIC_API = new Set(["/api/openapi.json", "/api/docs"]);
+/** The pages an account that must enrol a second factor may still open. */
+const ENROLMENT_PAGES = new Set(["/account", "/login", "/logout", "/healthz"]);
 const MUTATIONS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
 const isApi = (path: string) => path === "/api" || path.startsWith("/api/");
@@ -74,6 +76,9 @@ async function handleApi(event: RequestEvent, resolve: (event: RequestEvent) => 
       if (failure.status >= 500) log("error", "session lookup failed", { code: failure.apiCode, err: thrown });
       return deny(failure);
     }
+    if (admin?.twoFactorEnrolmentRequired) {
+      return deny(new ApiError("forbidden", "set up two-factor sign-in at /account first: it is required for every account"));
+    }
     if (admin) {
       event.locals.admin = admin;
       event.locals.caller = { kind: "session", admin };
@@ -119,6 +124,14 @@ async function handlePage(event: RequestEvent, resolve: (event: RequestEvent) =>
       return Response.json({ type: "redirect", status: 303, location });
     }
     redirect(303, location);
+  }
+  const signedIn: SignedInAdmin | null = event.locals.admin;
+  if (signedIn?.twoFactorEnrolmentRequired && !ENROLMENT_PAGES.has(path)) {
+    // Owners require a second factor: nothing else until the account has one.
+    if (event.request.method === "POST" && event.request.headers.get("x-sveltekit-action") === "true") {
+      return Response.json({ type: "redirect", status: 303, location: "/account" });
+    }
+    redirect(303, "/account");
   }
   return resolve(event);
 }

@@ -6,7 +6,8 @@ import { createLogger } from "./logger.js";
 import { MasterKeyError } from "./keyring/index.js";
 import { dataDirFrom, dataDirPrefix, openDatabase, type Database } from "./runtime/local.js";
 import { ConfigError } from "./runtime/config.js";
-import { loadSettings } from "./runtime/settings.js";
+import { loadSettings, SECRET_SETTINGS } from "./runtime/settings.js";
+import { applySecretFiles } from "./runtime/secret-files.js";
 import { startService, StartupError, type RunningService } from "./server.js";
 import { ensureFirstAdmin } from "./admins/first-admin.js";
 import { tlsFromEnv } from "./runtime/tls.js";
@@ -64,6 +65,8 @@ async function main(): Promise<void> {
   let database: Database | undefined;
   let service: RunningService | undefined;
   try {
+    // Secrets given as NAME_FILE (Docker, Kubernetes, systemd credentials) become NAME for everything below.
+    for (const { message, variable, file, mode } of applySecretFiles(process.env, SECRET_SETTINGS)) logger.warn({ variable, file, mode }, message);
     const settings = loadSettings(process.env);
     tuneGarbageCollector(settings.HEAP_GROWING_PERCENT);
     const tls = tlsFromEnv(process.env);

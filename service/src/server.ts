@@ -1,4 +1,7 @@
+import http from "node:http";
 import http2 from "node:http2";
+import type net from "node:net";
+import type { TLSSocket } from "node:tls";
 import { ApiBaseGuard, parseApiBaseAllow } from "./credentials/api-base-guard.js";
 import type * as grpc from "@grpc/grpc-js";
 import type { AddressInfo } from "node:net";
@@ -40,11 +43,17 @@ import {
   authenticateBeforeBody,
   beforeBodyCheck,
   closeWhenIdle,
+  HTTP1_MAX_HEADER_BYTES,
+  Http1Connections,
+  http1Options,
+  type RpcRequest,
+  type RpcResponse,
   grpcJsAuthenticateBeforeBody,
   DEFAULT_CONNECTION_LIMITS,
   DEFAULT_HEALTH_MAX_WATCHERS,
   type ConnectionLimits,
 } from "./rpc/connection-limits.js";
+import { createCleartextServer } from "./rpc/cleartext-port.js";
 import { grpcServerCredentials, tlsServerOptions, type TlsConfig } from "./runtime/tls.js";
 
 /** Largest request message accepted, in bytes: keys are at most 4 KiB. */
@@ -197,7 +206,10 @@ export function createParts(
     keyHealth,
     metrics,
     organizations: new OrganizationStore(orm, pages, onChange),
-    admins: new AdminStore(orm, { sessionLifetimeMs: options.sessionLifetimeHours === undefined ? undefined : options.sessionLifetimeHours * 3_600_000 }),
+    admins: new AdminStore(orm, {
+      sessionLifetimeMs: options.sessionLifetimeHours === undefined ? undefined : options.sessionLifetimeHours * 3_600_000,
+      keyring,
+    }),
     resolver,
     health: new HealthState([CredentialService.typeName, OrganizationService.typeName, AdminService.typeName]),
   };
@@ -299,7 +311,7 @@ const GRPC_TIMEOUT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 10
  * connect-node arms a plain setTimeout, so such a header is lowered to the longest a timer
  * waits before connect-node reads it. Malformed values are left for connect-node to refuse.
  */
-function clampTimeoutHeaders(req: http2.Http2ServerRequest): void {
+function clampTimeoutHeaders(req: RpcRequest): void {
   const grpcTimeout = req.headers["grpc-timeout"];
   if (typeof grpcTimeout === "string") {
     const match = /^(\d{1,8})([HMSmun])$/.exec(grpcTimeout);
@@ -384,20 +396,41 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   });
   // No request body is read before its token is known to be good (connection-limits.ts); health needs none.
   const serve = authenticateBeforeBody(GUARDED_SERVICES, beforeBodyCheck(parts.tokens, tokenCheck(parts.tokens)), (req, res) => {
-    encodeGrpcMessageTrailer(res);
+    // gRPC (trailers in HTTP trailers) is HTTP/2 only; gRPC-Web carries them in the body.
+    if (res instanceof http2.Http2ServerResponse) encodeGrpcMessageTrailer(res);
     clampTimeoutHeaders(req);
     handler(req, res);
   });
-  // With TLS, HTTP/1.1 is served too (ALPN picks), so Connect's JSON over plain HTTPS works from any client.
+  // HTTP/1.1 is served too, so Connect's JSON (and gRPC-Web) works from curl, urllib and any
+  // HTTP client: with TLS, ALPN picks; in cleartext, the first bytes of each connection do (cleartext-port.ts).
   const tls = options.tls;
   const http2Options = { settings: { maxConcurrentStreams: limits.maxStreamsPerConnection } };
-  const server = tls
-    ? http2.createSecureServer({ ...tlsServerOptions(tls), ...http2Options, allowHTTP1: true, handshakeTimeout: limits.idleTimeoutMs }, serve as never)
-    : http2.createServer(http2Options, serve);
-  // A connection past the bound is closed at once; HTTP/1.1 connections (TLS only) count too.
+  const h1Options = http1Options(limits);
+  const http1 = new Http1Connections(limits.idleTimeoutMs);
+  let server: net.Server;
+  let h2: http2.Http2Server | http2.Http2SecureServer;
+  let h1: http.Server | undefined;
+  if (tls) {
+    const secure = http2.createSecureServer(
+      { ...tlsServerOptions(tls), ...http2Options, allowHTTP1: true, handshakeTimeout: limits.idleTimeoutMs },
+      serve as never,
+    );
+    // Node.js's HTTP/1.1 code reads these from the server it serves (the HTTP/2 one here); its largest head is Node.js's default, HTTP1_MAX_HEADER_BYTES.
+    Object.assign(secure, h1Options);
+    secure.on("secureConnection", (socket: TLSSocket) => {
+      if (socket.alpnProtocol !== "h2") http1.add(socket);
+    });
+    server = h2 = secure;
+  } else {
+    h2 = http2.createServer(http2Options, serve);
+    h1 = http.createServer({ ...h1Options, maxHeaderSize: HTTP1_MAX_HEADER_BYTES }, serve);
+    server = createCleartextServer(h2, h1, limits.idleTimeoutMs, (socket) => http1.add(socket));
+  }
+  (h1 ?? h2).on("request", (req: RpcRequest, res: RpcResponse) => http1.request(req, res));
+  // A connection past the bound is closed at once; HTTP/1.1 connections count too (one listening server takes both).
   server.maxConnections = limits.maxConnections;
   const sessions = new Set<http2.ServerHttp2Session>();
-  server.on("session", (session) => {
+  h2.on("session", (session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
     closeWhenIdle(session, limits.idleTimeoutMs);
@@ -416,6 +449,8 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     await orm.close(true);
     throw new StartupError(`cannot listen for Connect on ${options.host}:${options.connectPort}: ${(error as Error).message}`);
   }
+  // The HTTP/1.1 server never listens itself: "listening" starts its head and request timeout checks.
+  h1?.emit("listening");
   const address = server.address() as AddressInfo;
 
   let metricsServer: { port: number; close(): Promise<void> } | undefined;
@@ -432,6 +467,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     } catch (error) {
       await shutdownGrpcJsServer(grpcServer, 0);
       server.close();
+      h1?.close(() => undefined);
       await listener.stop();
       await orm.close(true);
       throw new StartupError(`cannot listen for metrics on ${options.host}:${options.metricsPort}: ${(error as Error).message}`);
@@ -445,10 +481,14 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       // Health watchers hear NOT_SERVING, then their streams end so that they do not hold the drain.
       parts.health.shutDown();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      // GOAWAY: clients stop sending new calls here; calls in flight finish.
+      // Its timeout checks stop (it was not listening: the error that says so is of no interest).
+      h1?.close(() => undefined);
+      // GOAWAY: clients stop sending new calls here; calls in flight finish (HTTP/1.1: idle connections close now).
       for (const session of sessions) session.close();
+      http1.close();
       const timer = setTimeout(() => {
         for (const session of sessions) session.destroy();
+        http1.destroy();
       }, drainMs);
       await Promise.all([closed, shutdownGrpcJsServer(grpcServer, drainMs), metricsServer?.close()]);
       clearTimeout(timer);

@@ -6,6 +6,7 @@
 // of its own). Then runChange itself: a change that fails writes, notifies and calls nothing.
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Secret, TOTP } from "otpauth";
 import { createClient } from "@connectrpc/connect";
 import { AdminService } from "@provider-credentials/wire/gen/admin_pb";
 import { CredentialService, FailureKind, OrganizationService, Provider, SelectionStrategy } from "@provider-credentials/wire/gen/credentials_pb";
@@ -106,6 +107,25 @@ const audit = (action: string, row: Partial<Omit<AuditRow, "action">> = {}): Aud
 
 let counter = 0;
 const unique = (prefix: string) => `${prefix}-${++counter}`;
+
+/** The authenticator app's current code for a TOTP secret (base32). */
+const totp = (secret: string) => new TOTP({ algorithm: "SHA1", digits: 6, period: 30, secret: Secret.fromBase32(secret) }).generate();
+
+/** A new account, signed in. */
+async function signedInAccount(): Promise<{ email: string; sessionToken: string }> {
+  const email = `${unique("two-factor")}@example.com`;
+  await admin.createAdmin({ email, role: "viewer", password: PASSWORD });
+  const { sessionToken } = await admin.signIn({ email, password: PASSWORD, source: "192.0.2.1" });
+  return { email, sessionToken };
+}
+
+/** A new account with two-factor sign-in on, signed in, and its recovery codes. */
+async function enrolled(): Promise<{ email: string; sessionToken: string; recoveryCodes: string[] }> {
+  const { email, sessionToken } = await signedInAccount();
+  const { secret } = await admin.beginTwoFactorEnrolment({ sessionToken });
+  const { recoveryCodes } = await admin.confirmTwoFactorEnrolment({ sessionToken, code: totp(secret) });
+  return { email, sessionToken, recoveryCodes };
+}
 
 async function organization(): Promise<string> {
   const id = unique("org");
@@ -313,6 +333,47 @@ const MUTATING: Record<string, Case> = {
       return { audits: [audit("token.revoke", { target: name })], notifications: [] };
     };
   },
+  "AdminService.CompleteSignIn": async () => {
+    const { email, recoveryCodes } = await enrolled();
+    const { secondFactorToken } = await admin.signIn({ email, password: PASSWORD, source: "192.0.2.1" });
+    return async () => {
+      await admin.completeSignIn({ secondFactorToken, code: recoveryCodes[0], source: "192.0.2.1" });
+      return {
+        audits: [
+          audit("admin.recovery_code_used", { target: email, details: ["recovery_codes_left"] }),
+          audit("admin.sign_in", { target: email, details: ["second_factor"] }),
+        ],
+        notifications: [],
+      };
+    };
+  },
+  // Keeps a pending secret: nothing changes for the account until it is confirmed, so nothing is audited.
+  "AdminService.BeginTwoFactorEnrolment": async () => {
+    const { sessionToken } = await signedInAccount();
+    return async () => (await admin.beginTwoFactorEnrolment({ sessionToken }), NOTHING);
+  },
+  "AdminService.ConfirmTwoFactorEnrolment": async () => {
+    const { email, sessionToken } = await signedInAccount();
+    const { secret } = await admin.beginTwoFactorEnrolment({ sessionToken });
+    return async () => {
+      await admin.confirmTwoFactorEnrolment({ sessionToken, code: totp(secret) });
+      return { audits: [audit("admin.two_factor_enabled", { target: email, details: ["recovery_codes"] })], notifications: [] };
+    };
+  },
+  "AdminService.DisableTwoFactor": async () => {
+    const { email, sessionToken, recoveryCodes } = await enrolled();
+    return async () => {
+      await admin.disableTwoFactor({ sessionToken, code: recoveryCodes[0] });
+      return {
+        audits: [audit("admin.recovery_code_used", { target: email, details: ["recovery_codes_left"] }), audit("admin.two_factor_disabled", { target: email })],
+        notifications: [],
+      };
+    };
+  },
+  "AdminService.SetSecurityPolicy": async () => async () => {
+    await admin.setSecurityPolicy({ requireTwoFactor: false });
+    return { audits: [audit("security_policy.set", { details: ["require_two_factor", "accounts_without_two_factor"] })], notifications: [] };
+  },
   "AdminService.CreateAdmin": async () => async () => {
     const email = `${unique("account")}@example.com`;
     await admin.createAdmin({ email, role: "viewer" });
@@ -384,6 +445,7 @@ const READ_ONLY: Record<string, Case> = {
     return async () => (await admin.getSession({ sessionToken }), NOTHING);
   },
   "AdminService.ListAdmins": async () => async () => (await admin.listAdmins({}), NOTHING),
+  "AdminService.GetSecurityPolicy": async () => async () => (await admin.getSecurityPolicy({}), NOTHING),
   "AdminService.ListApiTokens": async () => async () => (await admin.listApiTokens({}), NOTHING),
   "AdminService.ListAuditEvents": async () => async () => (await admin.listAuditEvents({ pageSize: 10 }), NOTHING),
 };

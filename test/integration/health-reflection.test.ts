@@ -12,7 +12,7 @@ import { CredentialService, Provider } from "@provider-credentials/wire/gen/cred
 import { Health, HealthCheckRequestSchema, HealthCheckResponse_ServingStatus as Status } from "@provider-credentials/wire/gen/grpc/health/v1/health_pb";
 import {
   ServerReflection,
-  type ServerReflectionRequestSchema,
+  ServerReflectionRequestSchema,
   type ServerReflectionResponse,
 } from "@provider-credentials/wire/gen/grpc/reflection/v1/reflection_pb";
 import { createHealthService, HealthState } from "../../service/src/rpc/health.js";
@@ -153,17 +153,28 @@ function descriptors(response: ServerReflectionResponse): FileDescriptorProto[] 
 describe("grpc.reflection.v1.ServerReflection/ServerReflectionInfo", () => {
   const listServices: ReflectionRequest = { messageRequest: { case: "listServices", value: "" } };
 
-  it("is UNAUTHENTICATED without a token, and PERMISSION_DENIED for a resolve-scope token", async () => {
+  it("is UNAUTHENTICATED without a good token, and open to every scope (it answers the public schema only)", async () => {
     expect(await rpcError(reflect(undefined, [listServices]))).toEqual({
       code: Code.Unauthenticated,
       message: 'missing or malformed authorization header; send "authorization: Bearer <token>"',
     });
     expect((await rpcError(reflect("garbage", [listServices]))).code).toBe(Code.Unauthenticated);
-    const { token } = await new TokenStore(t.service.orm).create("reflect-resolve", "resolve", "test");
-    expect(await rpcError(reflect(token, [listServices]))).toEqual({
-      code: Code.PermissionDenied,
-      message: 'token "reflect-resolve" has scope "resolve", which may not call ServerReflectionInfo',
-    });
+    for (const scope of ["resolve", "metrics"]) {
+      const { token } = await new TokenStore(t.service.orm).create(`reflect-${scope}`, scope, "test");
+      // Both ports: grpc-js's reflection and connect-node's.
+      for (const protocol of ["grpc", "connect"] as const) {
+        const responses: ServerReflectionResponse[] = [];
+        for await (const r of createClient(ServerReflection, t.transport(protocol, token)).serverReflectionInfo(
+          (async function* () {
+            yield create(ServerReflectionRequestSchema, listServices);
+          })(),
+        ))
+          responses.push(r);
+        expect({ scope, protocol, case: responses[0]?.messageResponse.case }).toEqual({ scope, protocol, case: "listServicesResponse" });
+      }
+      // The token's scope still bounds the product's RPCs.
+      expect((await rpcError(t.clients(token).organizations.listOrganizations({}))).code).toBe(Code.PermissionDenied);
+    }
   });
 
   it("list_services names every service the server answers", async () => {

@@ -244,6 +244,37 @@ const RPCS: RpcSpec[] = [
     kind: "none",
     request: () => ({ sessionToken: randomBytes(32).toString("base64url"), currentPassword: PASSWORD, newPassword: `${PASSWORD}-new` }),
   },
+  // A random second-factor token or session: the policy lets it through and the service refuses the token (not the caller).
+  {
+    label: "CompleteSignIn",
+    method: M.completeSignIn,
+    access: "portal",
+    kind: "none",
+    request: () => ({ secondFactorToken: randomBytes(32).toString("base64url"), code: "123456", source: `198.51.100.${randomBytes(1)[0]}` }),
+  },
+  {
+    label: "BeginTwoFactorEnrolment",
+    method: M.beginTwoFactorEnrolment,
+    access: "portal",
+    kind: "none",
+    request: () => ({ sessionToken: randomBytes(32).toString("base64url") }),
+  },
+  {
+    label: "ConfirmTwoFactorEnrolment",
+    method: M.confirmTwoFactorEnrolment,
+    access: "portal",
+    kind: "none",
+    request: () => ({ sessionToken: randomBytes(32).toString("base64url"), code: "123456" }),
+  },
+  {
+    label: "DisableTwoFactor",
+    method: M.disableTwoFactor,
+    access: "portal",
+    kind: "none",
+    request: () => ({ sessionToken: randomBytes(32).toString("base64url"), code: "123456" }),
+  },
+  { label: "GetSecurityPolicy", method: M.getSecurityPolicy, access: "read", kind: "none", request: () => ({}) },
+  { label: "SetSecurityPolicy", method: M.setSecurityPolicy, access: "accounts", kind: "none", request: () => ({ requireTwoFactor: false }) },
   { label: "ListAdmins", method: M.listAdmins, access: "read", kind: "none", request: () => ({}) },
   {
     label: "CreateAdmin",

@@ -1,11 +1,21 @@
-import { readFile, readdir } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { loadSettings, SERVICE_SETTINGS } from "../../service/src/runtime/settings.js";
+import { loadSettings, SECRET_SETTINGS, SERVICE_SETTINGS } from "../../service/src/runtime/settings.js";
 import { ConfigError } from "../../service/src/runtime/config.js";
 import { PROVIDERS } from "@provider-credentials/wire/providers";
 import { CONFIGURATION_DOC, renderConfigurationDoc } from "../../scripts/config-docs.js";
-import { loadPortalSettings, PORTAL_SETTINGS, PortalConfigError } from "../../portal/src/lib/server/settings.js";
+import { loadPortalSettings, PORTAL_SECRET_SETTINGS, PORTAL_SETTINGS, PortalConfigError } from "../../portal/src/lib/server/settings.js";
+
+/** A 0600 file holding `content`, in a fresh folder. */
+async function secretFile(content: string): Promise<{ file: string; remove: () => Promise<void> }> {
+  const dir = await mkdtemp(path.join(tmpdir(), "pc-settings-"));
+  const file = path.join(dir, "secret");
+  await writeFile(file, content);
+  await chmod(file, 0o600);
+  return { file, remove: () => rm(dir, { recursive: true, force: true }) };
+}
 
 describe("the service's settings (service/src/runtime/settings.ts)", () => {
   it("docs/configuration.md is what the schema generates (npm run docs:config)", async () => {
@@ -46,6 +56,32 @@ describe("the service's settings (service/src/runtime/settings.ts)", () => {
   ])("refuses %o, naming the variable and its rule", (env, message) => {
     expect(() => loadSettings(env)).toThrow(ConfigError);
     expect(() => loadSettings(env)).toThrow(message);
+  });
+
+  it("takes every secret, and only secrets, from NAME_FILE too, and documents each NAME_FILE", async () => {
+    // A setting named like a secret must be listed (SERVICE_SECRET_SETTINGS in secret-files.ts) ...
+    const looksSecret = Object.keys(SERVICE_SETTINGS).filter((name) => /(API_KEY|MASTER_KEY|TOKEN|PASSWORD|^DATABASE_\w*URL)$/.test(name));
+    expect([...SECRET_SETTINGS].sort()).toEqual(looksSecret.sort());
+    expect(SECRET_SETTINGS).toEqual(expect.arrayContaining(["DATABASE_URL", "MASTER_KEY", "SERVICE_ADMIN_TOKEN", "ADMIN_PASSWORD", "OPENAI_API_KEY"]));
+    for (const provider of Object.values(PROVIDERS)) for (const variable of provider.envVars) expect(SECRET_SETTINGS).toContain(variable);
+    // ... and its NAME_FILE is in the generated table.
+    const doc = await readFile(CONFIGURATION_DOC, "utf8");
+    for (const name of SECRET_SETTINGS) expect(doc).toContain(`\`${name}_FILE\``);
+  });
+
+  it("reads a secret from NAME_FILE (one trailing newline stripped), and refuses it set both ways", async () => {
+    const { file, remove } = await secretFile("postgres://u:secret-password@db.internal:5432/credentials\n");
+    try {
+      expect(loadSettings({ DATABASE_URL_FILE: file }).DATABASE_URL).toBe("postgres://u:secret-password@db.internal:5432/credentials");
+      expect(() => loadSettings({ DATABASE_URL: "postgres://x", DATABASE_URL_FILE: file })).toThrow(
+        new ConfigError("DATABASE_URL and DATABASE_URL_FILE are both set: set one of them"),
+      );
+      expect(() => loadSettings({ MASTER_KEY_FILE: `${file}.missing` })).toThrow(
+        new ConfigError(`MASTER_KEY_FILE: cannot read ${file}.missing (ENOENT: no such file or directory)`),
+      );
+    } finally {
+      await remove();
+    }
   });
 
   it("documents every variable the service reads (outside its command-line tools) and every provider's fallback variable", async () => {
@@ -99,6 +135,21 @@ describe("the portal's settings (portal/src/lib/server/settings.js)", () => {
   ])("refuses %o, naming the variable and its rule", (env, message) => {
     expect(() => loadPortalSettings(env)).toThrow(PortalConfigError);
     expect(() => loadPortalSettings(env)).toThrow(message);
+  });
+
+  it("takes SERVICE_ADMIN_TOKEN (and DATABASE_URL) from NAME_FILE too, refusing one set both ways", async () => {
+    expect([...PORTAL_SECRET_SETTINGS].sort()).toEqual(["DATABASE_URL", "SERVICE_ADMIN_TOKEN"]);
+    const { file, remove } = await secretFile(`pc_admin_${"s".repeat(40)}\n`);
+    try {
+      expect(loadPortalSettings({ SERVICE_ADMIN_TOKEN_FILE: file }).SERVICE_ADMIN_TOKEN).toBe(`pc_admin_${"s".repeat(40)}`);
+      expect(() => loadPortalSettings({ SERVICE_ADMIN_TOKEN: "pc_admin_x", SERVICE_ADMIN_TOKEN_FILE: file })).toThrow(
+        new PortalConfigError("SERVICE_ADMIN_TOKEN and SERVICE_ADMIN_TOKEN_FILE are both set: set one of them"),
+      );
+      expect(() => loadPortalSettings({ SERVICE_ADMIN_TOKEN_FILE: `${file}.missing` })).toThrow(PortalConfigError);
+      expect(() => loadPortalSettings({ SERVICE_ADMIN_TOKEN_FILE: `${file}.missing` })).toThrow(`SERVICE_ADMIN_TOKEN_FILE: cannot read ${file}.missing`);
+    } finally {
+      await remove();
+    }
   });
 
   it("documents every variable the portal reads (portal/server.js, its sources and scripts)", async () => {

@@ -14,6 +14,8 @@ export const load: LayoutServerLoad = (event) => {
   void event.url.href;
   return {
     admin: pageAccount(event.locals.admin),
+    /** An owner without a second factor is asked (not forced, unless the policy requires it) to set one up. */
+    askTwoFactor: event.locals.admin?.role === "owner" && event.locals.admin.twoFactorEnabled === false && event.url.pathname !== "/account",
     flash: takeFlash(event),
   };
 };

@@ -2,13 +2,29 @@ import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Orm } from "../db/orm.js";
-import { runChange } from "../db/change.js";
+import { runChange, type Change } from "../db/change.js";
 import { toDate } from "../db/errors.js";
 import { ServiceError, invalid } from "../errors.js";
 import type { Actor } from "../credentials/credential-store.js";
 import { validateId } from "../credentials/validation.js";
 import type { AccountDirectory, AccountGrant, AccountRole } from "../auth/tokens.js";
 import { dummyPasswordHash, generatePassword, hashPassword, PASSWORD_MAX_LENGTH, passwordProblem, verifyPassword } from "./passwords.js";
+import type { Keyring } from "../keyring/index.js";
+import {
+  hashRecoveryCode,
+  hashSecondFactorToken,
+  isTotpCode,
+  newRecoveryCodes,
+  newSecondFactorToken,
+  newTotpSecret,
+  normalizeRecoveryCode,
+  otpauthUri,
+  PENDING_ENROLMENT_MS,
+  SECOND_FACTOR_TOKEN_MAX_FAILURES,
+  SECOND_FACTOR_TOKEN_MS,
+  secretContext,
+  totpStep,
+} from "./two-factor.js";
 
 export interface AdminView {
   id: string;
@@ -19,11 +35,26 @@ export interface AdminView {
   /** The organisations the account is limited to; null: every organisation. */
   organizations: string[] | null;
   disabled: boolean;
+  /** Whether the account signs in with a TOTP code after its password. */
+  twoFactorEnabled: boolean;
 }
 
 export interface SessionView {
   admin: AdminView;
   expiresAt: Date;
+  /** The security policy requires a second factor and the account has none: it must enrol before anything else. */
+  twoFactorEnrolmentRequired?: boolean;
+}
+
+/** SignIn's answer: a session, or (for an account with a second factor) the token CompleteSignIn takes with a code. */
+export type SignInResult = { token: string; session: SessionView; secondFactorToken?: undefined } | { secondFactorToken: string };
+
+/** A code judged right and not yet consumed: a TOTP code's time step, or a recovery code's hash. */
+type CodeVerdict = { kind: "totp"; step: number; sealed: string; reseal: string | undefined } | { kind: "recovery"; hash: string };
+
+/** The portal's sign-in rules. */
+export interface SecurityPolicy {
+  requireTwoFactor: boolean;
 }
 
 export const SESSION_IDLE_MS = 12 * 60 * 60 * 1000;
@@ -108,7 +139,7 @@ export interface AccountChanges {
 const hashSession = (token: string) => createHash("sha256").update(token, "utf8").digest("hex");
 
 const ADMIN_COLUMNS = ["id", "email", "created_at", "last_sign_in_at", "role", "organization_ids", "disabled_at"];
-const columns = (alias = "") => ADMIN_COLUMNS.map((c) => alias + c).join(", ");
+const columns = (alias = "") => [...ADMIN_COLUMNS.map((c) => alias + c), `(${alias}totp_enabled_at is not null) as two_factor_enabled`].join(", ");
 /** A JSON array of text bound as one parameter, as text[] (null stays null). */
 const TEXT_ARRAY = "(select array_agg(x order by n) from jsonb_array_elements_text(?::jsonb) with ordinality as t(x, n))";
 const textArray = (ids: readonly string[] | null) => (ids === null ? null : JSON.stringify(ids));
@@ -121,6 +152,7 @@ interface AdminRow {
   role: AccountRole;
   organization_ids: string[] | null;
   disabled_at: Date | string | null;
+  two_factor_enabled: boolean;
 }
 
 const view = (row: AdminRow): AdminView => ({
@@ -131,6 +163,7 @@ const view = (row: AdminRow): AdminView => ({
   role: row.role,
   organizations: row.organization_ids,
   disabled: row.disabled_at !== null,
+  twoFactorEnabled: row.two_factor_enabled,
 });
 
 const ownerNeverLimited = (field: string) =>
@@ -179,10 +212,13 @@ const lastOwner = (email: string, what: string) =>
 export interface AdminStoreOptions {
   /** How long a session lasts after sign-in, used or not (ms; default DEFAULT_SESSION_LIFETIME_HOURS). */
   sessionLifetimeMs?: number;
+  /** Seals and opens TOTP secrets; without it, two-factor sign-in is refused (FAILED_PRECONDITION). */
+  keyring?: Keyring;
 }
 
 export class AdminStore implements AccountDirectory {
   private readonly sessionLifetimeMs: number;
+  private readonly keyring: Keyring | undefined;
   private admissions = 0;
   private readonly admissionQueue: Array<() => void> = [];
   private readonly grants = new LRUCache<string, { grant: AccountGrant | undefined }>({ max: ACCOUNT_CACHE_MAX, ttl: ACCOUNT_CACHE_TTL_MS });
@@ -194,6 +230,7 @@ export class AdminStore implements AccountDirectory {
     options: AdminStoreOptions = {},
   ) {
     this.sessionLifetimeMs = options.sessionLifetimeMs ?? DEFAULT_SESSION_LIFETIME_HOURS * 60 * 60 * 1000;
+    this.keyring = options.keyring;
   }
 
   private sql<T>(query: string, params: unknown[] = []): Promise<T[]> {
@@ -258,7 +295,16 @@ export class AdminStore implements AccountDirectory {
     if (role === "owner" && organizations !== null) throw ownerNeverLimited(organizationsField);
     const password = passwordInput === undefined ? generatePassword() : validatePassword(passwordInput, email, passwordField);
     const now = new Date();
-    const row: AdminRow = { id: randomUUID(), email, created_at: now, last_sign_in_at: null, role, organization_ids: organizations, disabled_at: null };
+    const row: AdminRow = {
+      id: randomUUID(),
+      email,
+      created_at: now,
+      last_sign_in_at: null,
+      role,
+      organization_ids: organizations,
+      disabled_at: null,
+      two_factor_enabled: false,
+    };
     const passwordHash = await hashPassword(password);
     try {
       await runChange(
@@ -477,8 +523,20 @@ export class AdminStore implements AccountDirectory {
     return (await this.sql<AdminRow>(`select ${columns()} from admin_users order by email`)).map(view);
   }
 
-  /** Checks the password and opens a session. Every failure looks the same to the caller, a disabled account's too. */
+  /** beginSignIn for callers that need a session at once: an account with a second factor is refused (FAILED_PRECONDITION). */
   async signIn(emailInput: string, password: string, source: string | null, userAgent: string | null): Promise<{ token: string; session: SessionView }> {
+    const result = await this.beginSignIn(emailInput, password, source, userAgent);
+    if (result.secondFactorToken !== undefined) {
+      throw new ServiceError("failed_precondition", "this account signs in with a second factor: complete the sign-in with a code");
+    }
+    return result;
+  }
+
+  /**
+   * Checks the password and opens a session; for an account with a second factor, gives instead a token for
+   * completeSignIn (5 minutes, once). Every failure looks the same to the caller, a disabled account's too.
+   */
+  async beginSignIn(emailInput: string, password: string, source: string | null, userAgent: string | null): Promise<SignInResult> {
     const email = emailInput.trim().toLowerCase().slice(0, 254);
     // Only an email address can name an account. Anything else typed into the field (a password,
     // an API key) is neither looked up nor written to the audit log.
@@ -496,11 +554,42 @@ export class AdminStore implements AccountDirectory {
       await runChange(this.orm, async ({ audit }) => audit({ actor, action: "admin.sign_in_failed", target: account, source, details }));
       throw new ServiceError("unauthenticated", "invalid email or password");
     }
+    if (row.two_factor_enabled) {
+      // The password was right (the attempt is no failure); the code is judged as an attempt of its own.
+      const secondFactorToken = newSecondFactorToken();
+      await runChange(this.orm, async ({ em }) => {
+        const conn = em.getConnection();
+        const ctx = em.getTransactionContext();
+        await conn.execute("delete from admin_second_factor_tokens where expires_at < now() - interval '1 hour'", [], "run", ctx);
+        await conn.execute(
+          "insert into admin_second_factor_tokens (id_hash, admin_id, created_at, expires_at) values (?, ?, now(), now() + ? * interval '1 millisecond')",
+          [hashSecondFactorToken(secondFactorToken), row.id, SECOND_FACTOR_TOKEN_MS],
+          "run",
+          ctx,
+        );
+        await conn.execute("delete from admin_sign_in_attempts where id = ?", [attempt], "run", ctx);
+      });
+      return { secondFactorToken };
+    }
+    return this.openSession(row, attempt, source, userAgent);
+  }
+
+  /** Opens a session for `row` whose sign-in (admitted as `attempt`) succeeded, with `more` done in the same transaction. */
+  private async openSession(
+    row: AdminRow,
+    attempt: string,
+    source: string | null,
+    userAgent: string | null,
+    details?: Record<string, unknown>,
+    more?: (change: Change) => Promise<void>,
+  ): Promise<{ token: string; session: SessionView }> {
     const token = randomBytes(32).toString("base64url");
     const now = new Date();
-    await runChange(this.orm, async ({ em, audit }) => {
+    await runChange(this.orm, async (change) => {
+      const { em, audit } = change;
       const conn = em.getConnection();
       const ctx = em.getTransactionContext();
+      if (more) await more(change);
       await conn.execute(
         "insert into admin_sessions (id_hash, admin_id, created_at, last_seen_at, source, user_agent) values (?, ?, ?, ?, ?, ?)",
         [hashSession(token), row.id, now, now, source, userAgent?.slice(0, 512) ?? null],
@@ -509,7 +598,7 @@ export class AdminStore implements AccountDirectory {
       );
       await conn.execute("update admin_users set last_sign_in_at = ? where id = ?", [now, row.id], "run", ctx);
       await conn.execute("delete from admin_sign_in_attempts where id = ?", [attempt], "run", ctx);
-      audit({ actor: row.email, action: "admin.sign_in", target: row.email, source });
+      audit({ actor: row.email, action: "admin.sign_in", target: row.email, source, details });
     });
     const expiresAt = new Date(now.getTime() + Math.min(SESSION_IDLE_MS, this.sessionLifetimeMs));
     return { token, session: { admin: view({ ...row, last_sign_in_at: now }), expiresAt } };
@@ -521,14 +610,15 @@ export class AdminStore implements AccountDirectory {
    */
   async getSession(token: string): Promise<SessionView> {
     if (!/^[A-Za-z0-9_-]{43}$/.test(token)) throw new ServiceError("unauthenticated", "session expired or signed out");
-    const [row] = await this.sql<AdminRow & { last_seen_at: string; session_created_at: string }>(
+    const [row] = await this.sql<AdminRow & { last_seen_at: string; session_created_at: string; require_two_factor: boolean | null }>(
       `with s as (
          update admin_sessions set last_seen_at = now()
          where id_hash = ? and revoked_at is null and last_seen_at > now() - ? * interval '1 millisecond'
            and created_at > now() - ? * interval '1 millisecond'
          returning admin_id, last_seen_at, created_at
        )
-       select ${columns("a.")}, s.last_seen_at, s.created_at as session_created_at
+       select ${columns("a.")}, s.last_seen_at, s.created_at as session_created_at,
+         (select require_two_factor from security_policy) as require_two_factor
        from s join admin_users a on a.id = s.admin_id
        where a.disabled_at is null`,
       [hashSession(token), SESSION_IDLE_MS, this.sessionLifetimeMs],
@@ -536,7 +626,283 @@ export class AdminStore implements AccountDirectory {
     if (!row) throw new ServiceError("unauthenticated", "session expired or signed out");
     const idleEnd = toDate(row.last_seen_at).getTime() + SESSION_IDLE_MS;
     const lifetimeEnd = toDate(row.session_created_at).getTime() + this.sessionLifetimeMs;
-    return { admin: view(row), expiresAt: new Date(Math.min(idleEnd, lifetimeEnd)) };
+    return {
+      admin: view(row),
+      expiresAt: new Date(Math.min(idleEnd, lifetimeEnd)),
+      twoFactorEnrolmentRequired: row.require_two_factor === true && !row.two_factor_enabled,
+    };
+  }
+
+  /** The keyring that seals TOTP secrets, or FAILED_PRECONDITION when this store was made without one. */
+  private sealer(): Keyring {
+    if (!this.keyring) throw new ServiceError("failed_precondition", "two-factor sign-in is not available here (no keyring)");
+    return this.keyring;
+  }
+
+  /**
+   * Whether `code` is a current TOTP code or an unused recovery code of the account, judged without changing
+   * anything: what useCode must then consume in the transaction that acts on it. Undefined when it is neither.
+   */
+  private async judgeCode(adminId: string, code: string): Promise<CodeVerdict | undefined> {
+    const [row] = await this.sql<{ totp_secret: string | null }>("select totp_secret from admin_users where id = ?", [adminId]);
+    if (!row?.totp_secret) return undefined;
+    if (isTotpCode(code)) {
+      const { plaintext, keyId } = this.sealer().openSecret(row.totp_secret, secretContext("totp_secret", adminId));
+      const step = totpStep(plaintext, code);
+      if (step === undefined) return undefined;
+      // A secret sealed under a master key that is no longer the primary one is sealed again under the primary.
+      const reseal = keyId === this.sealer().primaryKeyId ? undefined : this.sealer().sealSecret(plaintext, secretContext("totp_secret", adminId));
+      return { kind: "totp", step, sealed: row.totp_secret, reseal };
+    }
+    const normalized = normalizeRecoveryCode(code);
+    if (normalized === undefined) return undefined;
+    const hash = hashRecoveryCode(adminId, normalized);
+    const [used] = await this.sql<{ n: string }>("select count(*) as n from admin_recovery_codes where admin_id = ? and code_hash = ? and used_at is null", [
+      adminId,
+      hash,
+    ]);
+    return Number(used.n) === 1 ? { kind: "recovery", hash } : undefined;
+  }
+
+  /**
+   * Consumes a judged code in the transaction: a TOTP code's step must be later than the last one accepted (a
+   * code is never accepted twice, even within its 30 seconds), a recovery code must still be unused. False when
+   * a concurrent call got there first.
+   */
+  private async useCode({ em, audit }: Change, admin: { id: string; email: string }, verdict: CodeVerdict, source: string | null): Promise<boolean> {
+    const conn = em.getConnection();
+    const ctx = em.getTransactionContext();
+    if (verdict.kind === "totp") {
+      const rows: unknown[] = await conn.execute(
+        `update admin_users set totp_last_step = ?, totp_secret = coalesce(?, totp_secret)
+         where id = ? and totp_secret = ? and (totp_last_step is null or totp_last_step < ?) returning id`,
+        [verdict.step, verdict.reseal ?? null, admin.id, verdict.sealed, verdict.step],
+        "all",
+        ctx,
+      );
+      return rows.length === 1;
+    }
+    const rows: unknown[] = await conn.execute(
+      "update admin_recovery_codes set used_at = now() where admin_id = ? and code_hash = ? and used_at is null returning code_hash",
+      [admin.id, verdict.hash],
+      "all",
+      ctx,
+    );
+    if (rows.length !== 1) return false;
+    const [left]: Array<{ n: string }> = await conn.execute(
+      "select count(*) as n from admin_recovery_codes where admin_id = ? and used_at is null",
+      [admin.id],
+      "all",
+      ctx,
+    );
+    audit({ actor: admin.email, action: "admin.recovery_code_used", target: admin.email, source, details: { recovery_codes_left: Number(left.n) } });
+    return true;
+  }
+
+  /**
+   * Completes a sign-in that beginSignIn answered with a second-factor token, given a TOTP code or a recovery code.
+   * A wrong code, an unknown, used or expired token: UNAUTHENTICATED "invalid or expired code", admitted and counted
+   * as a failed sign-in like a wrong password; a token takes at most SECOND_FACTOR_TOKEN_MAX_FAILURES wrong codes.
+   */
+  async completeSignIn(tokenInput: string, code: string, source: string | null, userAgent: string | null): Promise<{ token: string; session: SessionView }> {
+    const tokenHash = /^[A-Za-z0-9_-]{43}$/.test(tokenInput) ? hashSecondFactorToken(tokenInput) : null;
+    const [row] =
+      tokenHash === null
+        ? []
+        : await this.sql<AdminRow>(
+            `select ${columns("a.")} from admin_second_factor_tokens t join admin_users a on a.id = t.admin_id
+             where t.id_hash = ? and t.used_at is null and t.expires_at > now() and a.disabled_at is null and a.totp_secret is not null`,
+            [tokenHash],
+          );
+    const attempt = await this.admitAttempt(row?.email ?? null, source ?? "");
+    const verdict = row ? await this.judgeCode(row.id, code.slice(0, 64)) : undefined;
+    const failed = new ServiceError("unauthenticated", "invalid or expired code");
+    const fail = async (): Promise<never> => {
+      // The attempt's row stays: it counts as a failure until it leaves the window.
+      await runChange(this.orm, async ({ em, audit }) => {
+        if (tokenHash !== null) {
+          await em
+            .getConnection()
+            .execute(
+              "update admin_second_factor_tokens set failures = failures + 1, used_at = case when failures + 1 >= ? then now() else used_at end where id_hash = ?",
+              [SECOND_FACTOR_TOKEN_MAX_FAILURES, tokenHash],
+              "run",
+              em.getTransactionContext(),
+            );
+        }
+        audit({
+          actor: row?.email ?? "(second factor)",
+          action: "admin.sign_in_failed",
+          target: row?.email ?? null,
+          source,
+          details: { during: "second_factor", ...(row ? {} : { token: "unknown, used or expired" }) },
+        });
+      });
+      throw failed;
+    };
+    if (!row || !verdict) return fail();
+    const Done = new Error("code or token used concurrently");
+    try {
+      return await this.openSession(row, attempt, source, userAgent, { second_factor: verdict.kind === "totp" ? "totp" : "recovery_code" }, async (change) => {
+        const spent: unknown[] = await change.em
+          .getConnection()
+          .execute(
+            "update admin_second_factor_tokens set used_at = now() where id_hash = ? and used_at is null and expires_at > now() returning id_hash",
+            [tokenHash],
+            "all",
+            change.em.getTransactionContext(),
+          );
+        if (spent.length !== 1 || !(await this.useCode(change, row, verdict, source))) throw Done;
+      });
+    } catch (error) {
+      if (error === Done) return fail();
+      throw error;
+    }
+  }
+
+  /**
+   * Starts enrolling an authenticator for the session's own account: a fresh secret kept sealed as pending (it
+   * replaces any earlier pending one) until confirmTwoFactorEnrolment. FAILED_PRECONDITION when already enrolled.
+   */
+  async beginTwoFactorEnrolment(sessionToken: string): Promise<{ otpauthUri: string; secret: string }> {
+    const { admin } = await this.getSession(sessionToken);
+    if (admin.twoFactorEnabled) throw new ServiceError("failed_precondition", "two-factor sign-in is already on for this account: turn it off first");
+    const secret = newTotpSecret();
+    const sealed = this.sealer().sealSecret(secret, secretContext("totp_pending_secret", admin.id));
+    await runChange(this.orm, async ({ em }) => {
+      await em
+        .getConnection()
+        .execute(
+          "update admin_users set totp_pending_secret = ?, totp_pending_at = now() where id = ? and totp_secret is null",
+          [sealed, admin.id],
+          "run",
+          em.getTransactionContext(),
+        );
+    });
+    return { otpauthUri: otpauthUri(secret, admin.email), secret };
+  }
+
+  /**
+   * Confirms the pending enrolment with a current code: the account signs in with a code from then on, and gets
+   * ten recovery codes (returned this once; only salted hashes are kept). INVALID_ARGUMENT naming `code` when it
+   * is wrong; FAILED_PRECONDITION when no enrolment was begun within the last hour, or one is already on.
+   */
+  async confirmTwoFactorEnrolment(sessionToken: string, code: string, source: string | null): Promise<{ recoveryCodes: string[] }> {
+    const { admin } = await this.getSession(sessionToken);
+    if (!isTotpCode(code)) throw invalid("code", "must be the 6-digit code the authenticator app shows");
+    const [row] = await this.sql<{ totp_pending_secret: string | null; pending_fresh: boolean; totp_secret: string | null }>(
+      "select totp_pending_secret, totp_pending_at > now() - ? * interval '1 millisecond' as pending_fresh, totp_secret from admin_users where id = ?",
+      [PENDING_ENROLMENT_MS, admin.id],
+    );
+    if (row?.totp_secret) throw new ServiceError("failed_precondition", "two-factor sign-in is already on for this account");
+    if (!row?.totp_pending_secret || !row.pending_fresh) {
+      throw new ServiceError("failed_precondition", "no enrolment in progress (or it began more than an hour ago): begin the enrolment again");
+    }
+    const { plaintext: secret } = this.sealer().openSecret(row.totp_pending_secret, secretContext("totp_pending_secret", admin.id));
+    const step = totpStep(secret, code);
+    if (step === undefined) throw invalid("code", "is not the current code of the authenticator app: check the device's clock and try the next code");
+    const sealed = this.sealer().sealSecret(secret, secretContext("totp_secret", admin.id));
+    const recoveryCodes = newRecoveryCodes();
+    await runChange(this.orm, async ({ em, audit }) => {
+      const conn = em.getConnection();
+      const ctx = em.getTransactionContext();
+      const updated: unknown[] = await conn.execute(
+        `update admin_users set totp_secret = ?, totp_enabled_at = now(), totp_last_step = ?, totp_pending_secret = null, totp_pending_at = null
+         where id = ? and totp_pending_secret = ? and totp_secret is null and disabled_at is null returning id`,
+        [sealed, step, admin.id, row.totp_pending_secret],
+        "all",
+        ctx,
+      );
+      if (updated.length !== 1) throw new ServiceError("failed_precondition", "the enrolment changed meanwhile: begin it again");
+      await conn.execute("delete from admin_recovery_codes where admin_id = ?", [admin.id], "run", ctx);
+      for (const recoveryCode of recoveryCodes) {
+        await conn.execute(
+          "insert into admin_recovery_codes (admin_id, code_hash, created_at) values (?, ?, now())",
+          [admin.id, hashRecoveryCode(admin.id, normalizeRecoveryCode(recoveryCode)!)],
+          "run",
+          ctx,
+        );
+      }
+      audit({ actor: admin.email, action: "admin.two_factor_enabled", target: admin.email, source, details: { recovery_codes: recoveryCodes.length } });
+    });
+    return { recoveryCodes };
+  }
+
+  /**
+   * Turns the session's own second factor off, given a current code or a recovery code (a wrong one is
+   * INVALID_ARGUMENT naming `code`, counted as a failed sign-in). FAILED_PRECONDITION when the security policy
+   * requires a second factor, or the account has none.
+   */
+  async disableTwoFactor(sessionToken: string, code: string, source: string | null): Promise<void> {
+    const { admin } = await this.getSession(sessionToken);
+    if ((await this.getSecurityPolicy()).requireTwoFactor) {
+      throw new ServiceError("failed_precondition", "owners require two-factor sign-in for every account: it cannot be turned off");
+    }
+    if (!admin.twoFactorEnabled) throw new ServiceError("failed_precondition", "two-factor sign-in is not on for this account");
+    const attempt = await this.admitAttempt(admin.email, source ?? "");
+    const verdict = await this.judgeCode(admin.id, code.slice(0, 64));
+    const Done = new Error("code used concurrently");
+    try {
+      if (!verdict) throw Done;
+      await runChange(this.orm, async (change) => {
+        const conn = change.em.getConnection();
+        const ctx = change.em.getTransactionContext();
+        if (!(await this.useCode(change, admin, verdict, source))) throw Done;
+        await conn.execute(
+          `update admin_users set totp_secret = null, totp_enabled_at = null, totp_last_step = null, totp_pending_secret = null, totp_pending_at = null
+           where id = ?`,
+          [admin.id],
+          "run",
+          ctx,
+        );
+        await conn.execute("delete from admin_recovery_codes where admin_id = ?", [admin.id], "run", ctx);
+        await conn.execute("delete from admin_second_factor_tokens where admin_id = ?", [admin.id], "run", ctx);
+        await conn.execute("delete from admin_sign_in_attempts where id = ?", [attempt], "run", ctx);
+        change.audit({ actor: admin.email, action: "admin.two_factor_disabled", target: admin.email, source });
+      });
+    } catch (error) {
+      if (error !== Done) throw error;
+      await runChange(this.orm, async ({ audit }) =>
+        audit({ actor: admin.email, action: "admin.sign_in_failed", target: admin.email, source, details: { during: "disable_two_factor" } }),
+      );
+      throw invalid("code", "is neither a current code of the authenticator app nor an unused recovery code");
+    }
+  }
+
+  async getSecurityPolicy(): Promise<SecurityPolicy> {
+    const [row] = await this.sql<{ require_two_factor: boolean }>("select require_two_factor from security_policy");
+    return { requireTwoFactor: row?.require_two_factor === true };
+  }
+
+  /** Changes the security policy, audited (security_policy.set). Accounts without a second factor are then asked to enrol. */
+  async setSecurityPolicy(policy: SecurityPolicy, by: Actor): Promise<SecurityPolicy> {
+    return runChange(this.orm, async ({ em, audit }) => {
+      const conn = em.getConnection();
+      const ctx = em.getTransactionContext();
+      const [before]: Array<{ require_two_factor: boolean }> = await conn.execute("select require_two_factor from security_policy for update", [], "all", ctx);
+      await conn.execute(
+        `insert into security_policy (id, require_two_factor, updated_at) values (true, ?, now())
+         on conflict (id) do update set require_two_factor = excluded.require_two_factor, updated_at = now()`,
+        [policy.requireTwoFactor],
+        "run",
+        ctx,
+      );
+      const [pending]: Array<{ n: string }> = await conn.execute(
+        "select count(*) as n from admin_users where totp_secret is null and disabled_at is null",
+        [],
+        "all",
+        ctx,
+      );
+      audit({
+        ...by,
+        action: "security_policy.set",
+        details: {
+          require_two_factor: { from: before?.require_two_factor === true, to: policy.requireTwoFactor },
+          accounts_without_two_factor: Number(pending.n),
+        },
+      });
+      return { requireTwoFactor: policy.requireTwoFactor };
+    });
   }
 
   async signOut(token: string): Promise<void> {

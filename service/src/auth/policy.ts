@@ -64,6 +64,12 @@ export const METHOD_ACCESS: ReadonlyMap<DescMethod, Access> = new Map<DescMethod
   [A.getSession, "portal"],
   [A.signOut, "portal"],
   [A.changePassword, "portal"],
+  [A.completeSignIn, "portal"],
+  [A.beginTwoFactorEnrolment, "portal"],
+  [A.confirmTwoFactorEnrolment, "portal"],
+  [A.disableTwoFactor, "portal"],
+  [A.getSecurityPolicy, "read"],
+  [A.setSecurityPolicy, "accounts"],
   [A.listAdmins, "read"],
   [A.listApiTokens, "read"],
   [A.listAuditEvents, "read"],
@@ -166,14 +172,30 @@ export interface Caller {
 const methodName = (method: DescMethod | string) => (typeof method === "string" ? method : method.name);
 
 /**
+ * Server reflection (v1; v1alpha too on the gRPC port): it answers the public schema (the proto
+ * files) and nothing of any organisation, so any valid token may call it, and `grpcurl` or
+ * `buf curl` work with the resolve token a gateway already has.
+ */
+const REFLECTION_SERVICES: ReadonlySet<string> = new Set(["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]);
+const REFLECTION_METHOD = "ServerReflectionInfo";
+
+function isReflection(method: DescMethod | string): boolean {
+  if (typeof method !== "string") return REFLECTION_SERVICES.has(method.parent.typeName);
+  const path = method.startsWith("/") ? method.slice(1) : method;
+  const slash = path.lastIndexOf("/");
+  if (slash < 0) return path === REFLECTION_METHOD;
+  return REFLECTION_SERVICES.has(path.slice(0, slash)) && path.slice(slash + 1) === REFLECTION_METHOD;
+}
+
+/**
  * Whether the token's scope lets it call the method at all (PERMISSION_DENIED otherwise). Checked
  * before anything is looked up for the caller. A method given by name that is none of the product's
- * RPCs (reflection on the gRPC port) needs an admin token.
+ * RPCs needs an admin token, except reflection, which any token may call.
  */
 export function checkScope(tokenName: string, scope: TokenScope, method: DescMethod | string): void {
   const access = typeof method === "string" ? accessOfName(method) : accessOf(method);
-  // Not in the table: another service's (reflection: admin tokens), or a product RPC nobody may call.
-  const allowed = access === undefined ? scope === "admin" && !isProductMethod(method) : SCOPE_ACCESS[scope].has(access);
+  // Not in the table: another service's (reflection: any token; others: admin tokens), or a product RPC nobody may call.
+  const allowed = access === undefined ? !isProductMethod(method) && (scope === "admin" || isReflection(method)) : SCOPE_ACCESS[scope].has(access);
   if (!allowed) {
     throw new ConnectError(`token "${tokenName}" has scope "${scope}", which may not call ${methodName(method)}`, Code.PermissionDenied);
   }
@@ -183,7 +205,7 @@ export function checkScope(tokenName: string, scope: TokenScope, method: DescMet
 export function checkCall(caller: Caller, method: DescMethod): void {
   const access = accessOf(method);
   if (access === undefined) {
-    // Reflection (the schema, nothing of any organisation): an admin token, checked by checkScope.
+    // Reflection (the schema, nothing of any organisation): any token, checked by checkScope.
     if (!isProductMethod(method)) return;
     throw new ConnectError(`${method.name} is not open to any caller`, Code.PermissionDenied);
   }

@@ -5,6 +5,8 @@ import { maskKeys } from "../errors.js";
 import { NoInstallationError, openDatabase, shellWord, type Database } from "../runtime/local.js";
 import { createOrm, migrate, type Orm } from "../db/orm.js";
 import { createKeyring, MasterKeyError, type Keyring } from "../keyring/index.js";
+import { ConfigError } from "../runtime/config.js";
+import { applySecretFiles, SERVICE_SECRET_SETTINGS } from "../runtime/secret-files.js";
 
 /** The database the service would use (DATABASE_URL or the embedded one), migrated, for a command-line tool. */
 export async function openForCli(): Promise<{ orm: Orm; database: Database; logger: Logger; close(): Promise<void> }> {
@@ -69,6 +71,13 @@ export function commandLine(): string {
  * looked in.
  */
 export async function openExistingDatabase(logger: Logger): Promise<Database> {
+  // The same secrets as the service's, given as NAME_FILE: DATABASE_URL_FILE, MASTER_KEY_FILE, ADMIN_PASSWORD_FILE, ...
+  try {
+    for (const { message, variable, file, mode } of applySecretFiles(process.env, SERVICE_SECRET_SETTINGS)) logger.warn({ variable, file, mode }, message);
+  } catch (error) {
+    if (error instanceof ConfigError) exitWith(error.message, 2);
+    throw error;
+  }
   try {
     return await openDatabase(process.env, logger, { createInstallation: false, command: commandLine() });
   } catch (error) {

@@ -9,6 +9,7 @@ import { ensurePortalBuild } from "@provider-credentials/wire/build/portal-build
 import { ensureServiceBuild, rootDir as root, serviceEntry, serviceNodeArgs } from "../../scripts/ensure-build.js";
 import { portFrom } from "../runtime/config.js";
 import { assertEmbeddedCanReach, dataDirFrom } from "../runtime/local.js";
+import { refuseSecretConflicts, SERVICE_SECRET_SETTINGS } from "../runtime/secret-files.js";
 
 const children: ChildProcess[] = [];
 let stopping = false;
@@ -88,7 +89,13 @@ async function waitForHttp(url: string, timeoutMs: number): Promise<void> {
   }
 }
 
-function serviceAdminToken(): string {
+/** The portal's admin token: SERVICE_ADMIN_TOKEN_FILE handed on as it is (the portal reads the file), else the token itself. */
+function serviceAdminToken(): { SERVICE_ADMIN_TOKEN_FILE: string } | { SERVICE_ADMIN_TOKEN: string } {
+  if (process.env.SERVICE_ADMIN_TOKEN_FILE) return { SERVICE_ADMIN_TOKEN_FILE: process.env.SERVICE_ADMIN_TOKEN_FILE };
+  return { SERVICE_ADMIN_TOKEN: serviceAdminTokenValue() };
+}
+
+function serviceAdminTokenValue(): string {
   if (process.env.SERVICE_ADMIN_TOKEN) return process.env.SERVICE_ADMIN_TOKEN;
   const secrets = path.join(dataDirFrom(process.env), "secrets.env");
   const match = existsSync(secrets) ? /^SERVICE_ADMIN_TOKEN=(.+)$/m.exec(readFileSync(secrets, "utf8")) : null;
@@ -100,8 +107,11 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => void stopAll(0));
   process.on("SIGTERM", () => void stopAll(0));
 
+  // Secrets given as NAME_FILE are handed on as files: the service and the portal read them (and
+  // warn about their modes) themselves. Only the conflict is refused here, before building.
+  refuseSecretConflicts(process.env, SERVICE_SECRET_SETTINGS);
   // The embedded database's one start-up failure that building first would only delay.
-  if (!process.env.DATABASE_URL && process.env.NODE_ENV !== "production") await assertEmbeddedCanReach(process.env);
+  if (!process.env.DATABASE_URL && !process.env.DATABASE_URL_FILE && process.env.NODE_ENV !== "production") await assertEmbeddedCanReach(process.env);
   await ensureServiceBuild((message) => say(message));
   await ensurePortalBuild((message) => say(message));
 
@@ -143,7 +153,7 @@ async function main(): Promise<void> {
     PORTAL_PORT: String(portalPort),
     HOST: process.env.PORTAL_HOST || "127.0.0.1",
     CREDENTIALS_SERVICE_URL: process.env.CREDENTIALS_SERVICE_URL || `http://127.0.0.1:${grpcPort}`,
-    SERVICE_ADMIN_TOKEN: serviceAdminToken(),
+    ...serviceAdminToken(),
   };
   const portal = spawn(process.execPath, [path.join(root, "portal/server.js")], { cwd: root, env: portalEnv, stdio: ["ignore", "inherit", "inherit"] });
   children.push(portal);

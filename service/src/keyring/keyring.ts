@@ -1,6 +1,6 @@
 // The only module of the app that sees MASTER_KEY. Everything else gets a
 // Keyring and key ids (fingerprints), never key material.
-import { createHash, createHmac, createSecretKey, hkdfSync, timingSafeEqual, type KeyObject } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHash, createHmac, createSecretKey, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from "node:crypto";
 import { decryptCheckedFernet, decryptFernet, encryptFernet, FernetError, generateFernetKey, parseFernetKey } from "./fernet.js";
 
 const VALID_MASTER_KEY =
@@ -45,6 +45,9 @@ const BINDING_PREFIX = "rb1.";
 const FINGERPRINT_PREFIX = Buffer.from("provider-credentials key-id v1\0", "utf8");
 
 const PAGE_TOKEN_INFO = "provider-credentials page-token v1";
+const SECRET_INFO = "provider-credentials account-secret v1";
+const SECRET_PREFIX = "as1.";
+
 /** Bytes of a page token's MAC (truncated HMAC-SHA256). */
 export const PAGE_TOKEN_MAC_BYTES = 16;
 
@@ -85,6 +88,9 @@ export class Keyring {
   /** Per master key, in configured order, the HMAC key of page tokens (HKDF-SHA256 of the Fernet key, domain-separated). */
   readonly #pageTokenKeys: readonly KeyObject[];
 
+  /** Per master key id, in configured order, the AES-256-GCM key of small account secrets (HKDF-SHA256 of the Fernet key, domain-separated). */
+  readonly #secretKeys: ReadonlyMap<string, KeyObject>;
+
   /** Use createKeyring(); keys must be distinct 32-byte Fernet keys, first = primary. */
   constructor(keys: readonly Buffer[]) {
     const map = new Map<string, Buffer>();
@@ -97,6 +103,45 @@ export class Keyring {
       this.#bindingKeys.set(key, createSecretKey(Buffer.from(hkdfSync("sha256", key, Buffer.alloc(0), BINDING_INFO, 32))));
     }
     this.#pageTokenKeys = [...map.values()].map((key) => createSecretKey(Buffer.from(hkdfSync("sha256", key, Buffer.alloc(0), PAGE_TOKEN_INFO, 32))));
+    this.#secretKeys = new Map([...map].map(([id, key]) => [id, createSecretKey(Buffer.from(hkdfSync("sha256", key, Buffer.alloc(0), SECRET_INFO, 32)))]));
+  }
+
+  /**
+   * Seals a small secret that is not a provider key (an account's TOTP secret) for storage: AES-256-GCM under a
+   * key derived from the primary master key, bound to `context` (say "admin_users.totp_secret:<id>") as
+   * associated data, so a sealed value copied to another row or column does not open. The result names the key:
+   * "as1.<key id>.<base64url(iv | ciphertext | tag)>".
+   */
+  sealSecret(plaintext: string, context: string): string {
+    if (LONE_SURROGATE.test(plaintext)) throw new TypeError("cannot seal a string with a lone UTF-16 surrogate: it has no UTF-8 form");
+    const iv = randomBytes(12);
+    const cipher = createCipheriv("aes-256-gcm", this.#secretKeys.get(this.primaryKeyId)!, iv);
+    cipher.setAAD(Buffer.from(context, "utf8"));
+    const body = Buffer.concat([iv, cipher.update(plaintext, "utf8"), cipher.final(), cipher.getAuthTag()]);
+    return `${SECRET_PREFIX}${this.primaryKeyId}.${body.toString("base64url")}`;
+  }
+
+  /**
+   * Opens what sealSecret made for the same `context`, and the id of the key that opened it (when not the
+   * primary one, the caller should seal it again). DecryptError when it is malformed, was sealed for another
+   * context, or no configured key opens it.
+   */
+  openSecret(sealed: string, context: string): { plaintext: string; keyId: string } {
+    const match = /^as1\.(fk_[0-9a-f]{16})\.([A-Za-z0-9_-]+)$/.exec(sealed);
+    const body = match ? Buffer.from(match[2], "base64url") : undefined;
+    if (!match || !body || body.length < 12 + 16) throw new DecryptError("not a sealed secret");
+    const keyId = match[1];
+    const key = this.#secretKeys.get(keyId);
+    if (key === undefined) throw new DecryptError("the key that sealed this secret is not configured");
+    try {
+      const decipher = createDecipheriv("aes-256-gcm", key, body.subarray(0, 12));
+      decipher.setAAD(Buffer.from(context, "utf8"));
+      decipher.setAuthTag(body.subarray(body.length - 16));
+      const plaintext = Buffer.concat([decipher.update(body.subarray(12, body.length - 16)), decipher.final()]);
+      return { plaintext: utf8.decode(plaintext), keyId };
+    } catch {
+      throw new DecryptError("the sealed secret does not open under its key for this context");
+    }
   }
 
   /**

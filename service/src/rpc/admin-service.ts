@@ -30,6 +30,7 @@ const adminMessage = (a: AdminView) =>
     role: a.role,
     organizationIds: a.organizations ?? [],
     disabled: a.disabled,
+    twoFactorEnabled: a.twoFactorEnabled,
   });
 
 const tokenMessage = (t: TokenInfo) =>
@@ -59,13 +60,46 @@ export function createAdminService({ orm, admins, tokens, pages }: AdminServiceD
   return {
     async signIn(req) {
       if (!SOURCE_PATTERN.test(req.source)) throw invalid("source", "must be an address of at most 128 printable characters");
-      const { token, session } = await admins.signIn(req.email, req.password, req.source || null, req.userAgent || null);
+      const result = await admins.beginSignIn(req.email, req.password, req.source || null, req.userAgent || null);
+      if (result.secondFactorToken !== undefined) return { secondFactorToken: result.secondFactorToken };
+      const { token, session } = result;
       return { sessionToken: token, admin: adminMessage(session.admin), expiresAt: timestampFromDate(session.expiresAt) };
+    },
+
+    async completeSignIn(req) {
+      if (!SOURCE_PATTERN.test(req.source)) throw invalid("source", "must be an address of at most 128 printable characters");
+      const { token, session } = await admins.completeSignIn(req.secondFactorToken, req.code, req.source || null, req.userAgent || null);
+      return { sessionToken: token, admin: adminMessage(session.admin), expiresAt: timestampFromDate(session.expiresAt) };
+    },
+
+    async beginTwoFactorEnrolment(req) {
+      return await admins.beginTwoFactorEnrolment(req.sessionToken);
+    },
+
+    async confirmTwoFactorEnrolment(req, ctx) {
+      return await admins.confirmTwoFactorEnrolment(req.sessionToken, req.code, actorOf(ctx.values).source);
+    },
+
+    async disableTwoFactor(req, ctx) {
+      await admins.disableTwoFactor(req.sessionToken, req.code, actorOf(ctx.values).source);
+      return {};
+    },
+
+    async getSecurityPolicy() {
+      return { policy: await admins.getSecurityPolicy() };
+    },
+
+    async setSecurityPolicy(req, ctx) {
+      return { policy: await admins.setSecurityPolicy({ requireTwoFactor: req.requireTwoFactor }, actorOf(ctx.values)) };
     },
 
     async getSession(req) {
       const session = await admins.getSession(req.sessionToken);
-      return { admin: adminMessage(session.admin), expiresAt: timestampFromDate(session.expiresAt) };
+      return {
+        admin: adminMessage(session.admin),
+        expiresAt: timestampFromDate(session.expiresAt),
+        twoFactorEnrolmentRequired: session.twoFactorEnrolmentRequired === true,
+      };
     },
 
     async signOut(req) {

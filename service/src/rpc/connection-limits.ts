@@ -2,7 +2,9 @@
 // "Exhaustion before authentication"): connections per port, streams per connection, how long
 // a connection without a stream stays open, and, on the Connect port, no request body read
 // before its bearer token is known to be good.
+import type http from "node:http";
 import http2 from "node:http2";
+import type net from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { bearerToken } from "@provider-credentials/wire/auth";
@@ -14,7 +16,7 @@ import type { TokenCheck } from "./grpc-js-health-reflection.js";
 export const DEFAULT_MAX_CONNECTIONS = 1000;
 /** RPC_MAX_STREAMS_PER_CONNECTION: the HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS both ports advertise. */
 export const DEFAULT_MAX_STREAMS_PER_CONNECTION = 100;
-/** RPC_IDLE_TIMEOUT_MS: a connection with no open stream for this long is closed (GOAWAY). */
+/** RPC_IDLE_TIMEOUT_MS: a connection with no open stream (HTTP/1.1: no request) for this long is closed (GOAWAY). */
 export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 /** HEALTH_MAX_WATCHERS: open grpc.health.v1 Watch streams, both ports together. */
 export const DEFAULT_HEALTH_MAX_WATCHERS = 1000;
@@ -119,6 +121,10 @@ function isRefusal(error: unknown): error is ConnectError {
   return error instanceof ConnectError && (error.code === Code.Unauthenticated || error.code === Code.PermissionDenied);
 }
 
+/** A request on the Connect port: HTTP/2, or HTTP/1.1 (cleartext, or TLS through ALPN). */
+export type RpcRequest = http2.Http2ServerRequest | http.IncomingMessage;
+export type RpcResponse = http2.Http2ServerResponse | http.ServerResponse;
+
 type Protocol = "grpc" | "grpc-web" | "connect-unary" | "connect-stream";
 
 function protocolOf(contentType: string | undefined): Protocol | undefined {
@@ -147,14 +153,14 @@ export function encodeGrpcMessage(text: string): string {
  * body, and the stream is reset. The auth interceptor still makes the full decision afterwards
  * (a token this replica looked up recently is answered from memory, without a database statement).
  */
-export function authenticateBeforeBody(
+export function authenticateBeforeBody<Req extends RpcRequest, Res extends RpcResponse>(
   guarded: ReadonlySet<string>,
   check: (authorization: string | null, method: string) => Promise<void> | undefined,
-  next: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
-): (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void {
+  next: (req: Req, res: Res) => void,
+): (req: Req, res: Res) => void {
   return (req, res) => {
     if (req.method !== "POST") return next(req, res);
-    const match = /^\/([^/?]+)\/([^/?]+)$/.exec(req.url.split("?")[0]);
+    const match = /^\/([^/?]+)\/([^/?]+)$/.exec((req.url ?? "").split("?")[0]);
     const contentType = req.headers["content-type"];
     const protocol = protocolOf(contentType);
     if (!match || !guarded.has(match[1]) || protocol === undefined) return next(req, res);
@@ -174,9 +180,10 @@ export function authenticateBeforeBody(
   };
 }
 
-function refuse(res: http2.Http2ServerResponse, protocol: Protocol, contentType: string, e: ConnectError): void {
-  // HTTP/2 (an HTTP/1.1 response, served with TLS, has no stream: Node.js closes that connection itself when the body is left unread).
+function refuse(res: RpcResponse, protocol: Protocol, contentType: string, e: ConnectError): void {
   const stream = (res as Partial<http2.Http2ServerResponse>).stream;
+  // HTTP/1.1 has no stream to reset: the connection is closed after the answer instead of reading the rest of the body.
+  const close: Record<string, string> = stream === undefined ? { connection: "close" } : {};
   if (stream !== undefined) {
     if (stream.destroyed || stream.closed) return;
     // The answer is whole: tell the client to stop sending the body it may still be sending (RFC 9113, 8.1).
@@ -184,25 +191,110 @@ function refuse(res: http2.Http2ServerResponse, protocol: Protocol, contentType:
       if (!stream.destroyed && !stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
     });
   }
+  const head = (status: number, headers: Record<string, string>) => (res as http.ServerResponse).writeHead(status, { ...headers, ...close });
   switch (protocol) {
     case "grpc":
     case "grpc-web":
       // Trailers-only: the status in the only HEADERS frame, as both specifications allow.
-      res.writeHead(200, { "content-type": contentType, "grpc-status": String(e.code), "grpc-message": encodeGrpcMessage(e.rawMessage) });
+      head(200, { "content-type": contentType, "grpc-status": String(e.code), "grpc-message": encodeGrpcMessage(e.rawMessage) });
       res.end();
       return;
-    case "connect-unary":
-      res.writeHead(codeToHttpStatus(e.code), { "content-type": "application/json" });
-      res.end(Buffer.from(errorToJsonBytes(e, {})));
+    case "connect-unary": {
+      const json = Buffer.from(errorToJsonBytes(e, {}));
+      head(codeToHttpStatus(e.code), { "content-type": "application/json", "content-length": String(json.length) });
+      res.end(json);
       return;
+    }
     case "connect-stream": {
       const json = Buffer.from(JSON.stringify({ error: JSON.parse(Buffer.from(errorToJsonBytes(e, {})).toString("utf8")) }));
       const envelope = Buffer.alloc(5);
       envelope[0] = endStreamFlag;
       envelope.writeUInt32BE(json.length, 1);
-      res.writeHead(200, { "content-type": contentType });
+      head(200, { "content-type": contentType });
       res.end(Buffer.concat([envelope, json]));
       return;
     }
+  }
+}
+
+/** HTTP/1.1 on the Connect port: the largest request head (request line and headers), bytes; larger is 431. */
+export const HTTP1_MAX_HEADER_BYTES = 16 * 1024;
+/** HTTP/1.1: how long a request's body may take to arrive once its head has (ms). */
+export const HTTP1_REQUEST_TIMEOUT_MS = 300_000;
+
+/**
+ * The HTTP/1.1 timeouts of the Connect port, for `http.createServer` (cleartext) or to assign to the
+ * TLS server (ALPN http/1.1): a request's head must arrive within the idle timeout, a kept-alive
+ * connection lasts the idle timeout, a body at most HTTP1_REQUEST_TIMEOUT_MS.
+ */
+export function http1Options(limits: ConnectionLimits) {
+  return {
+    headersTimeout: limits.idleTimeoutMs,
+    requestTimeout: Math.max(HTTP1_REQUEST_TIMEOUT_MS, limits.idleTimeoutMs),
+    keepAliveTimeout: limits.idleTimeoutMs,
+    // How often Node.js checks the head and request timeouts (its default, 30 s, is coarser than the idle timeout).
+    connectionsCheckingInterval: Math.min(1_000, limits.idleTimeoutMs),
+  };
+}
+
+/**
+ * HTTP/1.1 connections of the Connect port, closed as closeWhenIdle closes an HTTP/2 one: after
+ * `idleTimeoutMs` with no request in progress (before the first request's head is whole, or
+ * between kept-alive requests). A request in progress (a health watch) keeps its connection.
+ */
+export class Http1Connections {
+  private readonly open = new Map<net.Socket, { requests: number; timer: NodeJS.Timeout | undefined }>();
+  private closing = false;
+
+  constructor(private readonly idleTimeoutMs: number) {}
+
+  get size(): number {
+    return this.open.size;
+  }
+
+  /** A new HTTP/1.1 connection. */
+  add(socket: net.Socket): void {
+    const state = { requests: 0, timer: undefined as NodeJS.Timeout | undefined };
+    this.open.set(socket, state);
+    this.arm(socket, state);
+    socket.once("close", () => {
+      clearTimeout(state.timer);
+      this.open.delete(socket);
+    });
+  }
+
+  /** A request on one (other requests, HTTP/2 ones, are ignored). */
+  request(req: RpcRequest, res: RpcResponse): void {
+    const socket = req.socket as net.Socket;
+    const state = this.open.get(socket);
+    if (state === undefined) return;
+    state.requests++;
+    clearTimeout(state.timer);
+    res.once("close", () => {
+      state.requests--;
+      if (state.requests > 0) return;
+      // Shutting down: the answer is written, the connection ends (no more kept-alive requests).
+      if (this.closing) socket.end();
+      else this.arm(socket, state);
+    });
+  }
+
+  /** Shutting down: idle connections close now, the others once their request is answered. */
+  close(): void {
+    this.closing = true;
+    for (const [socket, state] of this.open) if (state.requests === 0) socket.destroy();
+  }
+
+  /** The drain time is over: every connection closes. */
+  destroy(): void {
+    for (const socket of this.open.keys()) socket.destroy();
+  }
+
+  private arm(socket: net.Socket, state: { requests: number; timer: NodeJS.Timeout | undefined }): void {
+    clearTimeout(state.timer);
+    state.timer = setTimeout(() => {
+      if (state.requests === 0) socket.destroy();
+    }, this.idleTimeoutMs);
+    state.timer.unref();
   }
 }

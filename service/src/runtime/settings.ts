@@ -4,6 +4,7 @@
 // (`npm run docs:config`; a test fails when the document is stale).
 import { z } from "zod";
 import { ConfigError } from "./config.js";
+import { readSecretFiles, SERVICE_SECRET_SETTINGS } from "./secret-files.js";
 import { DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_OUTAGE_GRACE_MS, DEFAULT_CACHE_TTL_MS, DEFAULT_FAILURE_THRESHOLD } from "../server.js";
 import { DEFAULT_ROTATION_DAYS } from "../credentials/credential-store.js";
 import { DEFAULT_HEARTBEAT_MS } from "../credentials/invalidation.js";
@@ -113,7 +114,7 @@ export const SERVICE_SETTINGS = {
   RPC_IDLE_TIMEOUT_MS: setting(
     positive("RPC_IDLE_TIMEOUT_MS", DEFAULT_IDLE_TIMEOUT_MS),
     shown(DEFAULT_IDLE_TIMEOUT_MS),
-    "A connection to either RPC port with no call open for this long is closed (HTTP/2 `GOAWAY`; clients reconnect on their next call). A health `Watch` counts as an open call.",
+    "A connection to either RPC port with no call open for this long is closed (HTTP/2 `GOAWAY`, or closing an HTTP/1.1 connection on the Connect port; clients reconnect on their next call). A health `Watch` counts as an open call; an HTTP/1.1 request head must arrive within it.",
   ),
   HEALTH_MAX_WATCHERS: setting(
     positive("HEALTH_MAX_WATCHERS", DEFAULT_HEALTH_MAX_WATCHERS),
@@ -220,12 +221,31 @@ const schema = z.object(
   Object.fromEntries(Object.entries(SERVICE_SETTINGS).map(([name, s]) => [name, s.schema])) as { [K in keyof Settings]: Settings[K]["schema"] },
 );
 
-/** The service's settings from the environment; a ConfigError naming the first variable that breaks its rule. */
+/**
+ * The secret settings: each may be given as NAME_FILE instead, the path of a file that holds it.
+ * Listed in secret-files.ts (SERVICE_SECRET_SETTINGS), which the command-line tools load without
+ * this schema and the server it takes its defaults from: a new secret setting goes there too.
+ */
+export const SECRET_SETTINGS: readonly string[] = SERVICE_SECRET_SETTINGS;
+
+/**
+ * The service's settings from the environment, secrets given as NAME_FILE read from their files;
+ * a ConfigError naming the first variable that breaks its rule. (The process applies the files to
+ * process.env first, applySecretFiles, and logs their warnings once.)
+ */
 export function loadSettings(env: NodeJS.ProcessEnv): ServiceSettings {
-  const picked = Object.fromEntries(Object.keys(SERVICE_SETTINGS).map((name) => [name, env[name]]));
+  const fromFiles = readSecretFiles(env, SECRET_SETTINGS).values;
+  const picked = Object.fromEntries(Object.keys(SERVICE_SETTINGS).map((name) => [name, fromFiles[name] ?? env[name]]));
   const result = schema.safeParse(picked);
   if (!result.success) throw new ConfigError(result.error.issues[0].message);
   return result.data as ServiceSettings;
+}
+
+/** The note of a row with secrets: which NAME_FILE variables may give them instead. */
+function fromFileNote(group: ReadonlyArray<readonly [string, Setting<unknown>]>): string {
+  const files = group.filter(([n]) => SECRET_SETTINGS.includes(n)).map(([n]) => `\`${n}_FILE\``);
+  if (files.length === 0) return "";
+  return ` From ${files.length === 1 ? "a file" : "files"}: ${files.join(", ")} ([secrets from files](operations/secrets.md)).`;
 }
 
 /** The settings as the table of docs/configuration.md: one row per variable, or per group of variables documented together. */
@@ -234,8 +254,9 @@ export function settingsTable(): string {
   const rows = ["| variable | default | meaning |", "| --- | --- | --- |"];
   for (const [name, s] of all) {
     if (s.partOf !== undefined) continue;
-    const names = [name, ...all.filter(([, other]) => other.partOf === name).map(([other]) => other)];
-    rows.push(`| ${names.map((n) => `\`${n}\``).join(", ")} | ${s.shown} | ${s.meaning} |`);
+    const group = [[name, s] as const, ...all.filter(([, other]) => other.partOf === name)];
+    const names = group.map(([n]) => n);
+    rows.push(`| ${names.map((n) => `\`${n}\``).join(", ")} | ${s.shown} | ${s.meaning}${fromFileNote(group)} |`);
   }
   return rows.join("\n");
 }

@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file admin.proto.
  */
 export const file_admin: GenFile = /*@__PURE__*/
-  fileDesc("CgthZG1pbi5wcm90bxIOY3JlZGVudGlhbHMudjEixwEKBUFkbWluEhAKCGFkbWluX2lkGAEgASgJEg0KBWVtYWlsGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2xhc3Rfc2lnbl9pbl9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEcm9sZRgFIAEoCRIYChBvcmdhbml6YXRpb25faWRzGAYgAygJEhAKCGRpc2FibGVkGAcgASgIIsUCCghBcGlUb2tlbhIMCgRuYW1lGAEgASgJEg0KBXNjb3BlGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKCmNyZWF0ZWRfYnkYBCABKAlIAIgBARIwCgxsYXN0X3VzZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEG9yZ2FuaXphdGlvbl9pZHMYBiADKAkSLgoKZXhwaXJlc19hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcHJlZml4GAggASgJEjgKFHByZXZpb3VzX3ZhbGlkX3VudGlsGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEINCgtfY3JlYXRlZF9ieSKkAgoKQXVkaXRFdmVudBIQCghldmVudF9pZBgBIAEoCRIvCgtvY2N1cnJlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYAyABKAkSDgoGYWN0aW9uGAQgASgJEhwKD29yZ2FuaXphdGlvbl9pZBgFIAEoCUgAiAEBEhoKDWNyZWRlbnRpYWxfaWQYBiABKAlIAYgBARITCgZ0YXJnZXQYByABKAlIAogBARITCgZzb3VyY2UYCCABKAlIA4gBARIUCgxkZXRhaWxzX2pzb24YCSABKAlCEgoQX29yZ2FuaXphdGlvbl9pZEIQCg5fY3JlZGVudGlhbF9pZEIJCgdfdGFyZ2V0QgkKB19zb3VyY2UiVAoNU2lnbkluUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRIOCgZzb3VyY2UYAyABKAkSEgoKdXNlcl9hZ2VudBgEIAEoCSJ9Cg5TaWduSW5SZXNwb25zZRIVCg1zZXNzaW9uX3Rva2VuGAEgASgJEiQKBWFkbWluGAIgASgLMhUuY3JlZGVudGlhbHMudjEuQWRtaW4SLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKgoRR2V0U2Vzc2lvblJlcXVlc3QSFQoNc2Vzc2lvbl90b2tlbhgBIAEoCSJqChJHZXRTZXNzaW9uUmVzcG9uc2USJAoFYWRtaW4YASABKAsyFS5jcmVkZW50aWFscy52MS5BZG1pbhIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCInCg5TaWduT3V0UmVxdWVzdBIVCg1zZXNzaW9uX3Rva2VuGAEgASgJIhEKD1NpZ25PdXRSZXNwb25zZSITChFMaXN0QWRtaW5zUmVxdWVzdCI7ChJMaXN0QWRtaW5zUmVzcG9uc2USJQoGYWRtaW5zGAEgAygLMhUuY3JlZGVudGlhbHMudjEuQWRtaW4ibwoSQ3JlYXRlQWRtaW5SZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEgwKBHJvbGUYAiABKAkSGAoQb3JnYW5pemF0aW9uX2lkcxgDIAMoCRIVCghwYXNzd29yZBgEIAEoCUgAiAEBQgsKCV9wYXNzd29yZCJNChNDcmVhdGVBZG1pblJlc3BvbnNlEiQKBWFkbWluGAEgASgLMhUuY3JlZGVudGlhbHMudjEuQWRtaW4SEAoIcGFzc3dvcmQYAiABKAkiLAoQT3JnYW5pemF0aW9uTGlzdBIYChBvcmdhbml6YXRpb25faWRzGAEgAygJIpwBChJVcGRhdGVBZG1pblJlcXVlc3QSDQoFZW1haWwYASABKAkSEQoEcm9sZRgCIAEoCUgAiAEBEjcKDW9yZ2FuaXphdGlvbnMYAyABKAsyIC5jcmVkZW50aWFscy52MS5Pcmdhbml6YXRpb25MaXN0EhUKCGRpc2FibGVkGAQgASgISAGIAQFCBwoFX3JvbGVCCwoJX2Rpc2FibGVkIjsKE1VwZGF0ZUFkbWluUmVzcG9uc2USJAoFYWRtaW4YASABKAsyFS5jcmVkZW50aWFscy52MS5BZG1pbiIjChJEZWxldGVBZG1pblJlcXVlc3QSDQoFZW1haWwYASABKAkiLQoTRGVsZXRlQWRtaW5SZXNwb25zZRIWCg5zZXNzaW9uc19lbmRlZBgBIAEoBSIrChpSZXZva2VBZG1pblNlc3Npb25zUmVxdWVzdBINCgVlbWFpbBgBIAEoCSI1ChtSZXZva2VBZG1pblNlc3Npb25zUmVzcG9uc2USFgoOc2Vzc2lvbnNfZW5kZWQYASABKAUiXgoVQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0EhUKDXNlc3Npb25fdG9rZW4YASABKAkSGAoQY3VycmVudF9wYXNzd29yZBgCIAEoCRIUCgxuZXdfcGFzc3dvcmQYAyABKAkiGAoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZSJ+ChVDcmVhdGVBcGlUb2tlblJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVzY29wZRgCIAEoCRIYChBvcmdhbml6YXRpb25faWRzGAMgAygJEi4KCmV4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlQKFkNyZWF0ZUFwaVRva2VuUmVzcG9uc2USDQoFdG9rZW4YASABKAkSKwoJYXBpX3Rva2VuGAIgASgLMhguY3JlZGVudGlhbHMudjEuQXBpVG9rZW4iFgoUTGlzdEFwaVRva2Vuc1JlcXVlc3QiRQoVTGlzdEFwaVRva2Vuc1Jlc3BvbnNlEiwKCmFwaV90b2tlbnMYASADKAsyGC5jcmVkZW50aWFscy52MS5BcGlUb2tlbiIlChVSZXZva2VBcGlUb2tlblJlcXVlc3QSDAoEbmFtZRgBIAEoCSIYChZSZXZva2VBcGlUb2tlblJlc3BvbnNlIj4KFVJvdGF0ZUFwaVRva2VuUmVxdWVzdBIMCgRuYW1lGAEgASgJEhcKD292ZXJsYXBfc2Vjb25kcxgCIAEoDSJUChZSb3RhdGVBcGlUb2tlblJlc3BvbnNlEg0KBXRva2VuGAEgASgJEisKCWFwaV90b2tlbhgCIAEoCzIYLmNyZWRlbnRpYWxzLnYxLkFwaVRva2VuIr8BChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0EhwKD29yZ2FuaXphdGlvbl9pZBgBIAEoCUgAiAEBEhoKDWNyZWRlbnRpYWxfaWQYAiABKAlIAYgBARITCgZhY3Rpb24YAyABKAlIAogBARIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCUISChBfb3JnYW5pemF0aW9uX2lkQhAKDl9jcmVkZW50aWFsX2lkQgkKB19hY3Rpb24iXgoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USKgoGZXZlbnRzGAEgAygLMhouY3JlZGVudGlhbHMudjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkyiwoKDEFkbWluU2VydmljZRJHCgZTaWduSW4SHS5jcmVkZW50aWFscy52MS5TaWduSW5SZXF1ZXN0Gh4uY3JlZGVudGlhbHMudjEuU2lnbkluUmVzcG9uc2USUwoKR2V0U2Vzc2lvbhIhLmNyZWRlbnRpYWxzLnYxLkdldFNlc3Npb25SZXF1ZXN0GiIuY3JlZGVudGlhbHMudjEuR2V0U2Vzc2lvblJlc3BvbnNlEkoKB1NpZ25PdXQSHi5jcmVkZW50aWFscy52MS5TaWduT3V0UmVxdWVzdBofLmNyZWRlbnRpYWxzLnYxLlNpZ25PdXRSZXNwb25zZRJTCgpMaXN0QWRtaW5zEiEuY3JlZGVudGlhbHMudjEuTGlzdEFkbWluc1JlcXVlc3QaIi5jcmVkZW50aWFscy52MS5MaXN0QWRtaW5zUmVzcG9uc2USVgoLQ3JlYXRlQWRtaW4SIi5jcmVkZW50aWFscy52MS5DcmVhdGVBZG1pblJlcXVlc3QaIy5jcmVkZW50aWFscy52MS5DcmVhdGVBZG1pblJlc3BvbnNlElYKC1VwZGF0ZUFkbWluEiIuY3JlZGVudGlhbHMudjEuVXBkYXRlQWRtaW5SZXF1ZXN0GiMuY3JlZGVudGlhbHMudjEuVXBkYXRlQWRtaW5SZXNwb25zZRJWCgtEZWxldGVBZG1pbhIiLmNyZWRlbnRpYWxzLnYxLkRlbGV0ZUFkbWluUmVxdWVzdBojLmNyZWRlbnRpYWxzLnYxLkRlbGV0ZUFkbWluUmVzcG9uc2USbgoTUmV2b2tlQWRtaW5TZXNzaW9ucxIqLmNyZWRlbnRpYWxzLnYxLlJldm9rZUFkbWluU2Vzc2lvbnNSZXF1ZXN0GisuY3JlZGVudGlhbHMudjEuUmV2b2tlQWRtaW5TZXNzaW9uc1Jlc3BvbnNlEl8KDkNoYW5nZVBhc3N3b3JkEiUuY3JlZGVudGlhbHMudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GiYuY3JlZGVudGlhbHMudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRJfCg5DcmVhdGVBcGlUb2tlbhIlLmNyZWRlbnRpYWxzLnYxLkNyZWF0ZUFwaVRva2VuUmVxdWVzdBomLmNyZWRlbnRpYWxzLnYxLkNyZWF0ZUFwaVRva2VuUmVzcG9uc2USXAoNTGlzdEFwaVRva2VucxIkLmNyZWRlbnRpYWxzLnYxLkxpc3RBcGlUb2tlbnNSZXF1ZXN0GiUuY3JlZGVudGlhbHMudjEuTGlzdEFwaVRva2Vuc1Jlc3BvbnNlEl8KDlJldm9rZUFwaVRva2VuEiUuY3JlZGVudGlhbHMudjEuUmV2b2tlQXBpVG9rZW5SZXF1ZXN0GiYuY3JlZGVudGlhbHMudjEuUmV2b2tlQXBpVG9rZW5SZXNwb25zZRJfCg5Sb3RhdGVBcGlUb2tlbhIlLmNyZWRlbnRpYWxzLnYxLlJvdGF0ZUFwaVRva2VuUmVxdWVzdBomLmNyZWRlbnRpYWxzLnYxLlJvdGF0ZUFwaVRva2VuUmVzcG9uc2USYgoPTGlzdEF1ZGl0RXZlbnRzEiYuY3JlZGVudGlhbHMudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBonLmNyZWRlbnRpYWxzLnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("CgthZG1pbi5wcm90bxIOY3JlZGVudGlhbHMudjEi4wEKBUFkbWluEhAKCGFkbWluX2lkGAEgASgJEg0KBWVtYWlsGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2xhc3Rfc2lnbl9pbl9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEcm9sZRgFIAEoCRIYChBvcmdhbml6YXRpb25faWRzGAYgAygJEhAKCGRpc2FibGVkGAcgASgIEhoKEnR3b19mYWN0b3JfZW5hYmxlZBgIIAEoCCLFAgoIQXBpVG9rZW4SDAoEbmFtZRgBIAEoCRINCgVzY29wZRgCIAEoCRIuCgpjcmVhdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCgpjcmVhdGVkX2J5GAQgASgJSACIAQESMAoMbGFzdF91c2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBvcmdhbml6YXRpb25faWRzGAYgAygJEi4KCmV4cGlyZXNfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnByZWZpeBgIIAEoCRI4ChRwcmV2aW91c192YWxpZF91bnRpbBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCDQoLX2NyZWF0ZWRfYnkipAIKCkF1ZGl0RXZlbnQSEAoIZXZlbnRfaWQYASABKAkSLwoLb2NjdXJyZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAMgASgJEg4KBmFjdGlvbhgEIAEoCRIcCg9vcmdhbml6YXRpb25faWQYBSABKAlIAIgBARIaCg1jcmVkZW50aWFsX2lkGAYgASgJSAGIAQESEwoGdGFyZ2V0GAcgASgJSAKIAQESEwoGc291cmNlGAggASgJSAOIAQESFAoMZGV0YWlsc19qc29uGAkgASgJQhIKEF9vcmdhbml6YXRpb25faWRCEAoOX2NyZWRlbnRpYWxfaWRCCQoHX3RhcmdldEIJCgdfc291cmNlIlQKDVNpZ25JblJlcXVlc3QSDQoFZW1haWwYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSDgoGc291cmNlGAMgASgJEhIKCnVzZXJfYWdlbnQYBCABKAkimgEKDlNpZ25JblJlc3BvbnNlEhUKDXNlc3Npb25fdG9rZW4YASABKAkSJAoFYWRtaW4YAiABKAsyFS5jcmVkZW50aWFscy52MS5BZG1pbhIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIbChNzZWNvbmRfZmFjdG9yX3Rva2VuGAQgASgJImYKFUNvbXBsZXRlU2lnbkluUmVxdWVzdBIbChNzZWNvbmRfZmFjdG9yX3Rva2VuGAEgASgJEgwKBGNvZGUYAiABKAkSDgoGc291cmNlGAMgASgJEhIKCnVzZXJfYWdlbnQYBCABKAkihQEKFkNvbXBsZXRlU2lnbkluUmVzcG9uc2USFQoNc2Vzc2lvbl90b2tlbhgBIAEoCRIkCgVhZG1pbhgCIAEoCzIVLmNyZWRlbnRpYWxzLnYxLkFkbWluEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjcKHkJlZ2luVHdvRmFjdG9yRW5yb2xtZW50UmVxdWVzdBIVCg1zZXNzaW9uX3Rva2VuGAEgASgJIkYKH0JlZ2luVHdvRmFjdG9yRW5yb2xtZW50UmVzcG9uc2USEwoLb3RwYXV0aF91cmkYASABKAkSDgoGc2VjcmV0GAIgASgJIkcKIENvbmZpcm1Ud29GYWN0b3JFbnJvbG1lbnRSZXF1ZXN0EhUKDXNlc3Npb25fdG9rZW4YASABKAkSDAoEY29kZRgCIAEoCSI7CiFDb25maXJtVHdvRmFjdG9yRW5yb2xtZW50UmVzcG9uc2USFgoOcmVjb3ZlcnlfY29kZXMYASADKAkiPgoXRGlzYWJsZVR3b0ZhY3RvclJlcXVlc3QSFQoNc2Vzc2lvbl90b2tlbhgBIAEoCRIMCgRjb2RlGAIgASgJIhoKGERpc2FibGVUd29GYWN0b3JSZXNwb25zZSIaChhHZXRTZWN1cml0eVBvbGljeVJlcXVlc3QiNgoYU2V0U2VjdXJpdHlQb2xpY3lSZXF1ZXN0EhoKEnJlcXVpcmVfdHdvX2ZhY3RvchgBIAEoCCJLChlHZXRTZWN1cml0eVBvbGljeVJlc3BvbnNlEi4KBnBvbGljeRgBIAEoCzIeLmNyZWRlbnRpYWxzLnYxLlNlY3VyaXR5UG9saWN5IksKGVNldFNlY3VyaXR5UG9saWN5UmVzcG9uc2USLgoGcG9saWN5GAEgASgLMh4uY3JlZGVudGlhbHMudjEuU2VjdXJpdHlQb2xpY3kiLAoOU2VjdXJpdHlQb2xpY3kSGgoScmVxdWlyZV90d29fZmFjdG9yGAEgASgIIioKEUdldFNlc3Npb25SZXF1ZXN0EhUKDXNlc3Npb25fdG9rZW4YASABKAkikQEKEkdldFNlc3Npb25SZXNwb25zZRIkCgVhZG1pbhgBIAEoCzIVLmNyZWRlbnRpYWxzLnYxLkFkbWluEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiUKHXR3b19mYWN0b3JfZW5yb2xtZW50X3JlcXVpcmVkGAMgASgIIicKDlNpZ25PdXRSZXF1ZXN0EhUKDXNlc3Npb25fdG9rZW4YASABKAkiEQoPU2lnbk91dFJlc3BvbnNlIhMKEUxpc3RBZG1pbnNSZXF1ZXN0IjsKEkxpc3RBZG1pbnNSZXNwb25zZRIlCgZhZG1pbnMYASADKAsyFS5jcmVkZW50aWFscy52MS5BZG1pbiJvChJDcmVhdGVBZG1pblJlcXVlc3QSDQoFZW1haWwYASABKAkSDAoEcm9sZRgCIAEoCRIYChBvcmdhbml6YXRpb25faWRzGAMgAygJEhUKCHBhc3N3b3JkGAQgASgJSACIAQFCCwoJX3Bhc3N3b3JkIk0KE0NyZWF0ZUFkbWluUmVzcG9uc2USJAoFYWRtaW4YASABKAsyFS5jcmVkZW50aWFscy52MS5BZG1pbhIQCghwYXNzd29yZBgCIAEoCSIsChBPcmdhbml6YXRpb25MaXN0EhgKEG9yZ2FuaXphdGlvbl9pZHMYASADKAkinAEKElVwZGF0ZUFkbWluUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIRCgRyb2xlGAIgASgJSACIAQESNwoNb3JnYW5pemF0aW9ucxgDIAEoCzIgLmNyZWRlbnRpYWxzLnYxLk9yZ2FuaXphdGlvbkxpc3QSFQoIZGlzYWJsZWQYBCABKAhIAYgBAUIHCgVfcm9sZUILCglfZGlzYWJsZWQiOwoTVXBkYXRlQWRtaW5SZXNwb25zZRIkCgVhZG1pbhgBIAEoCzIVLmNyZWRlbnRpYWxzLnYxLkFkbWluIiMKEkRlbGV0ZUFkbWluUmVxdWVzdBINCgVlbWFpbBgBIAEoCSItChNEZWxldGVBZG1pblJlc3BvbnNlEhYKDnNlc3Npb25zX2VuZGVkGAEgASgFIisKGlJldm9rZUFkbWluU2Vzc2lvbnNSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJIjUKG1Jldm9rZUFkbWluU2Vzc2lvbnNSZXNwb25zZRIWCg5zZXNzaW9uc19lbmRlZBgBIAEoBSJeChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSFQoNc2Vzc2lvbl90b2tlbhgBIAEoCRIYChBjdXJyZW50X3Bhc3N3b3JkGAIgASgJEhQKDG5ld19wYXNzd29yZBgDIAEoCSIYChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlIn4KFUNyZWF0ZUFwaVRva2VuUmVxdWVzdBIMCgRuYW1lGAEgASgJEg0KBXNjb3BlGAIgASgJEhgKEG9yZ2FuaXphdGlvbl9pZHMYAyADKAkSLgoKZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiVAoWQ3JlYXRlQXBpVG9rZW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIrCglhcGlfdG9rZW4YAiABKAsyGC5jcmVkZW50aWFscy52MS5BcGlUb2tlbiIWChRMaXN0QXBpVG9rZW5zUmVxdWVzdCJFChVMaXN0QXBpVG9rZW5zUmVzcG9uc2USLAoKYXBpX3Rva2VucxgBIAMoCzIYLmNyZWRlbnRpYWxzLnYxLkFwaVRva2VuIiUKFVJldm9rZUFwaVRva2VuUmVxdWVzdBIMCgRuYW1lGAEgASgJIhgKFlJldm9rZUFwaVRva2VuUmVzcG9uc2UiPgoVUm90YXRlQXBpVG9rZW5SZXF1ZXN0EgwKBG5hbWUYASABKAkSFwoPb3ZlcmxhcF9zZWNvbmRzGAIgASgNIlQKFlJvdGF0ZUFwaVRva2VuUmVzcG9uc2USDQoFdG9rZW4YASABKAkSKwoJYXBpX3Rva2VuGAIgASgLMhguY3JlZGVudGlhbHMudjEuQXBpVG9rZW4ivwEKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSHAoPb3JnYW5pemF0aW9uX2lkGAEgASgJSACIAQESGgoNY3JlZGVudGlhbF9pZBgCIAEoCUgBiAEBEhMKBmFjdGlvbhgDIAEoCUgCiAEBEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJQhIKEF9vcmdhbml6YXRpb25faWRCEAoOX2NyZWRlbnRpYWxfaWRCCQoHX2FjdGlvbiJeChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRIqCgZldmVudHMYASADKAsyGi5jcmVkZW50aWFscy52MS5BdWRpdEV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCTKmDwoMQWRtaW5TZXJ2aWNlEkcKBlNpZ25JbhIdLmNyZWRlbnRpYWxzLnYxLlNpZ25JblJlcXVlc3QaHi5jcmVkZW50aWFscy52MS5TaWduSW5SZXNwb25zZRJfCg5Db21wbGV0ZVNpZ25JbhIlLmNyZWRlbnRpYWxzLnYxLkNvbXBsZXRlU2lnbkluUmVxdWVzdBomLmNyZWRlbnRpYWxzLnYxLkNvbXBsZXRlU2lnbkluUmVzcG9uc2USegoXQmVnaW5Ud29GYWN0b3JFbnJvbG1lbnQSLi5jcmVkZW50aWFscy52MS5CZWdpblR3b0ZhY3RvckVucm9sbWVudFJlcXVlc3QaLy5jcmVkZW50aWFscy52MS5CZWdpblR3b0ZhY3RvckVucm9sbWVudFJlc3BvbnNlEoABChlDb25maXJtVHdvRmFjdG9yRW5yb2xtZW50EjAuY3JlZGVudGlhbHMudjEuQ29uZmlybVR3b0ZhY3RvckVucm9sbWVudFJlcXVlc3QaMS5jcmVkZW50aWFscy52MS5Db25maXJtVHdvRmFjdG9yRW5yb2xtZW50UmVzcG9uc2USZQoQRGlzYWJsZVR3b0ZhY3RvchInLmNyZWRlbnRpYWxzLnYxLkRpc2FibGVUd29GYWN0b3JSZXF1ZXN0GiguY3JlZGVudGlhbHMudjEuRGlzYWJsZVR3b0ZhY3RvclJlc3BvbnNlEmgKEUdldFNlY3VyaXR5UG9saWN5EiguY3JlZGVudGlhbHMudjEuR2V0U2VjdXJpdHlQb2xpY3lSZXF1ZXN0GikuY3JlZGVudGlhbHMudjEuR2V0U2VjdXJpdHlQb2xpY3lSZXNwb25zZRJoChFTZXRTZWN1cml0eVBvbGljeRIoLmNyZWRlbnRpYWxzLnYxLlNldFNlY3VyaXR5UG9saWN5UmVxdWVzdBopLmNyZWRlbnRpYWxzLnYxLlNldFNlY3VyaXR5UG9saWN5UmVzcG9uc2USUwoKR2V0U2Vzc2lvbhIhLmNyZWRlbnRpYWxzLnYxLkdldFNlc3Npb25SZXF1ZXN0GiIuY3JlZGVudGlhbHMudjEuR2V0U2Vzc2lvblJlc3BvbnNlEkoKB1NpZ25PdXQSHi5jcmVkZW50aWFscy52MS5TaWduT3V0UmVxdWVzdBofLmNyZWRlbnRpYWxzLnYxLlNpZ25PdXRSZXNwb25zZRJTCgpMaXN0QWRtaW5zEiEuY3JlZGVudGlhbHMudjEuTGlzdEFkbWluc1JlcXVlc3QaIi5jcmVkZW50aWFscy52MS5MaXN0QWRtaW5zUmVzcG9uc2USVgoLQ3JlYXRlQWRtaW4SIi5jcmVkZW50aWFscy52MS5DcmVhdGVBZG1pblJlcXVlc3QaIy5jcmVkZW50aWFscy52MS5DcmVhdGVBZG1pblJlc3BvbnNlElYKC1VwZGF0ZUFkbWluEiIuY3JlZGVudGlhbHMudjEuVXBkYXRlQWRtaW5SZXF1ZXN0GiMuY3JlZGVudGlhbHMudjEuVXBkYXRlQWRtaW5SZXNwb25zZRJWCgtEZWxldGVBZG1pbhIiLmNyZWRlbnRpYWxzLnYxLkRlbGV0ZUFkbWluUmVxdWVzdBojLmNyZWRlbnRpYWxzLnYxLkRlbGV0ZUFkbWluUmVzcG9uc2USbgoTUmV2b2tlQWRtaW5TZXNzaW9ucxIqLmNyZWRlbnRpYWxzLnYxLlJldm9rZUFkbWluU2Vzc2lvbnNSZXF1ZXN0GisuY3JlZGVudGlhbHMudjEuUmV2b2tlQWRtaW5TZXNzaW9uc1Jlc3BvbnNlEl8KDkNoYW5nZVBhc3N3b3JkEiUuY3JlZGVudGlhbHMudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GiYuY3JlZGVudGlhbHMudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRJfCg5DcmVhdGVBcGlUb2tlbhIlLmNyZWRlbnRpYWxzLnYxLkNyZWF0ZUFwaVRva2VuUmVxdWVzdBomLmNyZWRlbnRpYWxzLnYxLkNyZWF0ZUFwaVRva2VuUmVzcG9uc2USXAoNTGlzdEFwaVRva2VucxIkLmNyZWRlbnRpYWxzLnYxLkxpc3RBcGlUb2tlbnNSZXF1ZXN0GiUuY3JlZGVudGlhbHMudjEuTGlzdEFwaVRva2Vuc1Jlc3BvbnNlEl8KDlJldm9rZUFwaVRva2VuEiUuY3JlZGVudGlhbHMudjEuUmV2b2tlQXBpVG9rZW5SZXF1ZXN0GiYuY3JlZGVudGlhbHMudjEuUmV2b2tlQXBpVG9rZW5SZXNwb25zZRJfCg5Sb3RhdGVBcGlUb2tlbhIlLmNyZWRlbnRpYWxzLnYxLlJvdGF0ZUFwaVRva2VuUmVxdWVzdBomLmNyZWRlbnRpYWxzLnYxLlJvdGF0ZUFwaVRva2VuUmVzcG9uc2USYgoPTGlzdEF1ZGl0RXZlbnRzEiYuY3JlZGVudGlhbHMudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBonLmNyZWRlbnRpYWxzLnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * A person who may sign in to the admin portal.
@@ -79,6 +79,13 @@ export type Admin = Message<"credentials.v1.Admin"> & {
    * @generated from field: bool disabled = 7;
    */
   disabled: boolean;
+
+  /**
+   * Whether the account signs in with a second factor (a TOTP code).
+   *
+   * @generated from field: bool two_factor_enabled = 8;
+   */
+  twoFactorEnabled: boolean;
 };
 
 /**
@@ -318,6 +325,15 @@ export type SignInResponse = Message<"credentials.v1.SignInResponse"> & {
    * @generated from field: google.protobuf.Timestamp expires_at = 3;
    */
   expiresAt?: Timestamp | undefined;
+
+  /**
+   * Set instead of session_token, admin and expires_at when the account signs
+   * in with a second factor: pass it to CompleteSignIn with a code. Valid for
+   * 5 minutes, once.
+   *
+   * @generated from field: string second_factor_token = 4;
+   */
+  secondFactorToken: string;
 };
 
 /**
@@ -326,6 +342,325 @@ export type SignInResponse = Message<"credentials.v1.SignInResponse"> & {
  */
 export const SignInResponseSchema: GenMessage<SignInResponse> = /*@__PURE__*/
   messageDesc(file_admin, 4);
+
+/**
+ * Request of CompleteSignIn.
+ *
+ * @generated from message credentials.v1.CompleteSignInRequest
+ */
+export type CompleteSignInRequest = Message<"credentials.v1.CompleteSignInRequest"> & {
+  /**
+   * SignIn's second_factor_token.
+   *
+   * @generated from field: string second_factor_token = 1;
+   */
+  secondFactorToken: string;
+
+  /**
+   * The 6-digit code of the account's authenticator app, or one of its
+   * recovery codes (each works once).
+   *
+   * @generated from field: string code = 2;
+   */
+  code: string;
+
+  /**
+   * The address the sign-in comes from, as for SignIn.
+   *
+   * @generated from field: string source = 3;
+   */
+  source: string;
+
+  /**
+   * The browser's user agent, as for SignIn.
+   *
+   * @generated from field: string user_agent = 4;
+   */
+  userAgent: string;
+};
+
+/**
+ * Describes the message credentials.v1.CompleteSignInRequest.
+ * Use `create(CompleteSignInRequestSchema)` to create a new message.
+ */
+export const CompleteSignInRequestSchema: GenMessage<CompleteSignInRequest> = /*@__PURE__*/
+  messageDesc(file_admin, 5);
+
+/**
+ * Response of CompleteSignIn.
+ *
+ * @generated from message credentials.v1.CompleteSignInResponse
+ */
+export type CompleteSignInResponse = Message<"credentials.v1.CompleteSignInResponse"> & {
+  /**
+   * The session id to put in the session cookie, as SignIn's.
+   *
+   * @generated from field: string session_token = 1;
+   */
+  sessionToken: string;
+
+  /**
+   * Who signed in.
+   *
+   * @generated from field: credentials.v1.Admin admin = 2;
+   */
+  admin?: Admin | undefined;
+
+  /**
+   * When the session expires unless used before.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 3;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message credentials.v1.CompleteSignInResponse.
+ * Use `create(CompleteSignInResponseSchema)` to create a new message.
+ */
+export const CompleteSignInResponseSchema: GenMessage<CompleteSignInResponse> = /*@__PURE__*/
+  messageDesc(file_admin, 6);
+
+/**
+ * Request of BeginTwoFactorEnrolment.
+ *
+ * @generated from message credentials.v1.BeginTwoFactorEnrolmentRequest
+ */
+export type BeginTwoFactorEnrolmentRequest = Message<"credentials.v1.BeginTwoFactorEnrolmentRequest"> & {
+  /**
+   * The session id from the cookie: whose enrolment.
+   *
+   * @generated from field: string session_token = 1;
+   */
+  sessionToken: string;
+};
+
+/**
+ * Describes the message credentials.v1.BeginTwoFactorEnrolmentRequest.
+ * Use `create(BeginTwoFactorEnrolmentRequestSchema)` to create a new message.
+ */
+export const BeginTwoFactorEnrolmentRequestSchema: GenMessage<BeginTwoFactorEnrolmentRequest> = /*@__PURE__*/
+  messageDesc(file_admin, 7);
+
+/**
+ * Response of BeginTwoFactorEnrolment.
+ *
+ * @generated from message credentials.v1.BeginTwoFactorEnrolmentResponse
+ */
+export type BeginTwoFactorEnrolmentResponse = Message<"credentials.v1.BeginTwoFactorEnrolmentResponse"> & {
+  /**
+   * The `otpauth://totp/...` URI to show as a QR code.
+   *
+   * @generated from field: string otpauth_uri = 1;
+   */
+  otpauthUri: string;
+
+  /**
+   * The same secret in base32, for typing into an app by hand.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message credentials.v1.BeginTwoFactorEnrolmentResponse.
+ * Use `create(BeginTwoFactorEnrolmentResponseSchema)` to create a new message.
+ */
+export const BeginTwoFactorEnrolmentResponseSchema: GenMessage<BeginTwoFactorEnrolmentResponse> = /*@__PURE__*/
+  messageDesc(file_admin, 8);
+
+/**
+ * Request of ConfirmTwoFactorEnrolment.
+ *
+ * @generated from message credentials.v1.ConfirmTwoFactorEnrolmentRequest
+ */
+export type ConfirmTwoFactorEnrolmentRequest = Message<"credentials.v1.ConfirmTwoFactorEnrolmentRequest"> & {
+  /**
+   * The session id from the cookie.
+   *
+   * @generated from field: string session_token = 1;
+   */
+  sessionToken: string;
+
+  /**
+   * A current code from the authenticator app, proving it holds the secret.
+   *
+   * @generated from field: string code = 2;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message credentials.v1.ConfirmTwoFactorEnrolmentRequest.
+ * Use `create(ConfirmTwoFactorEnrolmentRequestSchema)` to create a new message.
+ */
+export const ConfirmTwoFactorEnrolmentRequestSchema: GenMessage<ConfirmTwoFactorEnrolmentRequest> = /*@__PURE__*/
+  messageDesc(file_admin, 9);
+
+/**
+ * Response of ConfirmTwoFactorEnrolment.
+ *
+ * @generated from message credentials.v1.ConfirmTwoFactorEnrolmentResponse
+ */
+export type ConfirmTwoFactorEnrolmentResponse = Message<"credentials.v1.ConfirmTwoFactorEnrolmentResponse"> & {
+  /**
+   * Ten one-time recovery codes, shown only this once; stored hashed.
+   *
+   * @generated from field: repeated string recovery_codes = 1;
+   */
+  recoveryCodes: string[];
+};
+
+/**
+ * Describes the message credentials.v1.ConfirmTwoFactorEnrolmentResponse.
+ * Use `create(ConfirmTwoFactorEnrolmentResponseSchema)` to create a new message.
+ */
+export const ConfirmTwoFactorEnrolmentResponseSchema: GenMessage<ConfirmTwoFactorEnrolmentResponse> = /*@__PURE__*/
+  messageDesc(file_admin, 10);
+
+/**
+ * Request of DisableTwoFactor.
+ *
+ * @generated from message credentials.v1.DisableTwoFactorRequest
+ */
+export type DisableTwoFactorRequest = Message<"credentials.v1.DisableTwoFactorRequest"> & {
+  /**
+   * The session id from the cookie.
+   *
+   * @generated from field: string session_token = 1;
+   */
+  sessionToken: string;
+
+  /**
+   * A current code or a recovery code.
+   *
+   * @generated from field: string code = 2;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message credentials.v1.DisableTwoFactorRequest.
+ * Use `create(DisableTwoFactorRequestSchema)` to create a new message.
+ */
+export const DisableTwoFactorRequestSchema: GenMessage<DisableTwoFactorRequest> = /*@__PURE__*/
+  messageDesc(file_admin, 11);
+
+/**
+ * Response of DisableTwoFactor.
+ *
+ * @generated from message credentials.v1.DisableTwoFactorResponse
+ */
+export type DisableTwoFactorResponse = Message<"credentials.v1.DisableTwoFactorResponse"> & {
+};
+
+/**
+ * Describes the message credentials.v1.DisableTwoFactorResponse.
+ * Use `create(DisableTwoFactorResponseSchema)` to create a new message.
+ */
+export const DisableTwoFactorResponseSchema: GenMessage<DisableTwoFactorResponse> = /*@__PURE__*/
+  messageDesc(file_admin, 12);
+
+/**
+ * Request of GetSecurityPolicy.
+ *
+ * @generated from message credentials.v1.GetSecurityPolicyRequest
+ */
+export type GetSecurityPolicyRequest = Message<"credentials.v1.GetSecurityPolicyRequest"> & {
+};
+
+/**
+ * Describes the message credentials.v1.GetSecurityPolicyRequest.
+ * Use `create(GetSecurityPolicyRequestSchema)` to create a new message.
+ */
+export const GetSecurityPolicyRequestSchema: GenMessage<GetSecurityPolicyRequest> = /*@__PURE__*/
+  messageDesc(file_admin, 13);
+
+/**
+ * Request of SetSecurityPolicy.
+ *
+ * @generated from message credentials.v1.SetSecurityPolicyRequest
+ */
+export type SetSecurityPolicyRequest = Message<"credentials.v1.SetSecurityPolicyRequest"> & {
+  /**
+   * Whether every account must sign in with a second factor.
+   *
+   * @generated from field: bool require_two_factor = 1;
+   */
+  requireTwoFactor: boolean;
+};
+
+/**
+ * Describes the message credentials.v1.SetSecurityPolicyRequest.
+ * Use `create(SetSecurityPolicyRequestSchema)` to create a new message.
+ */
+export const SetSecurityPolicyRequestSchema: GenMessage<SetSecurityPolicyRequest> = /*@__PURE__*/
+  messageDesc(file_admin, 14);
+
+/**
+ * Response of GetSecurityPolicy.
+ *
+ * @generated from message credentials.v1.GetSecurityPolicyResponse
+ */
+export type GetSecurityPolicyResponse = Message<"credentials.v1.GetSecurityPolicyResponse"> & {
+  /**
+   * The rules.
+   *
+   * @generated from field: credentials.v1.SecurityPolicy policy = 1;
+   */
+  policy?: SecurityPolicy | undefined;
+};
+
+/**
+ * Describes the message credentials.v1.GetSecurityPolicyResponse.
+ * Use `create(GetSecurityPolicyResponseSchema)` to create a new message.
+ */
+export const GetSecurityPolicyResponseSchema: GenMessage<GetSecurityPolicyResponse> = /*@__PURE__*/
+  messageDesc(file_admin, 15);
+
+/**
+ * Response of SetSecurityPolicy.
+ *
+ * @generated from message credentials.v1.SetSecurityPolicyResponse
+ */
+export type SetSecurityPolicyResponse = Message<"credentials.v1.SetSecurityPolicyResponse"> & {
+  /**
+   * The rules as changed.
+   *
+   * @generated from field: credentials.v1.SecurityPolicy policy = 1;
+   */
+  policy?: SecurityPolicy | undefined;
+};
+
+/**
+ * Describes the message credentials.v1.SetSecurityPolicyResponse.
+ * Use `create(SetSecurityPolicyResponseSchema)` to create a new message.
+ */
+export const SetSecurityPolicyResponseSchema: GenMessage<SetSecurityPolicyResponse> = /*@__PURE__*/
+  messageDesc(file_admin, 16);
+
+/**
+ * The portal's sign-in rules, set by owners.
+ *
+ * @generated from message credentials.v1.SecurityPolicy
+ */
+export type SecurityPolicy = Message<"credentials.v1.SecurityPolicy"> & {
+  /**
+   * Whether every account must sign in with a second factor; an account
+   * without one is asked to enrol before anything else.
+   *
+   * @generated from field: bool require_two_factor = 1;
+   */
+  requireTwoFactor: boolean;
+};
+
+/**
+ * Describes the message credentials.v1.SecurityPolicy.
+ * Use `create(SecurityPolicySchema)` to create a new message.
+ */
+export const SecurityPolicySchema: GenMessage<SecurityPolicy> = /*@__PURE__*/
+  messageDesc(file_admin, 17);
 
 /**
  * Request of GetSession.
@@ -346,7 +681,7 @@ export type GetSessionRequest = Message<"credentials.v1.GetSessionRequest"> & {
  * Use `create(GetSessionRequestSchema)` to create a new message.
  */
 export const GetSessionRequestSchema: GenMessage<GetSessionRequest> = /*@__PURE__*/
-  messageDesc(file_admin, 5);
+  messageDesc(file_admin, 18);
 
 /**
  * Response of GetSession.
@@ -368,6 +703,15 @@ export type GetSessionResponse = Message<"credentials.v1.GetSessionResponse"> & 
    * @generated from field: google.protobuf.Timestamp expires_at = 2;
    */
   expiresAt?: Timestamp | undefined;
+
+  /**
+   * The account must enrol a second factor before doing anything else: owners
+   * require it (SecurityPolicy) and the account has none. (An owner without
+   * one is only asked, by the portal.)
+   *
+   * @generated from field: bool two_factor_enrolment_required = 3;
+   */
+  twoFactorEnrolmentRequired: boolean;
 };
 
 /**
@@ -375,7 +719,7 @@ export type GetSessionResponse = Message<"credentials.v1.GetSessionResponse"> & 
  * Use `create(GetSessionResponseSchema)` to create a new message.
  */
 export const GetSessionResponseSchema: GenMessage<GetSessionResponse> = /*@__PURE__*/
-  messageDesc(file_admin, 6);
+  messageDesc(file_admin, 19);
 
 /**
  * Request of SignOut.
@@ -396,7 +740,7 @@ export type SignOutRequest = Message<"credentials.v1.SignOutRequest"> & {
  * Use `create(SignOutRequestSchema)` to create a new message.
  */
 export const SignOutRequestSchema: GenMessage<SignOutRequest> = /*@__PURE__*/
-  messageDesc(file_admin, 7);
+  messageDesc(file_admin, 20);
 
 /**
  * Response of SignOut.
@@ -411,7 +755,7 @@ export type SignOutResponse = Message<"credentials.v1.SignOutResponse"> & {
  * Use `create(SignOutResponseSchema)` to create a new message.
  */
 export const SignOutResponseSchema: GenMessage<SignOutResponse> = /*@__PURE__*/
-  messageDesc(file_admin, 8);
+  messageDesc(file_admin, 21);
 
 /**
  * Request of ListAdmins.
@@ -426,7 +770,7 @@ export type ListAdminsRequest = Message<"credentials.v1.ListAdminsRequest"> & {
  * Use `create(ListAdminsRequestSchema)` to create a new message.
  */
 export const ListAdminsRequestSchema: GenMessage<ListAdminsRequest> = /*@__PURE__*/
-  messageDesc(file_admin, 9);
+  messageDesc(file_admin, 22);
 
 /**
  * Response of ListAdmins.
@@ -447,7 +791,7 @@ export type ListAdminsResponse = Message<"credentials.v1.ListAdminsResponse"> & 
  * Use `create(ListAdminsResponseSchema)` to create a new message.
  */
 export const ListAdminsResponseSchema: GenMessage<ListAdminsResponse> = /*@__PURE__*/
-  messageDesc(file_admin, 10);
+  messageDesc(file_admin, 23);
 
 /**
  * Request of CreateAdmin.
@@ -490,7 +834,7 @@ export type CreateAdminRequest = Message<"credentials.v1.CreateAdminRequest"> & 
  * Use `create(CreateAdminRequestSchema)` to create a new message.
  */
 export const CreateAdminRequestSchema: GenMessage<CreateAdminRequest> = /*@__PURE__*/
-  messageDesc(file_admin, 11);
+  messageDesc(file_admin, 24);
 
 /**
  * Response of CreateAdmin.
@@ -518,7 +862,7 @@ export type CreateAdminResponse = Message<"credentials.v1.CreateAdminResponse"> 
  * Use `create(CreateAdminResponseSchema)` to create a new message.
  */
 export const CreateAdminResponseSchema: GenMessage<CreateAdminResponse> = /*@__PURE__*/
-  messageDesc(file_admin, 12);
+  messageDesc(file_admin, 25);
 
 /**
  * A list of organisations, present to replace an account's list (an empty
@@ -540,7 +884,7 @@ export type OrganizationList = Message<"credentials.v1.OrganizationList"> & {
  * Use `create(OrganizationListSchema)` to create a new message.
  */
 export const OrganizationListSchema: GenMessage<OrganizationList> = /*@__PURE__*/
-  messageDesc(file_admin, 13);
+  messageDesc(file_admin, 26);
 
 /**
  * Request of UpdateAdmin. Unset fields are left as they are.
@@ -582,7 +926,7 @@ export type UpdateAdminRequest = Message<"credentials.v1.UpdateAdminRequest"> & 
  * Use `create(UpdateAdminRequestSchema)` to create a new message.
  */
 export const UpdateAdminRequestSchema: GenMessage<UpdateAdminRequest> = /*@__PURE__*/
-  messageDesc(file_admin, 14);
+  messageDesc(file_admin, 27);
 
 /**
  * Response of UpdateAdmin.
@@ -603,7 +947,7 @@ export type UpdateAdminResponse = Message<"credentials.v1.UpdateAdminResponse"> 
  * Use `create(UpdateAdminResponseSchema)` to create a new message.
  */
 export const UpdateAdminResponseSchema: GenMessage<UpdateAdminResponse> = /*@__PURE__*/
-  messageDesc(file_admin, 15);
+  messageDesc(file_admin, 28);
 
 /**
  * Request of DeleteAdmin.
@@ -624,7 +968,7 @@ export type DeleteAdminRequest = Message<"credentials.v1.DeleteAdminRequest"> & 
  * Use `create(DeleteAdminRequestSchema)` to create a new message.
  */
 export const DeleteAdminRequestSchema: GenMessage<DeleteAdminRequest> = /*@__PURE__*/
-  messageDesc(file_admin, 16);
+  messageDesc(file_admin, 29);
 
 /**
  * Response of DeleteAdmin.
@@ -645,7 +989,7 @@ export type DeleteAdminResponse = Message<"credentials.v1.DeleteAdminResponse"> 
  * Use `create(DeleteAdminResponseSchema)` to create a new message.
  */
 export const DeleteAdminResponseSchema: GenMessage<DeleteAdminResponse> = /*@__PURE__*/
-  messageDesc(file_admin, 17);
+  messageDesc(file_admin, 30);
 
 /**
  * Request of RevokeAdminSessions.
@@ -666,7 +1010,7 @@ export type RevokeAdminSessionsRequest = Message<"credentials.v1.RevokeAdminSess
  * Use `create(RevokeAdminSessionsRequestSchema)` to create a new message.
  */
 export const RevokeAdminSessionsRequestSchema: GenMessage<RevokeAdminSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_admin, 18);
+  messageDesc(file_admin, 31);
 
 /**
  * Response of RevokeAdminSessions.
@@ -687,7 +1031,7 @@ export type RevokeAdminSessionsResponse = Message<"credentials.v1.RevokeAdminSes
  * Use `create(RevokeAdminSessionsResponseSchema)` to create a new message.
  */
 export const RevokeAdminSessionsResponseSchema: GenMessage<RevokeAdminSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_admin, 19);
+  messageDesc(file_admin, 32);
 
 /**
  * Request of ChangePassword.
@@ -722,7 +1066,7 @@ export type ChangePasswordRequest = Message<"credentials.v1.ChangePasswordReques
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_admin, 20);
+  messageDesc(file_admin, 33);
 
 /**
  * Response of ChangePassword.
@@ -737,7 +1081,7 @@ export type ChangePasswordResponse = Message<"credentials.v1.ChangePasswordRespo
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_admin, 21);
+  messageDesc(file_admin, 34);
 
 /**
  * Request of CreateApiToken.
@@ -780,7 +1124,7 @@ export type CreateApiTokenRequest = Message<"credentials.v1.CreateApiTokenReques
  * Use `create(CreateApiTokenRequestSchema)` to create a new message.
  */
 export const CreateApiTokenRequestSchema: GenMessage<CreateApiTokenRequest> = /*@__PURE__*/
-  messageDesc(file_admin, 22);
+  messageDesc(file_admin, 35);
 
 /**
  * Response of CreateApiToken.
@@ -808,7 +1152,7 @@ export type CreateApiTokenResponse = Message<"credentials.v1.CreateApiTokenRespo
  * Use `create(CreateApiTokenResponseSchema)` to create a new message.
  */
 export const CreateApiTokenResponseSchema: GenMessage<CreateApiTokenResponse> = /*@__PURE__*/
-  messageDesc(file_admin, 23);
+  messageDesc(file_admin, 36);
 
 /**
  * Request of ListApiTokens.
@@ -823,7 +1167,7 @@ export type ListApiTokensRequest = Message<"credentials.v1.ListApiTokensRequest"
  * Use `create(ListApiTokensRequestSchema)` to create a new message.
  */
 export const ListApiTokensRequestSchema: GenMessage<ListApiTokensRequest> = /*@__PURE__*/
-  messageDesc(file_admin, 24);
+  messageDesc(file_admin, 37);
 
 /**
  * Response of ListApiTokens.
@@ -844,7 +1188,7 @@ export type ListApiTokensResponse = Message<"credentials.v1.ListApiTokensRespons
  * Use `create(ListApiTokensResponseSchema)` to create a new message.
  */
 export const ListApiTokensResponseSchema: GenMessage<ListApiTokensResponse> = /*@__PURE__*/
-  messageDesc(file_admin, 25);
+  messageDesc(file_admin, 38);
 
 /**
  * Request of RevokeApiToken.
@@ -865,7 +1209,7 @@ export type RevokeApiTokenRequest = Message<"credentials.v1.RevokeApiTokenReques
  * Use `create(RevokeApiTokenRequestSchema)` to create a new message.
  */
 export const RevokeApiTokenRequestSchema: GenMessage<RevokeApiTokenRequest> = /*@__PURE__*/
-  messageDesc(file_admin, 26);
+  messageDesc(file_admin, 39);
 
 /**
  * Response of RevokeApiToken.
@@ -880,7 +1224,7 @@ export type RevokeApiTokenResponse = Message<"credentials.v1.RevokeApiTokenRespo
  * Use `create(RevokeApiTokenResponseSchema)` to create a new message.
  */
 export const RevokeApiTokenResponseSchema: GenMessage<RevokeApiTokenResponse> = /*@__PURE__*/
-  messageDesc(file_admin, 27);
+  messageDesc(file_admin, 40);
 
 /**
  * Request of RotateApiToken.
@@ -909,7 +1253,7 @@ export type RotateApiTokenRequest = Message<"credentials.v1.RotateApiTokenReques
  * Use `create(RotateApiTokenRequestSchema)` to create a new message.
  */
 export const RotateApiTokenRequestSchema: GenMessage<RotateApiTokenRequest> = /*@__PURE__*/
-  messageDesc(file_admin, 28);
+  messageDesc(file_admin, 41);
 
 /**
  * Response of RotateApiToken.
@@ -937,7 +1281,7 @@ export type RotateApiTokenResponse = Message<"credentials.v1.RotateApiTokenRespo
  * Use `create(RotateApiTokenResponseSchema)` to create a new message.
  */
 export const RotateApiTokenResponseSchema: GenMessage<RotateApiTokenResponse> = /*@__PURE__*/
-  messageDesc(file_admin, 29);
+  messageDesc(file_admin, 42);
 
 /**
  * Request of ListAuditEvents. Filters combine with AND.
@@ -987,7 +1331,7 @@ export type ListAuditEventsRequest = Message<"credentials.v1.ListAuditEventsRequ
  * Use `create(ListAuditEventsRequestSchema)` to create a new message.
  */
 export const ListAuditEventsRequestSchema: GenMessage<ListAuditEventsRequest> = /*@__PURE__*/
-  messageDesc(file_admin, 30);
+  messageDesc(file_admin, 43);
 
 /**
  * Response of ListAuditEvents.
@@ -1015,7 +1359,7 @@ export type ListAuditEventsResponse = Message<"credentials.v1.ListAuditEventsRes
  * Use `create(ListAuditEventsResponseSchema)` to create a new message.
  */
 export const ListAuditEventsResponseSchema: GenMessage<ListAuditEventsResponse> = /*@__PURE__*/
-  messageDesc(file_admin, 31);
+  messageDesc(file_admin, 44);
 
 /**
  * Administrators, sessions, API tokens and the audit log.
@@ -1038,6 +1382,73 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof SignInRequestSchema;
     output: typeof SignInResponseSchema;
+  },
+  /**
+   * Completes a sign-in that SignIn answered with a second_factor_token.
+   * UNAUTHENTICATED "invalid or expired code" for a wrong code, an unknown or
+   * used token, or one older than 5 minutes; wrong codes count as sign-in
+   * failures for the limits above.
+   *
+   * @generated from rpc credentials.v1.AdminService.CompleteSignIn
+   */
+  completeSignIn: {
+    methodKind: "unary";
+    input: typeof CompleteSignInRequestSchema;
+    output: typeof CompleteSignInResponseSchema;
+  },
+  /**
+   * Starts enrolling a TOTP authenticator (RFC 6238, SHA-1, 6 digits, 30 s)
+   * for the session's own account; nothing changes until it is confirmed.
+   *
+   * @generated from rpc credentials.v1.AdminService.BeginTwoFactorEnrolment
+   */
+  beginTwoFactorEnrolment: {
+    methodKind: "unary";
+    input: typeof BeginTwoFactorEnrolmentRequestSchema;
+    output: typeof BeginTwoFactorEnrolmentResponseSchema;
+  },
+  /**
+   * Confirms the enrolment with a current code; from then on the account signs
+   * in with a code. INVALID_ARGUMENT naming `code` if it is wrong.
+   *
+   * @generated from rpc credentials.v1.AdminService.ConfirmTwoFactorEnrolment
+   */
+  confirmTwoFactorEnrolment: {
+    methodKind: "unary";
+    input: typeof ConfirmTwoFactorEnrolmentRequestSchema;
+    output: typeof ConfirmTwoFactorEnrolmentResponseSchema;
+  },
+  /**
+   * Turns the session's own second factor off, given a current code or a
+   * recovery code; FAILED_PRECONDITION when the security policy requires it.
+   * INVALID_ARGUMENT naming `code` if it is wrong (counted as a failed sign-in).
+   *
+   * @generated from rpc credentials.v1.AdminService.DisableTwoFactor
+   */
+  disableTwoFactor: {
+    methodKind: "unary";
+    input: typeof DisableTwoFactorRequestSchema;
+    output: typeof DisableTwoFactorResponseSchema;
+  },
+  /**
+   * The portal's sign-in rules.
+   *
+   * @generated from rpc credentials.v1.AdminService.GetSecurityPolicy
+   */
+  getSecurityPolicy: {
+    methodKind: "unary";
+    input: typeof GetSecurityPolicyRequestSchema;
+    output: typeof GetSecurityPolicyResponseSchema;
+  },
+  /**
+   * Changes the portal's sign-in rules. Owners only.
+   *
+   * @generated from rpc credentials.v1.AdminService.SetSecurityPolicy
+   */
+  setSecurityPolicy: {
+    methodKind: "unary";
+    input: typeof SetSecurityPolicyRequestSchema;
+    output: typeof SetSecurityPolicyResponseSchema;
   },
   /**
    * Returns the administrator of a live session and extends its idle expiry.

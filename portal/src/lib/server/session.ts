@@ -34,6 +34,16 @@ export function accountRole(role: string): AccountRole {
   return role === "owner" || role === "editor" ? role : "viewer";
 }
 
+/**
+ * Between the password and the code of a two-factor sign-in: the service's second_factor_token (never the
+ * password), HttpOnly, for /login only, as long as the token lasts (5 minutes).
+ */
+export const SECOND_FACTOR_COOKIE = "pc_second_factor";
+
+export function secondFactorCookieOptions(url: URL): CookieOptions & { maxAge: number } {
+  return { path: "/login", httpOnly: true, sameSite: "lax", secure: url.protocol === "https:", maxAge: 5 * 60 };
+}
+
 /** Session ids are 256 random bits in base64url; anything else is not looked up. */
 const SESSION_TOKEN_PATTERN = /^[A-Za-z0-9_-]{16,128}$/;
 
@@ -45,9 +55,16 @@ const SESSION_TOKEN_PATTERN = /^[A-Za-z0-9_-]{16,128}$/;
 export async function lookUpSession(connection: ServiceConnection, token: string): Promise<SignedInAdmin | null> {
   if (!SESSION_TOKEN_PATTERN.test(token)) return null;
   try {
-    const { admin } = await connection.asPortal().admin.getSession({ sessionToken: token });
+    const { admin, twoFactorEnrolmentRequired } = await connection.asPortal().admin.getSession({ sessionToken: token });
     if (!admin) return null;
-    return { adminId: admin.adminId, email: admin.email, role: accountRole(admin.role), organizationIds: [...admin.organizationIds] };
+    return {
+      adminId: admin.adminId,
+      email: admin.email,
+      role: accountRole(admin.role),
+      organizationIds: [...admin.organizationIds],
+      twoFactorEnabled: admin.twoFactorEnabled,
+      twoFactorEnrolmentRequired,
+    };
   } catch (error) {
     if (error instanceof ConnectError && (error.code === Code.Unauthenticated || error.code === Code.NotFound)) return null;
     throw error instanceof ConnectError ? fromConnectError(error) : error;

@@ -5,6 +5,7 @@
 // document is stale). Plain JavaScript: portal/server.js runs under plain node, without a build.
 /* global process, URL */
 import { z } from "zod";
+import { readSecretFiles, SecretFileError } from "./secret-files.js";
 
 /** A configuration problem that stops the portal at start-up; the message names the variable. */
 export class PortalConfigError extends Error {
@@ -14,7 +15,8 @@ export class PortalConfigError extends Error {
 /**
  * One environment variable: its schema over the raw text (undefined when unset), and how the docs describe it.
  * @template T
- * @typedef {{ schema: z.ZodType<T, string | undefined>, shown: string, meaning: string, partOf?: string }} Setting
+ * A secret (`secret: true`) may be given as NAME_FILE instead, a file that holds it (secret-files.js).
+ * @typedef {{ schema: z.ZodType<T, string | undefined>, shown: string, meaning: string, partOf?: string, secret?: true }} Setting
  */
 
 /** @param {string | undefined} raw */
@@ -80,6 +82,14 @@ const setting = (schema, shown, meaning) => ({ schema, shown, meaning });
  */
 const partOf = (row, schema) => ({ schema, shown: "", meaning: "", partOf: row });
 
+/**
+ * A secret setting: NAME_FILE may give it instead (docs/operations/secrets.md).
+ * @template T
+ * @param {Setting<T>} s
+ * @returns {Setting<T>}
+ */
+const secret = (s) => ({ ...s, secret: true });
+
 export const DEFAULT_SERVICE_URL = "http://127.0.0.1:50051";
 
 export const PORTAL_SETTINGS = {
@@ -90,17 +100,19 @@ export const PORTAL_SETTINGS = {
     `\`${DEFAULT_SERVICE_URL}\``,
     "Where the service is (its gRPC port; `https://` for TLS).",
   ),
-  SERVICE_ADMIN_TOKEN: setting(
-    text(),
-    "from `.data/secrets.env` with `npm run start:portal`",
-    "The portal's admin-scope token for the service. Unset, sign-in and the API answer that the service is unavailable.",
+  SERVICE_ADMIN_TOKEN: secret(
+    setting(
+      text(),
+      "from `.data/secrets.env` with `npm run start:portal`",
+      "The portal's admin-scope token for the service. Unset, sign-in and the API answer that the service is unavailable.",
+    ),
   ),
   DATA_DIR: setting(
     text(),
     "`.data`",
     "With `npm run start:portal` and neither `SERVICE_ADMIN_TOKEN` nor `DATABASE_URL` set: the local service's data directory, whose `secrets.env` holds the token.",
   ),
-  DATABASE_URL: partOf("DATA_DIR", text()),
+  DATABASE_URL: secret(partOf("DATA_DIR", text())),
   CREDENTIALS_SERVICE_CA_FILE: setting(
     text(),
     "unset",
@@ -147,13 +159,28 @@ export const PORTAL_SETTINGS = {
 
 const schema = z.object(Object.fromEntries(Object.entries(PORTAL_SETTINGS).map(([name, s]) => [name, s.schema])));
 
+/** The secret settings: each may be given as NAME_FILE instead, the path of a file that holds it. */
+export const PORTAL_SECRET_SETTINGS = Object.entries(PORTAL_SETTINGS)
+  .filter(([, s]) => /** @type {Setting<unknown>} */ (s).secret)
+  .map(([name]) => name);
+
 /**
- * The portal's settings from the environment; a PortalConfigError naming the first variable that breaks its rule.
+ * The portal's settings from the environment, secrets given as NAME_FILE read from their files; a
+ * PortalConfigError naming the first variable that breaks its rule. (portal/server.js applies the
+ * files to process.env first, applySecretFiles, and logs their warnings once.)
  * @param {Record<string, string | undefined>} env
  * @returns {PortalSettings}
  */
 export function loadPortalSettings(env) {
-  const picked = Object.fromEntries(Object.keys(PORTAL_SETTINGS).map((name) => [name, env[name]]));
+  /** @type {Record<string, string>} */
+  let fromFiles;
+  try {
+    fromFiles = readSecretFiles(env, PORTAL_SECRET_SETTINGS).values;
+  } catch (error) {
+    if (error instanceof SecretFileError) throw new PortalConfigError(error.message);
+    throw error;
+  }
+  const picked = Object.fromEntries(Object.keys(PORTAL_SETTINGS).map((name) => [name, fromFiles[name] ?? env[name]]));
   const result = schema.safeParse(picked);
   if (!result.success) throw new PortalConfigError(result.error.issues[0].message);
   return /** @type {PortalSettings} */ (result.data);
@@ -167,6 +194,16 @@ export function portalSettings() {
   return (fromEnvironment ??= loadPortalSettings(process.env));
 }
 
+/**
+ * The note of a row with secrets: which NAME_FILE variables may give them instead.
+ * @param {Array<[string, Setting<unknown>]>} group
+ */
+function fromFileNote(group) {
+  const files = group.filter(([, s]) => s.secret).map(([n]) => `\`${n}_FILE\``);
+  if (files.length === 0) return "";
+  return ` From ${files.length === 1 ? "a file" : "files"}: ${files.join(", ")} ([secrets from files](operations/secrets.md)).`;
+}
+
 /** The settings as the table of docs/configuration.md: one row per variable, or per group of variables documented together. */
 export function portalSettingsTable() {
   /** @type {Array<[string, Setting<unknown>]>} */
@@ -174,8 +211,9 @@ export function portalSettingsTable() {
   const rows = ["| variable | default | meaning |", "| --- | --- | --- |"];
   for (const [name, s] of all) {
     if (s.partOf !== undefined) continue;
-    const names = [name, ...all.filter(([, other]) => other.partOf === name).map(([other]) => other)];
-    rows.push(`| ${names.map((n) => `\`${n}\``).join(", ")} | ${s.shown} | ${s.meaning} |`);
+    const group = [/** @type {[string, Setting<unknown>]} */ ([name, s]), ...all.filter(([, other]) => other.partOf === name)];
+    const names = group.map(([n]) => n);
+    rows.push(`| ${names.map((n) => `\`${n}\``).join(", ")} | ${s.shown} | ${s.meaning}${fromFileNote(group)} |`);
   }
   return rows.join("\n");
 }

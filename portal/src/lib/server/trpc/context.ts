@@ -16,6 +16,10 @@ export interface SignedInAdmin {
   role: AccountRole;
   /** The organisations the account is limited to; empty: every organisation. */
   organizationIds: string[];
+  /** Whether the account signs in with a TOTP code. */
+  twoFactorEnabled?: boolean;
+  /** Owners require a second factor and the account has none: every page sends it to /account until it enrols. */
+  twoFactorEnrolmentRequired?: boolean;
 }
 
 /**
