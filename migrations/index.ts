@@ -8,6 +8,8 @@ import { Migration20261206140000_metrics_scope } from "./Migration20261206140000
 import { Migration20261206150000_token_limits } from "./Migration20261206150000_token_limits.js";
 import { Migration20261206160000_admin_roles } from "./Migration20261206160000_admin_roles.js";
 import { Migration20261206170000_two_factor } from "./Migration20261206170000_two_factor.js";
+import { Migration20261206181000_session_authentication } from "./Migration20261206181000_session_authentication.js";
+import { Migration20261206200000_credential_deactivate_at } from "./Migration20261206200000_credential_deactivate_at.js";
 
 // Every migration, in order. Listed explicitly so that the migrator needs no
 // file-system discovery (which cannot import .ts files under some loaders).
@@ -22,4 +24,6 @@ export const migrationsList = [
   { name: "Migration20261206150000_token_limits", class: Migration20261206150000_token_limits },
   { name: "Migration20261206160000_admin_roles", class: Migration20261206160000_admin_roles },
   { name: "Migration20261206170000_two_factor", class: Migration20261206170000_two_factor },
+  { name: "Migration20261206181000_session_authentication", class: Migration20261206181000_session_authentication },
+  { name: "Migration20261206200000_credential_deactivate_at", class: Migration20261206200000_credential_deactivate_at },
 ];

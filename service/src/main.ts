@@ -6,7 +6,7 @@ import { createLogger } from "./logger.js";
 import { MasterKeyError } from "./keyring/index.js";
 import { dataDirFrom, dataDirPrefix, openDatabase, type Database } from "./runtime/local.js";
 import { ConfigError } from "./runtime/config.js";
-import { loadSettings, SECRET_SETTINGS } from "./runtime/settings.js";
+import { loadSettings, SECRET_SETTINGS, usePreparedStatements } from "./runtime/settings.js";
 import { applySecretFiles } from "./runtime/secret-files.js";
 import { startService, StartupError, type RunningService } from "./server.js";
 import { ensureFirstAdmin } from "./admins/first-admin.js";
@@ -73,8 +73,13 @@ async function main(): Promise<void> {
     database = await openDatabase(process.env, logger, { createInstallation: true });
     const host = settings.HOST ?? (database.embedded ? "127.0.0.1" : "0.0.0.0");
     refuseCleartext(host, tls !== undefined, process.env.NODE_ENV === "production", settings.ALLOW_PLAINTEXT);
+    const listenUrl = settings.DATABASE_LISTEN_URL;
+    if (listenUrl !== undefined && database.embedded) throw new ConfigError("DATABASE_LISTEN_URL is set without DATABASE_URL: set both, or neither");
+    const preparedStatements = usePreparedStatements(settings, database.databaseUrl);
     service = await startService({
       databaseUrl: database.databaseUrl,
+      databaseListenUrl: listenUrl,
+      preparedStatements,
       masterKey: database.masterKey,
       serviceAdminToken: database.serviceAdminToken,
       env: process.env,
@@ -101,6 +106,8 @@ async function main(): Promise<void> {
         idleTimeoutMs: settings.RPC_IDLE_TIMEOUT_MS,
       },
       healthMaxWatchers: settings.HEALTH_MAX_WATCHERS,
+      watchHeartbeatMs: settings.WATCH_HEARTBEAT_MS,
+      watchMaxStreams: settings.WATCH_MAX_STREAMS,
     });
   } catch (error) {
     await database?.stop().catch(() => undefined);

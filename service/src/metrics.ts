@@ -47,6 +47,7 @@ export class ServiceMetrics {
   private readonly verifications: Counter<"provider" | "outcome">;
   private readonly failureReports: Counter<"kind">;
   private readonly healthTransitions: Counter<"to">;
+  private readonly listenerUp: Gauge;
   private readonly hit: CounterChild;
   private readonly miss: CounterChild;
   /** Cache look-ups: hits, misses, then the hits and misses already handed to prom-client. */
@@ -132,6 +133,17 @@ export class ServiceMetrics {
       labelNames: ["to"],
       registers,
     });
+    this.listenerUp = new Gauge({
+      name: "provider_credentials_invalidation_listener_up",
+      help: "1 while this replica's cache invalidation connection (LISTEN) is connected; 0 before it first connects and while it is down (the cache is bypassed then).",
+      registers,
+    });
+    this.listenerUp.set(0);
+  }
+
+  /** The invalidation listener connected (true) or lost its connection (false). */
+  invalidationListener(up: boolean): void {
+    this.listenerUp.set(up ? 1 : 0);
   }
 
   resolved(provider: string, source: ResolveSource, result: ResolveResult, seconds: number): void {

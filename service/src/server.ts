@@ -22,6 +22,8 @@ import { KeyResolver } from "./credentials/resolver.js";
 import { environmentKeys } from "@provider-credentials/wire/providers";
 import { ResolutionCache } from "./credentials/resolution-cache.js";
 import { Reachability } from "./db/reachability.js";
+import { DeactivationSweeper, DEFAULT_DEACTIVATION_SWEEP_MS } from "./credentials/deactivation-sweeper.js";
+import { DatabaseReadiness } from "./db/readiness.js";
 import { applyInvalidation, DEFAULT_HEARTBEAT_MS, InvalidationListener, type Invalidation } from "./credentials/invalidation.js";
 import { OrganizationStore } from "./organizations/organization-store.js";
 import { AdminStore } from "./admins/admin-store.js";
@@ -54,6 +56,7 @@ import {
   type ConnectionLimits,
 } from "./rpc/connection-limits.js";
 import { createCleartextServer } from "./rpc/cleartext-port.js";
+import { ChangeFeed, DEFAULT_WATCH_HEARTBEAT_MS, DEFAULT_WATCH_MAX_STREAMS } from "./rpc/watch-resolutions.js";
 import { grpcServerCredentials, tlsServerOptions, type TlsConfig } from "./runtime/tls.js";
 
 /** Largest request message accepted, in bytes: keys are at most 4 KiB. */
@@ -61,6 +64,15 @@ export const MAX_REQUEST_BYTES = 64 * 1024;
 
 export interface ServiceOptions {
   databaseUrl: string;
+  /**
+   * DATABASE_LISTEN_URL: a direct connection for the invalidation listener (LISTEN cannot work through
+   * a pooler in transaction mode); `databaseUrl` when unset.
+   */
+  databaseListenUrl?: string;
+  /** DATABASE_PREPARED_STATEMENTS: named prepared statements on the hot path (default true; false behind a transaction pooler). */
+  preparedStatements?: boolean;
+  /** How often readiness asks the database whether it answers (ms; default DEFAULT_READINESS_PROBE_MS). */
+  readinessProbeMs?: number;
   /** MASTER_KEY: one Fernet key or a comma-separated list, first encrypts. */
   masterKey: string;
   /** SERVICE_ADMIN_TOKEN, accepted as an admin token when set. */
@@ -109,6 +121,12 @@ export interface ServiceOptions {
   connectionLimits?: Partial<ConnectionLimits>;
   /** Open health Watch streams, both ports together (HEALTH_MAX_WATCHERS). */
   healthMaxWatchers?: number;
+  /** How often this replica carries out scheduled deactivations (RollCredential's overlap), ms (default 1000). */
+  deactivationSweepMs?: number;
+  /** A heartbeat on a quiet WatchResolutions stream after this many ms (WATCH_HEARTBEAT_MS). */
+  watchHeartbeatMs?: number;
+  /** Open WatchResolutions streams, both ports together (WATCH_MAX_STREAMS). */
+  watchMaxStreams?: number;
 }
 
 export interface RunningService {
@@ -144,6 +162,8 @@ export interface ServiceParts {
   keyHealth: KeyHealth;
   metrics: ServiceMetrics;
   health: HealthState;
+  /** WatchResolutions' change stream, fed by the invalidation listener. */
+  feed: ChangeFeed;
 }
 
 export const DEFAULT_FAILURE_THRESHOLD = 3;
@@ -168,6 +188,7 @@ export function createParts(
     | "keyCheckTimeoutMs"
     | "sessionLifetimeHours"
     | "apiBaseAllow"
+    | "preparedStatements"
   >,
 ): ServiceParts {
   const keyring = createKeyring(options.masterKey);
@@ -197,6 +218,7 @@ export function createParts(
   const reachability = new Reachability();
   const resolver = new KeyResolver(orm, keyring, environmentKeys(options.env), cache, undefined, reachability);
   resolver.metrics = metrics;
+  resolver.preparedStatements = options.preparedStatements ?? true;
   return {
     keyring,
     pages,
@@ -212,6 +234,7 @@ export function createParts(
     }),
     resolver,
     health: new HealthState([CredentialService.typeName, OrganizationService.typeName, AdminService.typeName]),
+    feed: new ChangeFeed(),
   };
 }
 
@@ -248,7 +271,7 @@ export function routes(orm: Orm, parts: ServiceParts) {
 }
 
 /**
- * The grpc-js server for internal callers: the product's services (all unary) through the
+ * The grpc-js server for internal callers: the product's services (unary and server streaming) through the
  * Connect implementations, health and reflection from grpc-health-check and @grpc/reflection.
  */
 export function createInternalGrpcServer(orm: Orm, parts: ServiceParts, logger: Logger, limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS): grpc.Server {
@@ -361,8 +384,21 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   }
   // The cache stays off until invalidations can be heard.
   parts.cache.setEnabled(false);
-  const listener = new InvalidationListener(options.databaseUrl, parts.cache, logger, parts.metrics, options.cacheHeartbeatMs ?? DEFAULT_HEARTBEAT_MS);
+  const listener = new InvalidationListener(
+    options.databaseListenUrl ?? options.databaseUrl,
+    parts.cache,
+    logger,
+    parts.metrics,
+    options.cacheHeartbeatMs ?? DEFAULT_HEARTBEAT_MS,
+  );
+  parts.feed.maxStreams = options.watchMaxStreams ?? DEFAULT_WATCH_MAX_STREAMS;
+  parts.feed.heartbeatMs = options.watchHeartbeatMs ?? DEFAULT_WATCH_HEARTBEAT_MS;
+  // The change stream hears what the cache hears, after the cache.
+  listener.observer = parts.feed;
   await listener.start();
+  // Scheduled deactivations (RollCredential's overlap) are carried out by every replica, whether or not anyone is signed in.
+  const sweeper = new DeactivationSweeper(parts.credentials, logger, options.deactivationSweepMs ?? DEFAULT_DEACTIVATION_SWEEP_MS);
+  sweeper.start();
 
   const interceptors = interceptorsFor(parts, logger);
   const serviceRoutes = routes(orm, parts);
@@ -375,6 +411,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   try {
     grpcPort = await listenGrpcJsServer(grpcServer, options.host, options.port, grpcServerCredentials(options.tls), limits.maxConnections);
   } catch (error) {
+    await sweeper.stop();
     await listener.stop();
     await orm.close(true);
     throw new StartupError(`cannot listen for gRPC on ${options.host}:${options.port}: ${(error as Error).message}`);
@@ -445,6 +482,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     });
   } catch (error) {
     await shutdownGrpcJsServer(grpcServer, 0);
+    await sweeper.stop();
     await listener.stop();
     await orm.close(true);
     throw new StartupError(`cannot listen for Connect on ${options.host}:${options.connectPort}: ${(error as Error).message}`);
@@ -468,18 +506,29 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       await shutdownGrpcJsServer(grpcServer, 0);
       server.close();
       h1?.close(() => undefined);
+      await sweeper.stop();
       await listener.stop();
       await orm.close(true);
       throw new StartupError(`cannot listen for metrics on ${options.host}:${options.metricsPort}: ${(error as Error).message}`);
     }
   }
 
+  // Readiness (health service READINESS_SERVICE) follows whether the database answers, past the outage grace.
+  const readiness = new DatabaseReadiness(orm, parts.health, logger, {
+    graceMs: options.cacheOutageGraceMs ?? DEFAULT_CACHE_OUTAGE_GRACE_MS,
+    probeMs: options.readinessProbeMs,
+  });
+  readiness.start();
+
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
       const drainMs = options.drainTimeoutMs ?? 10_000;
+      readiness.stop();
       // Health watchers hear NOT_SERVING, then their streams end so that they do not hold the drain.
       parts.health.shutDown();
+      // Change streams end now too (their clients reconnect elsewhere).
+      parts.feed.shutDown();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Its timeout checks stop (it was not listening: the error that says so is of no interest).
       h1?.close(() => undefined);
@@ -493,6 +542,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       await Promise.all([closed, shutdownGrpcJsServer(grpcServer, drainMs), metricsServer?.close()]);
       clearTimeout(timer);
       await parts.resolver.flushUsage();
+      await sweeper.stop();
       await listener.stop();
       await orm.close(true);
     })());

@@ -23,7 +23,7 @@ import {
   type PageWatch,
 } from "../support/browser.js";
 
-// Every page, scanned by axe-core (no serious or critical violation allowed),
+// Every page, scanned by axe-core in light and dark mode (no serious or critical violation allowed),
 // checked for a horizontal scrollbar at 375 px, and photographed at desktop and
 // phone widths into docs/screenshots/ for docs/portal.md. The data is fixed (names,
 // example keys, timestamps) so that the pictures only change when the pages do.
@@ -134,6 +134,8 @@ async function seed(): Promise<void> {
   await asAdmin("POST", "/api/tokens", { name: "llm-gateway", scope: "resolve" });
   await asAdmin("POST", "/api/tokens", { name: "ops-automation", scope: "admin" });
   await asAdmin("PUT", "/api/provider-credentials/organization/acme/selection-strategies/openai", { strategy: "round_robin" });
+  await asAdmin("POST", "/api/accounts", { email: "erin@acme.example", role: "editor", organization_ids: ["acme"] });
+  await asAdmin("POST", "/api/accounts", { email: "victor@example.com", role: "viewer" });
   await freezeTimestamps();
   await keyHealthExamples(fireworks.credential_id);
 }
@@ -155,12 +157,17 @@ async function expectNoSidewaysScroll(name: string): Promise<void> {
   await page.setViewportSize(DESKTOP);
 }
 
-/** Scans at both widths, checks the phone layout and writes the screenshots. */
+/** Scans at both widths, light and dark (prefers-color-scheme), checks the phone layout and writes the screenshots (light). */
 async function checkPage(name: string, options: { screenshot?: boolean; prepare?: () => Promise<void> } = {}): Promise<void> {
-  await scan(`${name} (desktop)`);
-  await page.setViewportSize(PHONE);
-  await scan(`${name} (phone)`);
-  await page.setViewportSize(DESKTOP);
+  for (const colorScheme of ["light", "dark"] as const) {
+    await page.emulateMedia({ colorScheme });
+    const mode = colorScheme === "dark" ? "dark, " : "";
+    await scan(`${name} (${mode}desktop)`);
+    await page.setViewportSize(PHONE);
+    await scan(`${name} (${mode}phone)`);
+    await page.setViewportSize(DESKTOP);
+  }
+  await page.emulateMedia({ colorScheme: "light" });
   await expectNoSidewaysScroll(name);
   if (options.screenshot !== false) await screenshotBothWidths(page, name, { prepare: options.prepare });
 }
@@ -295,6 +302,20 @@ describe.skipIf(!e2eEnabled(chromiumPath))("accessibility and screenshots of eve
     await page.getByTestId("created-token").waitFor();
     // The token differs on every run: scanned, not photographed.
     await checkPage("api-tokens-created", { screenshot: false });
+  });
+
+  it("Accounts, one account, and your own account", async () => {
+    // Fixed sign-in and creation times (the administrator signed in again above).
+    await portal.service.db.query(`with a as (select id, row_number() over (order by created_at, id) as n from admin_users)
+      update admin_users set created_at = timestamptz '2026-03-01 08:00:00+00' + a.n * interval '1 day',
+        last_sign_in_at = case when last_sign_in_at is not null then timestamptz '2026-05-18 08:55:00+00' end
+      from a where admin_users.id = a.id`);
+    await open(page, `${portal.url}/accounts`);
+    await checkPage("accounts");
+    await open(page, `${portal.url}/accounts/${encodeURIComponent("erin@acme.example")}`);
+    await checkPage("account-detail");
+    await open(page, `${portal.url}/account`);
+    await checkPage("your-account");
   });
 
   it("sign-out page and the error page", async () => {

@@ -146,7 +146,9 @@ describe.skipIf(!e2eEnabled(chromiumPath))("key health in the browser", () => {
     expect(await text(good.locator('[data-label="Usage"]'))).toBe("Never used");
     expect(await good.getByTestId("failing-badge").count()).toBe(0);
     expect(await good.getByTestId("rotation-due-badge").count()).toBe(0);
-    expect(await text(good.locator('[data-label="Status"]'))).toBe("Active");
+    // Active, and (the only OpenAI key) in use: the status cell carries the selection too.
+    expect(await text(good.locator('[data-label="Status"] .badge').first())).toBe("Active");
+    expect(await text(good.getByTestId("standing"))).toBe("In use");
   });
 
   it("Test checks the key with its provider and shows the outcome: Valid, with the time and latency", async () => {
@@ -275,7 +277,8 @@ describe.skipIf(!e2eEnabled(chromiumPath))("key health in the browser", () => {
     const badge = old.getByTestId("rotation-due-badge");
     expect(await text(badge)).toBe("Rotation due");
     expect(await backgroundOf(badge)).toBe(AMBER_BADGE);
-    expect(await text(old.locator('[data-label="Status"]'))).toMatch(/^Active Rotation due key set \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC$/);
+    // Then the selection: the only Gemini key, in use.
+    expect(await text(old.locator('[data-label="Status"]'))).toMatch(/^Active Rotation due key set \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC In use Weight 1$/);
     expect(await row("Good key").getByTestId("rotation-due-badge").count()).toBe(0);
     await scanBothWidths("credentials with check, failing and rotation badges");
 

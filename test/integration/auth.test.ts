@@ -69,6 +69,10 @@ const RPCS: Array<{ rpc: string; call: (c: Clients) => Promise<unknown> }> = [
     call: (c) => c.credentials.setSelectionStrategy({ organizationId: ORG, provider: Provider.OPENAI, strategy: SelectionStrategy.ROUND_ROBIN }),
   },
   { rpc: "ListSelectionStrategies", call: (c) => c.credentials.listSelectionStrategies({ organizationId: ORG }) },
+  { rpc: "ExplainResolution", call: (c) => c.credentials.explainResolution({ scope: { case: "organizationId", value: ORG } }) },
+  { rpc: "RollCredential", call: (c) => c.credentials.rollCredential({ credentialId, apiKey: FAKE_KEYS.openai() }) },
+  // A stream: its first message (the snapshot marker), or its error.
+  { rpc: "WatchResolutions", call: (c) => firstMessage(c.credentials.watchResolutions({})) },
   { rpc: "CreateOrganization", call: (c) => c.organizations.createOrganization({ organizationId: "org-denied", name: "Denied" }) },
   { rpc: "GetOrganization", call: (c) => c.organizations.getOrganization({ organizationId: ORG }) },
   { rpc: "ListOrganizations", call: (c) => c.organizations.listOrganizations({}) },
@@ -77,6 +81,12 @@ const RPCS: Array<{ rpc: string; call: (c: Clients) => Promise<unknown> }> = [
   { rpc: "ListTeams", call: (c) => c.organizations.listTeams({ organizationId: ORG }) },
   { rpc: "DeleteTeam", call: (c) => c.organizations.deleteTeam({ teamId: TEAM }) },
 ];
+
+/** The first message of a server stream (the stream is then closed), or its error. */
+async function firstMessage<T>(stream: AsyncIterable<T>): Promise<T | undefined> {
+  for await (const message of stream) return message;
+  return undefined;
+}
 
 /** What the refused calls above would have changed, to show that nothing did. */
 async function snapshot(): Promise<unknown> {
@@ -186,7 +196,12 @@ describe("a resolve-scope token", () => {
     expect(await credentials.reportKeySuccess({ credentialIds: [credentialId] })).toMatchObject({ recovered: 0 });
   });
 
-  const RESOLVE_SCOPE = ["ResolveKey", "ReportKeyFailure", "ReportKeySuccess"];
+  const RESOLVE_SCOPE = ["ResolveKey", "ReportKeyFailure", "ReportKeySuccess", "WatchResolutions"];
+
+  it("may watch resolutions: the stream starts with its snapshot marker", async () => {
+    const first = await firstMessage(t.clients(resolveToken).credentials.watchResolutions({}));
+    expect(first?.event.case).toBe("snapshot");
+  });
   const others = RPCS.filter((r) => !RESOLVE_SCOPE.includes(r.rpc));
   it.each(others)("is PERMISSION_DENIED on $rpc, and nothing changes", async ({ rpc, call }) => {
     const before = await snapshot();
@@ -248,6 +263,16 @@ describe("an admin token from TokenStore", () => {
     const verified = await ok("VerifyCredential", credentials.verifyCredential({ credentialId: id }));
     expect(verified.check?.outcome).toBe(KeyCheckOutcome.UNREACHABLE);
     expect(verified.credential?.lastCheck?.outcome).toBe(KeyCheckOutcome.UNREACHABLE);
+    const explained = await ok(
+      "ExplainResolution",
+      credentials.explainResolution({ scope: { case: "organizationId", value: "org-admin" }, provider: Provider.GEMINI }),
+    );
+    expect(explained.resolutions.map((r) => r.servingCredentialId)).toEqual([id]);
+    const watched = await ok("WatchResolutions", firstMessage(credentials.watchResolutions({ organizationIds: ["org-admin"] })));
+    expect(watched?.event.case).toBe("snapshot");
+    const rolled = await ok("RollCredential", credentials.rollCredential({ credentialId: id, apiKey: FAKE_KEYS.gemini() }));
+    expect(rolled.previous?.isActive).toBe(false);
+    await credentials.deleteCredential({ credentialId: rolled.credential!.credentialId });
     await ok("DeleteCredential", credentials.deleteCredential({ credentialId: id }));
     await ok("DeleteTeam", organizations.deleteTeam({ teamId: "team-admin" }));
     await ok("DeleteOrganization", organizations.deleteOrganization({ organizationId: "org-admin" }));

@@ -5,6 +5,7 @@
 // with a message that names the field at fault, with no stack or internal text,
 // and with every table exactly as it was (a checksum of each table before and
 // after the row).
+import http from "node:http";
 import http2 from "node:http2";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -1107,6 +1108,12 @@ const grpcRows: Array<[string, GrpcRow]> = [
     g((c) => c.admin.signIn({ email: "a@example.com", password: "whatever-password", source: "1.2.3.4 5.6.7.8" }), Code.InvalidArgument, "source"),
   ],
   ["GetSession: garbage", g((c) => c.admin.getSession({ sessionToken: "garbage" }), Code.Unauthenticated, /session/)],
+  [
+    "Reauthenticate: garbage session",
+    g((c) => c.admin.reauthenticate({ sessionToken: "garbage", password: "whatever-password" }), Code.Unauthenticated, /session/),
+  ],
+  ["ResetTwoFactor: email not an email", g((c) => c.admin.resetTwoFactor({ email: "new" }), Code.InvalidArgument, "email")],
+  ["ResetTwoFactor: email empty", g((c) => c.admin.resetTwoFactor({ email: "" }), Code.InvalidArgument, "email")],
   ["CreateAdmin: role empty", g((c) => c.admin.createAdmin({ email: "new@example.com", role: "" }), Code.InvalidArgument, "role")],
   ["CreateAdmin: role root", g((c) => c.admin.createAdmin({ email: "new@example.com", role: "root" }), Code.InvalidArgument, "role")],
   ["CreateAdmin: email not an email", g((c) => c.admin.createAdmin({ email: "new", role: "viewer" }), Code.InvalidArgument, "email")],
@@ -1214,6 +1221,12 @@ const grpcRows: Array<[string, GrpcRow]> = [
   [
     "ListSelectionStrategies: unknown organisation",
     g((c) => c.credentials.listSelectionStrategies({ organizationId: "org-nobody" }), Code.NotFound, /not found/),
+  ],
+  [
+    "a session header that is no session id",
+    g((c) => c.organizations.listOrganizations({}), Code.InvalidArgument, "x-provider-credentials-session", {
+      "x-provider-credentials-session": "not a session",
+    }),
   ],
   [
     "an empty actor header",
@@ -1474,6 +1487,23 @@ const connectRows: Array<[string, ConnectRow]> = [
 
 // ---------------------------------------------------------------- transports
 
+/** A POST over HTTP/1.1 (what curl without --http2-prior-knowledge and Python's urllib send) to the Connect port. */
+function http1Post(port: number, path: string, body: string | Buffer, headers: Record<string, string>): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const request = http.request(
+      { host: "127.0.0.1", port, path, method: "POST", headers: { ...headers, "content-length": String(Buffer.byteLength(body)) } },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }));
+        response.on("error", reject);
+      },
+    );
+    request.on("error", reject);
+    request.end(body);
+  });
+}
+
 function http2Post(
   port: number,
   path: string,
@@ -1700,6 +1730,24 @@ describe(`Connect protocol (JSON over HTTP/2 on the Connect port): ${connectRows
       const token = row.token === undefined ? t.adminToken : row.token;
       if (token !== null) headers.authorization = `Bearer ${token}`;
       const response = await http2Post(t.service.connectPort, row.path, row.body, headers);
+      expect(response.status, response.text.slice(0, 500)).toBe(row.status);
+      if (row.code) {
+        const json = JSON.parse(response.text) as { code: string; message: string };
+        expect(json.code).toBe(row.code);
+        expectNamesField(json.message, row.field);
+      }
+      expectNoInternals(response.text);
+    });
+  });
+});
+
+describe(`Connect protocol over HTTP/1.1 on the same port: the same ${connectRows.length} malformed posts, the same answers`, () => {
+  it.each(connectRows)("%s", async (_name, row) => {
+    await expectNothingWritten(async () => {
+      const headers: Record<string, string> = { "content-type": row.contentType ?? "application/json" };
+      const token = row.token === undefined ? t.adminToken : row.token;
+      if (token !== null) headers.authorization = `Bearer ${token}`;
+      const response = await http1Post(t.service.connectPort, row.path, row.body, headers);
       expect(response.status, response.text.slice(0, 500)).toBe(row.status);
       if (row.code) {
         const json = JSON.parse(response.text) as { code: string; message: string };

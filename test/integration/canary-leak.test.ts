@@ -101,19 +101,22 @@ function recorder(label: string): Interceptor {
   };
 }
 
-function transport(protocol: "grpc" | "connect", token: string | undefined, headers: Record<string, string> = {}, service: TestService = t): Transport {
+/** gRPC on the gRPC port; the Connect protocol over HTTP/2, or over HTTP/1.1 (curl, Python's urllib) on the Connect port. */
+type Protocol = "grpc" | "connect" | "connect-http1";
+
+function transport(protocol: Protocol, token: string | undefined, headers: Record<string, string> = {}, service: TestService = t): Transport {
   const auth: Interceptor = (next) => (req) => {
     if (token !== undefined) req.header.set("authorization", `Bearer ${token}`);
     for (const [k, v] of Object.entries(headers)) req.header.set(k, v);
     return next(req);
   };
   const options = { httpVersion: "2" as const, interceptors: [recorder(`${protocol}${service === t ? "" : " (replica)"}`), auth] };
-  return protocol === "grpc"
-    ? createGrpcTransport({ baseUrl: `http://${service.address}`, ...options })
-    : createConnectTransport({ baseUrl: `http://127.0.0.1:${service.service.connectPort}`, ...options });
+  if (protocol === "grpc") return createGrpcTransport({ baseUrl: `http://${service.address}`, ...options });
+  const httpVersion = protocol === "connect-http1" ? ("1.1" as const) : ("2" as const);
+  return createConnectTransport({ baseUrl: `http://127.0.0.1:${service.service.connectPort}`, ...options, httpVersion });
 }
 
-function clients(options: { protocol?: "grpc" | "connect"; token?: string; headers?: Record<string, string>; service?: TestService } = {}) {
+function clients(options: { protocol?: Protocol; token?: string; headers?: Record<string, string>; service?: TestService } = {}) {
   const service = options.service ?? t;
   const tr = transport(options.protocol ?? "grpc", "token" in options ? options.token : service.adminToken, options.headers, service);
   return { credentials: createClient(CredentialService, tr), organizations: createClient(OrganizationService, tr), admin: createClient(AdminService, tr) };
@@ -212,6 +215,14 @@ describe("the canary's paths", () => {
       apiBase: "https://llm-proxy.example.com/v1",
     });
     canaryCredentials.push(viaConnect.credential!.credentialId);
+    const viaHttp1 = await clients({ protocol: "connect-http1" }).credentials.createCredential({
+      organizationId: "org-canary-connect",
+      provider: Provider.OPENAI,
+      credentialName: "Canary (HTTP/1.1)",
+      apiKey: CANARY,
+      apiBase: "https://llm-proxy.example.com/v2",
+    });
+    canaryCredentials.push(viaHttp1.credential!.credentialId);
   });
 
   it("is rotated in with UpdateCredential over REST and gRPC, and edited around", async () => {
@@ -270,6 +281,14 @@ describe("the canary's paths", () => {
     expect(
       (
         await clients({ protocol: "connect", token: resolveToken }).credentials.resolveKey({
+          scope: { case: "organizationId", value: "org-canary-connect" },
+          provider: Provider.OPENAI,
+        })
+      ).apiKey,
+    ).toBe(CANARY);
+    expect(
+      (
+        await clients({ protocol: "connect-http1", token: resolveToken }).credentials.resolveKey({
           scope: { case: "organizationId", value: "org-canary-connect" },
           provider: Provider.OPENAI,
         })
@@ -420,6 +439,8 @@ describe("the canary's paths", () => {
       clients({ headers: { "x-provider-credentials-source": CANARY } }).credentials.deleteCredential({ credentialId: UNKNOWN_UUID }),
       clients({ protocol: "connect" }).credentials.createCredential(create({ organizationId: CANARY, apiKey: CANARY })),
       clients({ protocol: "connect" }).credentials.resolveKey({ scope: { case: "teamId", value: CANARY }, provider: Provider.OPENAI }),
+      clients({ protocol: "connect-http1" }).credentials.createCredential(create({ organizationId: CANARY, apiKey: CANARY })),
+      clients({ protocol: "connect-http1", token: CANARY }).credentials.resolveKey({ scope: { case: "teamId", value: CANARY }, provider: Provider.OPENAI }),
     ];
     // All calls are in flight at once and awaited in turn: mark their rejections handled now.
     for (const call of calls) call.catch(() => undefined);

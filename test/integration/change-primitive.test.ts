@@ -4,6 +4,7 @@
 // generated descriptors, so that an RPC added without a case here fails; for each it asserts exactly the
 // audit rows written and the notifications sent on the invalidation channel (heard on a LISTEN connection
 // of its own). Then runChange itself: a change that fails writes, notifies and calls nothing.
+import type { AuditAction } from "@provider-credentials/wire/audit-actions";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Secret, TOTP } from "otpauth";
@@ -168,7 +169,7 @@ const MUTATING: Record<string, Case> = {
             details: ["provider", "credential_name", "key_hint", "api_base", "weight"],
           }),
         ],
-        notifications: [{ organizationId: o, provider: "openai" }],
+        notifications: [{ organizationId: o, provider: "openai", reason: "credential" }],
       };
     };
   },
@@ -181,7 +182,7 @@ const MUTATING: Record<string, Case> = {
         audits: [
           audit("credential.update", { organizationId: o, credentialId: id, details: ["changed", "key_hint", "credential_name", "api_base", "weight"] }),
         ],
-        notifications: [{ organizationId: o, provider: "openai" }],
+        notifications: [{ organizationId: o, provider: "openai", reason: "credential" }],
       };
     };
   },
@@ -193,7 +194,7 @@ const MUTATING: Record<string, Case> = {
       await api().credentials.activateCredential({ credentialId: id });
       return {
         audits: [audit("credential.activate", { organizationId: o, credentialId: id, details: ["credential_name", "key_hint"] })],
-        notifications: [{ organizationId: o, provider: "openai" }],
+        notifications: [{ organizationId: o, provider: "openai", reason: "credential" }],
       };
     };
   },
@@ -204,7 +205,7 @@ const MUTATING: Record<string, Case> = {
       await api().credentials.deactivateCredential({ credentialId: id });
       return {
         audits: [audit("credential.deactivate", { organizationId: o, credentialId: id, details: ["credential_name", "key_hint"] })],
-        notifications: [{ organizationId: o, provider: "openai" }],
+        notifications: [{ organizationId: o, provider: "openai", reason: "credential" }],
       };
     };
   },
@@ -215,7 +216,38 @@ const MUTATING: Record<string, Case> = {
       await api().credentials.deleteCredential({ credentialId: id });
       return {
         audits: [audit("credential.delete", { organizationId: o, credentialId: id, details: ["provider", "credential_name", "key_hint"] })],
-        notifications: [{ organizationId: o, provider: "openai" }],
+        notifications: [{ organizationId: o, provider: "openai", reason: "credential" }],
+      };
+    };
+  },
+  // One event names both credentials; deactivated now (overlap 0): one invalidation.
+  "CredentialService.RollCredential": async () => {
+    const o = await organization();
+    const id = await credential(o);
+    return async () => {
+      const { credential: rolled } = await api().credentials.rollCredential({ credentialId: id, apiKey: FAKE_KEYS.openai() });
+      return {
+        audits: [
+          audit("credential.roll", {
+            organizationId: o,
+            credentialId: rolled!.credentialId,
+            target: id,
+            details: [
+              "provider",
+              "credential_name",
+              "key_hint",
+              "api_base",
+              "weight",
+              "previous_credential_id",
+              "previous_credential_name",
+              "previous_key_hint",
+              "overlap_seconds",
+              "previous_deactivates_at",
+              "verified",
+            ],
+          }),
+        ],
+        notifications: [{ organizationId: o, provider: "openai", reason: "credential" }],
       };
     };
   },
@@ -230,7 +262,7 @@ const MUTATING: Record<string, Case> = {
           audit("credential.verify", { organizationId: o, credentialId: id, details: ["outcome", "http_status", "latency_ms", "key_hint"] }),
           audit("credential.recovered", { organizationId: o, credentialId: id, details: ["reason", "key_hint"] }),
         ],
-        notifications: [{ organizationId: o, provider: "openai" }],
+        notifications: [{ organizationId: o, provider: "openai", reason: "key_health" }],
       };
     };
   },
@@ -242,7 +274,7 @@ const MUTATING: Record<string, Case> = {
       await api().credentials.reportKeyFailure({ credentialId: id, kind: FailureKind.AUTHENTICATION });
       return {
         audits: [audit("credential.failing", { organizationId: o, credentialId: id, details: ["kind", "failure_streak", "threshold", "key_hint"] })],
-        notifications: [{ organizationId: o, provider: "openai" }],
+        notifications: [{ organizationId: o, provider: "openai", reason: "key_health" }],
       };
     };
   },
@@ -258,7 +290,7 @@ const MUTATING: Record<string, Case> = {
         audits: [a, b].map((id) => audit("credential.recovered", { organizationId: o, credentialId: id, details: ["reason", "key_hint"] })),
         auditsInAnyOrder: true,
         // Two recoveries of one organisation and provider: one notification.
-        notifications: [{ organizationId: o, provider: "openai" }],
+        notifications: [{ organizationId: o, provider: "openai", reason: "key_health" }],
       };
     };
   },
@@ -268,7 +300,7 @@ const MUTATING: Record<string, Case> = {
       await api().credentials.setSelectionStrategy({ organizationId: o, provider: Provider.ANTHROPIC, strategy: SelectionStrategy.ROUND_ROBIN });
       return {
         audits: [audit("selection_strategy.set", { organizationId: o, target: "anthropic", details: ["provider", "from", "to"] })],
-        notifications: [{ organizationId: o, provider: "anthropic" }],
+        notifications: [{ organizationId: o, provider: "anthropic", reason: "selection_strategy" }],
       };
     };
   },
@@ -281,7 +313,10 @@ const MUTATING: Record<string, Case> = {
     const o = await organization();
     return async () => {
       await api().organizations.deleteOrganization({ organizationId: o });
-      return { audits: [audit("organization.delete", { organizationId: o, details: ["name"] })], notifications: [{ organizationId: o }] };
+      return {
+        audits: [audit("organization.delete", { organizationId: o, details: ["name"] })],
+        notifications: [{ organizationId: o, reason: "organization" }],
+      };
     };
   },
   "OrganizationService.CreateTeam": async () => {
@@ -298,7 +333,10 @@ const MUTATING: Record<string, Case> = {
     await api().organizations.createTeam({ teamId: team, organizationId: o, name: "Team" });
     return async () => {
       await api().organizations.deleteTeam({ teamId: team });
-      return { audits: [audit("team.delete", { organizationId: o, target: team, details: ["name"] })], notifications: [{ teamId: team }] };
+      return {
+        audits: [audit("team.delete", { organizationId: o, target: team, details: ["name"] })],
+        notifications: [{ teamId: team, organizationId: o, reason: "team" }],
+      };
     };
   },
   "AdminService.SignIn": async () => async () => {
@@ -399,6 +437,20 @@ const MUTATING: Record<string, Case> = {
     await admin.revokeAdminSessions({ email: EMAIL });
     return { audits: [audit("admin.sessions_revoked", { target: EMAIL, details: ["sessions_ended"] })], notifications: [] };
   },
+  "AdminService.Reauthenticate": async () => {
+    const { email, sessionToken } = await signedInAccount();
+    return async () => {
+      await admin.reauthenticate({ sessionToken, password: PASSWORD });
+      return { audits: [audit("admin.reauthenticate", { target: email, details: ["with"] })], notifications: [] };
+    };
+  },
+  "AdminService.ResetTwoFactor": async () => {
+    const { email } = await enrolled();
+    return async () => {
+      await admin.resetTwoFactor({ email });
+      return { audits: [audit("admin.two_factor_reset", { target: email, details: ["had_two_factor", "recovery_codes_removed"] })], notifications: [] };
+    };
+  },
   "AdminService.ChangePassword": async () => {
     const email = `${unique("account")}@example.com`;
     await admin.createAdmin({ email, role: "viewer", password: PASSWORD });
@@ -429,6 +481,18 @@ const READ_ONLY: Record<string, Case> = {
     const o = await organization();
     await credential(o);
     return async () => (await api().credentials.resolveKey({ scope: { case: "organizationId", value: o }, provider: Provider.OPENAI }), NOTHING);
+  },
+  "CredentialService.ExplainResolution": async () => {
+    const o = await organization();
+    await credential(o);
+    return async () => (await api().credentials.explainResolution({ scope: { case: "organizationId", value: o } }), NOTHING);
+  },
+  // Opens the change stream, takes its snapshot marker and closes it: nothing written, nothing notified.
+  "CredentialService.WatchResolutions": async () => async () => {
+    for await (const message of api().credentials.watchResolutions({})) {
+      if (message.event.case === "snapshot") break;
+    }
+    return NOTHING;
   },
   "OrganizationService.GetOrganization": async () => {
     const o = await organization();
@@ -495,10 +559,10 @@ describe("runChange", () => {
       async ({ em, audit, invalidate }) => {
         await insertOrganization(em, id);
         invalidate({ organizationId: id });
-        audit({ actor: "test", action: "test.first", organizationId: id, details: { a: 1 } });
+        audit({ actor: "test", action: "test.first" as AuditAction, organizationId: id, details: { a: 1 } });
         invalidate({ organizationId: id });
         invalidate({ teamId: `${id}-team` });
-        audit({ actor: "test", action: "test.second", organizationId: id });
+        audit({ actor: "test", action: "test.second" as AuditAction, organizationId: id });
         return "done";
       },
       {
@@ -527,7 +591,7 @@ describe("runChange", () => {
       t.service.orm,
       async ({ em, audit, invalidate }) => {
         await insertOrganization(em, id);
-        audit({ actor: "test", action: "test.rolled_back", organizationId: id });
+        audit({ actor: "test", action: "test.rolled_back" as AuditAction, organizationId: id });
         invalidate({ organizationId: id });
         throw failure;
       },
@@ -551,7 +615,7 @@ describe("runChange", () => {
         await insertOrganization(em, id);
         invalidate({ organizationId: id });
         // audit_events.action is NOT NULL.
-        audit({ actor: "test", action: null as unknown as string, organizationId: id });
+        audit({ actor: "test", action: null as unknown as AuditAction, organizationId: id });
       },
       { onChange: (change) => local.push(change) },
     ).catch((e: unknown) => e);
@@ -571,7 +635,7 @@ describe("runChange", () => {
     const error = await runChange(
       t.service.orm,
       async ({ em, audit, invalidate }) => {
-        audit({ actor: "test", action: "test.duplicate", organizationId: id });
+        audit({ actor: "test", action: "test.duplicate" as AuditAction, organizationId: id });
         invalidate({ organizationId: id });
         await insertOrganization(em, id);
       },

@@ -153,7 +153,7 @@ describe("CreateCredential", () => {
 
   it.each([
     ["anthropic", Provider.ANTHROPIC, FAKE_KEYS.anthropic, "sk-ant-"],
-    ["gemini", Provider.GEMINI, FAKE_KEYS.gemini, "AI"],
+    ["gemini", Provider.GEMINI, FAKE_KEYS.gemini, "AIza"],
     ["fireworks", Provider.FIREWORKS, FAKE_KEYS.fireworks, "fw"],
   ] as const)("masks a %s key as its prefix and last 4 characters", async (_name, provider, makeKey, prefix) => {
     const org = await newOrg();

@@ -148,6 +148,48 @@ describe("npm run rotate-master-key", () => {
   });
 });
 
+describe("rotating the master key and two-factor secrets", () => {
+  it("seals the accounts' TOTP secrets (and pending ones) again under the new key, so the old key can go", async () => {
+    const accounts = [randomUUID(), randomUUID()];
+    const totp = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    const pending = "KRSXG5CTMVRXEZLUKRSXG5CTMVRXEZLU";
+    await db.query(
+      `insert into admin_users (id, email, password_hash, created_at, updated_at, role, totp_secret, totp_enabled_at, totp_pending_secret, totp_pending_at)
+       values ($1, 'enrolled@example.com', 'x', now(), now(), 'viewer', $2, now(), null, null),
+              ($3, 'enrolling@example.com', 'x', now(), now(), 'viewer', null, null, $4, now())`,
+      [
+        accounts[0],
+        ringA.sealSecret(totp, `admin_users.totp_secret:${accounts[0]}`),
+        accounts[1],
+        ringA.sealSecret(pending, `admin_users.totp_pending_secret:${accounts[1]}`),
+      ],
+    );
+    const report = await rewrapAll(orm, createKeyring(`${keyB},${keyA}`), { actor: "test" });
+    expect(report.twoFactorSecrets).toEqual({ resealed: 2, failed: [] });
+    const [enrolled] = await db.query<{ totp_secret: string }>("select totp_secret from admin_users where id = $1", [accounts[0]]);
+    const [enrolling] = await db.query<{ totp_pending_secret: string }>("select totp_pending_secret from admin_users where id = $1", [accounts[1]]);
+    // Under the new key alone, for the same account and column only.
+    expect(enrolled.totp_secret.startsWith(`as1.${ringB.primaryKeyId}.`)).toBe(true);
+    expect(ringB.openSecret(enrolled.totp_secret, `admin_users.totp_secret:${accounts[0]}`)).toEqual({ plaintext: totp, keyId: ringB.primaryKeyId });
+    expect(ringB.openSecret(enrolling.totp_pending_secret, `admin_users.totp_pending_secret:${accounts[1]}`).plaintext).toBe(pending);
+    expect(() => ringA.openSecret(enrolled.totp_secret, `admin_users.totp_secret:${accounts[0]}`)).toThrow();
+    const [audit] = await db.query<{ details: Record<string, unknown> }>(
+      "select details from audit_events where action = 'master_key.rotate' order by id desc limit 1",
+    );
+    expect(audit.details).toMatchObject({ two_factor_secrets_resealed: 2, two_factor_secrets_failed: 0 });
+    // Nothing left to do; a secret no configured key opens is reported by account, never shown, and left alone.
+    expect((await rewrapAll(orm, ringB, { actor: "test" })).twoFactorSecrets).toEqual({ resealed: 0, failed: [] });
+    const orphan = createKeyring(generateMasterKey()).sealSecret(totp, `admin_users.totp_secret:${accounts[0]}`);
+    await db.query("update admin_users set totp_secret = $2 where id = $1", [accounts[0], orphan]);
+    const stuck = await rewrapAll(orm, ringB, { actor: "test" });
+    expect(stuck.twoFactorSecrets.failed).toEqual([{ email: "enrolled@example.com", column: "totp_secret", reason: expect.any(String) }]);
+    expect(JSON.stringify(stuck)).not.toContain(totp);
+    const [after] = await db.query<{ totp_secret: string }>("select totp_secret from admin_users where id = $1", [accounts[0]]);
+    expect(after.totp_secret).toBe(orphan);
+    await db.query("delete from admin_users where id = any($1::uuid[])", [accounts]);
+  });
+});
+
 describe("npm run verify-keys", () => {
   it("reports rows that fail to decrypt, by id and without any key, and exits non-zero", async () => {
     const [victim] = await db.query<{ id: string }>("select id from provider_credentials order by id limit 1");

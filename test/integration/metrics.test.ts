@@ -100,6 +100,8 @@ describe("GET /metrics", () => {
     expect(delta("provider_credentials_resolve_duration_seconds_count", { provider: "openai" })).toBe(5);
     expect(value(text, "provider_credentials_cache_entries")).toBeGreaterThanOrEqual(3);
     expect(value(text, "provider_credentials_cache_bytes")).toBeGreaterThan(1024 * 1024); // at least one 1 MiB record buffer
+    // The replica hears invalidations (deploy/prometheus/alerts.yaml alerts when this is 0).
+    expect(value(text, "provider_credentials_invalidation_listener_up")).toBe(1);
     expect(value(text, "provider_credentials_process_resident_memory_bytes")).toBeGreaterThan(0);
     // Labels name providers and outcomes only: never a key, an id or an organisation.
     for (const secret of [apiKey, credential!.credentialId, "metrics-org", t.adminToken, resolveToken, metricsToken]) expect(text).not.toContain(secret);

@@ -10,6 +10,7 @@
 //     a commit is what makes the rows visible to other connections;
 //   - a change left for a flush (em.create, em.remove, a changed loaded entity) fails loudly and writes nothing.
 // The promise hook, once on, stays on: every test here checks it is still off when it ends.
+import type { AuditAction } from "@provider-credentials/wire/audit-actions";
 import { executionAsyncId } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -311,7 +312,7 @@ describe("inTransaction", () => {
       expect(em.isInTransaction()).toBe(true);
       await insertRaw(em, id);
       await em.insert(OrganizationEntity, organizationRow(`${id}-entity`));
-      await recordAudit(em, { actor: "test", action: "test.commit", organizationId: id });
+      await recordAudit(em, { actor: "test", action: "test.commit" as AuditAction, organizationId: id });
       // Visible in the transaction, and not yet to another connection.
       expect(await em.count(OrganizationEntity, { id: { $in: [id, `${id}-entity`] } })).toBe(2);
       expect(await rows(id)).toEqual([]);
@@ -321,7 +322,7 @@ describe("inTransaction", () => {
     expect(result).toBe("done");
     expect(await rows(id)).toEqual([{ id }]);
     expect(await rows(`${id}-entity`)).toEqual([{ id: `${id}-entity` }]);
-    expect(await t.db.query("select action from audit_events where organization_id = $1", [id])).toEqual([{ action: "test.commit" }]);
+    expect(await t.db.query("select action from audit_events where organization_id = $1", [id])).toEqual([{ action: "test.commit" as AuditAction }]);
   });
 
   it("forks the EntityManager it is given, and the one it hands to `work` is not the caller's", async () => {
@@ -348,7 +349,7 @@ describe("inTransaction", () => {
       await em.insertMany(OrganizationEntity, [organizationRow(`${id}-many-1`), organizationRow(`${id}-many-2`)]);
       expect(await em.nativeUpdate(OrganizationEntity, { id: `${id}-kept` }, { name: "changed" })).toBe(1);
       expect(await em.nativeDelete(OrganizationEntity, { id: `${id}-doomed` })).toBe(1);
-      await recordAudit(em, { actor: "test", action: "test.rolled_back", organizationId: id });
+      await recordAudit(em, { actor: "test", action: "test.rolled_back" as AuditAction, organizationId: id });
       // The transaction sees its own writes, another connection none of them.
       expect(await em.count(OrganizationEntity, { id: { $like: `${id}-%` } })).toBe(5);
       expect((await em.findOne(OrganizationEntity, { id: `${id}-kept` }))?.name).toBe("changed");
@@ -400,7 +401,7 @@ describe("inTransaction", () => {
             em.create(AuditEventEntity, {
               occurredAt: now(),
               actor: "test",
-              action: "test.unflushed",
+              action: "test.unflushed" as AuditAction,
               organizationId: id,
               credentialId: null,
               target: null,
@@ -416,7 +417,7 @@ describe("inTransaction", () => {
     for (const [what, change, named] of attempts) {
       const error = await inTransaction(orm(), async (em) => {
         await insertRaw(em, `${id}-raw`);
-        await recordAudit(em, { actor: "test", action: "test.unflushed", organizationId: id });
+        await recordAudit(em, { actor: "test", action: "test.unflushed" as AuditAction, organizationId: id });
         await change(em);
       }).catch((e: unknown) => e);
       expect(error, what).toBeInstanceOf(Error);
@@ -431,7 +432,7 @@ describe("inTransaction", () => {
     const id = `commit-fails-${randomUUID().slice(0, 8)}`;
     const error = await inTransaction(orm(), async (em) => {
       await em.insert(OrganizationEntity, organizationRow(id));
-      await recordAudit(em, { actor: "test", action: "test.commit_failed", organizationId: id });
+      await recordAudit(em, { actor: "test", action: "test.commit_failed" as AuditAction, organizationId: id });
       await failAtCommit(em);
     }).catch((e: unknown) => e);
     expect(error).toMatchObject({ code: "23505" });

@@ -229,7 +229,16 @@ describe("portal accounts over REST", () => {
   it("POST /api/accounts: 201 with a one-time password when none is sent; it signs in", async () => {
     const created = await api("POST", "/api/accounts", { body: { email: EDITOR.email, role: "editor", organization_ids: [ORG_A] } });
     expect(created.status, created.text).toBe(201);
-    expect(Object.keys(created.json).sort()).toEqual(["created_at", "disabled", "email", "last_sign_in_at", "organization_ids", "password", "role"]);
+    expect(Object.keys(created.json).sort()).toEqual([
+      "created_at",
+      "disabled",
+      "email",
+      "last_sign_in_at",
+      "organization_ids",
+      "password",
+      "role",
+      "two_factor_enabled",
+    ]);
     expect(created.json).toMatchObject({ email: EDITOR.email, role: "editor", organization_ids: [ORG_A], disabled: false, last_sign_in_at: null });
     const oneTime = created.json.password as string;
     expect(oneTime.length).toBeGreaterThanOrEqual(12);
@@ -251,7 +260,15 @@ describe("portal accounts over REST", () => {
     const byEmail = Object.fromEntries(list.json.accounts.map((a: { email: string }) => [a.email, a]));
     expect(byEmail[OWNER.email]).toMatchObject({ role: "owner", organization_ids: null, disabled: false });
     expect(byEmail[EDITOR.email]).toMatchObject({ role: "editor", organization_ids: [ORG_A] });
-    expect(Object.keys(byEmail[VIEWER.email]).sort()).toEqual(["created_at", "disabled", "email", "last_sign_in_at", "organization_ids", "role"]);
+    expect(Object.keys(byEmail[VIEWER.email]).sort()).toEqual([
+      "created_at",
+      "disabled",
+      "email",
+      "last_sign_in_at",
+      "organization_ids",
+      "role",
+      "two_factor_enabled",
+    ]);
     for (const secret of [...secrets, VIEWER.password, OWNER.password]) expect(list.text).not.toContain(secret);
   });
 
@@ -359,7 +376,8 @@ describe("what each role may do, as the service decides it", () => {
     const claiming = sessionCaller(adminOf(VIEWER.email, "owner"));
     expect((await refusal(claiming.accounts.create({ email: "t@example.com", role: "viewer" }))).status).toBe(403);
 
-    const owner = sessionCaller(adminOf(OWNER.email, "owner"));
+    // A real session, signed in just now: creating accounts and tokens needs a recent sign-in.
+    const owner = sessionCaller({ ...adminOf(OWNER.email, "owner"), sessionToken: await signIn(OWNER.email, OWNER.password) });
     const created = await owner.accounts.create({ email: "trpc@example.com", role: "viewer", organization_ids: [ORG_B] });
     expect(created).toMatchObject({ email: "trpc@example.com", role: "viewer", organization_ids: [ORG_B] });
     expect(typeof created.password).toBe("string");

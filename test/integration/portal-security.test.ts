@@ -57,6 +57,8 @@ describe("deny by default", () => {
         "POST /provider-credentials/{credential_id}/verify",
         "GET /provider-credentials/organization/{organization_id}/selection-strategies",
         "PUT /provider-credentials/organization/{organization_id}/selection-strategies/{provider}",
+        "GET /provider-credentials/organization/{organization_id}/resolution",
+        "POST /provider-credentials/{credential_id}/roll",
         "GET /organizations",
         "POST /organizations",
         "GET /organizations/{organization_id}",
@@ -74,6 +76,7 @@ describe("deny by default", () => {
         "PUT /accounts/{email}",
         "DELETE /accounts/{email}",
         "POST /accounts/{email}/sign-out",
+        "POST /accounts/{email}/reset-two-factor",
       ].sort(),
     );
     for (const item of Object.values(response.json.paths as Record<string, Record<string, { security?: unknown[] }>>)) {
@@ -83,7 +86,7 @@ describe("deny by default", () => {
 
   it("every operation in the OpenAPI document answers 401 without credentials, with a bad token, or a malformed header", async () => {
     const ops = await operations();
-    expect(ops.length).toBe(27);
+    expect(ops.length).toBe(30);
     // Valid input for each operation that takes a body, so that only authentication can fail.
     const bodies: Record<string, unknown> = {
       "POST /provider-credentials/create": { organization_id: "org-sec", provider: "openai", credential_name: "x", api_key: "sk-proj-abcdefghijkl" },
@@ -94,6 +97,7 @@ describe("deny by default", () => {
       "POST /tokens": { name: "walk", scope: "admin" },
       "POST /accounts": { email: "walk@example.com", role: "viewer" },
       "PUT /accounts/{email}": { role: "viewer" },
+      "POST /provider-credentials/{credential_id}/roll": { api_key: "sk-proj-abcdefghijklmnop" },
     };
     for (const op of ops) {
       const variants: Array<Record<string, string>> = [{}, { authorization: "Bearer pct_not-a-real-token" }, { authorization: "Basic dXNlcjpwYXNz" }];

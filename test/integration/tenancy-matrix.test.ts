@@ -7,7 +7,16 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary, toBinary, toJsonString, type DescMethodUnary, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
+import {
+  create,
+  fromBinary,
+  toBinary,
+  toJsonString,
+  type DescMethodServerStreaming,
+  type DescMethodUnary,
+  type DescService,
+  type MessageInitShape,
+} from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -17,6 +26,7 @@ import { startTestService, FAKE_KEYS, type TestService } from "../support/harnes
 import { accessOf } from "../../service/src/auth/policy.js";
 
 const ACTOR_HEADER = "x-provider-credentials-actor";
+const SESSION_HEADER = "x-provider-credentials-session";
 const A = "org-a";
 const B = "org-b";
 const PASSWORD = "matrix-correct-horse-battery-staple-42";
@@ -69,9 +79,12 @@ const CALLERS: CallerSpec[] = [
 type Target = "A" | "B" | "missing" | "none";
 type TargetKind = "organization" | "credential" | "team" | "token" | "account" | "new-organization" | "none";
 
+/** A unary RPC, or a server-streaming one (its first message is its answer). */
+type Method = DescMethodUnary | DescMethodServerStreaming;
+
 interface RpcSpec {
   label: string;
-  method: DescMethodUnary;
+  method: Method;
   access: Access;
   kind: TargetKind;
   /** The request for a target (fixtures made fresh when the call may change them). */
@@ -209,6 +222,34 @@ const RPCS: RpcSpec[] = [
     request: (x) => ({ scope: { case: "teamId", value: teamOf(x) }, provider: Provider.ANTHROPIC }),
   },
   {
+    label: "WatchResolutions for an organization",
+    method: C.watchResolutions,
+    access: "resolve",
+    kind: "organization",
+    request: (x) => ({ organizationIds: [orgOf(x)] }),
+  },
+  {
+    label: "ExplainResolution by organization",
+    method: C.explainResolution,
+    access: "read",
+    kind: "organization",
+    request: (x) => ({ scope: { case: "organizationId", value: orgOf(x) }, provider: Provider.ANTHROPIC }),
+  },
+  {
+    label: "ExplainResolution by team",
+    method: C.explainResolution,
+    access: "read",
+    kind: "team",
+    request: (x) => ({ scope: { case: "teamId", value: teamOf(x) } }),
+  },
+  {
+    label: "RollCredential",
+    method: C.rollCredential,
+    access: "edit",
+    kind: "credential",
+    request: async (x) => ({ credentialId: await freshCredential(x), apiKey: FAKE_KEYS.anthropic(), overlapSeconds: 60 }),
+  },
+  {
     label: "CreateOrganization",
     method: O.createOrganization,
     access: "organizations",
@@ -298,6 +339,14 @@ const RPCS: RpcSpec[] = [
     kind: "account",
     request: async (x) => ({ email: await freshAccount(x) }),
   },
+  { label: "ResetTwoFactor", method: M.resetTwoFactor, access: "accounts", kind: "account", request: async (x) => ({ email: await freshAccount(x) }) },
+  {
+    label: "Reauthenticate",
+    method: M.reauthenticate,
+    access: "portal",
+    kind: "none",
+    request: () => ({ sessionToken: randomBytes(32).toString("base64url"), password: PASSWORD }),
+  },
   {
     label: "CreateApiToken",
     method: M.createApiToken,
@@ -339,10 +388,28 @@ function expected(caller: CallerSpec, rpc: RpcSpec, target: Target): Expected {
 
 type Answer = { ok: true; json: string } | { ok: false; code: number; message: string };
 
-function grpcCall(method: DescMethodUnary, request: object, headers: Record<string, string>): Promise<Answer> {
+function grpcCall(method: Method, request: object, headers: Record<string, string>): Promise<Answer> {
   const metadata = new grpc.Metadata();
   for (const [k, v] of Object.entries(headers)) metadata.set(k, v);
   const message = create(method.input, request as MessageInitShape<typeof method.input>);
+  if (method.methodKind === "server_streaming") {
+    // The first message (WatchResolutions' snapshot marker) or the status, then the stream is cancelled.
+    return new Promise((resolve) => {
+      const stream = grpcClient.makeServerStreamRequest(
+        `/${method.parent.typeName}/${method.name}`,
+        (m: typeof message) => Buffer.from(toBinary(method.input, m)),
+        (bytes: Buffer) => fromBinary(method.output, bytes),
+        message,
+        metadata,
+        { deadline: Date.now() + 10_000 },
+      );
+      stream.on("data", (response: Parameters<typeof toJsonString>[1]) => {
+        resolve({ ok: true, json: toJsonString(method.output, response as never) });
+        stream.cancel();
+      });
+      stream.on("error", (error: grpc.ServiceError) => resolve({ ok: false, code: error.code, message: error.details }));
+    });
+  }
   return new Promise((resolve) => {
     grpcClient.makeUnaryRequest(
       `/${method.parent.typeName}/${method.name}`,
@@ -359,11 +426,24 @@ function grpcCall(method: DescMethodUnary, request: object, headers: Record<stri
   });
 }
 
-async function connectCall(method: DescMethodUnary, request: object, headers: Record<string, string>): Promise<Answer> {
+async function connectCall(method: Method, request: object, headers: Record<string, string>): Promise<Answer> {
   const client = createClient(method.parent as DescService, connectTransport) as unknown as Record<
     string,
-    (req: object, options: { headers: Record<string, string> }) => Promise<Parameters<typeof toJsonString>[1]>
+    (req: object, options: { headers: Record<string, string>; signal?: AbortSignal }) => Promise<Parameters<typeof toJsonString>[1]>
   >;
+  if (method.methodKind === "server_streaming") {
+    const abort = new AbortController();
+    try {
+      const stream = client[method.localName](request, { headers, signal: abort.signal }) as unknown as AsyncIterable<Parameters<typeof toJsonString>[1]>;
+      for await (const response of stream) return { ok: true, json: toJsonString(method.output, response as never) };
+      return { ok: false, code: Code.Unknown, message: "the stream ended without a message" };
+    } catch (error) {
+      const e = ConnectError.from(error);
+      return { ok: false, code: e.code, message: e.rawMessage };
+    } finally {
+      abort.abort();
+    }
+  }
   try {
     const response = await client[method.localName](request, { headers });
     return { ok: true, json: toJsonString(method.output, response as never) };
@@ -401,6 +481,7 @@ beforeAll(async () => {
   await account("acct-b@example.com", "viewer", [B]);
   await token("tok-b-fixed", "resolve", [B]);
   fixed.session = (await admins.signIn("owner@example.com", PASSWORD, null, null)).token;
+  const sessionOf = async (email: string) => (await admins.signIn(email, PASSWORD, null, null)).token;
 
   const expired = await token("expired", "admin");
   await t.service.orm.em.getConnection().execute("update api_tokens set expires_at = now() - interval '1 minute' where name = 'expired'");
@@ -416,8 +497,9 @@ beforeAll(async () => {
     "resolve [A]": bearer(await token("resolve-a", "resolve", [A])),
     "admin all": bearer(adminAll),
     "admin [A]": bearer(await token("admin-a", "admin", [A])),
-    owner: { ...bearer(adminAll), [ACTOR_HEADER]: "owner@example.com" },
-    "editor [A]": { ...bearer(adminAll), [ACTOR_HEADER]: "editor-a@example.com" },
+    // Accounts act in a session signed in just now: sensitive actions need a recent sign-in (reauthentication.test.ts).
+    owner: { ...bearer(adminAll), [ACTOR_HEADER]: "owner@example.com", [SESSION_HEADER]: await sessionOf("owner@example.com") },
+    "editor [A]": { ...bearer(adminAll), [ACTOR_HEADER]: "editor-a@example.com", [SESSION_HEADER]: await sessionOf("editor-a@example.com") },
     viewer: { ...bearer(adminAll), [ACTOR_HEADER]: "viewer@example.com" },
     "viewer [A]": { ...bearer(adminAll), [ACTOR_HEADER]: "viewer-a@example.com" },
   };

@@ -1,5 +1,5 @@
 // TLS and mutual TLS on both ports, with certificates made here by openssl.
-import { execFileSync } from "node:child_process";
+import { makeTestCertificates } from "../support/certificates.js";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -22,35 +22,10 @@ import { createTestDatabase, type TestDatabase } from "../support/harness.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "pc-tls-"));
 const file = (name: string) => path.join(dir, name);
-const openssl = (...args: string[]) => execFileSync("openssl", args, { stdio: "pipe" });
 
 /** A CA, a server certificate for 127.0.0.1/localhost and a client certificate, all signed by the CA. */
 function makeCertificates(): void {
-  openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=Test CA", "-keyout", file("ca.key"), "-out", file("ca.pem"));
-  for (const [name, ext] of [
-    ["server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"],
-    ["client", "extendedKeyUsage=clientAuth"],
-  ] as const) {
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", `/CN=${name}`, "-keyout", file(`${name}.key`), "-out", file(`${name}.csr`));
-    execFileSync("sh", ["-c", `printf '${ext}\n' > ${file(`${name}.ext`)}`]);
-    openssl(
-      "x509",
-      "-req",
-      "-in",
-      file(`${name}.csr`),
-      "-CA",
-      file("ca.pem"),
-      "-CAkey",
-      file("ca.key"),
-      "-CAcreateserial",
-      "-days",
-      "1",
-      "-extfile",
-      file(`${name}.ext`),
-      "-out",
-      file(`${name}.pem`),
-    );
-  }
+  makeTestCertificates(dir);
 }
 
 let db: TestDatabase;

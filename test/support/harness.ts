@@ -7,7 +7,7 @@ import { createDatabase, type TestDatabase } from "./kit.js";
 import { createLogger } from "../../service/src/logger.js";
 import { generateMasterKey } from "../../service/src/keyring/keyring.js";
 import { generateToken } from "../../service/src/auth/tokens.js";
-import { startService, type RunningService } from "../../service/src/server.js";
+import { startService, type RunningService, type ServiceOptions } from "../../service/src/server.js";
 import type { TlsConfig } from "../../service/src/runtime/tls.js";
 import { CredentialService, OrganizationService } from "@provider-credentials/wire/gen/credentials_pb";
 
@@ -56,6 +56,8 @@ export interface TestServiceOptions {
   metricsPort?: number;
   /** API_BASE_ALLOW; default `127.0.0.1`, where the fake providers listen. `""` allows nothing. */
   apiBaseAllow?: string;
+  /** Any other service option, given last (e.g. databaseListenUrl, preparedStatements, readinessProbeMs). */
+  serviceOptions?: Partial<ServiceOptions>;
 }
 
 /** Starts the real service on a free loopback port against a fresh database. */
@@ -90,6 +92,7 @@ export async function startTestService(options: TestServiceOptions = {}): Promis
     sessionLifetimeHours: options.sessionLifetimeHours,
     metricsPort: options.metricsPort,
     apiBaseAllow: options.apiBaseAllow ?? "127.0.0.1",
+    ...options.serviceOptions,
   });
   const address = `127.0.0.1:${service.port}`;
   // One transport (one HTTP/2 connection) per protocol, token and headers, as a real client keeps: a test that

@@ -92,6 +92,9 @@ const impl = {
         return { value: req.value };
     }
   },
+  async *serverStream(req: Int32Value) {
+    for (let i = 1; i <= req.value; i++) yield { value: i };
+  },
 };
 
 /** Records what the outermost interceptor saw, replaces the request by a copy (as interceptors may), and adds a response header. */
@@ -435,17 +438,25 @@ describe("unary", () => {
 });
 
 describe("methods of other kinds", () => {
-  it("are not served: each is reported once when the server is built, and its callers get UNIMPLEMENTED", async () => {
+  it("server streaming is served: every message in order, then OK", async () => {
+    const stream = client.ServerStream(create(Int32ValueSchema, { value: 3 })) as grpc.ClientReadableStream<Int32Value>;
+    const values: number[] = [];
+    stream.on("data", (message: Int32Value) => values.push(message.value));
+    const status = await new Promise<grpc.StatusObject>((resolve) => stream.on("status", resolve));
+    expect(status.code).toBe(grpc.status.OK);
+    expect(values).toEqual([1, 2, 3]);
+    const viaConnect: number[] = [];
+    for await (const message of connect().serverStream({ value: 2 })) viaConnect.push(message.value);
+    expect(viaConnect).toEqual([1, 2]);
+  });
+
+  it("client and bidirectional streaming are not served: each is reported once when the server is built, and its callers get UNIMPLEMENTED", async () => {
     expect(reported.map((r) => [r.message, r.details])).toEqual(
-      ["ServerStream", "ClientStream", "Bidi"].map((name) => [
-        "not served over grpc-js (only unary methods are); the Connect port serves it",
-        { method: `test.v1.Test/${name}`, kind: { ServerStream: "server_streaming", ClientStream: "client_streaming", Bidi: "bidi_streaming" }[name] },
+      ["ClientStream", "Bidi"].map((name) => [
+        "not served over grpc-js (only unary and server-streaming methods are); the Connect port serves it",
+        { method: `test.v1.Test/${name}`, kind: { ClientStream: "client_streaming", Bidi: "bidi_streaming" }[name] },
       ]),
     );
-    const stream = client.ServerStream(create(Int32ValueSchema, { value: 1 })) as grpc.ClientReadableStream<Int32Value>;
-    stream.on("error", () => undefined);
-    const status = await new Promise<grpc.StatusObject>((resolve) => stream.on("status", resolve));
-    expect(status.code).toBe(grpc.status.UNIMPLEMENTED);
     const summed = await connect()
       .clientStream(
         (async function* () {
@@ -480,7 +491,7 @@ describe("routes and shutdown", () => {
       const stream = c.ServerStream(create(Int32ValueSchema, { value: 1 })) as grpc.ClientReadableStream<Int32Value>;
       stream.on("error", () => undefined);
       const streamStatus = await new Promise<grpc.StatusObject>((resolve) => stream.on("status", resolve));
-      // Not served over grpc-js at all: grpc-js itself answers.
+      // Registered by the routes function with no implementation: UNIMPLEMENTED, as connect-node answers it.
       expect(streamStatus.code).toBe(grpc.status.UNIMPLEMENTED);
     } finally {
       c.close();

@@ -179,4 +179,14 @@ describe("ServiceMetrics", () => {
       { numRuns: 200 },
     );
   });
+
+  it("reports whether the invalidation listener is connected: 0 until it connects, 1 while connected, 0 when it drops", async () => {
+    const metrics = new ServiceMetrics({ defaultMetrics: false });
+    const up = async () => /^provider_credentials_invalidation_listener_up (\S+)$/m.exec(await metrics.registry.metrics())?.[1];
+    expect(await up()).toBe("0");
+    metrics.invalidationListener(true);
+    expect(await up()).toBe("1");
+    metrics.invalidationListener(false);
+    expect(await up()).toBe("0");
+  });
 });

@@ -161,7 +161,8 @@ describe("key hints", () => {
   it("shows the provider prefix and the last 4 characters", () => {
     expect(keyHint("sk-proj-abcdefghijklAb12", "openai")).toBe("sk-…Ab12");
     expect(keyHint("sk-ant-api03-abcdefghijklWxYz", "anthropic")).toBe("sk-ant-…WxYz");
-    expect(keyHint("AIzaSyabcdefghijkl9876", "gemini")).toBe("AI…9876");
+    expect(keyHint("AIzaSyabcdefghijkl9876", "gemini")).toBe("AIza…9876");
+    expect(keyHint("AIbcdefghijklmnopq9876", "gemini")).toBe("AI…9876");
   });
   it("shows no tail for short keys, and no prefix a key does not have", () => {
     expect(keyHint("sk-abcdefgh", "openai")).toBe("sk-…");

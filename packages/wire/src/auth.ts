@@ -19,6 +19,15 @@ export const ACTOR_HEADER = "x-provider-credentials-actor";
 /** An actor: 1-128 printable ASCII characters, spaces included; another value is refused. */
 export const ACTOR_PATTERN = /^[\x20-\x7e]{1,128}$/;
 
+/**
+ * Header an admin-scope caller (the portal) sets, beside ACTOR_HEADER, to the session id of the
+ * account it acts for: sensitive actions need that session's last sign-in (or Reauthenticate) to be
+ * recent, and the session must be live and the actor's.
+ */
+export const SESSION_HEADER = "x-provider-credentials-session";
+/** A session id as the service makes them: 43 base64url characters (256 bits). */
+export const SESSION_PATTERN = /^[A-Za-z0-9_-]{43}$/;
+
 /** Header an admin-scope caller (the portal) sets to pass on its own client's address for the audit log. */
 export const SOURCE_HEADER = "x-provider-credentials-source";
 /** A forwarded source: 1-128 printable ASCII characters without spaces; another value is ignored. */

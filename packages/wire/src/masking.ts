@@ -4,11 +4,12 @@ import { PROVIDERS, type ProviderName } from "./providers.js";
 
 /**
  * The masked form shown instead of a key: the provider prefix (when the key
- * has it) and the last 4 characters, e.g. `sk-…Ab12`. Short keys show no tail,
+ * has it; Gemini's `AIza`) and the last 4 characters, e.g. `sk-…Ab12`. Short keys show no tail,
  * so that a hint never reveals a large part of a key.
  */
 export function keyHint(apiKey: string, provider: ProviderName): string {
-  const prefix = apiKey.startsWith(PROVIDERS[provider].keyPrefix) ? PROVIDERS[provider].keyPrefix : "";
+  const { keyPrefix, hintPrefix } = PROVIDERS[provider] as { keyPrefix: string; hintPrefix?: string };
+  const prefix = hintPrefix !== undefined && apiKey.startsWith(hintPrefix) ? hintPrefix : apiKey.startsWith(keyPrefix) ? keyPrefix : "";
   const rest = apiKey.slice(prefix.length);
   const tail = rest.length >= 12 ? rest.slice(-4) : "";
   return `${prefix}…${tail}`;

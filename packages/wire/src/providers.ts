@@ -12,6 +12,8 @@ export interface ProviderInfo {
   label: string;
   /** The documented key prefix, checked when no api_base is set. */
   keyPrefix: string;
+  /** What a key hint shows of a key that starts with it, when more than keyPrefix (Gemini's keys start `AIza`); not checked. */
+  hintPrefix?: string;
   /** Environment variables consulted, in order, when an organisation has no active key. */
   envVars: readonly string[];
   /** Provider values of the SaaS LiteLLM service that mean this provider (compared ignoring case). */
@@ -48,6 +50,7 @@ export const PROVIDERS = {
     enumName: "GEMINI",
     label: "Google Gemini",
     keyPrefix: "AI",
+    hintPrefix: "AIza",
     envVars: ["GEMINI_API_KEY", "GOOGLE_API_KEY"],
     legacyNames: ["gemini", "google"],
     defaultApiBase: "https://generativelanguage.googleapis.com",

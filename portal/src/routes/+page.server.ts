@@ -40,6 +40,8 @@ export const load: PageServerLoad = async (event) => {
 
   let list: { credentials: Awaited<ReturnType<typeof caller.credentials.list>>["credentials"]; next_cursor: string | null } | null = null;
   let listError: string | null = null;
+  let resolution: Awaited<ReturnType<typeof caller.resolution.explain>> | null = null;
+  let resolutionError: string | null = null;
   if (organization !== "") {
     try {
       const page = await caller.credentials.list({
@@ -51,6 +53,12 @@ export const load: PageServerLoad = async (event) => {
         cursor: cursorParam(url),
       });
       list = { credentials: page.credentials, next_cursor: page.next_cursor };
+      // Which key is live and why, from the service's own selection (never worked out here); the list stands without it.
+      try {
+        resolution = await caller.resolution.explain({ organization_id: organization, provider: provider ?? undefined });
+      } catch (thrown) {
+        resolutionError = describeFailure(thrown).message;
+      }
     } catch (thrown) {
       const failure = describeFailure(thrown);
       if (failure.status >= 500) loadFailed(thrown);
@@ -68,6 +76,8 @@ export const load: PageServerLoad = async (event) => {
     failing,
     list,
     listError,
+    resolution,
+    resolutionError,
     pageNumber: pageNumberParam(url),
   };
 };

@@ -9,7 +9,8 @@ import type { Actor } from "../credentials/credential-store.js";
 import { validateId } from "../credentials/validation.js";
 import type { AccountDirectory, AccountGrant, AccountRole } from "../auth/tokens.js";
 import { dummyPasswordHash, generatePassword, hashPassword, PASSWORD_MAX_LENGTH, passwordProblem, verifyPassword } from "./passwords.js";
-import type { Keyring } from "../keyring/index.js";
+import { DecryptError, type Keyring } from "../keyring/index.js";
+import { REAUTHENTICATION_WINDOW_MS } from "../auth/policy.js";
 import {
   hashRecoveryCode,
   hashSecondFactorToken,
@@ -248,8 +249,10 @@ export class AdminStore implements AccountDirectory {
 
   private async loadGrant(email: string): Promise<AccountGrant | undefined> {
     const generation = this.grantGeneration;
-    const [row] = await this.sql<Pick<AdminRow, "email" | "role" | "organization_ids" | "disabled_at">>(
-      "select email, role, organization_ids, disabled_at from admin_users where lower(email) = ?",
+    const [row] = await this.sql<Pick<AdminRow, "email" | "role" | "organization_ids" | "disabled_at"> & { must_enrol: boolean }>(
+      `select email, role, organization_ids, disabled_at,
+         (totp_secret is null and coalesce((select require_two_factor from security_policy), false)) as must_enrol
+       from admin_users where lower(email) = ?`,
       [email],
     );
     const grant: AccountGrant | undefined = row
@@ -258,6 +261,7 @@ export class AdminStore implements AccountDirectory {
           role: row.role,
           organizations: row.organization_ids === null ? null : new Set(row.organization_ids),
           disabled: row.disabled_at !== null,
+          mustEnrol: row.must_enrol === true,
         })
       : undefined;
     if (generation === this.grantGeneration) this.grants.set(email, { grant });
@@ -591,8 +595,8 @@ export class AdminStore implements AccountDirectory {
       const ctx = em.getTransactionContext();
       if (more) await more(change);
       await conn.execute(
-        "insert into admin_sessions (id_hash, admin_id, created_at, last_seen_at, source, user_agent) values (?, ?, ?, ?, ?, ?)",
-        [hashSession(token), row.id, now, now, source, userAgent?.slice(0, 512) ?? null],
+        "insert into admin_sessions (id_hash, admin_id, created_at, last_seen_at, authenticated_at, source, user_agent) values (?, ?, ?, ?, ?, ?, ?)",
+        [hashSession(token), row.id, now, now, now, source, userAgent?.slice(0, 512) ?? null],
         "run",
         ctx,
       );
@@ -631,6 +635,113 @@ export class AdminStore implements AccountDirectory {
       expiresAt: new Date(Math.min(idleEnd, lifetimeEnd)),
       twoFactorEnrolmentRequired: row.require_two_factor === true && !row.two_factor_enabled,
     };
+  }
+
+  /**
+   * For a sensitive action made for the account `email` in the session `token` (SESSION_HEADER): how long ago
+   * (ms, by the database's clock) the session last proved who its account is (its sign-in, or reauthenticate).
+   * Null when `token` is no live session of that account (unknown, revoked, expired, another account's, or the
+   * account is disabled). Read each time, never cached: sensitive actions are rare.
+   */
+  async sessionAuthenticationAge(token: string, emailInput: string): Promise<number | null> {
+    if (!/^[A-Za-z0-9_-]{43}$/.test(token)) return null;
+    const [row] = await this.sql<{ age_ms: string | number }>(
+      `select extract(epoch from (now() - s.authenticated_at)) * 1000 as age_ms
+       from admin_sessions s join admin_users a on a.id = s.admin_id
+       where s.id_hash = ? and s.revoked_at is null and s.last_seen_at > now() - ? * interval '1 millisecond'
+         and s.created_at > now() - ? * interval '1 millisecond' and lower(a.email) = ? and a.disabled_at is null`,
+      [hashSession(token), SESSION_IDLE_MS, this.sessionLifetimeMs, emailInput.trim().toLowerCase()],
+    );
+    return row ? Math.max(0, Number(row.age_ms)) : null;
+  }
+
+  /**
+   * The session's account proves who it is again, with its password or (an account with a second factor) a current
+   * TOTP code or an unused recovery code: sensitive actions in this session need no new confirmation for the next
+   * REAUTHENTICATION_WINDOW_MS. Admitted and counted like a sign-in: a wrong password or code is UNAUTHENTICATED
+   * and audited as admin.sign_in_failed; success is audited as admin.reauthenticate.
+   */
+  async reauthenticate(sessionToken: string, passwordInput: string, codeInput: string, source: string | null): Promise<{ until: Date }> {
+    const { admin } = await this.getSession(sessionToken);
+    const password = passwordInput.slice(0, PASSWORD_MAX_LENGTH);
+    const code = codeInput.trim().slice(0, 64);
+    if (password === "" && code === "") {
+      throw invalid(
+        "password",
+        admin.twoFactorEnabled ? "is required: give the account's password, or a code of its authenticator app as code" : "is required",
+      );
+    }
+    if (code !== "" && !admin.twoFactorEnabled) throw invalid("code", "this account has no second factor: give its password instead");
+    const attempt = await this.admitAttempt(admin.email, source ?? "");
+    let passwordRight = true;
+    if (password !== "") {
+      const [row] = await this.sql<{ password_hash: string }>("select password_hash from admin_users where id = ? and disabled_at is null", [admin.id]);
+      passwordRight = (await verifyPassword(password, row?.password_hash ?? (await dummyPasswordHash()))) && row !== undefined;
+    }
+    const verdict = code === "" ? undefined : await this.judgeCode(admin.id, code);
+    const method = code === "" ? "password" : verdict?.kind === "recovery" ? "recovery_code" : "totp";
+    const Wrong = new Error("wrong password or code, or the code was used concurrently");
+    try {
+      if (!passwordRight || (code !== "" && !verdict)) throw Wrong;
+      const at = await runChange(this.orm, async (change) => {
+        const conn = change.em.getConnection();
+        const ctx = change.em.getTransactionContext();
+        if (verdict && !(await this.useCode(change, admin, verdict, source))) throw Wrong;
+        const [session]: Array<{ authenticated_at: Date | string }> = await conn.execute(
+          "update admin_sessions set authenticated_at = now() where id_hash = ? and revoked_at is null returning authenticated_at",
+          [hashSession(sessionToken)],
+          "all",
+          ctx,
+        );
+        if (!session) throw new ServiceError("unauthenticated", "session expired or signed out");
+        await conn.execute("delete from admin_sign_in_attempts where id = ?", [attempt], "run", ctx);
+        change.audit({ actor: admin.email, action: "admin.reauthenticate", target: admin.email, source, details: { with: method } });
+        return toDate(session.authenticated_at);
+      });
+      return { until: new Date(at.getTime() + REAUTHENTICATION_WINDOW_MS) };
+    } catch (error) {
+      if (error !== Wrong) throw error;
+      // The attempt's row stays: it counts as a failed sign-in until it leaves the window.
+      await runChange(this.orm, async ({ audit }) =>
+        audit({ actor: admin.email, action: "admin.sign_in_failed", target: admin.email, source, details: { during: "reauthenticate", with: method } }),
+      );
+      throw new ServiceError("unauthenticated", code === "" ? "invalid password" : "invalid password or code");
+    }
+  }
+
+  /**
+   * Removes an account's second factor (its authenticator's secret, a pending enrolment, its recovery codes and
+   * any sign-in waiting for a code), audited as admin.two_factor_reset: it signs in with its password and enrols
+   * again (at once when the security policy requires a second factor). NOT_FOUND when there is no such account.
+   */
+  async resetTwoFactor(emailInput: string, by: Actor): Promise<AdminView> {
+    const email = validateEmail(emailInput);
+    try {
+      return await runChange(this.orm, async ({ em, audit }) => {
+        const conn = em.getConnection();
+        const ctx = em.getTransactionContext();
+        const [current]: AdminRow[] = await conn.execute(`select ${columns()} from admin_users where lower(email) = ? for update`, [email], "all", ctx);
+        if (!current) throw new ServiceError("not_found", `email: no administrator with email "${email}"`, "email");
+        await conn.execute(
+          `update admin_users set totp_secret = null, totp_enabled_at = null, totp_last_step = null, totp_pending_secret = null, totp_pending_at = null,
+             updated_at = now() where id = ?`,
+          [current.id],
+          "run",
+          ctx,
+        );
+        const codes: unknown[] = await conn.execute("delete from admin_recovery_codes where admin_id = ? returning code_hash", [current.id], "all", ctx);
+        await conn.execute("delete from admin_second_factor_tokens where admin_id = ?", [current.id], "run", ctx);
+        audit({
+          ...by,
+          action: "admin.two_factor_reset",
+          target: email,
+          details: { had_two_factor: current.two_factor_enabled, recovery_codes_removed: codes.length },
+        });
+        return view({ ...current, two_factor_enabled: false });
+      });
+    } finally {
+      this.forget(email);
+    }
   }
 
   /** The keyring that seals TOTP secrets, or FAILED_PRECONDITION when this store was made without one. */
@@ -825,6 +936,7 @@ export class AdminStore implements AccountDirectory {
       }
       audit({ actor: admin.email, action: "admin.two_factor_enabled", target: admin.email, source, details: { recovery_codes: recoveryCodes.length } });
     });
+    this.forget(admin.email);
     return { recoveryCodes };
   }
 
@@ -876,6 +988,16 @@ export class AdminStore implements AccountDirectory {
 
   /** Changes the security policy, audited (security_policy.set). Accounts without a second factor are then asked to enrol. */
   async setSecurityPolicy(policy: SecurityPolicy, by: Actor): Promise<SecurityPolicy> {
+    try {
+      return await this.writeSecurityPolicy(policy, by);
+    } finally {
+      // Whether each account must enrol depends on it.
+      this.grantGeneration += 1;
+      this.grants.clear();
+    }
+  }
+
+  private writeSecurityPolicy(policy: SecurityPolicy, by: Actor): Promise<SecurityPolicy> {
     return runChange(this.orm, async ({ em, audit }) => {
       const conn = em.getConnection();
       const ctx = em.getTransactionContext();
@@ -1009,4 +1131,56 @@ export class AdminStore implements AccountDirectory {
       return undefined;
     });
   }
+}
+
+/** What resealTwoFactorSecrets did. */
+export interface ResealReport {
+  /** Sealed secrets (an authenticator's, or one being enrolled) sealed again under the primary key. */
+  resealed: number;
+  /** Secrets no configured key opens (or not sealed for their row): left untouched, reported by account. */
+  failed: Array<{ email: string; column: "totp_secret" | "totp_pending_secret"; reason: string }>;
+}
+
+/**
+ * Seals every account's TOTP secret, and any pending one, that is not under the keyring's primary key again
+ * under it (part of `npm run rotate-master-key`), in one transaction with the accounts' rows locked. A secret
+ * changed meanwhile (an enrolment, a reset) is left alone. Never returns or logs a secret.
+ */
+export async function resealTwoFactorSecrets(orm: Orm, keyring: Keyring): Promise<ResealReport> {
+  const report: ResealReport = { resealed: 0, failed: [] };
+  const current = `as1.${keyring.primaryKeyId}.`;
+  await runChange(orm, async ({ em }) => {
+    const conn = em.getConnection();
+    const ctx = em.getTransactionContext();
+    const rows: Array<{ id: string; email: string; totp_secret: string | null; totp_pending_secret: string | null }> = await conn.execute(
+      `select id, email, totp_secret, totp_pending_secret from admin_users
+       where (totp_secret is not null and totp_secret not like ?) or (totp_pending_secret is not null and totp_pending_secret not like ?)
+       order by id for update`,
+      [`${current}%`, `${current}%`],
+      "all",
+      ctx,
+    );
+    for (const row of rows) {
+      for (const column of ["totp_secret", "totp_pending_secret"] as const) {
+        const sealed = row[column];
+        if (sealed === null || sealed.startsWith(current)) continue;
+        let plaintext: string;
+        try {
+          plaintext = keyring.openSecret(sealed, secretContext(column, row.id)).plaintext;
+        } catch (error) {
+          if (!(error instanceof DecryptError)) throw error;
+          report.failed.push({
+            email: row.email,
+            column,
+            reason: "does not open with any configured key (sealed under a key MASTER_KEY no longer holds, or tampered)",
+          });
+          continue;
+        }
+        const resealed = keyring.sealSecret(plaintext, secretContext(column, row.id));
+        await conn.execute(`update admin_users set ${column} = ? where id = ? and ${column} = ?`, [resealed, row.id, sealed], "run", ctx);
+        report.resealed++;
+      }
+    }
+  });
+  return report;
 }

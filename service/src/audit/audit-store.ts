@@ -2,6 +2,7 @@ import type { FilterQuery } from "@mikro-orm/core";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { AuditEventEntity, type AuditEventRow } from "../db/entities.js";
 import { malformedPageToken, type PageTokens } from "../paging.js";
+import type { AuditAction } from "@provider-credentials/wire/audit-actions";
 
 export interface AuditEvent {
   actor: string;
@@ -9,8 +10,8 @@ export interface AuditEvent {
   via?: string | null;
   /** The portal account's role when `actor` is one; the row's actor shows it ("alice@example.com (editor) via token:portal"). */
   role?: string | null;
-  /** e.g. credential.create, credential.update, organization.delete, token.revoke */
-  action: string;
+  /** One of AUDIT_ACTIONS (packages/wire/src/audit-actions.ts), e.g. credential.create, token.revoke. */
+  action: AuditAction;
   organizationId?: string | null;
   credentialId?: string | null;
   /** Another object the action names (a team id, a token name). */
@@ -58,6 +59,12 @@ export interface AuditQuery {
   organizationIds?: ReadonlySet<string> | null;
   credentialId?: string;
   action?: string;
+  /** Only events whose actor starts with this, ignoring case. */
+  actorPrefix?: string;
+  /** Only events at or after this time. */
+  occurredAfter?: Date;
+  /** Only events before this time. */
+  occurredBefore?: Date;
   limit: number;
   pageToken: string;
 }
@@ -74,6 +81,11 @@ export interface AuditEventView {
   details: Record<string, unknown>;
 }
 
+/** A LIKE pattern's literal text: `%`, `_` and the escape character itself matched as themselves. */
+function escapeLike(text: string): string {
+  return text.replace(/[\\%_]/g, (c) => `\\${c}`);
+}
+
 /** The largest audit event id (bigint). */
 const MAX_EVENT_ID = 2n ** 63n - 1n;
 
@@ -87,6 +99,13 @@ export async function listAuditEvents(em: EntityManager, pages: PageTokens, quer
   else if (query.organizationIds) where.organizationId = { $in: [...query.organizationIds] };
   if (query.credentialId !== undefined) where.credentialId = query.credentialId;
   if (query.action !== undefined) where.action = query.action;
+  if (query.actorPrefix !== undefined) where.actor = { $ilike: `${escapeLike(query.actorPrefix)}%` };
+  if (query.occurredAfter !== undefined || query.occurredBefore !== undefined) {
+    where.occurredAt = {
+      ...(query.occurredAfter !== undefined ? { $gte: query.occurredAfter } : {}),
+      ...(query.occurredBefore !== undefined ? { $lt: query.occurredBefore } : {}),
+    };
+  }
   if (after) where.id = { $lt: after[0] };
   const rows = await em.find(AuditEventEntity, where, { orderBy: { id: "desc" }, limit: query.limit + 1 });
   const page = rows.slice(0, query.limit);

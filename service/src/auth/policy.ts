@@ -53,6 +53,9 @@ export const METHOD_ACCESS: ReadonlyMap<DescMethod, Access> = new Map<DescMethod
   [C.deleteCredential, "edit"],
   [C.verifyCredential, "edit"],
   [C.setSelectionStrategy, "edit"],
+  [C.rollCredential, "edit"],
+  [C.explainResolution, "read"],
+  [C.watchResolutions, "resolve"],
   [O.getOrganization, "read"],
   [O.listOrganizations, "read"],
   [O.listTeams, "read"],
@@ -80,6 +83,8 @@ export const METHOD_ACCESS: ReadonlyMap<DescMethod, Access> = new Map<DescMethod
   [A.updateAdmin, "accounts"],
   [A.deleteAdmin, "accounts"],
   [A.revokeAdminSessions, "accounts"],
+  [A.resetTwoFactor, "accounts"],
+  [A.reauthenticate, "portal"],
 ]);
 
 /** The same table by service and method name: a method descriptor may reach the interceptor as another object of the same RPC. */
@@ -167,6 +172,8 @@ export interface Caller {
   account: string | null;
   role: AccountRole | null;
   organizations: OrganizationLimit;
+  /** The account must enrol a second factor first (the security policy requires one and it has none). */
+  mustEnrol?: boolean;
 }
 
 const methodName = (method: DescMethod | string) => (typeof method === "string" ? method : method.name);
@@ -203,6 +210,16 @@ export function checkScope(tokenName: string, scope: TokenScope, method: DescMet
 
 /** Whether the caller (scope already checked) may call the method: its account's role, and what needs an unlimited caller. */
 export function checkCall(caller: Caller, method: DescMethod): void {
+  if (caller.mustEnrol) {
+    // Owners require a second factor: the account may only enrol (and sign out), through the portal's own calls.
+    throw new ServiceError(
+      "failed_precondition",
+      `account "${caller.account}" must set up two-factor sign-in first (owners require it for every account)`,
+      undefined,
+      undefined,
+      "TWO_FACTOR_ENROLMENT_REQUIRED",
+    );
+  }
   const access = accessOf(method);
   if (access === undefined) {
     // Reflection (the schema, nothing of any organisation): any token, checked by checkScope.
@@ -221,6 +238,81 @@ export function checkCall(caller: Caller, method: DescMethod): void {
   if (UNLIMITED_ONLY.has(access) && caller.organizations !== null) {
     throw new ConnectError(`${method.name} needs a caller limited to no organisation`, Code.PermissionDenied);
   }
+}
+
+// ---------------------------------------------------------------- recent sign-in for sensitive actions
+
+/** How long a portal session's sign-in (or AdminService.Reauthenticate) lets its account make sensitive actions. */
+export const REAUTHENTICATION_WINDOW_MS = 10 * 60 * 1000;
+/** The reason (google.rpc.ErrorInfo) of a sensitive action refused for want of a recent sign-in. */
+export const REAUTHENTICATION_REASON = "REAUTHENTICATION_REQUIRED";
+/** The header naming the portal session, as the messages name it (the wire package's SESSION_HEADER). */
+const SESSION_HEADER_NAME = "x-provider-credentials-session";
+
+/**
+ * The RPCs that are sensitive whatever they carry: made for a portal account, they need a sign-in within
+ * REAUTHENTICATION_WINDOW_MS (the auth interceptor checks). A change of a key's api_base is sensitive too:
+ * the handlers check it with requireRecentSignInForApiBase, as only they know the value before.
+ */
+export const RECENT_SIGN_IN_METHODS: readonly DescMethod[] = [
+  A.createApiToken,
+  A.rotateApiToken,
+  A.createAdmin,
+  A.updateAdmin,
+  A.deleteAdmin,
+  A.revokeAdminSessions,
+  A.resetTwoFactor,
+  A.setSecurityPolicy,
+];
+const RECENT_SIGN_IN_NAMES: ReadonlySet<string> = new Set(RECENT_SIGN_IN_METHODS.map((m) => `${m.parent.typeName}/${m.name}`));
+
+/** Whether a method is one of RECENT_SIGN_IN_METHODS (by name: the descriptor may be another object of the same RPC). */
+export function needsRecentSignIn(method: DescMethod): boolean {
+  return RECENT_SIGN_IN_NAMES.has(`${method.parent.typeName}/${method.name}`);
+}
+
+/** A sensitive action refused for want of a recent sign-in: FAILED_PRECONDITION, reason REAUTHENTICATION_REQUIRED. */
+function reauthenticationRequired(message: string): ServiceError {
+  return new ServiceError("failed_precondition", message, undefined, undefined, REAUTHENTICATION_REASON);
+}
+
+/**
+ * Refuses a sensitive action (`what`, e.g. "CreateApiToken") made for a portal account whose session did not
+ * prove who it is (sign-in, or Reauthenticate) within REAUTHENTICATION_WINDOW_MS, or that names no live session
+ * of the account. A token acting alone (REST or gRPC with its own token, the CLI's) has no sign-in: not subject.
+ */
+export async function requireRecentSignIn(principal: Pick<Principal, "role" | "actor" | "authenticationAge">, what: string): Promise<void> {
+  if (principal.role === null) return;
+  const minutes = REAUTHENTICATION_WINDOW_MS / 60_000;
+  if (principal.authenticationAge === undefined) {
+    throw reauthenticationRequired(
+      `${what} needs a sign-in of account "${principal.actor}" within the last ${minutes} minutes, and the call names no session of it (${SESSION_HEADER_NAME})`,
+    );
+  }
+  const age = await principal.authenticationAge();
+  if (age === null) {
+    throw reauthenticationRequired(`${what} needs a recent sign-in, and the session named is no live session of account "${principal.actor}": sign in again`);
+  }
+  if (age > REAUTHENTICATION_WINDOW_MS) {
+    throw reauthenticationRequired(
+      `${what} needs a sign-in within the last ${minutes} minutes: confirm your password (or a code of your authenticator app) again, then repeat it`,
+    );
+  }
+}
+
+/**
+ * For the handlers that may change a key's api_base (CreateCredential, UpdateCredential, RollCredential): refuses,
+ * as requireRecentSignIn, when `after` is given and differs from `before` (undefined or null for a new key: any
+ * api_base given is then a change; clearing one is a change too). Nothing to wait for when the api_base does not change or the caller acts for no account.
+ */
+export function requireRecentSignInForApiBase(
+  principal: Pick<Principal, "role" | "actor" | "authenticationAge">,
+  before: string | null | undefined,
+  after: string | null | undefined,
+): Promise<void> | undefined {
+  // "" and null both mean the provider's default address.
+  if (principal.role === null || after === undefined || (after || null) === (before || null)) return undefined;
+  return requireRecentSignIn(principal, "changing a key's api_base");
 }
 
 /** The organisations a token acting for an account may act on: both lists' common part (null: all). */

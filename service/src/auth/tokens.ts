@@ -68,11 +68,15 @@ export interface AccountGrant {
   /** null: every organisation. */
   organizations: OrganizationLimit;
   disabled: boolean;
+  /** The security policy requires a second factor and the account has none: refused everything until it enrols (through the portal's own calls). */
+  mustEnrol?: boolean;
 }
 
 /** Looks up the portal account an actor header names; undefined when the actor is not an account. */
 export interface AccountDirectory {
   account(email: string): AccountGrant | undefined | Promise<AccountGrant | undefined>;
+  /** How long ago (ms) the session `token` of the account `email` last proved who it is; null when it is no live session of that account. */
+  sessionAuthenticationAge?(token: string, email: string): Promise<number | null>;
 }
 
 /** Who is calling: set once per call by the auth interceptor. */
@@ -90,4 +94,10 @@ export interface Principal {
   organizations: OrganizationLimit;
   /** The role of the portal account an admin token acts for; null when the token acts alone (its scope decides). */
   role: AccountRole | null;
+  /**
+   * For a token acting for a portal account that named its session (SESSION_HEADER): how long ago (ms) that
+   * session last proved who the account is, or null when it is no live session of the account. Absent when no
+   * session was named. Read only by the sensitive actions (policy.requireRecentSignIn).
+   */
+  authenticationAge?: () => Promise<number | null>;
 }

@@ -1,5 +1,5 @@
 // `npm run admin -- create --email E [--role R] [--organizations a,b]` | `set-role --email E --role R [--organizations a,b | --all-organizations]`
-// | `reset-password --email E` | `remove --email E` | `list`
+// | `reset-password --email E` | `reset-2fa --email E` | `remove --email E` | `list`
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { AdminStore, type AdminView } from "../admins/admin-store.js";
@@ -13,6 +13,9 @@ const USAGE = `Usage:
         change an account's role and, when given, its organisations; taking rights away signs it out everywhere
   npm run admin -- reset-password --email EMAIL
         set a new generated password (printed once) and sign out every session
+  npm run admin -- reset-2fa --email EMAIL
+        remove an account's second factor (a lost authenticator, no recovery codes left): it signs in
+        with its password and sets up two-factor sign-in again
   npm run admin -- remove --email EMAIL
         remove an account and end its sessions (never the last administrator or the last enabled owner)
   npm run admin -- list
@@ -26,7 +29,7 @@ every organisation.
 Set ADMIN_PASSWORD to choose the password instead of generating one: at least 12 characters, not
 containing the email address or the part before its @, and not easy to guess (several unrelated words).`;
 
-const COMMANDS = ["create", "set-role", "reset-password", "remove", "list"];
+const COMMANDS = ["create", "set-role", "reset-password", "reset-2fa", "remove", "list"];
 /** The flags the store's errors name (`--organizations` is reported as `organizations[1]`). */
 const FIELDS = { role: "role", organizations: "organizations" };
 
@@ -93,6 +96,9 @@ async function main(): Promise<void> {
       const password = await admins.resetPassword(values.email!, chosen, by, "ADMIN_PASSWORD");
       console.error(`New password set for ${email}; every session of theirs is signed out.`);
       if (!chosen) console.log(`Password (shown only this once): ${password}`);
+    } else if (command === "reset-2fa") {
+      const admin = await admins.resetTwoFactor(values.email!, by);
+      console.error(`Two-factor sign-in is reset for ${admin.email}: it signs in with its password and sets up a second factor again.`);
     } else if (command === "remove") {
       const { sessionsEnded } = await admins.remove(values.email!, by);
       console.error(`Removed administrator ${email}; ${sessionsEnded} session${sessionsEnded === 1 ? "" : "s"} ended.`);

@@ -12,7 +12,8 @@ async function main(): Promise<void> {
   if (values.help) {
     exitWith(
       `Usage: MASTER_KEY="<new key>,<old key>" npm run rotate-master-key [-- --batch-size N]\n\n` +
-        "Re-encrypts every stored credential under the first key of MASTER_KEY, in batches (default 500).\n" +
+        "Re-encrypts every stored credential under the first key of MASTER_KEY, in batches (default 500),\n" +
+        "and seals the portal accounts' two-factor (TOTP) secrets again under it.\n" +
         "Afterwards every service replica can run with the new key alone.",
       0,
     );
@@ -40,8 +41,16 @@ async function main(): Promise<void> {
     console.log(`${report.failed.length} credential(s) failed their checks and were left untouched (run npm run verify-keys):`);
     for (const f of report.failed) console.log(`  ${f.id} (key ${f.keyId}): ${f.reason}`);
   }
-  if (report.failed.length > 0 || report.stillLocked > 0) process.exit(1);
-  console.log(`Every credential is now under ${keyring.primaryKeyId}; the other keys can be removed from MASTER_KEY.`);
+  const secrets = report.twoFactorSecrets;
+  console.log(`Sealed ${secrets.resealed} two-factor secret(s) of portal accounts again under ${keyring.primaryKeyId}.`);
+  if (secrets.failed.length > 0) {
+    console.log(
+      `${secrets.failed.length} two-factor secret(s) open with no configured key and were left untouched (reset them: npm run admin -- reset-2fa --email E):`,
+    );
+    for (const f of secrets.failed) console.log(`  ${f.email} (${f.column}): ${f.reason}`);
+  }
+  if (report.failed.length > 0 || report.stillLocked > 0 || secrets.failed.length > 0) process.exit(1);
+  console.log(`Every credential is now under ${keyring.primaryKeyId}, and so is every two-factor secret; the other keys can be removed from MASTER_KEY.`);
 }
 
 main().catch((error) => exitWith(`Error: ${describeError(error)}`));

@@ -7,10 +7,10 @@ import { CredentialEntity, OrganizationEntity, type CredentialRow, type Provider
 import { ServiceError, invalid } from "../errors.js";
 import { openStored, type BoundRow, type Keyring } from "../keyring/index.js";
 import { malformedPageToken, PageTokens } from "../paging.js";
-import { comparableName, keyHint, UUID_PATTERN, validateApiBase, validateApiKey } from "./validation.js";
+import { comparableName, keyHint, NAME_MAX_LENGTH, UUID_PATTERN, validateApiBase, validateApiKey } from "./validation.js";
 
 /** A credential as the API shows it: everything but the ciphertext. */
-export type CredentialView = Omit<CredentialRow, "credentialNameKey" | "encryptedApiKey" | "keyId" | "keyBinding" | "activatedAt"> & {
+export type CredentialView = Omit<CredentialRow, "credentialNameKey" | "encryptedApiKey" | "keyId" | "keyBinding" | "activatedAt" | "deactivateAt"> & {
   /** The key is older than ROTATION_DAYS. */
   rotationDue: boolean;
 };
@@ -55,6 +55,46 @@ export interface CredentialChanges {
    */
   verifyKey?: (apiKey: string, apiBase: string | null) => Promise<void>;
 }
+
+export interface RollInput {
+  /** Raw; validated here against the API base the new credential will have. */
+  apiKey: string;
+  /** Raw; undefined: the old credential's; "": none. */
+  apiBase?: string;
+  /** 0-86400, validated by the caller: the old credential stays active this long beside the new one. */
+  overlapSeconds: number;
+  expectedVersion?: number;
+  /** Checks the new key with the provider before anything is written; throws to refuse the roll. */
+  verifyKey?: (provider: ProviderName, apiKey: string, apiBase: string | null) => Promise<void>;
+}
+
+export interface RollResult {
+  credential: CredentialView;
+  previous: CredentialView;
+  /** When the old credential is (or was) deactivated. */
+  previousDeactivatesAt: Date;
+}
+
+/** A credential as ExplainResolution lists it. */
+export interface CredentialStanding {
+  id: string;
+  provider: ProviderName;
+  credentialName: string;
+  keyHint: string;
+  weight: number;
+  isActive: boolean;
+  failing: boolean;
+  deactivateAt: Date | null;
+}
+
+/** Longest overlap of a roll, in seconds (24 hours). */
+export const MAX_ROLL_OVERLAP_SECONDS = 86_400;
+
+/** Who carries out scheduled deactivations in the audit log. */
+export const SWEEPER_ACTOR: Actor = { actor: "service", source: null };
+
+/** Scheduled deactivations carried out per statement of a sweep. */
+const SWEEP_BATCH = 100;
 
 export interface ListQuery {
   organizationId: string;
@@ -132,7 +172,7 @@ export class CredentialStore {
       async ({ em, audit, invalidate }) => {
         await this.refuseNameOfKeptRow(em, row);
         await em.insert(CredentialEntity, row);
-        invalidate({ organizationId: row.organizationId, provider: row.provider });
+        invalidate({ organizationId: row.organizationId, provider: row.provider, reason: "credential" });
         audit({
           ...by,
           action: "credential.create",
@@ -156,6 +196,30 @@ export class CredentialStore {
   async organizationsOf(ids: readonly string[]): Promise<Map<string, string>> {
     const rows = await this.orm.em.fork().find(CredentialEntity, { id: { $in: [...ids] } }, { fields: ["id", "organizationId"] });
     return new Map(rows.map((r) => [r.id, r.organizationId]));
+  }
+
+  /**
+   * Every credential of the organisation (for one provider or all), as ExplainResolution lists them: no key, no
+   * ciphertext. Active ones first, most recently activated first.
+   */
+  async standings(organizationId: string, provider?: ProviderName): Promise<CredentialStanding[]> {
+    const where: FilterQuery<CredentialRow> = { organizationId };
+    if (provider) where.provider = provider;
+    const rows = await this.orm.em.fork().find(CredentialEntity, where, {
+      fields: ["id", "provider", "credentialName", "keyHint", "weight", "isActive", "activatedAt", "createdAt", "failingSince", "deactivateAt"],
+      orderBy: [{ isActive: "desc" }, { activatedAt: "desc" }, { createdAt: "desc" }, { id: "desc" }],
+      disableIdentityMap: true,
+    });
+    return rows.map((r) => ({
+      id: r.id,
+      provider: r.provider,
+      credentialName: r.credentialName,
+      keyHint: r.keyHint,
+      weight: r.weight,
+      isActive: r.isActive,
+      failing: r.failingSince !== null,
+      deactivateAt: r.deactivateAt ?? null,
+    }));
   }
 
   async list(query: ListQuery): Promise<{ credentials: CredentialView[]; nextPageToken: string }> {
@@ -238,7 +302,7 @@ export class CredentialStore {
       if (changed.length > 0) {
         Object.assign(patch, touch(row, by));
         await em.nativeUpdate(CredentialEntity, { id: row.id }, patch);
-        invalidate({ organizationId: row.organizationId, provider: row.provider });
+        invalidate({ organizationId: row.organizationId, provider: row.provider, reason: "credential" });
         audit({
           ...by,
           action: "credential.update",
@@ -254,31 +318,203 @@ export class CredentialStore {
   async setActive(id: string, active: boolean, by: Actor): Promise<CredentialView> {
     return this.write("", async ({ em, audit, invalidate }) => {
       const row = await this.lock(em, id);
-      if (row.isActive !== active) {
+      // Activating a credential whose deactivation is scheduled (a roll's overlap) keeps it: the schedule is dropped.
+      if (row.isActive !== active || (active && row.deactivateAt)) {
+        const scheduled = row.deactivateAt ?? null;
         row.isActive = active;
-        const patch: Partial<CredentialRow> = { isActive: active };
+        row.deactivateAt = null;
+        const patch: Partial<CredentialRow> = { isActive: active, deactivateAt: null };
         // The most recently activated credential is the one ResolveKey prefers.
         if (active) patch.activatedAt = row.activatedAt = new Date();
         Object.assign(patch, touch(row, by));
         await em.nativeUpdate(CredentialEntity, { id: row.id }, patch);
-        invalidate({ organizationId: row.organizationId, provider: row.provider });
+        invalidate({ organizationId: row.organizationId, provider: row.provider, reason: "credential" });
         audit({
           ...by,
           action: active ? "credential.activate" : "credential.deactivate",
           organizationId: row.organizationId,
           credentialId: row.id,
-          details: { credential_name: row.credentialName, key_hint: row.keyHint },
+          details: scheduled
+            ? { credential_name: row.credentialName, key_hint: row.keyHint, cancelled_deactivate_at: scheduled.toISOString() }
+            : { credential_name: row.credentialName, key_hint: row.keyHint },
         });
       }
       return this.view(row);
     });
   }
 
+  /**
+   * RollCredential: in one change, the new key becomes a new active credential (in use at once) with the old one's
+   * name, organisation, provider, weight and API base (unless given); the old one is renamed
+   * `<name> (replaced YYYY-MM-DD)` and deactivated now, or scheduled for deactivation after the overlap. The key is
+   * checked with the provider first when asked (outside the transaction), and nothing is written unless it passes.
+   */
+  async roll(id: string, input: RollInput, by: Actor): Promise<RollResult> {
+    let verified: { apiKey: string; apiBase: string | null } | undefined;
+    if (input.verifyKey) {
+      const current = await this.orm.em.fork().findOne(CredentialEntity, { id });
+      if (!current) throw notFound(id);
+      const apiBase = input.apiBase === undefined ? current.apiBase : validateApiBase(input.apiBase);
+      const apiKey = validateApiKey(input.apiKey, current.provider, apiBase);
+      await input.verifyKey(current.provider, apiKey, apiBase);
+      verified = { apiKey, apiBase };
+    }
+    return this.write("", async ({ em, audit, invalidate }) => {
+      const old = await this.lock(em, id, input.expectedVersion);
+      const apiBase = input.apiBase === undefined ? old.apiBase : validateApiBase(input.apiBase);
+      const apiKey = validateApiKey(input.apiKey, old.provider, apiBase);
+      if (verified && verified.apiBase !== apiBase) {
+        throw new ServiceError("aborted", "the credential's api_base changed while the new key was being checked; try again", "api_base");
+      }
+      const now = new Date();
+      const deactivatesAt = new Date(now.getTime() + input.overlapSeconds * 1000);
+      const wasActive = old.isActive;
+      // The old one gives up its name first (names are unique per organisation and provider).
+      const previousName = await this.replacedName(em, old, now);
+      const oldName = old.credentialName;
+      const oldPatch: Partial<CredentialRow> = { credentialName: previousName, credentialNameKey: comparableName(previousName) };
+      if (input.overlapSeconds === 0 || !wasActive) {
+        oldPatch.isActive = false;
+        oldPatch.deactivateAt = null;
+      } else {
+        oldPatch.deactivateAt = deactivatesAt;
+      }
+      Object.assign(old, oldPatch);
+      Object.assign(oldPatch, touch(old, by));
+      await em.nativeUpdate(CredentialEntity, { id: old.id }, oldPatch);
+
+      const newId = randomUUID();
+      const { token, keyId, binding } = this.keyring.encryptBound(apiKey, { id: newId, organizationId: old.organizationId, provider: old.provider, apiBase });
+      const row: CredentialRow = {
+        id: newId,
+        organizationId: old.organizationId,
+        provider: old.provider,
+        credentialName: oldName,
+        credentialNameKey: comparableName(oldName),
+        encryptedApiKey: token,
+        keyId,
+        keyBinding: binding,
+        keyHint: keyHint(apiKey, old.provider),
+        apiBase,
+        isActive: true,
+        activatedAt: now,
+        version: 1,
+        createdAt: now,
+        updatedAt: now,
+        createdBy: by.actor,
+        updatedBy: by.actor,
+        lastUsedAt: null,
+        weight: old.weight,
+        useCount: 0,
+        keySetAt: now,
+        checkOutcome: null,
+        checkHttpStatus: null,
+        checkLatencyMs: null,
+        checkMessage: null,
+        checkedAt: null,
+        failureStreak: 0,
+        failingSince: null,
+        deactivateAt: null,
+      };
+      await this.refuseNameOfKeptRow(em, row);
+      await em.insert(CredentialEntity, row);
+      invalidate({ organizationId: row.organizationId, provider: row.provider, reason: "credential" });
+      const previousDeactivatesAt = wasActive ? deactivatesAt : now;
+      audit({
+        ...by,
+        action: "credential.roll",
+        organizationId: row.organizationId,
+        credentialId: row.id,
+        target: old.id,
+        details: {
+          provider: row.provider,
+          credential_name: row.credentialName,
+          key_hint: row.keyHint,
+          api_base: row.apiBase,
+          weight: row.weight,
+          previous_credential_id: old.id,
+          previous_credential_name: previousName,
+          previous_key_hint: old.keyHint,
+          overlap_seconds: wasActive ? input.overlapSeconds : 0,
+          previous_deactivates_at: previousDeactivatesAt.toISOString(),
+          verified: verified !== undefined,
+        },
+      });
+      return { credential: this.view(row), previous: this.view(old), previousDeactivatesAt };
+    });
+  }
+
+  /** `<name> (replaced YYYY-MM-DD)`, cut to the name limit, and numbered when a roll of the same day took it. */
+  private async replacedName(em: EntityManager, old: CredentialRow, now: Date): Promise<string> {
+    const day = now.toISOString().slice(0, 10);
+    const taken = new Set(
+      (
+        await em.find(
+          CredentialEntity,
+          { organizationId: old.organizationId, provider: old.provider, id: { $ne: old.id } },
+          { fields: ["credentialName"], disableIdentityMap: true },
+        )
+      ).map((r) => comparableName(r.credentialName)),
+    );
+    for (let n = 1; ; n++) {
+      const suffix = n === 1 ? ` (replaced ${day})` : ` (replaced ${day}, ${n})`;
+      const base = [...old.credentialName]
+        .slice(0, NAME_MAX_LENGTH - suffix.length)
+        .join("")
+        .trimEnd();
+      const name = `${base}${suffix}`;
+      if (!taken.has(comparableName(name))) return name;
+    }
+  }
+
+  /**
+   * Carries out the deactivations that are due (a roll's overlap ended), on any replica: each credential once
+   * (rows are claimed with SKIP LOCKED and the schedule is cleared), audited and announced like a deactivation.
+   * Returns how many were deactivated.
+   */
+  async deactivateDue(now = new Date()): Promise<number> {
+    // Nearly always nothing is due: one indexed read, no transaction, no lock.
+    const first = await this.orm.em.fork().findOne(CredentialEntity, { deactivateAt: { $lte: now } }, { fields: ["id"], disableIdentityMap: true });
+    if (first === null) return 0;
+    let total = 0;
+    for (;;) {
+      const done = await this.write("", async ({ em, audit, invalidate }) => {
+        const due = await em.find(
+          CredentialEntity,
+          { deactivateAt: { $lte: now } },
+          { lockMode: LockMode.PESSIMISTIC_PARTIAL_WRITE, limit: SWEEP_BATCH, orderBy: { deactivateAt: "asc" }, disableIdentityMap: true },
+        );
+        let deactivated = 0;
+        for (const row of due) {
+          const wasActive = row.isActive;
+          row.isActive = false;
+          row.deactivateAt = null;
+          const patch: Partial<CredentialRow> = { isActive: false, deactivateAt: null };
+          if (wasActive) Object.assign(patch, touch(row, SWEEPER_ACTOR));
+          await em.nativeUpdate(CredentialEntity, { id: row.id }, patch);
+          if (!wasActive) continue;
+          deactivated++;
+          invalidate({ organizationId: row.organizationId, provider: row.provider, reason: "credential" });
+          audit({
+            ...SWEEPER_ACTOR,
+            action: "credential.deactivate",
+            organizationId: row.organizationId,
+            credentialId: row.id,
+            details: { credential_name: row.credentialName, key_hint: row.keyHint, reason: "roll_overlap_ended" },
+          });
+        }
+        return { claimed: due.length, deactivated };
+      });
+      total += done.deactivated;
+      if (done.claimed < SWEEP_BATCH) return total;
+    }
+  }
+
   async delete(id: string, by: Actor): Promise<void> {
     await this.write("", async ({ em, audit, invalidate }) => {
       const row = await this.lock(em, id);
       await em.nativeDelete(CredentialEntity, { id: row.id });
-      invalidate({ organizationId: row.organizationId, provider: row.provider });
+      invalidate({ organizationId: row.organizationId, provider: row.provider, reason: "credential" });
       audit({
         ...by,
         action: "credential.delete",

@@ -9,8 +9,19 @@ import { PROVIDER_NAMES } from "@provider-credentials/wire/providers";
 /** The PostgreSQL channel every replica listens on. */
 export const INVALIDATION_CHANNEL = "provider_credentials_changes";
 
-/** What a committed change makes stale. */
-export type Invalidation = { organizationId: string; provider?: ProviderName } | { teamId: string } | { all: true };
+/** Why a change was published (WatchResolutions' ChangeReason); absent in payloads of older replicas. */
+export type ChangeReasonName = "credential" | "selection_strategy" | "key_health" | "organization" | "team" | "all";
+const REASONS: readonly ChangeReasonName[] = ["credential", "selection_strategy", "key_health", "organization", "team", "all"];
+
+/**
+ * What a committed change makes stale. `reason` (and a team's `organizationId`) are for the
+ * change stream (WatchResolutions); the cache ignores them, and payloads without them are read.
+ */
+export type Invalidation = (
+  | { organizationId: string; provider?: ProviderName }
+  | { teamId: string; /** The team's organisation, so that callers limited to organisations hear of it. */ organizationId?: string }
+  | { all: true }
+) & { reason?: ChangeReasonName };
 
 export function applyInvalidation(cache: ResolutionCache, change: Invalidation, metrics?: ServiceMetrics, origin: "local" | "notify" = "local"): void {
   if ("all" in change) cache.clear();
@@ -27,14 +38,20 @@ export async function publishInvalidation(em: EntityManager, change: Invalidatio
   await em.getConnection().execute("select pg_notify(?, ?)", [INVALIDATION_CHANNEL, JSON.stringify(change)], "run", em.getTransactionContext());
 }
 
-function parse(payload: string | undefined): Invalidation | undefined {
+export function parseInvalidation(payload: string | undefined): Invalidation | undefined {
   try {
     const value = JSON.parse(payload ?? "") as Record<string, unknown>;
-    if (value.all === true) return { all: true };
-    if (typeof value.teamId === "string") return { teamId: value.teamId };
+    const reason = REASONS.find((r) => r === value.reason);
+    const why = reason === undefined ? {} : { reason };
+    if (value.all === true) return { all: true, ...why };
+    if (typeof value.teamId === "string") {
+      return typeof value.organizationId === "string"
+        ? { teamId: value.teamId, organizationId: value.organizationId, ...why }
+        : { teamId: value.teamId, ...why };
+    }
     if (typeof value.organizationId === "string") {
       const provider = PROVIDER_NAMES.find((p) => p === value.provider);
-      return provider ? { organizationId: value.organizationId, provider } : { organizationId: value.organizationId };
+      return provider ? { organizationId: value.organizationId, provider, ...why } : { organizationId: value.organizationId, ...why };
     }
   } catch {
     // fall through: an unreadable notification makes everything suspect
@@ -42,11 +59,25 @@ function parse(payload: string | undefined): Invalidation | undefined {
   return undefined;
 }
 
+/**
+ * Who else hears what the listener hears (the change stream, rpc/watch-resolutions.ts), always
+ * after this replica's cache has applied it: `change` for each notification, `down` when the
+ * connection drops (changes may be missed from now on), `up` when it is connected again
+ * (`first`: the first time since start).
+ */
+export interface InvalidationObserver {
+  change(change: Invalidation): void;
+  down(): void;
+  up(first: boolean): void;
+}
+
 /** How often the listening connection proves it is alive (RESOLVE_CACHE_HEARTBEAT_MS). */
 export const DEFAULT_HEARTBEAT_MS = 2_000;
 
 /**
- * Keeps one connection LISTENing for invalidations. While it is down the cache
+ * Keeps one connection LISTENing for invalidations, to DATABASE_LISTEN_URL (server.ts; DATABASE_URL
+ * when unset): LISTEN needs a session of its own, which PgBouncer's transaction pooling does not
+ * give (docs/operations/pgbouncer.md). While it is down the cache
  * is switched off (every call goes to the database), so a replica never serves
  * a resolution it could have missed an invalidation for while the database can
  * answer; only when the database cannot be reached either, entries cached
@@ -66,6 +97,9 @@ export class InvalidationListener {
   private retryMs = 100;
   private timer: NodeJS.Timeout | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
+  private connectedBefore = false;
+  /** Told of every notification after the cache applied it, and of drops and reconnections. */
+  observer: InvalidationObserver | undefined;
   /** Resolves the first time the listener is connected (or gives up at stop). */
   readonly ready: Promise<void>;
   private markReady!: () => void;
@@ -115,6 +149,8 @@ export class InvalidationListener {
       void client.end().catch(() => undefined);
       if (this.stopped) return;
       this.cache.suspend();
+      this.metrics?.invalidationListener(false);
+      this.observer?.down();
       this.logger.warn({ err: error }, "cache invalidation connection lost: cache bypassed until it reconnects");
       this.timer = setTimeout(() => void this.connect(), this.retryMs);
       this.retryMs = Math.min(this.retryMs * 2, 5_000);
@@ -122,9 +158,10 @@ export class InvalidationListener {
     client.on("error", onDown);
     client.on("end", () => onDown());
     client.on("notification", (message) => {
-      const change = parse(message.payload);
-      if (change) applyInvalidation(this.cache, change, this.metrics, "notify");
-      else applyInvalidation(this.cache, { all: true }, this.metrics, "notify");
+      // This replica's cache first, then the change stream: a caller that asks again after an event gets the new answer.
+      const change = parseInvalidation(message.payload) ?? { all: true };
+      applyInvalidation(this.cache, change, this.metrics, "notify");
+      this.observer?.change(change);
     });
     try {
       await client.connect();
@@ -141,7 +178,10 @@ export class InvalidationListener {
     this.retryMs = 100;
     this.startHeartbeat(client, onDown);
     this.cache.setEnabled(true);
+    this.metrics?.invalidationListener(true);
     this.metrics?.invalidated("all", "reconnect");
+    this.observer?.up(!this.connectedBefore);
+    this.connectedBefore = true;
     this.logger.debug("listening for cache invalidations");
     this.markReady();
   }

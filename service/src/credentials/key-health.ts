@@ -126,7 +126,7 @@ export class KeyHealth {
         }
         Object.assign(current, patch);
         await tx.nativeUpdate(CredentialEntity, { id: current.id }, patch);
-        if (recovered) invalidate({ organizationId: current.organizationId, provider: current.provider });
+        if (recovered) invalidate({ organizationId: current.organizationId, provider: current.provider, reason: "key_health" });
       }
       audit({
         ...by,
@@ -173,7 +173,7 @@ export class KeyHealth {
       );
       if (marks) {
         marked = true;
-        invalidate({ organizationId: row.organizationId, provider: row.provider });
+        invalidate({ organizationId: row.organizationId, provider: row.provider, reason: "key_health" });
         audit({
           ...by,
           action: "credential.failing",
@@ -212,7 +212,7 @@ export class KeyHealth {
         );
       const recovered = rows.filter((r) => r.was_failing);
       for (const r of recovered) {
-        invalidate({ organizationId: r.organization_id, provider: r.provider });
+        invalidate({ organizationId: r.organization_id, provider: r.provider, reason: "key_health" });
         audit({
           ...by,
           action: "credential.recovered",
@@ -240,7 +240,7 @@ export class KeyHealth {
       } else {
         await em.insert(SelectionStrategyEntity, { organizationId, provider, strategy, updatedAt: now, updatedBy: by.actor });
       }
-      invalidate({ organizationId, provider });
+      invalidate({ organizationId, provider, reason: "selection_strategy" });
       audit({ ...by, action: "selection_strategy.set", organizationId, target: provider, details: { provider, from: before, to: strategy } });
       return { organizationId, provider, strategy, updatedAt: now, updatedBy: by.actor };
     });

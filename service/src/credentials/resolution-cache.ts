@@ -46,6 +46,12 @@ export interface StoredResolution {
   organizationId: string;
   strategy: SelectionStrategyName;
   candidates: StoredCandidate[];
+  /**
+   * When the earliest scheduled deactivation among the candidates falls
+   * (epoch ms; see RollCredential's overlap): the entry is not served from
+   * then on. Not kept in the record: it bounds the entry's expiry.
+   */
+  until?: number;
 }
 
 export type Scope = { organizationId: string } | { teamId: string };
@@ -208,7 +214,7 @@ export class ResolutionCache {
       at = buffer.writeUInt8(c.failing ? 1 : 0, at);
       at = buffer.writeUInt8(REFUSALS.indexOf(c.refusal), at);
     }
-    table.expires[slot] = now + this.options.ttlMs - this.epoch;
+    table.expires[slot] = Math.min(now + this.options.ttlMs, value.until ?? Infinity) - this.epoch;
     this.entries++;
     this.append(slot);
     table.owner[slot] = organization;

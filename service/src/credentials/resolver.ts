@@ -32,6 +32,8 @@ interface ResolveRow {
   api_base: string | null;
   weight: number | null;
   failing: boolean | null;
+  /** When an overlap after RollCredential ends (epoch ms, as text from the database); null: not scheduled. */
+  deactivate_ms: string | null;
 }
 
 type CandidateRow = ResolveRow & { id: string; encrypted_api_key: string; key_id: string };
@@ -45,9 +47,11 @@ export const MAX_CANDIDATES = 100;
 const CANDIDATES = `
   left join selection_strategies st on st.organization_id = s.organization_id and st.provider = ?
   left join lateral (
-    select c.id, c.encrypted_api_key, c.key_id, c.key_binding, c.api_base, c.weight, c.failing_since is not null as failing
+    select c.id, c.encrypted_api_key, c.key_id, c.key_binding, c.api_base, c.weight, c.failing_since is not null as failing,
+      (extract(epoch from c.deactivate_at) * 1000)::bigint::text as deactivate_ms
     from provider_credentials c
     where c.organization_id = s.organization_id and c.provider = ? and c.is_active
+      and (c.deactivate_at is null or c.deactivate_at > now())
     order by c.activated_at desc, c.id desc
     limit ${MAX_CANDIDATES}
   ) c on true`;
@@ -56,6 +60,70 @@ const BY_TEAM = `select s.organization_id, st.strategy, c.* from (select organiz
 
 /** Round-robin positions kept per (organisation, provider); the map is cleared when it grows past this. */
 const MAX_ROUND_ROBIN_POSITIONS = 100_000;
+
+/**
+ * How a selection strategy applies to an organisation's active credentials
+ * for a provider now:
+ * - `single`: one candidate, handed out whatever its health;
+ * - `newest`: the first of `pool` (the most recently activated healthy one);
+ * - `round_robin`: each of `pool` in turn;
+ * - `weighted`: each of `pool` in proportion to its weight;
+ * - `all_failing`: every candidate is marked failing: the most recently
+ *   activated is handed out, flagged failing;
+ * - `none`: no active credential (the environment fallback applies, if set).
+ */
+export type RankingRule = "none" | "single" | "newest" | "round_robin" | "weighted" | "all_failing";
+
+export interface Ranking {
+  rule: RankingRule;
+  /** The candidates that may be handed out, in the order the rule goes by. */
+  pool: StoredCandidate[];
+  /** Active but marked failing, skipped while a healthy one exists. */
+  skipped: StoredCandidate[];
+}
+
+/**
+ * The one ranking of candidates, used by ResolveKey to pick (KeyResolver.pick)
+ * and by ExplainResolution to explain: failing ones are skipped while a
+ * healthy one exists; the strategy then picks among the rest. Candidates come
+ * most recently activated first.
+ */
+export function rankCandidates(stored: Pick<StoredResolution, "strategy" | "candidates">): Ranking {
+  const { candidates, strategy } = stored;
+  if (candidates.length === 0) return { rule: "none", pool: [], skipped: [] };
+  if (candidates.length === 1) return { rule: "single", pool: [candidates[0]], skipped: [] };
+  const pool: StoredCandidate[] = [];
+  const skipped: StoredCandidate[] = [];
+  for (const c of candidates) (c.failing ? skipped : pool).push(c);
+  if (pool.length === 0) return { rule: "all_failing", pool: [candidates[0]], skipped: candidates.slice(1) };
+  if (pool.length === 1 || strategy === "newest") return { rule: pool.length === 1 ? "single" : "newest", pool, skipped };
+  if (strategy === "round_robin") return { rule: "round_robin", pool, skipped };
+  let total = 0;
+  for (const c of pool) total += c.weight;
+  // Every weight 0: the most recently activated healthy one, as if newest.
+  if (total <= 0) return { rule: "newest", pool, skipped };
+  return { rule: "weighted", pool, skipped };
+}
+
+/**
+ * Each candidate's share of the calls under a ranking (by id): what pick()
+ * hands out over many calls. Candidates not in the map get none.
+ */
+export function sharesOf(ranking: Ranking): Map<string, number> {
+  const shares = new Map<string, number>();
+  const { rule, pool } = ranking;
+  if (rule === "none") return shares;
+  if (rule === "round_robin") {
+    for (const c of pool) shares.set(c.id, 1 / pool.length);
+  } else if (rule === "weighted") {
+    let total = 0;
+    for (const c of pool) total += c.weight;
+    for (const c of pool) shares.set(c.id, c.weight / total);
+  } else {
+    shares.set(pool[0].id, 1);
+  }
+  return shares;
+}
 
 /**
  * ResolveKey's rule: the organisation's most recently activated active
@@ -71,6 +139,8 @@ export class KeyResolver {
   private flushTimer: NodeJS.Timeout | undefined;
   /** Cache hit and miss counters, when the service exports metrics. */
   metrics: ServiceMetrics | undefined;
+  /** Named prepared statements for the look-ups (DATABASE_PREPARED_STATEMENTS); off behind a pooler in transaction mode. */
+  preparedStatements = true;
   /** Loads in progress, so that concurrent misses for one key share one query. */
   private readonly loading = new Map<string, { generation: number; promise: Promise<StoredResolution | undefined> }>();
 
@@ -142,32 +212,53 @@ export class KeyResolver {
   }
 
   /**
-   * The credential to hand out: among the healthy candidates (all of them,
-   * flagged, when every one is failing), the one the strategy picks.
+   * The credential to hand out: the one the ranking's rule picks among its
+   * pool (rankCandidates: the same ranking ExplainResolution reports).
    */
   private pick(stored: StoredResolution, provider: ProviderName): StoredCandidate | undefined {
     const { candidates } = stored;
     if (candidates.length <= 1) return candidates[0];
-    let pool = candidates.filter((c) => !c.failing);
-    if (pool.length === 0) pool = [candidates[0]];
-    if (pool.length === 1 || stored.strategy === "newest") return pool[0];
-    if (stored.strategy === "round_robin") {
+    const { rule, pool } = rankCandidates(stored);
+    if (rule !== "round_robin" && rule !== "weighted") return pool[0];
+    if (rule === "round_robin") {
       const key = `${stored.organizationId}|${provider}`;
       const position = this.roundRobin.get(key) ?? 0;
       if (this.roundRobin.size >= MAX_ROUND_ROBIN_POSITIONS && !this.roundRobin.has(key)) this.roundRobin.clear();
       this.roundRobin.set(key, (position + 1) % pool.length);
       return pool[position % pool.length];
     }
-    // weighted
+    // weighted: each in proportion to its weight (rankCandidates made sure the weights add up to more than 0)
     let total = 0;
     for (const c of pool) total += c.weight;
-    if (total <= 0) return pool[0];
     let r = Math.random() * total;
     for (const c of pool) {
       r -= c.weight;
       if (r < 0) return c;
     }
     return pool[pool.length - 1];
+  }
+
+  /**
+   * What ResolveKey would work from now for the scope and provider (the same
+   * load and cache), without handing anything out: for ExplainResolution.
+   * Undefined: no such scope. A caller limited to some organisations is
+   * refused like ResolveKey refuses it.
+   */
+  async candidatesFor(scope: ResolveScope, provider: ProviderName, organizations: OrganizationLimit = null): Promise<StoredResolution> {
+    const linked = "organizationId" in scope ? scope.organizationId : this.cache.organizationOf(teamLinkKey(scope.teamId));
+    const stored = (linked === undefined ? undefined : this.cache.get(organizationKey(linked, provider))) ?? (await this.loadOrStale(scope, provider, linked));
+    if (organizations !== null && (!stored || !organizations.has(stored.organizationId))) {
+      throw "teamId" in scope ? outside("team_id", "team", scope.teamId) : outside("organization_id", "organization", scope.organizationId);
+    }
+    if (!stored) {
+      throw new ServiceError("not_found", "teamId" in scope ? `team "${scope.teamId}" not found` : `organization "${scope.organizationId}" not found`);
+    }
+    return stored;
+  }
+
+  /** Whether the provider's environment variable is set (never its value). */
+  hasEnvironmentFallback(provider: ProviderName): boolean {
+    return this.environmentKeys.has(provider);
   }
 
   /**
@@ -225,17 +316,23 @@ export class KeyResolver {
     const promise = (async () => {
       const [sql, name, id] =
         "teamId" in scope ? [BY_TEAM, "pc_resolve_by_team", scope.teamId] : [BY_ORGANIZATION, "pc_resolve_by_organization", scope.organizationId];
-      // A named statement: each pooled connection parses it once, later calls only bind and execute it.
-      const result = await this.orm.em.getConnection().getKnex().raw(sql, [id, provider, provider]).options({ name }).timeout(DB_HOT_PATH_TIMEOUT_MS);
+      // A named statement: each pooled connection parses it once, later calls only bind and execute it. Not behind a
+      // pooler in transaction mode (DATABASE_PREPARED_STATEMENTS=0): the next call may reach another server connection.
+      const query = this.orm.em.getConnection().getKnex().raw(sql, [id, provider, provider]);
+      const result = await (this.preparedStatements ? query.options({ name }) : query).timeout(DB_HOT_PATH_TIMEOUT_MS);
       const rows = (result as { rows: ResolveRow[] }).rows;
       const first = rows[0];
       if (!first) return undefined;
       const candidates: StoredCandidate[] = [];
+      // A credential whose overlap ends (deactivate_at) is not handed out from then on, whether or not the sweeper
+      // has deactivated it yet: the entry is cached no longer than the earliest end among its candidates.
+      let until: number | undefined;
       for (const row of rows) {
         if (row.id === null || row.encrypted_api_key === null || row.key_id === null) continue;
         candidates.push(this.checked(row as CandidateRow, first.organization_id, provider));
+        if (row.deactivate_ms !== null) until = Math.min(until ?? Infinity, Number(row.deactivate_ms));
       }
-      const stored: StoredResolution = { organizationId: first.organization_id, strategy: first.strategy ?? "newest", candidates };
+      const stored: StoredResolution = { organizationId: first.organization_id, strategy: first.strategy ?? "newest", candidates, until };
       if ("teamId" in scope)
         this.cache.set(teamLinkKey(scope.teamId), { organizationId: stored.organizationId, strategy: "newest", candidates: [] }, generation);
       this.cache.set(organizationKey(stored.organizationId, provider), stored, generation);

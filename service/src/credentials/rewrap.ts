@@ -2,6 +2,7 @@ import type { Orm } from "../db/orm.js";
 import { runChange } from "../db/change.js";
 import type { ProviderName } from "../db/entities.js";
 import { BindingError, DecryptError, type BoundRow, type Keyring } from "../keyring/index.js";
+import { resealTwoFactorSecrets, type ResealReport } from "../admins/admin-store.js";
 
 export interface RewrapProgress {
   done: number;
@@ -17,6 +18,8 @@ export interface RewrapReport {
   stillLocked: number;
   passes: number;
   ms: number;
+  /** Portal accounts' TOTP secrets sealed again under the primary key, and those no configured key opens. */
+  twoFactorSecrets: ResealReport;
 }
 
 export interface RewrapOptions {
@@ -119,7 +122,7 @@ export async function rewrapAll(orm: Orm, keyring: Keyring, options: RewrapOptio
             "run",
             ctx,
           );
-          invalidate({ organizationId: row.organization_id, provider: row.provider });
+          invalidate({ organizationId: row.organization_id, provider: row.provider, reason: "credential" });
           count++;
         }
         return { count, last: rows[rows.length - 1]?.id, size: rows.length };
@@ -134,19 +137,29 @@ export async function rewrapAll(orm: Orm, keyring: Keyring, options: RewrapOptio
     if (remaining > 0) await new Promise((r) => setTimeout(r, Math.min(200 * passes, 2_000)));
   }
 
+  // The accounts' TOTP secrets are sealed under a key derived from the same master key: they move with it.
+  const twoFactorSecrets = await resealTwoFactorSecrets(orm, keyring);
   const report: RewrapReport = {
     rewrapped,
     failed: [...failed].map(([id, f]) => ({ id, ...f })),
     stillLocked: Math.max(0, remaining),
     passes,
     ms: Date.now() - started,
+    twoFactorSecrets,
   };
   await runChange(orm, async ({ audit }) =>
     audit({
       actor: options.actor,
       action: "master_key.rotate",
       target: keyring.primaryKeyId,
-      details: { rewrapped: report.rewrapped, failed: report.failed.length, still_locked: report.stillLocked, total },
+      details: {
+        rewrapped: report.rewrapped,
+        failed: report.failed.length,
+        still_locked: report.stillLocked,
+        total,
+        two_factor_secrets_resealed: twoFactorSecrets.resealed,
+        two_factor_secrets_failed: twoFactorSecrets.failed.length,
+      },
     }),
   );
   return report;
@@ -302,7 +315,7 @@ export async function bindLegacyRows(orm: Orm, keyring: Keyring, listed: readonl
           credentialId: row.id,
           details: { provider: row.provider, credential_name: row.credential_name, key_hint: row.key_hint, api_base: row.api_base },
         });
-        invalidate({ organizationId: row.organization_id, provider: row.provider });
+        invalidate({ organizationId: row.organization_id, provider: row.provider, reason: "credential" });
         found.add(row.id);
       }
       for (const id of byId.keys()) (found.has(id) ? bound : skipped).push(id);

@@ -92,6 +92,11 @@ export interface CredentialRow {
   failureStreak: number;
   /** Set while the credential is marked failing. */
   failingSince: Date | null;
+  /**
+   * When the service deactivates it (the overlap after RollCredential); ResolveKey stops handing it out from then
+   * on. Null: nothing scheduled. Absent on rows read before the column existed.
+   */
+  deactivateAt?: Date | null;
 }
 
 export type KeyCheckOutcomeName = "valid" | "invalid_key" | "no_permission" | "rate_limited" | "unreachable" | "unexpected";
@@ -128,6 +133,7 @@ export const CredentialEntity = new EntitySchema<CredentialRow>({
     checkedAt: { type: "Date", columnType: "timestamptz", nullable: true },
     failureStreak: { type: "integer" },
     failingSince: { type: "Date", columnType: "timestamptz", nullable: true },
+    deactivateAt: { type: "Date", columnType: "timestamptz", nullable: true },
   },
 });
 

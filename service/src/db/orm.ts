@@ -115,16 +115,28 @@ const MIGRATION_LOCK_ID = 7_046_220_811;
 /**
  * Applies pending migrations. Replicas starting together take turns through a
  * PostgreSQL advisory lock, so each migration runs exactly once.
+ *
+ * The lock is a transaction-level one (pg_advisory_xact_lock) held by a transaction
+ * left open on a connection of its own while the migrations run on the pool, and
+ * released by its COMMIT (or by PostgreSQL when the connection drops). A session
+ * lock would not survive PgBouncer's transaction pooling: the lock and the unlock
+ * could reach different server connections, and the lock would be held for ever
+ * by a server connection back in PgBouncer's pool (docs/operations/pgbouncer.md).
+ * The open transaction keeps one server connection for the lock holder, on PgBouncer
+ * as directly.
  */
 export async function migrate(orm: Orm, databaseUrl: string): Promise<string[]> {
-  const lock = new pg.Client({ connectionString: databaseUrl });
+  const lock = new pg.Client({ connectionString: databaseUrl, application_name: "provider-credentials-migration-lock" });
+  // An error on the idle lock connection (the database went away) surfaces through the migrations' own connections.
+  lock.on("error", () => undefined);
   await lock.connect();
   try {
-    await lock.query("select pg_advisory_lock($1)", [MIGRATION_LOCK_ID]);
+    await lock.query("begin");
+    await lock.query("select pg_advisory_xact_lock($1)", [MIGRATION_LOCK_ID]);
     const applied = await orm.getMigrator().up();
     return applied.map((m) => m.name);
   } finally {
-    await lock.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK_ID]).catch(() => undefined);
+    await lock.query("commit").catch(() => undefined);
     await lock.end().catch(() => undefined);
   }
 }

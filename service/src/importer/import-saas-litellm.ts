@@ -486,7 +486,7 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
       for (const c of fresh) {
         if (!ids.has(c.id)) continue;
         // Running replicas drop what they cached for this (organisation, provider) pair when this commits.
-        invalidate({ organizationId: c.organizationId, provider: c.provider });
+        invalidate({ organizationId: c.organizationId, provider: c.provider, reason: "credential" });
         audit({
           actor: IMPORT_ACTOR,
           action: "credential.import",

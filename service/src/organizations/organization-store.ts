@@ -63,7 +63,7 @@ export class OrganizationStore {
       const teams = await em.count(TeamEntity, { organizationId: id });
       if (credentials > 0 || teams > 0) throw stillInUse(id, credentials, teams);
       await em.nativeDelete(OrganizationEntity, { id });
-      invalidate({ organizationId: id });
+      invalidate({ organizationId: id, reason: "organization" });
       audit({ ...by, action: "organization.delete", organizationId: id, details: { name: row.name } });
     });
   }
@@ -97,7 +97,7 @@ export class OrganizationStore {
       const row = await em.findOne(TeamEntity, { id });
       if (!row) throw new ServiceError("not_found", `team "${id}" not found`);
       await em.nativeDelete(TeamEntity, { id });
-      invalidate({ teamId: id });
+      invalidate({ teamId: id, organizationId: row.organizationId, reason: "team" });
       audit({ ...by, action: "team.delete", organizationId: row.organizationId, target: id, details: { name: row.name } });
       return row;
     });

@@ -6,6 +6,7 @@ import type { AdminStore, AdminView } from "../admins/admin-store.js";
 import type { TokenInfo, TokenStore } from "../auth/token-store.js";
 import type { Principal } from "../auth/tokens.js";
 import { listAuditEvents } from "../audit/audit-store.js";
+import { isAuditAction } from "@provider-credentials/wire/audit-actions";
 import { pageSize, type PageTokens } from "../paging.js";
 import { validateCredentialId, validateId } from "../credentials/validation.js";
 import type { Orm } from "../db/orm.js";
@@ -51,6 +52,13 @@ async function requireManageableToken(tokens: TokenStore, principal: Principal, 
   if (principal.organizations === null) return;
   const token = (await tokens.list()).find((t) => t.name === name);
   if (!token || !withinLimit(principal.organizations, token.organizationIds)) throw outside("name", "token", name);
+}
+
+/** A time a filter may hold: between the years 1970 and 9999. */
+function validTime(field: string, date: Date): Date {
+  const time = date.getTime();
+  if (!(time >= 0 && time < Date.UTC(10_000, 0, 1))) throw invalid(field, "must be a time between the years 1970 and 9999");
+  return date;
 }
 
 const SOURCE_PATTERN = /^[\x21-\x7e]{0,128}$/;
@@ -168,14 +176,21 @@ export function createAdminService({ orm, admins, tokens, pages }: AdminServiceD
     async listAuditEvents(req, ctx) {
       const { organizations } = principalOf(ctx.values);
       if (req.organizationId !== undefined) requireOrganization(principalOf(ctx.values), validateId("organization_id", req.organizationId));
-      if (req.action !== undefined && !/^[a-z_]{1,32}\.[a-z_]{1,32}$/.test(req.action)) {
-        throw invalid("action", "must look like credential.update or organization.delete");
+      if (req.action !== undefined && !isAuditAction(req.action)) {
+        throw invalid("action", "must be one of the actions the audit log records, e.g. credential.update or organization.delete (see AuditEvent.action)");
       }
+      if (req.actor !== undefined && !/^[\x20-\x7e]{1,128}$/.test(req.actor)) throw invalid("actor", "must be 1-128 printable ASCII characters");
+      const occurredAfter = req.occurredAfter ? validTime("occurred_after", timestampDate(req.occurredAfter)) : undefined;
+      const occurredBefore = req.occurredBefore ? validTime("occurred_before", timestampDate(req.occurredBefore)) : undefined;
+      if (occurredAfter && occurredBefore && occurredAfter >= occurredBefore) throw invalid("occurred_before", "must be later than occurred_after");
       const page = await listAuditEvents(orm.em.fork(), pages, {
         organizationId: req.organizationId === undefined ? undefined : validateId("organization_id", req.organizationId),
         credentialId: req.credentialId === undefined ? undefined : validateCredentialId(req.credentialId),
         organizationIds: organizations,
         action: req.action,
+        actorPrefix: req.actor,
+        occurredAfter,
+        occurredBefore,
         limit: pageSize(req.pageSize),
         pageToken: req.pageToken,
       });
@@ -191,6 +206,15 @@ export function createAdminService({ orm, admins, tokens, pages }: AdminServiceD
         detailsJson: JSON.stringify(e.details),
       }));
       return { events, nextPageToken: page.nextPageToken };
+    },
+
+    async reauthenticate(req, ctx) {
+      const { until } = await admins.reauthenticate(req.sessionToken, req.password, req.code, actorOf(ctx.values).source);
+      return { reauthenticatedUntil: timestampFromDate(until) };
+    },
+
+    async resetTwoFactor(req, ctx) {
+      return { admin: adminMessage(await admins.resetTwoFactor(req.email, actorOf(ctx.values))) };
     },
   };
 }

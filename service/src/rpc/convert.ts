@@ -67,6 +67,10 @@ export function strategyName(strategy: SelectionStrategy, field = "strategy"): S
   return name;
 }
 
+export function strategyEnum(name: SelectionStrategyName): SelectionStrategy {
+  return STRATEGY[name];
+}
+
 export function failureKindName(kind: FailureKind, field = "kind"): FailureKindName {
   const name = FAILURE[kind];
   if (!name) {

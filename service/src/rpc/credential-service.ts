@@ -1,3 +1,4 @@
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { CredentialService, KeySource, type ResolveKeyResponseSchema } from "@provider-credentials/wire/gen/credentials_pb";
@@ -11,8 +12,11 @@ import { invalid, ServiceError } from "../errors.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
 import type { ResolveResult, ServiceMetrics } from "../metrics.js";
 import { validateApiBase, validateApiKey, validateCredentialId, validateId, validateName } from "../credentials/validation.js";
-import { outside, requireOrganization } from "../auth/policy.js";
+import { outside, requireOrganization, requireRecentSignInForApiBase } from "../auth/policy.js";
 import { actorOf, principalOf } from "./context.js";
+import { watchResolutions, type ChangeFeed } from "./watch-resolutions.js";
+import type { TokenStore } from "../auth/token-store.js";
+import { explainResolutionRpc, rollCredentialRpc } from "./roll-explain.js";
 import { credentialMessage, failureKindName, keyCheckMessage, providerName, selectionPolicyMessage, strategyName } from "./convert.js";
 
 export interface CredentialServiceDeps {
@@ -20,6 +24,10 @@ export interface CredentialServiceDeps {
   resolver: KeyResolver;
   keyHealth: KeyHealth;
   metrics?: ServiceMetrics;
+  /** The change stream (WatchResolutions); without it the method answers UNIMPLEMENTED. */
+  feed?: ChangeFeed;
+  /** Re-checks a live stream's token (a revoked token ends it). */
+  tokens?: TokenStore;
 }
 
 const RESULT_OF_KIND: Partial<Record<ServiceError["kind"], ResolveResult>> = {
@@ -84,7 +92,14 @@ function allowCredential(values: Parameters<typeof principalOf>[0], id: string):
 }
 
 /** credentials.v1.CredentialService: validation and mapping only; the stores do the work. Who may call what: auth/policy.ts. */
-export function createCredentialService({ credentials, resolver, keyHealth: health, metrics }: CredentialServiceDeps): ServiceImpl<typeof CredentialService> {
+export function createCredentialService({
+  credentials,
+  resolver,
+  keyHealth: health,
+  metrics,
+  feed,
+  tokens,
+}: CredentialServiceDeps): ServiceImpl<typeof CredentialService> {
   return {
     async createCredential(req, ctx) {
       const organizationId = validateId("organization_id", req.organizationId);
@@ -94,6 +109,7 @@ export function createCredentialService({ credentials, resolver, keyHealth: heal
       const apiKey = validateApiKey(req.apiKey, provider, apiBase);
       const weight = validateWeight(req.weight);
       requireOrganization(principalOf(ctx.values), organizationId);
+      await requireRecentSignInForApiBase(principalOf(ctx.values), null, apiBase);
       await health.refuseApiBase(apiBase);
       if (req.verify) requireValid(await health.checkKey(provider, apiKey, apiBase, ctx.signal));
       const view = await credentials.create({ organizationId, provider, credentialName, apiKey, apiBase, weight }, actorOf(ctx.values));
@@ -129,7 +145,12 @@ export function createCredentialService({ credentials, resolver, keyHealth: heal
       }
       const weight = validateWeight(req.weight);
       await allowCredential(ctx.values, id);
-      if (req.apiBase !== undefined) await health.refuseApiBase(validateApiBase(req.apiBase));
+      if (req.apiBase !== undefined) {
+        const apiBase = validateApiBase(req.apiBase);
+        // A different api_base sends the key elsewhere: made for a portal account, it needs a recent sign-in.
+        if (principalOf(ctx.values).role !== null) await requireRecentSignInForApiBase(principalOf(ctx.values), (await credentials.get(id)).apiBase, apiBase);
+        await health.refuseApiBase(apiBase);
+      }
       let provider: ProviderName | undefined;
       const view = await credentials.update(
         id,
@@ -241,6 +262,20 @@ export function createCredentialService({ credentials, resolver, keyHealth: heal
         );
       }
       return resolved(metrics, provider, started, resolution);
+    },
+
+    // Not a generator: the request is checked and the stream admitted before the first message (refusals are plain errors).
+    watchResolutions(req, ctx) {
+      if (!feed) throw new ConnectError("WatchResolutions is not served by this server", Code.Unimplemented);
+      return watchResolutions(feed, tokens, req, ctx);
+    },
+
+    explainResolution(req, ctx) {
+      return explainResolutionRpc({ credentials, resolver, keyHealth: health }, req, ctx);
+    },
+
+    rollCredential(req, ctx) {
+      return rollCredentialRpc({ credentials, resolver, keyHealth: health }, req, ctx);
     },
   };
 }

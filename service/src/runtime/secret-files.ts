@@ -13,6 +13,7 @@ import type { ServiceSettings } from "./settings.js";
  */
 export const SERVICE_SECRET_SETTINGS = [
   "DATABASE_URL",
+  "DATABASE_LISTEN_URL",
   "MASTER_KEY",
   "SERVICE_ADMIN_TOKEN",
   "ADMIN_PASSWORD",

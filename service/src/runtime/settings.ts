@@ -11,6 +11,7 @@ import { DEFAULT_HEARTBEAT_MS } from "../credentials/invalidation.js";
 import { DEFAULT_PROVIDER_CHECK_TIMEOUT_MS } from "../credentials/provider-check.js";
 import { parseApiBaseAllow } from "../credentials/api-base-guard.js";
 import { DEFAULT_SESSION_LIFETIME_HOURS } from "../admins/admin-store.js";
+import { DEFAULT_WATCH_HEARTBEAT_MS, DEFAULT_WATCH_MAX_STREAMS } from "../rpc/watch-resolutions.js";
 import { DEFAULT_HEALTH_MAX_WATCHERS, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_STREAMS_PER_CONNECTION } from "../rpc/connection-limits.js";
 
 /** A default as the docs show it. */
@@ -63,6 +64,25 @@ function partOf<T>(row: string, schema: z.ZodType<T, string | undefined>): Setti
 
 export const SERVICE_SETTINGS = {
   DATABASE_URL: setting(text(), "embedded PostgreSQL", "`postgres://user:pass@host:5432/db`. When set, nothing is generated and `MASTER_KEY` is required."),
+  DATABASE_LISTEN_URL: setting(
+    text(),
+    "`DATABASE_URL`",
+    "A direct connection to PostgreSQL for the one connection that `LISTEN`s for cache invalidations (and nothing else), when `DATABASE_URL` points at a pooler such as PgBouncer in transaction pooling mode, where `LISTEN` cannot work. See [PgBouncer](operations/pgbouncer.md).",
+  ),
+  DATABASE_PREPARED_STATEMENTS: setting(
+    z
+      .string()
+      .optional()
+      .transform((raw, ctx): boolean | undefined => {
+        if (unset(raw)) return undefined;
+        if (raw === "1") return true;
+        if (raw === "0") return false;
+        ctx.addIssue({ code: "custom", message: "DATABASE_PREPARED_STATEMENTS must be 1 or 0 (or unset)" });
+        return z.NEVER;
+      }),
+    "`1`; `0` when `DATABASE_LISTEN_URL` is set to another URL than `DATABASE_URL`",
+    "`1`: the hot path's queries are named prepared statements, parsed once per connection. `0`: unnamed ones, as a pooler in transaction pooling mode needs (PgBouncer before 1.21, or with `max_prepared_statements = 0`). See [PgBouncer](operations/pgbouncer.md).",
+  ),
   MASTER_KEY: setting(
     text(),
     "generated locally",
@@ -120,6 +140,16 @@ export const SERVICE_SETTINGS = {
     positive("HEALTH_MAX_WATCHERS", DEFAULT_HEALTH_MAX_WATCHERS),
     shown(DEFAULT_HEALTH_MAX_WATCHERS),
     "Open `grpc.health.v1.Health/Watch` streams, both ports together (health needs no token); one more is refused `RESOURCE_EXHAUSTED`. `Check` is not limited.",
+  ),
+  WATCH_HEARTBEAT_MS: setting(
+    positive("WATCH_HEARTBEAT_MS", DEFAULT_WATCH_HEARTBEAT_MS),
+    shown(DEFAULT_WATCH_HEARTBEAT_MS),
+    "A `WatchResolutions` stream that sent nothing for this long gets a heartbeat, so that its client knows it is alive.",
+  ),
+  WATCH_MAX_STREAMS: setting(
+    positive("WATCH_MAX_STREAMS", DEFAULT_WATCH_MAX_STREAMS),
+    shown(DEFAULT_WATCH_MAX_STREAMS),
+    "Open `WatchResolutions` change streams, both ports together; one more is refused `RESOURCE_EXHAUSTED`. Each client library keeps one per process.",
   ),
   LOG_LEVEL: setting(
     z
@@ -239,6 +269,16 @@ export function loadSettings(env: NodeJS.ProcessEnv): ServiceSettings {
   const result = schema.safeParse(picked);
   if (!result.success) throw new ConfigError(result.error.issues[0].message);
   return result.data as ServiceSettings;
+}
+
+/**
+ * Whether the hot path uses named prepared statements: DATABASE_PREPARED_STATEMENTS when set; else
+ * not when DATABASE_LISTEN_URL names another database URL than DATABASE_URL, the sign of a pooler
+ * in transaction mode in front of DATABASE_URL (docs/operations/pgbouncer.md).
+ */
+export function usePreparedStatements(settings: Pick<ServiceSettings, "DATABASE_PREPARED_STATEMENTS" | "DATABASE_LISTEN_URL">, databaseUrl: string): boolean {
+  if (settings.DATABASE_PREPARED_STATEMENTS !== undefined) return settings.DATABASE_PREPARED_STATEMENTS;
+  return settings.DATABASE_LISTEN_URL === undefined || settings.DATABASE_LISTEN_URL === databaseUrl;
 }
 
 /** The note of a row with secrets: which NAME_FILE variables may give them instead. */

@@ -23,7 +23,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credentials.proto.
  */
 export const file_credentials: GenFile = /*@__PURE__*/
-  fileDesc("ChFjcmVkZW50aWFscy5wcm90bxIOY3JlZGVudGlhbHMudjEiuwEKCEtleUNoZWNrEjAKB291dGNvbWUYASABKA4yHy5jcmVkZW50aWFscy52MS5LZXlDaGVja091dGNvbWUSGAoLaHR0cF9zdGF0dXMYAiABKAVIAIgBARISCgpsYXRlbmN5X21zGAMgASgFEg8KB21lc3NhZ2UYBCABKAkSLgoKY2hlY2tlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCDgoMX2h0dHBfc3RhdHVzIv0ECgpDcmVkZW50aWFsEhUKDWNyZWRlbnRpYWxfaWQYASABKAkSFwoPb3JnYW5pemF0aW9uX2lkGAIgASgJEioKCHByb3ZpZGVyGAMgASgOMhguY3JlZGVudGlhbHMudjEuUHJvdmlkZXISFwoPY3JlZGVudGlhbF9uYW1lGAQgASgJEhUKCGFwaV9iYXNlGAUgASgJSACIAQESEQoJaXNfYWN0aXZlGAYgASgIEhAKCGtleV9oaW50GAcgASgJEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKCmNyZWF0ZWRfYnkYCiABKAlIAYgBARIXCgp1cGRhdGVkX2J5GAsgASgJSAKIAQESMAoMbGFzdF91c2VkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd2ZXJzaW9uGA0gASgFEg4KBndlaWdodBgOIAEoBRIRCgl1c2VfY291bnQYDyABKAMSLAoKbGFzdF9jaGVjaxgQIAEoCzIYLmNyZWRlbnRpYWxzLnYxLktleUNoZWNrEg8KB2ZhaWxpbmcYESABKAgSFgoOZmFpbHVyZV9zdHJlYWsYEiABKAUSLgoKa2V5X3NldF9hdBgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMcm90YXRpb25fZHVlGBQgASgIQgsKCV9hcGlfYmFzZUINCgtfY3JlYXRlZF9ieUINCgtfdXBkYXRlZF9ieSLjAQoPU2VsZWN0aW9uUG9saWN5EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIqCghwcm92aWRlchgCIAEoDjIYLmNyZWRlbnRpYWxzLnYxLlByb3ZpZGVyEjMKCHN0cmF0ZWd5GAMgASgOMiEuY3JlZGVudGlhbHMudjEuU2VsZWN0aW9uU3RyYXRlZ3kSLgoKdXBkYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoKdXBkYXRlZF9ieRgFIAEoCUgAiAEBQg0KC191cGRhdGVkX2J5ItwBChdDcmVhdGVDcmVkZW50aWFsUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSKgoIcHJvdmlkZXIYAiABKA4yGC5jcmVkZW50aWFscy52MS5Qcm92aWRlchIXCg9jcmVkZW50aWFsX25hbWUYAyABKAkSDwoHYXBpX2tleRgEIAEoCRIVCghhcGlfYmFzZRgFIAEoCUgAiAEBEhMKBndlaWdodBgGIAEoBUgBiAEBEg4KBnZlcmlmeRgHIAEoCEILCglfYXBpX2Jhc2VCCQoHX3dlaWdodCJKChhDcmVhdGVDcmVkZW50aWFsUmVzcG9uc2USLgoKY3JlZGVudGlhbBgBIAEoCzIaLmNyZWRlbnRpYWxzLnYxLkNyZWRlbnRpYWwiLQoUR2V0Q3JlZGVudGlhbFJlcXVlc3QSFQoNY3JlZGVudGlhbF9pZBgBIAEoCSJHChVHZXRDcmVkZW50aWFsUmVzcG9uc2USLgoKY3JlZGVudGlhbBgBIAEoCzIaLmNyZWRlbnRpYWxzLnYxLkNyZWRlbnRpYWwi3AEKFkxpc3RDcmVkZW50aWFsc1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEi8KCHByb3ZpZGVyGAIgASgOMhguY3JlZGVudGlhbHMudjEuUHJvdmlkZXJIAIgBARITCgthY3RpdmVfb25seRgDIAEoCBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCRIZChFyb3RhdGlvbl9kdWVfb25seRgGIAEoCBIUCgxmYWlsaW5nX29ubHkYByABKAhCCwoJX3Byb3ZpZGVyImMKF0xpc3RDcmVkZW50aWFsc1Jlc3BvbnNlEi8KC2NyZWRlbnRpYWxzGAEgAygLMhouY3JlZGVudGlhbHMudjEuQ3JlZGVudGlhbBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkijAIKF1VwZGF0ZUNyZWRlbnRpYWxSZXF1ZXN0EhUKDWNyZWRlbnRpYWxfaWQYASABKAkSHAoPY3JlZGVudGlhbF9uYW1lGAIgASgJSACIAQESFAoHYXBpX2tleRgDIAEoCUgBiAEBEhUKCGFwaV9iYXNlGAQgASgJSAKIAQESHQoQZXhwZWN0ZWRfdmVyc2lvbhgFIAEoBUgDiAEBEhMKBndlaWdodBgGIAEoBUgEiAEBEg4KBnZlcmlmeRgHIAEoCEISChBfY3JlZGVudGlhbF9uYW1lQgoKCF9hcGlfa2V5QgsKCV9hcGlfYmFzZUITChFfZXhwZWN0ZWRfdmVyc2lvbkIJCgdfd2VpZ2h0IkoKGFVwZGF0ZUNyZWRlbnRpYWxSZXNwb25zZRIuCgpjcmVkZW50aWFsGAEgASgLMhouY3JlZGVudGlhbHMudjEuQ3JlZGVudGlhbCIyChlBY3RpdmF0ZUNyZWRlbnRpYWxSZXF1ZXN0EhUKDWNyZWRlbnRpYWxfaWQYASABKAkiTAoaQWN0aXZhdGVDcmVkZW50aWFsUmVzcG9uc2USLgoKY3JlZGVudGlhbBgBIAEoCzIaLmNyZWRlbnRpYWxzLnYxLkNyZWRlbnRpYWwiNAobRGVhY3RpdmF0ZUNyZWRlbnRpYWxSZXF1ZXN0EhUKDWNyZWRlbnRpYWxfaWQYASABKAkiTgocRGVhY3RpdmF0ZUNyZWRlbnRpYWxSZXNwb25zZRIuCgpjcmVkZW50aWFsGAEgASgLMhouY3JlZGVudGlhbHMudjEuQ3JlZGVudGlhbCIwChdEZWxldGVDcmVkZW50aWFsUmVxdWVzdBIVCg1jcmVkZW50aWFsX2lkGAEgASgJIhoKGERlbGV0ZUNyZWRlbnRpYWxSZXNwb25zZSIwChdWZXJpZnlDcmVkZW50aWFsUmVxdWVzdBIVCg1jcmVkZW50aWFsX2lkGAEgASgJInMKGFZlcmlmeUNyZWRlbnRpYWxSZXNwb25zZRInCgVjaGVjaxgBIAEoCzIYLmNyZWRlbnRpYWxzLnYxLktleUNoZWNrEi4KCmNyZWRlbnRpYWwYAiABKAsyGi5jcmVkZW50aWFscy52MS5DcmVkZW50aWFsIlsKF1JlcG9ydEtleUZhaWx1cmVSZXF1ZXN0EhUKDWNyZWRlbnRpYWxfaWQYASABKAkSKQoEa2luZBgCIAEoDjIbLmNyZWRlbnRpYWxzLnYxLkZhaWx1cmVLaW5kIkMKGFJlcG9ydEtleUZhaWx1cmVSZXNwb25zZRIWCg5mYWlsdXJlX3N0cmVhaxgBIAEoBRIPCgdmYWlsaW5nGAIgASgIIjEKF1JlcG9ydEtleVN1Y2Nlc3NSZXF1ZXN0EhYKDmNyZWRlbnRpYWxfaWRzGAEgAygJIi0KGFJlcG9ydEtleVN1Y2Nlc3NSZXNwb25zZRIRCglyZWNvdmVyZWQYASABKAUilwEKG1NldFNlbGVjdGlvblN0cmF0ZWd5UmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSKgoIcHJvdmlkZXIYAiABKA4yGC5jcmVkZW50aWFscy52MS5Qcm92aWRlchIzCghzdHJhdGVneRgDIAEoDjIhLmNyZWRlbnRpYWxzLnYxLlNlbGVjdGlvblN0cmF0ZWd5Ik8KHFNldFNlbGVjdGlvblN0cmF0ZWd5UmVzcG9uc2USLwoGcG9saWN5GAEgASgLMh8uY3JlZGVudGlhbHMudjEuU2VsZWN0aW9uUG9saWN5IjkKHkxpc3RTZWxlY3Rpb25TdHJhdGVnaWVzUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkiVAofTGlzdFNlbGVjdGlvblN0cmF0ZWdpZXNSZXNwb25zZRIxCghwb2xpY2llcxgBIAMoCzIfLmNyZWRlbnRpYWxzLnYxLlNlbGVjdGlvblBvbGljeSJ2ChFSZXNvbHZlS2V5UmVxdWVzdBIZCg9vcmdhbml6YXRpb25faWQYASABKAlIABIRCgd0ZWFtX2lkGAIgASgJSAASKgoIcHJvdmlkZXIYAyABKA4yGC5jcmVkZW50aWFscy52MS5Qcm92aWRlckIHCgVzY29wZSLMAQoSUmVzb2x2ZUtleVJlc3BvbnNlEg8KB2FwaV9rZXkYASABKAkSFQoIYXBpX2Jhc2UYAiABKAlIAIgBARIpCgZzb3VyY2UYAyABKA4yGS5jcmVkZW50aWFscy52MS5LZXlTb3VyY2USGgoNY3JlZGVudGlhbF9pZBgEIAEoCUgBiAEBEhcKD29yZ2FuaXphdGlvbl9pZBgFIAEoCRIPCgdmYWlsaW5nGAYgASgIQgsKCV9hcGlfYmFzZUIQCg5fY3JlZGVudGlhbF9pZCKVAQoMT3JnYW5pemF0aW9uEhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIp4BCgRUZWFtEg8KB3RlYW1faWQYASABKAkSFwoPb3JnYW5pemF0aW9uX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQgoZQ3JlYXRlT3JnYW5pemF0aW9uUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSDAoEbmFtZRgCIAEoCSJQChpDcmVhdGVPcmdhbml6YXRpb25SZXNwb25zZRIyCgxvcmdhbml6YXRpb24YASABKAsyHC5jcmVkZW50aWFscy52MS5Pcmdhbml6YXRpb24iMQoWR2V0T3JnYW5pemF0aW9uUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkiTQoXR2V0T3JnYW5pemF0aW9uUmVzcG9uc2USMgoMb3JnYW5pemF0aW9uGAEgASgLMhwuY3JlZGVudGlhbHMudjEuT3JnYW5pemF0aW9uIkEKGExpc3RPcmdhbml6YXRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJpChlMaXN0T3JnYW5pemF0aW9uc1Jlc3BvbnNlEjMKDW9yZ2FuaXphdGlvbnMYASADKAsyHC5jcmVkZW50aWFscy52MS5Pcmdhbml6YXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjQKGURlbGV0ZU9yZ2FuaXphdGlvblJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJIhwKGkRlbGV0ZU9yZ2FuaXphdGlvblJlc3BvbnNlIksKEUNyZWF0ZVRlYW1SZXF1ZXN0Eg8KB3RlYW1faWQYASABKAkSFwoPb3JnYW5pemF0aW9uX2lkGAIgASgJEgwKBG5hbWUYAyABKAkiOAoSQ3JlYXRlVGVhbVJlc3BvbnNlEiIKBHRlYW0YASABKAsyFC5jcmVkZW50aWFscy52MS5UZWFtIlIKEExpc3RUZWFtc1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIlEKEUxpc3RUZWFtc1Jlc3BvbnNlEiMKBXRlYW1zGAEgAygLMhQuY3JlZGVudGlhbHMudjEuVGVhbRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJAoRRGVsZXRlVGVhbVJlcXVlc3QSDwoHdGVhbV9pZBgBIAEoCSIUChJEZWxldGVUZWFtUmVzcG9uc2UqfgoIUHJvdmlkZXISGAoUUFJPVklERVJfVU5TUEVDSUZJRUQQABITCg9QUk9WSURFUl9PUEVOQUkQARIWChJQUk9WSURFUl9BTlRIUk9QSUMQAhITCg9QUk9WSURFUl9HRU1JTkkQAxIWChJQUk9WSURFUl9GSVJFV09SS1MQBCpgCglLZXlTb3VyY2USGgoWS0VZX1NPVVJDRV9VTlNQRUNJRklFRBAAEhsKF0tFWV9TT1VSQ0VfT1JHQU5JWkFUSU9OEAESGgoWS0VZX1NPVVJDRV9FTlZJUk9OTUVOVBACKpsBChFTZWxlY3Rpb25TdHJhdGVneRIiCh5TRUxFQ1RJT05fU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIdChlTRUxFQ1RJT05fU1RSQVRFR1lfTkVXRVNUEAESIgoeU0VMRUNUSU9OX1NUUkFURUdZX1JPVU5EX1JPQklOEAISHwobU0VMRUNUSU9OX1NUUkFURUdZX1dFSUdIVEVEEAMqggIKD0tleUNoZWNrT3V0Y29tZRIhCh1LRVlfQ0hFQ0tfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhsKF0tFWV9DSEVDS19PVVRDT01FX1ZBTElEEAESIQodS0VZX0NIRUNLX09VVENPTUVfSU5WQUxJRF9LRVkQAhIjCh9LRVlfQ0hFQ0tfT1VUQ09NRV9OT19QRVJNSVNTSU9OEAMSIgoeS0VZX0NIRUNLX09VVENPTUVfUkFURV9MSU1JVEVEEAQSIQodS0VZX0NIRUNLX09VVENPTUVfVU5SRUFDSEFCTEUQBRIgChxLRVlfQ0hFQ0tfT1VUQ09NRV9VTkVYUEVDVEVEEAYqtgEKC0ZhaWx1cmVLaW5kEhwKGEZBSUxVUkVfS0lORF9VTlNQRUNJRklFRBAAEh8KG0ZBSUxVUkVfS0lORF9BVVRIRU5USUNBVElPThABEhsKF0ZBSUxVUkVfS0lORF9QRVJNSVNTSU9OEAISGwoXRkFJTFVSRV9LSU5EX1JBVEVfTElNSVQQAxIWChJGQUlMVVJFX0tJTkRfUVVPVEEQBBIWChJGQUlMVVJFX0tJTkRfT1RIRVIQBTLjCgoRQ3JlZGVudGlhbFNlcnZpY2USZQoQQ3JlYXRlQ3JlZGVudGlhbBInLmNyZWRlbnRpYWxzLnYxLkNyZWF0ZUNyZWRlbnRpYWxSZXF1ZXN0GiguY3JlZGVudGlhbHMudjEuQ3JlYXRlQ3JlZGVudGlhbFJlc3BvbnNlElwKDUdldENyZWRlbnRpYWwSJC5jcmVkZW50aWFscy52MS5HZXRDcmVkZW50aWFsUmVxdWVzdBolLmNyZWRlbnRpYWxzLnYxLkdldENyZWRlbnRpYWxSZXNwb25zZRJiCg9MaXN0Q3JlZGVudGlhbHMSJi5jcmVkZW50aWFscy52MS5MaXN0Q3JlZGVudGlhbHNSZXF1ZXN0GicuY3JlZGVudGlhbHMudjEuTGlzdENyZWRlbnRpYWxzUmVzcG9uc2USZQoQVXBkYXRlQ3JlZGVudGlhbBInLmNyZWRlbnRpYWxzLnYxLlVwZGF0ZUNyZWRlbnRpYWxSZXF1ZXN0GiguY3JlZGVudGlhbHMudjEuVXBkYXRlQ3JlZGVudGlhbFJlc3BvbnNlEmsKEkFjdGl2YXRlQ3JlZGVudGlhbBIpLmNyZWRlbnRpYWxzLnYxLkFjdGl2YXRlQ3JlZGVudGlhbFJlcXVlc3QaKi5jcmVkZW50aWFscy52MS5BY3RpdmF0ZUNyZWRlbnRpYWxSZXNwb25zZRJxChREZWFjdGl2YXRlQ3JlZGVudGlhbBIrLmNyZWRlbnRpYWxzLnYxLkRlYWN0aXZhdGVDcmVkZW50aWFsUmVxdWVzdBosLmNyZWRlbnRpYWxzLnYxLkRlYWN0aXZhdGVDcmVkZW50aWFsUmVzcG9uc2USZQoQRGVsZXRlQ3JlZGVudGlhbBInLmNyZWRlbnRpYWxzLnYxLkRlbGV0ZUNyZWRlbnRpYWxSZXF1ZXN0GiguY3JlZGVudGlhbHMudjEuRGVsZXRlQ3JlZGVudGlhbFJlc3BvbnNlEmUKEFZlcmlmeUNyZWRlbnRpYWwSJy5jcmVkZW50aWFscy52MS5WZXJpZnlDcmVkZW50aWFsUmVxdWVzdBooLmNyZWRlbnRpYWxzLnYxLlZlcmlmeUNyZWRlbnRpYWxSZXNwb25zZRJlChBSZXBvcnRLZXlGYWlsdXJlEicuY3JlZGVudGlhbHMudjEuUmVwb3J0S2V5RmFpbHVyZVJlcXVlc3QaKC5jcmVkZW50aWFscy52MS5SZXBvcnRLZXlGYWlsdXJlUmVzcG9uc2USZQoQUmVwb3J0S2V5U3VjY2VzcxInLmNyZWRlbnRpYWxzLnYxLlJlcG9ydEtleVN1Y2Nlc3NSZXF1ZXN0GiguY3JlZGVudGlhbHMudjEuUmVwb3J0S2V5U3VjY2Vzc1Jlc3BvbnNlEnEKFFNldFNlbGVjdGlvblN0cmF0ZWd5EisuY3JlZGVudGlhbHMudjEuU2V0U2VsZWN0aW9uU3RyYXRlZ3lSZXF1ZXN0GiwuY3JlZGVudGlhbHMudjEuU2V0U2VsZWN0aW9uU3RyYXRlZ3lSZXNwb25zZRJ6ChdMaXN0U2VsZWN0aW9uU3RyYXRlZ2llcxIuLmNyZWRlbnRpYWxzLnYxLkxpc3RTZWxlY3Rpb25TdHJhdGVnaWVzUmVxdWVzdBovLmNyZWRlbnRpYWxzLnYxLkxpc3RTZWxlY3Rpb25TdHJhdGVnaWVzUmVzcG9uc2USUwoKUmVzb2x2ZUtleRIhLmNyZWRlbnRpYWxzLnYxLlJlc29sdmVLZXlSZXF1ZXN0GiIuY3JlZGVudGlhbHMudjEuUmVzb2x2ZUtleVJlc3BvbnNlMrkFChNPcmdhbml6YXRpb25TZXJ2aWNlEmsKEkNyZWF0ZU9yZ2FuaXphdGlvbhIpLmNyZWRlbnRpYWxzLnYxLkNyZWF0ZU9yZ2FuaXphdGlvblJlcXVlc3QaKi5jcmVkZW50aWFscy52MS5DcmVhdGVPcmdhbml6YXRpb25SZXNwb25zZRJiCg9HZXRPcmdhbml6YXRpb24SJi5jcmVkZW50aWFscy52MS5HZXRPcmdhbml6YXRpb25SZXF1ZXN0GicuY3JlZGVudGlhbHMudjEuR2V0T3JnYW5pemF0aW9uUmVzcG9uc2USaAoRTGlzdE9yZ2FuaXphdGlvbnMSKC5jcmVkZW50aWFscy52MS5MaXN0T3JnYW5pemF0aW9uc1JlcXVlc3QaKS5jcmVkZW50aWFscy52MS5MaXN0T3JnYW5pemF0aW9uc1Jlc3BvbnNlEmsKEkRlbGV0ZU9yZ2FuaXphdGlvbhIpLmNyZWRlbnRpYWxzLnYxLkRlbGV0ZU9yZ2FuaXphdGlvblJlcXVlc3QaKi5jcmVkZW50aWFscy52MS5EZWxldGVPcmdhbml6YXRpb25SZXNwb25zZRJTCgpDcmVhdGVUZWFtEiEuY3JlZGVudGlhbHMudjEuQ3JlYXRlVGVhbVJlcXVlc3QaIi5jcmVkZW50aWFscy52MS5DcmVhdGVUZWFtUmVzcG9uc2USUAoJTGlzdFRlYW1zEiAuY3JlZGVudGlhbHMudjEuTGlzdFRlYW1zUmVxdWVzdBohLmNyZWRlbnRpYWxzLnYxLkxpc3RUZWFtc1Jlc3BvbnNlElMKCkRlbGV0ZVRlYW0SIS5jcmVkZW50aWFscy52MS5EZWxldGVUZWFtUmVxdWVzdBoiLmNyZWRlbnRpYWxzLnYxLkRlbGV0ZVRlYW1SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChFjcmVkZW50aWFscy5wcm90bxIOY3JlZGVudGlhbHMudjEiuwEKCEtleUNoZWNrEjAKB291dGNvbWUYASABKA4yHy5jcmVkZW50aWFscy52MS5LZXlDaGVja091dGNvbWUSGAoLaHR0cF9zdGF0dXMYAiABKAVIAIgBARISCgpsYXRlbmN5X21zGAMgASgFEg8KB21lc3NhZ2UYBCABKAkSLgoKY2hlY2tlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCDgoMX2h0dHBfc3RhdHVzIv0ECgpDcmVkZW50aWFsEhUKDWNyZWRlbnRpYWxfaWQYASABKAkSFwoPb3JnYW5pemF0aW9uX2lkGAIgASgJEioKCHByb3ZpZGVyGAMgASgOMhguY3JlZGVudGlhbHMudjEuUHJvdmlkZXISFwoPY3JlZGVudGlhbF9uYW1lGAQgASgJEhUKCGFwaV9iYXNlGAUgASgJSACIAQESEQoJaXNfYWN0aXZlGAYgASgIEhAKCGtleV9oaW50GAcgASgJEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKCmNyZWF0ZWRfYnkYCiABKAlIAYgBARIXCgp1cGRhdGVkX2J5GAsgASgJSAKIAQESMAoMbGFzdF91c2VkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd2ZXJzaW9uGA0gASgFEg4KBndlaWdodBgOIAEoBRIRCgl1c2VfY291bnQYDyABKAMSLAoKbGFzdF9jaGVjaxgQIAEoCzIYLmNyZWRlbnRpYWxzLnYxLktleUNoZWNrEg8KB2ZhaWxpbmcYESABKAgSFgoOZmFpbHVyZV9zdHJlYWsYEiABKAUSLgoKa2V5X3NldF9hdBgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMcm90YXRpb25fZHVlGBQgASgIQgsKCV9hcGlfYmFzZUINCgtfY3JlYXRlZF9ieUINCgtfdXBkYXRlZF9ieSLjAQoPU2VsZWN0aW9uUG9saWN5EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIqCghwcm92aWRlchgCIAEoDjIYLmNyZWRlbnRpYWxzLnYxLlByb3ZpZGVyEjMKCHN0cmF0ZWd5GAMgASgOMiEuY3JlZGVudGlhbHMudjEuU2VsZWN0aW9uU3RyYXRlZ3kSLgoKdXBkYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoKdXBkYXRlZF9ieRgFIAEoCUgAiAEBQg0KC191cGRhdGVkX2J5ItwBChdDcmVhdGVDcmVkZW50aWFsUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSKgoIcHJvdmlkZXIYAiABKA4yGC5jcmVkZW50aWFscy52MS5Qcm92aWRlchIXCg9jcmVkZW50aWFsX25hbWUYAyABKAkSDwoHYXBpX2tleRgEIAEoCRIVCghhcGlfYmFzZRgFIAEoCUgAiAEBEhMKBndlaWdodBgGIAEoBUgBiAEBEg4KBnZlcmlmeRgHIAEoCEILCglfYXBpX2Jhc2VCCQoHX3dlaWdodCJKChhDcmVhdGVDcmVkZW50aWFsUmVzcG9uc2USLgoKY3JlZGVudGlhbBgBIAEoCzIaLmNyZWRlbnRpYWxzLnYxLkNyZWRlbnRpYWwiLQoUR2V0Q3JlZGVudGlhbFJlcXVlc3QSFQoNY3JlZGVudGlhbF9pZBgBIAEoCSJHChVHZXRDcmVkZW50aWFsUmVzcG9uc2USLgoKY3JlZGVudGlhbBgBIAEoCzIaLmNyZWRlbnRpYWxzLnYxLkNyZWRlbnRpYWwi3AEKFkxpc3RDcmVkZW50aWFsc1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEi8KCHByb3ZpZGVyGAIgASgOMhguY3JlZGVudGlhbHMudjEuUHJvdmlkZXJIAIgBARITCgthY3RpdmVfb25seRgDIAEoCBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCRIZChFyb3RhdGlvbl9kdWVfb25seRgGIAEoCBIUCgxmYWlsaW5nX29ubHkYByABKAhCCwoJX3Byb3ZpZGVyImMKF0xpc3RDcmVkZW50aWFsc1Jlc3BvbnNlEi8KC2NyZWRlbnRpYWxzGAEgAygLMhouY3JlZGVudGlhbHMudjEuQ3JlZGVudGlhbBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkijAIKF1VwZGF0ZUNyZWRlbnRpYWxSZXF1ZXN0EhUKDWNyZWRlbnRpYWxfaWQYASABKAkSHAoPY3JlZGVudGlhbF9uYW1lGAIgASgJSACIAQESFAoHYXBpX2tleRgDIAEoCUgBiAEBEhUKCGFwaV9iYXNlGAQgASgJSAKIAQESHQoQZXhwZWN0ZWRfdmVyc2lvbhgFIAEoBUgDiAEBEhMKBndlaWdodBgGIAEoBUgEiAEBEg4KBnZlcmlmeRgHIAEoCEISChBfY3JlZGVudGlhbF9uYW1lQgoKCF9hcGlfa2V5QgsKCV9hcGlfYmFzZUITChFfZXhwZWN0ZWRfdmVyc2lvbkIJCgdfd2VpZ2h0IkoKGFVwZGF0ZUNyZWRlbnRpYWxSZXNwb25zZRIuCgpjcmVkZW50aWFsGAEgASgLMhouY3JlZGVudGlhbHMudjEuQ3JlZGVudGlhbCIyChlBY3RpdmF0ZUNyZWRlbnRpYWxSZXF1ZXN0EhUKDWNyZWRlbnRpYWxfaWQYASABKAkiTAoaQWN0aXZhdGVDcmVkZW50aWFsUmVzcG9uc2USLgoKY3JlZGVudGlhbBgBIAEoCzIaLmNyZWRlbnRpYWxzLnYxLkNyZWRlbnRpYWwiNAobRGVhY3RpdmF0ZUNyZWRlbnRpYWxSZXF1ZXN0EhUKDWNyZWRlbnRpYWxfaWQYASABKAkiTgocRGVhY3RpdmF0ZUNyZWRlbnRpYWxSZXNwb25zZRIuCgpjcmVkZW50aWFsGAEgASgLMhouY3JlZGVudGlhbHMudjEuQ3JlZGVudGlhbCIwChdEZWxldGVDcmVkZW50aWFsUmVxdWVzdBIVCg1jcmVkZW50aWFsX2lkGAEgASgJIhoKGERlbGV0ZUNyZWRlbnRpYWxSZXNwb25zZSIwChdWZXJpZnlDcmVkZW50aWFsUmVxdWVzdBIVCg1jcmVkZW50aWFsX2lkGAEgASgJInMKGFZlcmlmeUNyZWRlbnRpYWxSZXNwb25zZRInCgVjaGVjaxgBIAEoCzIYLmNyZWRlbnRpYWxzLnYxLktleUNoZWNrEi4KCmNyZWRlbnRpYWwYAiABKAsyGi5jcmVkZW50aWFscy52MS5DcmVkZW50aWFsIlsKF1JlcG9ydEtleUZhaWx1cmVSZXF1ZXN0EhUKDWNyZWRlbnRpYWxfaWQYASABKAkSKQoEa2luZBgCIAEoDjIbLmNyZWRlbnRpYWxzLnYxLkZhaWx1cmVLaW5kIkMKGFJlcG9ydEtleUZhaWx1cmVSZXNwb25zZRIWCg5mYWlsdXJlX3N0cmVhaxgBIAEoBRIPCgdmYWlsaW5nGAIgASgIIjEKF1JlcG9ydEtleVN1Y2Nlc3NSZXF1ZXN0EhYKDmNyZWRlbnRpYWxfaWRzGAEgAygJIi0KGFJlcG9ydEtleVN1Y2Nlc3NSZXNwb25zZRIRCglyZWNvdmVyZWQYASABKAUilwEKG1NldFNlbGVjdGlvblN0cmF0ZWd5UmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSKgoIcHJvdmlkZXIYAiABKA4yGC5jcmVkZW50aWFscy52MS5Qcm92aWRlchIzCghzdHJhdGVneRgDIAEoDjIhLmNyZWRlbnRpYWxzLnYxLlNlbGVjdGlvblN0cmF0ZWd5Ik8KHFNldFNlbGVjdGlvblN0cmF0ZWd5UmVzcG9uc2USLwoGcG9saWN5GAEgASgLMh8uY3JlZGVudGlhbHMudjEuU2VsZWN0aW9uUG9saWN5IjkKHkxpc3RTZWxlY3Rpb25TdHJhdGVnaWVzUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkiVAofTGlzdFNlbGVjdGlvblN0cmF0ZWdpZXNSZXNwb25zZRIxCghwb2xpY2llcxgBIAMoCzIfLmNyZWRlbnRpYWxzLnYxLlNlbGVjdGlvblBvbGljeSJ2ChFSZXNvbHZlS2V5UmVxdWVzdBIZCg9vcmdhbml6YXRpb25faWQYASABKAlIABIRCgd0ZWFtX2lkGAIgASgJSAASKgoIcHJvdmlkZXIYAyABKA4yGC5jcmVkZW50aWFscy52MS5Qcm92aWRlckIHCgVzY29wZSLMAQoSUmVzb2x2ZUtleVJlc3BvbnNlEg8KB2FwaV9rZXkYASABKAkSFQoIYXBpX2Jhc2UYAiABKAlIAIgBARIpCgZzb3VyY2UYAyABKA4yGS5jcmVkZW50aWFscy52MS5LZXlTb3VyY2USGgoNY3JlZGVudGlhbF9pZBgEIAEoCUgBiAEBEhcKD29yZ2FuaXphdGlvbl9pZBgFIAEoCRIPCgdmYWlsaW5nGAYgASgIQgsKCV9hcGlfYmFzZUIQCg5fY3JlZGVudGlhbF9pZCJJChdXYXRjaFJlc29sdXRpb25zUmVxdWVzdBIUCgxyZXN1bWVfdG9rZW4YASABKAkSGAoQb3JnYW5pemF0aW9uX2lkcxgCIAMoCSLVAQoYV2F0Y2hSZXNvbHV0aW9uc1Jlc3BvbnNlEjEKCHNuYXBzaG90GAEgASgLMh0uY3JlZGVudGlhbHMudjEuV2F0Y2hTbmFwc2hvdEgAEjIKBmNoYW5nZRgCIAEoCzIgLmNyZWRlbnRpYWxzLnYxLlJlc29sdXRpb25DaGFuZ2VIABIzCgloZWFydGJlYXQYAyABKAsyHi5jcmVkZW50aWFscy52MS5XYXRjaEhlYXJ0YmVhdEgAEhQKDHJlc3VtZV90b2tlbhgEIAEoCUIHCgVldmVudCIgCg1XYXRjaFNuYXBzaG90Eg8KB3Jlc3VtZWQYASABKAgi9gEKEFJlc29sdXRpb25DaGFuZ2USLAoGcmVhc29uGAEgASgOMhwuY3JlZGVudGlhbHMudjEuQ2hhbmdlUmVhc29uEgsKA2FsbBgCIAEoCBIXCg9vcmdhbml6YXRpb25faWQYAyABKAkSLwoIcHJvdmlkZXIYBCABKA4yGC5jcmVkZW50aWFscy52MS5Qcm92aWRlckgAiAEBEhQKB3RlYW1faWQYBSABKAlIAYgBARIuCgpjaGFuZ2VkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEILCglfcHJvdmlkZXJCCgoIX3RlYW1faWQiPQoOV2F0Y2hIZWFydGJlYXQSKwoHc2VudF9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAijwEKGEV4cGxhaW5SZXNvbHV0aW9uUmVxdWVzdBIZCg9vcmdhbml6YXRpb25faWQYASABKAlIABIRCgd0ZWFtX2lkGAIgASgJSAASLwoIcHJvdmlkZXIYAyABKA4yGC5jcmVkZW50aWFscy52MS5Qcm92aWRlckgBiAEBQgcKBXNjb3BlQgsKCV9wcm92aWRlciJtChlFeHBsYWluUmVzb2x1dGlvblJlc3BvbnNlEhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRI3CgtyZXNvbHV0aW9ucxgCIAMoCzIiLmNyZWRlbnRpYWxzLnYxLlByb3ZpZGVyUmVzb2x1dGlvbiLIAgoSUHJvdmlkZXJSZXNvbHV0aW9uEioKCHByb3ZpZGVyGAEgASgOMhguY3JlZGVudGlhbHMudjEuUHJvdmlkZXISMwoIc3RyYXRlZ3kYAiABKA4yIS5jcmVkZW50aWFscy52MS5TZWxlY3Rpb25TdHJhdGVneRIpCgZzb3VyY2UYAyABKA4yGS5jcmVkZW50aWFscy52MS5LZXlTb3VyY2USHAoUZW52aXJvbm1lbnRfZmFsbGJhY2sYBCABKAgSIgoVc2VydmluZ19jcmVkZW50aWFsX2lkGAUgASgJSACIAQESOQoLY3JlZGVudGlhbHMYBiADKAsyJC5jcmVkZW50aWFscy52MS5DcmVkZW50aWFsUmVzb2x1dGlvbhIPCgdzdW1tYXJ5GAcgASgJQhgKFl9zZXJ2aW5nX2NyZWRlbnRpYWxfaWQirQEKFENyZWRlbnRpYWxSZXNvbHV0aW9uEhUKDWNyZWRlbnRpYWxfaWQYASABKAkSFwoPY3JlZGVudGlhbF9uYW1lGAIgASgJEjQKCHN0YW5kaW5nGAMgASgOMiIuY3JlZGVudGlhbHMudjEuQ3JlZGVudGlhbFN0YW5kaW5nEg0KBXNoYXJlGAQgASgBEg4KBndlaWdodBgFIAEoBRIQCghrZXlfaGludBgGIAEoCSLAAQoVUm9sbENyZWRlbnRpYWxSZXF1ZXN0EhUKDWNyZWRlbnRpYWxfaWQYASABKAkSDwoHYXBpX2tleRgCIAEoCRIVCghhcGlfYmFzZRgDIAEoCUgAiAEBEhcKD292ZXJsYXBfc2Vjb25kcxgEIAEoBRIOCgZ2ZXJpZnkYBSABKAgSHQoQZXhwZWN0ZWRfdmVyc2lvbhgGIAEoBUgBiAEBQgsKCV9hcGlfYmFzZUITChFfZXhwZWN0ZWRfdmVyc2lvbiKzAQoWUm9sbENyZWRlbnRpYWxSZXNwb25zZRIuCgpjcmVkZW50aWFsGAEgASgLMhouY3JlZGVudGlhbHMudjEuQ3JlZGVudGlhbBIsCghwcmV2aW91cxgCIAEoCzIaLmNyZWRlbnRpYWxzLnYxLkNyZWRlbnRpYWwSOwoXcHJldmlvdXNfZGVhY3RpdmF0ZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpUBCgxPcmdhbml6YXRpb24SFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAingEKBFRlYW0SDwoHdGVhbV9pZBgBIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJCChlDcmVhdGVPcmdhbml6YXRpb25SZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJIlAKGkNyZWF0ZU9yZ2FuaXphdGlvblJlc3BvbnNlEjIKDG9yZ2FuaXphdGlvbhgBIAEoCzIcLmNyZWRlbnRpYWxzLnYxLk9yZ2FuaXphdGlvbiIxChZHZXRPcmdhbml6YXRpb25SZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCSJNChdHZXRPcmdhbml6YXRpb25SZXNwb25zZRIyCgxvcmdhbml6YXRpb24YASABKAsyHC5jcmVkZW50aWFscy52MS5Pcmdhbml6YXRpb24iQQoYTGlzdE9yZ2FuaXphdGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJImkKGUxpc3RPcmdhbml6YXRpb25zUmVzcG9uc2USMwoNb3JnYW5pemF0aW9ucxgBIAMoCzIcLmNyZWRlbnRpYWxzLnYxLk9yZ2FuaXphdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNAoZRGVsZXRlT3JnYW5pemF0aW9uUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkiHAoaRGVsZXRlT3JnYW5pemF0aW9uUmVzcG9uc2UiSwoRQ3JlYXRlVGVhbVJlcXVlc3QSDwoHdGVhbV9pZBgBIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCSI4ChJDcmVhdGVUZWFtUmVzcG9uc2USIgoEdGVhbRgBIAEoCzIULmNyZWRlbnRpYWxzLnYxLlRlYW0iUgoQTGlzdFRlYW1zUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiUQoRTGlzdFRlYW1zUmVzcG9uc2USIwoFdGVhbXMYASADKAsyFC5jcmVkZW50aWFscy52MS5UZWFtEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIkChFEZWxldGVUZWFtUmVxdWVzdBIPCgd0ZWFtX2lkGAEgASgJIhQKEkRlbGV0ZVRlYW1SZXNwb25zZSp+CghQcm92aWRlchIYChRQUk9WSURFUl9VTlNQRUNJRklFRBAAEhMKD1BST1ZJREVSX09QRU5BSRABEhYKElBST1ZJREVSX0FOVEhST1BJQxACEhMKD1BST1ZJREVSX0dFTUlOSRADEhYKElBST1ZJREVSX0ZJUkVXT1JLUxAEKmAKCUtleVNvdXJjZRIaChZLRVlfU09VUkNFX1VOU1BFQ0lGSUVEEAASGwoXS0VZX1NPVVJDRV9PUkdBTklaQVRJT04QARIaChZLRVlfU09VUkNFX0VOVklST05NRU5UEAIqmwEKEVNlbGVjdGlvblN0cmF0ZWd5EiIKHlNFTEVDVElPTl9TVFJBVEVHWV9VTlNQRUNJRklFRBAAEh0KGVNFTEVDVElPTl9TVFJBVEVHWV9ORVdFU1QQARIiCh5TRUxFQ1RJT05fU1RSQVRFR1lfUk9VTkRfUk9CSU4QAhIfChtTRUxFQ1RJT05fU1RSQVRFR1lfV0VJR0hURUQQAyqCAgoPS2V5Q2hlY2tPdXRjb21lEiEKHUtFWV9DSEVDS19PVVRDT01FX1VOU1BFQ0lGSUVEEAASGwoXS0VZX0NIRUNLX09VVENPTUVfVkFMSUQQARIhCh1LRVlfQ0hFQ0tfT1VUQ09NRV9JTlZBTElEX0tFWRACEiMKH0tFWV9DSEVDS19PVVRDT01FX05PX1BFUk1JU1NJT04QAxIiCh5LRVlfQ0hFQ0tfT1VUQ09NRV9SQVRFX0xJTUlURUQQBBIhCh1LRVlfQ0hFQ0tfT1VUQ09NRV9VTlJFQUNIQUJMRRAFEiAKHEtFWV9DSEVDS19PVVRDT01FX1VORVhQRUNURUQQBiq2AQoLRmFpbHVyZUtpbmQSHAoYRkFJTFVSRV9LSU5EX1VOU1BFQ0lGSUVEEAASHwobRkFJTFVSRV9LSU5EX0FVVEhFTlRJQ0FUSU9OEAESGwoXRkFJTFVSRV9LSU5EX1BFUk1JU1NJT04QAhIbChdGQUlMVVJFX0tJTkRfUkFURV9MSU1JVBADEhYKEkZBSUxVUkVfS0lORF9RVU9UQRAEEhYKEkZBSUxVUkVfS0lORF9PVEhFUhAFKt4BCgxDaGFuZ2VSZWFzb24SHQoZQ0hBTkdFX1JFQVNPTl9VTlNQRUNJRklFRBAAEhwKGENIQU5HRV9SRUFTT05fQ1JFREVOVElBTBABEiQKIENIQU5HRV9SRUFTT05fU0VMRUNUSU9OX1NUUkFURUdZEAISHAoYQ0hBTkdFX1JFQVNPTl9LRVlfSEVBTFRIEAMSHgoaQ0hBTkdFX1JFQVNPTl9PUkdBTklaQVRJT04QBBIWChJDSEFOR0VfUkVBU09OX1RFQU0QBRIVChFDSEFOR0VfUkVBU09OX0FMTBAGKooCChJDcmVkZW50aWFsU3RhbmRpbmcSIwofQ1JFREVOVElBTF9TVEFORElOR19VTlNQRUNJRklFRBAAEh4KGkNSRURFTlRJQUxfU1RBTkRJTkdfSU5fVVNFEAESHwobQ1JFREVOVElBTF9TVEFORElOR19TVEFOREJZEAISHgoaQ1JFREVOVElBTF9TVEFORElOR19TSEFSRUQQAxInCiNDUkVERU5USUFMX1NUQU5ESU5HX1NLSVBQRURfRkFJTElORxAEEiAKHENSRURFTlRJQUxfU1RBTkRJTkdfSU5BQ1RJVkUQBRIjCh9DUkVERU5USUFMX1NUQU5ESU5HX1pFUk9fV0VJR0hUEAYylw0KEUNyZWRlbnRpYWxTZXJ2aWNlEmUKEENyZWF0ZUNyZWRlbnRpYWwSJy5jcmVkZW50aWFscy52MS5DcmVhdGVDcmVkZW50aWFsUmVxdWVzdBooLmNyZWRlbnRpYWxzLnYxLkNyZWF0ZUNyZWRlbnRpYWxSZXNwb25zZRJcCg1HZXRDcmVkZW50aWFsEiQuY3JlZGVudGlhbHMudjEuR2V0Q3JlZGVudGlhbFJlcXVlc3QaJS5jcmVkZW50aWFscy52MS5HZXRDcmVkZW50aWFsUmVzcG9uc2USYgoPTGlzdENyZWRlbnRpYWxzEiYuY3JlZGVudGlhbHMudjEuTGlzdENyZWRlbnRpYWxzUmVxdWVzdBonLmNyZWRlbnRpYWxzLnYxLkxpc3RDcmVkZW50aWFsc1Jlc3BvbnNlEmUKEFVwZGF0ZUNyZWRlbnRpYWwSJy5jcmVkZW50aWFscy52MS5VcGRhdGVDcmVkZW50aWFsUmVxdWVzdBooLmNyZWRlbnRpYWxzLnYxLlVwZGF0ZUNyZWRlbnRpYWxSZXNwb25zZRJrChJBY3RpdmF0ZUNyZWRlbnRpYWwSKS5jcmVkZW50aWFscy52MS5BY3RpdmF0ZUNyZWRlbnRpYWxSZXF1ZXN0GiouY3JlZGVudGlhbHMudjEuQWN0aXZhdGVDcmVkZW50aWFsUmVzcG9uc2UScQoURGVhY3RpdmF0ZUNyZWRlbnRpYWwSKy5jcmVkZW50aWFscy52MS5EZWFjdGl2YXRlQ3JlZGVudGlhbFJlcXVlc3QaLC5jcmVkZW50aWFscy52MS5EZWFjdGl2YXRlQ3JlZGVudGlhbFJlc3BvbnNlEmUKEERlbGV0ZUNyZWRlbnRpYWwSJy5jcmVkZW50aWFscy52MS5EZWxldGVDcmVkZW50aWFsUmVxdWVzdBooLmNyZWRlbnRpYWxzLnYxLkRlbGV0ZUNyZWRlbnRpYWxSZXNwb25zZRJlChBWZXJpZnlDcmVkZW50aWFsEicuY3JlZGVudGlhbHMudjEuVmVyaWZ5Q3JlZGVudGlhbFJlcXVlc3QaKC5jcmVkZW50aWFscy52MS5WZXJpZnlDcmVkZW50aWFsUmVzcG9uc2USZQoQUmVwb3J0S2V5RmFpbHVyZRInLmNyZWRlbnRpYWxzLnYxLlJlcG9ydEtleUZhaWx1cmVSZXF1ZXN0GiguY3JlZGVudGlhbHMudjEuUmVwb3J0S2V5RmFpbHVyZVJlc3BvbnNlEmUKEFJlcG9ydEtleVN1Y2Nlc3MSJy5jcmVkZW50aWFscy52MS5SZXBvcnRLZXlTdWNjZXNzUmVxdWVzdBooLmNyZWRlbnRpYWxzLnYxLlJlcG9ydEtleVN1Y2Nlc3NSZXNwb25zZRJxChRTZXRTZWxlY3Rpb25TdHJhdGVneRIrLmNyZWRlbnRpYWxzLnYxLlNldFNlbGVjdGlvblN0cmF0ZWd5UmVxdWVzdBosLmNyZWRlbnRpYWxzLnYxLlNldFNlbGVjdGlvblN0cmF0ZWd5UmVzcG9uc2USegoXTGlzdFNlbGVjdGlvblN0cmF0ZWdpZXMSLi5jcmVkZW50aWFscy52MS5MaXN0U2VsZWN0aW9uU3RyYXRlZ2llc1JlcXVlc3QaLy5jcmVkZW50aWFscy52MS5MaXN0U2VsZWN0aW9uU3RyYXRlZ2llc1Jlc3BvbnNlElMKClJlc29sdmVLZXkSIS5jcmVkZW50aWFscy52MS5SZXNvbHZlS2V5UmVxdWVzdBoiLmNyZWRlbnRpYWxzLnYxLlJlc29sdmVLZXlSZXNwb25zZRJnChBXYXRjaFJlc29sdXRpb25zEicuY3JlZGVudGlhbHMudjEuV2F0Y2hSZXNvbHV0aW9uc1JlcXVlc3QaKC5jcmVkZW50aWFscy52MS5XYXRjaFJlc29sdXRpb25zUmVzcG9uc2UwARJoChFFeHBsYWluUmVzb2x1dGlvbhIoLmNyZWRlbnRpYWxzLnYxLkV4cGxhaW5SZXNvbHV0aW9uUmVxdWVzdBopLmNyZWRlbnRpYWxzLnYxLkV4cGxhaW5SZXNvbHV0aW9uUmVzcG9uc2USXwoOUm9sbENyZWRlbnRpYWwSJS5jcmVkZW50aWFscy52MS5Sb2xsQ3JlZGVudGlhbFJlcXVlc3QaJi5jcmVkZW50aWFscy52MS5Sb2xsQ3JlZGVudGlhbFJlc3BvbnNlMrkFChNPcmdhbml6YXRpb25TZXJ2aWNlEmsKEkNyZWF0ZU9yZ2FuaXphdGlvbhIpLmNyZWRlbnRpYWxzLnYxLkNyZWF0ZU9yZ2FuaXphdGlvblJlcXVlc3QaKi5jcmVkZW50aWFscy52MS5DcmVhdGVPcmdhbml6YXRpb25SZXNwb25zZRJiCg9HZXRPcmdhbml6YXRpb24SJi5jcmVkZW50aWFscy52MS5HZXRPcmdhbml6YXRpb25SZXF1ZXN0GicuY3JlZGVudGlhbHMudjEuR2V0T3JnYW5pemF0aW9uUmVzcG9uc2USaAoRTGlzdE9yZ2FuaXphdGlvbnMSKC5jcmVkZW50aWFscy52MS5MaXN0T3JnYW5pemF0aW9uc1JlcXVlc3QaKS5jcmVkZW50aWFscy52MS5MaXN0T3JnYW5pemF0aW9uc1Jlc3BvbnNlEmsKEkRlbGV0ZU9yZ2FuaXphdGlvbhIpLmNyZWRlbnRpYWxzLnYxLkRlbGV0ZU9yZ2FuaXphdGlvblJlcXVlc3QaKi5jcmVkZW50aWFscy52MS5EZWxldGVPcmdhbml6YXRpb25SZXNwb25zZRJTCgpDcmVhdGVUZWFtEiEuY3JlZGVudGlhbHMudjEuQ3JlYXRlVGVhbVJlcXVlc3QaIi5jcmVkZW50aWFscy52MS5DcmVhdGVUZWFtUmVzcG9uc2USUAoJTGlzdFRlYW1zEiAuY3JlZGVudGlhbHMudjEuTGlzdFRlYW1zUmVxdWVzdBohLmNyZWRlbnRpYWxzLnYxLkxpc3RUZWFtc1Jlc3BvbnNlElMKCkRlbGV0ZVRlYW0SIS5jcmVkZW50aWFscy52MS5EZWxldGVUZWFtUmVxdWVzdBoiLmNyZWRlbnRpYWxzLnYxLkRlbGV0ZVRlYW1SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * The result of checking a key against its provider's cheapest authenticated
@@ -1063,6 +1063,477 @@ export const ResolveKeyResponseSchema: GenMessage<ResolveKeyResponse> = /*@__PUR
   messageDesc(file_credentials, 28);
 
 /**
+ * Request of WatchResolutions.
+ *
+ * @generated from message credentials.v1.WatchResolutionsRequest
+ */
+export type WatchResolutionsRequest = Message<"credentials.v1.WatchResolutionsRequest"> & {
+  /**
+   * The resume_token of the last response the caller received, to be sent
+   * the changes it missed; empty for a new watch.
+   *
+   * @generated from field: string resume_token = 1;
+   */
+  resumeToken: string;
+
+  /**
+   * Only changes of these organisations; empty: every organisation the caller
+   * may access. An organisation outside the caller's is refused
+   * (PERMISSION_DENIED, the same whether or not it exists).
+   *
+   * @generated from field: repeated string organization_ids = 2;
+   */
+  organizationIds: string[];
+};
+
+/**
+ * Describes the message credentials.v1.WatchResolutionsRequest.
+ * Use `create(WatchResolutionsRequestSchema)` to create a new message.
+ */
+export const WatchResolutionsRequestSchema: GenMessage<WatchResolutionsRequest> = /*@__PURE__*/
+  messageDesc(file_credentials, 29);
+
+/**
+ * One message of WatchResolutions.
+ *
+ * @generated from message credentials.v1.WatchResolutionsResponse
+ */
+export type WatchResolutionsResponse = Message<"credentials.v1.WatchResolutionsResponse"> & {
+  /**
+   * What happened.
+   *
+   * @generated from oneof credentials.v1.WatchResolutionsResponse.event
+   */
+  event: {
+    /**
+     * The stream is live: every later change will be sent.
+     *
+     * @generated from field: credentials.v1.WatchSnapshot snapshot = 1;
+     */
+    value: WatchSnapshot;
+    case: "snapshot";
+  } | {
+    /**
+     * A change that can alter resolutions.
+     *
+     * @generated from field: credentials.v1.ResolutionChange change = 2;
+     */
+    value: ResolutionChange;
+    case: "change";
+  } | {
+    /**
+     * Nothing changed; the stream is alive.
+     *
+     * @generated from field: credentials.v1.WatchHeartbeat heartbeat = 3;
+     */
+    value: WatchHeartbeat;
+    case: "heartbeat";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Opaque; send it as WatchResolutionsRequest.resume_token on reconnecting.
+   *
+   * @generated from field: string resume_token = 4;
+   */
+  resumeToken: string;
+};
+
+/**
+ * Describes the message credentials.v1.WatchResolutionsResponse.
+ * Use `create(WatchResolutionsResponseSchema)` to create a new message.
+ */
+export const WatchResolutionsResponseSchema: GenMessage<WatchResolutionsResponse> = /*@__PURE__*/
+  messageDesc(file_credentials, 30);
+
+/**
+ * The end of the catch-up: changes after this are live.
+ *
+ * @generated from message credentials.v1.WatchSnapshot
+ */
+export type WatchSnapshot = Message<"credentials.v1.WatchSnapshot"> & {
+  /**
+   * True when the resume token was honoured: every change since it was sent
+   * before this marker. False for a new watch or when the replica no longer
+   * has every change since the token: the caller must drop its cached answers.
+   *
+   * @generated from field: bool resumed = 1;
+   */
+  resumed: boolean;
+};
+
+/**
+ * Describes the message credentials.v1.WatchSnapshot.
+ * Use `create(WatchSnapshotSchema)` to create a new message.
+ */
+export const WatchSnapshotSchema: GenMessage<WatchSnapshot> = /*@__PURE__*/
+  messageDesc(file_credentials, 31);
+
+/**
+ * A committed change that can alter resolutions. Never carries a key.
+ *
+ * @generated from message credentials.v1.ResolutionChange
+ */
+export type ResolutionChange = Message<"credentials.v1.ResolutionChange"> & {
+  /**
+   * Why.
+   *
+   * @generated from field: credentials.v1.ChangeReason reason = 1;
+   */
+  reason: ChangeReason;
+
+  /**
+   * Every resolution may have changed: drop every cached answer.
+   *
+   * @generated from field: bool all = 2;
+   */
+  all: boolean;
+
+  /**
+   * The organisation whose resolutions (and its teams') may have changed;
+   * empty when `all` is set.
+   *
+   * @generated from field: string organization_id = 3;
+   */
+  organizationId: string;
+
+  /**
+   * Only this provider's resolutions, when set.
+   *
+   * @generated from field: optional credentials.v1.Provider provider = 4;
+   */
+  provider?: Provider | undefined;
+
+  /**
+   * The team whose resolutions changed (it was deleted), when set.
+   *
+   * @generated from field: optional string team_id = 5;
+   */
+  teamId?: string | undefined;
+
+  /**
+   * When the service saw the change.
+   *
+   * @generated from field: google.protobuf.Timestamp changed_at = 6;
+   */
+  changedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message credentials.v1.ResolutionChange.
+ * Use `create(ResolutionChangeSchema)` to create a new message.
+ */
+export const ResolutionChangeSchema: GenMessage<ResolutionChange> = /*@__PURE__*/
+  messageDesc(file_credentials, 32);
+
+/**
+ * A sign of life on a quiet stream.
+ *
+ * @generated from message credentials.v1.WatchHeartbeat
+ */
+export type WatchHeartbeat = Message<"credentials.v1.WatchHeartbeat"> & {
+  /**
+   * When it was sent.
+   *
+   * @generated from field: google.protobuf.Timestamp sent_at = 1;
+   */
+  sentAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message credentials.v1.WatchHeartbeat.
+ * Use `create(WatchHeartbeatSchema)` to create a new message.
+ */
+export const WatchHeartbeatSchema: GenMessage<WatchHeartbeat> = /*@__PURE__*/
+  messageDesc(file_credentials, 33);
+
+/**
+ * Request of ExplainResolution.
+ *
+ * @generated from message credentials.v1.ExplainResolutionRequest
+ */
+export type ExplainResolutionRequest = Message<"credentials.v1.ExplainResolutionRequest"> & {
+  /**
+   * Whose resolution to explain; required.
+   *
+   * @generated from oneof credentials.v1.ExplainResolutionRequest.scope
+   */
+  scope: {
+    /**
+     * The organisation.
+     *
+     * @generated from field: string organization_id = 1;
+     */
+    value: string;
+    case: "organizationId";
+  } | {
+    /**
+     * A team; the service maps it to its organisation.
+     *
+     * @generated from field: string team_id = 2;
+     */
+    value: string;
+    case: "teamId";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * One provider; unset or PROVIDER_UNSPECIFIED: every provider.
+   *
+   * @generated from field: optional credentials.v1.Provider provider = 3;
+   */
+  provider?: Provider | undefined;
+};
+
+/**
+ * Describes the message credentials.v1.ExplainResolutionRequest.
+ * Use `create(ExplainResolutionRequestSchema)` to create a new message.
+ */
+export const ExplainResolutionRequestSchema: GenMessage<ExplainResolutionRequest> = /*@__PURE__*/
+  messageDesc(file_credentials, 34);
+
+/**
+ * Response of ExplainResolution.
+ *
+ * @generated from message credentials.v1.ExplainResolutionResponse
+ */
+export type ExplainResolutionResponse = Message<"credentials.v1.ExplainResolutionResponse"> & {
+  /**
+   * The organisation the scope resolved to.
+   *
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+
+  /**
+   * One per provider asked for, in Provider order.
+   *
+   * @generated from field: repeated credentials.v1.ProviderResolution resolutions = 2;
+   */
+  resolutions: ProviderResolution[];
+};
+
+/**
+ * Describes the message credentials.v1.ExplainResolutionResponse.
+ * Use `create(ExplainResolutionResponseSchema)` to create a new message.
+ */
+export const ExplainResolutionResponseSchema: GenMessage<ExplainResolutionResponse> = /*@__PURE__*/
+  messageDesc(file_credentials, 35);
+
+/**
+ * Which key a provider's calls get now, and why.
+ *
+ * @generated from message credentials.v1.ProviderResolution
+ */
+export type ProviderResolution = Message<"credentials.v1.ProviderResolution"> & {
+  /**
+   * The provider.
+   *
+   * @generated from field: credentials.v1.Provider provider = 1;
+   */
+  provider: Provider;
+
+  /**
+   * The organisation's strategy for it.
+   *
+   * @generated from field: credentials.v1.SelectionStrategy strategy = 2;
+   */
+  strategy: SelectionStrategy;
+
+  /**
+   * Where ResolveKey's key comes from now; KEY_SOURCE_UNSPECIFIED when it
+   * would answer FAILED_PRECONDITION (no active credential, no fallback).
+   *
+   * @generated from field: credentials.v1.KeySource source = 3;
+   */
+  source: KeySource;
+
+  /**
+   * Whether the service has the provider's environment variable set (never its value).
+   *
+   * @generated from field: bool environment_fallback = 4;
+   */
+  environmentFallback: boolean;
+
+  /**
+   * The credential handed out now (strategy newest); unset when the calls are
+   * shared among several or the key comes from the environment.
+   *
+   * @generated from field: optional string serving_credential_id = 5;
+   */
+  servingCredentialId?: string | undefined;
+
+  /**
+   * Every credential of the organisation for the provider, active ones first.
+   *
+   * @generated from field: repeated credentials.v1.CredentialResolution credentials = 6;
+   */
+  credentials: CredentialResolution[];
+
+  /**
+   * One sentence for people, e.g. "newest: the most recently activated healthy credential".
+   *
+   * @generated from field: string summary = 7;
+   */
+  summary: string;
+};
+
+/**
+ * Describes the message credentials.v1.ProviderResolution.
+ * Use `create(ProviderResolutionSchema)` to create a new message.
+ */
+export const ProviderResolutionSchema: GenMessage<ProviderResolution> = /*@__PURE__*/
+  messageDesc(file_credentials, 36);
+
+/**
+ * One credential's part in a resolution.
+ *
+ * @generated from message credentials.v1.CredentialResolution
+ */
+export type CredentialResolution = Message<"credentials.v1.CredentialResolution"> & {
+  /**
+   * The credential.
+   *
+   * @generated from field: string credential_id = 1;
+   */
+  credentialId: string;
+
+  /**
+   * Its name.
+   *
+   * @generated from field: string credential_name = 2;
+   */
+  credentialName: string;
+
+  /**
+   * Its standing.
+   *
+   * @generated from field: credentials.v1.CredentialStanding standing = 3;
+   */
+  standing: CredentialStanding;
+
+  /**
+   * The fraction of calls it gets, 0-1 (1 when in use, 0 when standby,
+   * skipped, inactive or weight 0).
+   *
+   * @generated from field: double share = 4;
+   */
+  share: number;
+
+  /**
+   * Its weight.
+   *
+   * @generated from field: int32 weight = 5;
+   */
+  weight: number;
+
+  /**
+   * Its masked key.
+   *
+   * @generated from field: string key_hint = 6;
+   */
+  keyHint: string;
+};
+
+/**
+ * Describes the message credentials.v1.CredentialResolution.
+ * Use `create(CredentialResolutionSchema)` to create a new message.
+ */
+export const CredentialResolutionSchema: GenMessage<CredentialResolution> = /*@__PURE__*/
+  messageDesc(file_credentials, 37);
+
+/**
+ * Request of RollCredential.
+ *
+ * @generated from message credentials.v1.RollCredentialRequest
+ */
+export type RollCredentialRequest = Message<"credentials.v1.RollCredentialRequest"> & {
+  /**
+   * The credential to replace.
+   *
+   * @generated from field: string credential_id = 1;
+   */
+  credentialId: string;
+
+  /**
+   * The new API key (same rules as on create).
+   *
+   * @generated from field: string api_key = 2;
+   */
+  apiKey: string;
+
+  /**
+   * The new credential's API base; unset: the old one's; empty: none.
+   *
+   * @generated from field: optional string api_base = 3;
+   */
+  apiBase?: string | undefined;
+
+  /**
+   * Seconds the old credential stays active beside the new one, 0-86400; 0:
+   * deactivated at once.
+   *
+   * @generated from field: int32 overlap_seconds = 4;
+   */
+  overlapSeconds: number;
+
+  /**
+   * Check the new key against the provider first and change nothing unless it
+   * passes: FAILED_PRECONDITION naming api_key.
+   *
+   * @generated from field: bool verify = 5;
+   */
+  verify: boolean;
+
+  /**
+   * When set, the roll applies only if the old credential's version is still this.
+   *
+   * @generated from field: optional int32 expected_version = 6;
+   */
+  expectedVersion?: number | undefined;
+};
+
+/**
+ * Describes the message credentials.v1.RollCredentialRequest.
+ * Use `create(RollCredentialRequestSchema)` to create a new message.
+ */
+export const RollCredentialRequestSchema: GenMessage<RollCredentialRequest> = /*@__PURE__*/
+  messageDesc(file_credentials, 38);
+
+/**
+ * Response of RollCredential.
+ *
+ * @generated from message credentials.v1.RollCredentialResponse
+ */
+export type RollCredentialResponse = Message<"credentials.v1.RollCredentialResponse"> & {
+  /**
+   * The new credential: active and in use.
+   *
+   * @generated from field: credentials.v1.Credential credential = 1;
+   */
+  credential?: Credential | undefined;
+
+  /**
+   * The old credential after the roll: renamed, inactive or deactivating.
+   *
+   * @generated from field: credentials.v1.Credential previous = 2;
+   */
+  previous?: Credential | undefined;
+
+  /**
+   * When the old one is (or was) deactivated.
+   *
+   * @generated from field: google.protobuf.Timestamp previous_deactivates_at = 3;
+   */
+  previousDeactivatesAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message credentials.v1.RollCredentialResponse.
+ * Use `create(RollCredentialResponseSchema)` to create a new message.
+ */
+export const RollCredentialResponseSchema: GenMessage<RollCredentialResponse> = /*@__PURE__*/
+  messageDesc(file_credentials, 39);
+
+/**
  * An organisation: the tenant that owns credentials and teams.
  *
  * @generated from message credentials.v1.Organization
@@ -1102,7 +1573,7 @@ export type Organization = Message<"credentials.v1.Organization"> & {
  * Use `create(OrganizationSchema)` to create a new message.
  */
 export const OrganizationSchema: GenMessage<Organization> = /*@__PURE__*/
-  messageDesc(file_credentials, 29);
+  messageDesc(file_credentials, 40);
 
 /**
  * A team: belongs to one organisation, whose credentials its calls use.
@@ -1151,7 +1622,7 @@ export type Team = Message<"credentials.v1.Team"> & {
  * Use `create(TeamSchema)` to create a new message.
  */
 export const TeamSchema: GenMessage<Team> = /*@__PURE__*/
-  messageDesc(file_credentials, 30);
+  messageDesc(file_credentials, 41);
 
 /**
  * Request of CreateOrganization.
@@ -1179,7 +1650,7 @@ export type CreateOrganizationRequest = Message<"credentials.v1.CreateOrganizati
  * Use `create(CreateOrganizationRequestSchema)` to create a new message.
  */
 export const CreateOrganizationRequestSchema: GenMessage<CreateOrganizationRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 31);
+  messageDesc(file_credentials, 42);
 
 /**
  * Response of CreateOrganization.
@@ -1200,7 +1671,7 @@ export type CreateOrganizationResponse = Message<"credentials.v1.CreateOrganizat
  * Use `create(CreateOrganizationResponseSchema)` to create a new message.
  */
 export const CreateOrganizationResponseSchema: GenMessage<CreateOrganizationResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 32);
+  messageDesc(file_credentials, 43);
 
 /**
  * Request of GetOrganization.
@@ -1221,7 +1692,7 @@ export type GetOrganizationRequest = Message<"credentials.v1.GetOrganizationRequ
  * Use `create(GetOrganizationRequestSchema)` to create a new message.
  */
 export const GetOrganizationRequestSchema: GenMessage<GetOrganizationRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 33);
+  messageDesc(file_credentials, 44);
 
 /**
  * Response of GetOrganization.
@@ -1242,7 +1713,7 @@ export type GetOrganizationResponse = Message<"credentials.v1.GetOrganizationRes
  * Use `create(GetOrganizationResponseSchema)` to create a new message.
  */
 export const GetOrganizationResponseSchema: GenMessage<GetOrganizationResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 34);
+  messageDesc(file_credentials, 45);
 
 /**
  * Request of ListOrganizations.
@@ -1271,7 +1742,7 @@ export type ListOrganizationsRequest = Message<"credentials.v1.ListOrganizations
  * Use `create(ListOrganizationsRequestSchema)` to create a new message.
  */
 export const ListOrganizationsRequestSchema: GenMessage<ListOrganizationsRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 35);
+  messageDesc(file_credentials, 46);
 
 /**
  * Response of ListOrganizations.
@@ -1299,7 +1770,7 @@ export type ListOrganizationsResponse = Message<"credentials.v1.ListOrganization
  * Use `create(ListOrganizationsResponseSchema)` to create a new message.
  */
 export const ListOrganizationsResponseSchema: GenMessage<ListOrganizationsResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 36);
+  messageDesc(file_credentials, 47);
 
 /**
  * Request of DeleteOrganization.
@@ -1320,7 +1791,7 @@ export type DeleteOrganizationRequest = Message<"credentials.v1.DeleteOrganizati
  * Use `create(DeleteOrganizationRequestSchema)` to create a new message.
  */
 export const DeleteOrganizationRequestSchema: GenMessage<DeleteOrganizationRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 37);
+  messageDesc(file_credentials, 48);
 
 /**
  * Response of DeleteOrganization.
@@ -1335,7 +1806,7 @@ export type DeleteOrganizationResponse = Message<"credentials.v1.DeleteOrganizat
  * Use `create(DeleteOrganizationResponseSchema)` to create a new message.
  */
 export const DeleteOrganizationResponseSchema: GenMessage<DeleteOrganizationResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 38);
+  messageDesc(file_credentials, 49);
 
 /**
  * Request of CreateTeam.
@@ -1370,7 +1841,7 @@ export type CreateTeamRequest = Message<"credentials.v1.CreateTeamRequest"> & {
  * Use `create(CreateTeamRequestSchema)` to create a new message.
  */
 export const CreateTeamRequestSchema: GenMessage<CreateTeamRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 39);
+  messageDesc(file_credentials, 50);
 
 /**
  * Response of CreateTeam.
@@ -1391,7 +1862,7 @@ export type CreateTeamResponse = Message<"credentials.v1.CreateTeamResponse"> & 
  * Use `create(CreateTeamResponseSchema)` to create a new message.
  */
 export const CreateTeamResponseSchema: GenMessage<CreateTeamResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 40);
+  messageDesc(file_credentials, 51);
 
 /**
  * Request of ListTeams.
@@ -1427,7 +1898,7 @@ export type ListTeamsRequest = Message<"credentials.v1.ListTeamsRequest"> & {
  * Use `create(ListTeamsRequestSchema)` to create a new message.
  */
 export const ListTeamsRequestSchema: GenMessage<ListTeamsRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 41);
+  messageDesc(file_credentials, 52);
 
 /**
  * Response of ListTeams.
@@ -1455,7 +1926,7 @@ export type ListTeamsResponse = Message<"credentials.v1.ListTeamsResponse"> & {
  * Use `create(ListTeamsResponseSchema)` to create a new message.
  */
 export const ListTeamsResponseSchema: GenMessage<ListTeamsResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 42);
+  messageDesc(file_credentials, 53);
 
 /**
  * Request of DeleteTeam.
@@ -1476,7 +1947,7 @@ export type DeleteTeamRequest = Message<"credentials.v1.DeleteTeamRequest"> & {
  * Use `create(DeleteTeamRequestSchema)` to create a new message.
  */
 export const DeleteTeamRequestSchema: GenMessage<DeleteTeamRequest> = /*@__PURE__*/
-  messageDesc(file_credentials, 43);
+  messageDesc(file_credentials, 54);
 
 /**
  * Response of DeleteTeam.
@@ -1491,7 +1962,7 @@ export type DeleteTeamResponse = Message<"credentials.v1.DeleteTeamResponse"> & 
  * Use `create(DeleteTeamResponseSchema)` to create a new message.
  */
 export const DeleteTeamResponseSchema: GenMessage<DeleteTeamResponse> = /*@__PURE__*/
-  messageDesc(file_credentials, 44);
+  messageDesc(file_credentials, 55);
 
 /**
  * An LLM provider whose API keys the service stores.
@@ -1736,6 +2207,131 @@ export const FailureKindSchema: GenEnum<FailureKind> = /*@__PURE__*/
   enumDesc(file_credentials, 4);
 
 /**
+ * Why resolutions may have changed.
+ *
+ * @generated from enum credentials.v1.ChangeReason
+ */
+export enum ChangeReason {
+  /**
+   * Not known (for example a change notification that could not be read).
+   *
+   * @generated from enum value: CHANGE_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A credential was created, changed, activated, deactivated, rolled or deleted.
+   *
+   * @generated from enum value: CHANGE_REASON_CREDENTIAL = 1;
+   */
+  CREDENTIAL = 1,
+
+  /**
+   * A selection strategy was set.
+   *
+   * @generated from enum value: CHANGE_REASON_SELECTION_STRATEGY = 2;
+   */
+  SELECTION_STRATEGY = 2,
+
+  /**
+   * A credential was marked failing or healthy.
+   *
+   * @generated from enum value: CHANGE_REASON_KEY_HEALTH = 3;
+   */
+  KEY_HEALTH = 3,
+
+  /**
+   * An organisation was deleted.
+   *
+   * @generated from enum value: CHANGE_REASON_ORGANIZATION = 4;
+   */
+  ORGANIZATION = 4,
+
+  /**
+   * A team was deleted.
+   *
+   * @generated from enum value: CHANGE_REASON_TEAM = 5;
+   */
+  TEAM = 5,
+
+  /**
+   * Every resolution may have changed (the master key was rotated, or this
+   * replica may have missed changes): drop every cached answer.
+   *
+   * @generated from enum value: CHANGE_REASON_ALL = 6;
+   */
+  ALL = 6,
+}
+
+/**
+ * Describes the enum credentials.v1.ChangeReason.
+ */
+export const ChangeReasonSchema: GenEnum<ChangeReason> = /*@__PURE__*/
+  enumDesc(file_credentials, 5);
+
+/**
+ * How a credential takes part in resolutions now.
+ *
+ * @generated from enum credentials.v1.CredentialStanding
+ */
+export enum CredentialStanding {
+  /**
+   * Not set; never returned.
+   *
+   * @generated from enum value: CREDENTIAL_STANDING_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * ResolveKey hands out this credential (strategy newest, or the only one).
+   *
+   * @generated from enum value: CREDENTIAL_STANDING_IN_USE = 1;
+   */
+  IN_USE = 1,
+
+  /**
+   * Active and healthy, but another one is in use (strategy newest).
+   *
+   * @generated from enum value: CREDENTIAL_STANDING_STANDBY = 2;
+   */
+  STANDBY = 2,
+
+  /**
+   * Handed out for a share of calls (round robin or weighted): see `share`.
+   *
+   * @generated from enum value: CREDENTIAL_STANDING_SHARED = 3;
+   */
+  SHARED = 3,
+
+  /**
+   * Active but marked failing, and skipped while a healthy one exists.
+   *
+   * @generated from enum value: CREDENTIAL_STANDING_SKIPPED_FAILING = 4;
+   */
+  SKIPPED_FAILING = 4,
+
+  /**
+   * Inactive: never handed out.
+   *
+   * @generated from enum value: CREDENTIAL_STANDING_INACTIVE = 5;
+   */
+  INACTIVE = 5,
+
+  /**
+   * Weighted strategy with weight 0: never picked while others have weight.
+   *
+   * @generated from enum value: CREDENTIAL_STANDING_ZERO_WEIGHT = 6;
+   */
+  ZERO_WEIGHT = 6,
+}
+
+/**
+ * Describes the enum credentials.v1.CredentialStanding.
+ */
+export const CredentialStandingSchema: GenEnum<CredentialStanding> = /*@__PURE__*/
+  enumDesc(file_credentials, 6);
+
+/**
  * Manages organisations' provider credentials and resolves them for callers.
  * Every error carries a google.rpc.ErrorInfo (domain "provider-credentials",
  * a stable reason, metadata "field" when one field is at fault) in its status
@@ -1903,6 +2499,53 @@ export const CredentialService: GenService<{
     methodKind: "unary";
     input: typeof ResolveKeyRequestSchema;
     output: typeof ResolveKeyResponseSchema;
+  },
+  /**
+   * Streams what can change a resolution, for callers that cache ResolveKey's
+   * answers (a `resolve` or `admin` token; a caller limited to organisations
+   * sees only theirs). First any changes missed since `resume_token` (when the
+   * replica still has them), then one WatchSnapshot marker, then one
+   * ResolutionChange per committed change that can alter a resolution, on
+   * every replica, and a WatchHeartbeat every WATCH_HEARTBEAT_MS (default
+   * 2000) while nothing changes. Events never carry keys. A caller that sees
+   * `snapshot.resumed == false` must drop every answer it cached.
+   *
+   * @generated from rpc credentials.v1.CredentialService.WatchResolutions
+   */
+  watchResolutions: {
+    methodKind: "server_streaming";
+    input: typeof WatchResolutionsRequestSchema;
+    output: typeof WatchResolutionsResponseSchema;
+  },
+  /**
+   * Explains, with the same selection code as ResolveKey, which credential a
+   * call for the organisation (or team) and provider gets now and why: each
+   * active credential's standing (in use, standby, its share, skipped as
+   * failing) and whether an environment fallback exists (never its value).
+   * NOT_FOUND for an unknown team or organisation. Read access.
+   *
+   * @generated from rpc credentials.v1.CredentialService.ExplainResolution
+   */
+  explainResolution: {
+    methodKind: "unary";
+    input: typeof ExplainResolutionRequestSchema;
+    output: typeof ExplainResolutionResponseSchema;
+  },
+  /**
+   * Replaces a credential's key in one step: stores the new key as a new
+   * active credential (in use at once) with the old one's name, organisation,
+   * provider, API base (unless given) and weight, renames the old one
+   * `<name> (replaced <date>)` and deactivates it now or after
+   * `overlap_seconds` (at most 86400; carried out by the service). One audit
+   * event names both. NOT_FOUND for an unknown credential; ABORTED if
+   * expected_version is set and is not the old one's version.
+   *
+   * @generated from rpc credentials.v1.CredentialService.RollCredential
+   */
+  rollCredential: {
+    methodKind: "unary";
+    input: typeof RollCredentialRequestSchema;
+    output: typeof RollCredentialResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_credentials, 0);

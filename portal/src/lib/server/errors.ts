@@ -21,6 +21,8 @@ const KINDS = {
   already_exists: { status: 409, trpc: "CONFLICT" },
   stale_version: { status: 409, trpc: "CONFLICT" },
   failed_precondition: { status: 409, trpc: "CONFLICT" },
+  /** A sensitive action for a signed-in account whose sign-in is older than 10 minutes: confirm at /reauthenticate, then repeat it. */
+  reauthentication_required: { status: 409, trpc: "CONFLICT" },
   payload_too_large: { status: 413, trpc: "PAYLOAD_TOO_LARGE" },
   unsupported_media_type: { status: 415, trpc: "UNSUPPORTED_MEDIA_TYPE" },
   too_many_requests: { status: 429, trpc: "TOO_MANY_REQUESTS" },
@@ -75,6 +77,11 @@ const FIXED_MESSAGES: Partial<Record<ApiErrorCode, string>> = {
   not_implemented: "the credentials service does not support this operation yet",
   client_closed_request: "the request was cancelled",
 };
+
+/** google.rpc.ErrorInfo reason of a sensitive action that needs a recent sign-in (the service's auth/policy.ts). */
+export const REAUTHENTICATION_REASON = "REAUTHENTICATION_REQUIRED";
+/** The portal page where a signed-in account confirms who it is again. */
+export const REAUTHENTICATE_PATH = "/reauthenticate";
 
 /** The service's field names where the REST API names them differently. */
 const FIELD_NAMES: Record<string, string> = { page_token: "cursor", page_size: "limit", "organizations.organization_ids": "organization_ids" };
@@ -171,7 +178,11 @@ export function fromConnectError(error: ConnectError): ApiError {
     message = `${issues[0].path}: ${issues[0].message}`;
   }
   let field: { path: string; message: string } | undefined;
-  const named = error.findDetails(ErrorInfoSchema)[0]?.metadata.field;
+  const info = error.findDetails(ErrorInfoSchema)[0];
+  if (error.code === Code.FailedPrecondition && info?.reason === REAUTHENTICATION_REASON) {
+    return new ApiError("reauthentication_required", `${message} (in the portal: ${REAUTHENTICATE_PATH})`, { cause: error });
+  }
+  const named = info?.metadata.field;
   if (named !== undefined && issues === undefined) {
     const prefix = `${named}: `;
     field = { path: renameField(named), message: message.startsWith(prefix) ? message.slice(prefix.length) : message };

@@ -1,5 +1,5 @@
-import { error, fail, redirect, type RequestEvent } from "@sveltejs/kit";
-import { toApiError, type ApiErrorCode } from "./errors.js";
+import { error, fail, isRedirect, redirect, type RequestEvent } from "@sveltejs/kit";
+import { REAUTHENTICATE_PATH, toApiError, type ApiErrorCode } from "./errors.js";
 import { log } from "./log.js";
 import { serviceConnection } from "./service-client.js";
 import { safeRedirectTarget } from "./session.js";
@@ -12,11 +12,62 @@ import { createCaller } from "./trpc/routers/_app.js";
  * service records the person in created_by, updated_by and the audit log.
  */
 
-/** The tRPC caller acting for the request's signed-in administrator. */
+/**
+ * The tRPC caller acting for the request's signed-in administrator. A sensitive action refused for want of a
+ * recent sign-in sends the browser to /reauthenticate (and back to this page afterwards): see askingAgain.
+ */
 export function callerFor(event: Pick<RequestEvent, "locals" | "url" | "getClientAddress">) {
   const admin = event.locals.admin;
   if (!admin) redirect(303, `/login?redirectTo=${encodeURIComponent(`${event.url.pathname}${event.url.search}`)}`);
-  return createCaller(createContextInner({ caller: { kind: "session", admin }, connection: serviceConnection(), source: event.getClientAddress() }));
+  const caller = createCaller(createContextInner({ caller: { kind: "session", admin }, connection: serviceConnection(), source: event.getClientAddress() }));
+  return askingAgain(caller, reauthenticateLocation(event.url));
+}
+
+/** The service's clients acting for the request's signed-in administrator (for the few calls no procedure makes), asking again like callerFor. */
+export function serviceFor(event: Pick<RequestEvent, "locals" | "url" | "getClientAddress">) {
+  const admin = event.locals.admin;
+  if (!admin) redirect(303, `/login?redirectTo=${encodeURIComponent(`${event.url.pathname}${event.url.search}`)}`);
+  return askingAgain(serviceConnection().asAdmin(admin.email, event.getClientAddress(), admin.sessionToken), reauthenticateLocation(event.url));
+}
+
+/**
+ * Where a signed-in account confirms who it is again, coming back afterwards to the page the request came from
+ * (its path and query, without a form action's `?/name`).
+ */
+export function reauthenticateLocation(url: URL): string {
+  const query = new URLSearchParams(url.search);
+  for (const key of [...query.keys()]) if (key.startsWith("/")) query.delete(key);
+  const search = query.toString();
+  const next = safeRedirectTarget(`${url.pathname}${search === "" ? "" : `?${search}`}`);
+  return `${REAUTHENTICATE_PATH}?next=${encodeURIComponent(next)}`;
+}
+
+/**
+ * `calls` (a tRPC caller, or service clients) whose failures for want of a recent sign-in become a redirect to
+ * `location` (303; for a form posted by script, an action result that navigates there), with or without
+ * JavaScript: every page's loads and actions get it from callerFor, none handles it itself. describeFailure
+ * passes the redirect on.
+ */
+function askingAgain<T extends object>(calls: T, location: string): T {
+  return new Proxy(calls, {
+    get(target, property, receiver) {
+      const value: unknown = Reflect.get(target, property, receiver);
+      // Procedures and client methods are functions (tRPC's router paths too), reached through objects (a service's client).
+      if (typeof value !== "function" && (typeof value !== "object" || value === null || value instanceof Promise)) return value;
+      // A proxy must give back a read-only, non-configurable property as it is.
+      const own = Reflect.getOwnPropertyDescriptor(target, property);
+      if (own && !own.configurable && own.writable === false) return value;
+      return askingAgain(value, location);
+    },
+    apply(target, thisArg, args) {
+      const result: unknown = Reflect.apply(target as (...a: unknown[]) => unknown, thisArg, args);
+      if (!(result instanceof Promise)) return result;
+      return result.catch((thrown: unknown) => {
+        if (toApiError(thrown).apiCode === "reauthentication_required") redirect(303, location);
+        throw thrown;
+      });
+    },
+  });
 }
 
 export type PageCaller = ReturnType<typeof callerFor>;
@@ -36,6 +87,8 @@ export interface Failure {
  * field in the error's details (ApiError.field).
  */
 export function describeFailure(thrown: unknown, fields: readonly string[] = []): Failure {
+  // A sensitive action that needs a recent sign-in (askingAgain): the redirect to /reauthenticate goes on.
+  if (isRedirect(thrown)) throw thrown;
   const error = toApiError(thrown);
   if (error.status >= 500) log("error", "page action failed", { code: error.apiCode, err: error.cause ?? thrown });
   const errors: Record<string, string> = {};

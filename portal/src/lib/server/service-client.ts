@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 // No Kit alias ($lib) here, so that tests and the root `tsc` can load this module too.
-import { ACTOR_HEADER, bearer, SOURCE_HEADER, SOURCE_PATTERN } from "@provider-credentials/wire/auth";
+import { ACTOR_HEADER, bearer, SESSION_HEADER, SESSION_PATTERN, SOURCE_HEADER, SOURCE_PATTERN } from "@provider-credentials/wire/auth";
 import { CredentialService, OrganizationService } from "@provider-credentials/wire/gen/credentials_pb";
 import { AdminService } from "@provider-credentials/wire/gen/admin_pb";
 import { DEFAULT_SERVICE_URL, portalSettings, type PortalSettings } from "./settings.js";
@@ -20,8 +20,11 @@ export interface ServiceClients {
 export interface ServiceConnection {
   /** Calls made by the portal itself with SERVICE_ADMIN_TOKEN: sign-in, session checks, sign-out, password changes; `source` is the browser's address, for the audit log. */
   asPortal(source?: string | null): ServiceClients;
-  /** Calls for a signed-in administrator: SERVICE_ADMIN_TOKEN, naming the person so that the service records them. */
-  asAdmin(email: string, source?: string | null): ServiceClients;
+  /**
+   * Calls for a signed-in administrator: SERVICE_ADMIN_TOKEN, naming the person so that the service records them,
+   * and their session (`sessionToken`), whose last sign-in the service checks before a sensitive action.
+   */
+  asAdmin(email: string, source?: string | null, sessionToken?: string | null): ServiceClients;
   /** Calls for a REST caller: their own bearer token, which the service authenticates and authorises. */
   withToken(token: string, source?: string | null): ServiceClients;
 }
@@ -78,8 +81,17 @@ export function createServiceConnection(options: ServiceConnectionOptions): Serv
   const portalClients = clientsOver(portalTransport);
   return {
     asPortal: (source) => (token && source ? clientsOver(withHeaders(shared, { authorization: bearer(token), ...sourceHeader(source) })) : portalClients),
-    asAdmin: (email, source) =>
-      token ? clientsOver(withHeaders(shared, { authorization: bearer(token), [ACTOR_HEADER]: email, ...sourceHeader(source) })) : portalClients,
+    asAdmin: (email, source, sessionToken) =>
+      token
+        ? clientsOver(
+            withHeaders(shared, {
+              authorization: bearer(token),
+              [ACTOR_HEADER]: email,
+              ...sourceHeader(source),
+              ...(sessionToken && SESSION_PATTERN.test(sessionToken) ? { [SESSION_HEADER]: sessionToken } : {}),
+            }),
+          )
+        : portalClients,
     withToken: (callerToken, source) => clientsOver(withHeaders(shared, { authorization: bearer(callerToken), ...sourceHeader(source) })),
   };
 }

@@ -64,6 +64,7 @@ export async function lookUpSession(connection: ServiceConnection, token: string
       organizationIds: [...admin.organizationIds],
       twoFactorEnabled: admin.twoFactorEnabled,
       twoFactorEnrolmentRequired,
+      sessionToken: token,
     };
   } catch (error) {
     if (error instanceof ConnectError && (error.code === Code.Unauthenticated || error.code === Code.NotFound)) return null;

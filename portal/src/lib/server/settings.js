@@ -94,7 +94,7 @@ export const DEFAULT_SERVICE_URL = "http://127.0.0.1:50051";
 
 export const PORTAL_SETTINGS = {
   PORTAL_PORT: setting(integer("PORTAL_PORT", 0, 65535, 3000, "must be a port number between 0 and 65535"), "`3000`", "Port of the portal."),
-  HOST: setting(text(), "`127.0.0.1`", "Address the portal listens on (`npm start` sets it from `PORTAL_HOST`)."),
+  HOST: setting(text(), "`127.0.0.1`", "Address the portal listens on (`npm start` and `npm run start:prod` set it from `PORTAL_HOST`)."),
   CREDENTIALS_SERVICE_URL: setting(
     httpUrl("CREDENTIALS_SERVICE_URL", DEFAULT_SERVICE_URL),
     `\`${DEFAULT_SERVICE_URL}\``,

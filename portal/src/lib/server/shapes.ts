@@ -185,6 +185,7 @@ export function accountJson(a: Admin) {
     role: accountRole(a.role),
     organization_ids: organizations(a.organizationIds),
     disabled: a.disabled,
+    two_factor_enabled: a.twoFactorEnabled,
     created_at: iso(a.createdAt),
     last_sign_in_at: isoOrNull(a.lastSignInAt),
   };

@@ -1,17 +1,13 @@
 import { fail, redirect } from "@sveltejs/kit";
 import type { Actions, PageServerLoad } from "./$types";
 import { organizationList } from "$lib/server/form-lists";
-import { callerFor, describeFailure, field, loading, redirectWithFlash, refuseForm } from "$lib/server/page-actions";
-import { serviceConnection } from "$lib/server/service-client";
+import { callerFor, describeFailure, field, loading, redirectWithFlash, refuseForm, serviceFor } from "$lib/server/page-actions";
 import { ACCOUNT_ROLES } from "$lib/server/trpc/schemas";
 
 export const load: PageServerLoad = async (event) => ({
   accounts: (await loading(() => callerFor(event).accounts.list({}))).accounts,
   // Read as the signed-in account (the service decides who may); the switch is shown to owners only.
-  requireTwoFactor: event.locals.admin
-    ? ((await loading(() => serviceConnection().asAdmin(event.locals.admin!.email, event.getClientAddress()).admin.getSecurityPolicy({}))).policy
-        ?.requireTwoFactor ?? false)
-    : false,
+  requireTwoFactor: event.locals.admin ? ((await loading(() => serviceFor(event).admin.getSecurityPolicy({}))).policy?.requireTwoFactor ?? false) : false,
 });
 
 type Role = (typeof ACCOUNT_ROLES)[number];
@@ -24,7 +20,7 @@ export const actions: Actions = {
     const form = await event.request.formData();
     const requireTwoFactor = field(form, "require_two_factor") === "on";
     try {
-      await serviceConnection().asAdmin(event.locals.admin.email, event.getClientAddress()).admin.setSecurityPolicy({ requireTwoFactor });
+      await serviceFor(event).admin.setSecurityPolicy({ requireTwoFactor });
     } catch (thrown) {
       const failure = describeFailure(thrown);
       return fail(failure.status, { policyMessage: failure.message });

@@ -1,35 +1,13 @@
 import type { PageServerLoad } from "./$types";
 import { allOrganizations, callerFor, cursorParam, describeFailure, loadFailed, pageNumberParam } from "$lib/server/page-actions";
+import { ACTION_OPTIONS, auditFilters, auditQuery, FilterError } from "$lib/server/audit-filters";
 
 const PAGE_SIZE = 50;
-
-/** Every action the service records, for the filter. */
-const ACTIONS = [
-  "credential.create",
-  "credential.update",
-  "credential.activate",
-  "credential.deactivate",
-  "credential.delete",
-  "organization.create",
-  "organization.delete",
-  "team.create",
-  "team.delete",
-  "token.create",
-  "token.revoke",
-  "admin.create",
-  "admin.sign_in",
-  "admin.sign_in_failed",
-  "admin.sign_out",
-  "admin.reset_password",
-  "admin.remove",
-  "master_key.rotate",
-];
 
 export const load: PageServerLoad = async (event) => {
   const { url } = event;
   const caller = callerFor(event);
-  const organization = url.searchParams.get("organization")?.trim() ?? "";
-  const action = url.searchParams.get("action")?.trim() ?? "";
+  const filters = auditFilters(url);
   let organizations;
   try {
     organizations = (await allOrganizations(caller)).organizations;
@@ -39,31 +17,33 @@ export const load: PageServerLoad = async (event) => {
   let events: Awaited<ReturnType<typeof caller.audit.list>>["events"] = [];
   let next_cursor: string | null = null;
   let listError: string | null = null;
+  let filterErrors: Record<string, string> = {};
   try {
-    const page = await caller.audit.list({
-      organization_id: organization || undefined,
-      action: action || undefined,
-      limit: PAGE_SIZE,
-      cursor: cursorParam(url),
-    });
+    const page = await caller.audit.list({ ...auditQuery(filters), limit: PAGE_SIZE, cursor: cursorParam(url) });
     events = page.events;
     next_cursor = page.next_cursor;
   } catch (thrown) {
-    const failure = describeFailure(thrown);
-    if (failure.status >= 500) loadFailed(thrown);
-    listError = failure.message;
+    if (thrown instanceof FilterError) filterErrors = { [thrown.field]: thrown.message };
+    else {
+      const failure = describeFailure(thrown);
+      if (failure.status >= 500) loadFailed(thrown);
+      listError = failure.message;
+    }
   }
+  const names = new Map(organizations.map((o) => [o.organization_id, o.name]));
   return {
     organizations,
-    actions: ACTIONS.includes(action) || action === "" ? ACTIONS : [...ACTIONS, action],
-    organization,
-    action,
+    actions: ACTION_OPTIONS,
+    filters,
+    filterErrors,
     events: events.map((e) => ({
       event_id: e.event_id,
       occurred_at: e.occurred_at,
       actor: e.actor,
       action: e.action,
       organization_id: e.organization_id,
+      organization_name: e.organization_id === null ? null : (names.get(e.organization_id) ?? null),
+      action_label: ACTION_OPTIONS.find((a) => a.value === e.action)?.label ?? null,
       credential_id: e.credential_id,
       target: e.target,
       source: e.source,

@@ -20,6 +20,11 @@ export interface SignedInAdmin {
   twoFactorEnabled?: boolean;
   /** Owners require a second factor and the account has none: every page sends it to /account until it enrols. */
   twoFactorEnrolmentRequired?: boolean;
+  /**
+   * The session id (the cookie's value), sent with every call made for the account so that the service can check
+   * the session's last sign-in before a sensitive action. Server-side only: never in page data.
+   */
+  sessionToken?: string;
 }
 
 /**

@@ -1,3 +1,4 @@
+import { AUDIT_ACTIONS, type AuditAction } from "@provider-credentials/wire/audit-actions";
 import { z } from "zod";
 import { TOKEN_SCOPES } from "@provider-credentials/wire/auth";
 import { PROVIDER_NAMES, type ProviderName } from "@provider-credentials/wire/providers";
@@ -219,6 +220,7 @@ export const accountOutput = z
     role: accountRole,
     organization_ids: organizationsOutput,
     disabled: z.boolean().describe("A disabled account cannot sign in."),
+    two_factor_enabled: z.boolean().describe("Whether the account signs in with a TOTP code after its password."),
     created_at: timestamp,
     last_sign_in_at: timestamp.nullable(),
   })
@@ -325,7 +327,13 @@ export const listAuditEventsInput = z
   .object({
     organization_id: z.string().min(1).max(256).describe("Only events of this organisation.").optional(),
     credential_id: z.string().min(1).max(256).describe("Only events of this credential.").optional(),
-    action: z.string().min(1).max(128).describe("Only events with this action, e.g. `credential.update`.").optional(),
+    action: z
+      .enum(Object.keys(AUDIT_ACTIONS) as [AuditAction, ...AuditAction[]])
+      .describe("Only events with this action, e.g. `credential.update`.")
+      .optional(),
+    actor: z.string().min(1).max(128).describe("Only events whose actor starts with this, ignoring case: an email, or `token:gw`.").optional(),
+    occurred_after: z.iso.datetime({ offset: true }).describe("Only events at or after this time (RFC 3339).").optional(),
+    occurred_before: z.iso.datetime({ offset: true }).describe("Only events before this time (RFC 3339).").optional(),
     ...paging,
   })
   .strict();

@@ -54,7 +54,10 @@ const authenticated = t.middleware(async ({ ctx, next }) => {
   if (!caller) {
     throw ctx.denial ?? new ApiError("unauthorized", 'authentication required: sign in, or send "Authorization: Bearer <admin token>"');
   }
-  const service = caller.kind === "session" ? ctx.connection.asAdmin(caller.admin.email, ctx.source) : ctx.connection.withToken(caller.token, ctx.source);
+  const service =
+    caller.kind === "session"
+      ? ctx.connection.asAdmin(caller.admin.email, ctx.source, caller.admin.sessionToken)
+      : ctx.connection.withToken(caller.token, ctx.source);
   const result = await next({ ctx: { caller, service } });
   if (result.ok || caller.kind !== "token") return result;
   const error = toApiError(result.error);

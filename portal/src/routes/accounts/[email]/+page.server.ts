@@ -53,6 +53,13 @@ export const actions: Actions = {
   signOut: async (event) =>
     change(event, () => callerFor(event).accounts.signOutEverywhere({ email: event.params.email }), `${event.params.email} was signed out everywhere.`),
 
+  resetTwoFactor: async (event) =>
+    change(
+      event,
+      () => callerFor(event).accounts.resetTwoFactor({ email: event.params.email }),
+      `Two-factor sign-in of ${event.params.email} was reset: it signs in with its password and sets up a second factor again.`,
+    ),
+
   remove: async (event) =>
     change(event, () => callerFor(event).accounts.delete({ email: event.params.email }), `${event.params.email} was removed.`, "/accounts"),
 };

@@ -4,6 +4,7 @@ import { auditRouter } from "./audit.js";
 import { credentialsRouter } from "./credentials.js";
 import { organizationsRouter } from "./organizations.js";
 import { selectionStrategiesRouter } from "./selection-strategies.js";
+import { resolutionRouter } from "./resolution.js";
 import { teamsRouter } from "./teams.js";
 import { tokensRouter } from "./tokens.js";
 
@@ -11,6 +12,7 @@ import { tokensRouter } from "./tokens.js";
 export const appRouter = router({
   credentials: credentialsRouter,
   selectionStrategies: selectionStrategiesRouter,
+  resolution: resolutionRouter,
   organizations: organizationsRouter,
   teams: teamsRouter,
   audit: auditRouter,

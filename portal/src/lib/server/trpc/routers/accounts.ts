@@ -134,4 +134,23 @@ export const accountsRouter = router({
       const { sessionsEnded } = await ctx.service.admin.revokeAdminSessions({ email });
       return { email, sessions_ended: sessionsEnded };
     }),
+
+  resetTwoFactor: adminProcedure
+    .meta({
+      openapi: {
+        method: "POST",
+        path: "/accounts/{email}/reset-two-factor",
+        tags,
+        summary: "Reset a portal account's two-factor sign-in",
+        description:
+          "Removes the account's second factor (its authenticator and recovery codes), for a lost device: it signs in with its password " +
+          "and sets up two-factor sign-in again. Owners only; no body needed. 404 if there is no such account.",
+      },
+    })
+    .input(accountEmailInput)
+    .output(accountOutput)
+    .mutation(async ({ ctx, input }) => {
+      const { admin } = await ctx.service.admin.resetTwoFactor({ email: pathEmail(input.email) });
+      return accountJson(admin!);
+    }),
 });

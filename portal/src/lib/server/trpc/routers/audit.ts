@@ -1,3 +1,4 @@
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { adminProcedure, router } from "../trpc.js";
 import { auditEventListOutput, listAuditEventsInput } from "../schemas.js";
 import { auditEventJson, nextCursor } from "../../shapes.js";
@@ -21,6 +22,9 @@ export const auditRouter = router({
         organizationId: input.organization_id,
         credentialId: input.credential_id,
         action: input.action,
+        actor: input.actor,
+        occurredAfter: input.occurred_after ? timestampFromDate(new Date(input.occurred_after)) : undefined,
+        occurredBefore: input.occurred_before ? timestampFromDate(new Date(input.occurred_before)) : undefined,
         pageSize: pageSize(input.limit),
         pageToken: input.cursor ?? "",
       });
