@@ -1,5 +1,6 @@
 import type { PageServerLoad } from "./$types";
 import { allOrganizations, callerFor, cursorParam, describeFailure, loadFailed, pageNumberParam } from "$lib/server/page-actions";
+import { AUDIT_ACTIONS, isAuditAction } from "@provider-credentials/wire/audit-actions";
 import { ACTION_OPTIONS, auditFilters, auditQuery, FilterError } from "$lib/server/audit-filters";
 
 const PAGE_SIZE = 50;
@@ -43,7 +44,7 @@ export const load: PageServerLoad = async (event) => {
       action: e.action,
       organization_id: e.organization_id,
       organization_name: e.organization_id === null ? null : (names.get(e.organization_id) ?? null),
-      action_label: ACTION_OPTIONS.find((a) => a.value === e.action)?.label ?? null,
+      action_label: isAuditAction(e.action) ? AUDIT_ACTIONS[e.action] : null,
       credential_id: e.credential_id,
       target: e.target,
       source: e.source,
