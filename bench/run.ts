@@ -36,6 +36,7 @@ import { openBenchDatabase } from "./database.js";
 import { createCpuQuota } from "./cpu-quota.js";
 import { measureInvalidation } from "./invalidation.js";
 import { grpcPages, measureListing, restPages, startPortal, type ListingResult } from "./listing.js";
+import { fleetMarkdown, runFleet, type FleetResult } from "./fleet.js";
 import type { LoadCommand, LoadResult } from "./load.js";
 import { Histogram } from "./histogram.js";
 import { cpuBetween, processCpuMs, snapshot, type Snapshot } from "./cpu.js";
@@ -967,6 +968,9 @@ async function main(): Promise<void> {
   );
   await stopService(replicaA);
 
+  // Fleet views (bench/fleet.ts): a service of their own, without provider environment variables.
+  const fleet: FleetResult = await runFleet({ databaseUrl: database.url, masterKey, repetitions: quick ? 5 : 20, log });
+
   log("keyring: our Fernet vs npm fernet 0.4.0");
   const keyring = await measureKeyring();
   log(
@@ -999,13 +1003,14 @@ async function main(): Promise<void> {
     connect,
     invalidation,
     listing: listingResult,
+    fleet,
     keyring,
     serviceLogIssues,
     serviceExits,
     serviceStarts,
   };
   const targets = evaluateTargets(partial);
-  const markdown = renderMarkdown({ ...partial, targets });
+  const markdown = `${renderMarkdown({ ...partial, targets })}\n\n${fleetMarkdown(fleet)}`;
   const results: Results = { ...partial, targets, markdown };
   const file = await writeResults(results);
   console.log("\n" + markdown + "\n");
@@ -1014,9 +1019,13 @@ async function main(): Promise<void> {
 
 /** `--report-only`: recompute the targets and the markdown from bench/results/latest.json, without measuring. */
 async function reportOnly(): Promise<void> {
-  const { markdown: _markdown, targets: _targets, ...partial } = JSON.parse(readFileSync("bench/results/latest.json", "utf8")) as Results;
+  const {
+    markdown: _markdown,
+    targets: _targets,
+    ...partial
+  } = JSON.parse(readFileSync("bench/results/latest.json", "utf8")) as Results & { fleet?: FleetResult };
   const targets = evaluateTargets(partial);
-  const markdown = renderMarkdown({ ...partial, targets });
+  const markdown = renderMarkdown({ ...partial, targets }) + (partial.fleet ? `\n\n${fleetMarkdown(partial.fleet)}` : "");
   await writeResults({ ...partial, targets, markdown });
   console.log(markdown);
 }

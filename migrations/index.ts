@@ -10,6 +10,7 @@ import { Migration20261206160000_admin_roles } from "./Migration20261206160000_a
 import { Migration20261206170000_two_factor } from "./Migration20261206170000_two_factor.js";
 import { Migration20261206181000_session_authentication } from "./Migration20261206181000_session_authentication.js";
 import { Migration20261206200000_credential_deactivate_at } from "./Migration20261206200000_credential_deactivate_at.js";
+import { Migration20261206210000_fleet_search } from "./Migration20261206210000_fleet_search.js";
 
 // Every migration, in order. Listed explicitly so that the migrator needs no
 // file-system discovery (which cannot import .ts files under some loaders).
@@ -26,4 +27,5 @@ export const migrationsList = [
   { name: "Migration20261206170000_two_factor", class: Migration20261206170000_two_factor },
   { name: "Migration20261206181000_session_authentication", class: Migration20261206181000_session_authentication },
   { name: "Migration20261206200000_credential_deactivate_at", class: Migration20261206200000_credential_deactivate_at },
+  { name: "Migration20261206210000_fleet_search", class: Migration20261206210000_fleet_search },
 ];

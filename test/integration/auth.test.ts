@@ -7,6 +7,7 @@ import { Code, createClient, type Client, type Interceptor } from "@connectrpc/c
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { startTestService, FAKE_KEYS, rpcError, type TestService } from "../support/harness.js";
 import {
+  CredentialAction,
   CredentialService,
   FailureKind,
   KeyCheckOutcome,
@@ -71,6 +72,9 @@ const RPCS: Array<{ rpc: string; call: (c: Clients) => Promise<unknown> }> = [
   { rpc: "ListSelectionStrategies", call: (c) => c.credentials.listSelectionStrategies({ organizationId: ORG }) },
   { rpc: "ExplainResolution", call: (c) => c.credentials.explainResolution({ scope: { case: "organizationId", value: ORG } }) },
   { rpc: "RollCredential", call: (c) => c.credentials.rollCredential({ credentialId, apiKey: FAKE_KEYS.openai() }) },
+  { rpc: "SearchCredentials", call: (c) => c.credentials.searchCredentials({ query: "Prod" }) },
+  { rpc: "ListUncoveredOrganizations", call: (c) => c.credentials.listUncoveredOrganizations({}) },
+  { rpc: "BatchCredentialAction", call: (c) => c.credentials.batchCredentialAction({ action: CredentialAction.DEACTIVATE, credentialIds: [credentialId] }) },
   // A stream: its first message (the snapshot marker), or its error.
   { rpc: "WatchResolutions", call: (c) => firstMessage(c.credentials.watchResolutions({})) },
   { rpc: "CreateOrganization", call: (c) => c.organizations.createOrganization({ organizationId: "org-denied", name: "Denied" }) },
@@ -272,7 +276,15 @@ describe("an admin token from TokenStore", () => {
     expect(watched?.event.case).toBe("snapshot");
     const rolled = await ok("RollCredential", credentials.rollCredential({ credentialId: id, apiKey: FAKE_KEYS.gemini() }));
     expect(rolled.previous?.isActive).toBe(false);
-    await credentials.deleteCredential({ credentialId: rolled.credential!.credentialId });
+    const found = await ok("SearchCredentials", credentials.searchCredentials({ organizationId: "org-admin" }));
+    expect(found.credentials.map((c) => c.credentialId).sort()).toEqual([id, rolled.credential!.credentialId].sort());
+    const uncovered = await ok("ListUncoveredOrganizations", credentials.listUncoveredOrganizations({ provider: Provider.FIREWORKS }));
+    expect(uncovered.organizations.map((o) => o.organization?.organizationId)).toContain("org-admin");
+    const batch = await ok(
+      "BatchCredentialAction",
+      credentials.batchCredentialAction({ action: CredentialAction.DELETE, credentialIds: [rolled.credential!.credentialId] }),
+    );
+    expect(batch.credentials.map((c) => c.credentialId)).toEqual([rolled.credential!.credentialId]);
     await ok("DeleteCredential", credentials.deleteCredential({ credentialId: id }));
     await ok("DeleteTeam", organizations.deleteTeam({ teamId: "team-admin" }));
     await ok("DeleteOrganization", organizations.deleteOrganization({ organizationId: "org-admin" }));

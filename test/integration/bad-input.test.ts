@@ -16,6 +16,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { FAKE_KEYS, rpcError, type TestService } from "../support/harness.js";
 import { startTestPortal, type TestPortal } from "../support/portal-harness.js";
 import {
+  CredentialAction,
   CreateCredentialRequestSchema,
   CreateOrganizationRequestSchema,
   CredentialService,
@@ -1172,6 +1173,79 @@ const grpcRows: Array<[string, GrpcRow]> = [
   [
     "ReportKeySuccess: a resolve token, an overlong id",
     g((c) => c.credentials.reportKeySuccess({ credentialIds: ["a".repeat(10_000)] }), Code.InvalidArgument, "credential_ids[0]", "resolve"),
+  ],
+  [
+    "BatchCredentialAction: action unspecified",
+    g((c) => c.credentials.batchCredentialAction({ credentialIds: [UNKNOWN_UUID] }), Code.InvalidArgument, "action"),
+  ],
+  [
+    "BatchCredentialAction: action out of range",
+    g((c) => c.credentials.batchCredentialAction({ action: 42 as CredentialAction, credentialIds: [UNKNOWN_UUID] }), Code.InvalidArgument, "action"),
+  ],
+  [
+    "BatchCredentialAction: no ids",
+    g((c) => c.credentials.batchCredentialAction({ action: CredentialAction.DELETE, credentialIds: [] }), Code.InvalidArgument, "credential_ids"),
+  ],
+  [
+    "BatchCredentialAction: 201 ids",
+    g(
+      (c) =>
+        c.credentials.batchCredentialAction({
+          action: CredentialAction.DELETE,
+          credentialIds: Array.from({ length: 201 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`),
+        }),
+      Code.InvalidArgument,
+      "credential_ids",
+    ),
+  ],
+  [
+    "BatchCredentialAction: one id malformed",
+    g(
+      (c) => c.credentials.batchCredentialAction({ action: CredentialAction.DELETE, credentialIds: [ids.cred, "🔑"] }),
+      Code.InvalidArgument,
+      "credential_ids[1]",
+    ),
+  ],
+  [
+    "BatchCredentialAction: an id twice",
+    g(
+      (c) => c.credentials.batchCredentialAction({ action: CredentialAction.DELETE, credentialIds: [ids.cred, ids.cred.toUpperCase()] }),
+      Code.InvalidArgument,
+      "credential_ids[1]",
+    ),
+  ],
+  [
+    "BatchCredentialAction: a known id and an unknown one (nothing deleted)",
+    g(
+      (c) => c.credentials.batchCredentialAction({ action: CredentialAction.DELETE, credentialIds: [ids.cred, UNKNOWN_UUID] }),
+      Code.NotFound,
+      "credential_ids[1]",
+    ),
+  ],
+  [
+    "BatchCredentialAction: a resolve token",
+    g(
+      (c) => c.credentials.batchCredentialAction({ action: CredentialAction.DELETE, credentialIds: [ids.cred] }),
+      Code.PermissionDenied,
+      /may not call/,
+      "resolve",
+    ),
+  ],
+  ["SearchCredentials: negative page_size", g((c) => c.credentials.searchCredentials({ pageSize: -1 }), Code.InvalidArgument, "page_size")],
+  ["SearchCredentials: negative offset", g((c) => c.credentials.searchCredentials({ offset: -1 }), Code.InvalidArgument, "offset")],
+  ["SearchCredentials: query of 201 characters", g((c) => c.credentials.searchCredentials({ query: "q".repeat(201) }), Code.InvalidArgument, "query")],
+  [
+    "SearchCredentials: malformed organization_id",
+    g((c) => c.credentials.searchCredentials({ organizationId: "a b" }), Code.InvalidArgument, "organization_id"),
+  ],
+  ["ListUncoveredOrganizations: negative offset", g((c) => c.credentials.listUncoveredOrganizations({ offset: -3 }), Code.InvalidArgument, "offset")],
+  [
+    "DeleteOrganization: cascade, malformed id",
+    g((c) => c.organizations.deleteOrganization({ organizationId: "a/b", cascade: true }), Code.InvalidArgument, "organization_id"),
+  ],
+  [
+    "DeleteOrganization: cascade, unknown organisation",
+    g((c) => c.organizations.deleteOrganization({ organizationId: "never-existed", cascade: true }), Code.NotFound, /not found/),
   ],
   [
     "SetSelectionStrategy: strategy unspecified",

@@ -10,7 +10,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Secret, TOTP } from "otpauth";
 import { createClient } from "@connectrpc/connect";
 import { AdminService } from "@provider-credentials/wire/gen/admin_pb";
-import { CredentialService, FailureKind, OrganizationService, Provider, SelectionStrategy } from "@provider-credentials/wire/gen/credentials_pb";
+import {
+  CredentialAction,
+  CredentialService,
+  FailureKind,
+  OrganizationService,
+  Provider,
+  SelectionStrategy,
+} from "@provider-credentials/wire/gen/credentials_pb";
 import { AdminStore } from "../../service/src/admins/admin-store.js";
 import { runChange } from "../../service/src/db/change.js";
 import { INVALIDATION_CHANNEL, type Invalidation } from "../../service/src/credentials/invalidation.js";
@@ -220,6 +227,24 @@ const MUTATING: Record<string, Case> = {
       };
     };
   },
+  // One change: an event per credential as if deactivated alone, in the order named; one invalidation per organisation and provider.
+  "CredentialService.BatchCredentialAction": async () => {
+    const o = await organization();
+    const other = await organization();
+    const ids = [await credential(o), await credential(other), await credential(o)];
+    return async () => {
+      await api().credentials.batchCredentialAction({ action: CredentialAction.DEACTIVATE, credentialIds: ids });
+      return {
+        audits: ids.map((id, i) =>
+          audit("credential.deactivate", { organizationId: i === 1 ? other : o, credentialId: id, details: ["credential_name", "key_hint"] }),
+        ),
+        notifications: [
+          { organizationId: o, provider: "openai", reason: "credential" },
+          { organizationId: other, provider: "openai", reason: "credential" },
+        ],
+      };
+    };
+  },
   // One event names both credentials; deactivated now (overlap 0): one invalidation.
   "CredentialService.RollCredential": async () => {
     const o = await organization();
@@ -309,13 +334,32 @@ const MUTATING: Record<string, Case> = {
     await api().organizations.createOrganization({ organizationId: id, name: "Acme" });
     return { audits: [audit("organization.create", { organizationId: id, details: ["name"] })], notifications: [] };
   },
+  // An empty organisation, then one offboarded with cascade: each credential and team as if deleted alone, then the organisation.
   "OrganizationService.DeleteOrganization": async () => {
     const o = await organization();
+    const leaving = await organization();
+    const id = await credential(leaving);
+    const team = unique("team");
+    await api().organizations.createTeam({ teamId: team, organizationId: leaving, name: "Team" });
     return async () => {
       await api().organizations.deleteOrganization({ organizationId: o });
+      await api().organizations.deleteOrganization({ organizationId: leaving, cascade: true });
       return {
-        audits: [audit("organization.delete", { organizationId: o, details: ["name"] })],
-        notifications: [{ organizationId: o, reason: "organization" }],
+        audits: [
+          audit("organization.delete", { organizationId: o, details: ["name"] }),
+          audit("credential.delete", { organizationId: leaving, credentialId: id, details: ["provider", "credential_name", "key_hint"] }),
+          audit("team.delete", { organizationId: leaving, target: team, details: ["name"] }),
+          audit("organization.delete", {
+            organizationId: leaving,
+            details: ["name", "cascade", "deleted_credentials", "deleted_teams", "deleted_selection_strategies"],
+          }),
+        ],
+        notifications: [
+          { organizationId: o, reason: "organization" },
+          { organizationId: leaving, provider: "openai", reason: "credential" },
+          { teamId: team, organizationId: leaving, reason: "team" },
+          { organizationId: leaving, reason: "organization" },
+        ],
       };
     };
   },
@@ -487,6 +531,12 @@ const READ_ONLY: Record<string, Case> = {
     await credential(o);
     return async () => (await api().credentials.explainResolution({ scope: { case: "organizationId", value: o } }), NOTHING);
   },
+  "CredentialService.SearchCredentials": async () => {
+    const o = await organization();
+    await credential(o);
+    return async () => (await api().credentials.searchCredentials({ query: o }), NOTHING);
+  },
+  "CredentialService.ListUncoveredOrganizations": async () => async () => (await api().credentials.listUncoveredOrganizations({}), NOTHING),
   // Opens the change stream, takes its snapshot marker and closes it: nothing written, nothing notified.
   "CredentialService.WatchResolutions": async () => async () => {
     for await (const message of api().credentials.watchResolutions({})) {

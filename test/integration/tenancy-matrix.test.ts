@@ -21,7 +21,14 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { AdminService } from "@provider-credentials/wire/gen/admin_pb";
-import { CredentialService, FailureKind, OrganizationService, Provider, SelectionStrategy } from "@provider-credentials/wire/gen/credentials_pb";
+import {
+  CredentialAction,
+  CredentialService,
+  FailureKind,
+  OrganizationService,
+  Provider,
+  SelectionStrategy,
+} from "@provider-credentials/wire/gen/credentials_pb";
 import { startTestService, FAKE_KEYS, type TestService } from "../support/harness.js";
 import { accessOf } from "../../service/src/auth/policy.js";
 
@@ -248,6 +255,30 @@ const RPCS: RpcSpec[] = [
     access: "edit",
     kind: "credential",
     request: async (x) => ({ credentialId: await freshCredential(x), apiKey: FAKE_KEYS.anthropic(), overlapSeconds: 60 }),
+  },
+  // Across every organisation the caller may read: a limited caller's answer must hold nothing of B (checked below).
+  { label: "SearchCredentials", method: C.searchCredentials, access: "read", kind: "none", request: () => ({}) },
+  {
+    label: "SearchCredentials in an organization",
+    method: C.searchCredentials,
+    access: "read",
+    kind: "organization",
+    request: (x) => ({ organizationId: orgOf(x) }),
+  },
+  { label: "ListUncoveredOrganizations", method: C.listUncoveredOrganizations, access: "read", kind: "none", request: () => ({}) },
+  {
+    label: "BatchCredentialAction",
+    method: C.batchCredentialAction,
+    access: "edit",
+    kind: "credential",
+    request: async (x) => ({ action: CredentialAction.DEACTIVATE, credentialIds: [await freshCredential(x)] }),
+  },
+  {
+    label: "BatchCredentialAction with A's credential first",
+    method: C.batchCredentialAction,
+    access: "edit",
+    kind: "credential",
+    request: async (x) => ({ action: CredentialAction.DELETE, credentialIds: [await freshCredential("A"), await freshCredential(x)] }),
   },
   {
     label: "CreateOrganization",
@@ -577,7 +608,7 @@ describe("lists for a limited caller", () => {
   it.each(["admin [A]", "editor [A]", "viewer [A]"])("%s sees only organisation A's organisations, tokens, accounts and audit events", async (name) => {
     const headers = headersOf(name);
     const orgs = await connectCall(O.listOrganizations, {}, headers);
-    expect(orgs.ok && JSON.parse(orgs.json)).toEqual({ organizations: [expect.objectContaining({ organizationId: A })] });
+    expect(orgs.ok && JSON.parse(orgs.json)).toEqual({ organizations: [expect.objectContaining({ organizationId: A })], totalSize: 1 });
     const events = await connectCall(M.listAuditEvents, { pageSize: 1000 }, headers);
     expect(events.ok).toBe(true);
     const rows = (JSON.parse((events as { json: string }).json) as { events?: Array<{ organizationId?: string }> }).events ?? [];
@@ -595,9 +626,38 @@ describe("lists for a limited caller", () => {
     expect(names).not.toContain("resolve-all");
   });
 
+  it.each(["admin [A]", "editor [A]", "viewer [A]"])("%s finds only organisation A's credentials and uncovered organisations", async (name) => {
+    const headers = headersOf(name);
+    for (const call of [grpcCall, connectCall]) {
+      const found = await call(C.searchCredentials, { pageSize: 200 }, headers);
+      expect(found.ok).toBe(true);
+      const answer = JSON.parse((found as { json: string }).json) as {
+        credentials?: Array<{ organizationId: string }>;
+        organizations?: Array<{ organizationId: string }>;
+        totalSize?: number;
+      };
+      expect(answer.credentials?.length ?? 0).toBeGreaterThan(0);
+      expect(answer.credentials!.every((c) => c.organizationId === A)).toBe(true);
+      // The total counts A's credentials only.
+      const [{ n }] = await t.db.query<{ n: number }>("select count(*)::int as n from provider_credentials where organization_id = $1", [A]);
+      expect(answer.totalSize).toBe(n);
+      expect(answer.organizations?.map((o) => o.organizationId)).toEqual([A]);
+      // Nobody has a Fireworks credential: A and B are both uncovered, and the limited caller hears of A alone.
+      const uncovered = await call(C.listUncoveredOrganizations, { provider: Provider.FIREWORKS }, headers);
+      expect(uncovered.ok).toBe(true);
+      const orgs = (JSON.parse((uncovered as { json: string }).json) as { organizations?: Array<{ organization: { organizationId: string } }> }).organizations;
+      expect(orgs?.map((o) => o.organization.organizationId)).toEqual([A]);
+      for (const foreign of FOREIGN()) expect((found as { json: string }).json + (uncovered as { json: string }).json).not.toContain(foreign);
+    }
+  });
+
   it("an unlimited caller sees both organisations", async () => {
     const orgs = await connectCall(O.listOrganizations, {}, headersOf("admin all"));
     expect(orgs.ok && orgs.json).toContain(B);
+    const found = await connectCall(C.searchCredentials, { organizationId: B, query: "main" }, headersOf("admin all"));
+    expect(found.ok && found.json).toContain(fixed.credB);
+    const uncovered = await connectCall(C.listUncoveredOrganizations, { provider: Provider.FIREWORKS, pageSize: 200 }, headersOf("admin all"));
+    expect(uncovered.ok && uncovered.json).toContain(`"${B}"`);
   });
 });
 

@@ -29,9 +29,14 @@ export async function recordAudit(em: EntityManager, event: AuditEvent): Promise
   await em.insert(AuditEventEntity, auditRow(event));
 }
 
-/** recordAudit for several events in one INSERT (in order); nothing when there are none. */
+/** Rows per INSERT: PostgreSQL takes at most 65,535 parameters in one statement, and an audit row has about a dozen. */
+const AUDIT_ROWS_PER_INSERT = 1_000;
+
+/** recordAudit for several events, in order, a thousand rows per INSERT (an offboarding may write tens of thousands); nothing when there are none. */
 export async function recordAudits(em: EntityManager, events: readonly AuditEvent[]): Promise<void> {
-  if (events.length > 0) await em.insertMany(AuditEventEntity, events.map(auditRow));
+  for (let start = 0; start < events.length; start += AUDIT_ROWS_PER_INSERT) {
+    await em.insertMany(AuditEventEntity, events.slice(start, start + AUDIT_ROWS_PER_INSERT).map(auditRow));
+  }
 }
 
 /** Who acted, as an audit row names them: "alice@example.com (editor) via token:portal", "token:gw", "cli:root". */

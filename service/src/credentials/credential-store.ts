@@ -7,6 +7,7 @@ import { CredentialEntity, OrganizationEntity, type CredentialRow, type Provider
 import { ServiceError, invalid } from "../errors.js";
 import { openStored, type BoundRow, type Keyring } from "../keyring/index.js";
 import { malformedPageToken, PageTokens } from "../paging.js";
+import { CredentialSearch } from "./credential-search.js";
 import { comparableName, keyHint, NAME_MAX_LENGTH, UUID_PATTERN, validateApiBase, validateApiKey } from "./validation.js";
 
 /** A credential as the API shows it: everything but the ciphertext. */
@@ -104,6 +105,8 @@ export interface ListQuery {
   failingOnly?: boolean;
   limit: number;
   pageToken: string;
+  /** Skip this many (numbered pages); 0 when paging by token (the handler refuses both). */
+  offset?: number;
 }
 
 // The range of created_at times a page token may carry: 0001-01-01 to 9999-12-31 (what a timestamp parameter can hold).
@@ -126,6 +129,13 @@ export class CredentialStore {
     private readonly rotationDays = DEFAULT_ROTATION_DAYS,
   ) {
     this.pages = new PageTokens(keyring);
+  }
+
+  private fleetQueries: CredentialSearch | undefined;
+
+  /** The fleet queries over every organisation (SearchCredentials, ListUncoveredOrganizations): credential-search.ts. */
+  get fleet(): CredentialSearch {
+    return (this.fleetQueries ??= new CredentialSearch(this.orm, this.rotationDays, (row) => this.view(row)));
   }
 
   async create(input: NewCredential, by: Actor): Promise<CredentialView> {
@@ -222,7 +232,7 @@ export class CredentialStore {
     }));
   }
 
-  async list(query: ListQuery): Promise<{ credentials: CredentialView[]; nextPageToken: string }> {
+  async list(query: ListQuery): Promise<{ credentials: CredentialView[]; nextPageToken: string; totalSize: number }> {
     const em = this.orm.em.fork();
     const after = this.pages.decode<[number, string]>("credentials", query.organizationId, query.pageToken, ["number", "string"]);
     // Authenticated tokens carry what this service wrote; still, never hand the query a value it cannot take.
@@ -234,20 +244,26 @@ export class CredentialStore {
     if (query.activeOnly) where.isActive = true;
     if (query.rotationDueOnly) where.keySetAt = { $lt: new Date(Date.now() - this.rotationDays * DAY_MS) };
     if (query.failingOnly) where.failingSince = { $ne: null };
+    // The total counts every credential the filters match, whatever the page.
+    const filters: FilterQuery<CredentialRow> = { ...where };
     if (after) {
       const createdAt = new Date(after[0]);
       where.$or = [{ createdAt: { $lt: createdAt } }, { createdAt, id: { $lt: after[1] } }];
     } else if ((await em.count(OrganizationEntity, { id: query.organizationId })) === 0) {
       throw new ServiceError("not_found", `organization "${query.organizationId}" not found`);
     }
-    const rows = await em.find(CredentialEntity, where, {
-      orderBy: [{ createdAt: "desc" }, { id: "desc" }],
-      limit: query.limit + 1,
-    });
+    const [rows, totalSize] = await Promise.all([
+      em.find(CredentialEntity, where, {
+        orderBy: [{ createdAt: "desc" }, { id: "desc" }],
+        limit: query.limit + 1,
+        offset: after ? undefined : query.offset || undefined,
+      }),
+      this.orm.em.fork().count(CredentialEntity, filters),
+    ]);
     const page = rows.slice(0, query.limit);
     const last = page[page.length - 1];
     const nextPageToken = rows.length > query.limit && last ? this.pages.encode("credentials", query.organizationId, [last.createdAt.getTime(), last.id]) : "";
-    return { credentials: page.map((row) => this.view(row)), nextPageToken };
+    return { credentials: page.map((row) => this.view(row)), nextPageToken, totalSize };
   }
 
   async update(id: string, changes: CredentialChanges, by: Actor): Promise<CredentialView> {
@@ -316,31 +332,30 @@ export class CredentialStore {
   }
 
   async setActive(id: string, active: boolean, by: Actor): Promise<CredentialView> {
-    return this.write("", async ({ em, audit, invalidate }) => {
-      const row = await this.lock(em, id);
-      // Activating a credential whose deactivation is scheduled (a roll's overlap) keeps it: the schedule is dropped.
-      if (row.isActive !== active || (active && row.deactivateAt)) {
-        const scheduled = row.deactivateAt ?? null;
-        row.isActive = active;
-        row.deactivateAt = null;
-        const patch: Partial<CredentialRow> = { isActive: active, deactivateAt: null };
-        // The most recently activated credential is the one ResolveKey prefers.
-        if (active) patch.activatedAt = row.activatedAt = new Date();
-        Object.assign(patch, touch(row, by));
-        await em.nativeUpdate(CredentialEntity, { id: row.id }, patch);
-        invalidate({ organizationId: row.organizationId, provider: row.provider, reason: "credential" });
-        audit({
-          ...by,
-          action: active ? "credential.activate" : "credential.deactivate",
-          organizationId: row.organizationId,
-          credentialId: row.id,
-          details: scheduled
-            ? { credential_name: row.credentialName, key_hint: row.keyHint, cancelled_deactivate_at: scheduled.toISOString() }
-            : { credential_name: row.credentialName, key_hint: row.keyHint },
-        });
-      }
+    return this.write("", async (change) => {
+      const row = await this.lock(change.em, id);
+      await applyActive(change, row, active, by);
       return this.view(row);
     });
+  }
+
+  /**
+   * Runs `work` as one change of this store (runChange, with its constraint errors): for changes of several
+   * credentials at once (credential-batch.ts), which lock them with lockMany and change them with applyActive and
+   * deleteCredentialRows, as the single-credential methods do.
+   */
+  change<T>(work: (change: Change) => Promise<T>): Promise<T> {
+    return this.write("", work);
+  }
+
+  /** Loads these credentials for update, locked in id order (so that concurrent batches cannot deadlock), by id; unknown ids are absent. */
+  async lockMany(em: EntityManager, ids: readonly string[]): Promise<Map<string, CredentialRow>> {
+    const rows = await em.find(
+      CredentialEntity,
+      { id: { $in: [...ids] } },
+      { lockMode: LockMode.PESSIMISTIC_WRITE, orderBy: { id: "asc" }, disableIdentityMap: true },
+    );
+    return new Map(rows.map((row) => [row.id, row]));
   }
 
   /**
@@ -511,17 +526,9 @@ export class CredentialStore {
   }
 
   async delete(id: string, by: Actor): Promise<void> {
-    await this.write("", async ({ em, audit, invalidate }) => {
-      const row = await this.lock(em, id);
-      await em.nativeDelete(CredentialEntity, { id: row.id });
-      invalidate({ organizationId: row.organizationId, provider: row.provider, reason: "credential" });
-      audit({
-        ...by,
-        action: "credential.delete",
-        organizationId: row.organizationId,
-        credentialId: row.id,
-        details: { provider: row.provider, credential_name: row.credentialName, key_hint: row.keyHint },
-      });
+    await this.write("", async (change) => {
+      const row = await this.lock(change.em, id);
+      await deleteCredentialRows(change, [row], by);
     });
   }
 
@@ -618,6 +625,59 @@ export class CredentialStore {
         unique: () => nameTaken(name),
         foreignKey: () => new ServiceError("not_found", `organization "${organizationId}" not found`),
       },
+    });
+  }
+}
+
+/**
+ * ActivateCredential's and DeactivateCredential's change of a locked row (`lock`, `lockMany`), in `change`: nothing
+ * when it is already so; else the row (and `row`) changed, its resolutions invalidated and the change audited.
+ * Activating sets activated_at to `activatedAt` (the most recently activated credential is the one ResolveKey
+ * prefers) and drops a scheduled deactivation (a roll's overlap). Returns whether anything changed.
+ */
+export async function applyActive(
+  { em, audit, invalidate }: Change,
+  row: CredentialRow,
+  active: boolean,
+  by: Actor,
+  activatedAt = new Date(),
+): Promise<boolean> {
+  if (row.isActive === active && !(active && row.deactivateAt)) return false;
+  const scheduled = row.deactivateAt ?? null;
+  row.isActive = active;
+  row.deactivateAt = null;
+  const patch: Partial<CredentialRow> = { isActive: active, deactivateAt: null };
+  if (active) patch.activatedAt = row.activatedAt = activatedAt;
+  Object.assign(patch, touch(row, by));
+  await em.nativeUpdate(CredentialEntity, { id: row.id }, patch);
+  invalidate({ organizationId: row.organizationId, provider: row.provider, reason: "credential" });
+  audit({
+    ...by,
+    action: active ? "credential.activate" : "credential.deactivate",
+    organizationId: row.organizationId,
+    credentialId: row.id,
+    details: scheduled
+      ? { credential_name: row.credentialName, key_hint: row.keyHint, cancelled_deactivate_at: scheduled.toISOString() }
+      : { credential_name: row.credentialName, key_hint: row.keyHint },
+  });
+  return true;
+}
+
+/**
+ * DeleteCredential's change of locked rows, in `change`: deleted in one statement, each one's resolutions invalidated
+ * and its deletion audited (one event per credential, in the order given). Also used by a cascading DeleteOrganization.
+ */
+export async function deleteCredentialRows({ em, audit, invalidate }: Change, rows: readonly CredentialRow[], by: Actor): Promise<void> {
+  if (rows.length === 0) return;
+  await em.nativeDelete(CredentialEntity, { id: { $in: rows.map((row) => row.id) } });
+  for (const row of rows) {
+    invalidate({ organizationId: row.organizationId, provider: row.provider, reason: "credential" });
+    audit({
+      ...by,
+      action: "credential.delete",
+      organizationId: row.organizationId,
+      credentialId: row.id,
+      details: { provider: row.provider, credential_name: row.credentialName, key_hint: row.keyHint },
     });
   }
 }

@@ -1,17 +1,18 @@
-import type { FilterQuery } from "@mikro-orm/core";
+import { LockMode, type FilterQuery } from "@mikro-orm/core";
 import type { Orm } from "../db/orm.js";
 import { runChange, type Change, type ChangeListener } from "../db/change.js";
-import { CredentialEntity, OrganizationEntity, TeamEntity, type OrganizationRow, type TeamRow } from "../db/entities.js";
+import { CredentialEntity, OrganizationEntity, SelectionStrategyEntity, TeamEntity, type OrganizationRow, type TeamRow } from "../db/entities.js";
 import { ServiceError } from "../errors.js";
-import type { Actor } from "../credentials/credential-store.js";
+import { deleteCredentialRows, type Actor } from "../credentials/credential-store.js";
 import type { PageTokens } from "../paging.js";
+import { containsPattern } from "../credentials/credential-search.js";
 
 export interface Page<T> {
   items: T[];
   nextPageToken: string;
 }
 
-/** Organisations and teams. Deleting never takes anything else with it. */
+/** Organisations and teams. Deleting takes nothing else with it, except a cascading DeleteOrganization (offboarding). */
 export class OrganizationStore {
   constructor(
     private readonly orm: Orm,
@@ -40,13 +41,31 @@ export class OrganizationStore {
     return row;
   }
 
-  /** The organisations, by id; only those in `within` when given (a caller limited to some). */
-  async listOrganizations(limit: number, pageToken: string, within: ReadonlySet<string> | null = null): Promise<Page<OrganizationRow>> {
+  /**
+   * The organisations, by id; only those in `within` when given (a caller limited to some), and only those whose id
+   * or name contains `query` ignoring case (taken literally; "" for all). `offset` skips that many (without a page
+   * token). `totalSize` counts every match, whatever the page.
+   */
+  async listOrganizations(
+    limit: number,
+    pageToken: string,
+    within: ReadonlySet<string> | null = null,
+    { query = "", offset = 0 }: { query?: string; offset?: number } = {},
+  ): Promise<Page<OrganizationRow> & { totalSize: number }> {
     const after = this.pages.decode<[string]>("organizations", "", pageToken, ["string"]);
-    const where: FilterQuery<OrganizationRow> = after ? { id: { $gt: after[0] } } : {};
-    if (within !== null) where.id = after ? { $gt: after[0], $in: [...within] } : { $in: [...within] };
-    const rows = await this.orm.em.fork().find(OrganizationEntity, where, { orderBy: { id: "asc" }, limit: limit + 1 });
-    return page(rows, limit, (last) => this.pages.encode("organizations", "", [last]));
+    const filters: FilterQuery<OrganizationRow> = {};
+    if (within !== null) filters.id = { $in: [...within] };
+    if (query !== "") {
+      const pattern = containsPattern(query);
+      filters.$or = [{ id: { $ilike: pattern } }, { name: { $ilike: pattern } }];
+    }
+    const where: FilterQuery<OrganizationRow> = { ...filters };
+    if (after) where.id = within !== null ? { $gt: after[0], $in: [...within] } : { $gt: after[0] };
+    const [rows, totalSize] = await Promise.all([
+      this.orm.em.fork().find(OrganizationEntity, where, { orderBy: { id: "asc" }, limit: limit + 1, offset: after ? undefined : offset || undefined }),
+      this.orm.em.fork().count(OrganizationEntity, filters),
+    ]);
+    return { ...page(rows, limit, (last) => this.pages.encode("organizations", "", [last])), totalSize };
   }
 
   /** The organisation of a team, or undefined when there is none (the access policy's look-up). */
@@ -55,7 +74,14 @@ export class OrganizationStore {
     return row?.organizationId;
   }
 
-  async deleteOrganization(id: string, by: Actor): Promise<void> {
+  /**
+   * Deletes an empty organisation (FAILED_PRECONDITION while it has credentials or teams). With `cascade`
+   * (offboarding), in the same one change: its credentials (each audited and invalidated as DeleteCredential does),
+   * its teams (each as DeleteTeam does), its selection strategies, then the organisation, whose audit event notes the
+   * cascade and the counts. Returns how many credentials and teams went with it.
+   */
+  async deleteOrganization(id: string, by: Actor, cascade = false): Promise<{ deletedCredentials: number; deletedTeams: number }> {
+    if (cascade) return this.deleteOrganizationCascade(id, by);
     await this.write(async ({ em, audit, invalidate }) => {
       const row = await em.findOne(OrganizationEntity, { id });
       if (!row) throw organizationNotFound(id);
@@ -65,6 +91,37 @@ export class OrganizationStore {
       await em.nativeDelete(OrganizationEntity, { id });
       invalidate({ organizationId: id, reason: "organization" });
       audit({ ...by, action: "organization.delete", organizationId: id, details: { name: row.name } });
+    });
+    return { deletedCredentials: 0, deletedTeams: 0 };
+  }
+
+  private deleteOrganizationCascade(id: string, by: Actor): Promise<{ deletedCredentials: number; deletedTeams: number }> {
+    return this.write(async (change) => {
+      const { em, audit, invalidate } = change;
+      // Locked first: a credential or team being added waits for this change (its foreign key check), then fails.
+      const row = await em.findOne(OrganizationEntity, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE, disableIdentityMap: true });
+      if (!row) throw organizationNotFound(id);
+      const lock = { lockMode: LockMode.PESSIMISTIC_WRITE, orderBy: { id: "asc" }, disableIdentityMap: true } as const;
+      const credentials = await em.find(CredentialEntity, { organizationId: id }, lock);
+      await deleteCredentialRows(change, credentials, by);
+      const teams = await em.find(TeamEntity, { organizationId: id }, lock);
+      await deleteTeamRows(change, teams, by);
+      const strategies = await em.nativeDelete(SelectionStrategyEntity, { organizationId: id });
+      await em.nativeDelete(OrganizationEntity, { id });
+      invalidate({ organizationId: id, reason: "organization" });
+      audit({
+        ...by,
+        action: "organization.delete",
+        organizationId: id,
+        details: {
+          name: row.name,
+          cascade: true,
+          deleted_credentials: credentials.length,
+          deleted_teams: teams.length,
+          deleted_selection_strategies: strategies,
+        },
+      });
+      return { deletedCredentials: credentials.length, deletedTeams: teams.length };
     });
   }
 
@@ -93,12 +150,10 @@ export class OrganizationStore {
   }
 
   async deleteTeam(id: string, by: Actor): Promise<TeamRow> {
-    return this.write(async ({ em, audit, invalidate }) => {
-      const row = await em.findOne(TeamEntity, { id });
+    return this.write(async (change) => {
+      const row = await change.em.findOne(TeamEntity, { id });
       if (!row) throw new ServiceError("not_found", `team "${id}" not found`);
-      await em.nativeDelete(TeamEntity, { id });
-      invalidate({ teamId: id, organizationId: row.organizationId, reason: "team" });
-      audit({ ...by, action: "team.delete", organizationId: row.organizationId, target: id, details: { name: row.name } });
+      await deleteTeamRows(change, [row], by);
       return row;
     });
   }
@@ -113,6 +168,16 @@ export class OrganizationStore {
         foreignKey: foreignKeyError ?? (() => new ServiceError("failed_precondition", "the organization still has credentials or teams; delete them first")),
       },
     });
+  }
+}
+
+/** DeleteTeam's change of teams, in `change`: deleted in one statement, each one's resolutions invalidated and its deletion audited. */
+async function deleteTeamRows({ em, audit, invalidate }: Change, rows: readonly TeamRow[], by: Actor): Promise<void> {
+  if (rows.length === 0) return;
+  await em.nativeDelete(TeamEntity, { id: { $in: rows.map((row) => row.id) } });
+  for (const row of rows) {
+    invalidate({ teamId: row.id, organizationId: row.organizationId, reason: "team" });
+    audit({ ...by, action: "team.delete", organizationId: row.organizationId, target: row.id, details: { name: row.name } });
   }
 }
 

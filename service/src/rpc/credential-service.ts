@@ -17,6 +17,9 @@ import { actorOf, principalOf } from "./context.js";
 import { watchResolutions, type ChangeFeed } from "./watch-resolutions.js";
 import type { TokenStore } from "../auth/token-store.js";
 import { explainResolutionRpc, rollCredentialRpc } from "./roll-explain.js";
+import { listUncoveredOrganizationsRpc, searchCredentialsRpc } from "./fleet-search.js";
+import { validateOffset } from "../credentials/credential-search.js";
+import { batchCredentialActionRpc } from "./batch-action.js";
 import { credentialMessage, failureKindName, keyCheckMessage, providerName, selectionPolicyMessage, strategyName } from "./convert.js";
 
 export interface CredentialServiceDeps {
@@ -124,6 +127,7 @@ export function createCredentialService({
 
     async listCredentials(req, ctx) {
       const organizationId = validateId("organization_id", req.organizationId);
+      const offset = validateOffset(req.offset, req.pageToken);
       requireOrganization(principalOf(ctx.values), organizationId);
       const page = await credentials.list({
         organizationId,
@@ -133,8 +137,9 @@ export function createCredentialService({
         failingOnly: req.failingOnly,
         limit: pageSize(req.pageSize),
         pageToken: req.pageToken,
+        offset,
       });
-      return { credentials: page.credentials.map(credentialMessage), nextPageToken: page.nextPageToken };
+      return { credentials: page.credentials.map(credentialMessage), nextPageToken: page.nextPageToken, totalSize: page.totalSize };
     },
 
     async updateCredential(req, ctx) {
@@ -276,6 +281,18 @@ export function createCredentialService({
 
     rollCredential(req, ctx) {
       return rollCredentialRpc({ credentials, resolver, keyHealth: health }, req, ctx);
+    },
+
+    searchCredentials(req, ctx) {
+      return searchCredentialsRpc(credentials, req, ctx);
+    },
+
+    listUncoveredOrganizations(req, ctx) {
+      return listUncoveredOrganizationsRpc({ credentials, resolver }, req, ctx);
+    },
+
+    batchCredentialAction(req, ctx) {
+      return batchCredentialActionRpc(credentials, req, ctx);
     },
   };
 }

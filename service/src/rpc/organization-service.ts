@@ -2,8 +2,9 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { OrganizationService } from "@provider-credentials/wire/gen/credentials_pb";
 import type { OrganizationStore } from "../organizations/organization-store.js";
 import { pageSize } from "../paging.js";
+import { validateOffset, validateSearchQuery } from "../credentials/credential-search.js";
 import { validateId, validateName, validateNewId } from "../credentials/validation.js";
-import { requireOrganization, requireUnlimited } from "../auth/policy.js";
+import { requireOrganization, requireRecentSignIn, requireUnlimited } from "../auth/policy.js";
 import { actorOf, principalOf } from "./context.js";
 import { organizationMessage, teamMessage } from "./convert.js";
 
@@ -24,15 +25,19 @@ export function createOrganizationService(organizations: OrganizationStore): Ser
     },
 
     async listOrganizations(req, ctx) {
-      const page = await organizations.listOrganizations(pageSize(req.pageSize), req.pageToken, principalOf(ctx.values).organizations);
-      return { organizations: page.items.map(organizationMessage), nextPageToken: page.nextPageToken };
+      const query = validateSearchQuery(req.query);
+      const offset = validateOffset(req.offset, req.pageToken);
+      const page = await organizations.listOrganizations(pageSize(req.pageSize), req.pageToken, principalOf(ctx.values).organizations, { query, offset });
+      return { organizations: page.items.map(organizationMessage), nextPageToken: page.nextPageToken, totalSize: page.totalSize };
     },
 
     async deleteOrganization(req, ctx) {
       const id = validateId("organization_id", req.organizationId);
-      requireOrganization(principalOf(ctx.values), id);
-      await organizations.deleteOrganization(id, actorOf(ctx.values));
-      return {};
+      const principal = principalOf(ctx.values);
+      requireOrganization(principal, id);
+      // Offboarding destroys keys: made for a portal account, it needs a recent sign-in (a sensitive action).
+      if (req.cascade) await requireRecentSignIn(principal, "deleting an organization with its credentials and teams");
+      return organizations.deleteOrganization(id, actorOf(ctx.values), req.cascade);
     },
 
     async createTeam(req, ctx) {

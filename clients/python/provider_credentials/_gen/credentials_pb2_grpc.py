@@ -101,6 +101,21 @@ class CredentialServiceStub(object):
                 request_serializer=credentials__pb2.RollCredentialRequest.SerializeToString,
                 response_deserializer=credentials__pb2.RollCredentialResponse.FromString,
                 )
+        self.SearchCredentials = channel.unary_unary(
+                '/credentials.v1.CredentialService/SearchCredentials',
+                request_serializer=credentials__pb2.SearchCredentialsRequest.SerializeToString,
+                response_deserializer=credentials__pb2.SearchCredentialsResponse.FromString,
+                )
+        self.ListUncoveredOrganizations = channel.unary_unary(
+                '/credentials.v1.CredentialService/ListUncoveredOrganizations',
+                request_serializer=credentials__pb2.ListUncoveredOrganizationsRequest.SerializeToString,
+                response_deserializer=credentials__pb2.ListUncoveredOrganizationsResponse.FromString,
+                )
+        self.BatchCredentialAction = channel.unary_unary(
+                '/credentials.v1.CredentialService/BatchCredentialAction',
+                request_serializer=credentials__pb2.BatchCredentialActionRequest.SerializeToString,
+                response_deserializer=credentials__pb2.BatchCredentialActionResponse.FromString,
+                )
 
 
 class CredentialServiceServicer(object):
@@ -269,6 +284,38 @@ class CredentialServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchCredentials(self, request, context):
+        """Finds credentials across every organisation the caller may read (a
+        limited caller: only its own), for search boxes and fleet views. `query`
+        matches, ignoring case, part of the credential's name, its key hint, its
+        organisation's id or name, or the whole credential id. Ordered by
+        organisation id, provider, name, then id; paged by offset with a total.
+        Read access.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUncoveredOrganizations(self, request, context):
+        """The organisations whose calls to a provider would fail now: no active
+        credential for it and no environment fallback for it in this service.
+        Ordered by organisation id; paged by offset with a total. Read access.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCredentialAction(self, request, context):
+        """Activates, deactivates or deletes up to 200 credentials in one
+        transaction: all of them or none (NOT_FOUND naming the first unknown id,
+        PERMISSION_DENIED for one outside the caller's organisations, the same
+        whether or not it exists). Each credential gets its own audit event, as
+        if changed alone. Edit access.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CredentialServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -351,6 +398,21 @@ def add_CredentialServiceServicer_to_server(servicer, server):
                     servicer.RollCredential,
                     request_deserializer=credentials__pb2.RollCredentialRequest.FromString,
                     response_serializer=credentials__pb2.RollCredentialResponse.SerializeToString,
+            ),
+            'SearchCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchCredentials,
+                    request_deserializer=credentials__pb2.SearchCredentialsRequest.FromString,
+                    response_serializer=credentials__pb2.SearchCredentialsResponse.SerializeToString,
+            ),
+            'ListUncoveredOrganizations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUncoveredOrganizations,
+                    request_deserializer=credentials__pb2.ListUncoveredOrganizationsRequest.FromString,
+                    response_serializer=credentials__pb2.ListUncoveredOrganizationsResponse.SerializeToString,
+            ),
+            'BatchCredentialAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCredentialAction,
+                    request_deserializer=credentials__pb2.BatchCredentialActionRequest.FromString,
+                    response_serializer=credentials__pb2.BatchCredentialActionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -641,6 +703,57 @@ class CredentialService(object):
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
+    @staticmethod
+    def SearchCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/credentials.v1.CredentialService/SearchCredentials',
+            credentials__pb2.SearchCredentialsRequest.SerializeToString,
+            credentials__pb2.SearchCredentialsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListUncoveredOrganizations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/credentials.v1.CredentialService/ListUncoveredOrganizations',
+            credentials__pb2.ListUncoveredOrganizationsRequest.SerializeToString,
+            credentials__pb2.ListUncoveredOrganizationsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def BatchCredentialAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/credentials.v1.CredentialService/BatchCredentialAction',
+            credentials__pb2.BatchCredentialActionRequest.SerializeToString,
+            credentials__pb2.BatchCredentialActionResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
 
 class OrganizationServiceStub(object):
     """Manages organisations and their teams. Admin scope only; a limited caller
@@ -720,7 +833,8 @@ class OrganizationServiceServicer(object):
 
     def DeleteOrganization(self, request, context):
         """Deletes an organisation. FAILED_PRECONDITION while it still has
-        credentials or teams, so that nothing is lost by accident.
+        credentials or teams, so that nothing is lost by accident, unless
+        `cascade` is set (offboarding): then they are deleted with it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
