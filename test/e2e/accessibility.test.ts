@@ -234,6 +234,33 @@ describe.skipIf(!e2eEnabled(chromiumPath))("accessibility and screenshots of eve
     await checkPage("credentials-failing");
   });
 
+  it("Provider Credentials: a row's Actions menu, open", async () => {
+    await open(page, `${portal.url}/?organization=acme`);
+    await page.locator("tbody tr").first().locator(".row-menu > summary").click();
+    await page
+      .locator("tbody tr")
+      .first()
+      .getByRole("link", { name: /^Edit / })
+      .waitFor();
+    await scan("credentials, Actions menu open (desktop)");
+  });
+
+  it("Provider Credentials: search results across organizations (in the URL)", async () => {
+    await open(page, `${portal.url}/?q=acme`);
+    await page.getByTestId("page-range").waitFor();
+    expect(await page.locator("tbody tr").count()).toBeGreaterThan(0);
+    await checkPage("credentials-search");
+  });
+
+  it("Provider Credentials: the fleet views (failing; no key and no fallback)", async () => {
+    await open(page, `${portal.url}/?view=failing`);
+    expect(await page.locator("tbody tr").count()).toBe(1);
+    await checkPage("credentials-fleet-failing", { screenshot: false });
+    await open(page, `${portal.url}/?view=uncovered`);
+    await page.getByRole("heading", { name: /^Organizations with no key and no fallback/ }).waitFor();
+    await checkPage("credentials-fleet-uncovered");
+  });
+
   it("Provider Credentials: the empty state", async () => {
     await open(page, `${portal.url}/?organization=globex`);
     await page.getByTestId("empty-state").waitFor();
@@ -244,6 +271,9 @@ describe.skipIf(!e2eEnabled(chromiumPath))("accessibility and screenshots of eve
     await open(page, `${portal.url}/?organization=acme`);
     const prepare = async () => {
       if (!(await page.getByRole("dialog").isVisible())) {
+        // The Delete button is in the row's Actions menu.
+        const menu = page.locator("tbody tr").filter({ hasText: "Production OpenAI Key" }).locator(".row-menu");
+        if (!(await menu.evaluate((element) => (element as HTMLDetailsElement).open))) await menu.locator("> summary").click();
         await page.getByRole("button", { name: "Delete Production OpenAI Key" }).click();
       }
       await page.getByRole("dialog", { name: "Delete “Production OpenAI Key”?" }).waitFor();
@@ -265,7 +295,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("accessibility and screenshots of eve
     await page.getByLabel("Provider", { exact: true }).selectOption("anthropic");
     await page.getByLabel("Credential Name", { exact: true }).fill("Claude production");
     await page.getByLabel("API Key", { exact: true }).fill(EXAMPLE_KEYS.openai);
-    await page.getByRole("button", { name: "Create Credential" }).click();
+    await page.getByRole("button", { name: "Add credential" }).click();
     await page.locator("#api_key-error").waitFor();
     await checkPage("add-credential-error");
   });
@@ -284,6 +314,29 @@ describe.skipIf(!e2eEnabled(chromiumPath))("accessibility and screenshots of eve
     await checkPage("organization-delete-confirmation", { screenshot: false });
     await open(page, `${portal.url}/organizations/acme/teams/acme-research/delete`);
     await checkPage("team-delete-confirmation", { screenshot: false });
+  });
+
+  it("bulk change and offboarding confirmations, the phone menu", async () => {
+    await open(page, `${portal.url}/credentials/bulk?action=delete&credential_id=${credentialId}&returnTo=${encodeURIComponent("/?organization=acme")}`);
+    await checkPage("bulk-delete-confirmation");
+    await open(page, `${portal.url}/credentials/bulk?action=explode`);
+    await checkPage("bulk-unknown-action", { screenshot: false });
+    await open(page, `${portal.url}/organizations/acme/offboard`);
+    await checkPage("organization-offboard");
+    await page.getByLabel("Organization ID", { exact: true }).fill("not-acme");
+    await page.getByRole("button", { name: "Delete organization and all its keys" }).click();
+    await page.locator("#confirm_organization_id-error").waitFor();
+    await checkPage("organization-offboard-error", { screenshot: false });
+    // The phone's menu, opened.
+    await page.setViewportSize(PHONE);
+    await page.getByText("Menu", { exact: true }).click();
+    await page.getByRole("navigation", { name: "Main" }).waitFor();
+    for (const colorScheme of ["light", "dark"] as const) {
+      await page.emulateMedia({ colorScheme });
+      await scan(`phone menu open (${colorScheme})`);
+    }
+    await page.emulateMedia({ colorScheme: "light" });
+    await page.setViewportSize(DESKTOP);
   });
 
   it("Audit Log", async () => {

@@ -39,6 +39,14 @@ function row(name: string): Locator {
   return page.locator("tbody tr").filter({ has: page.getByRole("rowheader", { name, exact: true }) });
 }
 
+/** A credential's row with its Actions menu open (Edit, Roll key, Test, Activate/Deactivate, Delete and its details live there). */
+async function menu(name: string, on: Page = page): Promise<Locator> {
+  const found = on.locator("tbody tr").filter({ has: on.getByRole("rowheader", { name, exact: true }) });
+  const details = found.locator(".row-menu");
+  if (!(await details.evaluate((element) => (element as HTMLDetailsElement).open))) await details.locator("> summary").click();
+  return found;
+}
+
 /** A link of the sidebar. */
 function sidebar(name: string): Locator {
   return page.getByRole("navigation", { name: "Main" }).getByRole("link", { name, exact: true });
@@ -136,7 +144,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
     await sidebar("Provider Credentials").click();
     await page.waitForURL((url) => url.pathname === "/");
     expect(await text(page.getByRole("heading", { name: "Choose an organization" }))).toBe("Choose an organization");
-    await page.getByLabel("Organization", { exact: true }).selectOption(ORG.id);
+    await page.getByLabel("Organization", { exact: true }).fill(ORG.id);
     await page.getByRole("button", { name: "Show credentials" }).click();
     await page.waitForURL((url) => url.searchParams.get("organization") === ORG.id);
     expect(await text(page.getByTestId("empty-state"))).toContain("This organization has no provider credentials yet");
@@ -172,7 +180,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
     primaryKey = key("openai");
     await page.getByLabel("Credential Name", { exact: true }).fill("Production OpenAI Key");
     await keyField.fill(primaryKey);
-    await page.getByRole("button", { name: "Create Credential" }).click();
+    await page.getByRole("button", { name: "Add credential" }).click();
     await page.waitForURL((url) => url.pathname === "/");
     expect(await success("was added")).toContain("“Production OpenAI Key” was added and is active");
     expect(new URL(page.url()).searchParams.get("organization")).toBe(ORG.id);
@@ -183,10 +191,12 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
     expect(await backgroundOf(badge)).toBe(GREEN_BADGE);
     expect(await text(created.locator(".key-hint"))).toBe(hintOf(primaryKey, "sk-"));
     expect(await text(created.locator('[data-label="Provider"]'))).toBe("OpenAI");
+    await menu("Production OpenAI Key");
     expect(await text(created.locator('[data-label="API base"]'))).toBe("Default");
     expect(await text(created.locator('[data-label="Usage"]'))).toBe("Never used");
     expect(await text(created.locator('[data-label="Last check"]'))).toBe("Never checked");
     expect(await text(created.getByTestId("created-by"))).toBe(`by ${ADMIN.email}`);
+    await created.locator(".row-menu > summary").click();
     await expectNoSecrets(page, watch, secrets);
   });
 
@@ -197,9 +207,11 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
     await page.getByLabel("Provider", { exact: true }).selectOption("anthropic");
     await page.getByLabel("Credential Name", { exact: true }).fill("Wrong format");
     await page.getByLabel("API Key", { exact: true }).fill(key("openai"));
-    await page.getByRole("button", { name: "Create Credential" }).click();
+    await page.getByRole("button", { name: "Add credential" }).click();
     const error = page.locator("#api_key-error");
-    expect(await text(error)).toBe('Anthropic keys start with "sk-ant-"; it looks like an OpenAI key (with an api_base for a proxy, any format is accepted)');
+    expect(await text(error)).toBe(
+      'Anthropic keys start with "sk-ant-"; it looks like an OpenAI key (with an API base URL for a proxy, any format is accepted)',
+    );
     const keyField = page.getByLabel("API Key", { exact: true });
     expect(await keyField.getAttribute("aria-invalid")).toBe("true");
     expect(await keyField.getAttribute("aria-describedby")).toContain("api_key-error");
@@ -217,7 +229,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
   });
 
   it("edits the name", async () => {
-    await row("Production OpenAI Key").getByRole("link", { name: "Edit Production OpenAI Key" }).click();
+    await (await menu("Production OpenAI Key")).getByRole("link", { name: "Edit Production OpenAI Key" }).click();
     await page.waitForURL("**/credentials/*/edit**");
     await page.getByRole("heading", { name: "Edit “Production OpenAI Key”" }).waitFor();
     const keyField = page.getByLabel("New API Key (optional)", { exact: true });
@@ -226,7 +238,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
     expect(await keyField.getAttribute("autocomplete")).toBe("off");
     expect(await text(page.getByTestId("key-format"))).toContain("Leave empty to keep the current key");
     await page.getByLabel("Credential Name", { exact: true }).fill("Primary OpenAI Key");
-    await page.getByRole("button", { name: "Update" }).click();
+    await page.getByRole("button", { name: "Save changes" }).click();
     await page.waitForURL((url) => url.pathname === "/");
     expect(await success("was updated")).toBe("The OpenAI credential “Primary OpenAI Key” was updated.");
     expect(await text(row("Primary OpenAI Key").locator(".key-hint"))).toBe(hintOf(primaryKey, "sk-"));
@@ -234,11 +246,11 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
   });
 
   it("rotates the key", async () => {
-    await row("Primary OpenAI Key").getByRole("link", { name: "Edit Primary OpenAI Key" }).click();
+    await (await menu("Primary OpenAI Key")).getByRole("link", { name: "Edit Primary OpenAI Key" }).click();
     await page.getByRole("heading", { name: "Edit “Primary OpenAI Key”" }).waitFor();
     const rotated = key("openai");
     await page.getByLabel("New API Key (optional)", { exact: true }).fill(rotated);
-    await page.getByRole("button", { name: "Update" }).click();
+    await page.getByRole("button", { name: "Save changes" }).click();
     await page.waitForURL((url) => url.pathname === "/");
     expect(await success("was updated")).toContain(`Its new key (${hintOf(rotated, "sk-")}) is stored encrypted and will not be shown again.`);
     expect(await text(row("Primary OpenAI Key").locator(".key-hint"))).toBe(hintOf(rotated, "sk-"));
@@ -246,18 +258,18 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
   });
 
   it("asks for the key again to change the API base, and changes nothing without it", async () => {
-    await row("Primary OpenAI Key").getByRole("link", { name: "Edit Primary OpenAI Key" }).click();
+    await (await menu("Primary OpenAI Key")).getByRole("link", { name: "Edit Primary OpenAI Key" }).click();
     await page.getByRole("heading", { name: "Edit “Primary OpenAI Key”" }).waitFor();
     expect(await text(page.locator("#api_base-hint"))).toContain("To change it, enter the key again in New API Key");
     const id = new URL(page.url()).pathname.split("/")[2];
     await page.getByLabel("API Base URL (optional)", { exact: true }).fill("https://proxy.example.com/v1");
-    await page.getByRole("button", { name: "Update" }).click();
-    expect(await text(page.locator("#api_key-error"))).toContain("enter the key again to change api_base");
+    await page.getByRole("button", { name: "Save changes" }).click();
+    expect(await text(page.locator("#api_key-error"))).toContain("enter the key again to change API base URL");
     expect((await api("GET", `/api/provider-credentials/${id}`)).api_base ?? null).toBeNull();
     // With the key entered again, the change is saved; then moved back the same way.
     const again = key("openai");
     await page.getByLabel("New API Key (optional)", { exact: true }).fill(again);
-    await page.getByRole("button", { name: "Update" }).click();
+    await page.getByRole("button", { name: "Save changes" }).click();
     await page.waitForURL((url) => url.pathname === "/");
     expect((await api("GET", `/api/provider-credentials/${id}`)).api_base).toBe("https://proxy.example.com/v1");
     expect((await api("PUT", `/api/provider-credentials/${id}`, { api_base: null, api_key: again })).api_base ?? null).toBeNull();
@@ -265,12 +277,12 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
   });
 
   it("explains a stale edit: someone else changed the credential meanwhile", async () => {
-    await row("Primary OpenAI Key").getByRole("link", { name: "Edit Primary OpenAI Key" }).click();
+    await (await menu("Primary OpenAI Key")).getByRole("link", { name: "Edit Primary OpenAI Key" }).click();
     await page.getByRole("heading", { name: "Edit “Primary OpenAI Key”" }).waitFor();
     const id = new URL(page.url()).pathname.split("/")[2];
     await api("PUT", `/api/provider-credentials/${id}`, { credential_name: "Renamed elsewhere" });
     await page.getByLabel("Credential Name", { exact: true }).fill("My late change");
-    await page.getByRole("button", { name: "Update" }).click();
+    await page.getByRole("button", { name: "Save changes" }).click();
     const message = await text(page.getByTestId("form-error"));
     expect(message).toContain("This credential was changed by someone else after you opened it, so your change was not saved.");
     expect(message).toContain("Reload");
@@ -286,11 +298,11 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
 
   it("deactivates (grey badge) and activates (green badge)", async () => {
     const credential = row("Renamed elsewhere");
-    await credential.getByRole("button", { name: "Deactivate Renamed elsewhere" }).click();
+    await (await menu("Renamed elsewhere")).getByRole("button", { name: "Deactivate Renamed elsewhere" }).click();
     expect(await success("is inactive")).toContain("“Renamed elsewhere” is inactive");
     expect(await text(credential.locator('[data-label="Status"] .badge').first())).toBe("Inactive");
     expect(await backgroundOf(credential.locator('[data-label="Status"] .badge').first())).toBe(GREY_BADGE);
-    await credential.getByRole("button", { name: "Activate Renamed elsewhere" }).click();
+    await (await menu("Renamed elsewhere")).getByRole("button", { name: "Activate Renamed elsewhere" }).click();
     expect(await success("is active")).toContain("“Renamed elsewhere” is active");
     expect(await text(credential.locator('[data-label="Status"] .badge').first())).toBe("Active");
     expect(await backgroundOf(credential.locator('[data-label="Status"] .badge').first())).toBe(GREEN_BADGE);
@@ -303,7 +315,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
     await createCredential(ORG.id, "anthropic", "Temporary key");
     await page.reload();
     await hydrated(page);
-    const trigger = row("Temporary key").getByRole("button", { name: "Delete Temporary key" });
+    const trigger = (await menu("Temporary key")).getByRole("button", { name: "Delete Temporary key" });
     await trigger.click();
     const dialog = page.getByRole("dialog", { name: "Delete “Temporary key”?" });
     await dialog.waitFor();
@@ -326,7 +338,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
     expect(await success("is inactive")).toContain("“Temporary key” is inactive");
     expect(await text(row("Temporary key").locator('[data-label="Status"] .badge').first())).toBe("Inactive");
     // Then delete it for good.
-    await row("Temporary key").getByRole("button", { name: "Delete Temporary key" }).click();
+    await (await menu("Temporary key")).getByRole("button", { name: "Delete Temporary key" }).click();
     await dialog.waitFor();
     await dialog.getByRole("button", { name: "Delete permanently" }).click();
     expect(await success("was deleted")).toBe("The Anthropic credential “Temporary key” was deleted.");
@@ -502,7 +514,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("Provider Credentials in the browser"
     await page.getByRole("button", { name: "Sign out" }).click();
     await page.waitForURL("**/login");
     // Its next action finds the session gone and goes to the sign-in page too; nothing changed.
-    await stale.getByRole("button", { name: "Deactivate Renamed elsewhere" }).click();
+    await (await menu("Renamed elsewhere", stale)).getByRole("button", { name: "Deactivate Renamed elsewhere" }).click();
     await stale.waitForURL((url) => url.pathname === "/login");
     await stale.close();
     const list = await api("GET", `/api/provider-credentials/organization/${ORG.id}`);

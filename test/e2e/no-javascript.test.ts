@@ -21,6 +21,14 @@ function row(name: string): Locator {
   return page.locator("tbody tr").filter({ has: page.getByRole("rowheader", { name, exact: true }) });
 }
 
+/** A credential's row with its Actions menu open (its buttons and links live there). */
+async function menu(name: string): Promise<Locator> {
+  const found = page.locator("tbody tr").filter({ has: page.getByRole("rowheader", { name, exact: true }) });
+  const details = found.locator(".row-menu");
+  if (!(await details.evaluate((element) => (element as HTMLDetailsElement).open))) await details.locator("> summary").click();
+  return found;
+}
+
 async function text(locator: Locator): Promise<string> {
   await locator.first().waitFor();
   return (await locator.first().innerText()).replace(/\s+/g, " ").trim();
@@ -76,7 +84,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("the portal without JavaScript", () =
 
   it("filters with a GET form: the choice is in the URL", async () => {
     await page.goto(`${portal.url}/`);
-    await page.getByLabel("Organization", { exact: true }).selectOption("org-plain");
+    await page.getByLabel("Organization", { exact: true }).fill("org-plain");
     await page.getByLabel("Provider", { exact: true }).selectOption("fireworks");
     await submit(page.getByRole("button", { name: "Show credentials" }));
     const url = new URL(page.url());
@@ -97,9 +105,9 @@ describe.skipIf(!e2eEnabled(chromiumPath))("the portal without JavaScript", () =
     secrets.push(wrong);
     await page.getByLabel("Credential Name", { exact: true }).fill("Fireworks prod");
     await page.getByLabel("API Key", { exact: true }).fill(wrong);
-    await submit(page.getByRole("button", { name: "Create Credential" }));
+    await submit(page.getByRole("button", { name: "Add credential" }));
     expect(await text(page.locator("#api_key-error"))).toBe(
-      'Fireworks AI keys start with "fw"; it looks like a Google Gemini key (with an api_base for a proxy, any format is accepted)',
+      'Fireworks AI keys start with "fw"; it looks like a Google Gemini key (with an API base URL for a proxy, any format is accepted)',
     );
     expect(await page.getByLabel("API Key", { exact: true }).getAttribute("aria-invalid")).toBe("true");
     expect(await page.getByLabel("API Key", { exact: true }).inputValue()).toBe("");
@@ -108,7 +116,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("the portal without JavaScript", () =
     const right = FAKE_KEYS.fireworks();
     secrets.push(right);
     await page.getByLabel("API Key", { exact: true }).fill(right);
-    await submit(page.getByRole("button", { name: "Create Credential" }));
+    await submit(page.getByRole("button", { name: "Add credential" }));
     expect(path()).toBe("/?organization=org-plain&provider=fireworks");
     expect(await feedback("success")).toContain("“Fireworks prod” was added and is active");
     expect(await text(row("Fireworks prod").locator('[data-label="Status"] .badge').first())).toBe("Active");
@@ -117,22 +125,22 @@ describe.skipIf(!e2eEnabled(chromiumPath))("the portal without JavaScript", () =
   });
 
   it("edits, deactivates and activates with plain forms", async () => {
-    await submit(row("Fireworks prod").getByRole("link", { name: "Edit Fireworks prod" }));
+    await submit((await menu("Fireworks prod")).getByRole("link", { name: "Edit Fireworks prod" }));
     await page.getByLabel("Credential Name", { exact: true }).fill("Fireworks main");
-    await submit(page.getByRole("button", { name: "Update" }));
+    await submit(page.getByRole("button", { name: "Save changes" }));
     expect(path()).toBe("/?organization=org-plain&provider=fireworks");
     expect(await feedback("success")).toBe("The Fireworks AI credential “Fireworks main” was updated.");
 
-    await submit(row("Fireworks main").getByRole("button", { name: "Deactivate Fireworks main" }));
+    await submit((await menu("Fireworks main")).getByRole("button", { name: "Deactivate Fireworks main" }));
     expect(path()).toBe("/?organization=org-plain&provider=fireworks");
     expect(await text(row("Fireworks main").locator('[data-label="Status"] .badge').first())).toBe("Inactive");
     expect(await feedback("success")).toContain("is inactive");
-    await submit(row("Fireworks main").getByRole("button", { name: "Activate Fireworks main" }));
+    await submit((await menu("Fireworks main")).getByRole("button", { name: "Activate Fireworks main" }));
     expect(await text(row("Fireworks main").locator('[data-label="Status"] .badge').first())).toBe("Active");
   });
 
   it("deletes after a confirmation page", async () => {
-    await submit(row("Fireworks main").getByRole("link", { name: "Delete Fireworks main" }));
+    await submit((await menu("Fireworks main")).getByRole("link", { name: "Delete Fireworks main" }));
     expect(new URL(page.url()).pathname).toMatch(/^\/credentials\/[0-9a-f-]{36}\/delete$/);
     const question = await text(page.locator("section"));
     expect(question).toContain("Delete “Fireworks main”?");

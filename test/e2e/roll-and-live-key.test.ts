@@ -35,6 +35,14 @@ function row(name: string): Locator {
   return page.locator("tbody tr").filter({ has: page.getByRole("rowheader", { name, exact: true }) });
 }
 
+/** A credential's row with its Actions menu open (its buttons and links live there). */
+async function menu(name: string, on: Page = page): Promise<Locator> {
+  const found = on.locator("tbody tr").filter({ has: on.getByRole("rowheader", { name, exact: true }) });
+  const details = found.locator(".row-menu");
+  if (!(await details.evaluate((element) => (element as HTMLDetailsElement).open))) await details.locator("> summary").click();
+  return found;
+}
+
 async function standing(name: string): Promise<string> {
   return (await row(name).getByTestId("standing").innerText()).trim();
 }
@@ -71,7 +79,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("which key is live, and rolling a key
     expect(await served()).toBe(a.credential_id);
     expect(await standing("Key A")).toBe("In use");
     expect(await standing("Key B")).toBe("Standby");
-    expect(await row("Key A").getByTestId("weight").innerText()).toBe("Weight 1");
+    expect(await row("Key A").getByTestId("weight").innerText()).toBe("1");
     const selection = page.getByTestId("key-selection");
     expect(await selection.getByTestId("strategy").innerText()).toBe("Newest");
     expect(await selection.getByTestId("fallback").innerText()).toBe("no environment fallback");
@@ -79,9 +87,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("which key is live, and rolling a key
   });
 
   it("Roll key: the new key is in use at once, the old one renamed and still active during the overlap", async () => {
-    await row("Key A")
-      .getByRole("link", { name: /Roll key/ })
-      .click();
+    await (await menu("Key A")).getByRole("link", { name: /Roll key/ }).click();
     await page.waitForURL("**/credentials/*/roll?**");
     await page.getByRole("heading", { name: "Roll the key of “Key A”" }).waitFor();
     expect(blocking(await axeScan(page))).toEqual([]);
@@ -104,11 +110,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("which key is live, and rolling a key
     const plain = await noScript.newPage();
     await plain.goto(`${portal.url}/login?redirectTo=${encodeURIComponent(`/?organization=${ORG}&provider=openai`)}`);
     await signInOnPage(plain, ADMIN.email, ADMIN.password);
-    await plain
-      .locator("tbody tr")
-      .filter({ has: plain.getByRole("rowheader", { name: "Key B", exact: true }) })
-      .getByRole("link", { name: /Roll key/ })
-      .click();
+    await (await menu("Key B", plain)).getByRole("link", { name: /Roll key/ }).click();
     await plain.getByLabel("New API Key").fill(key());
     await Promise.all([plain.waitForURL((url) => url.pathname === "/"), plain.getByRole("button", { name: "Roll key" }).click()]);
     await plain.locator("tbody tr th", { hasText: /^Key B \(replaced / }).waitFor();

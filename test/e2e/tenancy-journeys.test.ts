@@ -143,7 +143,16 @@ describe.skipIf(!e2eEnabled(chromiumPath))("tenancy journeys in the browser", ()
     await open(page, `${portal.url}/organizations`);
     expect(await page.locator("tbody th[scope=row]").allInnerTexts()).toEqual([ORG_A.name]);
     await open(page, `${portal.url}/`);
-    const options = await page.getByLabel("Organization", { exact: true }).locator("option").allInnerTexts();
+    // The organisation picker suggests only its own organisations, even for another's name typed in full.
+    const suggested = page.waitForResponse(
+      (response) => response.url().includes("/api/trpc/organizations.list") && decodeURIComponent(response.url()).includes(ORG_B.name),
+    );
+    await page.getByLabel("Organization", { exact: true }).fill(ORG_B.name);
+    expect((await suggested).status()).toBe(200);
+    const options = await page
+      .getByTestId("organization-suggestions")
+      .locator("option")
+      .evaluateAll((all) => all.map((o) => `${(o as HTMLOptionElement).value} ${o.textContent}`));
     expect(options.filter((o) => o.includes(ORG_B.id) || o.includes(ORG_B.name))).toEqual([]);
 
     const credentialB = credentialOf[ORG_B.id];
@@ -166,7 +175,7 @@ describe.skipIf(!e2eEnabled(chromiumPath))("tenancy journeys in the browser", ()
     // Its own organisation's credential opens for editing.
     const own = await page.goto(`${portal.url}/credentials/${credentialOf[ORG_A.id].credential_id}/edit`);
     expect(own!.status()).toBe(200);
-    expect(await page.getByRole("button", { name: "Update", exact: true }).count()).toBe(1);
+    expect(await page.getByRole("button", { name: "Save changes", exact: true }).count()).toBe(1);
   }, 180_000);
 
   it("a viewer sees no control that changes anything on any page it reaches, and is told it is read only", async () => {

@@ -19,7 +19,7 @@ import { toBinary, toJson } from "@bufbuild/protobuf";
 import { FAKE_KEYS, startTestService, type TestService } from "../support/harness.js";
 import { startTestPortal, type PortalResponse, type RequestOptions, type TestPortal } from "../support/portal-harness.js";
 import { createKeyring, generateMasterKey } from "../../service/src/keyring/keyring.js";
-import { CredentialService, OrganizationService, Provider } from "@provider-credentials/wire/gen/credentials_pb";
+import { CredentialAction, CredentialService, OrganizationService, Provider } from "@provider-credentials/wire/gen/credentials_pb";
 import { AdminService } from "@provider-credentials/wire/gen/admin_pb";
 
 const run = promisify(execFile);
@@ -345,6 +345,15 @@ describe("the canary's paths", () => {
       ["POST", "/api/organizations", { body: { organization_id: CANARY, name: "" } }],
       ["POST", "/api/organizations", { body: { organization_id: "org-x", name: "n", api_key: CANARY } }],
       ["GET", `/api/organizations?cursor=${CANARY}`],
+      ["GET", `/api/organizations?offset=${CANARY}`],
+      ["GET", `/api/uncovered-organizations?provider=${CANARY}`],
+      ["POST", `/api/organizations/${ORG}/offboard`, { body: { confirm_organization_id: CANARY } }],
+      ["POST", `/api/organizations/${CANARY}/offboard`, { body: { confirm_organization_id: CANARY } }],
+      ["GET", `/api/provider-credentials/search?view=${CANARY}`],
+      ["GET", `/api/provider-credentials/search?q=x&offset=${CANARY}`],
+      ["GET", `/api/provider-credentials/search?organization_id=${ORG}&${CANARY}=1`],
+      ["POST", "/api/provider-credentials/batch", { body: { action: "deactivate", credential_ids: [CANARY] } }],
+      ["POST", "/api/provider-credentials/batch", { body: { action: CANARY, credential_ids: [id] } }],
       ["GET", `/api/organizations/${CANARY}/teams`],
       ["POST", `/api/organizations/${CANARY}/teams`, { body: { team_id: "team-x", name: "x" } }],
       ["POST", `/api/organizations/${ORG}/teams`, { body: { team_id: CANARY, name: "" } }],
@@ -381,6 +390,24 @@ describe("the canary's paths", () => {
     }
   });
 
+  it("goes through the fleet search, batch actions and an offboarding (DeleteOrganization with cascade)", async () => {
+    const { credentials, organizations } = clients();
+    await organizations.createOrganization({ organizationId: "org-canary-offboard", name: "Canary offboarded" });
+    const make = async (credentialName: string) =>
+      (await credentials.createCredential({ organizationId: "org-canary-offboard", provider: Provider.OPENAI, credentialName, apiKey: CANARY })).credential!
+        .credentialId;
+    const batched = await make("Canary (batch)");
+    await make("Canary (offboarded)");
+    expect((await credentials.searchCredentials({ query: "Canary" })).totalSize).toBeGreaterThan(0);
+    // The key typed into the search box: answered (nothing matches), never repeated.
+    expect((await credentials.searchCredentials({ query: CANARY })).totalSize).toBe(0);
+    await credentials.listUncoveredOrganizations({});
+    for (const action of [CredentialAction.DEACTIVATE, CredentialAction.ACTIVATE, CredentialAction.DELETE]) {
+      await credentials.batchCredentialAction({ action, credentialIds: [batched] });
+    }
+    expect(await organizations.deleteOrganization({ organizationId: "org-canary-offboard", cascade: true })).toMatchObject({ deletedCredentials: 1 });
+  });
+
   it("is refused in every wrong field over gRPC, and the refusal does not repeat it", async () => {
     const { credentials, organizations, admin } = clients();
     const create = (changes: Record<string, unknown>) => ({
@@ -409,12 +436,16 @@ describe("the canary's paths", () => {
       credentials.activateCredential({ credentialId: CANARY }),
       credentials.deactivateCredential({ credentialId: CANARY }),
       credentials.deleteCredential({ credentialId: CANARY }),
+      credentials.batchCredentialAction({ action: CredentialAction.DELETE, credentialIds: [id, CANARY] }),
+      credentials.batchCredentialAction({ action: CredentialAction.ACTIVATE, credentialIds: [CANARY] }),
+      credentials.searchCredentials({ query: `${CANARY}\u0007` }),
       credentials.resolveKey({ scope: { case: "organizationId", value: CANARY }, provider: Provider.OPENAI }),
       credentials.resolveKey({ scope: { case: "teamId", value: CANARY }, provider: Provider.OPENAI }),
       credentials.resolveKey({ scope: { case: "organizationId", value: ORG }, provider: Provider.ANTHROPIC }),
       organizations.createOrganization({ organizationId: CANARY, name: "" }),
       organizations.getOrganization({ organizationId: CANARY }),
       organizations.deleteOrganization({ organizationId: CANARY }),
+      organizations.deleteOrganization({ organizationId: CANARY, cascade: true }),
       organizations.listOrganizations({ pageToken: CANARY }),
       organizations.createTeam({ teamId: CANARY, organizationId: "org-nope", name: "x" }),
       organizations.createTeam({ teamId: "team-x", organizationId: CANARY, name: "x" }),

@@ -112,7 +112,7 @@ describe("organizations", () => {
     );
     const first = await api("GET", "/api/organizations?limit=2");
     expect(first.status).toBe(200);
-    expect(Object.keys(first.json).sort()).toEqual(["next_cursor", "organizations"]);
+    expect(Object.keys(first.json).sort()).toEqual(["next_cursor", "organizations", "total"]);
     expect(first.json.organizations).toHaveLength(2);
     expect(first.json.next_cursor).toEqual(expect.any(String));
     const second = await api("GET", `/api/organizations?limit=2&cursor=${first.json.next_cursor}`);
@@ -334,7 +334,8 @@ describe("provider credentials", () => {
 
     const all = await api("GET", "/api/provider-credentials/organization/org-list");
     expect(all.status).toBe(200);
-    expect(Object.keys(all.json).sort()).toEqual(["credentials", "next_cursor", "organization_id"]);
+    expect(Object.keys(all.json).sort()).toEqual(["credentials", "next_cursor", "organization_id", "total"]);
+    expect(all.json.total).toBe(3);
     expect(all.json.organization_id).toBe("org-list");
     expect(all.json.next_cursor).toBeNull();
     expect(all.json.credentials.map((x: { credential_name: string }) => x.credential_name)).toEqual(["C", "B", "A"]);

@@ -59,7 +59,11 @@ describe("deny by default", () => {
         "PUT /provider-credentials/organization/{organization_id}/selection-strategies/{provider}",
         "GET /provider-credentials/organization/{organization_id}/resolution",
         "POST /provider-credentials/{credential_id}/roll",
+        "GET /provider-credentials/search",
+        "POST /provider-credentials/batch",
         "GET /organizations",
+        "GET /uncovered-organizations",
+        "POST /organizations/{organization_id}/offboard",
         "POST /organizations",
         "GET /organizations/{organization_id}",
         "DELETE /organizations/{organization_id}",
@@ -86,7 +90,7 @@ describe("deny by default", () => {
 
   it("every operation in the OpenAPI document answers 401 without credentials, with a bad token, or a malformed header", async () => {
     const ops = await operations();
-    expect(ops.length).toBe(30);
+    expect(ops.length).toBe(34);
     // Valid input for each operation that takes a body, so that only authentication can fail.
     const bodies: Record<string, unknown> = {
       "POST /provider-credentials/create": { organization_id: "org-sec", provider: "openai", credential_name: "x", api_key: "sk-proj-abcdefghijkl" },
@@ -98,6 +102,8 @@ describe("deny by default", () => {
       "POST /accounts": { email: "walk@example.com", role: "viewer" },
       "PUT /accounts/{email}": { role: "viewer" },
       "POST /provider-credentials/{credential_id}/roll": { api_key: "sk-proj-abcdefghijklmnop" },
+      "POST /provider-credentials/batch": { action: "deactivate", credential_ids: ["00000000-0000-4000-8000-000000000000"] },
+      "POST /organizations/{organization_id}/offboard": { confirm_organization_id: "sec-organization-id" },
     };
     for (const op of ops) {
       const variants: Array<Record<string, string>> = [{}, { authorization: "Bearer pct_not-a-real-token" }, { authorization: "Basic dXNlcjpwYXNz" }];

@@ -123,13 +123,31 @@ async function freshAccount(target: Target): Promise<string> {
   return inB(target, email);
 }
 
+async function freshOrganization(target: Target): Promise<string> {
+  if (target === "missing") return `org-missing-${unique()}`;
+  const id = `org-off-${unique()}`;
+  await clients().organizations.createOrganization({ organizationId: id, name: `Offboarded ${id}` });
+  await clients().organizations.createTeam({ teamId: `tm-${unique()}`, organizationId: id, name: "A team" });
+  await clients().credentials.createCredential({
+    organizationId: id,
+    provider: Provider.ANTHROPIC,
+    credentialName: "to go",
+    apiKey: FAKE_KEYS.anthropic(),
+    apiBase: API_BASE,
+  });
+  return inB(target, id);
+}
+
 /** One procedure: its REST operation, what it needs, and its input for a target (fixtures made fresh when it changes them). */
 interface OperationSpec {
   procedure: string;
   rest: string;
   access: Access;
   kind: TargetKind;
-  input: (target: Target) => Promise<Record<string, unknown>> | Record<string, unknown>;
+  /** `allowed`: whether the policy lets this caller do it to this target (for an input that must not succeed on A). */
+  input: (target: Target, allowed: boolean) => Promise<Record<string, unknown>> | Record<string, unknown>;
+  /** An allowed call on A answers this status (a refusal of the input, so that A's fixtures stay), with this field named. */
+  allowedOnA?: { status: number; field: string };
 }
 
 const inAnHour = () => new Date(Date.now() + 3_600_000).toISOString();
@@ -141,6 +159,25 @@ const OPERATIONS: OperationSpec[] = [
     access: "read",
     kind: "organization",
     input: (x) => ({ organization_id: orgOf(x) }),
+  },
+  // Across organisations: a limited caller finds only its own ("main of org-a", never "main of org-b").
+  {
+    procedure: "credentials.search",
+    rest: "GET /provider-credentials/search",
+    access: "read",
+    kind: "none",
+    input: () => ({ q: "main of" }),
+  },
+  // All or none: A's credential with B's (or a missing one) is refused whole for a caller limited to A.
+  {
+    procedure: "credentials.batch",
+    rest: "POST /provider-credentials/batch",
+    access: "edit",
+    kind: "credential",
+    input: async (x) => ({
+      action: "deactivate",
+      credential_ids: x === "A" ? [await freshCredential("A")] : [await freshCredential("A"), await freshCredential(x)],
+    }),
   },
   {
     procedure: "credentials.get",
@@ -205,7 +242,21 @@ const OPERATIONS: OperationSpec[] = [
     kind: "organization",
     input: (x) => ({ organization_id: orgOf(x), provider: "openai", strategy: "newest" }),
   },
-  { procedure: "organizations.list", rest: "GET /organizations", access: "read", kind: "none", input: () => ({}) },
+  { procedure: "organizations.list", rest: "GET /organizations", access: "read", kind: "none", input: () => ({ q: "org-", offset: 0 }) },
+  { procedure: "organizations.uncovered", rest: "GET /uncovered-organizations", access: "read", kind: "none", input: () => ({}) },
+  // B and missing: a fresh organisation (with a credential and a team) outside A, confirmed, so that the service decides.
+  // A: refused callers confirm it (the service must refuse them); allowed ones mistype the confirmation (400), so A stays.
+  {
+    procedure: "organizations.offboard",
+    rest: "POST /organizations/{organization_id}/offboard",
+    access: "organizations",
+    kind: "organization",
+    input: async (x, allowed) => {
+      const id = x === "A" ? A : await freshOrganization(x);
+      return { organization_id: id, confirm_organization_id: x === "A" && allowed ? `${id}-typo` : id };
+    },
+    allowedOnA: { status: 400, field: "confirm_organization_id" },
+  },
   {
     procedure: "organizations.create",
     rest: "POST /organizations",
@@ -384,8 +435,8 @@ async function trpcCall(caller: CallerSpec, op: OperationSpec, input: Record<str
   return portal.request("POST", `/api/trpc/${op.procedure}`, { token, session, headers, body: input });
 }
 
-async function answer(via: "rest" | "trpc", caller: CallerSpec, op: OperationSpec, target: Target): Promise<Answer> {
-  const input = await op.input(target);
+async function answer(via: "rest" | "trpc", caller: CallerSpec, op: OperationSpec, target: Target, allowed: boolean): Promise<Answer> {
+  const input = await op.input(target, allowed);
   const response = await (via === "rest" ? restCall : trpcCall)(caller, op, input);
   if (response.status < 400) return { status: response.status, text: response.text };
   const body = response.json ?? {};
@@ -484,7 +535,7 @@ describe.each(["rest", "trpc"] as const)("over %s", (via) => {
       const denials = new Map<Target, string>();
       for (const target of targets) {
         const want = expected(caller, op.access, op.kind, target);
-        const got = await answer(via, caller, op, target);
+        const got = await answer(via, caller, op, target, want === "allowed");
         const cell = `${via} ${caller.name} ${op.procedure} target ${target}: expected ${want}, got ${got.status} ${got.text.slice(0, 300)}${portalLog(got.status)}`;
         expect(got.status, cell).toBeLessThan(500);
         if (want === "allowed") {
@@ -492,7 +543,10 @@ describe.each(["rest", "trpc"] as const)("over %s", (via) => {
           expect([401, 403], cell).not.toContain(got.status);
           // A target that does not exist, asked by a caller who may see everything: 404 (a new organisation's id is created).
           if (target === "missing" && op.kind !== "new-organization" && caller.organizations === undefined) expect(got.status, cell).toBe(404);
-          if (target !== "missing" && got.status >= 400) expect(got.status, cell).toBe(409);
+          if (target === "A" && op.allowedOnA) {
+            expect(got.status, cell).toBe(op.allowedOnA.status);
+            expect(got.text, cell).toContain(op.allowedOnA.field);
+          } else if (target !== "missing" && got.status >= 400) expect(got.status, cell).toBe(409);
         } else {
           expect(got.status, cell).toBe(want === "unauthenticated" ? 401 : 403);
           expect(got.code, cell).toBe(want === "unauthenticated" ? "unauthorized" : "forbidden");
@@ -566,7 +620,25 @@ const PAGES: PageSpec[] = [
     write: "edit",
     url: (x) => `/credentials/${credentialOf(x)}/delete`,
   },
+  // Confirming a change to several credentials: a page for those who may change them (viewers are refused).
+  {
+    page: "/credentials/bulk",
+    form: true,
+    kind: "credential",
+    read: "edit",
+    write: "edit",
+    url: (x) => `/credentials/bulk?action=deactivate&credential_id=${credentialOf(x)}`,
+  },
   { page: "/organizations", kind: "none", read: "read", write: "organizations", url: () => "/organizations" },
+  // Offboarding: for those who may delete organisations.
+  {
+    page: "/organizations/[organization_id]/offboard",
+    form: true,
+    kind: "organization",
+    read: "organizations",
+    write: "organizations",
+    url: (x) => `/organizations/${orgOf(x)}/offboard`,
+  },
   { page: "/organizations/[organization_id]", kind: "organization", read: "read", write: "edit", url: (x) => `/organizations/${orgOf(x)}` },
   {
     page: "/organizations/[organization_id]/delete",
@@ -720,6 +792,9 @@ describe("the database afterwards", () => {
     expect(await query("select name from api_tokens where name = 'tok-b-fixed'")).toEqual([{ name: "tok-b-fixed" }]);
     expect(await query("select disabled_at, role from admin_users where email = 'acct-b@example.com'")).toEqual([{ disabled_at: null, role: "viewer" }]);
     expect(await query("select id from organizations where id = $1", [B])).toEqual([{ id: B }]);
+    // Offboarding was refused or mistyped on A and B alike: both stand, with their fixtures.
+    expect(await query("select id from organizations where id = $1", [A])).toEqual([{ id: A }]);
+    expect(await query("select id from provider_credentials where id = $1", [fixed.credA])).toEqual([{ id: fixed.credA }]);
   });
 
   it("every change made by a caller limited to A is in A, by the audit log", async () => {

@@ -17,5 +17,7 @@ export const load: LayoutServerLoad = (event) => {
     /** An owner without a second factor is asked (not forced, unless the policy requires it) to set one up. */
     askTwoFactor: event.locals.admin?.role === "owner" && event.locals.admin.twoFactorEnabled === false && event.url.pathname !== "/account",
     flash: takeFlash(event),
+    /** When the page was rendered: relative times ("3 min ago") count from it, the same on the server and in the browser. */
+    now: new Date().toISOString(),
   };
 };

@@ -1,87 +1,169 @@
 import type { Actions, PageServerLoad } from "./$types";
-import { isProviderName, providerLabel } from "$lib/providers";
+import { isProviderName, providerLabel, type ProviderName } from "$lib/providers";
 import { outcomeDisplay } from "$lib/key-health";
-import {
-  allOrganizations,
-  callerFor,
-  cursorParam,
-  describeFailure,
-  field,
-  loadFailed,
-  pageNumberParam,
-  type PageCaller,
-  redirectWithFlash,
-  returnTo,
-} from "$lib/server/page-actions";
+import { FLEET_VIEWS, PAGE_SIZES, type FleetView } from "$lib/fleet";
+import { callerFor, describeFailure, field, loadFailed, type PageCaller, redirectWithFlash, returnTo } from "$lib/server/page-actions";
 
-/** Credentials per page of the table. */
-const PAGE_SIZE = 25;
+/** The cookie that remembers the organisation last opened here: `/` without parameters opens it again. */
+const LAST_ORGANIZATION_COOKIE = "last_organization";
+/** Organisations listed when a typed name is not an exact id (the picker without JavaScript). */
+const MATCHES_SHOWN = 25;
+
+type Caller = PageCaller;
+type CredentialList = Awaited<ReturnType<Caller["credentials"]["list"]>>;
+type Search = Awaited<ReturnType<Caller["credentials"]["search"]>>;
+type Uncovered = Awaited<ReturnType<Caller["organizations"]["uncovered"]>>;
+type Resolution = Awaited<ReturnType<Caller["resolution"]["explain"]>>;
+
+/** The page number and size in the URL (`page`, `size`), and the offset they make. */
+function paging(url: URL) {
+  const sizeParam = Number(url.searchParams.get("size"));
+  const size = (PAGE_SIZES as readonly number[]).includes(sizeParam) ? sizeParam : PAGE_SIZES[0];
+  const pageParam = Number(url.searchParams.get("page"));
+  const pageNumber = Number.isInteger(pageParam) && pageParam >= 1 && pageParam <= 1_000_000 ? pageParam : 1;
+  return { size, pageNumber, offset: (pageNumber - 1) * size };
+}
 
 /**
- * The Provider Credentials page: the filters live in the URL
- * (`?organization=org-1&provider=openai&rotation_due=true&failing=true`), the
- * table pages by cursor.
+ * The Provider Credentials page. Everything it shows lives in the URL: one organisation's credentials
+ * (`?organization=org-1&provider=openai&rotation_due=true&failing=true`), a search across all of them
+ * (`?q=prod`), a fleet view (`?view=failing|rotation_due|inactive|uncovered`), and the page (`page`, `size`).
  */
 export const load: PageServerLoad = async (event) => {
-  const { url } = event;
+  const { url, cookies } = event;
   const caller = callerFor(event);
-  const organization = url.searchParams.get("organization")?.trim() ?? "";
   const providerParam = url.searchParams.get("provider") ?? "";
-  const provider = isProviderName(providerParam) ? providerParam : null;
+  const provider: ProviderName | null = isProviderName(providerParam) ? providerParam : null;
   const rotationDue = url.searchParams.get("rotation_due") === "true";
   const failing = url.searchParams.get("failing") === "true";
+  const q = (url.searchParams.get("q") ?? "").trim().slice(0, 200);
+  const viewParam = url.searchParams.get("view") ?? "";
+  const view = (FLEET_VIEWS as readonly string[]).includes(viewParam) ? (viewParam as FleetView) : null;
+  const { size, pageNumber, offset } = paging(url);
+  const typed = url.searchParams.get("organization")?.trim() ?? "";
+  const remembered = cookies.get(LAST_ORGANIZATION_COOKIE) ?? "";
+  const hasParams = [...url.searchParams.keys()].length > 0;
+  const organization = typed !== "" ? typed : hasParams ? "" : remembered;
 
-  let organizations: Awaited<ReturnType<typeof allOrganizations>>;
-  try {
-    organizations = await allOrganizations(caller);
-  } catch (thrown) {
-    loadFailed(thrown);
-  }
-
-  let list: { credentials: Awaited<ReturnType<typeof caller.credentials.list>>["credentials"]; next_cursor: string | null } | null = null;
-  let listError: string | null = null;
-  let resolution: Awaited<ReturnType<typeof caller.resolution.explain>> | null = null;
-  let resolutionError: string | null = null;
-  if (organization !== "") {
-    try {
-      const page = await caller.credentials.list({
-        organization_id: organization,
-        provider: provider ?? undefined,
-        rotation_due_only: rotationDue ? "true" : undefined,
-        failing_only: failing ? "true" : undefined,
-        limit: PAGE_SIZE,
-        cursor: cursorParam(url),
-      });
-      list = { credentials: page.credentials, next_cursor: page.next_cursor };
-      // Which key is live and why, from the service's own selection (never worked out here); the list stands without it.
-      try {
-        resolution = await caller.resolution.explain({ organization_id: organization, provider: provider ?? undefined });
-      } catch (thrown) {
-        resolutionError = describeFailure(thrown).message;
-      }
-    } catch (thrown) {
-      const failure = describeFailure(thrown);
-      if (failure.status >= 500) loadFailed(thrown);
-      listError = failure.code === "not_found" ? `There is no organization "${organization}".` : failure.message;
-    }
-  }
-
-  return {
-    organizations: organizations.organizations,
-    organizationsTruncated: organizations.truncated,
-    organization,
+  const base = {
+    q,
+    view,
     provider,
     providerInvalid: providerParam !== "" && provider === null,
     rotationDue,
     failing,
-    list,
-    listError,
-    resolution,
-    resolutionError,
-    pageNumber: pageNumberParam(url),
+    size,
+    pageNumber,
+    offset,
+    organization,
+    organizationName: null as string | null,
+    list: null as { credentials: CredentialList["credentials"]; total: number } | null,
+    listError: null as string | null,
+    resolution: null as Resolution | null,
+    resolutionError: null as string | null,
+    search: null as Search | null,
+    uncovered: null as Uncovered | null,
+    /** Organisations whose id or name contains what was typed in the picker, when it is no organisation's exact id. */
+    matches: null as { organizations: Array<{ organization_id: string; name: string }>; total: number } | null,
   };
-};
 
+  if (view === "uncovered") {
+    try {
+      const uncovered = await caller.organizations.uncovered({ provider: provider ?? undefined, limit: size, offset });
+      return { ...base, mode: "uncovered" as const, uncovered };
+    } catch (thrown) {
+      loadFailed(thrown);
+    }
+  }
+
+  if (q !== "" || view !== null) {
+    try {
+      const search = await caller.credentials.search({ q: q || undefined, view: view ?? undefined, provider: provider ?? undefined, limit: size, offset });
+      return { ...base, mode: "search" as const, search };
+    } catch (thrown) {
+      const failure = describeFailure(thrown);
+      if (failure.status >= 500) loadFailed(thrown);
+      return { ...base, mode: "search" as const, listError: failure.message };
+    }
+  }
+
+  if (organization === "") {
+    let anyOrganization = true;
+    try {
+      anyOrganization = (await caller.organizations.list({ limit: 1 })).organizations.length > 0;
+    } catch (thrown) {
+      loadFailed(thrown);
+    }
+    return { ...base, mode: anyOrganization ? ("choose" as const) : ("no-organizations" as const) };
+  }
+
+  try {
+    const [page, named] = await Promise.all([
+      caller.credentials.list({
+        organization_id: organization,
+        provider: provider ?? undefined,
+        rotation_due_only: rotationDue ? "true" : undefined,
+        failing_only: failing ? "true" : undefined,
+        limit: size,
+        offset,
+      }),
+      caller.organizations.get({ organization_id: organization }).catch(() => null),
+    ]);
+    cookies.set(LAST_ORGANIZATION_COOKIE, organization, {
+      path: "/",
+      httpOnly: true,
+      sameSite: "lax",
+      secure: url.protocol === "https:",
+      maxAge: 60 * 60 * 24 * 365,
+    });
+    let resolution: Resolution | null = null;
+    let resolutionError: string | null = null;
+    // Which key is live and why, from the service's own selection (never worked out here); the list stands without it.
+    try {
+      resolution = await caller.resolution.explain({ organization_id: organization, provider: provider ?? undefined });
+    } catch (thrown) {
+      resolutionError = describeFailure(thrown).message;
+    }
+    return {
+      ...base,
+      mode: "organization" as const,
+      organizationName: named?.name ?? null,
+      list: { credentials: page.credentials, total: page.total },
+      resolution,
+      resolutionError,
+    };
+  } catch (thrown) {
+    const failure = describeFailure(thrown);
+    if (failure.status >= 500) loadFailed(thrown);
+    if (failure.code === "not_found" || failure.code === "bad_request") {
+      // Forget a remembered organisation that is gone; a typed name is looked for among the organisations.
+      if (typed === "") {
+        cookies.delete(LAST_ORGANIZATION_COOKIE, { path: "/" });
+        return { ...base, organization: "", mode: "choose" as const };
+      }
+      try {
+        const found = await caller.organizations.list({ q: typed.slice(0, 200), limit: MATCHES_SHOWN });
+        if (found.organizations.length > 0) {
+          return {
+            ...base,
+            mode: "matches" as const,
+            matches: { organizations: found.organizations.map((o) => ({ organization_id: o.organization_id, name: o.name })), total: found.total },
+          };
+        }
+        // With no organisation at all, the page says so (and how to create one).
+        if ((await caller.organizations.list({ limit: 1 })).organizations.length === 0) return { ...base, mode: "no-organizations" as const };
+      } catch (inner) {
+        if (describeFailure(inner).status >= 500) loadFailed(inner);
+      }
+      return { ...base, mode: "organization" as const, listError: `There is no organization "${typed}", and none whose name or id contains it.` };
+    }
+    if (typed === "") {
+      cookies.delete(LAST_ORGANIZATION_COOKIE, { path: "/" });
+      return { ...base, organization: "", mode: "choose" as const };
+    }
+    return { ...base, mode: "organization" as const, listError: failure.message };
+  }
+};
 type Toggle = "activate" | "deactivate";
 
 async function toggle(event: Parameters<Actions[string]>[0], to: Toggle) {

@@ -81,6 +81,46 @@ export interface Failure {
   errors: Record<string, string>;
 }
 
+/** How the pages name the fields the service's and the API's messages name by their wire names. */
+const FIELD_WORDS: Record<string, string> = {
+  api_key: "API key",
+  api_base: "API base URL",
+  credential_name: "credential name",
+  credential_id: "credential",
+  credential_ids: "credentials",
+  organization_id: "organization ID",
+  organization_ids: "organizations",
+  confirm_organization_id: "organization ID",
+  team_id: "team ID",
+  expected_version: "version",
+  overlap_seconds: "overlap",
+  previous_valid_until: "previous secret's end",
+  expires_at: "expiry",
+  expires_in_days: "expiry",
+  page_token: "page",
+  cursor: "page",
+};
+
+/**
+ * A message for people: the wire names of fields (`api_key`, `credential_name`) in words, and a leading
+ * `field: ` as its name with a capital ("API key: …").
+ */
+export function inWords(message: string): string {
+  const named = /^([a-z][a-z0-9]*(?:[._][a-z0-9]+)+|[a-z]+): /.exec(message);
+  let text = message;
+  if (named) {
+    const words = FIELD_WORDS[named[1]] ?? named[1].replace(/[._]/g, " ");
+    text = `${words.charAt(0).toUpperCase()}${words.slice(1)}: ${message.slice(named[0].length)}`;
+  }
+  return text.replace(/\b[a-z]+(?:_[a-z]+)+\b/g, (name) => FIELD_WORDS[name] ?? name);
+}
+
+/** What a form's banner says when the problems are at its fields (each shown once, there). */
+export function checkFields(errors: Record<string, string>): string {
+  const n = Object.keys(errors).length;
+  return n === 1 ? "Check the highlighted field." : `Check the ${n} highlighted fields.`;
+}
+
 /**
  * Anything a procedure threw → a Failure. Bad input carries `issues` with the
  * field's path; other refusals (a duplicate name, a stale version) name their
@@ -93,10 +133,10 @@ export function describeFailure(thrown: unknown, fields: readonly string[] = [])
   if (error.status >= 500) log("error", "page action failed", { code: error.apiCode, err: error.cause ?? thrown });
   const errors: Record<string, string> = {};
   for (const issue of error.issues ?? []) {
-    if (fields.includes(issue.path) && errors[issue.path] === undefined) errors[issue.path] = issue.message;
+    if (fields.includes(issue.path) && errors[issue.path] === undefined) errors[issue.path] = inWords(issue.message);
   }
-  if (Object.keys(errors).length === 0 && error.field && fields.includes(error.field.path)) errors[error.field.path] = error.field.message;
-  return { status: error.status, code: error.apiCode, message: error.message, errors };
+  if (Object.keys(errors).length === 0 && error.field && fields.includes(error.field.path)) errors[error.field.path] = inWords(error.field.message);
+  return { status: error.status, code: error.apiCode, message: inWords(error.message), errors };
 }
 
 // ---------------------------------------------------------------- feedback after a redirect
@@ -183,10 +223,12 @@ export function returnToParam(url: URL, fallback: string): string {
   return value ? safeRedirectTarget(value) : fallback;
 }
 
-/** A refused form: its status, and what the form shows again (the values, the whole message, each named field's problem). */
+/** A refused form: its status, and what the form shows again (the values, the banner's message, each named field's problem). */
 export function refuseForm<V>(thrown: unknown, fields: readonly string[], values: V) {
   const failure = describeFailure(thrown, fields);
-  return fail(failure.status, { values, message: failure.message, errors: failure.errors });
+  // A problem at a field is shown there, once: the banner only points at it.
+  const atFields = Object.keys(failure.errors).length > 0;
+  return fail(failure.status, { values, message: atFields ? checkFields(failure.errors) : failure.message, errors: failure.errors });
 }
 
 /** Makes a change; null when it was made, else the service's reason (for the feedback after the redirect). */

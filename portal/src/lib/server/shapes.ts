@@ -1,5 +1,7 @@
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import {
+  CredentialAction,
+  CredentialView,
   KeyCheckOutcome,
   Provider,
   SelectionStrategy,
@@ -8,11 +10,12 @@ import {
   type Organization,
   type SelectionPolicy,
   type Team,
+  type UncoveredOrganization,
 } from "@provider-credentials/wire/gen/credentials_pb";
 import type { TokenScope } from "@provider-credentials/wire/auth";
 import type { Admin, ApiToken, AuditEvent } from "@provider-credentials/wire/gen/admin_pb";
 import { PROVIDER_NAMES, PROVIDERS } from "@provider-credentials/wire/providers";
-import type { KeyCheckOutcomeName, ProviderName, SelectionStrategyName } from "./trpc/schemas.js";
+import type { CredentialActionName, CredentialViewName, KeyCheckOutcomeName, ProviderName, SelectionStrategyName } from "./trpc/schemas.js";
 import { accountRole } from "./session.js";
 
 /**
@@ -130,6 +133,38 @@ export function selectionPolicyJson(p: SelectionPolicy) {
 
 export function organizationJson(o: Organization) {
   return { organization_id: o.organizationId, name: o.name, created_at: iso(o.createdAt), updated_at: iso(o.updatedAt) };
+}
+
+/** An organisation's id and name only (the organisations of a search page). */
+export function organizationRefJson(o: Organization) {
+  return { organization_id: o.organizationId, name: o.name };
+}
+
+export function uncoveredOrganizationJson(u: UncoveredOrganization) {
+  const o = u.organization;
+  if (!o) throw new Error("the service returned an uncovered organisation without its organisation");
+  return { organization_id: o.organizationId, name: o.name, providers: u.providers.map(providerName) };
+}
+
+const VIEW_ENUMS: Record<CredentialViewName, CredentialView> = {
+  failing: CredentialView.FAILING,
+  rotation_due: CredentialView.ROTATION_DUE,
+  inactive: CredentialView.INACTIVE,
+};
+
+/** A search's fleet view → the proto enum; absent: every credential. */
+export function credentialViewEnum(name: CredentialViewName | undefined): CredentialView {
+  return name === undefined ? CredentialView.UNSPECIFIED : VIEW_ENUMS[name];
+}
+
+const ACTION_ENUMS: Record<CredentialActionName, CredentialAction> = {
+  activate: CredentialAction.ACTIVATE,
+  deactivate: CredentialAction.DEACTIVATE,
+  delete: CredentialAction.DELETE,
+};
+
+export function credentialActionEnum(name: CredentialActionName): CredentialAction {
+  return ACTION_ENUMS[name];
 }
 
 export function teamJson(t: Team) {

@@ -80,7 +80,11 @@ type PasswordField = "current_password" | "new_password" | "confirm_password";
 
 /** A refusal: never the typed passwords back, only which field is at fault. */
 function refuse(status: number, fieldName: PasswordField | null, message: string) {
-  return fail(status, { message, errors: (fieldName ? { [fieldName]: message } : {}) as Record<string, string> });
+  // A problem at a field is shown there, once: the banner only points at it.
+  return fail(status, {
+    message: fieldName ? "Check the highlighted field." : message,
+    errors: (fieldName ? { [fieldName]: message } : {}) as Record<string, string>,
+  });
 }
 
 export const actions: Actions = {

@@ -40,7 +40,7 @@ export const actions: Actions = {
     const form = await event.request.formData();
     const values = { email: field(form, "email").trim(), role: field(form, "role"), organization_ids: field(form, "organization_ids").trim() };
     if (!isRole(values.role)) {
-      return fail(400, { values, message: "role: choose the account's role", errors: { role: "choose the account's role" } as Record<string, string> });
+      return fail(400, { values, message: "Check the highlighted field.", errors: { role: "Choose the account's role." } as Record<string, string> });
     }
     try {
       const created = await callerFor(event).accounts.create({

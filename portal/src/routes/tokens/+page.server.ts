@@ -15,7 +15,7 @@ interface TokenFormValues {
 }
 
 function refuse(values: TokenFormValues, field: keyof TokenFormValues, problem: string) {
-  return fail(400, { values, message: `${field}: ${problem}`, errors: { [field]: problem } as Record<string, string> });
+  return fail(400, { values, message: "Check the highlighted field.", errors: { [field]: problem } as Record<string, string> });
 }
 
 export const actions: Actions = {
@@ -56,7 +56,7 @@ export const actions: Actions = {
     const name = field(form, "name");
     const overlap = overlapSeconds(field(form, "overlap_seconds") || "0");
     if (overlap === null) {
-      return fail(400, { message: "overlap_seconds: must be a whole number of seconds from 0 to 86400", errors: {} as Record<string, string> });
+      return fail(400, { message: "The overlap must be a whole number of seconds from 0 to 86400.", errors: {} as Record<string, string> });
     }
     try {
       const rotated = await callerFor(event).tokens.rotate({ name, overlap_seconds: overlap });

@@ -41,7 +41,7 @@ const ERROR_RESPONSES: Record<string, string> = {
 
 /** The error statuses an operation can answer. */
 function errorsFor(route: RestRoute): string[] {
-  const names = route.path.includes("{") || route.path === "/provider-credentials/create";
+  const names = route.path.includes("{") || route.path === "/provider-credentials/create" || route.path === "/provider-credentials/batch";
   // Checking a key and setting a strategy change nothing that can conflict; activation is idempotent.
   const conflictFree = /\/(activate|deactivate|verify|rotate|sign-out)$|\/selection-strategies\//.test(route.path);
   const conflicts =

@@ -73,6 +73,32 @@ const paging = {
     .optional(),
 };
 
+/** Numbered pages ("26-50 of 65"): how many to skip. */
+export const offsetField = z
+  .int()
+  .min(0)
+  .max(INT32_MAX)
+  .describe("Skip this many matches (numbered pages: `limit` 25, `offset` 25 is the second page); default 0. Not with `cursor`.");
+
+/** Offset paging: a page size and how many to skip. */
+const offsetPaging = {
+  limit: paging.limit,
+  offset: offsetField.optional(),
+};
+
+const total = (what: string) => z.int().describe(what);
+
+/** The most credentials one batch may change. */
+export const MAX_BATCH_CREDENTIALS = 200;
+
+/** The fleet views of a credential search. */
+export const CREDENTIAL_VIEWS = ["failing", "rotation_due", "inactive"] as const;
+export type CredentialViewName = (typeof CREDENTIAL_VIEWS)[number];
+
+/** What a batch does to each credential. */
+export const CREDENTIAL_ACTIONS = ["activate", "deactivate", "delete"] as const;
+export type CredentialActionName = (typeof CREDENTIAL_ACTIONS)[number];
+
 // ---------------------------------------------------------------- outputs
 
 export const keyCheckOutput = z
@@ -142,16 +168,56 @@ export const credentialListOutput = z
     organization_id: z.string(),
     credentials: z.array(credentialOutput),
     next_cursor: z.string().nullable().describe("Pass as `cursor` for the next page; null on the last page."),
+    total: total("How many credentials match the filters, on every page."),
   })
   .meta({ id: "CredentialList" });
+
+export const organizationRefOutput = z.object({ organization_id: z.string(), name: z.string() }).meta({ id: "OrganizationRef" });
+
+export const credentialSearchOutput = z
+  .object({
+    credentials: z.array(credentialOutput).describe("The page of matches: by organisation id, provider, name, then id."),
+    total: total("How many credentials match in all."),
+    organizations: z.array(organizationRefOutput).describe("The organisations of the credentials on this page, for their names."),
+  })
+  .meta({ id: "CredentialSearch" });
+
+export const credentialBatchOutput = z
+  .object({ credentials: z.array(credentialOutput).describe("Each credential after the change (as it was, for a deletion), in the order asked.") })
+  .meta({ id: "CredentialBatch" });
 
 export const organizationOutput = z
   .object({ organization_id: z.string(), name: z.string(), created_at: timestamp, updated_at: timestamp })
   .meta({ id: "Organization" });
 
 export const organizationListOutput = z
-  .object({ organizations: z.array(organizationOutput), next_cursor: z.string().nullable() })
+  .object({
+    organizations: z.array(organizationOutput),
+    next_cursor: z.string().nullable(),
+    total: total("How many organisations match `q` (of those the caller may read)."),
+  })
   .meta({ id: "OrganizationList" });
+
+export const uncoveredOrganizationOutput = z
+  .object({
+    organization_id: z.string(),
+    name: z.string(),
+    providers: z.array(provider).describe("The providers it has no active credential for, and the service no environment fallback for."),
+  })
+  .meta({ id: "UncoveredOrganization" });
+
+export const uncoveredOrganizationListOutput = z
+  .object({ organizations: z.array(uncoveredOrganizationOutput).describe("By organisation id."), total: total("How many organisations are uncovered in all.") })
+  .meta({ id: "UncoveredOrganizationList" });
+
+export const offboardedOrganizationOutput = z
+  .object({
+    organization_id: z.string(),
+    deleted: z.literal(true),
+    deleted_credentials: z.int().describe("How many credentials were deleted with it."),
+    deleted_teams: z.int().describe("How many teams were deleted with it."),
+  })
+  .meta({ id: "OffboardedOrganization" });
 
 export const teamOutput = z
   .object({ team_id: z.string(), organization_id: z.string(), name: z.string(), created_at: timestamp, updated_at: timestamp })
@@ -256,6 +322,34 @@ export const listCredentialsInput = z
     rotation_due_only: z.stringbool().describe("Only credentials whose key is older than ROTATION_DAYS: `true` or `false` (default).").optional(),
     failing_only: z.stringbool().describe("Only credentials marked failing: `true` or `false` (default).").optional(),
     ...paging,
+    offset: offsetField.optional(),
+  })
+  .strict();
+
+export const searchCredentialsInput = z
+  .object({
+    q: z
+      .string()
+      .max(200)
+      .describe("Text to find, ignoring case: part of a credential's name, its key hint, its organisation's id or name, or a whole credential id.")
+      .optional(),
+    view: z.enum(CREDENTIAL_VIEWS).describe("Only `failing` credentials, those whose key is `rotation_due`, or `inactive` ones; omitted: all.").optional(),
+    provider: z.enum(PROVIDERS).describe("Only credentials for this provider.").optional(),
+    organization_id: organizationIdField.describe("Only this organisation's credentials.").optional(),
+    ...offsetPaging,
+  })
+  .strict();
+
+export const batchCredentialsInput = z
+  .object({
+    action: z.enum(CREDENTIAL_ACTIONS).describe("What to do to each credential; `delete` is permanent."),
+    credential_ids: z
+      .array(credentialIdField)
+      .min(1)
+      .max(MAX_BATCH_CREDENTIALS)
+      .describe(
+        `1-${MAX_BATCH_CREDENTIALS} distinct credential ids. All change, or none (404 naming the first unknown one, 403 for one outside your organisations).`,
+      ),
   })
   .strict();
 
@@ -307,8 +401,26 @@ export const updateCredentialInput = z
 export const listSelectionStrategiesInput = z.object({ organization_id: organizationIdField }).strict();
 export const setSelectionStrategyInput = z.object({ organization_id: organizationIdField, provider, strategy }).strict();
 
-export const listOrganizationsInput = z.object({ ...paging }).strict();
+export const listOrganizationsInput = z
+  .object({
+    q: z.string().max(200).describe("Only organisations whose id or name contains this, ignoring case.").optional(),
+    ...paging,
+    offset: offsetField.optional(),
+  })
+  .strict();
 export const organizationIdInput = z.object({ organization_id: organizationIdField }).strict();
+export const listUncoveredOrganizationsInput = z
+  .object({
+    provider: z.enum(PROVIDERS).describe("Only this provider; omitted: every provider the service has no environment fallback for.").optional(),
+    ...offsetPaging,
+  })
+  .strict();
+export const offboardOrganizationInput = z
+  .object({
+    organization_id: organizationIdField,
+    confirm_organization_id: z.string().max(256).describe("The organisation's id again, typed by hand: must equal `organization_id` exactly."),
+  })
+  .strict();
 export const createOrganizationInput = z
   .object({ organization_id: organizationIdField, name: z.string().max(1000).describe("Display name, 1-200 characters.") })
   .strict();

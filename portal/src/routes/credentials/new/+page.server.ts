@@ -33,13 +33,13 @@ export const actions: Actions = {
       verify: checkbox(form, "verify"),
     };
     if (values.organization_id === "") {
-      return fail(400, { values, message: "Choose the organization.", errors: { organization_id: "Choose the organization." } });
+      return fail(400, { values, message: "Check the highlighted field.", errors: { organization_id: "Choose the organization." } });
     }
     if (!isProviderName(values.provider)) {
-      return fail(400, { values, message: "Choose the provider.", errors: { provider: "Choose the provider." } });
+      return fail(400, { values, message: "Check the highlighted field.", errors: { provider: "Choose the provider." } });
     }
     const weight = weightField(values.weight);
-    if (!weight.ok) return fail(400, { values, message: `weight: ${weight.problem}`, errors: { weight: weight.problem } });
+    if (!weight.ok) return fail(400, { values, message: "Check the highlighted field.", errors: { weight: `Weight ${weight.problem}.` } });
     let created;
     try {
       created = await callerFor(event).credentials.create({

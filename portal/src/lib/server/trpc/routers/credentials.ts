@@ -1,15 +1,19 @@
 import { adminProcedure, router } from "../trpc.js";
 import {
+  batchCredentialsInput,
   createCredentialInput,
+  credentialBatchOutput,
   credentialIdInput,
   credentialListOutput,
   credentialOutput,
+  credentialSearchOutput,
   credentialVerificationOutput,
   deletedCredentialOutput,
   listCredentialsInput,
+  searchCredentialsInput,
   updateCredentialInput,
 } from "../schemas.js";
-import { credentialJson, keyCheckJson, nextCursor, providerEnum } from "../../shapes.js";
+import { credentialActionEnum, credentialJson, credentialViewEnum, keyCheckJson, nextCursor, organizationRefJson, providerEnum } from "../../shapes.js";
 import { pageSize } from "./paging.js";
 
 const tags = ["provider credentials"];
@@ -23,7 +27,8 @@ export const credentialsRouter = router({
         tags,
         summary: "List an organisation's credentials",
         description:
-          "Newest first, one page at a time; `rotation_due_only` and `failing_only` narrow it to keys due for rotation or marked failing. " +
+          "Newest first, one page at a time (by `cursor`, or numbered pages by `offset`), with the `total` that match; " +
+          "`rotation_due_only` and `failing_only` narrow it to keys due for rotation or marked failing. " +
           "404 if the organisation does not exist.",
       },
     })
@@ -38,12 +43,70 @@ export const credentialsRouter = router({
         failingOnly: input.failing_only ?? false,
         pageSize: pageSize(input.limit),
         pageToken: input.cursor ?? "",
+        offset: input.offset ?? 0,
       });
       return {
         organization_id: input.organization_id,
         credentials: page.credentials.map(credentialJson),
         next_cursor: nextCursor(page.nextPageToken),
+        total: page.totalSize,
       };
+    }),
+
+  // Before `get`: trpc-to-openapi routes a request to the first procedure whose path matches, in this
+  // order, and GET /provider-credentials/{credential_id} would match /provider-credentials/search too.
+  search: adminProcedure
+    .meta({
+      openapi: {
+        method: "GET",
+        path: "/provider-credentials/search",
+        tags,
+        summary: "Search credentials across organisations",
+        description:
+          "Across every organisation you may read (a limited token or account: only its own). `q` matches, ignoring case, part of a credential's name, " +
+          "its key hint, its organisation's id or name, or a whole credential id; `view` narrows it to a fleet view. " +
+          "Ordered by organisation id, provider, name, then id; numbered pages by `limit` and `offset`, with the `total` that match.",
+      },
+    })
+    .input(searchCredentialsInput)
+    .output(credentialSearchOutput)
+    .query(async ({ ctx, input }) => {
+      const page = await ctx.service.credentials.searchCredentials({
+        query: input.q ?? "",
+        view: credentialViewEnum(input.view),
+        provider: input.provider === undefined ? undefined : providerEnum(input.provider),
+        organizationId: input.organization_id,
+        pageSize: pageSize(input.limit),
+        offset: input.offset ?? 0,
+      });
+      return {
+        credentials: page.credentials.map(credentialJson),
+        total: page.totalSize,
+        organizations: page.organizations.map(organizationRefJson),
+      };
+    }),
+
+  batch: adminProcedure
+    .meta({
+      openapi: {
+        method: "POST",
+        path: "/provider-credentials/batch",
+        tags,
+        summary: "Activate, deactivate or delete many credentials at once",
+        description:
+          "All of them or none, in one transaction; each credential gets its own audit event. " +
+          "404 naming the first unknown id; 403 for a credential outside your organisations (whether or not it exists).",
+        successDescription: "Each credential after the change (as it was, for a deletion), in the order asked.",
+      },
+    })
+    .input(batchCredentialsInput)
+    .output(credentialBatchOutput)
+    .mutation(async ({ ctx, input }) => {
+      const { credentials } = await ctx.service.credentials.batchCredentialAction({
+        action: credentialActionEnum(input.action),
+        credentialIds: input.credential_ids,
+      });
+      return { credentials: credentials.map(credentialJson) };
     }),
 
   get: adminProcedure

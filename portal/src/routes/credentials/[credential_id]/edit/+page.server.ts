@@ -1,7 +1,17 @@
 import { fail } from "@sveltejs/kit";
 import type { Actions, PageServerLoad } from "./$types";
 import { PROVIDERS } from "$lib/providers";
-import { callerFor, checkbox, describeFailure, field, loadCredentialPage, redirectWithFlash, returnTo, weightField } from "$lib/server/page-actions";
+import {
+  callerFor,
+  checkbox,
+  checkFields,
+  describeFailure,
+  field,
+  loadCredentialPage,
+  redirectWithFlash,
+  returnTo,
+  weightField,
+} from "$lib/server/page-actions";
 
 const FIELDS = ["credential_name", "api_key", "api_base", "expected_version", "weight"] as const;
 
@@ -20,7 +30,12 @@ export const actions: Actions = {
     const version = Number(field(form, "expected_version"));
     const weight = weightField(values.weight);
     if (!weight.ok)
-      return fail(400, { values, conflict: false, message: `weight: ${weight.problem}`, errors: { weight: weight.problem } as Record<string, string> });
+      return fail(400, {
+        values,
+        conflict: false,
+        message: "Check the highlighted field.",
+        errors: { weight: `Weight ${weight.problem}.` } as Record<string, string>,
+      });
     let updated;
     try {
       updated = await callerFor(event).credentials.update({
@@ -44,7 +59,12 @@ export const actions: Actions = {
           errors: {} as Record<string, string>,
         });
       }
-      return fail(failure.status, { values, conflict: false, message: failure.message, errors: failure.errors });
+      return fail(failure.status, {
+        values,
+        conflict: false,
+        message: Object.keys(failure.errors).length > 0 ? checkFields(failure.errors) : failure.message,
+        errors: failure.errors,
+      });
     }
     const rotated = apiKey.trim() !== "";
     redirectWithFlash(event, returnTo(form, `/?organization=${encodeURIComponent(updated.organization_id)}`), {

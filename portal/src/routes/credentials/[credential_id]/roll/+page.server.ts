@@ -2,7 +2,7 @@ import { fail } from "@sveltejs/kit";
 import type { Actions, PageServerLoad } from "./$types";
 import { PROVIDERS } from "$lib/providers";
 import { formatTime } from "$lib/format";
-import { callerFor, checkbox, describeFailure, field, loadCredentialPage, redirectWithFlash, returnTo } from "$lib/server/page-actions";
+import { callerFor, checkbox, checkFields, describeFailure, field, loadCredentialPage, redirectWithFlash, returnTo } from "$lib/server/page-actions";
 
 const FIELDS = ["api_key", "api_base", "overlap_seconds", "expected_version"] as const;
 
@@ -24,11 +24,11 @@ export const actions: Actions = {
     const version = Number(field(form, "expected_version"));
     if (!(OVERLAPS as readonly string[]).includes(values.overlap_seconds)) {
       const problem = "Choose when the old key stops: now, in 10 minutes, in 1 hour or in 24 hours.";
-      return fail(400, { values, conflict: false, message: problem, errors: { overlap_seconds: problem } as Record<string, string> });
+      return fail(400, { values, conflict: false, message: "Check the highlighted field.", errors: { overlap_seconds: problem } as Record<string, string> });
     }
     if (apiKey.trim() === "") {
       const problem = "Paste the new key.";
-      return fail(400, { values, conflict: false, message: problem, errors: { api_key: problem } as Record<string, string> });
+      return fail(400, { values, conflict: false, message: "Check the highlighted field.", errors: { api_key: problem } as Record<string, string> });
     }
     let rolled;
     try {
@@ -51,7 +51,12 @@ export const actions: Actions = {
           errors: {} as Record<string, string>,
         });
       }
-      return fail(failure.status, { values, conflict: false, message: failure.message, errors: failure.errors });
+      return fail(failure.status, {
+        values,
+        conflict: false,
+        message: Object.keys(failure.errors).length > 0 ? checkFields(failure.errors) : failure.message,
+        errors: failure.errors,
+      });
     }
     const { credential, previous } = rolled;
     const label = PROVIDERS[credential.provider].label;
