@@ -139,7 +139,9 @@ describe("pages (no JavaScript)", () => {
     expect(standings.filter((s) => s === "in_use")).toHaveLength(1);
     expect(html).toContain(">In use<");
     expect(html).toContain(">Standby<");
-    expect(html).toMatch(/Weight 4/);
+    // Weights in their own column.
+    expect(html).toMatch(/<th scope="col"[^>]*>Weight<\/th>/);
+    expect(html).toMatch(/data-testid="weight">4</);
     expect(html).toContain('data-testid="key-selection"');
     expect(html).toMatch(/data-testid="strategy">Newest</);
     expect(html).toContain("no environment fallback");
