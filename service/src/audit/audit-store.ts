@@ -1,6 +1,7 @@
 import type { FilterQuery } from "@mikro-orm/core";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { AuditEventEntity, type AuditEventRow } from "../db/entities.js";
+import { escapeLike } from "../db/like.js";
 import { malformedPageToken, type PageTokens } from "../paging.js";
 import type { AuditAction } from "@provider-credentials/wire/audit-actions";
 
@@ -84,11 +85,6 @@ export interface AuditEventView {
   target: string | null;
   source: string | null;
   details: Record<string, unknown>;
-}
-
-/** A LIKE pattern's literal text: `%`, `_` and the escape character itself matched as themselves. */
-function escapeLike(text: string): string {
-  return text.replace(/[\\%_]/g, (c) => `\\${c}`);
 }
 
 /** The largest audit event id (bigint). */

@@ -2,6 +2,7 @@ import type { Orm } from "../db/orm.js";
 import { CredentialEntity, OrganizationEntity, type CredentialRow, type OrganizationRow, type ProviderName } from "../db/entities.js";
 import type { OrganizationLimit } from "../auth/tokens.js";
 import { invalid } from "../errors.js";
+import { containsPattern } from "../db/like.js";
 import { UUID_PATTERN } from "./validation.js";
 import type { CredentialView } from "./credential-store.js";
 
@@ -29,16 +30,6 @@ export function validateOffset(offset: number, pageToken = "", field = "offset")
   if (!Number.isInteger(offset) || offset < 0) throw invalid(field, "must be zero or a positive integer");
   if (offset > 0 && pageToken !== "") throw invalid(field, "cannot be combined with page_token: page by offset or by page token, not both");
   return offset;
-}
-
-/** A LIKE pattern's literal text: `%`, `_` and the escape character itself matched as themselves (as the audit log's actor filter). */
-export function escapeLike(text: string): string {
-  return text.replace(/[\\%_]/g, (c) => `\\${c}`);
-}
-
-/** `%text%`, the text taken literally: a case-insensitive substring match with ILIKE. */
-export function containsPattern(text: string): string {
-  return `%${escapeLike(text)}%`;
 }
 
 /** What SearchCredentials filters by, validated. */

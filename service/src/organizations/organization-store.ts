@@ -5,7 +5,7 @@ import { CredentialEntity, OrganizationEntity, SelectionStrategyEntity, TeamEnti
 import { ServiceError } from "../errors.js";
 import { deleteCredentialRows, type Actor } from "../credentials/credential-store.js";
 import type { PageTokens } from "../paging.js";
-import { containsPattern } from "../credentials/credential-search.js";
+import { containsPattern } from "../db/like.js";
 
 export interface Page<T> {
   items: T[];
