@@ -76,9 +76,15 @@ describe("GET /metrics", () => {
 
   it("counts resolutions by provider, source and result, cache hits and misses, and times them", async () => {
     const { organizations, credentials } = t.clients();
+    const notified = async () =>
+      value(await (await scrape()).text(), "provider_credentials_cache_invalidations_total", { kind: "organization", origin: "notify" });
+    const notifiedBefore = await notified();
     await organizations.createOrganization({ organizationId: "metrics-org", name: "M" });
     const apiKey = FAKE_KEYS.openai();
     const { credential } = await credentials.createCredential({ organizationId: "metrics-org", provider: Provider.OPENAI, credentialName: "m", apiKey });
+    // The new credential is applied at once and heard again through NOTIFY: wait for the echo, or a
+    // late one (a loaded machine) would empty the cache between the resolutions counted below.
+    await expect.poll(notified, { timeout: 10_000 }).toBeGreaterThanOrEqual(notifiedBefore + 1);
     const before = await (await scrape()).text();
     for (let i = 0; i < 5; i++) await credentials.resolveKey({ scope: { case: "organizationId", value: "metrics-org" }, provider: Provider.OPENAI });
     const fallback = await credentials.resolveKey({ scope: { case: "organizationId", value: "metrics-org" }, provider: Provider.FIREWORKS });
