@@ -24,6 +24,8 @@ const secrets: string[] = [];
 /** Credential ids of ORG by name. */
 const ids: Record<string, string> = {};
 const hints: Record<string, string> = {};
+/** GONE's credential ids, in the order made. */
+const goneIds: string[] = [];
 
 async function api(method: string, path: string, body?: unknown) {
   const response = await portal.request(method, path, { body });
@@ -89,7 +91,8 @@ describe.skipIf(!e2eEnabled(chromiumPath))("bulk changes, offboarding and the po
     }
     await api("POST", "/api/organizations", { organization_id: GONE.id, name: GONE.name });
     for (let start = 0; start < 65; start += 13) {
-      await Promise.all(Array.from({ length: 13 }, (_, i) => createCredential(GONE.id, `Leaving key ${start + i + 1}`)));
+      const created = await Promise.all(Array.from({ length: 13 }, (_, i) => createCredential(GONE.id, `Leaving key ${start + i + 1}`)));
+      goneIds.push(...created.map((credential) => credential.credential_id as string));
     }
     for (const team of ["gone-a", "gone-b", "gone-c"]) await api("POST", `/api/organizations/${GONE.id}/teams`, { team_id: team, name: `Team ${team}` });
   }, 180_000);
@@ -217,6 +220,18 @@ describe.skipIf(!e2eEnabled(chromiumPath))("bulk changes, offboarding and the po
     expect((await page.goto(`${portal.url}/organizations/${GONE.id}/offboard`))!.status()).toBe(403);
     await open(page, `${portal.url}/organizations/${GONE.id}`);
     expect(await page.getByRole("link", { name: "Offboard…" }).count()).toBe(0);
+  });
+
+  it("the confirmation page lists all 65 credentials chosen, in the order chosen", async () => {
+    const { page } = await signedIn(OWNER, { javaScriptEnabled: false });
+    const chosen = [...goneIds].reverse();
+    const query = new URLSearchParams({ action: "deactivate", returnTo: `/?organization=${GONE.id}` });
+    for (const id of chosen) query.append("credential_id", id);
+    const response = await page.goto(`${portal.url}/credentials/bulk?${query}`);
+    expect(response!.status()).toBe(200);
+    expect(await page.locator("tr[data-credential-id]").evaluateAll((rows) => rows.map((row) => row.getAttribute("data-credential-id")))).toEqual(chosen);
+    expect(await page.getByRole("button", { name: "Deactivate 65 credentials", exact: true }).count()).toBe(1);
+    expect(await page.getByTestId("bulk-missing").count()).toBe(0);
   });
 
   it("offboards an organisation with 65 credentials and 3 teams once its id is typed; a wrong id is said once, at the field", async () => {

@@ -14,6 +14,26 @@ type BulkAction = (typeof ACTIONS)[number];
 /** As many as credentials.batch takes at once. */
 const MAX_IDS = 200;
 
+/**
+ * Look-ups in flight at once: up to 200 at a time would queue on the service's small database pool
+ * (DB_POOL_SIZE) ahead of everyone else's calls, and fail there when the machine is busy.
+ */
+const LOOKUPS_AT_ONCE = 8;
+
+/** `fn` of each item, in order, with at most `limit` running at once. */
+async function mapAtMost<T, R>(limit: number, items: readonly T[], fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = [];
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
 function isBulkAction(value: string | null): value is BulkAction {
   return (ACTIONS as readonly string[]).includes(value ?? "");
 }
@@ -54,18 +74,16 @@ export const load: PageServerLoad = async (event) => {
   if (problem !== null || !isBulkAction(action)) return { action: null, problem, returnTo: back, credentials: [], missing: [] };
 
   const caller = callerFor(event);
-  const found = await Promise.all(
-    ids.map(async (id) => {
-      try {
-        return { ok: true as const, credential: await caller.credentials.get({ credential_id: id }) };
-      } catch (thrown) {
-        const failure = describeFailure(thrown);
-        // An outage is not "not found": the error page says the service is unavailable.
-        if (failure.status >= 500) error(503, "The credentials service is unavailable; try again shortly.");
-        return { ok: false as const, id, message: failure.status === 404 || failure.status === 403 ? "not found" : failure.message };
-      }
-    }),
-  );
+  const found = await mapAtMost(LOOKUPS_AT_ONCE, ids, async (id) => {
+    try {
+      return { ok: true as const, credential: await caller.credentials.get({ credential_id: id }) };
+    } catch (thrown) {
+      const failure = describeFailure(thrown);
+      // An outage is not "not found": the error page says the service is unavailable.
+      if (failure.status >= 500) error(503, "The credentials service is unavailable; try again shortly.");
+      return { ok: false as const, id, message: failure.status === 404 || failure.status === 403 ? "not found" : failure.message };
+    }
+  });
   // Nothing left to confirm: the same answer whether the ids never existed or belong to organisations outside the account's.
   if (found.every((entry) => !entry.ok)) error(404, ids.length === 1 ? "The chosen credential was not found." : "None of the chosen credentials was found.");
   return {
