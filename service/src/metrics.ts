@@ -20,7 +20,7 @@ import type { Logger } from "./logger.js";
 import { tlsServerOptions, type TlsConfig } from "./runtime/tls.js";
 
 // "ok" first: the look-ups below scan these lists in order.
-const RESOLVE_RESULTS = ["ok", "not_found", "failed_precondition", "data_loss", "unavailable", "invalid_argument", "error"] as const;
+const RESOLVE_RESULTS = ["ok", "not_found", "failed_precondition", "permission_denied", "data_loss", "unavailable", "invalid_argument", "error"] as const;
 export type ResolveResult = (typeof RESOLVE_RESULTS)[number];
 type ResolveSource = "organization" | "environment" | "none";
 const RESOLVE_SOURCES: readonly ResolveSource[] = ["organization", "environment", "none"];

@@ -91,6 +91,12 @@ describe("GET /metrics", () => {
     expect(fallback.source).toBe(KeySource.ENVIRONMENT);
     await rpcError(credentials.resolveKey({ scope: { case: "organizationId", value: "metrics-org" }, provider: Provider.GEMINI }));
     await rpcError(credentials.resolveKey({ scope: { case: "organizationId", value: "nobody" }, provider: Provider.GEMINI }));
+    // A gateway limited to another organisation is refused: its own mistake, counted apart from the service's errors.
+    await organizations.createOrganization({ organizationId: "metrics-other", name: "O" });
+    const limited = (await new TokenStore(t.service.orm).create("limited-gateway", "resolve", "test", { organizationIds: ["metrics-other"] })).token;
+    expect(
+      await rpcError(t.clients(limited).credentials.resolveKey({ scope: { case: "organizationId", value: "metrics-org" }, provider: Provider.OPENAI })),
+    ).toMatchObject({ code: Code.PermissionDenied });
 
     const response = await scrape();
     expect(response.status).toBe(200);
@@ -101,9 +107,11 @@ describe("GET /metrics", () => {
     expect(delta("provider_credentials_resolutions_total", { provider: "fireworks", source: "environment", result: "ok" })).toBe(1);
     expect(delta("provider_credentials_resolutions_total", { provider: "gemini", source: "none", result: "failed_precondition" })).toBe(1);
     expect(delta("provider_credentials_resolutions_total", { provider: "gemini", source: "none", result: "not_found" })).toBe(1);
+    expect(delta("provider_credentials_resolutions_total", { provider: "openai", source: "none", result: "permission_denied" })).toBe(1);
+    expect(delta("provider_credentials_resolutions_total", { provider: "openai", source: "none", result: "error" })).toBe(0);
     expect(delta("provider_credentials_cache_lookups_total", { result: "miss" })).toBe(4); // the first openai call, fireworks, gemini, the unknown organisation
-    expect(delta("provider_credentials_cache_lookups_total", { result: "hit" })).toBe(4);
-    expect(delta("provider_credentials_resolve_duration_seconds_count", { provider: "openai" })).toBe(5);
+    expect(delta("provider_credentials_cache_lookups_total", { result: "hit" })).toBe(4); // four more openai calls (the refused one is refused before the cache)
+    expect(delta("provider_credentials_resolve_duration_seconds_count", { provider: "openai" })).toBe(6); // refusals are timed too
     expect(value(text, "provider_credentials_cache_entries")).toBeGreaterThanOrEqual(3);
     expect(value(text, "provider_credentials_cache_bytes")).toBeGreaterThan(1024 * 1024); // at least one 1 MiB record buffer
     // The replica hears invalidations (deploy/prometheus/alerts.yaml alerts when this is 0).

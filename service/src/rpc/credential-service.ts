@@ -36,6 +36,8 @@ export interface CredentialServiceDeps {
 const RESULT_OF_KIND: Partial<Record<ServiceError["kind"], ResolveResult>> = {
   not_found: "not_found",
   failed_precondition: "failed_precondition",
+  // A caller limited to other organisations: its own mistake, not the service's (the error-rate alert leaves it out).
+  permission_denied: "permission_denied",
   data_loss: "data_loss",
   unavailable: "unavailable",
   invalid_argument: "invalid_argument",
