@@ -4,7 +4,7 @@ import os from "node:os";
 import v8 from "node:v8";
 import { createLogger } from "./logger.js";
 import { MasterKeyError } from "./keyring/index.js";
-import { dataDirFrom, dataDirPrefix, openDatabase, type Database } from "./runtime/local.js";
+import { dataDirFrom, dataDirPrefix, openDatabase, type Database, READY_OVER_IPC, type ServiceReadyMessage } from "./runtime/local.js";
 import { ConfigError } from "./runtime/config.js";
 import { loadSettings, SECRET_SETTINGS, usePreparedStatements } from "./runtime/settings.js";
 import { applySecretFiles } from "./runtime/secret-files.js";
@@ -39,6 +39,9 @@ function tuneGarbageCollector(growingPercent: number): void {
 
 const logger = createLogger();
 const started = Date.now();
+/** `npm start` runs this process and waits to hear that it is ready (not handed on to the embedded database). */
+const startedByNpmStart = process.env[READY_OVER_IPC] === "1";
+delete process.env[READY_OVER_IPC];
 
 /** Whether `host` is a loopback address (reachable from this machine only). */
 function isLoopback(host: string): boolean {
@@ -138,14 +141,22 @@ async function main(): Promise<void> {
     );
   }
 
-  if (firstAdmin?.generatedPassword) {
-    // Printed once, outside the JSON log, and never stored in plain text.
-    console.log(
-      `\nFirst administrator created. Sign in to the portal as ${firstAdmin.email} with password: ${firstAdmin.generatedPassword}\n` +
-        `(shown only this once; set a new one with: ${dataDirPrefix(process.env)}npm run admin -- reset-password --email ${firstAdmin.email})\n`,
-    );
-  } else if (firstAdmin) {
+  // The generated first password is shown once, outside the JSON log, and never stored in plain text.
+  const firstAdminNotice = firstAdmin?.generatedPassword
+    ? `First administrator created. Sign in to the portal as ${firstAdmin.email} with password: ${firstAdmin.generatedPassword}\n` +
+      `(shown only this once; set a new one with: ${dataDirPrefix(process.env)}npm run admin -- reset-password --email ${firstAdmin.email})`
+    : undefined;
+  if (firstAdmin && !firstAdmin.generatedPassword) {
     logger.info({ email: firstAdmin.email }, `first administrator ${firstAdmin.email} created from ADMIN_EMAIL and ADMIN_PASSWORD`);
+  }
+  if (process.send && startedByNpmStart) {
+    // Started by `npm start` (service/src/cli/start.ts) with an IPC channel: ready is said there, whatever
+    // LOG_LEVEL hides, and the notice goes into its summary. The channel is then closed. (Another
+    // supervisor's channel, pm2's for one, is left alone.)
+    const ready: ServiceReadyMessage = { type: "provider-credentials-ready", firstAdminNotice };
+    process.send(ready, () => process.disconnect());
+  } else if (firstAdminNotice) {
+    console.log(`\n${firstAdminNotice}\n`);
   }
 
   let stopping = false;

@@ -132,3 +132,68 @@ describe("npm start: the portal's environment", () => {
     expect(health.status).toBe(200);
   }, 200_000);
 });
+
+describe("npm start with LOG_LEVEL=warn", () => {
+  let dataDir: string;
+  let child: ChildProcess | undefined;
+  let exited: Promise<void> | undefined;
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(path.join(tmpdir(), "pc-start-quiet-"));
+  });
+  afterAll(async () => {
+    if (child && child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child?.kill("SIGKILL"), 20_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  // On the embedded default, as a first `npm start` runs: the first administrator's password is generated and shown once.
+  it("still says where to sign in, with the first administrator's password, though the service logs no info line", async () => {
+    const [grpcPort, connectPort, portalPort, metricsPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+    child = spawn(TSX, ["service/src/cli/start.ts"], {
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        DATA_DIR: dataDir,
+        LOG_LEVEL: "warn",
+        GRPC_PORT: String(grpcPort),
+        CONNECT_PORT: String(connectPort),
+        PORTAL_PORT: String(portalPort),
+        METRICS_PORT: String(metricsPort),
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    exited = new Promise((resolve) => child!.once("exit", () => resolve()));
+    let output = "";
+    child.stdout!.on("data", (d) => (output += d));
+    child.stderr!.on("data", (d) => (output += d));
+    const deadline = Date.now() + 170_000;
+    while (!output.includes("Press Ctrl-C to stop.")) {
+      if (child.exitCode !== null) throw new Error(`npm start exited early:\n${output}`);
+      if (Date.now() > deadline) throw new Error(`npm start was not ready in time:\n${output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // The service's info lines (its "ready" line among them) are not logged ...
+    expect(output).not.toContain("credentials service ready");
+    // ... yet the summary names the portal and gives the generated password, once.
+    const summary = output.slice(output.indexOf("Provider Credentials is running."));
+    expect(summary).toContain(`http://127.0.0.1:${portalPort}`);
+    const password = /First administrator created\. Sign in to the portal as (\S+) with password: (\S+)/.exec(summary);
+    expect(password, summary).not.toBeNull();
+    expect(output.split(password![2]).length - 1).toBe(1);
+    // And the password signs in (the /login form, as a browser posts it: a session cookie and a redirect).
+    const portal = `http://127.0.0.1:${portalPort}`;
+    const signIn = await fetch(`${portal}/login`, {
+      method: "POST",
+      redirect: "manual",
+      headers: { "content-type": "application/x-www-form-urlencoded", origin: portal, accept: "text/html" },
+      body: new URLSearchParams({ email: password![1], password: password![2] }).toString(),
+    });
+    expect(signIn.status).toBe(303);
+    expect(signIn.headers.getSetCookie().some((cookie) => cookie.startsWith("pc_session="))).toBe(true);
+  }, 200_000);
+});

@@ -8,7 +8,7 @@ import path from "node:path";
 import { ensurePortalBuild } from "@provider-credentials/wire/build/portal-build";
 import { ensureServiceBuild, rootDir as root, serviceEntry, serviceNodeArgs } from "../../scripts/ensure-build.js";
 import { portFrom } from "../runtime/config.js";
-import { assertEmbeddedCanReach, dataDirFrom } from "../runtime/local.js";
+import { assertEmbeddedCanReach, dataDirFrom, isServiceReadyMessage, READY_OVER_IPC, type ServiceReadyMessage } from "../runtime/local.js";
 import { refuseSecretConflicts, SERVICE_SECRET_SETTINGS } from "../runtime/secret-files.js";
 
 const children: ChildProcess[] = [];
@@ -18,37 +18,20 @@ function say(message: string): void {
   console.error(`[start] ${message}`);
 }
 
-/** Runs a child, relaying its output, and resolves once a line matches `ready`. */
-function startChild(
-  name: string,
-  command: string,
-  args: string[],
-  env: NodeJS.ProcessEnv,
-  ready: (line: string) => boolean,
-  onLine: (line: string) => boolean = () => false,
-): Promise<ChildProcess> {
+/**
+ * Runs the service, its output passed through, and resolves once it says over its IPC channel that it
+ * serves (whatever LOG_LEVEL lets it log), with the first administrator's notice if it made one.
+ */
+function startService(name: string, command: string, args: string[], env: NodeJS.ProcessEnv): Promise<ServiceReadyMessage> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(command, args, { cwd: root, env, stdio: ["ignore", "inherit", "inherit", "ipc"] });
     children.push(child);
     let isReady = false;
-    const relay = (stream: NodeJS.ReadableStream, out: NodeJS.WritableStream) => {
-      let buffered = "";
-      stream.on("data", (chunk: Buffer) => {
-        buffered += chunk.toString("utf8");
-        const lines = buffered.split("\n");
-        buffered = lines.pop() ?? "";
-        for (const line of lines) {
-          // onLine may keep a line for later (the first administrator's password, printed once in the summary).
-          if (!onLine(line)) out.write(`${line}\n`);
-          if (!isReady && ready(line)) {
-            isReady = true;
-            resolve(child);
-          }
-        }
-      });
-    };
-    relay(child.stdout!, process.stdout);
-    relay(child.stderr!, process.stderr);
+    child.on("message", (message) => {
+      if (isReady || !isServiceReadyMessage(message)) return;
+      isReady = true;
+      resolve(message);
+    });
     child.once("exit", (code, signal) => {
       if (!isReady) reject(new Error(`${name} exited before it was ready (${signal ?? `code ${code}`})`));
       else if (!stopping) {
@@ -119,23 +102,18 @@ async function main(): Promise<void> {
   const connectPort = portFrom(process.env, "CONNECT_PORT", 50052);
   const portalPort = portFrom(process.env, "PORTAL_PORT", 3000);
   const metricsPort = portFrom(process.env, "METRICS_PORT", 9464);
-  const firstAdmin: string[] = [];
   say("starting the credentials service");
   // The compiled service (dist/), run by node itself (no wrapper, so that signals reach the service directly;
   // no tsx loader, whose thread and heap cost 25-45 MiB), with serviceNodeArgs(): source maps, and the
   // single-threaded collector when this machine or container gives us one core.
-  await startChild(
-    "credentials service",
-    process.execPath,
-    [...serviceNodeArgs(), serviceEntry],
-    { ...process.env, GRPC_PORT: String(grpcPort), CONNECT_PORT: String(connectPort), METRICS_PORT: String(metricsPort) },
-    (line) => line.includes("credentials service ready"),
-    (line) => {
-      if (!line.startsWith("First administrator created") && !line.startsWith("(shown only this once")) return false;
-      firstAdmin.push(line);
-      return true;
-    },
-  );
+  const { firstAdminNotice } = await startService("credentials service", process.execPath, [...serviceNodeArgs(), serviceEntry], {
+    ...process.env,
+    GRPC_PORT: String(grpcPort),
+    CONNECT_PORT: String(connectPort),
+    METRICS_PORT: String(metricsPort),
+    [READY_OVER_IPC]: "1",
+  });
+  const firstAdmin = firstAdminNotice?.split("\n") ?? [];
 
   // ORIGIN only when the operator sets it (behind a TLS proxy); otherwise the portal takes it from the Host header.
   const origin = process.env.ORIGIN || `http://127.0.0.1:${portalPort}`;

@@ -27,6 +27,20 @@ const DEFAULT_DATA_DIR = ".data";
 /** A command-line tool found no installation to work on: it never creates one. Exit code 2. */
 export class NoInstallationError extends ConfigError {}
 
+/** What the service sends `npm start` over its IPC channel once it serves (service/src/main.ts). */
+export interface ServiceReadyMessage {
+  type: "provider-credentials-ready";
+  /** The generated first administrator's password notice, shown once in the summary. */
+  firstAdminNotice?: string;
+}
+
+/** Set by `npm start` for the service it runs: say ready over the IPC channel. */
+export const READY_OVER_IPC = "PROVIDER_CREDENTIALS_READY_OVER_IPC";
+
+export function isServiceReadyMessage(message: unknown): message is ServiceReadyMessage {
+  return typeof message === "object" && message !== null && (message as { type?: unknown }).type === "provider-credentials-ready";
+}
+
 export interface OpenOptions {
   /**
    * Whether a missing local installation (DATA_DIR without secrets.env) is created: true for the
