@@ -15,6 +15,7 @@ import { KeySource, Provider } from "@provider-credentials/wire/gen/credentials_
 import { createKeyring, generateMasterKey } from "../../service/src/keyring/keyring.js";
 import { keyHint } from "../../service/src/credentials/validation.js";
 import { createOrm, migrate } from "../../service/src/db/orm.js";
+import { TokenStore } from "../../service/src/auth/token-store.js";
 import type { ProviderName } from "../../service/src/db/entities.js";
 import { legacyFernetKeyText, legacyKeyring, openLegacyToken } from "../../service/src/importer/legacy-key.js";
 import { mapLegacyProvider } from "../../service/src/importer/providers.js";
@@ -503,6 +504,36 @@ describe("replicas running during an import", () => {
     } finally {
       await svc.close();
     }
+  });
+});
+
+describe("an organisation id that API tokens are still limited to", () => {
+  let reused: TestDatabase;
+  beforeAll(async () => {
+    reused = await createTestDatabase();
+    const orm = await createOrm({ databaseUrl: reused.url, poolSize: 2 });
+    try {
+      await migrate(orm, reused.url);
+      // A gateway token limited to "globex", whose organisation was deleted here since.
+      await reused.query("insert into organizations (id, name, created_at, updated_at) values ('globex', 'Old Globex', now(), now())");
+      await new TokenStore(orm).create("old-globex-gateway", "resolve", "test", { organizationIds: ["globex"] });
+      await reused.query("delete from organizations where id = 'globex'");
+    } finally {
+      await orm.close(true);
+    }
+  });
+  afterAll(async () => {
+    await reused?.drop();
+  });
+
+  it("is not created again by the import: the organisation is skipped, with why, and its teams and credentials with it", async () => {
+    const result = await importCli(fromLegacy(), {}, reused.url);
+    expectNoSecrets(result);
+    expect(result.stdout).toContain("organizations: 2 imported, 0 already present, 2 skipped");
+    expect(result.stdout).toMatch(/"globex".*still limited to a deleted organization of this id/);
+    expect((await reused.query<{ id: string }>("select id from organizations order by id")).map((o) => o.id)).toEqual(["acme", "initech"]);
+    expect(await reused.query("select id from teams where organization_id = 'globex'")).toEqual([]);
+    expect(await reused.query("select id from provider_credentials where organization_id = 'globex'")).toEqual([]);
   });
 });
 

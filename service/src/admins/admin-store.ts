@@ -180,6 +180,15 @@ function narrows(before: readonly string[] | null, after: readonly string[] | nu
 /** The first of `ids` that names no organisation, refused naming its index in `field`. */
 async function requireOrganizations(em: EntityManager, ids: readonly string[], all: readonly string[], field: string): Promise<void> {
   if (ids.length === 0) return;
+  // Locked (key share) first, as API tokens do: none of them can be deleted, and its id created again, before this commits.
+  await em
+    .getConnection()
+    .execute(
+      "select id from organizations where id in (select jsonb_array_elements_text(?::jsonb)) for key share",
+      [JSON.stringify(ids)],
+      "all",
+      em.getTransactionContext(),
+    );
   const [missing]: Array<{ id: string }> = await em
     .getConnection()
     .execute(

@@ -112,6 +112,19 @@ function times(createdAt: string | null, updatedAt: string | null, now: string):
 }
 
 /** Statements run through MikroORM, which inlines `?` parameters as escaped literals: SQL text here must contain no other `?`. */
+/** Which of `ids` an API token or a portal account is still limited to. */
+async function stillNamedIds(em: EntityManager, ids: readonly string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows = await sql<{ id: string }>(
+    em,
+    `select wanted.id from unnest(array[?]::text[]) as wanted(id)
+      where exists (select 1 from api_tokens t where wanted.id = any(t.organization_ids))
+         or exists (select 1 from admin_users a where wanted.id = any(a.organization_ids))`,
+    [ids],
+  );
+  return new Set(rows.map((row) => row.id));
+}
+
 async function sql<T = Record<string, unknown>>(em: EntityManager, query: string, params: unknown[] = []): Promise<T[]> {
   return em.getConnection().execute<T[]>(query, params, "all", em.getTransactionContext());
 }
@@ -199,7 +212,18 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
 
   for (const batch of chunks(organizationPlans, batchSize)) {
     const present = new Set((await sql<{ id: string }>(readEm(), "select id from organizations where id in (?)", [batch.map((o) => o.id)])).map((r) => r.id));
-    const fresh = batch.filter((o) => !present.has(o.id));
+    // An id that API tokens or portal accounts are still limited to (left from a deleted organisation of that id)
+    // is not created again: they would reach it (as CreateOrganization refuses it).
+    const stillNamed = await stillNamedIds(
+      readEm(),
+      batch.filter((o) => !present.has(o.id)).map((o) => o.id),
+    );
+    for (const o of batch.filter((o) => stillNamed.has(o.id))) {
+      const reason = `API tokens or portal accounts are still limited to a deleted organization of this id; revoke the tokens and change the accounts first; its teams and credentials are skipped with it`;
+      skippedOrganizations.set(o.id, reason);
+      report.organizations.skipped.push({ id: o.id, reason });
+    }
+    const fresh = batch.filter((o) => !present.has(o.id) && !stillNamed.has(o.id));
     let inserted = new Set<string>(fresh.map((o) => o.id));
     if (!dryRun && fresh.length > 0) {
       inserted = await runChange(orm, async ({ em, audit }) => {
@@ -222,6 +246,7 @@ export async function importSaasLitellm(options: ImportOptions): Promise<ImportR
       });
     }
     for (const o of batch) {
+      if (stillNamed.has(o.id)) continue;
       available.add(o.id);
       if (inserted.has(o.id)) report.organizations.imported++;
       else report.organizations.alreadyPresent++;

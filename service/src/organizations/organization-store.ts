@@ -1,4 +1,5 @@
 import { LockMode, type FilterQuery } from "@mikro-orm/core";
+import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Orm } from "../db/orm.js";
 import { runChange, type Change, type ChangeListener } from "../db/change.js";
 import { CredentialEntity, OrganizationEntity, SelectionStrategyEntity, TeamEntity, type OrganizationRow, type TeamRow } from "../db/entities.js";
@@ -27,7 +28,10 @@ export class OrganizationStore {
     const row: OrganizationRow = { id, name, createdAt: now, updatedAt: now };
     await this.write(
       async ({ em, audit }) => {
+        // Inserted first: a concurrent CreateOrganization of the same id waits here (the primary key), and a token or
+        // account can only be limited to an organisation that exists, so none can start naming `id` after the check.
         await em.insert(OrganizationEntity, row);
+        await refuseStillNamed(em, id);
         audit({ ...by, action: "organization.create", organizationId: id, details: { name } });
       },
       () => alreadyExists("organization_id", `an organization with id "${id}" already exists`),
@@ -186,6 +190,48 @@ function page<T extends { id: string }>(rows: T[], limit: number, token: (lastId
   const items = rows.slice(0, limit);
   const last = items[items.length - 1];
   return { items, nextPageToken: rows.length > limit && last ? token(last.id) : "" };
+}
+
+/** How many of the holders of a deleted organisation's id a refusal names; the rest are counted. */
+const NAMED_HOLDERS = 5;
+
+/**
+ * Refuses (FAILED_PRECONDITION, ORGANIZATION_ID_STILL_NAMED, at organization_id) to create `id` while an API token or
+ * a portal account is still limited to it: one left over from a deleted organisation of that id would silently
+ * reach the new one. Every token row counts (a revoked token has none; an expired one is counted too, to be safe),
+ * and every account, disabled or not (it can be enabled again).
+ */
+async function refuseStillNamed(em: EntityManager, id: string): Promise<void> {
+  const conn = em.getConnection();
+  const ctx = em.getTransactionContext();
+  const holders = (table: string, column: string) =>
+    conn.execute<Array<{ holder: string; total: string }>>(
+      `select ${column} as holder, count(*) over () as total from ${table} where ? = any(organization_ids) order by ${column} limit ${NAMED_HOLDERS}`,
+      [id],
+      "all",
+      ctx,
+    );
+  const tokens = await holders("api_tokens", "name");
+  const accounts = await holders("admin_users", "email");
+  if (tokens.length === 0 && accounts.length === 0) return;
+  const list = (rows: Array<{ holder: string; total: string }>, one: string, many: string) => {
+    if (rows.length === 0) return "";
+    const total = Number(rows[0].total);
+    const names = rows.map((row) => `"${row.holder}"`).join(", ");
+    const more = total > rows.length ? ` and ${total - rows.length} more` : "";
+    return `${total} ${total === 1 ? one : many} (${names}${more})`;
+  };
+  const named = [list(tokens, "API token", "API tokens"), list(accounts, "portal account", "portal accounts")].filter(Boolean).join(" and ");
+  const remedies = [tokens.length > 0 ? "revoke the tokens" : "", accounts.length > 0 ? "change the accounts' organisations or delete the accounts" : ""]
+    .filter(Boolean)
+    .join(" and ");
+  throw new ServiceError(
+    "failed_precondition",
+    `organization_id: "${id}" is still named by ${named} limited to a deleted organization of that id; ${remedies} first`,
+    "organization_id",
+    undefined,
+    "ORGANIZATION_ID_STILL_NAMED",
+  );
 }
 
 /** A duplicate id, named at its field. */

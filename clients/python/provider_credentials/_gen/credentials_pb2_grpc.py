@@ -812,6 +812,11 @@ class OrganizationServiceServicer(object):
 
     def CreateOrganization(self, request, context):
         """Creates an organisation; ALREADY_EXISTS if the id is taken.
+        FAILED_PRECONDITION (reason `ORGANIZATION_ID_STILL_NAMED`, field
+        `organization_id`) while an API token or a portal account (disabled ones
+        too) is still limited to a deleted organisation of that id: it would reach
+        the new one. The message names them; revoke the tokens and change or
+        delete the accounts first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -834,7 +839,9 @@ class OrganizationServiceServicer(object):
     def DeleteOrganization(self, request, context):
         """Deletes an organisation. FAILED_PRECONDITION while it still has
         credentials or teams, so that nothing is lost by accident, unless
-        `cascade` is set (offboarding): then they are deleted with it.
+        `cascade` is set (offboarding): then they are deleted with it. API tokens
+        and portal accounts limited to it keep its id, and CreateOrganization
+        refuses the id until they no longer name it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -2979,6 +2979,11 @@ export const CredentialService: GenService<{
 export const OrganizationService: GenService<{
   /**
    * Creates an organisation; ALREADY_EXISTS if the id is taken.
+   * FAILED_PRECONDITION (reason `ORGANIZATION_ID_STILL_NAMED`, field
+   * `organization_id`) while an API token or a portal account (disabled ones
+   * too) is still limited to a deleted organisation of that id: it would reach
+   * the new one. The message names them; revoke the tokens and change or
+   * delete the accounts first.
    *
    * @generated from rpc credentials.v1.OrganizationService.CreateOrganization
    */
@@ -3010,7 +3015,9 @@ export const OrganizationService: GenService<{
   /**
    * Deletes an organisation. FAILED_PRECONDITION while it still has
    * credentials or teams, so that nothing is lost by accident, unless
-   * `cascade` is set (offboarding): then they are deleted with it.
+   * `cascade` is set (offboarding): then they are deleted with it. API tokens
+   * and portal accounts limited to it keep its id, and CreateOrganization
+   * refuses the id until they no longer name it.
    *
    * @generated from rpc credentials.v1.OrganizationService.DeleteOrganization
    */

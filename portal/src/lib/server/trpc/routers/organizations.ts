@@ -69,7 +69,15 @@ export const organizationsRouter = router({
   create: adminProcedure
     .meta({
       successStatus: 201,
-      openapi: { method: "POST", path: "/organizations", tags, summary: "Create an organisation", description: "409 if the id is taken." },
+      openapi: {
+        method: "POST",
+        path: "/organizations",
+        tags,
+        summary: "Create an organisation",
+        description:
+          "409 `already_exists` if the id is taken; 409 `failed_precondition` naming `organization_id` while an API token or account " +
+          "is still limited to a deleted organisation of that id (revoke the tokens, change or delete the accounts first).",
+      },
     })
     .input(createOrganizationInput)
     .output(organizationOutput)
