@@ -4,7 +4,7 @@
 // into a database of ours; then a service started on it resolves the imported keys.
 import { execFile, execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -442,6 +442,29 @@ describe("npm run import:saas-litellm", () => {
     expect(again.stdout).toContain("teams:         0 imported, 3 already present, 3 skipped");
     expect(again.stdout).toContain("credentials:   0 imported, 5 already present, 5 skipped, 1 could not be decrypted");
     expect(problems(again.stdout)).toBe(problems(first.stdout));
+    expect(await checksum(target)).toEqual(before);
+
+    // The same from files (mounted secrets): LEGACY_DATABASE_URL_FILE and LEGACY_ENCRYPTION_KEY_FILE.
+    const dir = mkdtempSync(path.join(tmpdir(), "pc-legacy-secrets-"));
+    try {
+      writeFileSync(path.join(dir, "url"), `${legacyUrl}\n`, { mode: 0o600 });
+      writeFileSync(path.join(dir, "key"), `${fixture.encryption_key}\n`, { mode: 0o600 });
+      const fromFiles = await importCli([], { LEGACY_DATABASE_URL_FILE: path.join(dir, "url"), LEGACY_ENCRYPTION_KEY_FILE: path.join(dir, "key") });
+      expect(fromFiles.code, fromFiles.stderr).toBe(3);
+      expectNoSecrets(fromFiles);
+      expect(problems(fromFiles.stdout)).toBe(problems(first.stdout));
+      // Both a value and a file: refused, naming them.
+      const both = await importCli([], {
+        LEGACY_ENCRYPTION_KEY: fixture.encryption_key,
+        LEGACY_ENCRYPTION_KEY_FILE: path.join(dir, "key"),
+        LEGACY_DATABASE_URL: legacyUrl,
+      });
+      expect(both.code).toBe(2);
+      expect(both.stderr).toContain("LEGACY_ENCRYPTION_KEY and LEGACY_ENCRYPTION_KEY_FILE are both set");
+      expectNoSecrets(both);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
     expect(await checksum(target)).toEqual(before);
   });
 

@@ -13,6 +13,8 @@ import { explainWrongKey, legacyKeyring, openLegacyToken } from "../importer/leg
 import { LegacySource, LegacySourceError, parseLegacyUrl } from "../importer/legacy-source.js";
 import { formatReport } from "../importer/report.js";
 import { maskKeys } from "../errors.js";
+import { ConfigError } from "../runtime/config.js";
+import { applySecretFiles } from "../runtime/secret-files.js";
 import { exitWith, openExistingDatabase } from "./open.js";
 import { progressBar } from "./progress.js";
 
@@ -23,15 +25,20 @@ service's database (DATABASE_URL and MASTER_KEY, or the embedded default). Every
 with the legacy ENCRYPTION_KEY and re-encrypted under MASTER_KEY. Rows already imported are left
 alone, so the import can be run again. The SaaS LiteLLM database is only read.
 
-  --from URL                    the SaaS LiteLLM PostgreSQL database (or set LEGACY_DATABASE_URL)
-  --legacy-encryption-key KEY   its ENCRYPTION_KEY (or set LEGACY_ENCRYPTION_KEY, which keeps it
-                                out of the process list and the shell history)
+  --from URL                    the SaaS LiteLLM PostgreSQL database (or set LEGACY_DATABASE_URL,
+                                or LEGACY_DATABASE_URL_FILE to a file holding it)
+  --legacy-encryption-key KEY   its ENCRYPTION_KEY (or set LEGACY_ENCRYPTION_KEY or
+                                LEGACY_ENCRYPTION_KEY_FILE, which keep it out of the process list
+                                and the shell history)
   --dry-run                     read and decrypt everything, report what would happen, write nothing
   --batch-size N                credentials per transaction, 1-10000 (default 500)
 
 Exit status: 0 every row imported or already present; 1 error; 2 bad arguments;
 3 finished, but some rows were skipped or could not be decrypted (listed by id);
 4 no stored key decrypts: --legacy-encryption-key is wrong, nothing was imported.`;
+
+/** The legacy secrets read from the environment, each also as NAME_FILE. */
+const LEGACY_SECRETS = ["LEGACY_DATABASE_URL", "LEGACY_ENCRYPTION_KEY"] as const;
 
 const EXIT_ERROR = 1;
 const EXIT_USAGE = 2;
@@ -62,6 +69,13 @@ function parse(): { from: URL; encryptionKey: string; dryRun: boolean; batchSize
     exitWith(`${(error as Error).message}\n\n${USAGE}`, EXIT_USAGE);
   }
   if (values.help) exitWith(USAGE, 0);
+  // Given as NAME_FILE (a mounted secret), as the service's own secrets may be.
+  try {
+    for (const { message } of applySecretFiles(process.env, LEGACY_SECRETS)) console.error(`Warning: ${message}`);
+  } catch (error) {
+    if (error instanceof ConfigError) exitWith(error.message, EXIT_USAGE);
+    throw error;
+  }
   const from = values.from ?? process.env.LEGACY_DATABASE_URL;
   if (!from) exitWith(`--from <postgres url> is required: the SaaS LiteLLM database.\n\n${USAGE}`, EXIT_USAGE);
   const encryptionKey = values["legacy-encryption-key"] ?? process.env.LEGACY_ENCRYPTION_KEY;
