@@ -59,7 +59,33 @@ async function refusal(promise: Promise<unknown>): Promise<{ code: Code; message
   throw new Error("expected the call to fail, but it succeeded");
 }
 
+/** A portal session of OWNER, and making it `minutes` old. */
+const signIn = async () => (await t.service.parts.admins.signIn(OWNER, PASSWORD, null, null)).token;
+const age = (session: string, minutes: number) =>
+  t.db.query("update admin_sessions set authenticated_at = now() - $2 * interval '1 minute' where id_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex')", [
+    session,
+    minutes,
+  ]);
+
 describe("BatchCredentialAction", () => {
+  it("made for a portal account, deleting needs a sign-in within 10 minutes; activating and deactivating do not", async () => {
+    const made = [await credential("batch-a"), await credential("batch-a")];
+    const ids = made.map((m) => m.id);
+    const as = (session: string) => t.clients(t.adminToken, { [ACTOR_HEADER]: OWNER, [SESSION_HEADER]: session }).credentials;
+    const session = await signIn();
+    await age(session, 11);
+    expect(await as(session).batchCredentialAction({ action: CredentialAction.DEACTIVATE, credentialIds: ids })).toMatchObject({
+      credentials: [{ isActive: false }, { isActive: false }],
+    });
+    const err = await refusal(as(session).batchCredentialAction({ action: CredentialAction.DELETE, credentialIds: ids }));
+    expect(err).toMatchObject({ code: Code.FailedPrecondition, reason: "REAUTHENTICATION_REQUIRED" });
+    expect(err.message).toMatch(/^deleting credentials together needs a sign-in within the last 10 minutes/);
+    expect(await rows(ids)).toHaveLength(2);
+    const fresh = await signIn();
+    expect((await as(fresh).batchCredentialAction({ action: CredentialAction.DELETE, credentialIds: ids })).credentials).toHaveLength(2);
+    expect(await rows(ids)).toHaveLength(0);
+  });
+
   it("deactivates every credential named in one call, each audited as DeactivateCredential audits, in the order named", async () => {
     const made = [await credential("batch-a"), await credential("batch-a"), await credential("batch-a")];
     const ids = [made[2].id, made[0].id, made[1].id];
@@ -340,13 +366,7 @@ describe("DeleteOrganization with cascade (offboarding)", () => {
   });
 
   describe("made for a portal account", () => {
-    const signIn = async () => (await t.service.parts.admins.signIn(OWNER, PASSWORD, null, null)).token;
     const as = (session: string) => t.clients(t.adminToken, { [ACTOR_HEADER]: OWNER, [SESSION_HEADER]: session }).organizations;
-    const age = (session: string, minutes: number) =>
-      t.db.query(
-        "update admin_sessions set authenticated_at = now() - $2 * interval '1 minute' where id_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex')",
-        [session, minutes],
-      );
 
     it("needs a sign-in within 10 minutes (REAUTHENTICATION_REQUIRED), while a plain delete does not", async () => {
       await orgs().createOrganization({ organizationId: "stale-offboard", name: "S" });

@@ -354,6 +354,29 @@ describe("offboarding", () => {
     expect(events[0].actor).toMatch(new RegExp(`^${email.replace(/\./g, "\\.")} \\(owner\\)`));
   });
 
+  it("deleting credentials together needs a recent sign-in too (409 reauthentication_required); deactivating does not", async () => {
+    const email = "fleet-bulk-owner@example.com";
+    const password = "bulk-deleting-correct-horse-42";
+    await portal.service.service.parts.admins.create(email, password, { actor: "test", source: null }, "password", { role: "owner" });
+    const { session } = await portal.signIn(email, password);
+    await organization("fleet-bulk-stale", "Bulk stale");
+    const ids = [await credential("fleet-bulk-stale", "One"), await credential("fleet-bulk-stale", "Two")];
+    const authenticatedAt = (at: string) =>
+      query(`update admin_sessions set authenticated_at = ${at} where id_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex')`, [session]);
+    await authenticatedAt("now() - interval '11 minutes'");
+    const batch = (action: string) =>
+      api("POST", "/api/provider-credentials/batch", { token: null, session, headers: { origin: portal.url }, body: { action, credential_ids: ids } });
+    expect((await batch("deactivate")).status).toBe(200);
+    const stale = await batch("delete");
+    expect(stale.status, stale.text).toBe(409);
+    expect(stale.json.code).toBe("reauthentication_required");
+    expect(await query("select id from provider_credentials where organization_id = 'fleet-bulk-stale'")).toHaveLength(2);
+    await authenticatedAt("now()");
+    const fresh = await batch("delete");
+    expect(fresh.status, fresh.text).toBe(200);
+    expect(await query("select id from provider_credentials where organization_id = 'fleet-bulk-stale'")).toHaveLength(0);
+  });
+
   it("over tRPC, the mismatch names the field in `issues`", async () => {
     const response = await api("POST", "/api/trpc/organizations.offboard", {
       body: { organization_id: "fleet-empty", confirm_organization_id: "fleet-emptY" },

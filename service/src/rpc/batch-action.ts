@@ -5,6 +5,7 @@ import type { CredentialStore } from "../credentials/credential-store.js";
 import { batchCredentialAction, MAX_BATCH_CREDENTIALS, type CredentialActionName } from "../credentials/credential-batch.js";
 import { invalid } from "../errors.js";
 import { validateCredentialId } from "../credentials/validation.js";
+import { requireRecentSignIn } from "../auth/policy.js";
 import { actorOf, principalOf } from "./context.js";
 import { credentialMessage } from "./convert.js";
 
@@ -39,6 +40,8 @@ export async function batchCredentialActionRpc(
   });
   const principal = principalOf(ctx.values);
   await principal.targets.credentials(principal, ids, (i) => `credential_ids[${i}]`);
+  // Deleting up to 200 keys at once destroys as offboarding does: made for a portal account, it needs a recent sign-in.
+  if (action === "delete") await requireRecentSignIn(principal, "deleting credentials together");
   const views = await batchCredentialAction(credentials, action, ids, actorOf(ctx.values));
   return { credentials: views.map(credentialMessage) };
 }

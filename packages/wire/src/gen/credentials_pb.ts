@@ -2957,7 +2957,8 @@ export const CredentialService: GenService<{
    * transaction: all of them or none (NOT_FOUND naming the first unknown id,
    * PERMISSION_DENIED for one outside the caller's organisations, the same
    * whether or not it exists). Each credential gets its own audit event, as
-   * if changed alone. Edit access.
+   * if changed alone. Edit access; deleting, made for a portal account, also
+   * needs a recent sign-in (FAILED_PRECONDITION, REAUTHENTICATION_REQUIRED).
    *
    * @generated from rpc credentials.v1.CredentialService.BatchCredentialAction
    */
