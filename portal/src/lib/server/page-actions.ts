@@ -241,20 +241,7 @@ export async function refusalOf(change: () => Promise<unknown>): Promise<string 
   }
 }
 
-// ---------------------------------------------------------------- lists for filters
-
-/** Every organisation (for the filters), up to `max`; `truncated` when there are more. */
-export async function allOrganizations(caller: PageCaller, max = 1000) {
-  const organizations: Array<{ organization_id: string; name: string; created_at: string }> = [];
-  let cursor: string | undefined;
-  for (;;) {
-    const page = await caller.organizations.list({ limit: 200, cursor });
-    organizations.push(...page.organizations.map((o) => ({ organization_id: o.organization_id, name: o.name, created_at: o.created_at })));
-    if (!page.next_cursor) return { organizations, truncated: false };
-    if (organizations.length >= max) return { organizations, truncated: true };
-    cursor = page.next_cursor;
-  }
-}
+// ---------------------------------------------------------------- paging from the URL
 
 /** A cursor from the URL, if it looks like one (the service checks it properly). */
 export function cursorParam(url: URL): string | undefined {

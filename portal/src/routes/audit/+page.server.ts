@@ -1,20 +1,23 @@
 import type { PageServerLoad } from "./$types";
-import { allOrganizations, callerFor, cursorParam, describeFailure, loadFailed, pageNumberParam } from "$lib/server/page-actions";
+import { callerFor, cursorParam, describeFailure, loadFailed, pageNumberParam, type PageCaller } from "$lib/server/page-actions";
 import { AUDIT_ACTIONS, isAuditAction } from "@provider-credentials/wire/audit-actions";
 import { ACTION_OPTIONS, auditFilters, auditQuery, FilterError } from "$lib/server/audit-filters";
+import { maskKeys } from "@provider-credentials/wire/masking";
 
 const PAGE_SIZE = 50;
 
+/** Organisations named when the organisation filter is no organisation's id (the picker without JavaScript). */
+const MATCHES_SHOWN = 10;
+
+/**
+ * The audit log, filtered by what the URL says (`?organization=&action=&actor=&from=&to=`). The organisation
+ * filter is a typeahead (OrganizationPicker): the page never loads every organisation, only the names of those
+ * its events and its filter name.
+ */
 export const load: PageServerLoad = async (event) => {
   const { url } = event;
   const caller = callerFor(event);
   const filters = auditFilters(url);
-  let organizations;
-  try {
-    organizations = (await allOrganizations(caller)).organizations;
-  } catch (thrown) {
-    loadFailed(thrown);
-  }
   let events: Awaited<ReturnType<typeof caller.audit.list>>["events"] = [];
   let next_cursor: string | null = null;
   let listError: string | null = null;
@@ -26,14 +29,46 @@ export const load: PageServerLoad = async (event) => {
   } catch (thrown) {
     if (thrown instanceof FilterError) filterErrors = { [thrown.field]: thrown.message };
     else {
-      const failure = describeFailure(thrown);
+      const failure = describeFailure(thrown, ["organization_id"]);
       if (failure.status >= 500) loadFailed(thrown);
-      listError = failure.message;
+      // Text that cannot be an organisation's id (a name typed without JavaScript) is a problem of the organisation filter.
+      if (failure.errors.organization_id !== undefined) filterErrors = { organization: "" };
+      else listError = failure.message;
     }
   }
-  const names = new Map(organizations.map((o) => [o.organization_id, o.name]));
+  let names: Map<string, string>;
+  try {
+    names = await namesOf(caller, [filters.organization, ...events.map((e) => e.organization_id)]);
+  } catch (thrown) {
+    loadFailed(thrown);
+  }
+  // An organisation filter that names no organisation and matches no event: what was typed is no id, so say so
+  // and offer the organisations whose name or id contains it. (A deleted organisation's events are still found by its id.)
+  let organizationMatches: Array<{ organization_id: string; name: string }> = [];
+  if (
+    filters.organization !== "" &&
+    !names.has(filters.organization) &&
+    events.length === 0 &&
+    listError === null &&
+    Object.keys(filterErrors).every((f) => f === "organization")
+  ) {
+    try {
+      organizationMatches = (await caller.organizations.list({ q: filters.organization.slice(0, 200), limit: MATCHES_SHOWN })).organizations.map((o) => ({
+        organization_id: o.organization_id,
+        name: o.name,
+      }));
+    } catch (thrown) {
+      if (describeFailure(thrown).status >= 500) loadFailed(thrown);
+    }
+    filterErrors = {
+      organization: `There is no organization with the ID “${maskKeys(filters.organization)}”.${
+        organizationMatches.length > 0 ? " Did you mean one of those below?" : " Type an organization's ID, or part of its name and choose a suggestion."
+      }`,
+    };
+  }
   return {
-    organizations,
+    organizationName: names.get(filters.organization) ?? null,
+    organizationMatches,
     actions: ACTION_OPTIONS,
     filters,
     filterErrors,
@@ -56,6 +91,23 @@ export const load: PageServerLoad = async (event) => {
     pageNumber: pageNumberParam(url),
   };
 };
+
+/** The names of the organisations `ids` names (one call each, at most a page's worth); a deleted or unknown one has none. */
+async function namesOf(caller: PageCaller, ids: Array<string | null>): Promise<Map<string, string>> {
+  const distinct = [...new Set(ids.filter((id): id is string => id !== null && id !== ""))];
+  const named = await Promise.all(
+    distinct.map(async (id) => {
+      try {
+        return [id, (await caller.organizations.get({ organization_id: id })).name] as const;
+      } catch (thrown) {
+        const failure = describeFailure(thrown);
+        if (failure.status >= 500) throw thrown;
+        return null;
+      }
+    }),
+  );
+  return new Map(named.filter((n) => n !== null));
+}
 
 /** What the event was done to, in words: the credential's name, else the team, token or person named. */
 function subjectOf(e: { details: Record<string, unknown>; target: string | null; credential_id: string | null }): string | null {
