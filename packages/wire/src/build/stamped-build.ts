@@ -124,6 +124,12 @@ export async function ensureStampedBuild(spec: StampedBuild, log: (msg: string) 
     log(`${spec.label}: ${options.force ? spec.messages.force : stamp ? spec.messages.stale : spec.messages.first}`);
     await rm(spec.stampFile, { force: true });
     await spec.build();
+    // Sources edited while the build read them: it may hold some of each version, so it gets no stamp and the
+    // next start builds again.
+    if ((await sourceHash(spec.rootDir, spec.inputs)) !== hash) {
+      log(`${spec.label}: sources changed during the build; it will be built again next time`);
+      return;
+    }
     await writeFile(spec.stampFile, `${hash}\n`);
     log(`${spec.label}: built in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   });
