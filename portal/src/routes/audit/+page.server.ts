@@ -68,6 +68,8 @@ export const load: PageServerLoad = async (event) => {
   }
   return {
     organizationName: names.get(filters.organization) ?? null,
+    // What was typed, as the page shows it again: a key pasted there by mistake is masked.
+    organizationTyped: maskKeys(filters.organization),
     organizationMatches,
     actions: ACTION_OPTIONS,
     filters,
