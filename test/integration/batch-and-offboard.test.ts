@@ -4,11 +4,10 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pg from "pg";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { ACTOR_HEADER, SESSION_HEADER } from "@provider-credentials/wire/auth";
 import { CredentialAction, Provider, SelectionStrategy } from "@provider-credentials/wire/gen/credentials_pb";
-import { ErrorInfoSchema } from "@provider-credentials/wire/gen/google/rpc/error_details_pb";
-import { FAKE_KEYS, rpcError, startTestService, type TestService } from "../support/harness.js";
+import { FAKE_KEYS, rpcError, startTestService, type TestService, rpcRefusal } from "../support/harness.js";
 
 const PASSWORD = "offboarding-correct-horse-battery-staple";
 const OWNER = "owner@example.com";
@@ -47,18 +46,6 @@ const auditOf = (action: string, ids: string[]) =>
     [action, ids],
   );
 
-/** The refusal of a call: its code, message and ErrorInfo metadata field. */
-async function refusal(promise: Promise<unknown>): Promise<{ code: Code; message: string; reason?: string; field?: string }> {
-  try {
-    await promise;
-  } catch (error) {
-    const e = ConnectError.from(error);
-    const info = e.findDetails(ErrorInfoSchema)[0];
-    return { code: e.code, message: e.rawMessage, reason: info?.reason, field: info?.metadata.field };
-  }
-  throw new Error("expected the call to fail, but it succeeded");
-}
-
 /** A portal session of OWNER, and making it `minutes` old. */
 const signIn = async () => (await t.service.parts.admins.signIn(OWNER, PASSWORD, null, null)).token;
 const age = (session: string, minutes: number) =>
@@ -77,7 +64,7 @@ describe("BatchCredentialAction", () => {
     expect(await as(session).batchCredentialAction({ action: CredentialAction.DEACTIVATE, credentialIds: ids })).toMatchObject({
       credentials: [{ isActive: false }, { isActive: false }],
     });
-    const err = await refusal(as(session).batchCredentialAction({ action: CredentialAction.DELETE, credentialIds: ids }));
+    const err = await rpcRefusal(as(session).batchCredentialAction({ action: CredentialAction.DELETE, credentialIds: ids }));
     expect(err).toMatchObject({ code: Code.FailedPrecondition, reason: "REAUTHENTICATION_REQUIRED" });
     expect(err.message).toMatch(/^deleting credentials together needs a sign-in within the last 10 minutes/);
     expect(await rows(ids)).toHaveLength(2);
@@ -114,7 +101,7 @@ describe("BatchCredentialAction", () => {
     const before = await rows([a.id, b.id]);
     const audits = await auditCount();
     for (const action of [CredentialAction.DEACTIVATE, CredentialAction.DELETE, CredentialAction.ACTIVATE]) {
-      expect(await refusal(creds().batchCredentialAction({ action, credentialIds: [a.id, unknown, b.id] }))).toEqual({
+      expect(await rpcRefusal(creds().batchCredentialAction({ action, credentialIds: [a.id, unknown, b.id] }))).toEqual({
         code: Code.NotFound,
         message: `credential_ids[1]: credential "${unknown}" not found`,
         reason: "NOT_FOUND",
@@ -206,7 +193,7 @@ describe("BatchCredentialAction", () => {
       ],
     ];
     for (const [request, field, message] of cases) {
-      expect(await refusal(creds().batchCredentialAction(request))).toEqual({ code: Code.InvalidArgument, message, reason: "INVALID_ARGUMENT", field });
+      expect(await rpcRefusal(creds().batchCredentialAction(request))).toEqual({ code: Code.InvalidArgument, message, reason: "INVALID_ARGUMENT", field });
     }
     expect(await rows([a.id])).toEqual(before);
     expect(await auditCount()).toBe(audits);
@@ -243,7 +230,7 @@ describe("BatchCredentialAction", () => {
       const audits = await auditCount();
       const answers: string[] = [];
       for (const other of [b.id, randomUUID()]) {
-        const err = await refusal(limited.credentials.batchCredentialAction({ action: CredentialAction.DELETE, credentialIds: [a.id, other] }));
+        const err = await rpcRefusal(limited.credentials.batchCredentialAction({ action: CredentialAction.DELETE, credentialIds: [a.id, other] }));
         expect(err).toEqual({
           code: Code.PermissionDenied,
           message: `credential_ids[1]: "${other}" is not a credential of an organization this caller may access`,
@@ -333,7 +320,7 @@ describe("DeleteOrganization with cascade (offboarding)", () => {
     await orgs().createTeam({ teamId: "staying-t", organizationId: "staying", name: "T" });
     const before = await t.db.query("select id from provider_credentials where organization_id = 'staying'");
     for (const cascade of [undefined, false]) {
-      expect(await refusal(orgs().deleteOrganization({ organizationId: "staying", cascade }))).toEqual({
+      expect(await rpcRefusal(orgs().deleteOrganization({ organizationId: "staying", cascade }))).toEqual({
         code: Code.FailedPrecondition,
         message: 'organization "staying" still has 1 credential and 1 team; delete them first, so that nothing is lost by accident',
         reason: "ORGANIZATION_IN_USE",
@@ -374,13 +361,13 @@ describe("DeleteOrganization with cascade (offboarding)", () => {
       await orgs().createOrganization({ organizationId: "stale-empty", name: "S" });
       const session = await signIn();
       await age(session, 11);
-      const err = await refusal(as(session).deleteOrganization({ organizationId: "stale-offboard", cascade: true }));
+      const err = await rpcRefusal(as(session).deleteOrganization({ organizationId: "stale-offboard", cascade: true }));
       expect(err).toMatchObject({ code: Code.FailedPrecondition, reason: "REAUTHENTICATION_REQUIRED" });
       expect(err.message).toMatch(/^deleting an organization with its credentials and teams needs a sign-in within the last 10 minutes/);
       expect(await t.db.query("select count(*)::int as n from provider_credentials where organization_id = 'stale-offboard'")).toEqual([{ n: 1 }]);
       // Without a session at all, refused too.
       const none = t.clients(t.adminToken, { [ACTOR_HEADER]: OWNER }).organizations;
-      expect((await refusal(none.deleteOrganization({ organizationId: "stale-offboard", cascade: true }))).reason).toBe("REAUTHENTICATION_REQUIRED");
+      expect((await rpcRefusal(none.deleteOrganization({ organizationId: "stale-offboard", cascade: true }))).reason).toBe("REAUTHENTICATION_REQUIRED");
       // A delete that destroys nothing is not sensitive.
       await as(session).deleteOrganization({ organizationId: "stale-empty" });
 

@@ -2,11 +2,10 @@
 // would silently reach the new organisation's keys), over gRPC and over the portal's REST API, against the real
 // service and PostgreSQL. Once the tokens are revoked and the accounts changed or deleted, the id is free again.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { Code, createClient, type Client } from "@connectrpc/connect";
 import { AdminService } from "@provider-credentials/wire/gen/admin_pb";
 import { Provider } from "@provider-credentials/wire/gen/credentials_pb";
-import { ErrorInfoSchema } from "@provider-credentials/wire/gen/google/rpc/error_details_pb";
-import { FAKE_KEYS, rpcError, startTestService, type TestService } from "../support/harness.js";
+import { FAKE_KEYS, rpcError, startTestService, type TestService, rpcRefusal } from "../support/harness.js";
 import { startTestPortal, type TestPortal } from "../support/portal-harness.js";
 
 let t: TestService;
@@ -20,18 +19,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await t?.close();
 });
-
-/** The refusal of a call: its code, message, and ErrorInfo reason and field. */
-async function refusal(promise: Promise<unknown>): Promise<{ code: Code; message: string; reason?: string; field?: string }> {
-  try {
-    await promise;
-  } catch (error) {
-    const e = ConnectError.from(error);
-    const info = e.findDetails(ErrorInfoSchema)[0];
-    return { code: e.code, message: e.rawMessage, reason: info?.reason, field: info?.metadata.field };
-  }
-  throw new Error("expected the call to fail, but it succeeded");
-}
 
 const still = (id: string, named: string, remedy: string) => ({
   code: Code.FailedPrecondition,
@@ -66,7 +53,7 @@ describe("CreateOrganization of a deleted organisation's id", () => {
       '2 API tokens ("reuse-plain-gateway", "reuse-plain-reader") and 1 portal account ("viewer@reuse-plain.example.com")',
       BOTH,
     );
-    expect(await refusal(orgs().createOrganization({ organizationId: "reuse-plain", name: "Someone else" }))).toEqual(expected);
+    expect(await rpcRefusal(orgs().createOrganization({ organizationId: "reuse-plain", name: "Someone else" }))).toEqual(expected);
     // Nothing was created, nothing audited, and the message never carries a token's secret or a key.
     expect(await t.db.query("select id from organizations where id = 'reuse-plain'")).toEqual([]);
     expect(await t.db.query("select id from audit_events where action = 'organization.create' and organization_id = 'reuse-plain'")).toHaveLength(1);
@@ -82,12 +69,12 @@ describe("CreateOrganization of a deleted organisation's id", () => {
     await admin.revokeApiToken({ name: "reuse-plain-reader" });
     await admin.revokeApiToken({ name: "reuse-plain-gateway" });
     expect(await rpcError(old.listOrganizations({}))).toEqual({ code: Code.Unauthenticated, message: "invalid or revoked token" });
-    expect(await refusal(orgs().createOrganization({ organizationId: "reuse-plain", name: "Someone else" }))).toEqual(
+    expect(await rpcRefusal(orgs().createOrganization({ organizationId: "reuse-plain", name: "Someone else" }))).toEqual(
       still("reuse-plain", '1 portal account ("viewer@reuse-plain.example.com")', "change the accounts' organisations or delete the accounts"),
     );
     // A disabled account counts too: it can be enabled again.
     await admin.updateAdmin({ email: "viewer@reuse-plain.example.com", disabled: true });
-    expect((await refusal(orgs().createOrganization({ organizationId: "reuse-plain", name: "Someone else" }))).reason).toBe("ORGANIZATION_ID_STILL_NAMED");
+    expect((await rpcRefusal(orgs().createOrganization({ organizationId: "reuse-plain", name: "Someone else" }))).reason).toBe("ORGANIZATION_ID_STILL_NAMED");
 
     // Changing the account's organisations (to every one, here) frees the id.
     await admin.updateAdmin({ email: "viewer@reuse-plain.example.com", organizations: { organizationIds: [] } });
@@ -99,7 +86,7 @@ describe("CreateOrganization of a deleted organisation's id", () => {
     const { key, gateway } = await organizationWithLimits("reuse-cascade", true);
     expect(await orgs().deleteOrganization({ organizationId: "reuse-cascade", cascade: true })).toMatchObject({ deletedCredentials: 1, deletedTeams: 1 });
 
-    expect(await refusal(orgs().createOrganization({ organizationId: "reuse-cascade", name: "New customer" }))).toEqual(
+    expect(await rpcRefusal(orgs().createOrganization({ organizationId: "reuse-cascade", name: "New customer" }))).toEqual(
       still("reuse-cascade", '2 API tokens ("reuse-cascade-gateway", "reuse-cascade-reader") and 1 portal account ("viewer@reuse-cascade.example.com")', BOTH),
     );
     // The old gateway token resolves nothing.
@@ -121,7 +108,7 @@ describe("CreateOrganization of a deleted organisation's id", () => {
     for (let i = 1; i <= 7; i++) await admin.createApiToken({ name: `many-${i}`, scope: "resolve", organizationIds: ["reuse-many"] });
     await t.db.query("update api_tokens set expires_at = now() - interval '1 day' where name = 'many-7'");
     await orgs().deleteOrganization({ organizationId: "reuse-many" });
-    expect(await refusal(orgs().createOrganization({ organizationId: "reuse-many", name: "Many" }))).toEqual(
+    expect(await rpcRefusal(orgs().createOrganization({ organizationId: "reuse-many", name: "Many" }))).toEqual(
       still("reuse-many", '7 API tokens ("many-1", "many-2", "many-3", "many-4", "many-5" and 2 more)', "revoke the tokens"),
     );
     for (let i = 1; i <= 7; i++) await admin.revokeApiToken({ name: `many-${i}` });
@@ -136,7 +123,7 @@ describe("CreateOrganization of a deleted organisation's id", () => {
     await orgs().createOrganization({ organizationId: "reuse-free", name: "Free again" });
 
     await admin.createApiToken({ name: "free-limited", scope: "resolve", organizationIds: ["reuse-free"] });
-    expect(await refusal(orgs().createOrganization({ organizationId: "reuse-free", name: "Dup" }))).toEqual({
+    expect(await rpcRefusal(orgs().createOrganization({ organizationId: "reuse-free", name: "Dup" }))).toEqual({
       code: Code.AlreadyExists,
       message: 'organization_id: an organization with id "reuse-free" already exists',
       reason: "ALREADY_EXISTS",

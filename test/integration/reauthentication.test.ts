@@ -3,14 +3,13 @@
 // (SESSION_HEADER); a session's last sign-in is made older than 10 minutes here by moving its time back in the
 // database, as the clock would.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Secret, TOTP } from "otpauth";
 import { ACTOR_HEADER, SESSION_HEADER, SOURCE_HEADER } from "@provider-credentials/wire/auth";
 import { AdminService } from "@provider-credentials/wire/gen/admin_pb";
 import { CredentialService, OrganizationService, Provider } from "@provider-credentials/wire/gen/credentials_pb";
-import { ErrorInfoSchema } from "@provider-credentials/wire/gen/google/rpc/error_details_pb";
-import { FAKE_KEYS, rpcError, startTestService, type TestService } from "../support/harness.js";
+import { FAKE_KEYS, rpcError, startTestService, type TestService, rpcRefusal } from "../support/harness.js";
 
 const PASSWORD = "juniper kites over granite hills";
 const OWNER = "owner@example.com";
@@ -64,17 +63,6 @@ async function age(session: string, minutes: number): Promise<void> {
     "update admin_sessions set authenticated_at = now() - $2 * interval '1 minute' where id_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex')",
     [session, minutes],
   );
-}
-
-/** The refusal of a call: its code, message and ErrorInfo reason. */
-async function refusal(promise: Promise<unknown>): Promise<{ code: Code; message: string; reason: string | undefined }> {
-  try {
-    await promise;
-  } catch (error) {
-    const e = ConnectError.from(error);
-    return { code: e.code, message: e.rawMessage, reason: e.findDetails(ErrorInfoSchema)[0]?.reason };
-  }
-  throw new Error("expected the call to fail, but it succeeded");
 }
 
 const codeAt = (secret: string, timestamp: number) =>
@@ -138,7 +126,7 @@ describe("sensitive actions for a portal account", () => {
       ["SetSecurityPolicy", () => owner.setSecurityPolicy({ requireTwoFactor: true })],
     ];
     for (const [name, call] of calls) {
-      const refused = await refusal(call());
+      const refused = await rpcRefusal(call());
       expect(refused, name).toMatchObject({ code: Code.FailedPrecondition, reason: "REAUTHENTICATION_REQUIRED" });
       expect(refused.message).toBe(
         `${name} needs a sign-in within the last 10 minutes: confirm your password (or a code of your authenticator app) again, then repeat it`,
@@ -154,17 +142,17 @@ describe("sensitive actions for a portal account", () => {
   });
 
   it("are refused when the call names no session, or a session that is not the account's or not live", async () => {
-    const noSession = await refusal(as(OWNER).admin.createApiToken({ name: "nosession", scope: "resolve" }));
+    const noSession = await rpcRefusal(as(OWNER).admin.createApiToken({ name: "nosession", scope: "resolve" }));
     expect(noSession).toMatchObject({ code: Code.FailedPrecondition, reason: "REAUTHENTICATION_REQUIRED" });
     expect(noSession.message).toContain(SESSION_HEADER);
     const editorSession = await signIn(EDITOR);
-    const others = await refusal(as(OWNER, editorSession).admin.createApiToken({ name: "others", scope: "resolve" }));
+    const others = await rpcRefusal(as(OWNER, editorSession).admin.createApiToken({ name: "others", scope: "resolve" }));
     expect(others).toMatchObject({ code: Code.FailedPrecondition, reason: "REAUTHENTICATION_REQUIRED" });
     expect(others.message).toMatch(/no live session of account "owner@example.com": sign in again/);
     const ended = await signIn(OWNER);
     await portal.signOut({ sessionToken: ended });
-    expect(await refusal(as(OWNER, ended).admin.createApiToken({ name: "ended", scope: "resolve" }))).toMatchObject({ reason: "REAUTHENTICATION_REQUIRED" });
-    expect((await refusal(as(OWNER, "not a session").admin.listAdmins({}))).code).toBe(Code.InvalidArgument);
+    expect(await rpcRefusal(as(OWNER, ended).admin.createApiToken({ name: "ended", scope: "resolve" }))).toMatchObject({ reason: "REAUTHENTICATION_REQUIRED" });
+    expect((await rpcRefusal(as(OWNER, "not a session").admin.listAdmins({}))).code).toBe(Code.InvalidArgument);
   });
 
   it("leaves everything else alone: reads, revoking a token, organisations", async () => {
@@ -188,7 +176,7 @@ describe("Reauthenticate", () => {
   it("with the password: sensitive actions pass again for 10 minutes, audited", async () => {
     const session = await signIn(OWNER);
     await age(session, 30);
-    expect((await refusal(as(OWNER, session).admin.createApiToken({ name: "again", scope: "resolve" }))).reason).toBe("REAUTHENTICATION_REQUIRED");
+    expect((await rpcRefusal(as(OWNER, session).admin.createApiToken({ name: "again", scope: "resolve" }))).reason).toBe("REAUTHENTICATION_REQUIRED");
     const from = nextSource();
     const before = Date.now();
     const { reauthenticatedUntil } = await clients({ [SOURCE_HEADER]: from }).admin.reauthenticate({ sessionToken: session, password: PASSWORD });
@@ -203,7 +191,7 @@ describe("Reauthenticate", () => {
     const session = await signIn(EDITOR);
     await age(session, 30);
     const from = nextSource();
-    const refused = await refusal(clients({ [SOURCE_HEADER]: from }).admin.reauthenticate({ sessionToken: session, password: "not the password at all" }));
+    const refused = await rpcRefusal(clients({ [SOURCE_HEADER]: from }).admin.reauthenticate({ sessionToken: session, password: "not the password at all" }));
     expect(refused).toMatchObject({ code: Code.Unauthenticated, message: "invalid password" });
     expect(await auditRows("admin.sign_in_failed", EDITOR)).toEqual([
       { actor: EDITOR, target: EDITOR, source: from, details: { during: "reauthenticate", with: "password" } },
@@ -226,7 +214,7 @@ describe("Reauthenticate", () => {
   it("with a TOTP code, once per code, or a recovery code, for an account with a second factor", async () => {
     const session = await guardedSession(Date.now() - 30_000);
     await age(session, 15);
-    expect((await refusal(as(GUARDED, session).admin.createApiToken({ name: "guarded-1", scope: "resolve" }))).reason).toBe("REAUTHENTICATION_REQUIRED");
+    expect((await rpcRefusal(as(GUARDED, session).admin.createApiToken({ name: "guarded-1", scope: "resolve" }))).reason).toBe("REAUTHENTICATION_REQUIRED");
     const code = codeAt(guardedSecret, Date.now());
     await portal.reauthenticate({ sessionToken: session, code });
     await as(GUARDED, session).admin.createApiToken({ name: "guarded-1", scope: "resolve" });
@@ -254,7 +242,7 @@ describe("changing a key's api_base", () => {
     const session = await signIn(EDITOR);
     await age(session, 11);
     const editor = as(EDITOR, session).credentials;
-    const withBase = await refusal(
+    const withBase = await rpcRefusal(
       editor.createCredential({ organizationId: ORG, provider: Provider.OPENAI, credentialName: "proxied", apiKey: FAKE_KEYS.openai(), apiBase: API_BASE }),
     );
     expect(withBase).toMatchObject({ code: Code.FailedPrecondition, reason: "REAUTHENTICATION_REQUIRED" });
@@ -266,7 +254,7 @@ describe("changing a key's api_base", () => {
       apiKey: FAKE_KEYS.openai(),
     });
     await editor.updateCredential({ credentialId: credential!.credentialId, credentialName: "renamed", apiBase: "" });
-    expect((await refusal(editor.updateCredential({ credentialId: credential!.credentialId, apiBase: API_BASE, apiKey: FAKE_KEYS.openai() }))).reason).toBe(
+    expect((await rpcRefusal(editor.updateCredential({ credentialId: credential!.credentialId, apiBase: API_BASE, apiKey: FAKE_KEYS.openai() }))).reason).toBe(
       "REAUTHENTICATION_REQUIRED",
     );
     await portal.reauthenticate({ sessionToken: session, password: PASSWORD });
@@ -274,7 +262,7 @@ describe("changing a key's api_base", () => {
     await age(session, 11);
     // The same api_base again is no change.
     await editor.updateCredential({ credentialId: credential!.credentialId, apiBase: API_BASE, credentialName: "renamed again" });
-    expect((await refusal(editor.updateCredential({ credentialId: credential!.credentialId, apiBase: "", apiKey: FAKE_KEYS.openai() }))).reason).toBe(
+    expect((await rpcRefusal(editor.updateCredential({ credentialId: credential!.credentialId, apiBase: "", apiKey: FAKE_KEYS.openai() }))).reason).toBe(
       "REAUTHENTICATION_REQUIRED",
     );
     // A token acting alone.
@@ -298,12 +286,12 @@ describe("ResetTwoFactor", () => {
 
   it("NOT_FOUND for no such account; refused to editors and viewers", async () => {
     const session = await signIn(OWNER);
-    expect(await refusal(as(OWNER, session).admin.resetTwoFactor({ email: "nobody@example.com" }))).toMatchObject({ code: Code.NotFound });
+    expect(await rpcRefusal(as(OWNER, session).admin.resetTwoFactor({ email: "nobody@example.com" }))).toMatchObject({ code: Code.NotFound });
     const editor = await signIn(EDITOR);
-    expect((await refusal(as(EDITOR, editor).admin.resetTwoFactor({ email: OWNER }))).code).toBe(Code.PermissionDenied);
+    expect((await rpcRefusal(as(EDITOR, editor).admin.resetTwoFactor({ email: OWNER }))).code).toBe(Code.PermissionDenied);
     const viewer = await signIn(VIEWER);
-    expect((await refusal(as(VIEWER, viewer).admin.resetTwoFactor({ email: OWNER }))).code).toBe(Code.PermissionDenied);
-    expect((await refusal(clients({}).admin.resetTwoFactor({ email: "not an email" }))).code).toBe(Code.InvalidArgument);
+    expect((await rpcRefusal(as(VIEWER, viewer).admin.resetTwoFactor({ email: OWNER }))).code).toBe(Code.PermissionDenied);
+    expect((await rpcRefusal(clients({}).admin.resetTwoFactor({ email: "not an email" }))).code).toBe(Code.InvalidArgument);
   });
 });
 
@@ -316,10 +304,10 @@ describe("an account that must enrol a second factor", () => {
     const viewerSession = await signIn(VIEWER);
     await as(VIEWER, viewerSession).admin.listAdmins({});
     await as(OWNER, owner).admin.setSecurityPolicy({ requireTwoFactor: true });
-    const refused = await refusal(as(VIEWER, viewerSession).admin.listAdmins({}));
+    const refused = await rpcRefusal(as(VIEWER, viewerSession).admin.listAdmins({}));
     expect(refused).toMatchObject({ code: Code.FailedPrecondition, reason: "TWO_FACTOR_ENROLMENT_REQUIRED" });
     expect(refused.message).toMatch(/must set up two-factor sign-in first/);
-    expect((await refusal(as(VIEWER, viewerSession).organizations.listOrganizations({}))).reason).toBe("TWO_FACTOR_ENROLMENT_REQUIRED");
+    expect((await rpcRefusal(as(VIEWER, viewerSession).organizations.listOrganizations({}))).reason).toBe("TWO_FACTOR_ENROLMENT_REQUIRED");
     expect((await portal.getSession({ sessionToken: viewerSession })).twoFactorEnrolmentRequired).toBe(true);
     // Enrolment goes through the portal's own calls.
     const viewerBegun = await portal.beginTwoFactorEnrolment({ sessionToken: viewerSession });

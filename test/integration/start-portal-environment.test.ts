@@ -52,23 +52,69 @@ async function portalProcessesUnder(ancestor: number): Promise<number[]> {
   return found;
 }
 
+/** `npm start` as an operator runs it, on free ports, once it has printed its whole summary. */
+interface NpmStart {
+  child: ChildProcess;
+  ports: { grpc: number; connect: number; portal: number; metrics: number };
+  /** Everything it printed so far, stdout and stderr. */
+  output(): string;
+  /** SIGTERM, then SIGKILL after 20 s, and wait for it to exit. */
+  stop(): Promise<void>;
+}
+
+async function npmStart(env: Record<string, string | undefined>): Promise<NpmStart> {
+  const [grpc, connect, portal, metrics] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const child = spawn(TSX, ["service/src/cli/start.ts"], {
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      GRPC_PORT: String(grpc),
+      CONNECT_PORT: String(connect),
+      PORTAL_PORT: String(portal),
+      METRICS_PORT: String(metrics),
+      ...env,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  let output = "";
+  child.stdout!.on("data", (d) => (output += d));
+  child.stderr!.on("data", (d) => (output += d));
+  const run: NpmStart = {
+    child,
+    ports: { grpc, connect, portal, metrics },
+    output: () => output,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+  const deadline = Date.now() + 170_000;
+  while (!output.includes("Press Ctrl-C to stop.")) {
+    if (child.exitCode !== null) throw new Error(`npm start exited early:\n${output}`);
+    if (Date.now() > deadline) {
+      await run.stop();
+      throw new Error(`npm start was not ready in time:\n${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return run;
+}
+
 describe("npm start: the portal's environment", () => {
   let db: TestDatabase;
   let dataDir: string;
-  let child: ChildProcess | undefined;
-  let exited: Promise<void> | undefined;
+  let run: NpmStart | undefined;
 
   beforeAll(async () => {
     db = await createTestDatabase();
     dataDir = await mkdtemp(path.join(tmpdir(), "pc-start-env-"));
   });
   afterAll(async () => {
-    if (child && child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child?.kill("SIGKILL"), 20_000);
-      await exited;
-      clearTimeout(timer);
-    }
+    await run?.stop();
     await db?.drop();
     await rm(dataDir, { recursive: true, force: true });
   });
@@ -83,35 +129,12 @@ describe("npm start: the portal's environment", () => {
       ADMIN_PASSWORD: "first admin's long passphrase",
       PGPASSWORD: "a libpq password",
     };
-    const [grpcPort, connectPort, portalPort, metricsPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
     const serviceAdminToken = `pc_admin_${"t".repeat(40)}`;
     // As an operator runs it: the whole environment of the shell, secrets included, handed to `npm start`.
-    child = spawn(TSX, ["service/src/cli/start.ts"], {
-      env: {
-        PATH: process.env.PATH,
-        HOME: process.env.HOME,
-        DATA_DIR: dataDir,
-        GRPC_PORT: String(grpcPort),
-        CONNECT_PORT: String(connectPort),
-        PORTAL_PORT: String(portalPort),
-        METRICS_PORT: String(metricsPort),
-        SERVICE_ADMIN_TOKEN: serviceAdminToken,
-        ...secrets,
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    exited = new Promise((resolve) => child!.once("exit", () => resolve()));
-    let output = "";
-    child.stdout!.on("data", (d) => (output += d));
-    child.stderr!.on("data", (d) => (output += d));
-    const deadline = Date.now() + 170_000;
-    while (!output.includes("Provider Credentials is running.")) {
-      if (child.exitCode !== null) throw new Error(`npm start exited early:\n${output}`);
-      if (Date.now() > deadline) throw new Error(`npm start was not ready in time:\n${output}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    run = await npmStart({ DATA_DIR: dataDir, SERVICE_ADMIN_TOKEN: serviceAdminToken, ...secrets });
+    const { grpc: grpcPort, portal: portalPort } = run.ports;
 
-    const portals = await portalProcessesUnder(child.pid!);
+    const portals = await portalProcessesUnder(run.child.pid!);
     expect(portals, "one portal process under npm start").toHaveLength(1);
     const environment = await environmentOf(portals[0]);
 
@@ -135,48 +158,21 @@ describe("npm start: the portal's environment", () => {
 
 describe("npm start with LOG_LEVEL=warn", () => {
   let dataDir: string;
-  let child: ChildProcess | undefined;
-  let exited: Promise<void> | undefined;
+  let run: NpmStart | undefined;
 
   beforeAll(async () => {
     dataDir = await mkdtemp(path.join(tmpdir(), "pc-start-quiet-"));
   });
   afterAll(async () => {
-    if (child && child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child?.kill("SIGKILL"), 20_000);
-      await exited;
-      clearTimeout(timer);
-    }
+    await run?.stop();
     await rm(dataDir, { recursive: true, force: true });
   });
 
   // On the embedded default, as a first `npm start` runs: the first administrator's password is generated and shown once.
   it("still says where to sign in, with the first administrator's password, though the service logs no info line", async () => {
-    const [grpcPort, connectPort, portalPort, metricsPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
-    child = spawn(TSX, ["service/src/cli/start.ts"], {
-      env: {
-        PATH: process.env.PATH,
-        HOME: process.env.HOME,
-        DATA_DIR: dataDir,
-        LOG_LEVEL: "warn",
-        GRPC_PORT: String(grpcPort),
-        CONNECT_PORT: String(connectPort),
-        PORTAL_PORT: String(portalPort),
-        METRICS_PORT: String(metricsPort),
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    exited = new Promise((resolve) => child!.once("exit", () => resolve()));
-    let output = "";
-    child.stdout!.on("data", (d) => (output += d));
-    child.stderr!.on("data", (d) => (output += d));
-    const deadline = Date.now() + 170_000;
-    while (!output.includes("Press Ctrl-C to stop.")) {
-      if (child.exitCode !== null) throw new Error(`npm start exited early:\n${output}`);
-      if (Date.now() > deadline) throw new Error(`npm start was not ready in time:\n${output}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    run = await npmStart({ DATA_DIR: dataDir, LOG_LEVEL: "warn" });
+    const output = run.output();
+    const portalPort = run.ports.portal;
     // The service's info lines (its "ready" line among them) are not logged ...
     expect(output).not.toContain("credentials service ready");
     // ... yet the summary names the portal and gives the generated password, once.

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { Writable } from "node:stream";
-import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { ErrorInfoSchema } from "@provider-credentials/wire/gen/google/rpc/error_details_pb";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { inject } from "vitest";
 import { createDatabase, type TestDatabase } from "./kit.js";
@@ -154,6 +155,18 @@ export async function rpcError(promise: Promise<unknown>): Promise<{ code: numbe
   } catch (error) {
     const e = error as { code?: number; rawMessage?: string; message?: string };
     return { code: e.code ?? -1, message: e.rawMessage ?? e.message ?? "" };
+  }
+  throw new Error("expected the call to fail, but it succeeded");
+}
+
+/** The refusal of a call: its code, message, and google.rpc.ErrorInfo's reason and field. */
+export async function rpcRefusal(promise: Promise<unknown>): Promise<{ code: Code; message: string; reason?: string; field?: string }> {
+  try {
+    await promise;
+  } catch (error) {
+    const e = ConnectError.from(error);
+    const info = e.findDetails(ErrorInfoSchema)[0];
+    return { code: e.code, message: e.rawMessage, reason: info?.reason, field: info?.metadata.field };
   }
   throw new Error("expected the call to fail, but it succeeded");
 }

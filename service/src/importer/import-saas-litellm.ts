@@ -7,6 +7,7 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Orm } from "../db/orm.js";
 import { runChange } from "../db/change.js";
+import { stillNamedIds } from "../organizations/organization-store.js";
 import type { ProviderName } from "../db/entities.js";
 import { comparableName, keyHint, validateApiBase, validateApiKey, validateId, validateName, UUID_PATTERN } from "../credentials/validation.js";
 import { ServiceError } from "../errors.js";
@@ -112,19 +113,6 @@ function times(createdAt: string | null, updatedAt: string | null, now: string):
 }
 
 /** Statements run through MikroORM, which inlines `?` parameters as escaped literals: SQL text here must contain no other `?`. */
-/** Which of `ids` an API token or a portal account is still limited to. */
-async function stillNamedIds(em: EntityManager, ids: readonly string[]): Promise<Set<string>> {
-  if (ids.length === 0) return new Set();
-  const rows = await sql<{ id: string }>(
-    em,
-    `select wanted.id from unnest(array[?]::text[]) as wanted(id)
-      where exists (select 1 from api_tokens t where wanted.id = any(t.organization_ids))
-         or exists (select 1 from admin_users a where wanted.id = any(a.organization_ids))`,
-    [ids],
-  );
-  return new Set(rows.map((row) => row.id));
-}
-
 async function sql<T = Record<string, unknown>>(em: EntityManager, query: string, params: unknown[] = []): Promise<T[]> {
   return em.getConnection().execute<T[]>(query, params, "all", em.getTransactionContext());
 }

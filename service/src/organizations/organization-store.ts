@@ -195,6 +195,21 @@ function page<T extends { id: string }>(rows: T[], limit: number, token: (lastId
 /** How many of the holders of a deleted organisation's id a refusal names; the rest are counted. */
 const NAMED_HOLDERS = 5;
 
+/** What may be limited to organisations (an `organization_ids` column), and what names each row: API tokens and portal accounts. */
+const LIMITED = { tokens: { table: "api_tokens", label: "name" }, accounts: { table: "admin_users", label: "email" } } as const;
+
+/** Which of `ids` an API token or a portal account is still limited to (CreateOrganization refuses them; the import skips them). */
+export async function stillNamedIds(em: EntityManager, ids: readonly string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const named = Object.values(LIMITED)
+    .map(({ table }) => `exists (select 1 from ${table} h where wanted.id = any(h.organization_ids))`)
+    .join(" or ");
+  const rows = await em
+    .getConnection()
+    .execute<Array<{ id: string }>>(`select wanted.id from unnest(array[?]::text[]) as wanted(id) where ${named}`, [ids], "all", em.getTransactionContext());
+  return new Set(rows.map((row) => row.id));
+}
+
 /**
  * Refuses (FAILED_PRECONDITION, ORGANIZATION_ID_STILL_NAMED, at organization_id) to create `id` while an API token or
  * a portal account is still limited to it: one left over from a deleted organisation of that id would silently
@@ -204,15 +219,15 @@ const NAMED_HOLDERS = 5;
 async function refuseStillNamed(em: EntityManager, id: string): Promise<void> {
   const conn = em.getConnection();
   const ctx = em.getTransactionContext();
-  const holders = (table: string, column: string) =>
+  const holders = ({ table, label }: (typeof LIMITED)[keyof typeof LIMITED]) =>
     conn.execute<Array<{ holder: string; total: string }>>(
-      `select ${column} as holder, count(*) over () as total from ${table} where ? = any(organization_ids) order by ${column} limit ${NAMED_HOLDERS}`,
+      `select ${label} as holder, count(*) over () as total from ${table} where ? = any(organization_ids) order by ${label} limit ${NAMED_HOLDERS}`,
       [id],
       "all",
       ctx,
     );
-  const tokens = await holders("api_tokens", "name");
-  const accounts = await holders("admin_users", "email");
+  const tokens = await holders(LIMITED.tokens);
+  const accounts = await holders(LIMITED.accounts);
   if (tokens.length === 0 && accounts.length === 0) return;
   const list = (rows: Array<{ holder: string; total: string }>, one: string, many: string) => {
     if (rows.length === 0) return "";
